@@ -1,0 +1,94 @@
+/*
+ * agent: ferry-agent (the backup side) and ferry (the admin's and central
+ * server's command line). This private header joins the folder's files;
+ * agent is the only folder that ties the others together.
+ */
+#ifndef FERRY_AGENT_H
+#define FERRY_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/common.h"
+#include "image/image.h"
+#include "proto/wire.h"
+
+/* ---- configuration shared by ferry-agent and ferry --------------------- */
+
+/* Every key this build knows; others are warned about by name. */
+extern const char *const fy_known_keys[];
+
+struct fy_settings {
+	const char *repository; /* ferry.repository host:port */
+	const char *server_name; /* ferry.tls.serverName, default the host */
+	struct fy_tls_opts tls;
+	uint32_t block_size;
+	int compression_level;
+	unsigned workers;
+	unsigned queue_depth;
+	uint64_t io_size;
+	int timeout_ms;
+};
+
+/* Reads the keys above (with their defaults and ranges) from cfg. */
+int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s);
+/* Connects to the repository and greets it. */
+int fy_repo_connect(const struct fy_settings *s, const char *software,
+		    struct fy_conn **out, char *repo_id, size_t repo_id_len);
+
+/* ---- the block pipeline ------------------------------------------------ */
+
+struct fy_disk_stats {
+	uint64_t size;
+	uint64_t blocks;
+	uint64_t bytes_read;   /* read from the source */
+	uint64_t bytes_zero;   /* holes and all-zero blocks, never sent */
+	uint64_t bytes_dedup;  /* blocks the repository already had */
+	uint64_t bytes_new;    /* plain bytes of blocks sent */
+	uint64_t bytes_sent;   /* what those blocks took on the wire */
+	uint64_t blocks_sent;
+	double seconds;
+};
+
+typedef void (*fy_progress_cb)(void *opaque, const struct fy_disk_stats *st,
+			       bool done);
+
+struct fy_pipeline_opts {
+	uint32_t block_size;
+	int compression_level;
+	unsigned workers;
+	unsigned queue_depth; /* blocks read at once */
+	fy_progress_cb progress;
+	void *progress_opaque;
+};
+
+/* Reads every block of src, sends what the repository lacks and the block
+ * map, within a backup session already begun (BeginDisk is sent here, and
+ * EndDisk at the end). Memory is bounded by the pool: see docs. */
+int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
+		    uint32_t disk_index, const char *label,
+		    const struct fy_pipeline_opts *opts,
+		    struct fy_disk_stats *st);
+
+/* ---- sessions with the repository (repo_client.c) ---------------------- */
+
+int fy_client_begin_backup(struct fy_conn *conn, const char *source,
+			   const char *kind, uint32_t block_size,
+			   uint32_t disks, char *id, size_t idlen);
+int fy_client_commit(struct fy_conn *conn, char *id, size_t idlen);
+/* Lists backups; cb gets each summary. */
+int fy_client_list(struct fy_conn *conn,
+		   int (*cb)(void *opaque, const Ferry__BackupSummary *b),
+		   void *opaque);
+/* Restores one disk of a backup to path ("-" for stdout); verifies every
+ * block's digest end to end. */
+int fy_client_restore(struct fy_conn *conn, const char *backup_id,
+		      uint32_t disk, const char *path, bool progress,
+		      uint64_t *bytes_written);
+
+/* A status line on a terminal: "read 1.2 GiB  zero ...". */
+void fy_progress_print(void *opaque, const struct fy_disk_stats *st,
+		       bool done);
+
+#endif

@@ -1,0 +1,743 @@
+/*
+ * The block pipeline: a disk goes in, the repository gets what it lacks.
+ *
+ *   reader thread      reads blocks in order (many at once through the
+ *                      source's read_batch), skipping holes the source
+ *                      reports;
+ *   worker threads     hash (SHA-256) every block, then compress only the
+ *                      blocks the repository said it lacks;
+ *   network (caller)   asks the repository which digests it lacks, in
+ *                      batches, sends those blocks, and streams the block
+ *                      map in order.
+ *
+ * Memory is bounded by the pool of block slots (each holds a block and
+ * room for its compressed form) and by the map window (how far the reader
+ * may run ahead of the oldest unfinished block), whatever the disk size.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent/agent.h"
+
+/* Roughly this much memory for block slots, whatever the block size. */
+#define POOL_BYTES (96u << 20)
+#define POOL_MIN 16
+#define POOL_MAX 1024
+/* The reader may run this many blocks ahead of the oldest unfinished one. */
+#define WINDOW_FACTOR 4
+/* Queries are batched; a partial batch goes when nothing came for this
+ * long. */
+#define QUERY_BATCH 64
+#define QUERY_WAIT_NS (1000 * 1000)
+
+enum blk_state {
+	BLK_READ,       /* read, waiting for a worker to hash it */
+	BLK_HOLE,       /* all zeros */
+	BLK_HASHED,     /* digest known, waiting for the query */
+	BLK_COMPRESS,   /* the repository lacks it: waiting for a worker */
+	BLK_COMPRESSED, /* ready to send */
+	BLK_DUP,        /* same digest as a block already being sent */
+};
+
+struct blk {
+	uint64_t index;
+	size_t len; /* plain bytes; the last block of a disk may be short */
+	enum blk_state state;
+	uint8_t digest[FY_DIGEST_LEN];
+	uint8_t *buf;  /* block_size, aligned for O_DIRECT */
+	uint8_t *cbuf; /* block_size */
+	size_t clen;
+	enum fy_codec codec;
+	struct blk *next;
+};
+
+struct queue {
+	struct blk *head, *tail;
+};
+
+/* A map entry waiting for every earlier block to finish. */
+struct map_slot {
+	bool ready;
+	bool hole;
+	uint8_t digest[FY_DIGEST_LEN];
+};
+
+struct pipeline {
+	struct fy_source *src;
+	const struct fy_pipeline_opts *opts;
+	struct fy_conn *conn;
+	uint32_t disk;
+	uint64_t nblocks;
+	size_t block_size;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond_free;  /* a slot was freed / window moved */
+	pthread_cond_t cond_work;  /* work for the workers */
+	pthread_cond_t cond_net;   /* something for the network thread */
+	struct blk *slots;
+	unsigned nslots;
+	struct queue free, hashq, compq, netq;
+	bool stop;      /* everyone: give up */
+	bool read_done; /* reader finished (or failed) */
+	uint64_t bytes_read;
+	int read_error;
+	char read_msg[FY_ERR_MAX];
+
+	/* Owned by the network thread (the caller). */
+	struct map_slot *window;
+	uint64_t window_len;
+	uint64_t next_emit;   /* first block whose map entry is not sent */
+	uint64_t emit_limit;  /* the reader may not start block >= this */
+	uint8_t (*chunk)[FY_DIGEST_LEN];
+	ProtobufCBinaryData *chunk_bins;
+	size_t chunk_n;
+	uint64_t chunk_first;
+	uint64_t finished;    /* blocks whose map entry is known */
+
+	struct fy_disk_stats *st;
+	double start, last_progress;
+};
+
+static void q_push(struct queue *q, struct blk *b)
+{
+	b->next = NULL;
+	if (q->tail)
+		q->tail->next = b;
+	else
+		q->head = b;
+	q->tail = b;
+}
+
+static struct blk *q_pop(struct queue *q)
+{
+	struct blk *b = q->head;
+
+	if (b) {
+		q->head = b->next;
+		if (!q->head)
+			q->tail = NULL;
+	}
+	return b;
+}
+
+/* ---- reader ------------------------------------------------------------ */
+
+struct extent_map {
+	uint64_t first;   /* block index of bits[0] */
+	uint64_t count;
+	uint8_t *has_data; /* one byte a block */
+	size_t block_size;
+};
+
+static int mark_extent(void *opaque, uint64_t off, uint64_t len,
+		       enum fy_extent_kind kind)
+{
+	struct extent_map *em = opaque;
+	uint64_t b, e;
+
+	if (kind != FY_EXTENT_DATA || len == 0)
+		return 0;
+	b = off / em->block_size;
+	e = (off + len - 1) / em->block_size;
+	for (; b <= e; b++)
+		if (b >= em->first && b < em->first + em->count)
+			em->has_data[b - em->first] = 1;
+	return 0;
+}
+
+/* Which blocks of [first, first+count) hold data, as far as the source
+ * knows; a source that cannot tell makes every block data. */
+static int load_extents(struct pipeline *p, struct extent_map *em,
+			uint64_t first, uint64_t count)
+{
+	uint64_t off = first * p->block_size;
+	uint64_t len = count * p->block_size;
+	int rc;
+
+	em->first = first;
+	em->count = count;
+	if (off + len > p->src->size)
+		len = p->src->size - off;
+	memset(em->has_data, 0, count);
+	rc = fy_source_extents(p->src, off, len, mark_extent, em);
+	if (rc == -ENOTSUP) {
+		memset(em->has_data, 1, count);
+		return 0;
+	}
+	return rc;
+}
+
+static void *reader_main(void *arg)
+{
+	struct pipeline *p = arg;
+	unsigned depth = p->opts->queue_depth ? p->opts->queue_depth : 8;
+	struct extent_map em = { .block_size = p->block_size };
+	struct fy_io *ios = calloc(depth, sizeof(*ios));
+	struct blk **batch = calloc(depth, sizeof(*batch));
+	const uint64_t ext_window = 1024;
+	uint64_t i = 0;
+	int rc = 0;
+
+	em.has_data = malloc(ext_window);
+	if (!ios || !batch || !em.has_data) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	em.count = 0;
+	while (i < p->nblocks && rc == 0) {
+		unsigned n = 0, k;
+
+		/* Gather up to depth blocks that need reading. */
+		while (n < depth && i < p->nblocks) {
+			struct blk *b;
+			bool data;
+
+			if (i >= em.first + em.count) {
+				uint64_t cnt = p->nblocks - i < ext_window
+						       ? p->nblocks - i
+						       : ext_window;
+
+				rc = load_extents(p, &em, i, cnt);
+				if (rc < 0)
+					break;
+			}
+			data = em.has_data[i - em.first];
+			pthread_mutex_lock(&p->lock);
+			/* Do not start blocks the map window cannot hold; do
+			 * not wait for a slot while holding unread ones. */
+			while (!p->stop && (!p->free.head || i >= p->emit_limit) && n == 0)
+				pthread_cond_wait(&p->cond_free, &p->lock);
+			if (p->stop || !p->free.head || i >= p->emit_limit) {
+				pthread_mutex_unlock(&p->lock);
+				break;
+			}
+			b = q_pop(&p->free);
+			b->index = i;
+			b->len = p->src->size - i * p->block_size < p->block_size
+					 ? p->src->size - i * p->block_size
+					 : p->block_size;
+			if (!data) {
+				b->state = BLK_HOLE;
+				q_push(&p->netq, b);
+				pthread_cond_signal(&p->cond_net);
+			}
+			pthread_mutex_unlock(&p->lock);
+			i++;
+			if (!data)
+				continue;
+			b->state = BLK_READ;
+			batch[n] = b;
+			ios[n].buf = b->buf;
+			/* O_DIRECT needs aligned lengths; the source fills
+			 * what lies past the end with zeros. */
+			ios[n].len = (b->len + p->src->align - 1) /
+				     p->src->align * p->src->align;
+			if (ios[n].len > p->block_size)
+				ios[n].len = p->block_size;
+			ios[n].offset = b->index * p->block_size;
+			n++;
+		}
+		if (n && rc == 0)
+			rc = fy_source_read_batch(p->src, ios, n);
+		pthread_mutex_lock(&p->lock);
+		for (k = 0; k < n; k++) {
+			q_push(rc == 0 ? &p->hashq : &p->free, batch[k]);
+			if (rc == 0)
+				p->bytes_read += batch[k]->len;
+		}
+		if (n)
+			pthread_cond_broadcast(&p->cond_work);
+		if (p->stop) {
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (rc < 0)
+			rc = fy_err_wrap(rc, "reading %s at offset %" PRIu64,
+					 p->src->name,
+					 batch[0]->index * p->block_size);
+	}
+out:
+	pthread_mutex_lock(&p->lock);
+	p->read_done = true;
+	if (rc < 0) {
+		p->read_error = rc;
+		snprintf(p->read_msg, sizeof(p->read_msg), "%s", fy_err_msg());
+	}
+	pthread_cond_broadcast(&p->cond_net);
+	pthread_mutex_unlock(&p->lock);
+	free(ios);
+	free(batch);
+	free(em.has_data);
+	return NULL;
+}
+
+/* ---- workers ----------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+	struct pipeline *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct blk *b;
+
+		/* Compression first: it frees slots sooner. */
+		while (!p->stop && !p->compq.head && !p->hashq.head)
+			pthread_cond_wait(&p->cond_work, &p->lock);
+		if (p->stop)
+			break;
+		b = q_pop(&p->compq);
+		if (!b)
+			b = q_pop(&p->hashq);
+		pthread_mutex_unlock(&p->lock);
+
+		if (b->state == BLK_READ) {
+			if (fy_is_zero(b->buf, b->len)) {
+				b->state = BLK_HOLE;
+			} else {
+				fy_sha256(b->buf, b->len, b->digest);
+				b->state = BLK_HASHED;
+			}
+		} else {
+			/* cbuf holds block_size: a block that does not
+			 * shrink is kept raw by the codec. */
+			if (fy_block_encode(b->buf, b->len,
+					    p->opts->compression_level, b->cbuf,
+					    p->block_size, &b->clen,
+					    &b->codec) < 0) {
+				memcpy(b->cbuf, b->buf, b->len);
+				b->clen = b->len;
+				b->codec = FY_CODEC_NONE;
+			}
+			b->state = BLK_COMPRESSED;
+		}
+
+		pthread_mutex_lock(&p->lock);
+		q_push(&p->netq, b);
+		pthread_cond_signal(&p->cond_net);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* ---- network side (the calling thread) --------------------------------- */
+
+static int flush_map(struct pipeline *p)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__MapChunk mc = FERRY__MAP_CHUNK__INIT;
+	int rc;
+
+	if (!p->chunk_n)
+		return 0;
+	mc.disk = p->disk;
+	mc.first_block = p->chunk_first;
+	mc.digests = p->chunk_bins;
+	mc.n_digests = p->chunk_n;
+	f.body_case = FERRY__FRAME__BODY_MAP_CHUNK;
+	f.map_chunk = &mc;
+	rc = fy_conn_send(p->conn, &f);
+	p->chunk_first += p->chunk_n;
+	p->chunk_n = 0;
+	return rc;
+}
+
+/* Records block index's map entry and sends every entry now in order. */
+static int finish_block(struct pipeline *p, uint64_t index, bool hole,
+			const uint8_t *digest)
+{
+	struct map_slot *s = &p->window[index % p->window_len];
+	int rc = 0;
+
+	s->ready = true;
+	s->hole = hole;
+	if (!hole)
+		memcpy(s->digest, digest, FY_DIGEST_LEN);
+	p->finished++;
+	while (rc == 0 && p->next_emit < p->nblocks) {
+		size_t k;
+
+		s = &p->window[p->next_emit % p->window_len];
+		if (!s->ready)
+			break;
+		k = p->chunk_n++;
+		if (s->hole) {
+			p->chunk_bins[k].len = 0;
+		} else {
+			memcpy(p->chunk[k], s->digest, FY_DIGEST_LEN);
+			p->chunk_bins[k].len = FY_DIGEST_LEN;
+		}
+		s->ready = false;
+		p->next_emit++;
+		if (p->chunk_n == FY_MAP_CHUNK_MAX)
+			rc = flush_map(p);
+	}
+	return rc;
+}
+
+static void release(struct pipeline *p, struct blk *b)
+{
+	pthread_mutex_lock(&p->lock);
+	q_push(&p->free, b);
+	p->emit_limit = p->next_emit + p->window_len;
+	pthread_cond_broadcast(&p->cond_free);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static int send_block(struct pipeline *p, struct blk *b)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__PutBlock put = FERRY__PUT_BLOCK__INIT;
+
+	put.digest.data = b->digest;
+	put.digest.len = FY_DIGEST_LEN;
+	put.plain_size = b->len;
+	put.codec = (Ferry__Codec)b->codec;
+	put.data.data = b->cbuf;
+	put.data.len = b->clen;
+	f.body_case = FERRY__FRAME__BODY_PUT_BLOCK;
+	f.put_block = &put;
+	p->st->bytes_new += b->len;
+	p->st->bytes_sent += b->clen;
+	p->st->blocks_sent++;
+	return fy_conn_send(p->conn, &f);
+}
+
+/* Digests being compressed or sent: a second block with one of them needs
+ * no query and no second copy. Bounded by the pool. */
+struct inflight {
+	uint8_t (*d)[FY_DIGEST_LEN];
+	unsigned n, cap;
+};
+
+static bool inflight_has(const struct inflight *in, const uint8_t *d)
+{
+	unsigned i;
+
+	for (i = 0; i < in->n; i++)
+		if (!memcmp(in->d[i], d, FY_DIGEST_LEN))
+			return true;
+	return false;
+}
+
+static void inflight_del(struct inflight *in, const uint8_t *d)
+{
+	unsigned i;
+
+	for (i = 0; i < in->n; i++) {
+		if (!memcmp(in->d[i], d, FY_DIGEST_LEN)) {
+			memcpy(in->d[i], in->d[--in->n], FY_DIGEST_LEN);
+			return;
+		}
+	}
+}
+
+/* Asks which of the batch's blocks the repository lacks; those go to the
+ * workers for compression, the rest are done. */
+static int run_query(struct pipeline *p, struct blk **batch, unsigned n,
+		     struct inflight *in, uint64_t seq)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__QueryBlocks q = FERRY__QUERY_BLOCKS__INIT;
+	ProtobufCBinaryData bins[QUERY_BATCH];
+	fy_frame *r = NULL;
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		bins[i].data = batch[i]->digest;
+		bins[i].len = FY_DIGEST_LEN;
+	}
+	q.seq = seq;
+	q.digests = bins;
+	q.n_digests = n;
+	f.body_case = FERRY__FRAME__BODY_QUERY_BLOCKS;
+	f.query_blocks = &q;
+	rc = fy_conn_send(p->conn, &f);
+	if (rc == 0)
+		rc = fy_conn_recv(p->conn, &r);
+	if (rc < 0)
+		return rc;
+	if (r->body_case == FERRY__FRAME__BODY_ERROR) {
+		rc = fy_err_set(-EPROTO, "repository: %s", r->error->message);
+		goto out;
+	}
+	if (r->body_case != FERRY__FRAME__BODY_QUERY_REPLY ||
+	    r->query_reply->seq != seq ||
+	    r->query_reply->missing.len != (n + 7) / 8) {
+		rc = fy_err_set(-EPROTO, "repository answered a query with %s",
+				fy_frame_name(r));
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		struct blk *b = batch[i];
+		bool missing = r->query_reply->missing.data[i / 8] & (1u << (i % 8));
+
+		/* Two blocks of one batch may share a digest. */
+		if (missing && !inflight_has(in, b->digest)) {
+			memcpy(in->d[in->n++], b->digest, FY_DIGEST_LEN);
+			pthread_mutex_lock(&p->lock);
+			b->state = BLK_COMPRESS;
+			q_push(&p->compq, b);
+			pthread_cond_signal(&p->cond_work);
+			pthread_mutex_unlock(&p->lock);
+			continue;
+		}
+		p->st->bytes_dedup += b->len;
+		rc = finish_block(p, b->index, false, b->digest);
+		release(p, b);
+		if (rc < 0)
+			goto out;
+	}
+out:
+	fy_frame_free(r);
+	return rc;
+}
+
+static void report(struct pipeline *p, bool done)
+{
+	double now = fy_now();
+
+	if (!p->opts->progress || (!done && now - p->last_progress < 0.5))
+		return;
+	p->last_progress = now;
+	p->st->seconds = now - p->start;
+	pthread_mutex_lock(&p->lock);
+	p->st->bytes_read = p->bytes_read;
+	pthread_mutex_unlock(&p->lock);
+	p->opts->progress(p->opts->progress_opaque, p->st, done);
+}
+
+static int network_loop(struct pipeline *p)
+{
+	struct inflight in = { 0 };
+	struct blk *batch[QUERY_BATCH];
+	unsigned nbatch = 0;
+	uint64_t seq = 0;
+	int rc = 0;
+
+	in.cap = p->nslots;
+	in.d = calloc(in.cap, FY_DIGEST_LEN);
+	if (!in.d)
+		return fy_err_set(-ENOMEM, "out of memory");
+
+	while (p->finished < p->nblocks) {
+		struct blk *b;
+
+		pthread_mutex_lock(&p->lock);
+		while (!p->netq.head && !(p->read_done && p->read_error)) {
+			if (nbatch) {
+				struct timespec ts;
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += QUERY_WAIT_NS;
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+				if (pthread_cond_timedwait(&p->cond_net, &p->lock,
+							   &ts) == ETIMEDOUT)
+					break;
+			} else {
+				/* Let the repository see what we queued. */
+				pthread_mutex_unlock(&p->lock);
+				rc = fy_conn_flush(p->conn);
+				pthread_mutex_lock(&p->lock);
+				if (rc < 0 || p->netq.head ||
+				    (p->read_done && p->read_error))
+					break;
+				pthread_cond_wait(&p->cond_net, &p->lock);
+			}
+		}
+		if (p->read_done && p->read_error) {
+			rc = fy_err_set(p->read_error, "%s", p->read_msg);
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		b = q_pop(&p->netq);
+		pthread_mutex_unlock(&p->lock);
+		if (rc < 0)
+			break;
+
+		if (!b) {
+			/* Nothing new for a while: ask about what we have. */
+			rc = run_query(p, batch, nbatch, &in, seq++);
+			nbatch = 0;
+			if (rc < 0)
+				break;
+			continue;
+		}
+		switch (b->state) {
+		case BLK_HOLE:
+			p->st->bytes_zero += b->len;
+			rc = finish_block(p, b->index, true, NULL);
+			release(p, b);
+			break;
+		case BLK_HASHED:
+			if (inflight_has(&in, b->digest)) {
+				p->st->bytes_dedup += b->len;
+				rc = finish_block(p, b->index, false, b->digest);
+				release(p, b);
+				break;
+			}
+			batch[nbatch++] = b;
+			if (nbatch == QUERY_BATCH) {
+				rc = run_query(p, batch, nbatch, &in, seq++);
+				nbatch = 0;
+			}
+			break;
+		case BLK_COMPRESSED:
+			rc = send_block(p, b);
+			inflight_del(&in, b->digest);
+			if (rc == 0)
+				rc = finish_block(p, b->index, false, b->digest);
+			release(p, b);
+			break;
+		default:
+			rc = fy_err_set(-EINVAL, "internal: block %" PRIu64
+					" in state %d on the network queue",
+					b->index, b->state);
+		}
+		if (rc < 0)
+			break;
+		report(p, false);
+	}
+	if (rc == 0 && nbatch)
+		rc = run_query(p, batch, nbatch, &in, seq++);
+	if (rc == 0)
+		rc = flush_map(p);
+	free(in.d);
+	return rc;
+}
+
+static int send_begin_disk(struct pipeline *p, const char *label)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__BeginDisk bd = FERRY__BEGIN_DISK__INIT;
+
+	bd.index = p->disk;
+	bd.label = (char *)label;
+	bd.size = p->src->size;
+	bd.change_id = "";
+	bd.transport = (char *)p->src->ops->name;
+	f.body_case = FERRY__FRAME__BODY_BEGIN_DISK;
+	f.begin_disk = &bd;
+	return fy_conn_send(p->conn, &f);
+}
+
+static int send_end_disk(struct pipeline *p)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__EndDisk ed = FERRY__END_DISK__INIT;
+
+	ed.index = p->disk;
+	f.body_case = FERRY__FRAME__BODY_END_DISK;
+	f.end_disk = &ed;
+	return fy_conn_send(p->conn, &f);
+}
+
+int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
+		    uint32_t disk_index, const char *label,
+		    const struct fy_pipeline_opts *opts,
+		    struct fy_disk_stats *st)
+{
+	struct pipeline p = {
+		.src = src, .opts = opts, .conn = conn, .disk = disk_index,
+		.block_size = opts->block_size, .st = st,
+	};
+	unsigned nworkers = opts->workers ? opts->workers : 2;
+	pthread_t reader, *workers = NULL;
+	unsigned i, started = 0;
+	bool reader_started = false;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	st->size = src->size;
+	p.nblocks = (src->size + p.block_size - 1) / p.block_size;
+	st->blocks = p.nblocks;
+	p.nslots = POOL_BYTES / (2 * p.block_size);
+	if (p.nslots < POOL_MIN)
+		p.nslots = POOL_MIN;
+	if (p.nslots > POOL_MAX)
+		p.nslots = POOL_MAX;
+	p.window_len = (uint64_t)p.nslots * WINDOW_FACTOR;
+	p.emit_limit = p.window_len;
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_cond_init(&p.cond_free, NULL);
+	pthread_cond_init(&p.cond_work, NULL);
+	pthread_cond_init(&p.cond_net, NULL);
+
+	p.slots = calloc(p.nslots, sizeof(*p.slots));
+	p.window = calloc(p.window_len, sizeof(*p.window));
+	p.chunk = malloc((size_t)FY_MAP_CHUNK_MAX * FY_DIGEST_LEN);
+	p.chunk_bins = calloc(FY_MAP_CHUNK_MAX, sizeof(*p.chunk_bins));
+	workers = calloc(nworkers, sizeof(*workers));
+	if (!p.slots || !p.window || !p.chunk || !p.chunk_bins || !workers) {
+		rc = fy_err_set(-ENOMEM, "out of memory for the block pool");
+		goto out;
+	}
+	for (i = 0; i < FY_MAP_CHUNK_MAX; i++)
+		p.chunk_bins[i].data = p.chunk[i];
+	for (i = 0; i < p.nslots; i++) {
+		p.slots[i].buf = fy_aligned_alloc(p.block_size);
+		p.slots[i].cbuf = malloc(p.block_size);
+		if (!p.slots[i].buf || !p.slots[i].cbuf) {
+			rc = fy_err_set(-ENOMEM, "out of memory for the block pool");
+			goto out;
+		}
+		q_push(&p.free, &p.slots[i]);
+	}
+
+	rc = send_begin_disk(&p, label);
+	if (rc < 0)
+		goto out;
+	p.start = fy_now();
+	if (pthread_create(&reader, NULL, reader_main, &p) != 0) {
+		rc = fy_err_set(-EAGAIN, "cannot start the reader thread");
+		goto out;
+	}
+	reader_started = true;
+	for (started = 0; started < nworkers; started++)
+		if (pthread_create(&workers[started], NULL, worker_main, &p) != 0)
+			break;
+	if (!started) {
+		rc = fy_err_set(-EAGAIN, "cannot start worker threads");
+		goto stop;
+	}
+	rc = network_loop(&p);
+	if (rc == 0)
+		rc = send_end_disk(&p);
+	if (rc == 0)
+		rc = fy_conn_flush(conn);
+stop:
+	pthread_mutex_lock(&p.lock);
+	p.stop = true;
+	pthread_cond_broadcast(&p.cond_work);
+	pthread_cond_broadcast(&p.cond_free);
+	pthread_mutex_unlock(&p.lock);
+	if (reader_started)
+		pthread_join(reader, NULL);
+	for (i = 0; i < started; i++)
+		pthread_join(workers[i], NULL);
+	report(&p, true);
+	st->seconds = fy_now() - p.start;
+	st->bytes_read = p.bytes_read;
+	if (rc < 0)
+		fy_err_wrap(rc, "disk %u (%s)", disk_index, label);
+out:
+	for (i = 0; p.slots && i < p.nslots; i++) {
+		free(p.slots[i].buf);
+		free(p.slots[i].cbuf);
+	}
+	free(p.slots);
+	free(p.window);
+	free(p.chunk);
+	free(p.chunk_bins);
+	free(workers);
+	return rc;
+}

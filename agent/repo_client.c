@@ -1,0 +1,526 @@
+/*
+ * The client side of the repository protocol, shared by ferry-agent
+ * (backups) and ferry (list, restore): settings from the configuration
+ * file, connecting, and the list and restore conversations.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+
+const char *const fy_known_keys[] = {
+	"ferry.repository",
+	"ferry.tls.cert",
+	"ferry.tls.key",
+	"ferry.tls.ca",
+	"ferry.tls.serverName",
+	"ferry.blockSize",
+	"ferry.compressionLevel",
+	"ferry.workers",
+	"ferry.io.queueDepth",
+	"ferry.io.size",
+	"ferry.timeoutSeconds",
+	"ferry.logFile",
+	"vixDiskLib.transport.LogLevel",
+	/* Keys of later capabilities that an admin's file may already hold
+	 * (VDDK's own, and Ferry's vSphere and transport keys): read by the
+	 * code that uses them, never warned about. */
+	"vixDiskLib.nfc.*",
+	"vixDiskLib.linuxSSL.*",
+	"vixDiskLib.disklib.*",
+	"tmpDirectory",
+	"ferry.nbd.*",
+	NULL,
+};
+
+int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
+{
+	int64_t v;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->repository = fy_config_get(cfg, "ferry.repository");
+	s->server_name = fy_config_get(cfg, "ferry.tls.serverName");
+	s->tls.cert = fy_config_get(cfg, "ferry.tls.cert");
+	s->tls.key = fy_config_get(cfg, "ferry.tls.key");
+	s->tls.ca = fy_config_get(cfg, "ferry.tls.ca");
+	rc = fy_config_get_int(cfg, "ferry.blockSize", FY_BLOCK_DEFAULT,
+			       FY_BLOCK_MIN, FY_BLOCK_MAX, &v);
+	if (rc < 0)
+		return rc;
+	if (v & (v - 1))
+		return fy_err_set(-EINVAL, "ferry.blockSize=%" PRId64 " (from %s) "
+				  "is not a power of two in %u..%u", v,
+				  fy_config_origin(cfg, "ferry.blockSize"),
+				  FY_BLOCK_MIN, FY_BLOCK_MAX);
+	s->block_size = (uint32_t)v;
+	rc = fy_config_get_int(cfg, "ferry.compressionLevel", 3, 1, 19, &v);
+	if (rc < 0)
+		return rc;
+	s->compression_level = (int)v;
+	rc = fy_config_get_int(cfg, "ferry.workers", 0, 0, 64, &v);
+	if (rc < 0)
+		return rc;
+	s->workers = (unsigned)v;
+	if (!s->workers) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		s->workers = n > 0 ? (unsigned)n : 2;
+	}
+	rc = fy_config_get_int(cfg, "ferry.io.queueDepth", 16, 1, 256, &v);
+	if (rc < 0)
+		return rc;
+	s->queue_depth = (unsigned)v;
+	rc = fy_config_get_int(cfg, "ferry.io.size", 1 << 20, 4096, 64 << 20, &v);
+	if (rc < 0)
+		return rc;
+	s->io_size = (uint64_t)v;
+	rc = fy_config_get_int(cfg, "ferry.timeoutSeconds", 300, 1, 86400, &v);
+	if (rc < 0)
+		return rc;
+	s->timeout_ms = (int)v * 1000;
+	return 0;
+}
+
+int fy_repo_connect(const struct fy_settings *s, const char *software,
+		    struct fy_conn **out, char *repo_id, size_t repo_id_len)
+{
+	struct fy_tls *tls = NULL;
+	struct fy_conn *c = NULL;
+	int rc;
+
+	if (!s->repository)
+		return fy_err_set(-EINVAL, "no repository: set ferry.repository="
+				  "HOST:PORT in the configuration or give "
+				  "--repository");
+	rc = fy_tls_new_client(&s->tls, &tls);
+	if (rc < 0)
+		return rc;
+	rc = fy_conn_connect(tls, s->repository, s->server_name, s->timeout_ms,
+			     &c);
+	/* The connection holds its own reference to the context. */
+	fy_tls_free(tls);
+	if (rc < 0)
+		return rc;
+	rc = fy_conn_hello(c, software, s->block_size, repo_id, repo_id_len);
+	if (rc < 0) {
+		fy_conn_close(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+/* Receives one frame and turns an Error frame or a wrong type into an
+ * error naming what we were waiting for. */
+static int recv_expect(struct fy_conn *conn, Ferry__Frame__BodyCase want,
+		       const char *what, fy_frame **out)
+{
+	fy_frame *f = NULL;
+	int rc = fy_conn_recv(conn, &f);
+
+	if (rc < 0)
+		return rc;
+	if (f->body_case == FERRY__FRAME__BODY_ERROR) {
+		rc = fy_err_set(f->error->code < 0 ? f->error->code : -EPROTO,
+				"repository: %s", f->error->message);
+	} else if (f->body_case != want) {
+		rc = fy_err_set(-EPROTO, "repository sent %s while we waited "
+				"for %s", fy_frame_name(f), what);
+	}
+	if (rc < 0) {
+		fy_frame_free(f);
+		return rc;
+	}
+	*out = f;
+	return 0;
+}
+
+int fy_client_begin_backup(struct fy_conn *conn, const char *source,
+			   const char *kind, uint32_t block_size,
+			   uint32_t disks, char *id, size_t idlen)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__BeginBackup bb = FERRY__BEGIN_BACKUP__INIT;
+	fy_frame *r = NULL;
+	int rc;
+
+	bb.source = (char *)source;
+	bb.source_kind = (char *)kind;
+	bb.parent_id = "";
+	bb.created_unix = time(NULL);
+	bb.block_size = block_size;
+	bb.disk_count = disks;
+	f.body_case = FERRY__FRAME__BODY_BEGIN_BACKUP;
+	f.begin_backup = &bb;
+	rc = fy_conn_send(conn, &f);
+	if (rc == 0)
+		rc = recv_expect(conn, FERRY__FRAME__BODY_BACKUP_STARTED,
+				 "BackupStarted", &r);
+	if (rc < 0)
+		return rc;
+	snprintf(id, idlen, "%s", r->backup_started->backup_id);
+	fy_frame_free(r);
+	return 0;
+}
+
+int fy_client_commit(struct fy_conn *conn, char *id, size_t idlen)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__Commit c = FERRY__COMMIT__INIT;
+	fy_frame *r = NULL;
+	int rc;
+
+	f.body_case = FERRY__FRAME__BODY_COMMIT;
+	f.commit = &c;
+	rc = fy_conn_send(conn, &f);
+	if (rc == 0)
+		rc = recv_expect(conn, FERRY__FRAME__BODY_COMMITTED, "Committed",
+				 &r);
+	if (rc < 0)
+		return fy_err_wrap(rc, "commit");
+	snprintf(id, idlen, "%s", r->committed->backup_id);
+	fy_frame_free(r);
+	return 0;
+}
+
+int fy_client_list(struct fy_conn *conn,
+		   int (*cb)(void *opaque, const Ferry__BackupSummary *b),
+		   void *opaque)
+{
+	char after[FY_ID_MAX] = "";
+	bool more = true;
+	int rc = 0;
+
+	while (more && rc == 0) {
+		Ferry__Frame f = FERRY__FRAME__INIT;
+		Ferry__ListBackups lb = FERRY__LIST_BACKUPS__INIT;
+		fy_frame *r = NULL;
+		size_t i;
+
+		lb.after_id = after;
+		f.body_case = FERRY__FRAME__BODY_LIST_BACKUPS;
+		f.list_backups = &lb;
+		rc = fy_conn_send(conn, &f);
+		if (rc == 0)
+			rc = recv_expect(conn, FERRY__FRAME__BODY_BACKUP_LIST,
+					 "BackupList", &r);
+		if (rc < 0)
+			return rc;
+		for (i = 0; i < r->backup_list->n_backups && rc == 0; i++) {
+			rc = cb(opaque, r->backup_list->backups[i]);
+			snprintf(after, sizeof(after), "%s",
+				 r->backup_list->backups[i]->id);
+		}
+		/* A page with nothing new cannot make progress. */
+		more = r->backup_list->more && r->backup_list->n_backups;
+		fy_frame_free(r);
+	}
+	return rc;
+}
+
+/* ---- restore ----------------------------------------------------------- */
+
+/* Blocks requested at once: GetBlocks frames in flight times their size. */
+#define RESTORE_INFLIGHT 4
+
+struct restore {
+	struct fy_conn *conn;
+	int fd;
+	bool seekable;     /* a regular file: holes stay holes */
+	bool zero_holes;   /* a block device: holes are written as zeros */
+	uint64_t size;
+	uint32_t block_size;
+	uint64_t pos;      /* next byte for sequential outputs */
+	uint8_t *plain;
+	uint8_t *zeros;
+	uint64_t written;
+	bool progress;
+	double start, last;
+};
+
+static int out_write(struct restore *r, const void *buf, size_t len,
+		     uint64_t off)
+{
+	int rc;
+
+	if (r->seekable || r->zero_holes) {
+		rc = fy_pwrite_all(r->fd, buf, len, off);
+	} else {
+		/* stdout or a pipe: everything in order, holes as zeros. */
+		while (r->pos < off) {
+			size_t n = off - r->pos < r->block_size ? off - r->pos
+								: r->block_size;
+
+			rc = fy_write_all(r->fd, r->zeros, n);
+			if (rc < 0)
+				return rc;
+			r->pos += n;
+		}
+		rc = fy_write_all(r->fd, buf, len);
+		r->pos = off + len;
+	}
+	if (rc == 0)
+		r->written += len;
+	return rc;
+}
+
+static size_t block_len(const struct restore *r, uint64_t index)
+{
+	uint64_t off = index * r->block_size;
+
+	return r->size - off < r->block_size ? r->size - off : r->block_size;
+}
+
+/* Fetches and writes the data blocks of one map chunk. */
+static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__GetBlocks gb = FERRY__GET_BLOCKS__INIT;
+	ProtobufCBinaryData bins[FY_GET_MAX];
+	uint64_t *idx;   /* block index of every data entry, in order */
+	size_t ndata = 0, sent = 0, got = 0, i;
+	unsigned inflight = 0;
+	int rc = 0;
+
+	idx = malloc(mc->n_digests * sizeof(*idx) + 1);
+	if (!idx)
+		return fy_err_set(-ENOMEM, "out of memory");
+	for (i = 0; i < mc->n_digests; i++) {
+		uint64_t index = mc->first_block + i;
+
+		if (mc->digests[i].len) {
+			idx[ndata++] = i;
+		} else if (r->zero_holes) {
+			rc = out_write(r, r->zeros, block_len(r, index),
+				       index * r->block_size);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	while (got < ndata) {
+		/* Keep a few requests in flight, never one per block. */
+		while (sent < ndata && inflight < RESTORE_INFLIGHT) {
+			size_t n = ndata - sent < FY_GET_MAX ? ndata - sent
+							     : FY_GET_MAX;
+
+			for (i = 0; i < n; i++)
+				bins[i] = mc->digests[idx[sent + i]];
+			gb.digests = bins;
+			gb.n_digests = n;
+			f.body_case = FERRY__FRAME__BODY_GET_BLOCKS;
+			f.get_blocks = &gb;
+			rc = fy_conn_send(r->conn, &f);
+			if (rc < 0)
+				goto out;
+			sent += n;
+			inflight++;
+		}
+		rc = fy_conn_flush(r->conn);
+		if (rc < 0)
+			goto out;
+		/* Answers come in the order asked. */
+		{
+			size_t batch_end = got + FY_GET_MAX < ndata ? got + FY_GET_MAX
+								    : ndata;
+
+			for (; got < batch_end; got++) {
+				fy_frame *b = NULL;
+				uint64_t index = mc->first_block + idx[got];
+				const ProtobufCBinaryData *want =
+					&mc->digests[idx[got]];
+				size_t len = block_len(r, index);
+
+				rc = recv_expect(r->conn, FERRY__FRAME__BODY_BLOCK,
+						 "Block", &b);
+				if (rc < 0)
+					goto out;
+				if (memcmp(b->block->digest.data, want->data,
+					   FY_DIGEST_LEN) ||
+				    b->block->plain_size != len) {
+					rc = fy_err_set(-EPROTO, "repository sent "
+							"the wrong block for "
+							"block %" PRIu64, index);
+				} else {
+					/* Decoding re-hashes: end-to-end check. */
+					rc = fy_block_decode((enum fy_codec)b->block->codec,
+							     b->block->data.data,
+							     b->block->data.len,
+							     len, want->data,
+							     r->plain, r->block_size);
+				}
+				fy_frame_free(b);
+				if (rc == 0)
+					rc = out_write(r, r->plain, len,
+						       index * r->block_size);
+				if (rc < 0) {
+					rc = fy_err_wrap(rc, "block %" PRIu64, index);
+					goto out;
+				}
+			}
+			inflight--;
+		}
+		if (r->progress && fy_now() - r->last > 0.5) {
+			char w[32];
+
+			r->last = fy_now();
+			fy_format_bytes(r->written, w, sizeof(w));
+			fprintf(stderr, "\rrestored %s ", w);
+		}
+	}
+out:
+	free(idx);
+	return rc;
+}
+
+static int open_output(struct restore *r, const char *path)
+{
+	struct stat st;
+
+	if (!strcmp(path, "-")) {
+		r->fd = STDOUT_FILENO;
+		return 0;
+	}
+	r->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (r->fd < 0)
+		return fy_err_set(-errno, "cannot open %s: %s", path,
+				  strerror(errno));
+	if (fstat(r->fd, &st) < 0)
+		return fy_err_set(-errno, "cannot stat %s: %s", path,
+				  strerror(errno));
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t devsize = 0;
+
+		if (ioctl(r->fd, BLKGETSIZE64, &devsize) < 0)
+			return fy_err_set(-errno, "cannot size %s: %s", path,
+					  strerror(errno));
+		if (devsize < r->size)
+			return fy_err_set(-ENOSPC, "%s holds %" PRIu64 " bytes, "
+					  "the disk needs %" PRIu64, path,
+					  devsize, r->size);
+		r->zero_holes = true;
+	} else if (S_ISREG(st.st_mode)) {
+		/* Start empty so holes read as zeros, then size it. */
+		if (ftruncate(r->fd, 0) < 0 || ftruncate(r->fd, r->size) < 0)
+			return fy_err_set(-errno, "cannot size %s: %s", path,
+					  strerror(errno));
+		r->seekable = true;
+	}
+	return 0;
+}
+
+/* Checks what MapEnd says of the disk and prepares the output. */
+static int restore_start(struct restore *r, const Ferry__MapEnd *me,
+			 const char *path)
+{
+	int rc;
+
+	if (me->block_size < FY_BLOCK_MIN || me->block_size > FY_BLOCK_MAX ||
+	    (me->block_size & (me->block_size - 1)) ||
+	    me->size > FY_DISK_SIZE_MAX ||
+	    me->block_count != (me->size + me->block_size - 1) / me->block_size)
+		return fy_err_set(-EPROTO, "repository describes disk %u as "
+				  "%" PRIu64 " bytes in %" PRIu64 " blocks of %u",
+				  me->disk, me->size, me->block_count,
+				  me->block_size);
+	r->size = me->size;
+	r->block_size = me->block_size;
+	r->plain = malloc(r->block_size);
+	r->zeros = calloc(1, r->block_size);
+	if (!r->plain || !r->zeros)
+		return fy_err_set(-ENOMEM, "out of memory");
+	rc = open_output(r, path);
+	return rc;
+}
+
+int fy_client_restore(struct fy_conn *conn, const char *backup_id,
+		      uint32_t disk, const char *path, bool progress,
+		      uint64_t *bytes_written)
+{
+	struct restore r = { .conn = conn, .fd = -1, .progress = progress };
+	uint64_t next = 0, count = 0;
+	bool started = false;
+	int rc = 0;
+
+	r.start = r.last = fy_now();
+	/* The map chunk by chunk: memory stays bounded whatever the disk. */
+	do {
+		Ferry__Frame f = FERRY__FRAME__INIT;
+		Ferry__GetMap gm = FERRY__GET_MAP__INIT;
+		fy_frame *mc = NULL, *end = NULL;
+
+		gm.backup_id = (char *)backup_id;
+		gm.disk = disk;
+		gm.first_block = next;
+		gm.count = FY_MAP_CHUNK_MAX;
+		f.body_case = FERRY__FRAME__BODY_GET_MAP;
+		f.get_map = &gm;
+		rc = fy_conn_send(conn, &f);
+		if (rc == 0)
+			rc = fy_conn_recv(conn, &mc);
+		if (rc < 0)
+			break;
+		if (mc->body_case == FERRY__FRAME__BODY_MAP_END) {
+			end = mc;
+			mc = NULL;
+		} else if (mc->body_case == FERRY__FRAME__BODY_ERROR) {
+			rc = fy_err_set(mc->error->code < 0 ? mc->error->code
+							    : -EPROTO,
+					"repository: %s", mc->error->message);
+		} else if (mc->body_case != FERRY__FRAME__BODY_MAP_CHUNK ||
+			   mc->map_chunk->first_block != next ||
+			   mc->map_chunk->disk != disk) {
+			rc = fy_err_set(-EPROTO, "repository answered GetMap "
+					"with %s", fy_frame_name(mc));
+		} else {
+			rc = recv_expect(conn, FERRY__FRAME__BODY_MAP_END,
+					 "MapEnd", &end);
+		}
+		if (rc == 0 && !started) {
+			rc = restore_start(&r, end->map_end, path);
+			count = end->map_end->block_count;
+			started = true;
+		}
+		if (rc == 0 && mc) {
+			if (next + mc->map_chunk->n_digests > count)
+				rc = fy_err_set(-EPROTO, "repository sent map "
+						"entries past block %" PRIu64,
+						count);
+			else
+				rc = restore_chunk(&r, mc->map_chunk);
+			next += mc->map_chunk->n_digests;
+		} else if (rc == 0 && next < count) {
+			rc = fy_err_set(-EPROTO, "repository ended the map at "
+					"block %" PRIu64 " of %" PRIu64, next,
+					count);
+		}
+		fy_frame_free(mc);
+		fy_frame_free(end);
+	} while (rc == 0 && next < count);
+
+	/* A sequential output gets the zeros of trailing holes too. */
+	if (rc == 0 && started && !r.seekable && !r.zero_holes && r.pos < r.size)
+		rc = out_write(&r, r.zeros, 0, r.size);
+	if (rc == 0 && r.fd >= 0 && r.fd != STDOUT_FILENO && fsync(r.fd) < 0 &&
+	    errno != EINVAL)
+		rc = fy_err_set(-errno, "cannot sync %s: %s", path,
+				strerror(errno));
+	if (r.fd >= 0 && r.fd != STDOUT_FILENO)
+		close(r.fd);
+	if (progress && started)
+		fprintf(stderr, "\r\033[K");
+	free(r.plain);
+	free(r.zeros);
+	*bytes_written = r.written;
+	if (rc < 0)
+		fy_err_wrap(rc, "restore of backup %s disk %u", backup_id, disk);
+	return rc;
+}

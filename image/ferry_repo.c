@@ -1,0 +1,276 @@
+/*
+ * ferry-repo: create, serve and maintain a Ferry repository.
+ * The subcommand table drives both dispatch and the usage text.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image/image.h"
+#include "image/repo_server.h"
+
+struct options {
+	const char *root;
+	struct repo_server_opts serve;
+	struct fy_prune_policy prune;
+	bool dry_run;
+};
+
+enum {
+	OPT_ROOT = 1000, OPT_LISTEN, OPT_CERT, OPT_KEY, OPT_CA, OPT_WORKERS,
+	OPT_MAX_CLIENTS, OPT_READY_FILE, OPT_LOG_LEVEL, OPT_KEEP_LAST,
+	OPT_KEEP_DAILY, OPT_KEEP_WEEKLY, OPT_KEEP_MONTHLY, OPT_DRY_RUN,
+	OPT_IDLE_TIMEOUT, OPT_LOG_FILE,
+};
+
+static const struct option long_opts[] = {
+	{ "root", required_argument, NULL, OPT_ROOT },
+	{ "listen", required_argument, NULL, OPT_LISTEN },
+	{ "cert", required_argument, NULL, OPT_CERT },
+	{ "key", required_argument, NULL, OPT_KEY },
+	{ "ca", required_argument, NULL, OPT_CA },
+	{ "workers", required_argument, NULL, OPT_WORKERS },
+	{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "ready-file", required_argument, NULL, OPT_READY_FILE },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "log-file", required_argument, NULL, OPT_LOG_FILE },
+	{ "keep-last", required_argument, NULL, OPT_KEEP_LAST },
+	{ "keep-daily", required_argument, NULL, OPT_KEEP_DAILY },
+	{ "keep-weekly", required_argument, NULL, OPT_KEEP_WEEKLY },
+	{ "keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int parse_count(const char *arg, const char *flag, int max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || v < 0 || v > max) {
+		fprintf(stderr, "ferry-repo: %s takes a number in 0..%d, not '%s'\n",
+			flag, max, arg);
+		return -EINVAL;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	int c, n, rc = 0;
+
+	optind = 1;
+	while (rc == 0 &&
+	       (c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_ROOT: o->root = optarg; break;
+		case OPT_LISTEN: o->serve.listen = optarg; break;
+		case OPT_CERT: o->serve.tls.cert = optarg; break;
+		case OPT_KEY: o->serve.tls.key = optarg; break;
+		case OPT_CA: o->serve.tls.ca = optarg; break;
+		case OPT_READY_FILE: o->serve.ready_file = optarg; break;
+		case OPT_WORKERS:
+			rc = parse_count(optarg, "--workers", 64, &n);
+			o->serve.workers = n;
+			break;
+		case OPT_MAX_CLIENTS:
+			rc = parse_count(optarg, "--max-clients", 4096, &n);
+			o->serve.max_clients = n;
+			break;
+		case OPT_IDLE_TIMEOUT:
+			rc = parse_count(optarg, "--idle-timeout", 86400, &n);
+			o->serve.idle_timeout_ms = n * 1000;
+			break;
+		case OPT_LOG_LEVEL:
+			rc = parse_count(optarg, "--log-level", 6, &n);
+			fy_log_set_level(n);
+			break;
+		case OPT_LOG_FILE:
+			rc = fy_log_set_file(optarg);
+			if (rc < 0)
+				fprintf(stderr, "ferry-repo: %s\n", fy_err_msg());
+			break;
+		case OPT_KEEP_LAST:
+			rc = parse_count(optarg, "--keep-last", 1000000, &o->prune.keep_last);
+			break;
+		case OPT_KEEP_DAILY:
+			rc = parse_count(optarg, "--keep-daily", 1000000, &o->prune.keep_daily);
+			break;
+		case OPT_KEEP_WEEKLY:
+			rc = parse_count(optarg, "--keep-weekly", 1000000, &o->prune.keep_weekly);
+			break;
+		case OPT_KEEP_MONTHLY:
+			rc = parse_count(optarg, "--keep-monthly", 1000000, &o->prune.keep_monthly);
+			break;
+		case OPT_DRY_RUN:
+			o->dry_run = true;
+			o->prune.dry_run = true;
+			break;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (rc == 0 && optind < argc) {
+		fprintf(stderr, "ferry-repo: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (rc == 0 && !o->root) {
+		fprintf(stderr, "ferry-repo: --root DIR is required\n");
+		return -EINVAL;
+	}
+	return rc;
+}
+
+static int fail(void)
+{
+	fprintf(stderr, "ferry-repo: %s\n", fy_err_msg());
+	return 1;
+}
+
+static int cmd_init(struct options *o)
+{
+	if (fy_repo_init(o->root) < 0)
+		return fail();
+	printf("initialised repository %s\n", o->root);
+	return 0;
+}
+
+static int cmd_serve(struct options *o)
+{
+	if (!o->serve.listen || !o->serve.tls.cert || !o->serve.tls.key ||
+	    !o->serve.tls.ca) {
+		fprintf(stderr, "ferry-repo serve: --listen, --cert, --key and "
+			"--ca are required\n");
+		return 2;
+	}
+	o->serve.root = o->root;
+	if (!o->serve.max_clients)
+		o->serve.max_clients = 64;
+	if (!o->serve.idle_timeout_ms)
+		o->serve.idle_timeout_ms = 300 * 1000;
+	if (repo_server_run(&o->serve) < 0)
+		return fail();
+	return 0;
+}
+
+static int cmd_verify(struct options *o)
+{
+	struct fy_verify_result res = { 0 };
+	struct fy_repo *repo;
+	int rc;
+
+	if (fy_repo_open(o->root, 0, &repo) < 0)
+		return fail();
+	rc = fy_repo_verify(repo, stdout, &res);
+	fy_repo_close(repo);
+	if (rc < 0)
+		return fail();
+	printf("verified %" PRIu64 " backups, %" PRIu64 " blocks: %" PRIu64
+	       " damaged backups, %" PRIu64 " corrupt and %" PRIu64
+	       " missing blocks\n", res.backups, res.blocks_checked,
+	       res.damaged_backups, res.blocks_bad, res.blocks_missing);
+	return res.damaged_backups || res.blocks_bad || res.blocks_missing ? 1 : 0;
+}
+
+static int cmd_prune(struct options *o)
+{
+	struct fy_repo *repo;
+	uint64_t removed = 0;
+	int rc;
+
+	if (fy_repo_open(o->root, 0, &repo) < 0)
+		return fail();
+	rc = fy_repo_prune(repo, &o->prune, stdout, &removed);
+	fy_repo_close(repo);
+	if (rc < 0)
+		return fail();
+	printf("%s %" PRIu64 " backups; run 'ferry-repo gc' to free their "
+	       "blocks\n", o->prune.dry_run ? "would remove" : "removed",
+	       removed);
+	return 0;
+}
+
+static int cmd_gc(struct options *o)
+{
+	struct fy_gc_result res = { 0 };
+	struct fy_repo *repo;
+	char freed[32];
+	int rc;
+
+	if (fy_repo_open(o->root, 0, &repo) < 0)
+		return fail();
+	rc = fy_repo_gc(repo, o->dry_run, stdout, &res);
+	fy_repo_close(repo);
+	if (rc < 0)
+		return fail();
+	fy_format_bytes(res.bytes_freed, freed, sizeof(freed));
+	printf("%" PRIu64 " blocks referenced, %" PRIu64 " stored, %" PRIu64
+	       " %s (%s)\n", res.referenced, res.stored, res.deleted,
+	       o->dry_run ? "would be deleted" : "deleted", freed);
+	return 0;
+}
+
+static const struct command {
+	const char *name;
+	int (*run)(struct options *o);
+	const char *usage;
+} commands[] = {
+	{ "init", cmd_init, "--root DIR" },
+	{ "serve", cmd_serve,
+	  "--root DIR --listen HOST:PORT --cert F --key F --ca F\n"
+	  "        [--workers N] [--max-clients N] [--idle-timeout S] "
+	  "[--ready-file F]" },
+	{ "verify", cmd_verify, "--root DIR" },
+	{ "prune", cmd_prune,
+	  "--root DIR [--keep-last N] [--keep-daily N] [--keep-weekly N]\n"
+	  "        [--keep-monthly N] [--dry-run]" },
+	{ "gc", cmd_gc, "--root DIR [--dry-run]" },
+};
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: ferry-repo COMMAND [OPTIONS]\n\n");
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  ferry-repo %s %s\n", commands[i].name,
+			commands[i].usage);
+	fprintf(f, "\nEvery command also takes --log-level 0..6 and "
+		"--log-file F.\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	size_t i;
+
+	fy_log_set_level(FY_LOG_WARN);
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("ferry-repo %s\n", FERRY_VERSION);
+		return 0;
+	}
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[1], commands[i].name))
+			continue;
+		if (parse_options(argc - 1, argv + 1, &o) < 0) {
+			fprintf(stderr, "usage: ferry-repo %s %s\n",
+				commands[i].name, commands[i].usage);
+			return 2;
+		}
+		return commands[i].run(&o);
+	}
+	fprintf(stderr, "ferry-repo: unknown command '%s'\n\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,190 @@
+/*
+ * image: what a backup is once it is stored. The repository on disk (block
+ * store by content, manifests), the block codec, and the repository-wide
+ * operations: verify, prune, gc. Depends on common and on proto's generated
+ * messages (the manifest header is a protobuf message, proto/manifest.proto).
+ *
+ * On-disk formats are written down in docs/FORMAT.md; keep the two in step.
+ */
+#ifndef FERRY_IMAGE_H
+#define FERRY_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/common.h"
+
+#define FY_BLOCK_MIN (64u << 10)
+#define FY_BLOCK_MAX (8u << 20)
+#define FY_BLOCK_DEFAULT (1u << 20)
+/* Largest stored (possibly compressed) block: a block that does not shrink
+ * is stored raw, so never more than FY_BLOCK_MAX. */
+#define FY_STORED_MAX FY_BLOCK_MAX
+#define FY_DISKS_MAX 256
+#define FY_DISK_SIZE_MAX (1ull << 46)       /* 64 TiB */
+#define FY_MANIFEST_HEADER_MAX (1u << 20)
+#define FY_ID_MAX 64
+#define FY_LABEL_MAX 1024
+
+enum fy_codec { FY_CODEC_NONE = 0, FY_CODEC_ZSTD = 1 };
+
+/* ---- block codec ------------------------------------------------------- */
+
+/* Compresses plain into out (capacity outcap >= len). Sets *codec to
+ * FY_CODEC_NONE and copies when compression does not shrink the block. */
+int fy_block_encode(const void *plain, size_t len, int level, void *out,
+		    size_t outcap, size_t *outlen, enum fy_codec *codec);
+/* Decodes stored data into out (exactly plain_size bytes) and checks that
+ * its SHA-256 equals digest. -EBADMSG (with a message) on any mismatch. */
+int fy_block_decode(enum fy_codec codec, const void *data, size_t len,
+		    uint32_t plain_size, const uint8_t digest[FY_DIGEST_LEN],
+		    void *out, size_t outcap);
+
+/* ---- manifests --------------------------------------------------------- */
+
+struct fy_manifest_disk {
+	uint32_t index;
+	char label[FY_LABEL_MAX];
+	uint64_t size;
+	char change_id[256];
+	char transport[32];
+	uint64_t block_count; /* ceil(size / block_size) */
+	uint64_t data_blocks;
+	uint64_t hole_blocks;
+};
+
+struct fy_manifest {
+	char id[FY_ID_MAX];
+	char source[FY_LABEL_MAX];
+	char source_kind[32];
+	int64_t created_unix;
+	char parent_id[FY_ID_MAX];
+	uint32_t block_size;
+	uint32_t disk_count;
+	struct fy_manifest_disk *disks; /* disk_count entries, index order */
+	/* private: where the block maps are read from */
+	void *priv;
+};
+
+/* Parses and fully validates (sizes, counts, checksum) a manifest. */
+int fy_manifest_open(const char *path, struct fy_manifest **out);
+int fy_manifest_parse_mem(const void *data, size_t len,
+			  struct fy_manifest **out);
+void fy_manifest_free(struct fy_manifest *m);
+/* Copies count digests of disk's map starting at block first. A hole is
+ * FY_DIGEST_LEN zero bytes. */
+int fy_manifest_read_map(struct fy_manifest *m, uint32_t disk, uint64_t first,
+			 uint64_t count, uint8_t (*digests)[FY_DIGEST_LEN]);
+bool fy_digest_is_hole(const uint8_t digest[FY_DIGEST_LEN]);
+
+/* Builds a manifest from streamed block maps (bounded memory: the maps go
+ * to temporary files in the repository's tmp directory). */
+struct fy_manifest_builder;
+int fy_manifest_builder_new(const char *tmpdir, const struct fy_manifest *hdr,
+			    struct fy_manifest_builder **out);
+int fy_manifest_builder_begin_disk(struct fy_manifest_builder *b,
+				   const struct fy_manifest_disk *disk);
+/* Entries must come in order: first == number of entries so far. */
+int fy_manifest_builder_add(struct fy_manifest_builder *b, uint32_t disk,
+			    uint64_t first,
+			    const uint8_t (*digests)[FY_DIGEST_LEN],
+			    size_t count);
+int fy_manifest_builder_end_disk(struct fy_manifest_builder *b, uint32_t disk);
+/* Calls cb for every non-hole digest referenced so far (with repeats). */
+int fy_manifest_builder_for_each(struct fy_manifest_builder *b,
+				 int (*cb)(void *opaque,
+					   const uint8_t digest[FY_DIGEST_LEN]),
+				 void *opaque);
+/* Encodes the whole manifest to a new temporary file, fsync'd; the
+ * repository renames it into place. Returns its path in path. */
+int fy_manifest_builder_finish(struct fy_manifest_builder *b, char *path,
+			       size_t pathlen);
+/* Removes the builder's temporary files. NULL is a no-op. */
+void fy_manifest_builder_free(struct fy_manifest_builder *b);
+
+/* ---- the repository ---------------------------------------------------- */
+
+struct fy_repo;
+
+/* Creates the layout under root (which may exist, empty). */
+int fy_repo_init(const char *root);
+/* Opens an initialised repository. FY_REPO_CLEAN_TMP clears leftovers of
+ * a crash from tmp/ (the server does it at start, under the exclusive
+ * lock). */
+#define FY_REPO_CLEAN_TMP 1u
+int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out);
+void fy_repo_close(struct fy_repo *repo);
+const char *fy_repo_id(const struct fy_repo *repo);
+const char *fy_repo_tmpdir(const struct fy_repo *repo);
+
+/* Blocks, by SHA-256 of their plain content. put is durable when it
+ * returns (temp file, fsync, rename); the directory entries become durable
+ * at fy_repo_sync. */
+int fy_repo_block_exists(struct fy_repo *repo,
+			 const uint8_t digest[FY_DIGEST_LEN]); /* 1, 0, -errno */
+int fy_repo_block_put(struct fy_repo *repo,
+		      const uint8_t digest[FY_DIGEST_LEN], enum fy_codec codec,
+		      uint32_t plain_size, const void *data, size_t len);
+/* Reads the stored form into buf (capacity bufcap >= FY_STORED_MAX). */
+int fy_repo_block_get(struct fy_repo *repo,
+		      const uint8_t digest[FY_DIGEST_LEN], enum fy_codec *codec,
+		      uint32_t *plain_size, void *buf, size_t bufcap,
+		      size_t *len);
+int fy_repo_block_delete(struct fy_repo *repo,
+			 const uint8_t digest[FY_DIGEST_LEN]);
+int fy_repo_block_list(struct fy_repo *repo,
+		       int (*cb)(void *opaque,
+				 const uint8_t digest[FY_DIGEST_LEN]),
+		       void *opaque);
+/* Makes everything written so far durable (syncfs). */
+int fy_repo_sync(struct fy_repo *repo);
+
+/* Backups. A new id: "YYYYMMDDTHHMMSSZ-xxxxxxxx" (sorts by time). */
+void fy_repo_new_backup_id(char id[FY_ID_MAX]);
+/* Moves a finished manifest (from fy_manifest_builder_finish) into
+ * place: rename, fsync the directory. From then on it is listed. */
+int fy_repo_backup_commit(struct fy_repo *repo, const char *tmp_path,
+			  const char *id);
+/* Ids in ascending order. */
+int fy_repo_backup_list(struct fy_repo *repo,
+			int (*cb)(void *opaque, const char *id), void *opaque);
+int fy_repo_backup_open(struct fy_repo *repo, const char *id,
+			struct fy_manifest **out);
+int fy_repo_backup_delete(struct fy_repo *repo, const char *id);
+
+/* Coordination between backups (shared) and gc (exclusive): flock on
+ * root/lock. Returns an fd to pass to unlock, or -errno. */
+int fy_repo_lock(struct fy_repo *repo, bool exclusive);
+void fy_repo_unlock(int fd);
+
+/* ---- repository-wide operations ---------------------------------------- */
+
+struct fy_verify_result {
+	uint64_t backups, damaged_backups;
+	uint64_t blocks_checked, blocks_bad, blocks_missing;
+};
+/* Re-reads and re-hashes every referenced block once; reports damaged
+ * backups and their bad blocks on out. Returns 0 (result says whether
+ * damage was found) or -errno when the check itself failed. */
+int fy_repo_verify(struct fy_repo *repo, FILE *out,
+		   struct fy_verify_result *res);
+
+struct fy_prune_policy {
+	int keep_last, keep_daily, keep_weekly, keep_monthly; /* 0 = unset */
+	bool dry_run;
+};
+/* Per source, keeps what the policy keeps and deletes the other manifests
+ * (blocks are freed by gc). Prints what it keeps and removes on out. */
+int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
+		  FILE *out, uint64_t *removed);
+
+struct fy_gc_result {
+	uint64_t referenced, stored, deleted, bytes_freed;
+};
+/* Deletes blocks no backup references, under the exclusive lock. */
+int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
+	       struct fy_gc_result *res);
+
+#endif

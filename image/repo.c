@@ -1,0 +1,808 @@
+/*
+ * The repository: its layout and config, the block file format over the
+ * store table, backups (committed manifests), and the lock that keeps gc
+ * away from running backups. docs/FORMAT.md describes what is on disk.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "image/image_private.h"
+
+/* ---- small helpers ----------------------------------------------------- */
+
+bool fy_id_valid(const char *id)
+{
+	size_t i;
+
+	for (i = 0; id[i]; i++) {
+		char c = id[i];
+
+		if (i + 1 >= FY_ID_MAX)
+			return false;
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+		      (c >= 'A' && c <= 'Z') || c == '-'))
+			return false;
+	}
+	return i > 0;
+}
+
+int fy_id_check(const char *what, const char *id)
+{
+	if (!fy_id_valid(id))
+		return fy_err_set(-EINVAL,
+				  "%s \"%.*s\" is not valid (1 to %d letters, "
+				  "digits or '-')",
+				  what, FY_ID_MAX, id, FY_ID_MAX - 1);
+	return 0;
+}
+
+void fy_digest_hex(const uint8_t digest[FY_DIGEST_LEN], char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < FY_DIGEST_LEN; i++) {
+		out[2 * i] = hex[digest[i] >> 4];
+		out[2 * i + 1] = hex[digest[i] & 15];
+	}
+	out[2 * FY_DIGEST_LEN] = 0;
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+bool fy_digest_unhex(const char *hex, uint8_t digest[FY_DIGEST_LEN])
+{
+	size_t i;
+
+	for (i = 0; i < FY_DIGEST_LEN; i++) {
+		int hi = hex_value(hex[2 * i]);
+		int lo = hi < 0 ? -1 : hex_value(hex[2 * i + 1]);
+
+		if (lo < 0)
+			return false;
+		digest[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return hex[2 * FY_DIGEST_LEN] == 0;
+}
+
+int fy_path_fmt(char *out, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(out, len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= len) {
+		if (len)
+			out[0] = 0;
+		return fy_err_set(-ENAMETOOLONG, "path too long (%d bytes)",
+				  n);
+	}
+	return 0;
+}
+
+static int random_bytes(void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = getrandom(p, len, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return fy_err_set(-errno, "getrandom: %s",
+					  strerror(errno));
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void random_hex(char *out, size_t bytes)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t buf[32];
+	size_t i;
+
+	/* getrandom cannot fail for 32 bytes once the pool is ready; if it
+	 * ever does, ids stay unique enough with time and pid mixed in. */
+	if (bytes > sizeof(buf) || random_bytes(buf, bytes)) {
+		uint64_t x = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^
+			     (uint64_t)getpid() ^ (uint64_t)(uintptr_t)out;
+
+		for (i = 0; i < sizeof(buf); i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			buf[i] = (uint8_t)x;
+		}
+	}
+	for (i = 0; i < bytes && i < sizeof(buf); i++) {
+		out[2 * i] = hex[buf[i] >> 4];
+		out[2 * i + 1] = hex[buf[i] & 15];
+	}
+	out[2 * i] = 0;
+}
+
+int fy_clear_dir(const char *dir, uint64_t *removed, uint64_t *failed)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int rc = 0;
+
+	d = opendir(dir);
+	if (!d)
+		return fy_err_set(-errno, "%s: %s", dir, strerror(errno));
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			if (errno)
+				rc = fy_err_set(-errno, "read %s: %s", dir,
+						strerror(errno));
+			break;
+		}
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (!unlinkat(dirfd(d), de->d_name, 0)) {
+			(*removed)++;
+			continue;
+		}
+		if ((errno == EISDIR || errno == EPERM) &&
+		    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) <
+			    (int)sizeof(path) &&
+		    !fy_clear_dir(path, removed, failed) &&
+		    !unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR)) {
+			(*removed)++;
+			continue;
+		}
+		fy_warn("cannot remove %s/%s: %s", dir, de->d_name,
+			strerror(errno));
+		(*failed)++;
+	}
+	closedir(d);
+	return rc;
+}
+
+/* ---- init and open ----------------------------------------------------- */
+
+static int path_join(char *out, size_t outlen, const char *root,
+		     const char *name)
+{
+	int n = snprintf(out, outlen, "%s/%s", root, name);
+
+	if (n < 0 || (size_t)n >= outlen)
+		return fy_err_set(-ENAMETOOLONG, "%s/%s: path too long", root,
+				  name);
+	return 0;
+}
+
+/* 1 when root/config looks like a repository's, 0 when absent, else an
+ * error. */
+static int has_config(const char *root)
+{
+	char path[PATH_MAX];
+	void *data = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = path_join(path, sizeof(path), root, "config");
+	if (rc)
+		return rc;
+	rc = fy_read_file(path, FY_REPO_CONFIG_MAX, &data, &len);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	rc = len >= strlen(FY_REPO_CONFIG_LINE) &&
+	     !memcmp(data, FY_REPO_CONFIG_LINE, strlen(FY_REPO_CONFIG_LINE));
+	free(data);
+	return rc;
+}
+
+static int dir_is_empty(const char *dir)
+{
+	struct dirent *de;
+	DIR *d;
+	int rc = 1;
+
+	d = opendir(dir);
+	if (!d)
+		return fy_err_set(-errno, "%s: %s", dir, strerror(errno));
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			rc = 0;
+			break;
+		}
+	closedir(d);
+	return rc;
+}
+
+static int make_dir(const char *root, const char *name)
+{
+	char path[PATH_MAX];
+	int rc;
+
+	rc = path_join(path, sizeof(path), root, name);
+	if (rc)
+		return rc;
+	if (mkdir(path, 0755))
+		return fy_err_set(-errno, "repository init: mkdir %s: %s",
+				  path, strerror(errno));
+	return 0;
+}
+
+int fy_repo_init(const char *root)
+{
+	char path[PATH_MAX], tmpdir[PATH_MAX];
+	char config[128], id[FY_REPO_ID_HEX + 1];
+	struct stat st;
+	int fd, rc, n;
+
+	if (strlen(root) > FY_REPO_ROOT_MAX)
+		return fy_err_set(-ENAMETOOLONG,
+				  "repository init: %s: path too long", root);
+	if (stat(root, &st)) {
+		if (errno != ENOENT)
+			return fy_err_set(-errno, "repository init: %s: %s",
+					  root, strerror(errno));
+		/* Backups are as sensitive as the disks they copy. */
+		rc = fy_mkdirs(root, 0700);
+		if (rc)
+			return fy_err_wrap(rc, "repository init");
+	} else if (!S_ISDIR(st.st_mode)) {
+		return fy_err_set(-ENOTDIR,
+				  "repository init: %s is not a directory",
+				  root);
+	} else {
+		rc = has_config(root);
+		if (rc < 0)
+			return fy_err_wrap(rc, "repository init");
+		if (rc == 1)
+			return fy_err_set(-EEXIST,
+					  "repository init: %s is already a "
+					  "repository",
+					  root);
+		rc = dir_is_empty(root);
+		if (rc < 0)
+			return fy_err_wrap(rc, "repository init");
+		if (!rc)
+			return fy_err_set(-ENOTEMPTY,
+					  "repository init: %s is not empty "
+					  "and not a repository",
+					  root);
+	}
+
+	rc = make_dir(root, "blocks");
+	if (!rc)
+		rc = make_dir(root, "backups");
+	if (!rc)
+		rc = make_dir(root, "tmp");
+	if (!rc)
+		rc = path_join(path, sizeof(path), root, "lock");
+	if (rc)
+		return rc;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fy_err_set(-errno, "repository init: %s: %s", path,
+				  strerror(errno));
+	close(fd);
+
+	/* The config is written last and durably (it fsyncs root, which
+	 * also makes the directories above durable): a crash before it
+	 * leaves no half repository that open would accept. */
+	random_hex(id, FY_REPO_ID_HEX / 2);
+	n = snprintf(config, sizeof(config), "%s %d\nid=%s\n",
+		     FY_REPO_CONFIG_LINE, FY_REPO_VERSION, id);
+	rc = path_join(tmpdir, sizeof(tmpdir), root, "tmp");
+	if (rc)
+		return rc;
+	rc = fy_write_durable(tmpdir, root, "config", config, (size_t)n, true);
+	if (rc)
+		return fy_err_wrap(rc, "repository init: %s", root);
+	fy_info("initialised repository %s (id %s)", root, id);
+	return 0;
+}
+
+static int parse_config(const char *root, const char *text, size_t len,
+			char id[FY_REPO_ID_HEX + 1])
+{
+	const char *line = text, *end = text + len, *nl;
+	const size_t magic = strlen(FY_REPO_CONFIG_LINE);
+	bool first = true;
+
+	id[0] = 0;
+	for (; line < end; line = nl + 1) {
+		size_t n;
+
+		nl = memchr(line, '\n', (size_t)(end - line));
+		if (!nl)
+			nl = end;
+		n = (size_t)(nl - line);
+		if (first) {
+			char version[16];
+			char *tail;
+			long v;
+
+			first = false;
+			if (n <= magic + 1 || memcmp(line, FY_REPO_CONFIG_LINE,
+						     magic) ||
+			    line[magic] != ' ' ||
+			    n - magic - 1 >= sizeof(version))
+				return fy_err_set(-EINVAL,
+						  "%s is not a Ferry repository "
+						  "(config does not start with "
+						  "\"%s\")",
+						  root, FY_REPO_CONFIG_LINE);
+			memcpy(version, line + magic + 1, n - magic - 1);
+			version[n - magic - 1] = 0;
+			v = strtol(version, &tail, 10);
+			if (*tail || tail == version)
+				return fy_err_set(-EINVAL,
+						  "repository %s: bad version "
+						  "\"%s\" in config",
+						  root, version);
+			if (v != FY_REPO_VERSION)
+				return fy_err_set(-ENOTSUP,
+						  "repository %s has format "
+						  "version %ld; this build "
+						  "reads %d",
+						  root, v, FY_REPO_VERSION);
+			continue;
+		}
+		if (n > 3 && !memcmp(line, "id=", 3)) {
+			size_t i;
+
+			if (n - 3 != FY_REPO_ID_HEX)
+				goto bad_id;
+			for (i = 3; i < n; i++)
+				if (hex_value(line[i]) < 0)
+					goto bad_id;
+			memcpy(id, line + 3, FY_REPO_ID_HEX);
+			id[FY_REPO_ID_HEX] = 0;
+		}
+	}
+	if (first)
+		return fy_err_set(-EINVAL, "%s is not a Ferry repository "
+				  "(empty config)", root);
+	if (!id[0])
+		return fy_err_set(-EINVAL, "repository %s: config has no id=",
+				  root);
+	return 0;
+bad_id:
+	return fy_err_set(-EINVAL,
+			  "repository %s: config id is not %d lower-case hex "
+			  "digits",
+			  root, FY_REPO_ID_HEX);
+}
+
+static int clean_tmp(struct fy_repo *repo)
+{
+	uint64_t removed = 0, failed = 0;
+	int fd, rc;
+
+	fd = open(repo->lock_path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return fy_err_set(-errno, "repository %s: %s", repo->root,
+				  strerror(errno));
+	/* Shared holders are backups writing into tmp/ right now. */
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		rc = -errno;
+		close(fd);
+		if (rc == -EWOULDBLOCK) {
+			fy_info("repository %s: backups are running, not "
+				"clearing %s",
+				repo->root, repo->tmpdir);
+			return 0;
+		}
+		return fy_err_set(rc, "repository %s: lock: %s", repo->root,
+				  strerror(-rc));
+	}
+	rc = fy_clear_dir(repo->tmpdir, &removed, &failed);
+	close(fd);
+	if (removed || failed)
+		fy_info("repository %s: removed %" PRIu64
+			" leftover temporary files (%" PRIu64 " could not be)",
+			repo->root, removed, failed);
+	return rc;
+}
+
+int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
+{
+	struct fy_repo *repo = NULL;
+	char path[PATH_MAX];
+	void *config = NULL;
+	size_t len = 0;
+	struct stat st;
+	int rc;
+
+	*out = NULL;
+	if (strlen(root) > FY_REPO_ROOT_MAX)
+		return fy_err_set(-ENAMETOOLONG, "repository %s: path too long",
+				  root);
+	repo = calloc(1, sizeof(*repo));
+	if (!repo)
+		return fy_err_set(-ENOMEM, "repository %s: out of memory", root);
+	strcpy(repo->root, root);
+	rc = path_join(repo->tmpdir, sizeof(repo->tmpdir), root, "tmp");
+	if (!rc)
+		rc = path_join(repo->lock_path, sizeof(repo->lock_path), root,
+			       "lock");
+	if (!rc)
+		rc = path_join(path, sizeof(path), root, "config");
+	if (rc)
+		goto out;
+	rc = fy_read_file(path, FY_REPO_CONFIG_MAX, &config, &len);
+	if (rc == -ENOENT) {
+		rc = fy_err_set(rc, "%s is not a Ferry repository (no config)",
+				root);
+		goto out;
+	}
+	if (rc) {
+		fy_err_wrap(rc, "repository %s", root);
+		goto out;
+	}
+	rc = parse_config(root, config, len, repo->id);
+	if (rc)
+		goto out;
+	if (stat(repo->tmpdir, &st) || !S_ISDIR(st.st_mode)) {
+		rc = fy_err_set(-ENOENT, "repository %s: no tmp directory",
+				root);
+		goto out;
+	}
+	rc = fy_store_posix_open(root, repo->tmpdir, &repo->store);
+	if (rc)
+		goto out;
+	if (flags & FY_REPO_CLEAN_TMP) {
+		rc = clean_tmp(repo);
+		if (rc)
+			goto out;
+	}
+	*out = repo;
+	repo = NULL;
+out:
+	free(config);
+	fy_repo_close(repo);
+	return rc;
+}
+
+void fy_repo_close(struct fy_repo *repo)
+{
+	if (!repo)
+		return;
+	if (repo->store)
+		repo->store->ops->close(repo->store);
+	free(repo);
+}
+
+const char *fy_repo_id(const struct fy_repo *repo)
+{
+	return repo->id;
+}
+
+const char *fy_repo_tmpdir(const struct fy_repo *repo)
+{
+	return repo->tmpdir;
+}
+
+/* ---- blocks ------------------------------------------------------------ */
+
+int fy_repo_block_exists(struct fy_repo *repo,
+			 const uint8_t digest[FY_DIGEST_LEN])
+{
+	uint64_t size;
+	int rc = repo->store->ops->block_stat(repo->store, digest, &size);
+
+	if (rc == -ENOENT)
+		return 0;
+	return rc ? rc : 1;
+}
+
+int fy_repo_block_put(struct fy_repo *repo,
+		      const uint8_t digest[FY_DIGEST_LEN], enum fy_codec codec,
+		      uint32_t plain_size, const void *data, size_t len)
+{
+	uint8_t hdr[FY_BLOCK_HDR_LEN];
+	char hex[FY_DIGEST_HEX];
+	int rc;
+
+	fy_digest_hex(digest, hex);
+	if (codec != FY_CODEC_NONE && codec != FY_CODEC_ZSTD)
+		return fy_err_set(-EINVAL, "block %s: unknown codec %d", hex,
+				  (int)codec);
+	if (plain_size > FY_BLOCK_MAX || len > FY_STORED_MAX ||
+	    (codec == FY_CODEC_NONE && len != plain_size))
+		return fy_err_set(-EINVAL,
+				  "block %s: %zu stored bytes for %u plain "
+				  "bytes is out of bounds",
+				  hex, len, plain_size);
+	memcpy(hdr, FY_BLOCK_MAGIC, 4);
+	hdr[4] = FY_BLOCK_VERSION;
+	hdr[5] = (uint8_t)codec;
+	hdr[6] = 0;
+	hdr[7] = 0;
+	fy_put_be32(hdr + 8, plain_size);
+	fy_put_be32(hdr + 12, (uint32_t)len);
+	rc = repo->store->ops->block_put(repo->store, digest, hdr, sizeof(hdr),
+					 data, len);
+	if (rc)
+		return fy_err_wrap(rc, "block %s", hex);
+	return 0;
+}
+
+int fy_repo_block_get(struct fy_repo *repo,
+		      const uint8_t digest[FY_DIGEST_LEN], enum fy_codec *codec,
+		      uint32_t *plain_size, void *buf, size_t bufcap,
+		      size_t *len)
+{
+	uint8_t hdr[FY_BLOCK_HDR_LEN];
+	char hex[FY_DIGEST_HEX];
+	uint32_t plain, data_len;
+	uint64_t size = 0;
+	int rc;
+
+	fy_digest_hex(digest, hex);
+	rc = repo->store->ops->block_get(repo->store, digest, hdr, sizeof(hdr),
+					 buf, bufcap, &size);
+	if (rc == -ENOENT)
+		return fy_err_set(rc, "block %s is missing", hex);
+	if (rc)
+		return fy_err_wrap(rc, "block %s", hex);
+	if (size < sizeof(hdr))
+		return fy_err_set(-EBADMSG,
+				  "block %s: %" PRIu64 " bytes, shorter than "
+				  "the block header",
+				  hex, size);
+	if (memcmp(hdr, FY_BLOCK_MAGIC, 4))
+		return fy_err_set(-EBADMSG, "block %s: bad magic", hex);
+	if (hdr[4] != FY_BLOCK_VERSION)
+		return fy_err_set(-EBADMSG,
+				  "block %s: version %u, this build reads %u",
+				  hex, hdr[4], FY_BLOCK_VERSION);
+	if (hdr[5] != FY_CODEC_NONE && hdr[5] != FY_CODEC_ZSTD)
+		return fy_err_set(-EBADMSG, "block %s: unknown codec %u", hex,
+				  hdr[5]);
+	if (hdr[6] || hdr[7])
+		return fy_err_set(-EBADMSG,
+				  "block %s: reserved header bytes are set",
+				  hex);
+	plain = fy_get_be32(hdr + 8);
+	data_len = fy_get_be32(hdr + 12);
+	if (plain > FY_BLOCK_MAX)
+		return fy_err_set(-EBADMSG,
+				  "block %s: plain size %u exceeds %u", hex,
+				  plain, FY_BLOCK_MAX);
+	if (data_len > FY_STORED_MAX)
+		return fy_err_set(-EBADMSG,
+				  "block %s: stored size %u exceeds %u", hex,
+				  data_len, FY_STORED_MAX);
+	if (hdr[5] == FY_CODEC_NONE && data_len != plain)
+		return fy_err_set(-EBADMSG,
+				  "block %s: stored raw with %u bytes but "
+				  "plain size %u",
+				  hex, data_len, plain);
+	if (size != sizeof(hdr) + (uint64_t)data_len)
+		return fy_err_set(-EBADMSG,
+				  "block %s: file is %" PRIu64
+				  " bytes, its header says %" PRIu64,
+				  hex, size, sizeof(hdr) + (uint64_t)data_len);
+	if (data_len > bufcap)
+		return fy_err_set(-EINVAL,
+				  "block %s: %u bytes do not fit the buffer "
+				  "(%zu)",
+				  hex, data_len, bufcap);
+	*codec = (enum fy_codec)hdr[5];
+	*plain_size = plain;
+	*len = data_len;
+	return 0;
+}
+
+int fy_repo_block_delete(struct fy_repo *repo,
+			 const uint8_t digest[FY_DIGEST_LEN])
+{
+	char hex[FY_DIGEST_HEX];
+	int rc = repo->store->ops->block_delete(repo->store, digest);
+
+	if (!rc)
+		return 0;
+	fy_digest_hex(digest, hex);
+	if (rc == -ENOENT)
+		return fy_err_set(rc, "block %s is missing", hex);
+	return fy_err_wrap(rc, "delete of block %s", hex);
+}
+
+int fy_repo_block_list(struct fy_repo *repo,
+		       int (*cb)(void *opaque,
+				 const uint8_t digest[FY_DIGEST_LEN]),
+		       void *opaque)
+{
+	return repo->store->ops->block_list(repo->store, cb, opaque);
+}
+
+int fy_repo_sync(struct fy_repo *repo)
+{
+	return repo->store->ops->sync(repo->store);
+}
+
+/* ---- backups ----------------------------------------------------------- */
+
+void fy_repo_new_backup_id(char id[FY_ID_MAX])
+{
+	char rnd[9];
+	struct tm tm;
+	time_t now = time(NULL);
+
+	gmtime_r(&now, &tm);
+	strftime(id, FY_ID_MAX, "%Y%m%dT%H%M%SZ-", &tm);
+	random_hex(rnd, 4);
+	strcat(id, rnd);
+}
+
+int fy_repo_backup_commit(struct fy_repo *repo, const char *tmp_path,
+			  const char *id)
+{
+	struct fy_manifest *m = NULL;
+	int rc;
+
+	rc = fy_id_check("backup id", id);
+	if (rc)
+		return rc;
+	/* A last look before the backup becomes visible: it parses, its
+	 * checksum holds, and it is the backup it claims to be. */
+	rc = fy_manifest_open(tmp_path, &m);
+	if (rc)
+		return fy_err_wrap(rc, "commit of backup %s", id);
+	if (strcmp(m->id, id)) {
+		rc = fy_err_set(-EINVAL,
+				"commit of backup %s: %s holds backup %s", id,
+				tmp_path, m->id);
+		goto out;
+	}
+	rc = repo->store->ops->manifest_put(repo->store, tmp_path, id);
+out:
+	fy_manifest_free(m);
+	return rc;
+}
+
+struct id_list {
+	char (*ids)[FY_ID_MAX];
+	size_t count, cap;
+};
+
+static int collect_id(void *opaque, const char *id)
+{
+	struct id_list *l = opaque;
+
+	if (l->count == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		void *p = realloc(l->ids, cap * sizeof(*l->ids));
+
+		if (!p)
+			return fy_err_set(-ENOMEM, "backup list: out of memory");
+		l->ids = p;
+		l->cap = cap;
+	}
+	snprintf(l->ids[l->count++], FY_ID_MAX, "%s", id);
+	return 0;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+int fy_repo_list_ids(struct fy_repo *repo, char (**ids)[FY_ID_MAX],
+		     size_t *count)
+{
+	struct id_list l = { 0 };
+	int rc;
+
+	rc = repo->store->ops->manifest_list(repo->store, collect_id, &l);
+	if (rc) {
+		free(l.ids);
+		return rc;
+	}
+	if (l.count)
+		qsort(l.ids, l.count, sizeof(*l.ids), cmp_id);
+	*ids = l.ids;
+	*count = l.count;
+	return 0;
+}
+
+int fy_repo_backup_list(struct fy_repo *repo,
+			int (*cb)(void *opaque, const char *id), void *opaque)
+{
+	char (*ids)[FY_ID_MAX] = NULL;
+	size_t count = 0, i;
+	int rc;
+
+	rc = fy_repo_list_ids(repo, &ids, &count);
+	for (i = 0; !rc && i < count; i++)
+		rc = cb(opaque, ids[i]);
+	free(ids);
+	return rc;
+}
+
+int fy_repo_backup_open(struct fy_repo *repo, const char *id,
+			struct fy_manifest **out)
+{
+	struct fy_manifest *m = NULL;
+	int rc;
+
+	*out = NULL;
+	rc = fy_id_check("backup id", id);
+	if (rc)
+		return rc;
+	rc = repo->store->ops->manifest_open(repo->store, id, &m);
+	if (rc)
+		return rc;
+	if (strcmp(m->id, id)) {
+		rc = fy_err_set(-EBADMSG,
+				"backup %s: its manifest holds backup %s", id,
+				m->id);
+		fy_manifest_free(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+int fy_repo_backup_delete(struct fy_repo *repo, const char *id)
+{
+	int rc = fy_id_check("backup id", id);
+
+	if (rc)
+		return rc;
+	return repo->store->ops->manifest_delete(repo->store, id);
+}
+
+/* ---- locking ----------------------------------------------------------- */
+
+int fy_repo_lock(struct fy_repo *repo, bool exclusive)
+{
+	int fd;
+
+	/* O_CREAT: a repository whose lock file was lost still locks. */
+	fd = open(repo->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fy_err_set(-errno, "repository %s: lock: %s",
+				  repo->root, strerror(errno));
+	while (flock(fd, exclusive ? LOCK_EX : LOCK_SH)) {
+		int rc = -errno;
+
+		if (rc == -EINTR)
+			continue;
+		close(fd);
+		return fy_err_set(rc, "repository %s: lock: %s", repo->root,
+				  strerror(-rc));
+	}
+	return fd;
+}
+
+void fy_repo_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}

@@ -1,0 +1,985 @@
+/*
+ * ferry-repo's network side. One thread per client connection reads
+ * frames in order; blocks are verified (decompressed and re-hashed) and
+ * stored by a shared pool of worker threads so both cores work while the
+ * connection thread keeps reading. A backup becomes visible only at Commit,
+ * after every block it references is durable.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <poll.h>
+
+#include "image/repo_server.h"
+
+/* Blocks queued for the workers at once, across all sessions: bounds the
+ * server's memory to about this many blocks' frames. */
+#define QUEUE_MAX 32
+
+struct session;
+
+struct job {
+	struct session *sess;
+	fy_frame *frame; /* a PutBlock, owned by the job */
+	struct job *next;
+};
+
+/* Digests a worker is writing now. A query from any session answers
+ * "present" for them; commit waits until they are on disk. */
+struct pending {
+	uint8_t digest[FY_DIGEST_LEN];
+	unsigned refs;
+	struct pending *next;
+};
+
+struct server {
+	struct fy_repo *repo;
+	struct fy_tls *tls;
+	const struct repo_server_opts *opts;
+
+	pthread_mutex_t lock;
+	pthread_cond_t queue_cond;  /* jobs queued or space freed */
+	pthread_cond_t done_cond;   /* a job finished */
+	struct job *head, *tail;
+	unsigned queued;
+	bool stopping;
+	struct pending *pending;
+	unsigned clients;
+	pthread_t *workers;
+	unsigned n_workers;
+};
+
+struct session {
+	struct server *srv;
+	struct fy_conn *conn;
+	unsigned outstanding; /* jobs of this session not finished */
+	int error;            /* first worker failure */
+	char error_msg[FY_ERR_MAX];
+	uint64_t blocks_received, bytes_received;
+	/* The manifest a restore reads, kept open between GetMap requests:
+	 * opening checks the whole file's checksum. */
+	struct fy_manifest *restore_manifest;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* ---- pending digests (under srv->lock) --------------------------------- */
+
+static struct pending *pending_find(struct server *srv, const uint8_t *d)
+{
+	struct pending *p;
+
+	for (p = srv->pending; p; p = p->next)
+		if (memcmp(p->digest, d, FY_DIGEST_LEN) == 0)
+			return p;
+	return NULL;
+}
+
+static int pending_add(struct server *srv, const uint8_t *d)
+{
+	struct pending *p = pending_find(srv, d);
+
+	if (p) {
+		p->refs++;
+		return 0;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return fy_err_set(-ENOMEM, "out of memory");
+	memcpy(p->digest, d, FY_DIGEST_LEN);
+	p->refs = 1;
+	p->next = srv->pending;
+	srv->pending = p;
+	return 0;
+}
+
+static void pending_del(struct server *srv, const uint8_t *d)
+{
+	struct pending **pp;
+
+	for (pp = &srv->pending; *pp; pp = &(*pp)->next) {
+		if (memcmp((*pp)->digest, d, FY_DIGEST_LEN) == 0) {
+			struct pending *p = *pp;
+
+			if (--p->refs == 0) {
+				*pp = p->next;
+				free(p);
+			}
+			return;
+		}
+	}
+}
+
+/* ---- workers ----------------------------------------------------------- */
+
+static void run_job(struct job *job, uint8_t *scratch)
+{
+	struct session *sess = job->sess;
+	struct server *srv = sess->srv;
+	Ferry__PutBlock *put = job->frame->put_block;
+	int rc;
+
+	/* Re-hash what the client sent: no client can poison dedup. */
+	rc = fy_block_decode((enum fy_codec)put->codec, put->data.data,
+			     put->data.len, put->plain_size, put->digest.data,
+			     scratch, FY_BLOCK_MAX);
+	if (rc == 0)
+		rc = fy_repo_block_put(srv->repo, put->digest.data,
+				       (enum fy_codec)put->codec,
+				       put->plain_size, put->data.data,
+				       put->data.len);
+	pthread_mutex_lock(&srv->lock);
+	if (rc < 0 && !sess->error) {
+		sess->error = rc;
+		snprintf(sess->error_msg, sizeof(sess->error_msg), "%s",
+			 fy_err_msg());
+	}
+	pending_del(srv, put->digest.data);
+	sess->outstanding--;
+	pthread_cond_broadcast(&srv->done_cond);
+	pthread_mutex_unlock(&srv->lock);
+	fy_frame_free(job->frame);
+	free(job);
+}
+
+static void *worker_main(void *arg)
+{
+	struct server *srv = arg;
+	uint8_t *scratch = malloc(FY_BLOCK_MAX);
+
+	for (;;) {
+		struct job *job;
+
+		pthread_mutex_lock(&srv->lock);
+		while (!srv->head && !srv->stopping)
+			pthread_cond_wait(&srv->queue_cond, &srv->lock);
+		if (!srv->head) {
+			pthread_mutex_unlock(&srv->lock);
+			break;
+		}
+		job = srv->head;
+		srv->head = job->next;
+		if (!srv->head)
+			srv->tail = NULL;
+		srv->queued--;
+		pthread_cond_broadcast(&srv->queue_cond);
+		pthread_mutex_unlock(&srv->lock);
+		if (!scratch) {
+			/* Fail the block rather than the whole server. */
+			fy_err_set(-ENOMEM, "out of memory for a worker buffer");
+			pthread_mutex_lock(&srv->lock);
+			if (!job->sess->error) {
+				job->sess->error = -ENOMEM;
+				snprintf(job->sess->error_msg,
+					 sizeof(job->sess->error_msg), "%s",
+					 fy_err_msg());
+			}
+			pending_del(srv, job->frame->put_block->digest.data);
+			job->sess->outstanding--;
+			pthread_cond_broadcast(&srv->done_cond);
+			pthread_mutex_unlock(&srv->lock);
+			fy_frame_free(job->frame);
+			free(job);
+			continue;
+		}
+		run_job(job, scratch);
+	}
+	free(scratch);
+	return NULL;
+}
+
+/* Hands a PutBlock frame to the workers; waits while the queue is full. */
+static int submit_put(struct session *sess, fy_frame *frame)
+{
+	struct server *srv = sess->srv;
+	struct job *job = calloc(1, sizeof(*job));
+	int rc;
+
+	if (!job)
+		return fy_err_set(-ENOMEM, "out of memory");
+	job->sess = sess;
+	job->frame = frame;
+	pthread_mutex_lock(&srv->lock);
+	while (srv->queued >= QUEUE_MAX)
+		pthread_cond_wait(&srv->queue_cond, &srv->lock);
+	rc = pending_add(srv, frame->put_block->digest.data);
+	if (rc < 0) {
+		pthread_mutex_unlock(&srv->lock);
+		free(job);
+		return rc;
+	}
+	if (srv->tail)
+		srv->tail->next = job;
+	else
+		srv->head = job;
+	srv->tail = job;
+	srv->queued++;
+	sess->outstanding++;
+	sess->blocks_received++;
+	sess->bytes_received += frame->put_block->data.len;
+	pthread_cond_broadcast(&srv->queue_cond);
+	pthread_mutex_unlock(&srv->lock);
+	return 0;
+}
+
+/* Waits for the session's blocks; returns the first worker failure. */
+static int drain_session(struct session *sess)
+{
+	struct server *srv = sess->srv;
+	int rc;
+
+	pthread_mutex_lock(&srv->lock);
+	while (sess->outstanding)
+		pthread_cond_wait(&srv->done_cond, &srv->lock);
+	rc = sess->error;
+	if (rc < 0)
+		fy_err_set(rc, "%s", sess->error_msg);
+	pthread_mutex_unlock(&srv->lock);
+	return rc;
+}
+
+/* ---- backup sessions --------------------------------------------------- */
+
+struct commit_check {
+	struct server *srv;
+	uint64_t missing;
+	uint8_t first_missing[FY_DIGEST_LEN];
+};
+
+/* Every referenced block must be stored; one another session is still
+ * writing counts once that write is done. */
+static int check_stored(void *opaque, const uint8_t digest[FY_DIGEST_LEN])
+{
+	struct commit_check *cc = opaque;
+	struct server *srv = cc->srv;
+	int rc = fy_repo_block_exists(srv->repo, digest);
+
+	if (rc == 0) {
+		pthread_mutex_lock(&srv->lock);
+		while (pending_find(srv, digest))
+			pthread_cond_wait(&srv->done_cond, &srv->lock);
+		pthread_mutex_unlock(&srv->lock);
+		rc = fy_repo_block_exists(srv->repo, digest);
+	}
+	if (rc < 0)
+		return rc;
+	if (rc == 0 && cc->missing++ == 0)
+		memcpy(cc->first_missing, digest, FY_DIGEST_LEN);
+	return 0;
+}
+
+static int answer_query(struct session *sess, const Ferry__QueryBlocks *q)
+{
+	struct server *srv = sess->srv;
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__QueryReply r = FERRY__QUERY_REPLY__INIT;
+	uint8_t bitmap[(FY_QUERY_MAX + 7) / 8] = { 0 };
+	size_t i;
+	int rc;
+
+	for (i = 0; i < q->n_digests; i++) {
+		const uint8_t *d = q->digests[i].data;
+		bool present;
+
+		pthread_mutex_lock(&srv->lock);
+		present = pending_find(srv, d) != NULL;
+		pthread_mutex_unlock(&srv->lock);
+		if (!present) {
+			rc = fy_repo_block_exists(srv->repo, d);
+			if (rc < 0)
+				return rc;
+			present = rc == 1;
+		}
+		if (!present)
+			bitmap[i / 8] |= 1u << (i % 8);
+	}
+	r.seq = q->seq;
+	r.missing.data = bitmap;
+	r.missing.len = (q->n_digests + 7) / 8;
+	f.body_case = FERRY__FRAME__BODY_QUERY_REPLY;
+	f.query_reply = &r;
+	return fy_conn_send(sess->conn, &f);
+}
+
+static int send_committed(struct session *sess, const char *id)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__Committed c = FERRY__COMMITTED__INIT;
+
+	c.backup_id = (char *)id;
+	c.blocks_received = sess->blocks_received;
+	c.bytes_received = sess->bytes_received;
+	f.body_case = FERRY__FRAME__BODY_COMMITTED;
+	f.committed = &c;
+	return fy_conn_send(sess->conn, &f);
+}
+
+static int commit_backup(struct session *sess, struct fy_manifest_builder *mb,
+			 const char *id)
+{
+	struct commit_check cc = { .srv = sess->srv };
+	char path[4096], hex[FY_DIGEST_HEX];
+	int rc;
+
+	rc = drain_session(sess);
+	if (rc < 0)
+		return fy_err_wrap(rc, "storing a block");
+	rc = fy_manifest_builder_for_each(mb, check_stored, &cc);
+	if (rc < 0)
+		return rc;
+	if (cc.missing) {
+		fy_hex(cc.first_missing, FY_DIGEST_LEN, hex);
+		return fy_err_set(-EBADMSG, "backup references %" PRIu64
+				  " block(s) the repository does not have "
+				  "and the session did not send (first %s)",
+				  cc.missing, hex);
+	}
+	/* Every block file and directory entry on disk before the manifest. */
+	rc = fy_repo_sync(sess->srv->repo);
+	if (rc < 0)
+		return rc;
+	rc = fy_manifest_builder_finish(mb, path, sizeof(path));
+	if (rc < 0)
+		return rc;
+	rc = fy_repo_backup_commit(sess->srv->repo, path, id);
+	if (rc < 0) {
+		unlink(path);
+		return rc;
+	}
+	return send_committed(sess, id);
+}
+
+static int expect(const fy_frame *f, Ferry__Frame__BodyCase want,
+		  const char *what)
+{
+	if (f->body_case == want)
+		return 0;
+	return fy_err_set(-EPROTO, "expected %s, got %s", what,
+			  fy_frame_name(f));
+}
+
+static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
+{
+	struct server *srv = sess->srv;
+	struct fy_manifest hdr = { 0 };
+	struct fy_manifest_builder *mb = NULL;
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__BackupStarted started = FERRY__BACKUP_STARTED__INIT;
+	char id[FY_ID_MAX];
+	int lock_fd = -1, rc;
+	int disk = -1;
+	uint32_t disks_done = 0;
+
+	if (bb->block_size < FY_BLOCK_MIN || bb->block_size > FY_BLOCK_MAX ||
+	    (bb->block_size & (bb->block_size - 1)))
+		return fy_err_set(-EINVAL, "block size %u is not a power of two "
+				  "in %u..%u", bb->block_size, FY_BLOCK_MIN,
+				  FY_BLOCK_MAX);
+	if (bb->disk_count == 0 || bb->disk_count > FY_DISKS_MAX)
+		return fy_err_set(-EINVAL, "disk count %u is outside 1..%u",
+				  bb->disk_count, FY_DISKS_MAX);
+	/* Shared: many backups at once; gc waits for all of them. */
+	lock_fd = fy_repo_lock(srv->repo, false);
+	if (lock_fd < 0)
+		return lock_fd;
+	fy_repo_new_backup_id(id);
+	snprintf(hdr.id, sizeof(hdr.id), "%s", id);
+	snprintf(hdr.source, sizeof(hdr.source), "%s", bb->source);
+	snprintf(hdr.source_kind, sizeof(hdr.source_kind), "%s",
+		 bb->source_kind);
+	snprintf(hdr.parent_id, sizeof(hdr.parent_id), "%s", bb->parent_id);
+	hdr.created_unix = bb->created_unix ? bb->created_unix : time(NULL);
+	hdr.block_size = bb->block_size;
+	rc = fy_manifest_builder_new(fy_repo_tmpdir(srv->repo), &hdr, &mb);
+	if (rc < 0)
+		goto out;
+	started.backup_id = id;
+	f.body_case = FERRY__FRAME__BODY_BACKUP_STARTED;
+	f.backup_started = &started;
+	rc = fy_conn_send(sess->conn, &f);
+	if (rc < 0)
+		goto out;
+	fy_info("backup %s of %s from %s started", id, bb->source,
+		fy_conn_peer(sess->conn));
+
+	for (;;) {
+		fy_frame *in = NULL;
+
+		/* Fail early when a worker already could not store a block. */
+		pthread_mutex_lock(&srv->lock);
+		rc = sess->error;
+		if (rc < 0)
+			fy_err_set(rc, "%s", sess->error_msg);
+		pthread_mutex_unlock(&srv->lock);
+		if (rc < 0)
+			goto out;
+		rc = fy_conn_recv(sess->conn, &in);
+		if (rc < 0)
+			goto out;
+		switch (in->body_case) {
+		case FERRY__FRAME__BODY_QUERY_BLOCKS:
+			rc = answer_query(sess, in->query_blocks);
+			break;
+		case FERRY__FRAME__BODY_PUT_BLOCK:
+			if (in->put_block->plain_size > bb->block_size) {
+				rc = fy_err_set(-EPROTO, "block of %u bytes in a "
+						"backup of %u-byte blocks",
+						in->put_block->plain_size,
+						bb->block_size);
+				break;
+			}
+			rc = submit_put(sess, in);
+			if (rc == 0)
+				in = NULL; /* the job owns it now */
+			break;
+		case FERRY__FRAME__BODY_BEGIN_DISK: {
+			struct fy_manifest_disk d = { 0 };
+
+			if (disk >= 0 || in->begin_disk->index != disks_done ||
+			    disks_done >= bb->disk_count) {
+				rc = fy_err_set(-EPROTO, "BeginDisk %u out of order",
+						in->begin_disk->index);
+				break;
+			}
+			d.index = in->begin_disk->index;
+			snprintf(d.label, sizeof(d.label), "%s",
+				 in->begin_disk->label);
+			d.size = in->begin_disk->size;
+			snprintf(d.change_id, sizeof(d.change_id), "%s",
+				 in->begin_disk->change_id);
+			snprintf(d.transport, sizeof(d.transport), "%s",
+				 in->begin_disk->transport);
+			rc = fy_manifest_builder_begin_disk(mb, &d);
+			if (rc == 0)
+				disk = d.index;
+			break;
+		}
+		case FERRY__FRAME__BODY_MAP_CHUNK:
+			if (disk < 0 || in->map_chunk->disk != (uint32_t)disk) {
+				rc = fy_err_set(-EPROTO, "MapChunk for disk %u "
+						"outside that disk",
+						in->map_chunk->disk);
+				break;
+			}
+			{
+				/* Holes travel as empty digests; store zeros. */
+				size_t n = in->map_chunk->n_digests, i;
+				uint8_t (*d)[FY_DIGEST_LEN] = calloc(n ? n : 1, FY_DIGEST_LEN);
+
+				if (!d) {
+					rc = fy_err_set(-ENOMEM, "out of memory");
+					break;
+				}
+				for (i = 0; i < n; i++)
+					if (in->map_chunk->digests[i].len)
+						memcpy(d[i], in->map_chunk->digests[i].data,
+						       FY_DIGEST_LEN);
+				rc = fy_manifest_builder_add(mb, disk,
+							     in->map_chunk->first_block,
+							     (const uint8_t (*)[FY_DIGEST_LEN])d, n);
+				free(d);
+			}
+			break;
+		case FERRY__FRAME__BODY_END_DISK:
+			if (disk < 0 || in->end_disk->index != (uint32_t)disk) {
+				rc = fy_err_set(-EPROTO, "EndDisk %u without BeginDisk",
+						in->end_disk->index);
+				break;
+			}
+			rc = fy_manifest_builder_end_disk(mb, disk);
+			disk = -1;
+			disks_done++;
+			break;
+		case FERRY__FRAME__BODY_COMMIT:
+			if (disk >= 0 || disks_done != bb->disk_count) {
+				rc = fy_err_set(-EPROTO, "Commit after %u of %u disks",
+						disks_done, bb->disk_count);
+				break;
+			}
+			rc = commit_backup(sess, mb, id);
+			if (rc == 0) {
+				fy_info("backup %s of %s committed: %" PRIu64
+					" blocks (%" PRIu64 " bytes) received",
+					id, bb->source, sess->blocks_received,
+					sess->bytes_received);
+				fy_frame_free(in);
+				goto out;
+			}
+			break;
+		case FERRY__FRAME__BODY_ERROR:
+			rc = fy_err_set(-ECANCELED, "client gave up: %s",
+					in->error->message);
+			break;
+		default:
+			rc = expect(in, FERRY__FRAME__BODY_PUT_BLOCK,
+				    "a backup frame");
+		}
+		fy_frame_free(in);
+		if (rc < 0)
+			goto out;
+	}
+out:
+	if (rc < 0)
+		fy_err_wrap(rc, "backup %s of %s", id, bb->source);
+	/* Workers may still hold this session's blocks. */
+	{
+		int saved = rc;
+		char msg[FY_ERR_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		drain_session(sess);
+		fy_err_set(saved, "%s", msg);
+	}
+	fy_manifest_builder_free(mb);
+	fy_repo_unlock(lock_fd);
+	return rc;
+}
+
+/* ---- listing and restore ----------------------------------------------- */
+
+struct id_list {
+	char (*ids)[FY_ID_MAX];
+	size_t n, cap;
+	const char *after;
+	size_t max;
+};
+
+static int collect_id(void *opaque, const char *id)
+{
+	struct id_list *l = opaque;
+
+	if (l->after && strcmp(id, l->after) <= 0)
+		return 0;
+	if (l->n == l->max)
+		return 1; /* one more than the page: there are more */
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? 2 * l->cap : 64;
+		void *n = realloc(l->ids, ncap * FY_ID_MAX);
+
+		if (!n)
+			return fy_err_set(-ENOMEM, "out of memory");
+		l->ids = n;
+		l->cap = ncap;
+	}
+	snprintf(l->ids[l->n++], FY_ID_MAX, "%s", id);
+	return 0;
+}
+
+static int send_list(struct session *sess, const Ferry__ListBackups *req)
+{
+	struct server *srv = sess->srv;
+	struct id_list l = { .after = req->after_id[0] ? req->after_id : NULL,
+			     .max = FY_LIST_PAGE };
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__BackupList bl = FERRY__BACKUP_LIST__INIT;
+	Ferry__BackupSummary *sums = NULL, **sump = NULL;
+	Ferry__DiskSummary *disks = NULL, **diskp = NULL;
+	struct fy_manifest **ms = NULL;
+	size_t i, j, nd = 0, total_disks = 0, shown = 0;
+	int rc;
+
+	rc = fy_repo_backup_list(srv->repo, collect_id, &l);
+	bl.more = rc == 1;
+	if (rc < 0)
+		goto out;
+	ms = calloc(l.n ? l.n : 1, sizeof(*ms));
+	sums = calloc(l.n ? l.n : 1, sizeof(*sums));
+	sump = calloc(l.n ? l.n : 1, sizeof(*sump));
+	if (!ms || !sums || !sump) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < l.n; i++) {
+		if (fy_repo_backup_open(srv->repo, l.ids[i], &ms[i]) < 0) {
+			fy_warn("listing: skipping backup %s: %s", l.ids[i],
+				fy_err_msg());
+			continue;
+		}
+		total_disks += ms[i]->disk_count;
+	}
+	disks = calloc(total_disks ? total_disks : 1, sizeof(*disks));
+	diskp = calloc(total_disks ? total_disks : 1, sizeof(*diskp));
+	if (!disks || !diskp) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < l.n; i++) {
+		struct fy_manifest *m = ms[i];
+		Ferry__BackupSummary *s = &sums[shown];
+
+		if (!m)
+			continue;
+		ferry__backup_summary__init(s);
+		s->id = m->id;
+		s->source = m->source;
+		s->source_kind = m->source_kind;
+		s->created_unix = m->created_unix;
+		s->parent_id = m->parent_id;
+		s->block_size = m->block_size;
+		s->disks = &diskp[nd];
+		s->n_disks = m->disk_count;
+		for (j = 0; j < m->disk_count; j++, nd++) {
+			Ferry__DiskSummary *d = &disks[nd];
+
+			ferry__disk_summary__init(d);
+			d->index = m->disks[j].index;
+			d->label = m->disks[j].label;
+			d->size = m->disks[j].size;
+			d->data_blocks = m->disks[j].data_blocks;
+			d->hole_blocks = m->disks[j].hole_blocks;
+			d->change_id = m->disks[j].change_id;
+			d->transport = m->disks[j].transport;
+			diskp[nd] = d;
+		}
+		sump[shown++] = s;
+	}
+	bl.backups = sump;
+	bl.n_backups = shown;
+	f.body_case = FERRY__FRAME__BODY_BACKUP_LIST;
+	f.backup_list = &bl;
+	rc = fy_conn_send(sess->conn, &f);
+out:
+	for (i = 0; ms && i < l.n; i++)
+		fy_manifest_free(ms[i]);
+	free(ms);
+	free(sums);
+	free(sump);
+	free(disks);
+	free(diskp);
+	free(l.ids);
+	return rc;
+}
+
+static int send_map(struct session *sess, const Ferry__GetMap *req)
+{
+	struct fy_manifest *m = sess->restore_manifest;
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__MapChunk mc = FERRY__MAP_CHUNK__INIT;
+	Ferry__MapEnd me = FERRY__MAP_END__INIT;
+	uint8_t (*d)[FY_DIGEST_LEN] = NULL;
+	ProtobufCBinaryData *bins = NULL;
+	uint64_t first, end, count;
+	int rc;
+
+	if (!m || strcmp(m->id, req->backup_id)) {
+		fy_manifest_free(m);
+		sess->restore_manifest = NULL;
+		rc = fy_repo_backup_open(sess->srv->repo, req->backup_id, &m);
+		if (rc < 0)
+			return rc;
+		sess->restore_manifest = m;
+	}
+	if (req->disk >= m->disk_count)
+		return fy_err_set(-ENOENT, "backup %s has no disk %u (it has %u)",
+				  req->backup_id, req->disk, m->disk_count);
+	count = m->disks[req->disk].block_count;
+	if (req->first_block > count)
+		return fy_err_set(-EINVAL, "backup %s disk %u has %" PRIu64
+				  " blocks, not %" PRIu64, req->backup_id,
+				  req->disk, count, req->first_block);
+	end = count;
+	if (req->count && req->count < count - req->first_block)
+		end = req->first_block + req->count;
+	d = malloc((size_t)FY_MAP_CHUNK_MAX * FY_DIGEST_LEN);
+	bins = calloc(FY_MAP_CHUNK_MAX, sizeof(*bins));
+	if (!d || !bins) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (first = req->first_block; first < end; first += FY_MAP_CHUNK_MAX) {
+		size_t n = end - first < FY_MAP_CHUNK_MAX ? end - first
+							   : FY_MAP_CHUNK_MAX;
+		size_t i;
+
+		rc = fy_manifest_read_map(m, req->disk, first, n, d);
+		if (rc < 0)
+			goto out;
+		for (i = 0; i < n; i++) {
+			bins[i].data = d[i];
+			bins[i].len = fy_digest_is_hole(d[i]) ? 0 : FY_DIGEST_LEN;
+		}
+		mc.disk = req->disk;
+		mc.first_block = first;
+		mc.digests = bins;
+		mc.n_digests = n;
+		f.body_case = FERRY__FRAME__BODY_MAP_CHUNK;
+		f.map_chunk = &mc;
+		rc = fy_conn_send(sess->conn, &f);
+		if (rc < 0)
+			goto out;
+	}
+	me.disk = req->disk;
+	me.block_count = count;
+	me.size = m->disks[req->disk].size;
+	me.block_size = m->block_size;
+	f.body_case = FERRY__FRAME__BODY_MAP_END;
+	f.map_end = &me;
+	rc = fy_conn_send(sess->conn, &f);
+out:
+	free(d);
+	free(bins);
+	return rc;
+}
+
+static int send_blocks(struct session *sess, const Ferry__GetBlocks *req,
+		       uint8_t *buf)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__Block b = FERRY__BLOCK__INIT;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < req->n_digests; i++) {
+		enum fy_codec codec;
+		uint32_t plain;
+		size_t len;
+
+		rc = fy_repo_block_get(sess->srv->repo, req->digests[i].data,
+				       &codec, &plain, buf, FY_STORED_MAX, &len);
+		if (rc < 0)
+			return rc;
+		b.digest = req->digests[i];
+		b.plain_size = plain;
+		b.codec = (Ferry__Codec)codec;
+		b.data.data = buf;
+		b.data.len = len;
+		f.body_case = FERRY__FRAME__BODY_BLOCK;
+		f.block = &b;
+		rc = fy_conn_send(sess->conn, &f);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static int greet(struct session *sess)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__HelloReply r = FERRY__HELLO_REPLY__INIT;
+	char *features[] = { "zstd" };
+	fy_frame *in = NULL;
+	int rc;
+
+	rc = fy_conn_recv(sess->conn, &in);
+	if (rc < 0)
+		return rc;
+	rc = expect(in, FERRY__FRAME__BODY_HELLO, "Hello");
+	if (rc == 0 && in->hello->protocol_version != FY_PROTOCOL_VERSION)
+		rc = fy_err_set(-EPROTONOSUPPORT, "client speaks protocol %u, "
+				"this repository speaks %u",
+				in->hello->protocol_version, FY_PROTOCOL_VERSION);
+	fy_frame_free(in);
+	if (rc < 0)
+		return rc;
+	r.protocol_version = FY_PROTOCOL_VERSION;
+	r.software = "ferry-repo " FERRY_VERSION;
+	r.features = features;
+	r.n_features = 1;
+	r.repository_id = (char *)fy_repo_id(sess->srv->repo);
+	r.max_frame = FY_FRAME_MAX;
+	r.min_block_size = FY_BLOCK_MIN;
+	r.max_block_size = FY_BLOCK_MAX;
+	f.body_case = FERRY__FRAME__BODY_HELLO_REPLY;
+	f.hello_reply = &r;
+	return fy_conn_send(sess->conn, &f);
+}
+
+struct client_arg {
+	struct server *srv;
+	int fd;
+};
+
+static void *client_main(void *arg)
+{
+	struct client_arg *ca = arg;
+	struct server *srv = ca->srv;
+	struct session sess = { .srv = srv };
+	uint8_t *buf = NULL;
+	int rc;
+
+	rc = fy_conn_accept(srv->tls, ca->fd, srv->opts->idle_timeout_ms,
+			    &sess.conn);
+	free(ca);
+	if (rc < 0) {
+		fy_warn("%s", fy_err_msg());
+		goto out;
+	}
+	rc = greet(&sess);
+	while (rc == 0) {
+		fy_frame *in = NULL;
+
+		rc = fy_conn_recv(sess.conn, &in);
+		if (rc < 0)
+			break;
+		switch (in->body_case) {
+		case FERRY__FRAME__BODY_BEGIN_BACKUP:
+			rc = backup_session(&sess, in->begin_backup);
+			break;
+		case FERRY__FRAME__BODY_LIST_BACKUPS:
+			rc = send_list(&sess, in->list_backups);
+			break;
+		case FERRY__FRAME__BODY_GET_MAP:
+			rc = send_map(&sess, in->get_map);
+			break;
+		case FERRY__FRAME__BODY_GET_BLOCKS:
+			if (!buf)
+				buf = malloc(FY_STORED_MAX);
+			rc = buf ? send_blocks(&sess, in->get_blocks, buf)
+				 : fy_err_set(-ENOMEM, "out of memory");
+			break;
+		default:
+			rc = fy_err_set(-EPROTO, "unexpected %s",
+					fy_frame_name(in));
+		}
+		fy_frame_free(in);
+		if (rc == 0)
+			rc = fy_conn_flush(sess.conn);
+	}
+	if (rc != -ECONNRESET) {
+		fy_warn("client %s: %s", fy_conn_peer(sess.conn), fy_err_msg());
+		fy_conn_send_error(sess.conn, rc, fy_err_msg());
+	} else {
+		fy_debug("client %s disconnected", fy_conn_peer(sess.conn));
+	}
+out:
+	free(buf);
+	fy_manifest_free(sess.restore_manifest);
+	fy_conn_close(sess.conn);
+	pthread_mutex_lock(&srv->lock);
+	srv->clients--;
+	pthread_mutex_unlock(&srv->lock);
+	return NULL;
+}
+
+/* Tells a supervisor or a test which address we bound (port 0 picks one). */
+static void write_ready_file(const char *path, const char *bound)
+{
+	char tmp[4096];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f) {
+		fy_warn("cannot write %s: %s", tmp, strerror(errno));
+		return;
+	}
+	fprintf(f, "%s\n", bound);
+	if (fclose(f) != 0 || rename(tmp, path) != 0)
+		fy_warn("cannot write %s: %s", path, strerror(errno));
+}
+
+int repo_server_run(const struct repo_server_opts *opts)
+{
+	struct server srv = { .opts = opts };
+	struct sigaction sa = { .sa_handler = on_signal };
+	char bound[128] = "";
+	int lfd = -1, rc;
+	unsigned i;
+
+	pthread_mutex_init(&srv.lock, NULL);
+	pthread_cond_init(&srv.queue_cond, NULL);
+	pthread_cond_init(&srv.done_cond, NULL);
+	rc = fy_repo_open(opts->root, FY_REPO_CLEAN_TMP, &srv.repo);
+	if (rc < 0)
+		return rc;
+	rc = fy_tls_new_server(&opts->tls, &srv.tls);
+	if (rc < 0)
+		goto out;
+	rc = fy_listen(opts->listen, &lfd, bound, sizeof(bound));
+	if (rc < 0)
+		goto out;
+	srv.n_workers = opts->workers ? opts->workers
+				      : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	if (srv.n_workers < 1)
+		srv.n_workers = 1;
+	srv.workers = calloc(srv.n_workers, sizeof(*srv.workers));
+	if (!srv.workers) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < srv.n_workers; i++)
+		pthread_create(&srv.workers[i], NULL, worker_main, &srv);
+
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	fy_log(FY_LOG_WARN, "ferry-repo %s serving %s on %s", FERRY_VERSION,
+	       opts->root, bound);
+	if (opts->ready_file)
+		write_ready_file(opts->ready_file, bound);
+	while (!stop_requested) {
+		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+		struct client_arg *ca;
+		pthread_attr_t attr;
+		pthread_t t;
+		int fd;
+
+		if (poll(&pfd, 1, 500) <= 0)
+			continue;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		pthread_mutex_lock(&srv.lock);
+		if (srv.clients >= opts->max_clients) {
+			pthread_mutex_unlock(&srv.lock);
+			fy_warn("refusing a connection: %u clients already",
+				opts->max_clients);
+			close(fd);
+			continue;
+		}
+		srv.clients++;
+		pthread_mutex_unlock(&srv.lock);
+		ca = malloc(sizeof(*ca));
+		if (!ca) {
+			close(fd);
+			pthread_mutex_lock(&srv.lock);
+			srv.clients--;
+			pthread_mutex_unlock(&srv.lock);
+			continue;
+		}
+		ca->srv = &srv;
+		ca->fd = fd;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, client_main, ca) != 0) {
+			close(fd);
+			free(ca);
+			pthread_mutex_lock(&srv.lock);
+			srv.clients--;
+			pthread_mutex_unlock(&srv.lock);
+		}
+		pthread_attr_destroy(&attr);
+	}
+	fy_log(FY_LOG_WARN, "ferry-repo: stopping");
+	/* Sessions in progress are abandoned: uncommitted, so invisible. */
+	pthread_mutex_lock(&srv.lock);
+	srv.stopping = true;
+	pthread_cond_broadcast(&srv.queue_cond);
+	pthread_mutex_unlock(&srv.lock);
+	for (i = 0; i < srv.n_workers; i++)
+		pthread_join(srv.workers[i], NULL);
+	rc = 0;
+out:
+	if (lfd >= 0)
+		close(lfd);
+	free(srv.workers);
+	fy_tls_free(srv.tls);
+	/* Client threads may still run; the repository stays open for them
+	 * until the process exits. */
+	return rc;
+}

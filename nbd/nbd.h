@@ -1,0 +1,120 @@
+/*
+ * nbd: a disk source that reads an export of an NBD server (nbdkit,
+ * qemu-nbd, nbd-server) over TCP or a Unix socket, optionally with TLS.
+ *
+ * The client speaks the fixed newstyle handshake of the NBD protocol
+ * (doc/proto.md of the NBD project), negotiates structured replies and
+ * the base:allocation metadata context, pipelines reads on one or more
+ * connections and reconnects when a connection drops. docs/NBD.md says
+ * what is and is not supported.
+ *
+ * Everything here follows common.h: 0 or -errno plus fy_err_msg().
+ */
+#ifndef FERRY_NBD_H
+#define FERRY_NBD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+#define FY_NBD_DEFAULT_PORT 10809
+
+/* Upper bounds on the tunables, so a typo in a config file cannot ask
+ * for a million connections. */
+#define FY_NBD_MAX_IN_FLIGHT 1024
+#define FY_NBD_MAX_CONNECTIONS 16
+#define FY_NBD_MAX_RECONNECTS 100
+
+struct fy_nbd_opts {
+	/* Refuse anything but TLS (nbds:// URIs always require it; this
+	 * makes nbd:// require it too, as VDDK's nbdssl mode does). */
+	bool tls_required;
+	/* PEM files; NULL tls_ca means the system's trust store. A client
+	 * certificate is sent only when both tls_cert and tls_key are set. */
+	const char *tls_ca;
+	const char *tls_cert;
+	const char *tls_key;
+	/* Name the server certificate must carry; default: the URI host
+	 * (a DNS name or an IP address). */
+	const char *tls_server_name;
+	/* Milliseconds; 0 means wait forever. */
+	unsigned connect_timeout_ms;   /* TCP or Unix socket connect */
+	unsigned negotiate_timeout_ms; /* the whole handshake, TLS included */
+	unsigned read_timeout_ms;      /* longest wait for a reply to move */
+	unsigned write_timeout_ms;     /* longest wait to send a request */
+	unsigned max_in_flight;        /* requests outstanding per connection */
+	/* More than 1 is used only when the server advertises
+	 * NBD_FLAG_CAN_MULTI_CONN. */
+	unsigned max_connections;
+	/* Consecutive reconnects without a completed request before a
+	 * read fails for good; 0 disables reconnecting. */
+	unsigned reconnect_attempts;
+	/* Delay before the first reconnect; it doubles on each attempt. */
+	unsigned reconnect_base_ms;
+	/* The client's own messages are logged up to this level of the
+	 * fy_log scale (0 quiet .. 6 most verbose). */
+	int log_level;
+};
+
+void fy_nbd_opts_default(struct fy_nbd_opts *o);
+
+/*
+ * Fills o from a configuration, starting from what o already holds:
+ *   vixDiskLib.nfc.AcceptTimeoutMs   -> connect_timeout_ms
+ *   vixDiskLib.nfc.RequestTimeoutMs  -> negotiate_timeout_ms
+ *   vixDiskLib.nfc.ReadTimeoutMs     -> read_timeout_ms
+ *   vixDiskLib.nfc.WriteTimeoutMs    -> write_timeout_ms
+ *   vixDiskLib.nfc.LogLevel          -> log_level
+ * VDDK's own documentation spells two keys ReadTimeoutsMs and
+ * WriteTimeoutsMs; both spellings are accepted, with a warning.
+ *   ferry.nbd.MaxInFlight, ferry.nbd.MaxConnections,
+ *   ferry.nbd.ReconnectAttempts, ferry.nbd.ReconnectBaseMs,
+ *   ferry.nbd.TlsRequired, ferry.nbd.TlsCa, ferry.nbd.TlsCert,
+ *   ferry.nbd.TlsKey, ferry.nbd.TlsServerName
+ * The string options point into cfg, which must outlive their use
+ * (fy_nbd_source_open copies them). Returns 0 or -errno.
+ */
+int fy_nbd_opts_from_config(struct fy_nbd_opts *o,
+			    const struct fy_config *cfg);
+
+/* The configuration keys above, NULL-terminated, for
+ * fy_config_warn_unknown. */
+extern const char *const fy_nbd_config_keys[];
+
+/* True for nbd://, nbds://, nbd+unix:// and nbds+unix:// (the scheme
+ * only; fy_nbd_source_open checks the rest). */
+bool fy_nbd_is_uri(const char *s);
+
+/*
+ * Connects to the export named by uri:
+ *   nbd://host[:port]/export      nbds://host[:port]/export
+ *   nbd+unix:///export?socket=/path   nbds+unix:///export?socket=/path
+ * host may be a name, an IPv4 address or [an IPv6 address]; the port
+ * defaults to 10809; the export name is percent-decoded. The query may
+ * also carry tls-hostname=NAME. opts may be NULL for the defaults.
+ */
+int fy_nbd_source_open(const char *uri, const struct fy_nbd_opts *opts,
+		       struct fy_source **out);
+
+/* What an NBD source has done so far, for tests and progress output. */
+struct fy_nbd_stats {
+	uint64_t size;             /* export size */
+	uint64_t wire_bytes;       /* every byte received after the handshake */
+	uint64_t data_bytes;       /* export bytes received as data */
+	uint64_t hole_bytes;       /* read bytes the server sent as holes */
+	uint64_t read_requests;    /* NBD_CMD_READ sent, re-issues included */
+	uint64_t block_status_calls; /* NBD_CMD_BLOCK_STATUS sent */
+	uint64_t reconnects;       /* successful reconnects */
+	unsigned connections;      /* connections open now */
+	uint32_t min_block, preferred_block, max_payload;
+	bool tls;                  /* the connections run TLS */
+	bool structured_replies;
+	bool base_allocation;      /* extents() can answer */
+	bool multi_conn;           /* the server advertised CAN_MULTI_CONN */
+};
+
+/* -EINVAL when src is not an NBD source. */
+int fy_nbd_stats(struct fy_source *src, struct fy_nbd_stats *out);
+
+#endif

@@ -1,0 +1,617 @@
+/*
+ * Mutual TLS 1.3 connections carrying length-prefixed frames.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "proto/wire.h"
+
+struct fy_tls {
+	SSL_CTX *ctx;
+	bool server;
+};
+
+/* Output is flushed once this much is queued; large frames go at once. */
+#define WRITE_FLUSH_AT (256u << 10)
+
+struct fy_conn {
+	SSL *ssl;
+	int fd;
+	int error; /* sticky: the first failure, as -errno */
+	char peer[320];
+	uint8_t *wbuf;
+	size_t wlen, wcap;
+	uint8_t *rbuf;
+	size_t rcap;
+};
+
+/* Drains OpenSSL's error queue into one line for messages. */
+static const char *tls_reason(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+	unsigned long next;
+
+	if (!e) {
+		snprintf(buf, len, "%s", errno ? strerror(errno) : "unknown");
+		return buf;
+	}
+	/* The first error is usually the root cause; drop the rest. */
+	while ((next = ERR_get_error()) != 0)
+		;
+	ERR_error_string_n(e, buf, len);
+	return buf;
+}
+
+static int tls_new(const struct fy_tls_opts *opts, bool server,
+		   struct fy_tls **out)
+{
+	char why[256];
+	struct fy_tls *tls;
+	int rc = -EINVAL;
+
+	if (!opts->cert || !opts->key || !opts->ca)
+		return fy_err_set(-EINVAL,
+				  "TLS needs a certificate, a key and a CA "
+				  "(ferry.tls.cert, ferry.tls.key, ferry.tls.ca)");
+	tls = calloc(1, sizeof(*tls));
+	if (!tls)
+		return fy_err_set(-ENOMEM, "out of memory");
+	tls->server = server;
+	tls->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	if (!tls->ctx) {
+		rc = fy_err_set(-ENOMEM, "TLS: %s", tls_reason(why, sizeof(why)));
+		goto out_free;
+	}
+	SSL_CTX_set_min_proto_version(tls->ctx, TLS1_3_VERSION);
+	SSL_CTX_set_mode(tls->ctx, SSL_MODE_AUTO_RETRY);
+	if (SSL_CTX_use_certificate_chain_file(tls->ctx, opts->cert) != 1) {
+		rc = fy_err_set(-EINVAL, "TLS: cannot load certificate %s: %s",
+				opts->cert, tls_reason(why, sizeof(why)));
+		goto out_free;
+	}
+	if (SSL_CTX_use_PrivateKey_file(tls->ctx, opts->key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(tls->ctx) != 1) {
+		rc = fy_err_set(-EINVAL, "TLS: cannot load key %s: %s",
+				opts->key, tls_reason(why, sizeof(why)));
+		goto out_free;
+	}
+	if (SSL_CTX_load_verify_locations(tls->ctx, opts->ca, NULL) != 1) {
+		rc = fy_err_set(-EINVAL, "TLS: cannot load CA %s: %s", opts->ca,
+				tls_reason(why, sizeof(why)));
+		goto out_free;
+	}
+	if (server) {
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(opts->ca);
+
+		if (names)
+			SSL_CTX_set_client_CA_list(tls->ctx, names);
+		SSL_CTX_set_verify(tls->ctx,
+				   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+				   NULL);
+		/* Stateless tickets are of no use to a handful of agents. */
+		SSL_CTX_set_num_tickets(tls->ctx, 0);
+	} else {
+		SSL_CTX_set_verify(tls->ctx, SSL_VERIFY_PEER, NULL);
+	}
+	*out = tls;
+	return 0;
+out_free:
+	fy_tls_free(tls);
+	return rc;
+}
+
+int fy_tls_new_server(const struct fy_tls_opts *opts, struct fy_tls **out)
+{
+	return tls_new(opts, true, out);
+}
+
+int fy_tls_new_client(const struct fy_tls_opts *opts, struct fy_tls **out)
+{
+	return tls_new(opts, false, out);
+}
+
+void fy_tls_free(struct fy_tls *tls)
+{
+	if (!tls)
+		return;
+	SSL_CTX_free(tls->ctx);
+	free(tls);
+}
+
+static void set_timeouts(int fd, int timeout_ms)
+{
+	struct timeval tv = {
+		.tv_sec = timeout_ms / 1000,
+		.tv_usec = (timeout_ms % 1000) * 1000,
+	};
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+void fy_conn_set_timeout(struct fy_conn *c, int timeout_ms)
+{
+	set_timeouts(c->fd, timeout_ms);
+}
+
+static void tune_socket(int fd)
+{
+	int one = 1;
+	int buf = 4 << 20;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+static struct fy_conn *conn_new(int fd)
+{
+	struct fy_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->fd = fd;
+	return c;
+}
+
+/* "CN=agent1 from 127.0.0.1:4242" */
+static void describe_peer(struct fy_conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?", port[16] = "?";
+	char cn[256] = "";
+	X509 *cert = SSL_get1_peer_certificate(c->ssl);
+
+	if (cert) {
+		X509_NAME_get_text_by_NID(X509_get_subject_name(cert),
+					  NID_commonName, cn, sizeof(cn));
+		X509_free(cert);
+	}
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+		getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
+			    port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	snprintf(c->peer, sizeof(c->peer), "%s%s%s:%s", cn[0] ? cn : "",
+		 cn[0] ? "@" : "", host, port);
+}
+
+static int connect_timeout(const char *host, const char *port, int timeout_ms,
+			   int *out)
+{
+	struct addrinfo hints = {
+		.ai_socktype = SOCK_STREAM,
+	};
+	struct addrinfo *res, *ai;
+	int rc, err = ECONNREFUSED;
+
+	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc)
+		return fy_err_set(-EHOSTUNREACH, "cannot resolve %s: %s", host,
+				  gai_strerror(rc));
+	for (ai = res; ai; ai = ai->ai_next) {
+		struct pollfd pfd;
+		socklen_t sl = sizeof(err);
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		/* Non-blocking only for the connect, to bound its time. */
+		fcntl(fd, F_SETFL, O_NONBLOCK);
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			if (errno != EINPROGRESS) {
+				err = errno;
+				close(fd);
+				continue;
+			}
+			pfd.fd = fd;
+			pfd.events = POLLOUT;
+			rc = poll(&pfd, 1, timeout_ms);
+			if (rc <= 0) {
+				err = rc == 0 ? ETIMEDOUT : errno;
+				close(fd);
+				continue;
+			}
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0 ||
+			    err) {
+				close(fd);
+				continue;
+			}
+		}
+		fcntl(fd, F_SETFL, 0);
+		freeaddrinfo(res);
+		*out = fd;
+		return 0;
+	}
+	freeaddrinfo(res);
+	return fy_err_set(-err, "cannot connect to %s:%s: %s", host, port,
+			  strerror(err));
+}
+
+static bool is_ip_literal(const char *s)
+{
+	unsigned char tmp[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
+}
+
+int fy_conn_connect(struct fy_tls *tls, const char *hostport,
+		    const char *server_name, int timeout_ms,
+		    struct fy_conn **out)
+{
+	char host[256], port[32], why[256];
+	struct fy_conn *c = NULL;
+	const char *name;
+	int fd = -1, rc;
+
+	rc = fy_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
+	if (rc < 0)
+		return rc;
+	rc = connect_timeout(host, port, timeout_ms, &fd);
+	if (rc < 0)
+		return rc;
+	tune_socket(fd);
+	set_timeouts(fd, timeout_ms);
+	c = conn_new(fd);
+	if (!c) {
+		close(fd);
+		return fy_err_set(-ENOMEM, "out of memory");
+	}
+	c->ssl = SSL_new(tls->ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+		rc = fy_err_set(-ENOMEM, "TLS: %s", tls_reason(why, sizeof(why)));
+		goto fail;
+	}
+	name = server_name && *server_name ? server_name : host;
+	if (is_ip_literal(name)) {
+		X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+
+		X509_VERIFY_PARAM_set1_ip_asc(param, name);
+	} else {
+		SSL_set_tlsext_host_name(c->ssl, name);
+		SSL_set1_host(c->ssl, name);
+	}
+	if (SSL_connect(c->ssl) != 1) {
+		long vr = SSL_get_verify_result(c->ssl);
+
+		if (vr != X509_V_OK)
+			rc = fy_err_set(-EPERM,
+					"TLS handshake with %s failed: server "
+					"certificate not trusted for '%s': %s",
+					hostport, name,
+					X509_verify_cert_error_string(vr));
+		else
+			rc = fy_err_set(-EPROTO, "TLS handshake with %s failed: %s",
+					hostport, tls_reason(why, sizeof(why)));
+		goto fail;
+	}
+	describe_peer(c);
+	*out = c;
+	return 0;
+fail:
+	fy_conn_close(c);
+	return rc;
+}
+
+int fy_listen(const char *hostport, int *out, char *bound, size_t boundlen)
+{
+	struct addrinfo hints = {
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_PASSIVE,
+	};
+	struct addrinfo *res;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[256], port[32], nhost[INET6_ADDRSTRLEN], nport[16];
+	int fd, rc, one = 1;
+
+	rc = fy_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
+	if (rc < 0)
+		return rc;
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (rc)
+		return fy_err_set(-EINVAL, "cannot resolve %s: %s", hostport,
+				  gai_strerror(rc));
+	fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		freeaddrinfo(res);
+		return fy_err_set(rc, "socket: %s", strerror(-rc));
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+		rc = -errno;
+		freeaddrinfo(res);
+		close(fd);
+		return fy_err_set(rc, "cannot listen on %s: %s", hostport,
+				  strerror(-rc));
+	}
+	freeaddrinfo(res);
+	if (bound && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    getnameinfo((struct sockaddr *)&ss, sl, nhost, sizeof(nhost), nport,
+			sizeof(nport), NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(bound, boundlen, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+			 nhost, nport);
+	*out = fd;
+	return 0;
+}
+
+int fy_conn_accept(struct fy_tls *tls, int fd, int timeout_ms,
+		   struct fy_conn **out)
+{
+	char why[256];
+	struct fy_conn *c;
+	int rc;
+
+	tune_socket(fd);
+	set_timeouts(fd, timeout_ms);
+	c = conn_new(fd);
+	if (!c) {
+		close(fd);
+		return fy_err_set(-ENOMEM, "out of memory");
+	}
+	describe_peer(c);
+	c->ssl = SSL_new(tls->ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+		rc = fy_err_set(-ENOMEM, "TLS: %s", tls_reason(why, sizeof(why)));
+		goto fail;
+	}
+	if (SSL_accept(c->ssl) != 1) {
+		rc = fy_err_set(-EPERM, "TLS handshake from %s refused: %s",
+				c->peer, tls_reason(why, sizeof(why)));
+		goto fail;
+	}
+	describe_peer(c);
+	*out = c;
+	return 0;
+fail:
+	fy_conn_close(c);
+	return rc;
+}
+
+const char *fy_conn_peer(const struct fy_conn *c)
+{
+	return c->peer;
+}
+
+void fy_conn_close(struct fy_conn *c)
+{
+	if (!c)
+		return;
+	if (c->ssl) {
+		/* A quiet shutdown: we do not wait for the peer's close. */
+		if (!c->error)
+			SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->wbuf);
+	free(c->rbuf);
+	free(c);
+}
+
+static int io_error(struct fy_conn *c, int ret, const char *what)
+{
+	char why[256];
+	int e = SSL_get_error(c->ssl, ret);
+
+	if (e == SSL_ERROR_ZERO_RETURN ||
+	    (e == SSL_ERROR_SYSCALL && errno == 0))
+		c->error = fy_err_set(-ECONNRESET, "%s %s: connection closed by peer",
+				      what, c->peer);
+	else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+		 (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)))
+		c->error = fy_err_set(-ETIMEDOUT, "%s %s: timed out", what, c->peer);
+	else if (e == SSL_ERROR_SYSCALL)
+		c->error = fy_err_set(-errno, "%s %s: %s", what, c->peer,
+				      strerror(errno));
+	else
+		c->error = fy_err_set(-EPROTO, "%s %s: %s", what, c->peer,
+				      tls_reason(why, sizeof(why)));
+	return c->error;
+}
+
+static int write_all(struct fy_conn *c, const uint8_t *p, size_t len)
+{
+	while (len) {
+		size_t n = 0;
+		int ret;
+
+		errno = 0;
+		ret = SSL_write_ex(c->ssl, p, len, &n);
+		if (ret <= 0)
+			return io_error(c, ret, "sending to");
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int read_all(struct fy_conn *c, uint8_t *p, size_t len)
+{
+	while (len) {
+		size_t n = 0;
+		int ret;
+
+		errno = 0;
+		ret = SSL_read_ex(c->ssl, p, len, &n);
+		if (ret <= 0)
+			return io_error(c, ret, "receiving from");
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int fy_conn_flush(struct fy_conn *c)
+{
+	int rc;
+
+	if (c->error)
+		return fy_err_set(c->error, "connection to %s already failed",
+				  c->peer);
+	if (!c->wlen)
+		return 0;
+	rc = write_all(c, c->wbuf, c->wlen);
+	c->wlen = 0;
+	return rc;
+}
+
+static int grow(uint8_t **buf, size_t *cap, size_t need)
+{
+	size_t ncap = *cap ? *cap : 64 << 10;
+	uint8_t *n;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	n = realloc(*buf, ncap);
+	if (!n)
+		return fy_err_set(-ENOMEM, "out of memory for a %zu-byte frame",
+				  need);
+	*buf = n;
+	*cap = ncap;
+	return 0;
+}
+
+int fy_conn_send(struct fy_conn *c, const fy_frame *f)
+{
+	size_t len = ferry__frame__get_packed_size(f);
+	uint8_t *p;
+	int rc;
+
+	if (c->error)
+		return fy_err_set(c->error, "connection to %s already failed",
+				  c->peer);
+	if (len == 0 || len > FY_FRAME_MAX)
+		return fy_err_set(-EMSGSIZE, "%s frame of %zu bytes is over the "
+				  "%u-byte limit", fy_frame_name(f), len,
+				  FY_FRAME_MAX);
+	rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + len);
+	if (rc < 0)
+		return rc;
+	p = c->wbuf + c->wlen;
+	p[0] = len >> 24;
+	p[1] = len >> 16;
+	p[2] = len >> 8;
+	p[3] = len;
+	ferry__frame__pack(f, p + 4);
+	c->wlen += 4 + len;
+	if (c->wlen >= WRITE_FLUSH_AT)
+		return fy_conn_flush(c);
+	return 0;
+}
+
+int fy_conn_recv(struct fy_conn *c, fy_frame **out)
+{
+	uint8_t hdr[4];
+	uint32_t len;
+	int rc;
+
+	rc = fy_conn_flush(c);
+	if (rc < 0)
+		return rc;
+	rc = read_all(c, hdr, 4);
+	if (rc < 0)
+		return rc;
+	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+	      (uint32_t)hdr[2] << 8 | hdr[3];
+	/* The bound is checked before a single byte is allocated. */
+	if (len == 0 || len > FY_FRAME_MAX) {
+		c->error = fy_err_set(-EMSGSIZE, "frame of %u bytes from %s is "
+				      "outside 1..%u", len, c->peer, FY_FRAME_MAX);
+		return c->error;
+	}
+	rc = grow(&c->rbuf, &c->rcap, len);
+	if (rc < 0)
+		return rc;
+	rc = read_all(c, c->rbuf, len);
+	if (rc < 0)
+		return rc;
+	rc = fy_frame_decode(c->rbuf, len, out);
+	if (rc < 0) {
+		c->error = fy_err_wrap(rc, "from %s", c->peer);
+		return c->error;
+	}
+	/* A large frame's buffer is not kept once the stream is idle-sized. */
+	if (c->rcap > (4u << 20) && len < (1u << 20)) {
+		free(c->rbuf);
+		c->rbuf = NULL;
+		c->rcap = 0;
+	}
+	return 0;
+}
+
+void fy_conn_send_error(struct fy_conn *c, int code, const char *msg)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__Error e = FERRY__ERROR__INIT;
+	char buf[FY_STRING_MAX];
+
+	if (c->error)
+		return;
+	snprintf(buf, sizeof(buf), "%s", msg);
+	e.code = code;
+	e.message = buf;
+	f.body_case = FERRY__FRAME__BODY_ERROR;
+	f.error = &e;
+	if (fy_conn_send(c, &f) == 0)
+		fy_conn_flush(c);
+}
+
+int fy_conn_hello(struct fy_conn *c, const char *software, uint32_t block_size,
+		  char *repo_id, size_t repo_id_len)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__Hello h = FERRY__HELLO__INIT;
+	char *features[] = { "zstd" };
+	fy_frame *r = NULL;
+	int rc;
+
+	h.protocol_version = FY_PROTOCOL_VERSION;
+	h.software = (char *)software;
+	h.n_features = 1;
+	h.features = features;
+	h.block_size = block_size;
+	f.body_case = FERRY__FRAME__BODY_HELLO;
+	f.hello = &h;
+	rc = fy_conn_send(c, &f);
+	if (rc == 0)
+		rc = fy_conn_recv(c, &r);
+	if (rc < 0)
+		return rc;
+	if (r->body_case == FERRY__FRAME__BODY_ERROR) {
+		rc = fy_err_set(r->error->code < 0 ? r->error->code : -EPROTO,
+				"repository %s refused us: %s", c->peer,
+				r->error->message);
+	} else if (r->body_case != FERRY__FRAME__BODY_HELLO_REPLY) {
+		rc = fy_err_set(-EPROTO, "repository %s answered Hello with %s",
+				c->peer, fy_frame_name(r));
+	} else if (r->hello_reply->protocol_version != FY_PROTOCOL_VERSION) {
+		rc = fy_err_set(-EPROTONOSUPPORT,
+				"repository %s speaks protocol %u, we speak %u",
+				c->peer, r->hello_reply->protocol_version,
+				FY_PROTOCOL_VERSION);
+	} else if (repo_id) {
+		snprintf(repo_id, repo_id_len, "%s", r->hello_reply->repository_id);
+	}
+	fy_frame_free(r);
+	return rc;
+}

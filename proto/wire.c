@@ -1,0 +1,252 @@
+/*
+ * Frame decoding and the bounds every received frame must meet. Nothing a
+ * peer sends reaches the rest of Ferry before fy_frame_check passed it.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "proto/wire.h"
+
+/* protobuf-c allocates each field as it decodes; a frame is at most
+ * FY_FRAME_MAX bytes, so its decoded form is bounded by a small multiple. */
+
+static int check_string(const char *s, const char *what)
+{
+	if (s && strnlen(s, FY_STRING_MAX + 1) > FY_STRING_MAX)
+		return fy_err_set(-EBADMSG, "%s is longer than %d bytes", what,
+				  FY_STRING_MAX);
+	return 0;
+}
+
+static int check_digest(ProtobufCBinaryData d, bool hole_ok, const char *what)
+{
+	if (d.len == FY_DIGEST_LEN || (hole_ok && d.len == 0))
+		return 0;
+	return fy_err_set(-EBADMSG, "%s digest has %zu bytes, not %d", what,
+			  d.len, FY_DIGEST_LEN);
+}
+
+static int check_digests(const ProtobufCBinaryData *d, size_t n, size_t max,
+			 bool hole_ok, const char *what)
+{
+	size_t i;
+	int rc;
+
+	if (n > max)
+		return fy_err_set(-EBADMSG, "%s carries %zu digests, more than %zu",
+				  what, n, max);
+	for (i = 0; i < n; i++) {
+		rc = check_digest(d[i], hole_ok, what);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* A listed backup: its strings and a bounded number of disks. */
+static int check_summary(const Ferry__BackupSummary *b)
+{
+	int rc = check_string(b->id, "BackupSummary.id");
+
+	if (!rc)
+		rc = check_string(b->source, "BackupSummary.source");
+	if (!rc)
+		rc = check_string(b->source_kind, "BackupSummary.source_kind");
+	if (!rc)
+		rc = check_string(b->parent_id, "BackupSummary.parent_id");
+	if (!rc && b->n_disks > 256)
+		rc = fy_err_set(-EBADMSG, "BackupSummary lists %zu disks",
+				b->n_disks);
+	for (size_t i = 0; !rc && i < b->n_disks; i++) {
+		rc = check_string(b->disks[i]->label, "DiskSummary.label");
+		if (!rc)
+			rc = check_string(b->disks[i]->change_id,
+					  "DiskSummary.change_id");
+		if (!rc)
+			rc = check_string(b->disks[i]->transport,
+					  "DiskSummary.transport");
+	}
+	return rc;
+}
+
+/* The largest block the protocol carries, plain or encoded. */
+#define BLOCK_LIMIT (8u << 20)
+
+static int check_block(ProtobufCBinaryData digest, uint32_t plain_size,
+		       Ferry__Codec codec, ProtobufCBinaryData data,
+		       const char *what)
+{
+	int rc = check_digest(digest, false, what);
+
+	if (rc < 0)
+		return rc;
+	if (plain_size == 0 || plain_size > BLOCK_LIMIT)
+		return fy_err_set(-EBADMSG, "%s plain size %u is outside 1..%u",
+				  what, plain_size, BLOCK_LIMIT);
+	if (data.len > BLOCK_LIMIT)
+		return fy_err_set(-EBADMSG, "%s data of %zu bytes is over %u",
+				  what, data.len, BLOCK_LIMIT);
+	if (codec != FERRY__CODEC__CODEC_NONE && codec != FERRY__CODEC__CODEC_ZSTD)
+		return fy_err_set(-EBADMSG, "%s has unknown codec %d", what, codec);
+	if (codec == FERRY__CODEC__CODEC_NONE && data.len != plain_size)
+		return fy_err_set(-EBADMSG, "%s: raw data of %zu bytes for a "
+				  "%u-byte block", what, data.len, plain_size);
+	return 0;
+}
+
+int fy_frame_check(const fy_frame *f)
+{
+	int rc = 0;
+
+	switch (f->body_case) {
+	case FERRY__FRAME__BODY_HELLO:
+		rc = check_string(f->hello->software, "Hello.software");
+		if (!rc && f->hello->n_features > 64)
+			rc = fy_err_set(-EBADMSG, "Hello lists %zu features",
+					f->hello->n_features);
+		for (size_t i = 0; !rc && i < f->hello->n_features; i++)
+			rc = check_string(f->hello->features[i], "Hello.features");
+		break;
+	case FERRY__FRAME__BODY_HELLO_REPLY:
+		rc = check_string(f->hello_reply->software, "HelloReply.software");
+		if (!rc)
+			rc = check_string(f->hello_reply->repository_id,
+					  "HelloReply.repository_id");
+		if (!rc && f->hello_reply->n_features > 64)
+			rc = fy_err_set(-EBADMSG, "HelloReply lists %zu features",
+					f->hello_reply->n_features);
+		for (size_t i = 0; !rc && i < f->hello_reply->n_features; i++)
+			rc = check_string(f->hello_reply->features[i],
+					  "HelloReply.features");
+		break;
+	case FERRY__FRAME__BODY_BEGIN_BACKUP:
+		rc = check_string(f->begin_backup->source, "BeginBackup.source");
+		if (!rc)
+			rc = check_string(f->begin_backup->source_kind,
+					  "BeginBackup.source_kind");
+		if (!rc)
+			rc = check_string(f->begin_backup->parent_id,
+					  "BeginBackup.parent_id");
+		break;
+	case FERRY__FRAME__BODY_BACKUP_STARTED:
+		rc = check_string(f->backup_started->backup_id,
+				  "BackupStarted.backup_id");
+		break;
+	case FERRY__FRAME__BODY_BEGIN_DISK:
+		rc = check_string(f->begin_disk->label, "BeginDisk.label");
+		if (!rc)
+			rc = check_string(f->begin_disk->change_id,
+					  "BeginDisk.change_id");
+		if (!rc)
+			rc = check_string(f->begin_disk->transport,
+					  "BeginDisk.transport");
+		break;
+	case FERRY__FRAME__BODY_QUERY_BLOCKS:
+		rc = check_digests(f->query_blocks->digests,
+				   f->query_blocks->n_digests, FY_QUERY_MAX, false,
+				   "QueryBlocks");
+		break;
+	case FERRY__FRAME__BODY_QUERY_REPLY:
+		if (f->query_reply->missing.len > (FY_QUERY_MAX + 7) / 8)
+			rc = fy_err_set(-EBADMSG, "QueryReply bitmap of %zu bytes",
+					f->query_reply->missing.len);
+		break;
+	case FERRY__FRAME__BODY_PUT_BLOCK:
+		rc = check_block(f->put_block->digest, f->put_block->plain_size,
+				 f->put_block->codec, f->put_block->data,
+				 "PutBlock");
+		break;
+	case FERRY__FRAME__BODY_MAP_CHUNK:
+		rc = check_digests(f->map_chunk->digests, f->map_chunk->n_digests,
+				   FY_MAP_CHUNK_MAX, true, "MapChunk");
+		break;
+	case FERRY__FRAME__BODY_COMMITTED:
+		rc = check_string(f->committed->backup_id, "Committed.backup_id");
+		break;
+	case FERRY__FRAME__BODY_LIST_BACKUPS:
+		rc = check_string(f->list_backups->after_id, "ListBackups.after_id");
+		break;
+	case FERRY__FRAME__BODY_BACKUP_LIST:
+		if (f->backup_list->n_backups > FY_LIST_PAGE)
+			rc = fy_err_set(-EBADMSG, "BackupList page of %zu backups",
+					f->backup_list->n_backups);
+		for (size_t i = 0; !rc && i < f->backup_list->n_backups; i++)
+			rc = check_summary(f->backup_list->backups[i]);
+		break;
+	case FERRY__FRAME__BODY_GET_MAP:
+		rc = check_string(f->get_map->backup_id, "GetMap.backup_id");
+		break;
+	case FERRY__FRAME__BODY_GET_BLOCKS:
+		rc = check_digests(f->get_blocks->digests, f->get_blocks->n_digests,
+				   FY_GET_MAX, false, "GetBlocks");
+		break;
+	case FERRY__FRAME__BODY_BLOCK:
+		rc = check_block(f->block->digest, f->block->plain_size,
+				 f->block->codec, f->block->data, "Block");
+		break;
+	case FERRY__FRAME__BODY_ERROR:
+		rc = check_string(f->error->message, "Error.message");
+		break;
+	case FERRY__FRAME__BODY_END_DISK:
+	case FERRY__FRAME__BODY_COMMIT:
+	case FERRY__FRAME__BODY_MAP_END:
+		break;
+	default:
+		rc = fy_err_set(-EBADMSG, "frame of unknown type %d",
+				(int)f->body_case);
+	}
+	return rc;
+}
+
+int fy_frame_decode(const uint8_t *buf, size_t len, fy_frame **out)
+{
+	fy_frame *f;
+	int rc;
+
+	if (len == 0 || len > FY_FRAME_MAX)
+		return fy_err_set(-EMSGSIZE, "frame of %zu bytes is outside 1..%u",
+				  len, FY_FRAME_MAX);
+	f = ferry__frame__unpack(NULL, len, buf);
+	if (!f)
+		return fy_err_set(-EBADMSG, "malformed frame (%zu bytes) that "
+				  "does not decode", len);
+	rc = fy_frame_check(f);
+	if (rc < 0) {
+		ferry__frame__free_unpacked(f, NULL);
+		return rc;
+	}
+	*out = f;
+	return 0;
+}
+
+void fy_frame_free(fy_frame *f)
+{
+	if (f)
+		ferry__frame__free_unpacked(f, NULL);
+}
+
+const char *fy_frame_name(const fy_frame *f)
+{
+	switch (f->body_case) {
+	case FERRY__FRAME__BODY_HELLO: return "Hello";
+	case FERRY__FRAME__BODY_HELLO_REPLY: return "HelloReply";
+	case FERRY__FRAME__BODY_BEGIN_BACKUP: return "BeginBackup";
+	case FERRY__FRAME__BODY_BACKUP_STARTED: return "BackupStarted";
+	case FERRY__FRAME__BODY_BEGIN_DISK: return "BeginDisk";
+	case FERRY__FRAME__BODY_QUERY_BLOCKS: return "QueryBlocks";
+	case FERRY__FRAME__BODY_QUERY_REPLY: return "QueryReply";
+	case FERRY__FRAME__BODY_PUT_BLOCK: return "PutBlock";
+	case FERRY__FRAME__BODY_MAP_CHUNK: return "MapChunk";
+	case FERRY__FRAME__BODY_END_DISK: return "EndDisk";
+	case FERRY__FRAME__BODY_COMMIT: return "Commit";
+	case FERRY__FRAME__BODY_COMMITTED: return "Committed";
+	case FERRY__FRAME__BODY_LIST_BACKUPS: return "ListBackups";
+	case FERRY__FRAME__BODY_BACKUP_LIST: return "BackupList";
+	case FERRY__FRAME__BODY_GET_MAP: return "GetMap";
+	case FERRY__FRAME__BODY_MAP_END: return "MapEnd";
+	case FERRY__FRAME__BODY_GET_BLOCKS: return "GetBlocks";
+	case FERRY__FRAME__BODY_BLOCK: return "Block";
+	case FERRY__FRAME__BODY_ERROR: return "Error";
+	default: return "unknown";
+	}
+}

@@ -1,0 +1,90 @@
+/*
+ * proto: Ferry's wire protocol. The messages are in proto/ferry.proto
+ * (generated into proto/ferry.pb-c.h at build time); this header adds the
+ * framing (4-byte big-endian length, then one Frame), the bounds every
+ * received frame is checked against, and the mutual-TLS connection the
+ * frames travel on. Depends on common and OpenSSL.
+ */
+#ifndef FERRY_PROTO_WIRE_H
+#define FERRY_PROTO_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "proto/ferry.pb-c.h"
+
+#define FY_PROTOCOL_VERSION 1
+/* Largest frame either side accepts: one 8 MiB block fits with room to
+ * spare; 16 MiB plus a small header as the protocol promises. */
+#define FY_FRAME_MAX ((16u << 20) + (64u << 10))
+#define FY_QUERY_MAX 4096     /* digests in one QueryBlocks */
+#define FY_MAP_CHUNK_MAX 16384 /* entries in one MapChunk */
+#define FY_GET_MAX 64          /* digests in one GetBlocks */
+#define FY_LIST_PAGE 256       /* backups in one BackupList */
+#define FY_STRING_MAX 4096     /* any string field */
+
+typedef Ferry__Frame fy_frame;
+
+/* Checks every bound of a decoded frame (digest lengths, counts, sizes,
+ * string lengths). 0 or -EBADMSG with a message. */
+int fy_frame_check(const fy_frame *f);
+/* Decodes one frame body (without the length prefix) and checks it. */
+int fy_frame_decode(const uint8_t *buf, size_t len, fy_frame **out);
+void fy_frame_free(fy_frame *f);
+/* Human name of the frame's body, for messages: "PutBlock". */
+const char *fy_frame_name(const fy_frame *f);
+
+/* ---- TLS --------------------------------------------------------------- */
+
+struct fy_tls_opts {
+	const char *cert; /* our certificate (PEM) */
+	const char *key;  /* its private key */
+	const char *ca;   /* CA that signs the peers we accept */
+};
+
+struct fy_tls;
+/* TLS 1.3 only. A server requires a client certificate signed by ca. */
+int fy_tls_new_server(const struct fy_tls_opts *opts, struct fy_tls **out);
+/* A client verifies the server's certificate against ca and its name. */
+int fy_tls_new_client(const struct fy_tls_opts *opts, struct fy_tls **out);
+void fy_tls_free(struct fy_tls *tls);
+
+/* ---- connections ------------------------------------------------------- */
+
+struct fy_conn;
+
+/* Connects to host:port and runs the TLS handshake, checking that the
+ * server's certificate names server_name (NULL: the host part). */
+int fy_conn_connect(struct fy_tls *tls, const char *hostport,
+		    const char *server_name, int timeout_ms,
+		    struct fy_conn **out);
+/* Listens on host:port (port 0 picks one); writes the bound address. */
+int fy_listen(const char *hostport, int *fd, char *bound, size_t boundlen);
+/* Runs the server side of the handshake on an accepted socket (which it
+ * owns from then on, even on failure). */
+int fy_conn_accept(struct fy_tls *tls, int fd, int timeout_ms,
+		   struct fy_conn **out);
+/* The peer: certificate CN and address, for logs. */
+const char *fy_conn_peer(const struct fy_conn *c);
+/* Each blocking read or write gives up after this long without progress. */
+void fy_conn_set_timeout(struct fy_conn *c, int timeout_ms);
+
+/* Queues a frame; frames go out when the buffer fills or on flush/recv.
+ * Errors are sticky: once a send fails, every later call fails too. */
+int fy_conn_send(struct fy_conn *c, const fy_frame *f);
+int fy_conn_flush(struct fy_conn *c);
+/* Flushes, then reads and checks one frame. A peer's Error frame comes
+ * back as a frame; the caller decides. -ECONNRESET when the peer closed. */
+int fy_conn_recv(struct fy_conn *c, fy_frame **out);
+/* Sends an Error frame and flushes, ignoring failures (we are closing). */
+void fy_conn_send_error(struct fy_conn *c, int code, const char *msg);
+void fy_conn_close(struct fy_conn *c);
+
+/* The client side of the greeting, shared by the agent and the CLI: sends
+ * Hello, checks the reply's version, returns the repository's id. */
+int fy_conn_hello(struct fy_conn *c, const char *software,
+		  uint32_t block_size, char *repo_id, size_t repo_id_len);
+
+#endif

@@ -1,0 +1,97 @@
+# Shared helpers for Ferry's integration tests. Every test runs real
+# processes on loopback: ferry-repo, ferry-agent, ferry, with certificates
+# made by `ferry ca`. Sourced by each test; BIN is build/bin.
+set -euo pipefail
+
+: "${BIN:?BIN must point at build/bin}"
+: "${TOOLS:?TOOLS must point at tests/tools}"
+FERRY="$BIN/ferry"
+AGENT="$BIN/ferry-agent"
+REPO="$BIN/ferry-repo"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test.XXXXXX")
+REPO_PID=""
+cleanup() {
+  local rc=$?
+  [[ -n "$REPO_PID" ]] && kill -9 "$REPO_PID" 2>/dev/null || true
+  for f in "${CLEANUP_CMDS[@]:-}"; do [[ -n "$f" ]] && eval "$f" || true; done
+  if [[ $rc -ne 0 && -f "$T/repo.log" ]]; then
+    echo "--- repository log (last 30 lines)"; tail -n 30 "$T/repo.log"
+  fi
+  rm -rf "$T"
+  exit $rc
+}
+CLEANUP_CMDS=()
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+note() { echo "--- $*"; }
+
+# Certificates: a CA, the repository (127.0.0.1), an agent, and a second CA
+# whose certificates the repository must refuse.
+make_certs() {
+  "$FERRY" ca init "$T/pki" >/dev/null
+  "$FERRY" ca issue "$T/pki" 127.0.0.1 --san localhost >/dev/null
+  "$FERRY" ca issue "$T/pki" agent1 >/dev/null
+  "$FERRY" ca init "$T/other" >/dev/null
+  "$FERRY" ca issue "$T/other" intruder >/dev/null
+}
+
+# start_repo [extra serve flags]: starts ferry-repo on a free loopback port.
+start_repo() {
+  [[ -d "$T/repo" ]] || "$REPO" init --root "$T/repo" >/dev/null
+  rm -f "$T/ready"
+  "$REPO" serve --root "$T/repo" --listen 127.0.0.1:0 \
+    --cert "$T/pki/127.0.0.1.crt" --key "$T/pki/127.0.0.1.key" \
+    --ca "$T/pki/ca.crt" --ready-file "$T/ready" --log-level 4 "$@" \
+    >>"$T/repo.log" 2>&1 &
+  REPO_PID=$!
+  for _ in $(seq 1 200); do
+    [[ -s "$T/ready" ]] && break
+    kill -0 "$REPO_PID" 2>/dev/null || fail "ferry-repo exited at start"
+    sleep 0.05
+  done
+  [[ -s "$T/ready" ]] || fail "ferry-repo did not start"
+  ADDR=$(head -n1 "$T/ready")
+  cat >"$T/agent.conf" <<CONF
+# written by tests/integration/lib.sh
+ferry.repository=$ADDR
+ferry.tls.cert=$T/pki/agent1.crt
+ferry.tls.key=$T/pki/agent1.key
+ferry.tls.ca=$T/pki/ca.crt
+CONF
+}
+
+stop_repo() {
+  [[ -n "$REPO_PID" ]] || return 0
+  kill "$REPO_PID" 2>/dev/null || true
+  wait "$REPO_PID" 2>/dev/null || true
+  REPO_PID=""
+}
+
+kill9_repo() {
+  kill -9 "$REPO_PID" 2>/dev/null || true
+  wait "$REPO_PID" 2>/dev/null || true
+  REPO_PID=""
+}
+
+# backup_json SOURCE... : runs a backup and leaves its JSON in $T/last.json.
+backup_json() {
+  local args=()
+  for s in "$@"; do args+=(--source "$s"); done
+  "$AGENT" backup --config "$T/agent.conf" "${args[@]}" --json --quiet >"$T/last.json"
+}
+
+# json FILE EXPR: evaluates a Python expression on the parsed JSON `j`.
+json() {
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+backup_count() {
+  "$FERRY" --config "$T/agent.conf" list --json >"$T/list.json"
+  json "$T/list.json" 'len(j)'
+}
+
+same_file() { cmp "$1" "$2" >/dev/null || fail "$1 and $2 differ"; }
+
+mkimage() { python3 "$TOOLS/mkimage.py" "$@"; }

@@ -1,0 +1,1 @@
+# NBD transport tests (nbd/ work)

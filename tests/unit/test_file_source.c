@@ -1,0 +1,404 @@
+/*
+ * The file / block device source, on real files: a sparse file with an
+ * odd size on the build directory's filesystem (O_DIRECT and libaio), the
+ * same on tmpfs (buffered fallback), and through a loop device when root.
+ */
+#include "common/common.h"
+#include "check.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#define KiB 1024u
+#define MiB (1024u * 1024u)
+/* Data, hole, data, hole, data at the very end of a 9 MiB + 1234 file. */
+#define FILE_SIZE (9 * MiB + 1234)
+#define ALIGN_UP(x) (((x) + 4095) & ~(uint64_t)4095)
+
+static const struct {
+	uint64_t offset, length;
+} data_runs[] = {
+	{ 0, 1 * MiB },
+	{ 3 * MiB, 5000 }, /* ends inside a block */
+	{ 6 * MiB + 8 * KiB, 100 * KiB },
+	{ 9 * MiB - 8 * KiB, 8 * KiB + 1234 }, /* the odd tail */
+};
+
+static uint8_t pattern(uint64_t off)
+{
+	/* Never zero, and different for neighbouring blocks. */
+	return (uint8_t)((off * 2654435761u) >> 13) | 1;
+}
+
+/* Writes the sparse test file at path and its expected content. */
+static uint8_t *make_file(const char *path)
+{
+	uint8_t *expect = calloc(1, ALIGN_UP(FILE_SIZE) + 64 * KiB);
+	size_t i;
+	uint64_t j;
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd >= 0);
+	CHECK(ftruncate(fd, FILE_SIZE) == 0);
+	for (i = 0; i < sizeof(data_runs) / sizeof(data_runs[0]); i++) {
+		uint64_t off = data_runs[i].offset, len = data_runs[i].length;
+
+		for (j = 0; j < len; j++)
+			expect[off + j] = pattern(off + j);
+		CHECK_RC(fy_pwrite_all(fd, expect + off, len, off));
+	}
+	CHECK(fsync(fd) == 0);
+	close(fd);
+	return expect;
+}
+
+static bool on_tmpfs(const char *path)
+{
+	struct statfs sfs;
+
+	return statfs(path, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
+}
+
+/*
+ * Reads [0, end) of src through one read_batch of ios of assorted sizes,
+ * in a shuffled order, each buffer pre-filled with garbage, and compares.
+ */
+static void read_and_compare(struct fy_source *src, const uint8_t *expect,
+			     uint64_t end)
+{
+	static const size_t sizes[] = { 4 * KiB,   12 * KiB, 1 * MiB, 300 * KiB,
+					64 * KiB,  8 * KiB,  2 * MiB, 4 * KiB,
+					132 * KiB, 40 * KiB };
+	struct fy_io ios[256];
+	size_t n = 0, i;
+	uint64_t off = 0;
+
+	while (off < end && n < 256) {
+		size_t len = sizes[n % (sizeof(sizes) / sizeof(sizes[0]))];
+
+		ios[n].buf = fy_aligned_alloc(len);
+		memset(ios[n].buf, 0xa5, len);
+		ios[n].len = len;
+		ios[n].offset = off;
+		ios[n].result = 1;
+		off += len;
+		n++;
+	}
+	CHECK(off >= end);
+	/* Reverse pairs so the batch is not in file order. */
+	for (i = 0; i + 1 < n; i += 2) {
+		struct fy_io t = ios[i];
+
+		ios[i] = ios[i + 1];
+		ios[i + 1] = t;
+	}
+	CHECK_RC(fy_source_read_batch(src, ios, n));
+	for (i = 0; i < n; i++) {
+		CHECK(ios[i].result == 0);
+		/* expect has zeros past the size: the tail must be zeroed. */
+		if (memcmp(ios[i].buf, expect + ios[i].offset, ios[i].len)) {
+			fprintf(stderr, "%s: io at %llu (%zu bytes) differs\n",
+				src->name, (unsigned long long)ios[i].offset,
+				ios[i].len);
+			CHECK(!"content");
+		}
+		free(ios[i].buf);
+	}
+}
+
+struct extent {
+	uint64_t offset, length;
+	enum fy_extent_kind kind;
+};
+
+struct extent_list {
+	struct extent e[64];
+	size_t n;
+};
+
+static int collect(void *opaque, uint64_t offset, uint64_t length,
+		   enum fy_extent_kind kind)
+{
+	struct extent_list *l = opaque;
+
+	if (l->n == 64)
+		return -ENOSPC;
+	l->e[l->n++] = (struct extent){ offset, length, kind };
+	return 0;
+}
+
+/* Extents must tile [start, end) in order, alternate, and be truthful. */
+static void check_extents(const struct extent_list *l, const uint8_t *expect,
+			  uint64_t start, uint64_t end)
+{
+	uint64_t pos = start;
+	size_t i;
+
+	CHECK(l->n > 0);
+	for (i = 0; i < l->n; i++) {
+		CHECK(l->e[i].offset == pos);
+		CHECK(l->e[i].length > 0);
+		if (i > 0)
+			CHECK(l->e[i].kind != l->e[i - 1].kind);
+		if (l->e[i].kind == FY_EXTENT_ZERO)
+			CHECK(fy_is_zero(expect + l->e[i].offset,
+					 l->e[i].length));
+		pos += l->e[i].length;
+	}
+	CHECK(pos == end);
+}
+
+static bool has_zero(const struct extent_list *l, uint64_t from, uint64_t to)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (l->e[i].kind == FY_EXTENT_ZERO && l->e[i].offset <= from &&
+		    l->e[i].offset + l->e[i].length >= to)
+			return true;
+	return false;
+}
+
+static void test_direct(const char *dir)
+{
+	struct fy_file_source_opts opts = { .queue_depth = 4,
+					    .io_size = 64 * KiB };
+	char path[512];
+	struct extent_list l = { .n = 0 };
+	struct fy_source *src = NULL;
+	uint8_t *expect, *buf;
+	bool tmpfs = on_tmpfs(dir);
+
+	snprintf(path, sizeof(path), "%s/test_file_source.img", dir);
+	expect = make_file(path);
+	if (tmpfs)
+		printf("note: %s is tmpfs; the O_DIRECT path is not tested "
+		       "here\n", dir);
+
+	CHECK_RC(fy_file_source_open(path, &opts, &src));
+	if (!src)
+		goto out;
+	CHECK(src->size == FILE_SIZE);
+	CHECK(src->align == (tmpfs ? 1u : 4096u));
+	CHECK(!strcmp(src->ops->name, "file"));
+	/* Whole file plus a little past the end, with many pieces. */
+	read_and_compare(src, expect, ALIGN_UP(FILE_SIZE) + 16 * KiB);
+
+	/* One read of the block holding the end of the file. */
+	buf = fy_aligned_alloc(8 * KiB);
+	memset(buf, 0xff, 8 * KiB);
+	CHECK_RC(fy_source_read(src, buf, 8 * KiB, ALIGN_UP(FILE_SIZE) - 4096));
+	CHECK(!memcmp(buf, expect + ALIGN_UP(FILE_SIZE) - 4096, 8 * KiB));
+	/* Entirely past the end: zeros, no I/O. */
+	memset(buf, 0xff, 8 * KiB);
+	CHECK_RC(fy_source_read(src, buf, 8 * KiB, 100 * MiB));
+	CHECK(fy_is_zero(buf, 8 * KiB));
+
+	/* O_DIRECT's alignment is the caller's to keep. */
+	if (!tmpfs) {
+		struct fy_io io = { .buf = buf + 512, .len = 4096 };
+
+		CHECK(fy_source_read(src, buf + 512, 4096, 0) == -EINVAL);
+		CHECK(strstr(fy_err_msg(), "aligned") != NULL);
+		CHECK(fy_source_read(src, buf, 4096, 100) == -EINVAL);
+		CHECK(fy_source_read(src, buf, 100, 0) == -EINVAL);
+		/* Straight through the table, past the dispatcher. */
+		CHECK(src->ops->read_batch(src, &io, 1) == -EINVAL);
+		CHECK(io.result == -EINVAL);
+		CHECK(strstr(fy_err_msg(), "4096") != NULL);
+	}
+	free(buf);
+
+	/* Extents: the holes, in order, covering the whole range. */
+	CHECK_RC(fy_source_extents(src, 0, UINT64_MAX / 2, collect, &l));
+	check_extents(&l, expect, 0, FILE_SIZE);
+	CHECK(l.e[0].kind == FY_EXTENT_DATA);
+	CHECK(l.e[0].length == 1 * MiB);
+	CHECK(has_zero(&l, 1 * MiB, 3 * MiB));
+	CHECK(has_zero(&l, 3 * MiB + 8 * KiB, 6 * MiB));
+	CHECK(has_zero(&l, 6 * MiB + 108 * KiB, 9 * MiB - 8 * KiB));
+	CHECK(l.e[l.n - 1].kind == FY_EXTENT_DATA);
+	/* A range starting inside data and ending inside a hole. */
+	l.n = 0;
+	CHECK_RC(fy_source_extents(src, 512 * KiB, 2 * MiB, collect, &l));
+	check_extents(&l, expect, 512 * KiB, 2560 * KiB);
+	CHECK(l.n == 2 && l.e[0].length == 512 * KiB &&
+	      l.e[1].kind == FY_EXTENT_ZERO);
+	/* A callback's error stops the walk and comes back. */
+	l.n = 64;
+	CHECK(fy_source_extents(src, 0, FILE_SIZE, collect, &l) == -ENOSPC);
+	fy_source_close(src);
+	src = NULL;
+
+	/* Defaults, and an io_size that is not a multiple of 4096. */
+	CHECK_RC(fy_file_source_open(path, NULL, &src));
+	read_and_compare(src, expect, FILE_SIZE);
+	fy_source_close(src);
+	opts.io_size = 100000;
+	opts.queue_depth = 1;
+	CHECK_RC(fy_file_source_open(path, &opts, &src));
+	read_and_compare(src, expect, FILE_SIZE);
+	fy_source_close(src);
+	opts.no_direct = true;
+	CHECK_RC(fy_file_source_open(path, &opts, &src));
+	CHECK(src->align == 1);
+	read_and_compare(src, expect, FILE_SIZE);
+	fy_source_close(src);
+	fy_source_close(NULL);
+
+out:
+	unlink(path);
+	free(expect);
+}
+
+/* tmpfs refuses O_DIRECT: one warning, then buffered reads. */
+static void test_tmpfs(void)
+{
+	char path[] = "/dev/shm/ferry_test_file_source_XXXXXX";
+	char log[] = "test_file_source_log_XXXXXX";
+	struct fy_source *src = NULL;
+	uint8_t *expect, *buf;
+	size_t len = 0;
+	void *text = NULL;
+	int fd;
+
+	if (!on_tmpfs("/dev/shm")) {
+		printf("note: /dev/shm is not tmpfs; skipping the buffered "
+		       "fallback test\n");
+		return;
+	}
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	close(fd);
+	expect = make_file(path);
+	fd = mkstemp(log);
+	close(fd);
+	CHECK_RC(fy_log_set_file(log));
+	CHECK_RC(fy_file_source_open(path, NULL, &src));
+	CHECK_RC(fy_log_set_file(NULL));
+	CHECK_RC(fy_read_file(log, 1 << 16, &text, &len));
+	CHECK(text && strstr(text, "O_DIRECT was refused") &&
+	      strstr(text, "buffered"));
+	/* Exactly one line. */
+	CHECK(text && strchr(text, '\n') == (char *)text + len - 1);
+	free(text);
+	unlink(log);
+	if (src) {
+		CHECK(src->align == 1);
+		read_and_compare(src, expect, FILE_SIZE + 4096);
+		/* Buffered reads take any alignment. */
+		buf = malloc(10001);
+		CHECK_RC(fy_source_read(src, buf + 1, 10000, 3 * MiB - 7));
+		CHECK(!memcmp(buf + 1, expect + 3 * MiB - 7, 10000));
+		free(buf);
+		fy_source_close(src);
+	}
+	unlink(path);
+	free(expect);
+}
+
+/* Read through the block device path: a loop device on the same file. */
+static void test_loop_device(const char *dir)
+{
+	char path[512], cmd[1024], dev[64] = "";
+	struct fy_source *src = NULL;
+	struct extent_list l = { .n = 0 };
+	uint8_t *expect;
+	FILE *p;
+
+	if (geteuid() != 0 || system("command -v losetup >/dev/null") != 0) {
+		printf("note: not root or no losetup; skipping the block "
+		       "device test\n");
+		return;
+	}
+	if (on_tmpfs(dir)) {
+		printf("note: %s is tmpfs; skipping the block device test\n",
+		       dir);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/test_file_source_loop.img", dir);
+	expect = make_file(path);
+	snprintf(cmd, sizeof(cmd), "losetup --find --show '%s' 2>&1", path);
+	p = popen(cmd, "r");
+	if (!p || !fgets(dev, sizeof(dev), p))
+		dev[0] = '\0';
+	if (p && pclose(p) != 0)
+		dev[0] = '\0';
+	dev[strcspn(dev, "\n")] = '\0';
+	if (strncmp(dev, "/dev/loop", 9) != 0) {
+		printf("note: losetup could not attach a loop device (%s); "
+		       "skipping the block device test\n", dev);
+		goto out;
+	}
+	CHECK_RC(fy_file_source_open(dev, NULL, &src));
+	if (src) {
+		/* A loop device rounds the file down to 512-byte sectors. */
+		uint64_t size = FILE_SIZE & ~(uint64_t)511;
+
+		CHECK(src->size == size);
+		CHECK(src->align == 4096);
+		memset(expect + size, 0, FILE_SIZE - size);
+		read_and_compare(src, expect, ALIGN_UP(FILE_SIZE) + 4096);
+		CHECK(fy_source_extents(src, 0, size, collect, &l) ==
+		      -ENOTSUP);
+		CHECK(l.n == 0);
+		fy_source_close(src);
+	}
+	snprintf(cmd, sizeof(cmd), "losetup -d %s", dev);
+	CHECK(system(cmd) == 0);
+out:
+	unlink(path);
+	free(expect);
+}
+
+/* A file cut short while open is an error, not silent zeros. */
+static void test_truncated(const char *dir)
+{
+	char path[512];
+	struct fy_source *src = NULL;
+	uint8_t *buf = fy_aligned_alloc(64 * KiB);
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/test_file_source_short.img", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	memset(buf, 7, 64 * KiB);
+	CHECK_RC(fy_pwrite_all(fd, buf, 64 * KiB, 0));
+	CHECK_RC(fy_file_source_open(path, NULL, &src));
+	CHECK(ftruncate(fd, 16 * KiB) == 0);
+	close(fd);
+	if (src) {
+		CHECK(fy_source_read(src, buf, 64 * KiB, 0) == -EIO);
+		CHECK(strstr(fy_err_msg(), "truncated") != NULL);
+		fy_source_close(src);
+	}
+	unlink(path);
+	free(buf);
+
+	CHECK(fy_file_source_open("/dev/null", NULL, &src) == -EINVAL);
+	CHECK(strstr(fy_err_msg(), "not a regular file") != NULL);
+	CHECK(fy_file_source_open(dir, NULL, &src) == -EINVAL);
+	CHECK(fy_file_source_open("/nonexistent/x", NULL, &src) == -ENOENT);
+	CHECK(strstr(fy_err_msg(), "/nonexistent/x") != NULL);
+}
+
+int main(void)
+{
+	char dir[4096];
+
+	/* ctest runs in the build tree, a real filesystem unlike /tmp may
+	 * be: O_DIRECT and SEEK_DATA need one. */
+	if (!getcwd(dir, sizeof(dir)))
+		return 1;
+	test_direct(dir);
+	test_tmpfs();
+	test_loop_device(dir);
+	test_truncated(dir);
+	CHECK_DONE();
+}
