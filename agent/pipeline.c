@@ -86,6 +86,8 @@ struct pipeline {
 	uint64_t bytes_read;
 	int read_error;
 	char read_msg[FY_ERR_MAX];
+	int work_error; /* a worker's failure */
+	char work_msg[FY_ERR_MAX];
 
 	/* Owned by the network thread (the caller). */
 	struct map_slot *window;
@@ -278,6 +280,21 @@ out:
 
 /* ---- workers ----------------------------------------------------------- */
 
+/* A worker could not process b: the disk fails (the network thread reports
+ * it) and the slot goes back to the pool. */
+static void pipeline_fail(struct pipeline *p, struct blk *b)
+{
+	pthread_mutex_lock(&p->lock);
+	if (!p->work_error) {
+		p->work_error = fy_err_wrap(-ENOMEM, "block %" PRIu64, b->index);
+		snprintf(p->work_msg, sizeof(p->work_msg), "%s", fy_err_msg());
+	}
+	q_push(&p->free, b);
+	pthread_cond_broadcast(&p->cond_net);
+	pthread_cond_broadcast(&p->cond_free);
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void *worker_main(void *arg)
 {
 	struct pipeline *p = arg;
@@ -299,8 +316,11 @@ static void *worker_main(void *arg)
 		if (b->state == BLK_READ) {
 			if (fy_is_zero(b->buf, b->len)) {
 				b->state = BLK_HOLE;
+			} else if (fy_sha256(b->buf, b->len, b->digest) < 0) {
+				pipeline_fail(p, b);
+				pthread_mutex_lock(&p->lock);
+				continue;
 			} else {
-				fy_sha256(b->buf, b->len, b->digest);
 				b->state = BLK_HASHED;
 			}
 		} else {
@@ -530,7 +550,8 @@ static int network_loop(struct pipeline *p)
 		struct blk *b;
 
 		pthread_mutex_lock(&p->lock);
-		while (!p->netq.head && !(p->read_done && p->read_error)) {
+		while (!p->netq.head && !(p->read_done && p->read_error) &&
+		       !p->work_error) {
 			if (nbatch) {
 				struct timespec ts;
 
@@ -548,7 +569,7 @@ static int network_loop(struct pipeline *p)
 				pthread_mutex_unlock(&p->lock);
 				rc = fy_conn_flush(p->conn);
 				pthread_mutex_lock(&p->lock);
-				if (rc < 0 || p->netq.head ||
+				if (rc < 0 || p->netq.head || p->work_error ||
 				    (p->read_done && p->read_error))
 					break;
 				pthread_cond_wait(&p->cond_net, &p->lock);
@@ -556,6 +577,11 @@ static int network_loop(struct pipeline *p)
 		}
 		if (p->read_done && p->read_error) {
 			rc = fy_err_set(p->read_error, "%s", p->read_msg);
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		if (p->work_error) {
+			rc = fy_err_set(p->work_error, "%s", p->work_msg);
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}

@@ -110,7 +110,7 @@ out:
 	return rc;
 }
 
-/* Writes the PEM of a key (is_key) or certificate to a new file. */
+/* Writes the PEM of key, or else of cert, to a new file. */
 static int write_pem(const char *path, EVP_PKEY *key, X509 *cert)
 {
 	BIO *mem;
@@ -316,7 +316,7 @@ static int load_ca(const char *dir, X509 **ca, EVP_PKEY **ca_key)
 	rc = read_pem(path, &bio, &data, &len);
 	if (rc < 0)
 		return rc;
-	/* A NULL passphrase callback: an encrypted key fails, not prompts. */
+	/* An empty passphrase: an encrypted key fails, never prompts. */
 	*ca_key = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"");
 	BIO_free(bio);
 	OPENSSL_cleanse(data, len);

@@ -185,7 +185,8 @@ int fy_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
 
 void fy_hex(const uint8_t *in, size_t len, char *out /* 2*len+1 */);
 int fy_unhex(const char *in, uint8_t *out, size_t len);
-void fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN]);
+/* 0, or -ENOMEM when OpenSSL could not allocate (out is then garbage). */
+int fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN]);
 /* True when all len bytes are zero (fast path for aligned buffers). */
 bool fy_is_zero(const void *buf, size_t len);
 /* Parses "123", "64K", "1M", "8MiB" into bytes. */

@@ -61,8 +61,9 @@ int fy_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
 					  strerror(-rc));
 		}
 		if (n == 0)
-			return fy_err_set(-EIO, "write at offset %llu: no "
-					  "progress", (unsigned long long)offset);
+			return fy_err_set(-EIO,
+					  "write at offset %llu: no progress",
+					  (unsigned long long)offset);
 		p += n;
 		len -= (size_t)n;
 		offset += (uint64_t)n;
@@ -203,7 +204,8 @@ int fy_read_file(const char *path, size_t max, void **data, size_t *len)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		return fy_err_set(rc, "cannot open %s: %s", path, strerror(-rc));
+		return fy_err_set(rc, "cannot open %s: %s", path,
+				  strerror(-rc));
 	}
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;

@@ -354,22 +354,26 @@ static int file_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		io = &ios[i];
-		if ((uintptr_t)io->buf % src->align || io->len % src->align ||
-		    io->offset % src->align ||
-		    io->len > UINT64_MAX - io->offset) {
-			size_t j;
+		const char *why = NULL;
+		size_t j;
 
-			for (j = 0; j < n; j++)
-				ios[j].result = -ECANCELED;
-			io->result = -EINVAL;
-			return fy_err_set(-EINVAL, "%s: read of %zu bytes at "
-					  "offset %llu into %p: O_DIRECT needs "
-					  "all three aligned to %zu bytes",
-					  src->name, io->len,
-					  (unsigned long long)io->offset,
-					  io->buf, src->align);
-		}
+		io = &ios[i];
+		if (io->len > UINT64_MAX - io->offset)
+			why = "the end overflows";
+		else if ((uintptr_t)io->buf % src->align ||
+			 io->len % src->align || io->offset % src->align)
+			why = "O_DIRECT needs buffer, length and offset "
+			      "aligned to 4096 bytes";
+		if (!why)
+			continue;
+		/* A broken contract fails the whole batch before any I/O. */
+		for (j = 0; j < n; j++)
+			ios[j].result = -ECANCELED;
+		io->result = -EINVAL;
+		return fy_err_set(-EINVAL, "%s: read of %zu bytes at offset "
+				  "%llu into %p: %s", src->name, io->len,
+				  (unsigned long long)io->offset, io->buf,
+				  why);
 	}
 	for (i = 0; i < n; i++) {
 		io = &ios[i];
@@ -655,8 +659,9 @@ int fy_file_source_open(const char *path,
 			fs->aio = 0;
 			fy_err_set(rc, "%s: io_setup for %u requests: %s%s",
 				   path, fs->queue_depth, strerror(-rc),
-				   rc == -EAGAIN ? " (see /proc/sys/fs/aio-max-nr)"
-						 : "");
+				   rc == -EAGAIN ?
+					   " (see /proc/sys/fs/aio-max-nr)" :
+					   "");
 			goto out;
 		}
 		fs->use_aio = true;

@@ -68,22 +68,17 @@ static void sha256_fetch(void)
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
-void fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN])
+int fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN])
 {
 	const EVP_MD *md;
 
 	pthread_once(&sha256_once, sha256_fetch);
 	md = sha256_md ? sha256_md : EVP_sha256();
-	/*
-	 * EVP_Digest fails only when OpenSSL cannot allocate a context. The
-	 * signature has no way to report that, and a made-up digest would
-	 * silently corrupt deduplication, so this is the one place that
-	 * stops the process.
-	 */
-	if (EVP_Digest(data, len, out, NULL, md, NULL) != 1) {
-		fy_log(FY_LOG_PANIC, "SHA-256 failed (out of memory?)");
-		abort();
-	}
+	/* EVP_Digest fails only when OpenSSL cannot allocate a context; the
+	 * digest is then garbage and must not be used. */
+	if (EVP_Digest(data, len, out, NULL, md, NULL) != 1)
+		return fy_err_set(-ENOMEM, "SHA-256 failed (out of memory?)");
+	return 0;
 }
 
 bool fy_is_zero(const void *buf, size_t len)
@@ -124,16 +119,30 @@ int fy_parse_size(const char *s, uint64_t *out)
 		p++;
 	}
 	switch (*p) {
-	case 'k': case 'K': shift = 10; break;
-	case 'm': case 'M': shift = 20; break;
-	case 'g': case 'G': shift = 30; break;
-	case 't': case 'T': shift = 40; break;
-	default: break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		break;
+	default:
+		break;
 	}
 	if (shift) {
 		p++;
 		/* KiB and KB both mean 1024: sizes here are always binary. */
-		if ((p[0] == 'i' || p[0] == 'I') && (p[1] == 'B' || p[1] == 'b'))
+		if ((p[0] == 'i' || p[0] == 'I') &&
+		    (p[1] == 'B' || p[1] == 'b'))
 			p += 2;
 		else if (p[0] == 'B' || p[0] == 'b')
 			p++;
@@ -143,8 +152,9 @@ int fy_parse_size(const char *s, uint64_t *out)
 	}
 	if (*p)
 		return fy_err_set(-EINVAL,
-				  "invalid size '%.64s': unknown unit (use K, M, "
-				  "G or T, optionally followed by iB or B)", s);
+				  "invalid size '%.64s': unknown unit (use K, "
+				  "M, G or T, optionally followed by iB or B)",
+				  s);
 	if (n > UINT64_MAX / mult)
 		return fy_err_set(-ERANGE, "size '%.64s' is too large", s);
 	*out = n * mult;
@@ -164,7 +174,8 @@ void fy_format_bytes(uint64_t n, char *out, size_t outlen)
 	}
 	value /= 1024;
 	/* Move up while the value would print as 1024.0 or more. */
-	while (value >= 1023.95 && unit + 1 < sizeof(units) / sizeof(units[0])) {
+	while (value >= 1023.95 &&
+	       unit + 1 < sizeof(units) / sizeof(units[0])) {
 		value /= 1024;
 		unit++;
 	}
@@ -193,6 +204,11 @@ static int copy_part(const char *what, const char *s, const char *start,
 	return 0;
 }
 
+static int bad_address(const char *s, const char *why)
+{
+	return fy_err_set(-EINVAL, "address '%.128s': %s", s, why);
+}
+
 int fy_split_hostport(const char *s, char *host, size_t hostlen, char *port,
 		      size_t portlen)
 {
@@ -205,35 +221,26 @@ int fy_split_hostport(const char *s, char *host, size_t hostlen, char *port,
 		return fy_err_set(-EINVAL, "address '%.64s...' is too long", s);
 	for (p = s; *p; p++)
 		if ((unsigned char)*p <= ' ' || *p == 0x7f)
-			return fy_err_set(-EINVAL,
-					  "address '%.128s' contains whitespace "
-					  "or a control character", s);
+			return bad_address(s, "whitespace or a control "
+					      "character");
 	if (s[0] == '[') {
 		host_start = s + 1;
 		host_end = strchr(host_start, ']');
 		if (!host_end)
-			return fy_err_set(-EINVAL,
-					  "address '%.128s' has '[' without ']'",
-					  s);
+			return bad_address(s, "'[' without ']'");
 		colon = host_end + 1;
 		if (*colon != ':')
-			return fy_err_set(-EINVAL,
-					  "address '%.128s': expected ':port' "
-					  "after ']'", s);
+			return bad_address(s, "expected ':port' after ']'");
 		if (host_end == host_start)
-			return fy_err_set(-EINVAL,
-					  "address '%.128s' has nothing between "
-					  "the brackets", s);
+			return bad_address(s, "nothing between the brackets");
 		if (memchr(host_start, '[', (size_t)(host_end - host_start)))
-			return fy_err_set(-EINVAL,
-					  "address '%.128s' has a stray '['", s);
+			return bad_address(s, "a stray '['");
 	} else {
 		host_start = s;
 		colon = strrchr(s, ':');
 		if (!colon)
-			return fy_err_set(-EINVAL,
-					  "address '%.128s' has no port: expected "
-					  "host:port or [ipv6]:port", s);
+			return bad_address(s, "no port: expected host:port or "
+					      "[ipv6]:port");
 		host_end = colon;
 		if (memchr(s, ':', (size_t)(colon - s)))
 			return fy_err_set(-EINVAL,
@@ -241,23 +248,20 @@ int fy_split_hostport(const char *s, char *host, size_t hostlen, char *port,
 					  "must be in brackets, as [%.*s]:port",
 					  s, (int)(colon - s), s);
 		if (memchr(s, '[', len) || memchr(s, ']', len))
-			return fy_err_set(-EINVAL,
-					  "address '%.128s' has a stray bracket",
-					  s);
+			return bad_address(s, "a stray bracket");
 	}
 	/* An empty host is allowed: ":7443" listens on every address. */
 	p = colon + 1;
 	if (!*p)
-		return fy_err_set(-EINVAL, "address '%.128s' has no port", s);
+		return bad_address(s, "no port");
 	for (; *p; p++) {
 		if (*p < '0' || *p > '9' || port_value > 65535)
 			break;
 		port_value = port_value * 10 + (unsigned long)(*p - '0');
 	}
 	if (*p || port_value > 65535)
-		return fy_err_set(-EINVAL,
-				  "address '%.128s': port must be a number from "
-				  "0 to 65535", s);
+		return bad_address(s, "the port must be a number from 0 to "
+				      "65535");
 	rc = copy_part("host", s, host_start, (size_t)(host_end - host_start),
 		       host, hostlen);
 	if (rc < 0)

@@ -140,6 +140,7 @@ int fy_block_decode(enum fy_codec codec, const void *data, size_t len,
 	uint8_t got[FY_DIGEST_LEN];
 	ZSTD_DCtx *dctx;
 	size_t n;
+	int rc;
 
 	fy_digest_hex(digest, hex);
 	if (plain_size > FY_BLOCK_MAX)
@@ -183,8 +184,8 @@ int fy_block_decode(enum fy_codec codec, const void *data, size_t len,
 					  ZSTD_getErrorName(n));
 		if (n != plain_size)
 			return fy_err_set(-EBADMSG,
-					  "block %s: decompressed to %zu bytes, "
-					  "expected %u",
+					  "block %s: decompressed to %zu "
+					  "bytes, expected %u",
 					  hex, n, plain_size);
 		break;
 	default:
@@ -192,7 +193,9 @@ int fy_block_decode(enum fy_codec codec, const void *data, size_t len,
 				  (int)codec);
 	}
 
-	fy_sha256(out, plain_size, got);
+	rc = fy_sha256(out, plain_size, got);
+	if (rc < 0)
+		return rc;
 	if (memcmp(got, digest, FY_DIGEST_LEN)) {
 		char ghex[FY_DIGEST_HEX];
 

@@ -68,7 +68,9 @@ struct fy_manifest {
 	void *priv;
 };
 
-/* Parses and fully validates (sizes, counts, checksum) a manifest. */
+/* Parses and fully validates (sizes, counts, checksum) a manifest. open
+ * streams the file and keeps it open for read_map; parse_mem does not copy:
+ * data must stay alive and unchanged until fy_manifest_free. */
 int fy_manifest_open(const char *path, struct fy_manifest **out);
 int fy_manifest_parse_mem(const void *data, size_t len,
 			  struct fy_manifest **out);
@@ -98,7 +100,8 @@ int fy_manifest_builder_for_each(struct fy_manifest_builder *b,
 					   const uint8_t digest[FY_DIGEST_LEN]),
 				 void *opaque);
 /* Encodes the whole manifest to a new temporary file, fsync'd; the
- * repository renames it into place. Returns its path in path. */
+ * repository renames it into place. Returns its path in path. The file is
+ * the caller's from then on: commit it, or unlink it. */
 int fy_manifest_builder_finish(struct fy_manifest_builder *b, char *path,
 			       size_t pathlen);
 /* Removes the builder's temporary files. NULL is a no-op. */
@@ -166,8 +169,9 @@ struct fy_verify_result {
 	uint64_t blocks_checked, blocks_bad, blocks_missing;
 };
 /* Re-reads and re-hashes every referenced block once; reports damaged
- * backups and their bad blocks on out. Returns 0 (result says whether
- * damage was found) or -errno when the check itself failed. */
+ * backups and their bad blocks on out (may be NULL). Returns 0 (result
+ * says whether damage was found) or -errno when the check itself failed.
+ * Holds the shared lock, so gc cannot run meanwhile. */
 int fy_repo_verify(struct fy_repo *repo, FILE *out,
 		   struct fy_verify_result *res);
 
@@ -176,7 +180,8 @@ struct fy_prune_policy {
 	bool dry_run;
 };
 /* Per source, keeps what the policy keeps and deletes the other manifests
- * (blocks are freed by gc). Prints what it keeps and removes on out. */
+ * (blocks are freed by gc). Prints what it keeps and removes on out (may
+ * be NULL); with dry_run, *removed counts what would be removed. */
 int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 		  FILE *out, uint64_t *removed);
 

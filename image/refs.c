@@ -111,7 +111,6 @@ int fy_repo_collect_refs(struct fy_repo *repo, struct fy_digest_set *set,
 		if (rc == -ENOMEM)
 			goto out;
 		if (rc) {
-			fy_err_wrap(rc, "backup %s", ids[i]);
 			if (!bad)
 				goto out;
 			rc = bad(opaque, ids[i], rc);

@@ -145,9 +145,29 @@ static void random_hex(char *out, size_t bytes)
 	out[2 * i] = 0;
 }
 
-int fy_clear_dir(const char *dir, uint64_t *removed, uint64_t *failed)
+/* Removes dir/name, a file or (emptied first) a directory; -errno. */
+static int remove_entry(DIR *d, const char *dir, const char *name,
+			uint64_t *removed, uint64_t *failed)
 {
 	char path[PATH_MAX];
+	int rc;
+
+	if (!unlinkat(dirfd(d), name, 0))
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return -errno;
+	/* Nothing of ours makes directories in tmp/, but one must not keep
+	 * tmp/ from being cleared either. */
+	rc = fy_path_fmt(path, sizeof(path), "%s/%s", dir, name);
+	if (!rc)
+		rc = fy_clear_dir(path, removed, failed);
+	if (!rc && unlinkat(dirfd(d), name, AT_REMOVEDIR))
+		rc = -errno;
+	return rc;
+}
+
+int fy_clear_dir(const char *dir, uint64_t *removed, uint64_t *failed)
+{
 	struct dirent *de;
 	DIR *d;
 	int rc = 0;
@@ -156,6 +176,8 @@ int fy_clear_dir(const char *dir, uint64_t *removed, uint64_t *failed)
 	if (!d)
 		return fy_err_set(-errno, "%s: %s", dir, strerror(errno));
 	for (;;) {
+		int err;
+
 		errno = 0;
 		de = readdir(d);
 		if (!de) {
@@ -166,20 +188,13 @@ int fy_clear_dir(const char *dir, uint64_t *removed, uint64_t *failed)
 		}
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (!unlinkat(dirfd(d), de->d_name, 0)) {
-			(*removed)++;
-			continue;
-		}
-		if ((errno == EISDIR || errno == EPERM) &&
-		    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) <
-			    (int)sizeof(path) &&
-		    !fy_clear_dir(path, removed, failed) &&
-		    !unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR)) {
+		err = remove_entry(d, dir, de->d_name, removed, failed);
+		if (!err) {
 			(*removed)++;
 			continue;
 		}
 		fy_warn("cannot remove %s/%s: %s", dir, de->d_name,
-			strerror(errno));
+			strerror(-err));
 		(*failed)++;
 	}
 	closedir(d);
@@ -326,76 +341,86 @@ int fy_repo_init(const char *root)
 	return 0;
 }
 
+/* "ferry-repository N": N must be the version this build reads. */
+static int parse_version_line(const char *root, const char *line, size_t n)
+{
+	const size_t magic = strlen(FY_REPO_CONFIG_LINE);
+	char version[16], *tail;
+	long v;
+
+	if (n <= magic + 1 || memcmp(line, FY_REPO_CONFIG_LINE, magic) ||
+	    line[magic] != ' ' || n - magic - 1 >= sizeof(version))
+		return fy_err_set(-EINVAL,
+				  "%s is not a Ferry repository (config does "
+				  "not start with \"%s\")",
+				  root, FY_REPO_CONFIG_LINE);
+	memcpy(version, line + magic + 1, n - magic - 1);
+	version[n - magic - 1] = 0;
+	v = strtol(version, &tail, 10);
+	if (*tail || tail == version)
+		return fy_err_set(-EINVAL,
+				  "repository %s: bad version \"%s\" in config",
+				  root, version);
+	if (v != FY_REPO_VERSION)
+		return fy_err_set(-ENOTSUP,
+				  "repository %s has format version %ld; this "
+				  "build reads %d",
+				  root, v, FY_REPO_VERSION);
+	return 0;
+}
+
+/* "id=" and 32 lower-case hex digits. */
+static int parse_id_line(const char *root, const char *line, size_t n,
+			 char id[FY_REPO_ID_HEX + 1])
+{
+	size_t i;
+
+	if (n - 3 != FY_REPO_ID_HEX)
+		goto bad;
+	for (i = 3; i < n; i++)
+		if (hex_value(line[i]) < 0)
+			goto bad;
+	memcpy(id, line + 3, FY_REPO_ID_HEX);
+	id[FY_REPO_ID_HEX] = 0;
+	return 0;
+bad:
+	return fy_err_set(-EINVAL,
+			  "repository %s: config id is not %d lower-case hex "
+			  "digits",
+			  root, FY_REPO_ID_HEX);
+}
+
 static int parse_config(const char *root, const char *text, size_t len,
 			char id[FY_REPO_ID_HEX + 1])
 {
-	const char *line = text, *end = text + len, *nl;
-	const size_t magic = strlen(FY_REPO_CONFIG_LINE);
-	bool first = true;
+	const char *line, *end = text + len, *nl;
+	int rc;
 
 	id[0] = 0;
-	for (; line < end; line = nl + 1) {
+	for (line = text; line < end; line = nl + 1) {
 		size_t n;
 
 		nl = memchr(line, '\n', (size_t)(end - line));
 		if (!nl)
 			nl = end;
 		n = (size_t)(nl - line);
-		if (first) {
-			char version[16];
-			char *tail;
-			long v;
-
-			first = false;
-			if (n <= magic + 1 || memcmp(line, FY_REPO_CONFIG_LINE,
-						     magic) ||
-			    line[magic] != ' ' ||
-			    n - magic - 1 >= sizeof(version))
-				return fy_err_set(-EINVAL,
-						  "%s is not a Ferry repository "
-						  "(config does not start with "
-						  "\"%s\")",
-						  root, FY_REPO_CONFIG_LINE);
-			memcpy(version, line + magic + 1, n - magic - 1);
-			version[n - magic - 1] = 0;
-			v = strtol(version, &tail, 10);
-			if (*tail || tail == version)
-				return fy_err_set(-EINVAL,
-						  "repository %s: bad version "
-						  "\"%s\" in config",
-						  root, version);
-			if (v != FY_REPO_VERSION)
-				return fy_err_set(-ENOTSUP,
-						  "repository %s has format "
-						  "version %ld; this build "
-						  "reads %d",
-						  root, v, FY_REPO_VERSION);
-			continue;
-		}
-		if (n > 3 && !memcmp(line, "id=", 3)) {
-			size_t i;
-
-			if (n - 3 != FY_REPO_ID_HEX)
-				goto bad_id;
-			for (i = 3; i < n; i++)
-				if (hex_value(line[i]) < 0)
-					goto bad_id;
-			memcpy(id, line + 3, FY_REPO_ID_HEX);
-			id[FY_REPO_ID_HEX] = 0;
-		}
+		if (line == text)
+			rc = parse_version_line(root, line, n);
+		else if (n >= 3 && !memcmp(line, "id=", 3))
+			rc = parse_id_line(root, line, n, id);
+		else
+			rc = 0; /* other lines are ignored */
+		if (rc)
+			return rc;
 	}
-	if (first)
-		return fy_err_set(-EINVAL, "%s is not a Ferry repository "
-				  "(empty config)", root);
+	if (!len)
+		return fy_err_set(-EINVAL,
+				  "%s is not a Ferry repository (empty config)",
+				  root);
 	if (!id[0])
 		return fy_err_set(-EINVAL, "repository %s: config has no id=",
 				  root);
 	return 0;
-bad_id:
-	return fy_err_set(-EINVAL,
-			  "repository %s: config id is not %d lower-case hex "
-			  "digits",
-			  root, FY_REPO_ID_HEX);
 }
 
 static int clean_tmp(struct fy_repo *repo)
@@ -444,7 +469,8 @@ int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
 				  root);
 	repo = calloc(1, sizeof(*repo));
 	if (!repo)
-		return fy_err_set(-ENOMEM, "repository %s: out of memory", root);
+		return fy_err_set(-ENOMEM, "repository %s: out of memory",
+				  root);
 	strcpy(repo->root, root);
 	rc = path_join(repo->tmpdir, sizeof(repo->tmpdir), root, "tmp");
 	if (!rc)
@@ -700,7 +726,8 @@ static int collect_id(void *opaque, const char *id)
 		void *p = realloc(l->ids, cap * sizeof(*l->ids));
 
 		if (!p)
-			return fy_err_set(-ENOMEM, "backup list: out of memory");
+			return fy_err_set(-ENOMEM,
+					  "backup list: out of memory");
 		l->ids = p;
 		l->cap = cap;
 	}

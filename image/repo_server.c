@@ -22,6 +22,9 @@
 /* Blocks queued for the workers at once, across all sessions: bounds the
  * server's memory to about this many blocks' frames. */
 #define QUEUE_MAX 32
+/* How often a backup session looks for a worker's failure while its
+ * client is silent. */
+#define WORKER_CHECK_MS 100
 
 struct session;
 
@@ -380,7 +383,7 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 	Ferry__BackupStarted started = FERRY__BACKUP_STARTED__INIT;
 	char id[FY_ID_MAX];
 	int lock_fd = -1, rc;
-	int disk = -1;
+	int disk = -1, idle_ms = 0;
 	uint32_t disks_done = 0;
 
 	if (bb->block_size < FY_BLOCK_MIN || bb->block_size > FY_BLOCK_MAX ||
@@ -426,6 +429,20 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 		pthread_mutex_unlock(&srv->lock);
 		if (rc < 0)
 			goto out;
+		/* A silent client must still hear of a block that failed. */
+		rc = fy_conn_wait_readable(sess->conn, WORKER_CHECK_MS);
+		if (rc < 0)
+			goto out;
+		if (rc == 0) {
+			idle_ms += WORKER_CHECK_MS;
+			if (idle_ms >= srv->opts->idle_timeout_ms) {
+				rc = fy_err_set(-ETIMEDOUT, "client silent for "
+						"%d s", idle_ms / 1000);
+				goto out;
+			}
+			continue;
+		}
+		idle_ms = 0;
 		rc = fy_conn_recv(sess->conn, &in);
 		if (rc < 0)
 			goto out;

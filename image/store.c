@@ -279,9 +279,10 @@ static bool is_hex_name(const char *name, size_t len)
 	return true;
 }
 
-/* Lists the entries of dir named by len lower-case hex characters; stops
- * on a non-zero return of each. */
-static int walk_hex(const char *dir, size_t len,
+/* Lists the entries of dir named by len lower-case hex characters and of
+ * type (DT_DIR or DT_REG; DT_UNKNOWN passes, open or read will tell);
+ * stops on a non-zero return of each. */
+static int walk_hex(const char *dir, size_t len, unsigned char type,
 		    int (*each)(void *ctx, const char *path, const char *name),
 		    void *ctx)
 {
@@ -304,7 +305,8 @@ static int walk_hex(const char *dir, size_t len,
 						strerror(errno));
 			break;
 		}
-		if (!is_hex_name(de->d_name, len))
+		if (!is_hex_name(de->d_name, len) ||
+		    (de->d_type != type && de->d_type != DT_UNKNOWN))
 			continue;
 		rc = fy_path_fmt(path, sizeof(path), "%s/%s", dir, de->d_name);
 		if (rc)
@@ -341,7 +343,7 @@ static int list_level2(void *ctx, const char *path, const char *name)
 	struct list_ctx *lc = ctx;
 
 	memcpy(lc->prefix + 2, name, 2);
-	return walk_hex(path, 2 * FY_DIGEST_LEN, list_file, lc);
+	return walk_hex(path, 2 * FY_DIGEST_LEN, DT_REG, list_file, lc);
 }
 
 static int list_level1(void *ctx, const char *path, const char *name)
@@ -349,7 +351,7 @@ static int list_level1(void *ctx, const char *path, const char *name)
 	struct list_ctx *lc = ctx;
 
 	memcpy(lc->prefix, name, 2);
-	return walk_hex(path, 2, list_level2, lc);
+	return walk_hex(path, 2, DT_DIR, list_level2, lc);
 }
 
 static int posix_block_list(struct fy_store *st, fy_digest_cb cb,
@@ -357,7 +359,7 @@ static int posix_block_list(struct fy_store *st, fy_digest_cb cb,
 {
 	struct list_ctx lc = { .cb = cb, .opaque = opaque };
 
-	return walk_hex(to_posix(st)->blocks, 2, list_level1, &lc);
+	return walk_hex(to_posix(st)->blocks, 2, DT_DIR, list_level1, &lc);
 }
 
 static int posix_manifest_put(struct fy_store *st, const char *tmp_path,
@@ -527,12 +529,14 @@ int fy_store_posix_open(const char *root, const char *tmpdir,
 	struct posix_store *ps;
 
 	*out = NULL;
-	if (strlen(root) > FY_REPO_ROOT_MAX || strlen(tmpdir) > FY_REPO_ROOT_MAX)
+	if (strlen(root) > FY_REPO_ROOT_MAX ||
+	    strlen(tmpdir) > FY_REPO_ROOT_MAX)
 		return fy_err_set(-ENAMETOOLONG, "repository %s: path too long",
 				  root);
 	ps = calloc(1, sizeof(*ps));
 	if (!ps)
-		return fy_err_set(-ENOMEM, "repository %s: out of memory", root);
+		return fy_err_set(-ENOMEM, "repository %s: out of memory",
+				  root);
 	ps->base.ops = &posix_ops;
 	/* Bounded above: these fit. */
 	(void)fy_path_fmt(ps->blocks, sizeof(ps->blocks), "%s/blocks", root);

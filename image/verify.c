@@ -98,6 +98,19 @@ static int cmp_bad(const void *key, const void *elem)
 		      FY_DIGEST_LEN);
 }
 
+/* The report names the block already: drop "block <hex>: " from reasons. */
+static const char *strip_block(const char *msg, const uint8_t *digest)
+{
+	char prefix[FY_DIGEST_HEX + 16];
+
+	snprintf(prefix, sizeof(prefix), "block ");
+	fy_digest_hex(digest, prefix + 6);
+	strcat(prefix, ": ");
+	if (!strncmp(msg, prefix, strlen(prefix)))
+		return msg + strlen(prefix);
+	return msg;
+}
+
 /* Reads and re-hashes every block of the set, in order, so the bad list
  * comes out sorted. */
 static int check_blocks(struct verify *v, const struct fy_digest_set *set)
@@ -132,7 +145,9 @@ static int check_blocks(struct verify *v, const struct fy_digest_set *set)
 		} else if (rc) {
 			/* EIO is damage as much as a wrong hash. */
 			v->res->blocks_bad++;
-			rc = note_bad_block(v, set->d[i], fy_err_msg());
+			rc = note_bad_block(v, set->d[i],
+					    strip_block(fy_err_msg(),
+							set->d[i]));
 		}
 		if (rc)
 			goto out;
@@ -164,15 +179,17 @@ static int report_block(void *opaque, uint32_t disk, uint64_t block,
 	b = bsearch(digest, r->v->bad, r->v->bad_count, sizeof(*b), cmp_bad);
 	if (!b)
 		return 0;
-	if (!r->hits++)
+	/* Counted even when not shown: it makes the backup damaged. */
+	if (++r->hits > REPORT_MAX || !r->v->out)
+		return 0;
+	if (r->hits == 1)
 		fprintf(r->v->out, "damaged backup %s (source %s):\n",
 			r->m->id, r->m->source);
-	if (r->hits > REPORT_MAX)
-		return 0;
 	fy_digest_hex(digest, hex);
 	if (b->reason)
-		fprintf(r->v->out, "  disk %u block %" PRIu64 " %s: corrupt: %s\n",
-			disk, block, hex, b->reason);
+		fprintf(r->v->out,
+			"  disk %u block %" PRIu64 " %s: corrupt: %s\n", disk,
+			block, hex, b->reason);
 	else
 		fprintf(r->v->out, "  disk %u block %" PRIu64 " %s: missing\n",
 			disk, block, hex);
@@ -223,7 +240,7 @@ static int report_backups(struct verify *v)
 			fy_err_wrap(rc, "verify: backup %s", ids[i]);
 			break;
 		}
-		if (r.hits > REPORT_MAX)
+		if (r.hits > REPORT_MAX && v->out)
 			fprintf(v->out, "  ... and %" PRIu64 " more\n",
 				r.hits - REPORT_MAX);
 		if (r.hits)
@@ -238,20 +255,11 @@ int fy_repo_verify(struct fy_repo *repo, FILE *out,
 {
 	struct fy_digest_set set;
 	struct verify v = { .repo = repo, .out = out, .res = res };
-	FILE *sink = NULL;
 	size_t i;
 	int lock, rc;
 
 	memset(res, 0, sizeof(*res));
 	fy_digest_set_init(&set);
-	/* Reports go somewhere even when the caller wants none. */
-	if (!v.out) {
-		sink = fopen("/dev/null", "w");
-		if (!sink)
-			return fy_err_set(-errno, "verify: /dev/null: %s",
-					  strerror(errno));
-		v.out = sink;
-	}
 	lock = fy_repo_lock(repo, false);
 	if (lock < 0) {
 		rc = lock;
@@ -269,12 +277,13 @@ int fy_repo_verify(struct fy_repo *repo, FILE *out,
 		if (rc)
 			goto out;
 	}
-	fprintf(v.out,
-		"verify: %" PRIu64 " backups, %" PRIu64
-		" blocks checked, %" PRIu64 " corrupt, %" PRIu64
-		" missing, %" PRIu64 " damaged backups\n",
-		res->backups, res->blocks_checked, res->blocks_bad,
-		res->blocks_missing, res->damaged_backups);
+	if (out)
+		fprintf(out,
+			"verify: %" PRIu64 " backups, %" PRIu64
+			" blocks checked, %" PRIu64 " corrupt, %" PRIu64
+			" missing, %" PRIu64 " damaged backups\n",
+			res->backups, res->blocks_checked, res->blocks_bad,
+			res->blocks_missing, res->damaged_backups);
 out:
 	fy_repo_unlock(lock);
 	for (i = 0; i < v.bad_count; i++)
@@ -282,7 +291,5 @@ out:
 	free(v.bad);
 	free(v.bad_ids);
 	fy_digest_set_release(&set);
-	if (sink)
-		fclose(sink);
 	return rc;
 }

@@ -268,9 +268,10 @@ static int tls_start(struct nbd_conn *c, const struct nbd_conn_cfg *cfg,
 {
 	X509_VERIFY_PARAM *param;
 	char err[256];
+	bool tls_err;
 	long verify;
 	BIO *bio;
-	int rc, r;
+	int rc = 0, r;
 
 	pthread_once(&sock_bio_once, sock_bio_init);
 	if (!sock_bio_method)
@@ -324,6 +325,7 @@ static int tls_start(struct nbd_conn *c, const struct nbd_conn_cfg *cfg,
 			break;
 		default:
 			verify = SSL_get_verify_result(c->ssl);
+			tls_err = ERR_peek_error() != 0;
 			tls_errstr(err, sizeof(err));
 			if (verify != X509_V_OK)
 				return fy_err_set(
@@ -338,9 +340,10 @@ static int tls_start(struct nbd_conn *c, const struct nbd_conn_cfg *cfg,
 			return fy_err_set(-ECONNRESET,
 					  "nbd: %s: TLS handshake failed: %s",
 					  cfg->label,
-					  c->sb.err && !ERR_peek_error()
-						  ? strerror(c->sb.err)
-						  : err);
+					  tls_err ? err
+					  : c->sb.err ? strerror(c->sb.err)
+						      : "the server closed "
+							"the connection");
 		}
 		if (rc)
 			return rc;
@@ -478,7 +481,7 @@ static int read_full(struct nbd_conn *c, void *buf, size_t len,
 					  "connection %s",
 					  c->label, what);
 		if (n != -EAGAIN)
-			return fy_err_wrap((int)n, "%s", what);
+			return (int)n;
 		rc = wait_fd(c->fd, c->ssl ? c->tls_read_wants : POLLIN,
 			     deadline, c->label, what);
 		if (rc)
@@ -502,7 +505,7 @@ static int write_full(struct nbd_conn *c, const void *buf, size_t len,
 			continue;
 		}
 		if (n != -EAGAIN)
-			return fy_err_wrap((int)(n ? n : -EPIPE), "%s", what);
+			return (int)n;
 		rc = wait_fd(c->fd, c->ssl ? c->tls_write_wants : POLLOUT,
 			     deadline, c->label, what);
 		if (rc)
@@ -1075,7 +1078,7 @@ int nbd_conn_open(const struct nbd_conn_cfg *cfg, struct nbd_conn **out)
 	if (!rc)
 		rc = handshake(c, cfg, deadline_after(o->negotiate_timeout_ms));
 	if (rc) {
-		nbd_conn_close(c, false, 0);
+		nbd_conn_close(c, false);
 		return rc;
 	}
 	*out = c;
@@ -1092,21 +1095,26 @@ int nbd_conn_fd(const struct nbd_conn *c)
 	return c->fd;
 }
 
-void nbd_conn_close(struct nbd_conn *c, bool polite, unsigned timeout_ms)
+void nbd_conn_close(struct nbd_conn *c, bool polite)
 {
 	uint8_t req[NBD_REQUEST_SIZE];
+	size_t done;
 
 	if (!c)
 		return;
+	/* Best effort and silent: one try that cannot block, and nothing
+	 * recorded with fy_err_set, since a caller may be closing while it
+	 * reports an earlier error. 28 bytes fit any socket buffer. */
 	if (polite && c->fd >= 0) {
-		/* Best effort: the server drops the connection either way. */
 		nbd_encode_request(req, 0, NBD_CMD_DISC, 0, 0, 0);
-		if (!write_full(c, req, sizeof(req),
-				deadline_after(timeout_ms ? timeout_ms : 1000),
-				"sending NBD_CMD_DISC") &&
-		    c->ssl)
-			SSL_shutdown(c->ssl);
-		fy_err_clear();
+		if (c->ssl) {
+			if (SSL_write_ex(c->ssl, req, sizeof(req), &done) == 1)
+				SSL_shutdown(c->ssl);
+			ERR_clear_error();
+		} else {
+			(void)!send(c->fd, req, sizeof(req),
+				    MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
 	}
 	SSL_free(c->ssl);
 	if (c->fd >= 0)

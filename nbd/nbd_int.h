@@ -282,7 +282,7 @@ void nbd_tls_ctx_free(struct ssl_ctx_st *ctx);
 int nbd_conn_open(const struct nbd_conn_cfg *cfg, struct nbd_conn **out);
 /* Sends NBD_CMD_DISC first when polite (the stream must be between
  * requests); closes the socket. NULL does nothing. */
-void nbd_conn_close(struct nbd_conn *c, bool polite, unsigned timeout_ms);
+void nbd_conn_close(struct nbd_conn *c, bool polite);
 const struct nbd_export *nbd_conn_export(const struct nbd_conn *c);
 int nbd_conn_fd(const struct nbd_conn *c);
 /* The poll events the connection waits for: POLLIN, plus POLLOUT when

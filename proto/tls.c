@@ -31,7 +31,10 @@ struct fy_tls {
 struct fy_conn {
 	SSL *ssl;
 	int fd;
-	int error; /* sticky: the first failure, as -errno */
+	int error; /* sticky: the first transport failure, as -errno */
+	/* A frame that broke the protocol: nothing more can be read, but an
+	 * Error frame can still be sent before closing. */
+	int rx_error;
 	char peer[320];
 	uint8_t *wbuf;
 	size_t wlen, wcap;
@@ -525,6 +528,9 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 	uint32_t len;
 	int rc;
 
+	if (c->rx_error)
+		return fy_err_set(c->rx_error, "stream from %s is out of step",
+				  c->peer);
 	rc = fy_conn_flush(c);
 	if (rc < 0)
 		return rc;
@@ -535,9 +541,10 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 	      (uint32_t)hdr[2] << 8 | hdr[3];
 	/* The bound is checked before a single byte is allocated. */
 	if (len == 0 || len > FY_FRAME_MAX) {
-		c->error = fy_err_set(-EMSGSIZE, "frame of %u bytes from %s is "
-				      "outside 1..%u", len, c->peer, FY_FRAME_MAX);
-		return c->error;
+		c->rx_error = fy_err_set(-EMSGSIZE, "frame of %u bytes from %s "
+					 "is outside 1..%u", len, c->peer,
+					 FY_FRAME_MAX);
+		return c->rx_error;
 	}
 	rc = grow(&c->rbuf, &c->rcap, len);
 	if (rc < 0)
@@ -547,8 +554,8 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 		return rc;
 	rc = fy_frame_decode(c->rbuf, len, out);
 	if (rc < 0) {
-		c->error = fy_err_wrap(rc, "from %s", c->peer);
-		return c->error;
+		c->rx_error = fy_err_wrap(rc, "from %s", c->peer);
+		return c->rx_error;
 	}
 	/* A large frame's buffer is not kept once the stream is idle-sized. */
 	if (c->rcap > (4u << 20) && len < (1u << 20)) {
@@ -557,6 +564,21 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 		c->rcap = 0;
 	}
 	return 0;
+}
+
+int fy_conn_wait_readable(struct fy_conn *c, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+	int rc;
+
+	/* Decrypted bytes already buffered, or queued output to send first. */
+	if (SSL_pending(c->ssl) > 0 || c->wlen)
+		return 1;
+	rc = poll(&pfd, 1, timeout_ms);
+	if (rc < 0)
+		return errno == EINTR ? 0 : fy_err_set(-errno, "poll: %s",
+							 strerror(errno));
+	return rc > 0;
 }
 
 void fy_conn_send_error(struct fy_conn *c, int code, const char *msg)

@@ -78,6 +78,10 @@ int fy_conn_flush(struct fy_conn *c);
 /* Flushes, then reads and checks one frame. A peer's Error frame comes
  * back as a frame; the caller decides. -ECONNRESET when the peer closed. */
 int fy_conn_recv(struct fy_conn *c, fy_frame **out);
+/* Waits up to timeout_ms for a frame to start arriving: 1 when one can be
+ * read, 0 on timeout, -errno on failure. Lets a server loop notice other
+ * events (a worker's failure) while a client is silent. */
+int fy_conn_wait_readable(struct fy_conn *c, int timeout_ms);
 /* Sends an Error frame and flushes, ignoring failures (we are closing). */
 void fy_conn_send_error(struct fy_conn *c, int code, const char *msg);
 void fy_conn_close(struct fy_conn *c);

@@ -13,7 +13,10 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test.XXXXXX")
 REPO_PID=""
 cleanup() {
   local rc=$?
-  [[ -n "$REPO_PID" ]] && kill -9 "$REPO_PID" 2>/dev/null || true
+  if [[ -n "$REPO_PID" ]]; then
+    kill -9 "$REPO_PID" 2>/dev/null || true
+    wait "$REPO_PID" 2>/dev/null || true
+  fi
   for f in "${CLEANUP_CMDS[@]:-}"; do [[ -n "$f" ]] && eval "$f" || true; done
   if [[ $rc -ne 0 && -f "$T/repo.log" ]]; then
     echo "--- repository log (last 30 lines)"; tail -n 30 "$T/repo.log"

@@ -60,7 +60,8 @@ static void test_good_file(void)
 		      "4"));
 	CHECK(!strcmp(fy_config_get(cfg, "password"), "se#cret = x"));
 	CHECK(!strcmp(fy_config_origin(cfg, "password"), "cfg:6"));
-	CHECK(!strcmp(fy_config_get(cfg, "thumbprint"), "AB:CD # not a comment"));
+	CHECK(!strcmp(fy_config_get(cfg, "thumbprint"),
+		      "AB:CD # not a comment"));
 	CHECK(!strcmp(fy_config_get(cfg, "empty"), ""));
 	CHECK(!strcmp(fy_config_get(cfg, "quoted.empty"), ""));
 	CHECK(!strcmp(fy_config_get(cfg, "lonequote"), "\""));
@@ -233,8 +234,8 @@ static void test_malformed(void)
 	{
 		struct fy_config *cfg = fy_config_new();
 
-		CHECK(fy_config_parse(cfg, "cfg", big, FY_CONFIG_MAX_FILE + 1) ==
-		      -EFBIG);
+		CHECK(fy_config_parse(cfg, "cfg", big,
+				      FY_CONFIG_MAX_FILE + 1) == -EFBIG);
 		CHECK_RC(fy_config_parse(cfg, "cfg", big, FY_CONFIG_MAX_FILE));
 		fy_config_free(cfg);
 	}

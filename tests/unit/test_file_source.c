@@ -1,7 +1,8 @@
 /*
  * The file / block device source, on real files: a sparse file with an
  * odd size on the build directory's filesystem (O_DIRECT and libaio), the
- * same on tmpfs (buffered fallback), and through a loop device when root.
+ * same where O_DIRECT is refused (buffered fallback), and through a loop
+ * device when root.
  */
 #include "common/common.h"
 #include "check.h"
@@ -11,6 +12,7 @@
 #include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -20,6 +22,8 @@
 /* Data, hole, data, hole, data at the very end of a 9 MiB + 1234 file. */
 #define FILE_SIZE (9 * MiB + 1234)
 #define ALIGN_UP(x) (((x) + 4095) & ~(uint64_t)4095)
+/* Room for reads well past the end, which must come back zero. */
+#define EXPECT_SIZE (16 * MiB)
 
 static const struct {
 	uint64_t offset, length;
@@ -36,10 +40,10 @@ static uint8_t pattern(uint64_t off)
 	return (uint8_t)((off * 2654435761u) >> 13) | 1;
 }
 
-/* Writes the sparse test file at path and its expected content. */
+/* Writes the sparse test file at path; returns its expected content. */
 static uint8_t *make_file(const char *path)
 {
-	uint8_t *expect = calloc(1, ALIGN_UP(FILE_SIZE) + 64 * KiB);
+	uint8_t *expect = calloc(1, EXPECT_SIZE);
 	size_t i;
 	uint64_t j;
 	int fd;
@@ -66,9 +70,18 @@ static bool on_tmpfs(const char *path)
 	return statfs(path, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
 }
 
+static bool refuses_direct(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECT);
+
+	if (fd >= 0)
+		close(fd);
+	return fd < 0 && errno == EINVAL;
+}
+
 /*
  * Reads [0, end) of src through one read_batch of ios of assorted sizes,
- * in a shuffled order, each buffer pre-filled with garbage, and compares.
+ * out of order, each buffer pre-filled with garbage, and compares.
  */
 static void read_and_compare(struct fy_source *src, const uint8_t *expect,
 			     uint64_t end)
@@ -91,8 +104,8 @@ static void read_and_compare(struct fy_source *src, const uint8_t *expect,
 		off += len;
 		n++;
 	}
-	CHECK(off >= end);
-	/* Reverse pairs so the batch is not in file order. */
+	CHECK(off >= end && off <= EXPECT_SIZE);
+	/* Swap neighbours so the batch is not in file order. */
 	for (i = 0; i + 1 < n; i += 2) {
 		struct fy_io t = ios[i];
 
@@ -174,19 +187,20 @@ static void test_direct(const char *dir)
 	struct extent_list l = { .n = 0 };
 	struct fy_source *src = NULL;
 	uint8_t *expect, *buf;
-	bool tmpfs = on_tmpfs(dir);
+	bool direct;
 
 	snprintf(path, sizeof(path), "%s/test_file_source.img", dir);
 	expect = make_file(path);
-	if (tmpfs)
-		printf("note: %s is tmpfs; the O_DIRECT path is not tested "
-		       "here\n", dir);
+	direct = !refuses_direct(path);
+	if (!direct)
+		printf("note: %s refuses O_DIRECT; the O_DIRECT path is not "
+		       "tested here\n", dir);
 
 	CHECK_RC(fy_file_source_open(path, &opts, &src));
 	if (!src)
 		goto out;
 	CHECK(src->size == FILE_SIZE);
-	CHECK(src->align == (tmpfs ? 1u : 4096u));
+	CHECK(src->align == (direct ? 4096u : 1u));
 	CHECK(!strcmp(src->ops->name, "file"));
 	/* Whole file plus a little past the end, with many pieces. */
 	read_and_compare(src, expect, ALIGN_UP(FILE_SIZE) + 16 * KiB);
@@ -202,7 +216,7 @@ static void test_direct(const char *dir)
 	CHECK(fy_is_zero(buf, 8 * KiB));
 
 	/* O_DIRECT's alignment is the caller's to keep. */
-	if (!tmpfs) {
+	if (direct) {
 		struct fy_io io = { .buf = buf + 512, .len = 4096 };
 
 		CHECK(fy_source_read(src, buf + 512, 4096, 0) == -EINVAL);
@@ -231,6 +245,10 @@ static void test_direct(const char *dir)
 	check_extents(&l, expect, 512 * KiB, 2560 * KiB);
 	CHECK(l.n == 2 && l.e[0].length == 512 * KiB &&
 	      l.e[1].kind == FY_EXTENT_ZERO);
+	/* Beyond the size: nothing to report. */
+	l.n = 0;
+	CHECK_RC(fy_source_extents(src, 100 * MiB, 1 * MiB, collect, &l));
+	CHECK(l.n == 0);
 	/* A callback's error stops the walk and comes back. */
 	l.n = 64;
 	CHECK(fy_source_extents(src, 0, FILE_SIZE, collect, &l) == -ENOSPC);
@@ -253,90 +271,133 @@ static void test_direct(const char *dir)
 	fy_source_close(src);
 	fy_source_close(NULL);
 
+	opts = (struct fy_file_source_opts){ .queue_depth = 100000 };
+	CHECK(fy_file_source_open(path, &opts, &src) == -EINVAL);
+	opts = (struct fy_file_source_opts){ .io_size = 1u << 30 };
+	CHECK(fy_file_source_open(path, &opts, &src) == -EINVAL);
 out:
 	unlink(path);
 	free(expect);
 }
 
-/* tmpfs refuses O_DIRECT: one warning, then buffered reads. */
-static void test_tmpfs(void)
+/* Where O_DIRECT is refused: one warning, then buffered reads. */
+static void test_fallback_in(const char *dir)
 {
-	char path[] = "/dev/shm/ferry_test_file_source_XXXXXX";
-	char log[] = "test_file_source_log_XXXXXX";
+	char path[512], log[] = "test_file_source_log_XXXXXX";
 	struct fy_source *src = NULL;
 	uint8_t *expect, *buf;
 	size_t len = 0;
 	void *text = NULL;
+	bool refused;
 	int fd;
 
-	if (!on_tmpfs("/dev/shm")) {
-		printf("note: /dev/shm is not tmpfs; skipping the buffered "
-		       "fallback test\n");
-		return;
-	}
-	fd = mkstemp(path);
-	CHECK(fd >= 0);
-	close(fd);
+	snprintf(path, sizeof(path), "%s/ferry_test_file_source_%ld", dir,
+		 (long)getpid());
 	expect = make_file(path);
+	refused = refuses_direct(path);
 	fd = mkstemp(log);
 	close(fd);
 	CHECK_RC(fy_log_set_file(log));
 	CHECK_RC(fy_file_source_open(path, NULL, &src));
 	CHECK_RC(fy_log_set_file(NULL));
 	CHECK_RC(fy_read_file(log, 1 << 16, &text, &len));
-	CHECK(text && strstr(text, "O_DIRECT was refused") &&
-	      strstr(text, "buffered"));
-	/* Exactly one line. */
-	CHECK(text && strchr(text, '\n') == (char *)text + len - 1);
+	if (refused) {
+		CHECK(text && strstr(text, "O_DIRECT was refused") &&
+		      strstr(text, "buffered reads"));
+		/* Exactly one line. */
+		CHECK(text && strchr(text, '\n') == (char *)text + len - 1);
+	} else {
+		printf("note: %s accepts O_DIRECT (tmpfs does since Linux "
+		       "6.6)\n", dir);
+		CHECK(len == 0);
+	}
 	free(text);
 	unlink(log);
 	if (src) {
-		CHECK(src->align == 1);
+		CHECK(src->align == (refused ? 1u : 4096u));
 		read_and_compare(src, expect, FILE_SIZE + 4096);
-		/* Buffered reads take any alignment. */
-		buf = malloc(10001);
-		CHECK_RC(fy_source_read(src, buf + 1, 10000, 3 * MiB - 7));
-		CHECK(!memcmp(buf + 1, expect + 3 * MiB - 7, 10000));
-		free(buf);
+		if (refused) {
+			/* Buffered reads take any alignment. */
+			buf = malloc(10001);
+			CHECK_RC(fy_source_read(src, buf + 1, 10000,
+						3 * MiB - 7));
+			CHECK(!memcmp(buf + 1, expect + 3 * MiB - 7, 10000));
+			free(buf);
+		}
 		fy_source_close(src);
 	}
 	unlink(path);
 	free(expect);
 }
 
-/* Read through the block device path: a loop device on the same file. */
+/*
+ * /dev/shm is the classic refuser, but tmpfs takes O_DIRECT since Linux
+ * 6.6; as root also mount a ramfs, which still refuses it.
+ */
+static void test_fallback(void)
+{
+	char dir[] = "test_file_source_ramfs_XXXXXX";
+
+	if (on_tmpfs("/dev/shm"))
+		test_fallback_in("/dev/shm");
+	else
+		printf("note: /dev/shm is not tmpfs; not testing it\n");
+	if (geteuid() != 0 || !mkdtemp(dir)) {
+		printf("note: not root; skipping the ramfs fallback test\n");
+		return;
+	}
+	if (mount("ferry-test", dir, "ramfs", 0, "mode=0700") == 0) {
+		test_fallback_in(dir);
+		CHECK(umount2(dir, MNT_DETACH) == 0);
+	} else {
+		printf("note: cannot mount a ramfs (%s); skipping the ramfs "
+		       "fallback test\n", strerror(errno));
+	}
+	rmdir(dir);
+}
+
+/* Attaches path to a free loop device; dev is empty when that fails. */
+static void loop_attach(const char *path, char *dev, size_t devlen)
+{
+	char cmd[1024], line[256];
+	FILE *p;
+
+	dev[0] = '\0';
+	snprintf(cmd, sizeof(cmd), "losetup --find --show '%s' 2>/dev/null",
+		 path);
+	p = popen(cmd, "r");
+	if (!p)
+		return;
+	/* losetup may also warn that the odd tail fits no sector. */
+	while (fgets(line, sizeof(line), p))
+		if (!strncmp(line, "/dev/loop", 9))
+			snprintf(dev, devlen, "%.*s",
+				 (int)strcspn(line, "\n"), line);
+	pclose(p);
+}
+
+/* The block device path: a loop device on the same sparse file. */
 static void test_loop_device(const char *dir)
 {
-	char path[512], cmd[1024], dev[64] = "";
+	char path[512], cmd[128], dev[64];
 	struct fy_source *src = NULL;
 	struct extent_list l = { .n = 0 };
 	uint8_t *expect;
-	FILE *p;
 
 	if (geteuid() != 0 || system("command -v losetup >/dev/null") != 0) {
 		printf("note: not root or no losetup; skipping the block "
 		       "device test\n");
 		return;
 	}
-	if (on_tmpfs(dir)) {
-		printf("note: %s is tmpfs; skipping the block device test\n",
-		       dir);
-		return;
-	}
 	snprintf(path, sizeof(path), "%s/test_file_source_loop.img", dir);
 	expect = make_file(path);
-	snprintf(cmd, sizeof(cmd), "losetup --find --show '%s' 2>&1", path);
-	p = popen(cmd, "r");
-	if (!p || !fgets(dev, sizeof(dev), p))
-		dev[0] = '\0';
-	if (p && pclose(p) != 0)
-		dev[0] = '\0';
-	dev[strcspn(dev, "\n")] = '\0';
-	if (strncmp(dev, "/dev/loop", 9) != 0) {
-		printf("note: losetup could not attach a loop device (%s); "
-		       "skipping the block device test\n", dev);
+	loop_attach(path, dev, sizeof(dev));
+	if (!dev[0]) {
+		printf("note: losetup could not attach a loop device; "
+		       "skipping the block device test\n");
 		goto out;
 	}
+	printf("reading %s through %s\n", path, dev);
 	CHECK_RC(fy_file_source_open(dev, NULL, &src));
 	if (src) {
 		/* A loop device rounds the file down to 512-byte sectors. */
@@ -359,7 +420,7 @@ out:
 }
 
 /* A file cut short while open is an error, not silent zeros. */
-static void test_truncated(const char *dir)
+static void test_errors(const char *dir)
 {
 	char path[512];
 	struct fy_source *src = NULL;
@@ -392,13 +453,13 @@ int main(void)
 {
 	char dir[4096];
 
-	/* ctest runs in the build tree, a real filesystem unlike /tmp may
-	 * be: O_DIRECT and SEEK_DATA need one. */
+	/* ctest runs in the build tree, a real filesystem, which /tmp may
+	 * not be: O_DIRECT and SEEK_DATA are tested there. */
 	if (!getcwd(dir, sizeof(dir)))
 		return 1;
 	test_direct(dir);
-	test_tmpfs();
+	test_fallback();
 	test_loop_device(dir);
-	test_truncated(dir);
+	test_errors(dir);
 	CHECK_DONE();
 }

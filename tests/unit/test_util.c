@@ -24,6 +24,46 @@ static void test_err(void)
 	CHECK(!strcmp(fy_err_msg(), "only context"));
 }
 
+static void test_log(void)
+{
+	char path[] = "test_util_log_XXXXXX", want[64];
+	size_t len = 0;
+	void *data = NULL;
+	char *line;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(fy_log_get_level() == FY_LOG_WARN);
+	CHECK_RC(fy_log_set_file(path));
+	fy_log_set_level(FY_LOG_QUIET);
+	fy_error("not shown at level 0");
+	fy_log_set_level(FY_LOG_WARN);
+	fy_info("not shown at level 3");
+	fy_warn("disk %d is %s\n", 2, "slow");
+	fy_error("second");
+	fy_log_set_level(99);
+	CHECK(fy_log_get_level() == FY_LOG_TRIVIA);
+	fy_log(FY_LOG_TRIVIA, "trivia");
+	fy_log_set_level(FY_LOG_WARN);
+	CHECK_RC(fy_log_set_file(NULL));
+	CHECK(fy_log_set_file("/nonexistent/dir/log") == -ENOENT);
+
+	CHECK_RC(fy_read_file(path, 1 << 16, &data, &len));
+	line = data;
+	/* 2026-11-23T14:00:00.123Z ferry[PID] warning: msg */
+	CHECK(len > 24 && line[4] == '-' && line[10] == 'T' &&
+	      line[19] == '.' && line[23] == 'Z' && line[24] == ' ');
+	snprintf(want, sizeof(want), "Z ferry[%ld] warning: disk 2 is slow\n",
+		 (long)getpid());
+	CHECK(len > 23 && !strncmp(line + 23, want, strlen(want)));
+	CHECK(strstr(line, "] error: second\n") != NULL);
+	CHECK(strstr(line, "] trivia: trivia\n") != NULL);
+	CHECK(strstr(line, "not shown") == NULL);
+	free(data);
+	unlink(path);
+}
+
 static void test_hex(void)
 {
 	uint8_t in[256], out[256];
@@ -318,6 +358,7 @@ static void test_durable(void)
 int main(void)
 {
 	test_err();
+	test_log();
 	test_hex();
 	test_sha256();
 	test_is_zero();

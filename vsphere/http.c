@@ -1,0 +1,415 @@
+/*
+ * HTTPS to vCenter with libcurl. A small pool of easy handles lets several
+ * threads call at once on one session (a handle is never shared between
+ * two requests in flight); each keeps its connection alive between calls.
+ *
+ * Certificates: a pinned SHA-256 thumbprint (checked in OpenSSL's verify
+ * callback, before any byte of ours is sent), else the CA bundle
+ * (ferry.vcenter.caFile or the system's) with the host name checked, else
+ * nothing at all when vixDiskLib.linuxSSL.verifyCertificates=0, which is
+ * logged as a warning at connect.
+ *
+ * Bounds: a response is cut at limits.max_response bytes (before reading it
+ * when the server announces its length); connect, stall (no byte for
+ * stall_seconds) and whole-request timeouts fail a request in bounded time.
+ */
+#include "vsphere/vs_int.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define COOKIE_NAME "vmware_soap_session"
+
+struct vs_conn {
+	struct vs_conn *next;
+	CURL *easy;
+};
+
+/* Per request: what the callbacks learn. */
+struct req_state {
+	struct fy_vs_client *c;
+	char *data;
+	size_t len, cap, max;
+	bool too_big;
+	char content_type[128];
+	char cookie[512];
+	/* TLS */
+	char thumbprint[3 * 32];
+	bool pin_mismatch;
+	char verify_error[160];
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static int ssl_index = -1;
+
+static void curl_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	ssl_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *opaque)
+{
+	struct req_state *st = opaque;
+	size_t n = size * nmemb;
+
+	if (n > st->max || st->len > st->max - n) {
+		st->too_big = true;
+		return 0; /* aborts the transfer */
+	}
+	if (st->len + n + 1 > st->cap) {
+		size_t cap = st->cap ? st->cap : 16384;
+		char *p;
+
+		while (cap < st->len + n + 1)
+			cap *= 2;
+		p = realloc(st->data, cap);
+		if (!p)
+			return 0;
+		st->data = p;
+		st->cap = cap;
+	}
+	memcpy(st->data + st->len, ptr, n);
+	st->len += n;
+	st->data[st->len] = '\0';
+	return n;
+}
+
+/* Copies a header's value, trimmed. */
+static void header_value(const char *v, size_t n, char *out, size_t outlen)
+{
+	while (n && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+		n--;
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, v, n);
+	out[n] = '\0';
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *opaque)
+{
+	struct req_state *st = opaque;
+	size_t n = size * nitems;
+
+	if (n > 13 && !strncasecmp(buf, "Content-Type:", 13)) {
+		header_value(buf + 13, n - 13, st->content_type,
+			     sizeof(st->content_type));
+	} else if (n > 11 && !strncasecmp(buf, "Set-Cookie:", 11)) {
+		char v[sizeof(st->cookie)];
+		char *semi;
+
+		header_value(buf + 11, n - 11, v, sizeof(v));
+		/* Keep "vmware_soap_session=VALUE" without its attributes. */
+		if (!strncmp(v, COOKIE_NAME "=", strlen(COOKIE_NAME) + 1)) {
+			semi = strchr(v, ';');
+			if (semi)
+				*semi = '\0';
+			snprintf(st->cookie, sizeof(st->cookie), "%s", v);
+		}
+	}
+	return n;
+}
+
+static void format_thumbprint(const uint8_t *md, char *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	int i;
+
+	for (i = 0; i < 32; i++) {
+		out[3 * i] = hex[md[i] >> 4];
+		out[3 * i + 1] = hex[md[i] & 15];
+		out[3 * i + 2] = i == 31 ? '\0' : ':';
+	}
+}
+
+static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(
+	    store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct req_state *st = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl),
+							 ssl_index)
+				   : NULL;
+	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	if (!st)
+		return preverify_ok;
+	if (leaf && X509_digest(leaf, EVP_sha256(), md, &mdlen) && mdlen == 32)
+		format_thumbprint(md, st->thumbprint);
+	if (st->c->pinned) {
+		/* The pin replaces the CA check, as VDDK's thumbprint does. */
+		if (mdlen != 32 || memcmp(md, st->c->pin, 32)) {
+			st->pin_mismatch = true;
+			return 0;
+		}
+		return 1;
+	}
+	if (!preverify_ok && !st->verify_error[0])
+		snprintf(st->verify_error, sizeof(st->verify_error), "%s",
+			 X509_verify_cert_error_string(
+			     X509_STORE_CTX_get_error(store)));
+	return preverify_ok;
+}
+
+static CURLcode on_ssl_ctx(CURL *easy, void *sslctx, void *opaque)
+{
+	SSL_CTX *ctx = sslctx;
+	struct req_state *st = opaque;
+
+	SSL_CTX_set_ex_data(ctx, ssl_index, st);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+	return CURLE_OK;
+}
+
+static struct vs_conn *conn_get(struct fy_vs_client *c)
+{
+	struct vs_conn *conn = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->idle && c->n_conns >= c->max_conns)
+		pthread_cond_wait(&c->conn_free, &c->lock);
+	if (c->idle) {
+		conn = c->idle;
+		c->idle = conn->next;
+	} else {
+		c->n_conns++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (conn)
+		return conn;
+	conn = calloc(1, sizeof(*conn));
+	if (conn)
+		conn->easy = curl_easy_init();
+	if (!conn || !conn->easy) {
+		free(conn);
+		pthread_mutex_lock(&c->lock);
+		c->n_conns--;
+		pthread_cond_signal(&c->conn_free);
+		pthread_mutex_unlock(&c->lock);
+		return NULL;
+	}
+	return conn;
+}
+
+static void conn_put(struct fy_vs_client *c, struct vs_conn *conn, bool keep)
+{
+	if (!keep) {
+		curl_easy_cleanup(conn->easy);
+		free(conn);
+	}
+	pthread_mutex_lock(&c->lock);
+	if (keep) {
+		conn->next = c->idle;
+		c->idle = conn;
+	} else {
+		c->n_conns--;
+	}
+	pthread_cond_signal(&c->conn_free);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void vs_http_pool_free(struct fy_vs_client *c)
+{
+	struct vs_conn *conn, *next;
+
+	for (conn = c->idle; conn; conn = next) {
+		next = conn->next;
+		curl_easy_cleanup(conn->easy);
+		free(conn);
+	}
+	c->idle = NULL;
+	c->n_conns = 0;
+}
+
+void vs_http_resp_release(struct vs_http_resp *r)
+{
+	if (!r)
+		return;
+	free(r->data);
+	memset(r, 0, sizeof(*r));
+}
+
+static int curl_errno(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return -EHOSTUNREACH;
+	case CURLE_FILESIZE_EXCEEDED:
+		return -EFBIG;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		return -EPERM;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	default:
+		return -EIO;
+	}
+}
+
+static int tls_error(struct fy_vs_client *c, struct req_state *st,
+		     const char *url, const char *curl_msg)
+{
+	if (st->pin_mismatch)
+		return fy_err_set(-EPERM, "certificate of %s refused: its "
+				  "SHA-256 thumbprint is %s, not the one in "
+				  "ferry.vcenter.thumbprint", url,
+				  st->thumbprint);
+	if (st->verify_error[0])
+		return fy_err_set(-EPERM, "certificate of %s not trusted (%s); "
+				  "its SHA-256 thumbprint is %s: set "
+				  "ferry.vcenter.thumbprint to it after checking "
+				  "it, or ferry.vcenter.caFile to the CA that "
+				  "signed it", url, st->verify_error,
+				  st->thumbprint[0] ? st->thumbprint : "unknown");
+	return fy_err_set(-EPERM, "TLS with %s failed: %s", url, curl_msg);
+}
+
+int vs_http(struct fy_vs_client *c, const char *url, const char *soap_action,
+	    const char *body, size_t len, bool with_cookie, bool login,
+	    struct vs_http_resp *resp)
+{
+	struct curl_slist *headers = NULL;
+	char errbuf[CURL_ERROR_SIZE] = "";
+	char hdr[640], cookie[sizeof(c->cookie)];
+	struct req_state st;
+	struct vs_conn *conn;
+	CURL *e;
+	CURLcode cc;
+	bool keep = true;
+	int rc = 0;
+
+	memset(resp, 0, sizeof(*resp));
+	pthread_once(&curl_once, curl_init);
+	memset(&st, 0, sizeof(st));
+	st.c = c;
+	st.max = c->limits.max_response;
+
+	conn = conn_get(c);
+	if (!conn)
+		return fy_err_set(-ENOMEM, "cannot create a curl handle");
+	e = conn->easy;
+	/* Options are set on every request: the handle may have served
+	 * another kind of request before. */
+	curl_easy_reset(e);
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->request_timeout_ms);
+	/* Less than one byte a second for stall_seconds: a stalled server. */
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->stall_seconds);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+			 (curl_off_t)c->limits.max_response);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &st);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &st);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "ferry/" FERRY_VERSION);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+
+	if (c->pinned || c->verify) {
+		curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+		curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, &st);
+		/* A pinned certificate's TLS sessions must not be resumed
+		 * from another configuration: no shared cache anyway. */
+	}
+	if (c->pinned) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	} else if (c->verify) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+		if (c->ca_file)
+			curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+	} else {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+
+	if (body) {
+		headers = curl_slist_append(headers,
+					    "Content-Type: text/xml; charset=utf-8");
+		snprintf(hdr, sizeof(hdr), "SOAPAction: \"%s\"",
+			 soap_action ? soap_action : "");
+		headers = curl_slist_append(headers, hdr);
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	} else {
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	}
+	/* No "Expect: 100-continue" round trip for large bodies. */
+	headers = curl_slist_append(headers, "Expect:");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+	if (with_cookie) {
+		pthread_mutex_lock(&c->lock);
+		snprintf(cookie, sizeof(cookie), "%s", c->cookie);
+		pthread_mutex_unlock(&c->lock);
+		if (cookie[0])
+			curl_easy_setopt(e, CURLOPT_COOKIE, cookie);
+	}
+
+	cc = curl_easy_perform(e);
+	if (cc != CURLE_OK) {
+		keep = false;
+		if (st.too_big || cc == CURLE_FILESIZE_EXCEEDED)
+			rc = fy_err_set(-EFBIG, "response from %s is larger than "
+					"the %zu-byte limit "
+					"(ferry.vcenter.maxResponseBytes)",
+					url, c->limits.max_response);
+		else if (st.pin_mismatch || st.verify_error[0] ||
+			 cc == CURLE_PEER_FAILED_VERIFICATION ||
+			 cc == CURLE_SSL_CONNECT_ERROR)
+			rc = tls_error(c, &st, url,
+				       errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		else if (cc == CURLE_OPERATION_TIMEDOUT)
+			rc = fy_err_set(-ETIMEDOUT, "%s did not answer in time "
+					"(%s)", url,
+					errbuf[0] ? errbuf : "timeout");
+		else
+			rc = fy_err_set(curl_errno(cc), "request to %s failed: %s",
+					url, errbuf[0] ? errbuf
+						       : curl_easy_strerror(cc));
+		goto out;
+	}
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
+	snprintf(resp->content_type, sizeof(resp->content_type), "%s",
+		 st.content_type);
+	resp->data = st.data;
+	resp->len = st.len;
+	st.data = NULL;
+	if (login) {
+		pthread_mutex_lock(&c->lock);
+		if (st.cookie[0])
+			snprintf(c->cookie, sizeof(c->cookie), "%s", st.cookie);
+		pthread_mutex_unlock(&c->lock);
+	}
+out:
+	OPENSSL_cleanse(st.data, st.len);
+	free(st.data);
+	/* The request held the password when it was a login. */
+	if (body && login)
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+	curl_slist_free_all(headers);
+	conn_put(c, conn, keep);
+	return rc;
+}
