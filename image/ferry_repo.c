@@ -17,13 +17,14 @@ struct options {
 	struct repo_server_opts serve;
 	struct fy_prune_policy prune;
 	bool dry_run;
+	bool repair;
 };
 
 enum {
 	OPT_ROOT = 1000, OPT_LISTEN, OPT_CERT, OPT_KEY, OPT_CA, OPT_WORKERS,
 	OPT_MAX_CLIENTS, OPT_READY_FILE, OPT_LOG_LEVEL, OPT_KEEP_LAST,
 	OPT_KEEP_DAILY, OPT_KEEP_WEEKLY, OPT_KEEP_MONTHLY, OPT_DRY_RUN,
-	OPT_IDLE_TIMEOUT, OPT_LOG_FILE,
+	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR,
 };
 
 static const struct option long_opts[] = {
@@ -43,6 +44,7 @@ static const struct option long_opts[] = {
 	{ "keep-weekly", required_argument, NULL, OPT_KEEP_WEEKLY },
 	{ "keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "repair", no_argument, NULL, OPT_REPAIR },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -109,6 +111,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_KEEP_MONTHLY:
 			rc = parse_count(optarg, "--keep-monthly", 1000000, &o->prune.keep_monthly);
 			break;
+		case OPT_REPAIR:
+			o->repair = true;
+			break;
 		case OPT_DRY_RUN:
 			o->dry_run = true;
 			o->prune.dry_run = true;
@@ -168,7 +173,7 @@ static int cmd_verify(struct options *o)
 
 	if (fy_repo_open(o->root, 0, &repo) < 0)
 		return fail();
-	rc = fy_repo_verify(repo, stdout, &res);
+	rc = fy_repo_verify_ex(repo, stdout, o->repair, &res);
 	fy_repo_close(repo);
 	if (rc < 0)
 		return fail();
@@ -220,7 +225,7 @@ static const struct command {
 	  "--root DIR --listen HOST:PORT --cert F --key F --ca F\n"
 	  "        [--workers N] [--max-clients N] [--idle-timeout S] "
 	  "[--ready-file F]" },
-	{ "verify", cmd_verify, "--root DIR" },
+	{ "verify", cmd_verify, "--root DIR [--repair]" },
 	{ "prune", cmd_prune,
 	  "--root DIR [--keep-last N] [--keep-daily N] [--keep-weekly N]\n"
 	  "        [--keep-monthly N] [--dry-run]" },

@@ -167,6 +167,7 @@ void fy_repo_unlock(int fd);
 struct fy_verify_result {
 	uint64_t backups, damaged_backups;
 	uint64_t blocks_checked, blocks_bad, blocks_missing;
+	uint64_t blocks_deleted; /* by repair */
 };
 /* Re-reads and re-hashes every referenced block once; reports damaged
  * backups and their bad blocks on out (may be NULL). Returns 0 (result
@@ -174,6 +175,11 @@ struct fy_verify_result {
  * Holds the shared lock, so gc cannot run meanwhile. */
 int fy_repo_verify(struct fy_repo *repo, FILE *out,
 		   struct fy_verify_result *res);
+/* The same; with repair, corrupt blocks are also deleted (under the
+ * exclusive lock) so that the next backup holding their data stores them
+ * again. Backups that referenced them stay damaged and are reported. */
+int fy_repo_verify_ex(struct fy_repo *repo, FILE *out, bool repair,
+		      struct fy_verify_result *res);
 
 struct fy_prune_policy {
 	int keep_last, keep_daily, keep_weekly, keep_monthly; /* 0 = unset */

@@ -250,8 +250,37 @@ static int report_backups(struct verify *v)
 	return rc;
 }
 
+/* Deletes the corrupt blocks (not the missing ones: nothing to delete). */
+static int repair_blocks(struct verify *v)
+{
+	char hex[FY_DIGEST_HEX];
+	size_t i;
+	int rc;
+
+	for (i = 0; i < v->bad_count; i++) {
+		if (!v->bad[i].reason)
+			continue; /* missing */
+		rc = fy_repo_block_delete(v->repo, v->bad[i].digest);
+		if (rc < 0 && rc != -ENOENT)
+			return fy_err_wrap(rc, "verify --repair");
+		v->res->blocks_deleted++;
+		fy_hex(v->bad[i].digest, FY_DIGEST_LEN, hex);
+		if (v->out)
+			fprintf(v->out, "repair: deleted corrupt block %s; the "
+				"next backup holding its data stores it again\n",
+				hex);
+	}
+	return 0;
+}
+
 int fy_repo_verify(struct fy_repo *repo, FILE *out,
 		   struct fy_verify_result *res)
+{
+	return fy_repo_verify_ex(repo, out, false, res);
+}
+
+int fy_repo_verify_ex(struct fy_repo *repo, FILE *out, bool repair,
+		      struct fy_verify_result *res)
 {
 	struct fy_digest_set set;
 	struct verify v = { .repo = repo, .out = out, .res = res };
@@ -260,7 +289,8 @@ int fy_repo_verify(struct fy_repo *repo, FILE *out,
 
 	memset(res, 0, sizeof(*res));
 	fy_digest_set_init(&set);
-	lock = fy_repo_lock(repo, false);
+	/* Repair deletes blocks: no backup may be told they exist meanwhile. */
+	lock = fy_repo_lock(repo, repair);
 	if (lock < 0) {
 		rc = lock;
 		goto out;
@@ -276,6 +306,11 @@ int fy_repo_verify(struct fy_repo *repo, FILE *out,
 		rc = report_backups(&v);
 		if (rc)
 			goto out;
+		if (repair) {
+			rc = repair_blocks(&v);
+			if (rc)
+				goto out;
+		}
 	}
 	if (out)
 		fprintf(out,

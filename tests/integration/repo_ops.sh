@@ -36,17 +36,28 @@ if "$FERRY" --config "$T/agent.conf" restore "${ids[2]}" --disk 0 --output "$T/b
   fail "restore of a corrupt block succeeded"
 fi
 cat "$T/err"
-cp "$T/victim.bak" "$victim"
-"$REPO" verify --root "$T/repo" >/dev/null || fail "repaired repository still damaged"
+note "verify --repair deletes the corrupt block; the next backup stores it again"
+if "$REPO" verify --root "$T/repo" --repair >"$T/v3"; then fail "verify --repair hid the damage"; fi
+grep -q "repair: deleted corrupt block $hex" "$T/v3" || { cat "$T/v3"; fail "repair did not delete the block"; }
+[[ ! -e "$victim" ]] || fail "corrupt block still stored"
+backup_json "$T/a.img"
+[[ $(json "$T/last.json" 'j["disks"][0]["blocks_sent"]') == 1 ]] || fail "the repaired block was not sent again"
+ids+=("$(json "$T/last.json" 'j["backup_id"]')")
+"$FERRY" --config "$T/agent.conf" restore "${ids[3]}" --disk 0 --output "$T/r4.img"
+same_file "$T/a.img" "$T/r4.img"
+# Blocks are stored by content: the re-sent block heals the old backup too.
+"$REPO" verify --root "$T/repo" >"$T/v4" || { cat "$T/v4"; fail "old backup not healed"; }
+"$FERRY" --config "$T/agent.conf" restore "${ids[2]}" --disk 0 --output "$T/r3.img"
+same_file "$T/a.img" "$T/r3.img"
 
 note "prune --keep-last 1 keeps the newest per source"
 if "$REPO" prune --root "$T/repo" >/dev/null 2>&1; then fail "prune without a policy removed backups"; fi
 "$REPO" prune --root "$T/repo" --keep-last 1 --dry-run >"$T/p0"
-[[ $(backup_count) == 4 ]] || fail "dry run removed backups"
+[[ $(backup_count) == 5 ]] || fail "dry run removed backups"
 "$REPO" prune --root "$T/repo" --keep-last 1 >"$T/p1"
 "$FERRY" --config "$T/agent.conf" list --json >"$T/list.json"
 kept=$(json "$T/list.json" '" ".join(sorted(b["id"] for b in j))')
-[[ "$kept" == "$(printf '%s\n' "${ids[2]}" "$idb" | sort | tr '\n' ' ' | sed 's/ $//')" ]] || fail "prune kept: $kept"
+[[ "$kept" == "$(printf '%s\n' "${ids[3]}" "$idb" | sort | tr '\n' ' ' | sed 's/ $//')" ]] || fail "prune kept: $kept"
 
 note "gc frees the blocks only the pruned backups used"
 blocks_before=$(find "$T/repo/blocks" -type f | wc -l)
@@ -56,7 +67,7 @@ blocks_before=$(find "$T/repo/blocks" -type f | wc -l)
 cat "$T/g1"
 blocks_after=$(find "$T/repo/blocks" -type f | wc -l)
 [[ "$blocks_after" -eq $((blocks_before - 2)) ]] || fail "gc deleted $((blocks_before - blocks_after)) blocks, expected 2"
-for id in "${ids[2]}" "$idb"; do
+for id in "${ids[3]}" "$idb"; do
   "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/r.img"
 done
 same_file "$T/b.img" "$T/r.img"
