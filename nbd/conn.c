@@ -50,7 +50,7 @@ struct nbd_conn {
 	short tls_write_wants;
 };
 
-/* ---- small helpers ------------------------------------------------------ */
+/* ---- small helpers ----------------------------------------------------- */
 
 static double deadline_after(unsigned ms)
 {
@@ -121,7 +121,7 @@ void nbd_encode_request(uint8_t out[NBD_REQUEST_SIZE], uint16_t flags,
 	nbd_put32(out + 24, length);
 }
 
-/* ---- the BIO ------------------------------------------------------------ */
+/* ---- the BIO ----------------------------------------------------------- */
 
 static int sock_bio_write(BIO *b, const char *buf, size_t len, size_t *done)
 {
@@ -184,7 +184,7 @@ static void sock_bio_init(void)
 	sock_bio_method = m;
 }
 
-/* ---- TLS ---------------------------------------------------------------- */
+/* ---- TLS --------------------------------------------------------------- */
 
 void nbd_tls_ctx_free(struct ssl_ctx_st *ctx)
 {
@@ -514,7 +514,7 @@ static int write_full(struct nbd_conn *c, const void *buf, size_t len,
 	return 0;
 }
 
-/* ---- connecting --------------------------------------------------------- */
+/* ---- connecting -------------------------------------------------------- */
 
 static int finish_connect(int fd, double deadline, const char *label)
 {
@@ -592,7 +592,7 @@ static int connect_tcp(struct nbd_conn *c, const struct nbd_conn_cfg *cfg,
 	return 0;
 }
 
-/* ---- option haggling ---------------------------------------------------- */
+/* ---- option haggling --------------------------------------------------- */
 
 struct opt_reply {
 	uint32_t type;
@@ -1061,6 +1061,7 @@ int nbd_conn_open(const struct nbd_conn_cfg *cfg, struct nbd_conn **out)
 {
 	const struct fy_nbd_opts *o = cfg->opts;
 	struct nbd_conn *c;
+	double deadline;
 	int rc;
 
 	*out = NULL;
@@ -1071,10 +1072,11 @@ int nbd_conn_open(const struct nbd_conn_cfg *cfg, struct nbd_conn **out)
 	c->label = cfg->label;
 	c->tls_read_wants = POLLIN;
 	c->tls_write_wants = POLLOUT;
+	deadline = deadline_after(o->connect_timeout_ms);
 	if (cfg->uri->unix_socket)
-		rc = connect_unix(c, cfg, deadline_after(o->connect_timeout_ms));
+		rc = connect_unix(c, cfg, deadline);
 	else
-		rc = connect_tcp(c, cfg, deadline_after(o->connect_timeout_ms));
+		rc = connect_tcp(c, cfg, deadline);
 	if (!rc)
 		rc = handshake(c, cfg, deadline_after(o->negotiate_timeout_ms));
 	if (rc) {

@@ -107,6 +107,8 @@ struct fy_nbd_stats {
 	uint64_t block_status_calls; /* NBD_CMD_BLOCK_STATUS sent */
 	uint64_t reconnects;       /* successful reconnects */
 	unsigned connections;      /* connections open now */
+	/* the server's minimum and preferred block sizes, and the largest
+	 * read sent in one request (its maximum payload, at most 32 MiB) */
 	uint32_t min_block, preferred_block, max_payload;
 	bool tls;                  /* the connections run TLS */
 	bool structured_replies;

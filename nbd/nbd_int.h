@@ -113,7 +113,7 @@
  * this is treated as hostile. */
 #define NBD_MAX_READ_PIECES 32
 
-/* ---- the reply parser --------------------------------------------------- */
+/* ---- the reply parser -------------------------------------------------- */
 
 /* One extent of a block status reply, already clipped to the request. */
 struct nbd_extent {
@@ -225,7 +225,7 @@ bool nbd_rx_idle(const struct nbd_rx *rx);
 /* Maps an NBD error number to -errno. */
 int nbd_errno(uint32_t nbd_error);
 
-/* ---- URIs --------------------------------------------------------------- */
+/* ---- URIs -------------------------------------------------------------- */
 
 #define NBD_MAX_URI 8192
 #define NBD_MAX_HOST 256
@@ -244,7 +244,7 @@ struct nbd_uri {
  * says what is wrong. */
 int nbd_uri_parse(const char *uri, struct nbd_uri *out);
 
-/* ---- connections: socket, TLS and the handshake ------------------------- */
+/* ---- connections: socket, TLS and the handshake ------------------------ */
 
 struct ssl_ctx_st;
 struct nbd_conn;
@@ -298,7 +298,7 @@ void nbd_encode_request(uint8_t out[NBD_REQUEST_SIZE], uint16_t flags,
 			uint16_t type, uint64_t cookie, uint64_t offset,
 			uint32_t length);
 
-/* ---- big-endian helpers ------------------------------------------------- */
+/* ---- big-endian helpers ------------------------------------------------ */
 
 static inline uint16_t nbd_get16(const uint8_t *p)
 {

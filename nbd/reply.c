@@ -183,8 +183,8 @@ static int check_inside(struct nbd_rx *rx, struct nbd_cmd *cmd, uint64_t off,
 	    len > cmd->length - (off - cmd->offset))
 		return violation(rx,
 				 "%s at %" PRIu64 "+%" PRIu64
-				 " lies outside the request %" PRIu64 "+%" PRIu32
-				 " (cookie %#" PRIx64 ")",
+				 " lies outside the request %" PRIu64
+				 "+%" PRIu32 " (cookie %#" PRIx64 ")",
 				 what, off, len, cmd->offset, cmd->length,
 				 cmd->cookie);
 	return 0;
@@ -284,7 +284,8 @@ static int chunk_header(struct nbd_rx *rx)
 			return violation(rx, "NONE chunk with %" PRIu32
 					 " bytes of payload", len);
 		if (!(rx->flags & NBD_REPLY_FLAG_DONE))
-			return violation(rx, "NONE chunk without the DONE flag");
+			return violation(rx, "NONE chunk without the DONE "
+					 "flag");
 		end_chunk(rx);
 		return 0;
 	case NBD_REPLY_TYPE_OFFSET_DATA:

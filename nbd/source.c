@@ -99,7 +99,7 @@ struct batch {
 	/* reads */
 	struct fy_io *ios;
 	size_t nios;
-	size_t next_io;		/* first io not fully turned into pieces */
+	size_t next_io;		/* first io not fully made into pieces */
 	bool io_started;
 	uint64_t io_end;	/* end of next_io, clipped to the export */
 	uint64_t next_pos;	/* where its next piece starts */
@@ -173,7 +173,7 @@ static void piece_put(struct nbd_source *s, struct piece *p)
 	s->free_pieces[s->nfree++] = p;
 }
 
-/* ---- links --------------------------------------------------------------- */
+/* ---- links ------------------------------------------------------------- */
 
 static struct nbd_cmd *link_lookup(void *opaque, uint64_t cookie)
 {
@@ -406,7 +406,7 @@ static void link_send(struct link *l, struct piece *p)
 		s->stats.block_status_calls++;
 }
 
-/* ---- reconnecting --------------------------------------------------------- */
+/* ---- reconnecting ------------------------------------------------------ */
 
 /* A reopened connection must show the same export: a different size or
  * stricter block sizes would make the requests queued so far wrong. */
@@ -474,9 +474,13 @@ static int reconnect(struct batch *b, struct link *l)
 			"failed: %s", b->failures, max, last);
 	}
 	s->broken = max ? -EIO : -ECONNRESET;
-	if (max)
+	if (max && last[0])
 		fy_err_set(s->broken, "%s; gave up after %u reconnect "
-			   "attempts (last: %s)", s->lost_msg, max, last);
+			   "attempt%s (last: %s)", s->lost_msg, max,
+			   max == 1 ? "" : "s", last);
+	else if (max)
+		fy_err_set(s->broken, "%s; gave up after %u reconnect "
+			   "attempt%s", s->lost_msg, max, max == 1 ? "" : "s");
 	else
 		fy_err_set(s->broken, "%s; reconnecting is disabled",
 			   s->lost_msg);
@@ -491,24 +495,25 @@ static int ensure_links(struct batch *b)
 	struct nbd_source *s = b->s;
 	struct link *dead = NULL;
 	unsigned i, live = 0;
+	bool tried = false;
 	int rc;
 
 	for (i = 0; i < s->nlinks; i++) {
 		if (s->links[i].conn)
 			live++;
-		else if (!dead)
+		else if (!dead && !s->links[i].skip)
 			dead = &s->links[i];
 	}
-	if (!dead)
-		return 0;
 	if (!live) {
-		rc = reconnect(b, dead);
+		rc = reconnect(b, dead ? dead : &s->links[0]);
 		if (rc)
 			return rc;
+		tried = true;
 	}
 	for (i = 0; i < s->nlinks; i++) {
 		if (s->links[i].conn || s->links[i].skip)
 			continue;
+		tried = true;
 		if (open_one(s, &s->links[i])) {
 			nbd_log(s, FY_LOG_WARN, "%s; going on with fewer "
 				"connections", fy_err_msg());
@@ -517,13 +522,14 @@ static int ensure_links(struct batch *b)
 			s->stats.reconnects++;
 		}
 	}
-	/* Time spent here is nobody's reply being late. */
-	for (i = 0; i < s->nlinks; i++)
-		s->links[i].rx_since = s->links[i].tx_since = fy_now();
+	/* Time spent connecting is nobody's reply being late. */
+	if (tried)
+		for (i = 0; i < s->nlinks; i++)
+			s->links[i].rx_since = s->links[i].tx_since = fy_now();
 	return 0;
 }
 
-/* ---- the batch engine ------------------------------------------------- */
+/* ---- the batch engine -------------------------------------------------- */
 
 static struct piece *next_piece(struct batch *b)
 {
@@ -646,8 +652,13 @@ static int wait_and_pump(struct batch *b)
 		if (!pfd[i].revents || !l->conn)
 			continue;
 		rc = link_flush(l);
-		if (!rc)
+		if (!rc) {
 			rc = link_pump(l);
+			/* The parser knows the bytes, not where they came
+			 * from. */
+			if (rc == -EPROTO)
+				fy_err_wrap(rc, "nbd: %s", s->base.name);
+		}
 		if (!rc && l->shutdown_seen)
 			rc = fy_err_set(-ESHUTDOWN, "nbd: %s: the server is "
 					"shutting down", s->base.name);
@@ -699,7 +710,7 @@ static int run(struct batch *b)
 	return b->rc;
 }
 
-/* ---- reads ------------------------------------------------------------ */
+/* ---- reads ------------------------------------------------------------- */
 
 static bool produce_read(struct batch *b, struct piece *p)
 {
@@ -857,7 +868,7 @@ static int nbd_read(struct fy_source *src, void *buf, size_t len,
 	return nbd_read_batch(src, &io, 1);
 }
 
-/* ---- extents ------------------------------------------------------------ */
+/* ---- extents ----------------------------------------------------------- */
 
 static bool produce_status(struct batch *b, struct piece *p)
 {
@@ -1017,7 +1028,7 @@ out:
 	return rc;
 }
 
-/* ---- open, close, stats ------------------------------------------------- */
+/* ---- open, close, stats ------------------------------------------------ */
 
 static void nbd_close(struct fy_source *src)
 {
@@ -1153,7 +1164,7 @@ int fy_nbd_source_open(const char *uri, const struct fy_nbd_opts *opts,
 {
 	struct nbd_source *s;
 	struct nbd_conn *c = NULL;
-	uint32_t max;
+	uint32_t max, pref;
 	unsigned i;
 	int rc;
 
@@ -1206,6 +1217,12 @@ int fy_nbd_source_open(const char *uri, const struct fy_nbd_opts *opts,
 	max = s->ex.max_payload ? s->ex.max_payload : NBD_MAX_REQUEST;
 	if (max > NBD_MAX_REQUEST)
 		max = NBD_MAX_REQUEST;
+	/* Whole preferred blocks where they fit: the spec's "efficient
+	 * I/O" size; it is a power of 2 and so a multiple of min_block. */
+	pref = s->ex.preferred_block;
+	if (pref && !(pref & (pref - 1)) && pref >= s->ex.min_block &&
+	    pref <= max)
+		max = (uint32_t)round_down(max, pref);
 	s->max_request = (uint32_t)round_down(max, s->ex.min_block);
 	link_attach(&s->links[0], c);
 	s->nlinks = 1;

@@ -163,7 +163,8 @@ static int parse_authority(const char *a, size_t len, struct nbd_uri *out)
 		colon = memchr(a, ':', len);
 		hostlen = colon ? (size_t)(colon - a) : len;
 		if (hostlen == 0)
-			return fy_err_set(-EINVAL, "nbd: the URI names no host");
+			return fy_err_set(-EINVAL,
+					  "nbd: the URI names no host");
 		rc = decode(a, hostlen, out->host, sizeof(out->host), "host");
 		if (rc)
 			return rc;

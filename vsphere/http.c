@@ -404,11 +404,7 @@ int vs_http(struct fy_vs_client *c, const char *url, const char *soap_action,
 		pthread_mutex_unlock(&c->lock);
 	}
 out:
-	OPENSSL_cleanse(st.data, st.len);
 	free(st.data);
-	/* The request held the password when it was a login. */
-	if (body && login)
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
 	curl_slist_free_all(headers);
 	conn_put(c, conn, keep);
 	return rc;

@@ -32,7 +32,7 @@ void fy_vs_limits_default(struct fy_vs_limits *lim)
 {
 	lim->max_response = 64u << 20;
 	lim->max_depth = 200;
-	lim->max_elements = 2000000;
+	lim->max_elements = 1000000;
 	lim->max_text = 4u << 20;
 }
 

@@ -81,6 +81,7 @@ struct vs_reply {
 	struct vs_doc *doc;
 	struct vs_node *response;   /* <MethodResponse> */
 	struct vs_node *returnval;  /* first <returnval>, NULL for void */
+	uint64_t generation;        /* the login the request was sent under */
 };
 
 /* Turns a response body into a reply or a fault. A fault returns the
@@ -216,6 +217,8 @@ void vs_http_resp_release(struct vs_http_resp *r);
 void vs_http_pool_free(struct fy_vs_client *c);
 
 int vs_login(struct fy_vs_client *c, uint64_t seen_generation);
+/* Ends every PrepareForAccess still open (client free). */
+void vs_access_end_all(struct fy_vs_client *c);
 
 /* ---- the PropertyCollector --------------------------------------------- */
 
@@ -278,10 +281,14 @@ int vs_version_cmp(const char *a, const char *b);
  * -ENOTSUP when v is older than 6.5. */
 int vs_version_supported(const char *v, char *out, size_t outlen);
 
+/* Copies src into dst of size n, cut if need be, always terminated. */
+void vs_copy(char *dst, size_t n, const char *src);
 /* Sleeps ms milliseconds. */
 void vs_sleep_ms(long ms);
 /* Copies a moref. */
 void vs_moref_set(struct fy_vs_moref *m, const char *type, const char *value);
 bool vs_moref_eq(const struct fy_vs_moref *a, const struct fy_vs_moref *b);
+/* A copy of m with type set to def when m has none ("vm-42"). */
+struct fy_vs_moref vs_typed(const struct fy_vs_moref *m, const char *def);
 
 #endif

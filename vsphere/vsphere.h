@@ -58,7 +58,7 @@ const struct fy_vs_fault *fy_vs_last_fault(void);
 struct fy_vs_limits {
 	size_t max_response;   /* bytes of one response body (64 MiB) */
 	unsigned max_depth;    /* element nesting (200) */
-	size_t max_elements;   /* elements in one response (2 million) */
+	size_t max_elements;   /* elements in one response (1 million) */
 	size_t max_text;       /* bytes of one element's text (4 MiB) */
 };
 
@@ -129,6 +129,8 @@ struct fy_vs_controller {
 	char *label;
 	size_t n_devices;           /* devices on this controller */
 	int32_t *device_keys;
+	uint32_t used_units;        /* bit u: a device (of any kind) sits on
+				     * unit u */
 };
 
 /* One link of a disk's backing chain. */
@@ -171,7 +173,6 @@ struct fy_vs_devices {
 	struct fy_vs_disk *disks;
 	size_t n_disks;
 	size_t n_other;            /* devices of other kinds (NICs, CD...) */
-	size_t n_unknown;          /* devices of types this library does not know */
 };
 
 struct fy_vs_snapshot {

@@ -544,18 +544,28 @@ int64_t vs_child_i64(const struct vs_node *n, const char *name, int64_t def)
 
 int vs_node_moref(const struct vs_node *n, struct fy_vs_moref *out)
 {
-	const char *type;
+	const char *type, *v;
+	size_t len;
 
 	memset(out, 0, sizeof(*out));
 	if (!n)
 		return -EBADMSG;
 	type = n->type_attr ? n->type_attr : "";
-	if (strlen(type) >= sizeof(out->type) ||
-	    strlen(n->text) >= sizeof(out->value) || n->first)
+	/* Tolerate layout around the value. */
+	v = n->text;
+	while (*v == ' ' || *v == '\n' || *v == '\r' || *v == '\t')
+		v++;
+	len = strlen(v);
+	while (len && (v[len - 1] == ' ' || v[len - 1] == '\n' ||
+		       v[len - 1] == '\r' || v[len - 1] == '\t'))
+		len--;
+	if (strlen(type) >= sizeof(out->type) || len >= sizeof(out->value) ||
+	    n->first)
 		return fy_err_set(-EBADMSG, "malformed object reference <%s>",
 				  n->name);
 	strcpy(out->type, type);
-	strcpy(out->value, n->text);
+	memcpy(out->value, v, len);
+	out->value[len] = '\0';
 	return 0;
 }
 
@@ -575,6 +585,26 @@ bool vs_moref_eq(const struct fy_vs_moref *a, const struct fy_vs_moref *b)
 {
 	return a->value[0] && !strcmp(a->value, b->value) &&
 	       (!a->type[0] || !b->type[0] || !strcmp(a->type, b->type));
+}
+
+void vs_copy(char *dst, size_t n, const char *src)
+{
+	size_t len = src ? strnlen(src, n - 1) : 0;
+
+	if (!n)
+		return;
+	if (len)
+		memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+struct fy_vs_moref vs_typed(const struct fy_vs_moref *m, const char *def)
+{
+	struct fy_vs_moref out = *m;
+
+	if (!out.type[0])
+		snprintf(out.type, sizeof(out.type), "%s", def);
+	return out;
 }
 
 /* ---- request buffers --------------------------------------------------- */

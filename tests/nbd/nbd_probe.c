@@ -84,7 +84,8 @@ static int read_all(struct fy_source *src, const uint8_t *ref, size_t size,
 		    bool compare)
 {
 	struct fy_io ios[8];
-	uint8_t *buf = malloc(8 * io_size);
+	size_t nbuf = size / io_size + 1 < 8 ? size / io_size + 1 : 8;
+	uint8_t *buf = malloc(nbuf * io_size);
 	uint64_t off = 0;
 	bool marked = false;
 	size_t i, n;
@@ -93,7 +94,7 @@ static int read_all(struct fy_source *src, const uint8_t *ref, size_t size,
 	if (!buf)
 		return -ENOMEM;
 	while (off < size) {
-		for (n = 0; n < 8 && off < size; n++) {
+		for (n = 0; n < nbuf && off < size; n++) {
 			ios[n].buf = buf + n * io_size;
 			ios[n].len = size - off < io_size ? size - off
 							  : io_size;
@@ -228,8 +229,8 @@ static int sparse(struct fy_source *src, const uint8_t *ref, size_t size)
 			if (rc)
 				goto out;
 			if (memcmp(buf, ref + off, len)) {
-				rc = fy_err_set(-EIO, "data differs at %" PRIu64,
-						off);
+				rc = fy_err_set(-EIO, "data differs at "
+						"%" PRIu64, off);
 				goto out;
 			}
 			data += len;
@@ -242,7 +243,8 @@ static int sparse(struct fy_source *src, const uint8_t *ref, size_t size)
 		rc = fy_err_set(-EIO, "no zero extents reported");
 	else if (st.wire_bytes >= size || st.data_bytes >= size)
 		rc = fy_err_set(-EIO, "%" PRIu64 " bytes crossed the wire for "
-				"a %zu byte sparse export", st.wire_bytes, size);
+				"a %zu byte sparse export",
+				st.wire_bytes, size);
 out:
 	free(buf);
 	free(l);
@@ -306,6 +308,8 @@ int main(int argc, char **argv)
 			opts.reconnect_attempts = (unsigned)atoi(v);
 		else if (!strcmp(a, "--base-ms"))
 			opts.reconnect_base_ms = (unsigned)atoi(v);
+		else if (!strcmp(a, "--negotiate-timeout-ms"))
+			opts.negotiate_timeout_ms = (unsigned)atoi(v);
 		else if (!strcmp(a, "--read-timeout-ms"))
 			opts.read_timeout_ms = (unsigned)atoi(v);
 		else if (!strcmp(a, "--io-size"))

@@ -17,7 +17,7 @@ static void expect_msg(const char *want)
 	}
 }
 
-/* ---- a parser harness ---------------------------------------------------- */
+/* ---- a parser harness -------------------------------------------------- */
 
 struct harness {
 	struct nbd_rx rx;
@@ -98,7 +98,7 @@ static int h_feed(struct harness *h, const uint8_t *data, size_t len,
 	return 0;
 }
 
-/* ---- a stream builder ------------------------------------------------- */
+/* ---- a stream builder -------------------------------------------------- */
 
 struct stream {
 	uint8_t b[200000];
@@ -194,7 +194,7 @@ static void fill_pattern(void)
 static const size_t steps[] = { 1, 3, 1000000 };
 #define NSTEPS (sizeof(steps) / sizeof(steps[0]))
 
-/* ---- parser tests -------------------------------------------------------- */
+/* ---- parser tests ------------------------------------------------------ */
 
 static void test_simple_replies(void)
 {
@@ -578,7 +578,7 @@ static void test_errno_map(void)
 	CHECK(nbd_errno(0) == -EIO);
 }
 
-/* ---- URIs ------------------------------------------------------------------ */
+/* ---- URIs -------------------------------------------------------------- */
 
 static void test_uris(void)
 {
@@ -653,7 +653,7 @@ static void test_uris(void)
 	}
 }
 
-/* ---- configuration ------------------------------------------------------ */
+/* ---- configuration ----------------------------------------------------- */
 
 static void test_config(void)
 {

@@ -33,6 +33,8 @@ stop tcp
 start_nbdkit sparse -U "$S" file "$T/sparse.img"
 check "sparse file: extents, then only data is read" \
 	$P sparse "$U" "$T/sparse.img"
+check "one read larger than the largest request (32 MiB) is split" \
+	$P --io-size 50331648 read "$U" "$T/sparse.img"
 stop sparse
 
 # The plugin gives unaligned partial-block reads other bytes than whole

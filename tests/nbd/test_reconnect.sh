@@ -7,14 +7,15 @@ NAME=reconnect
 . "$NBD_TESTS/lib.sh"
 need "${NBDKIT:-}"
 
-# 8 MiB read in 128 KiB requests, two at a time, each delayed 40 ms by
-# the server: about 1.3 s of reading, killed after the first 1 MiB.
+# 8 MiB read in 128 KiB requests, two at a time, each delayed 100 ms by
+# the server: about 3 s of reading, killed after the first 1 MiB, so
+# requests are in flight when the server goes, with a wide margin.
 make_random "$T/disk.img" 8388608
 S="$T/s.sock"
 U="nbd+unix:///?socket=$S"
 
 server() {
-	start_nbdkit srv -U "$S" --filter=delay file "$T/disk.img" rdelay=40ms
+	start_nbdkit srv -U "$S" --filter=delay file "$T/disk.img" rdelay=100ms
 }
 
 # reader ATTEMPTS COMMAND ARG [OPTION...]: the probe in the background,
