@@ -69,6 +69,24 @@ for bs in 65536 8388608; do
   same_file "$T/disk.img" "$T/rbs.img"
 done
 
+note "three agents back up into the repository at the same time"
+for n in 1 2 3; do
+  mkimage create "$T/par$n.img" $((12 * 1024 * 1024)) --seed $((30 + n))
+  # Shared content across the three, so they race on the same digests.
+  dd if="$T/disk2.img" of="$T/par$n.img" bs=1M count=3 seek=4 conv=notrunc status=none
+done
+pids=()
+for n in 1 2 3; do
+  "$AGENT" backup --config "$T/agent.conf" --source "$T/par$n.img" --json --quiet >"$T/par$n.json" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a concurrent backup failed"; done
+for n in 1 2 3; do
+  id=$(json "$T/par$n.json" 'j["backup_id"]')
+  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/rpar.img"
+  same_file "$T/par$n.img" "$T/rpar.img"
+done
+
 note "verify is clean"
 "$REPO" verify --root "$T/repo" >"$T/verify.out" || { cat "$T/verify.out"; fail "verify found damage"; }
 echo "roundtrip: ok"
