@@ -105,10 +105,6 @@ static int open_source(const char *path, const struct fy_config *cfg,
 		rc = fy_nbd_opts_from_config(&no, cfg);
 		if (rc < 0)
 			return rc;
-		/* nbds:// verifies the server with our repository CA unless
-		 * the NBD keys name another. */
-		if (!no.tls_ca)
-			no.tls_ca = s->tls.ca;
 		return fy_nbd_source_open(path, &no, out);
 	}
 	{

@@ -120,7 +120,7 @@ struct batch {
 	char msg[FY_ERR_MAX];
 };
 
-static const struct fy_source_ops nbd_ops;
+static const struct fy_source_ops nbd_ops, nbdssl_ops;
 
 __attribute__((format(printf, 3, 4)))
 static void nbd_log(const struct nbd_source *s, int level, const char *fmt,
@@ -1064,7 +1064,7 @@ int fy_nbd_stats(struct fy_source *src, struct fy_nbd_stats *out)
 	struct nbd_source *s = (struct nbd_source *)src;
 	unsigned i;
 
-	if (!src || src->ops != &nbd_ops)
+	if (!src || (src->ops != &nbd_ops && src->ops != &nbdssl_ops))
 		return fy_err_set(-EINVAL, "nbd: not an NBD source");
 	pthread_mutex_lock(&s->lock);
 	for (i = 0; i < s->nlinks; i++)
@@ -1193,6 +1193,8 @@ int fy_nbd_source_open(const char *uri, const struct fy_nbd_opts *opts,
 		rc = nbd_tls_ctx_new(&s->opts, &s->tls_ctx);
 		if (rc)
 			goto out;
+		/* The transport name users see, as VDDK reports it. */
+		s->base.ops = &nbdssl_ops;
 	}
 	s->ccfg.uri = &s->uri;
 	s->ccfg.opts = &s->opts;
@@ -1256,6 +1258,15 @@ out:
 
 static const struct fy_source_ops nbd_ops = {
 	.name = "nbd",
+	.read = nbd_read,
+	.read_batch = nbd_read_batch,
+	.extents = nbd_extents,
+	.close = nbd_close,
+};
+
+/* The same over TLS: only the name differs. */
+static const struct fy_source_ops nbdssl_ops = {
+	.name = "nbdssl",
 	.read = nbd_read,
 	.read_batch = nbd_read_batch,
 	.extents = nbd_extents,

@@ -347,8 +347,15 @@ int main(int argc, char **argv)
 	rc = fy_nbd_source_open(uri, &opts, &src);
 	if (rc)
 		return fail("cannot open: %s%s", fy_err_msg(), "");
-	if (strcmp(src->ops->name, "nbd"))
-		bad |= fail("source is not nbd%s%s", "", "");
+	/* The transport name follows TLS: nbdssl with it, nbd without. */
+	{
+		struct fy_nbd_stats st;
+
+		if (fy_nbd_stats(src, &st) == 0 &&
+		    strcmp(src->ops->name, st.tls ? "nbdssl" : "nbd"))
+			bad |= fail("source reports transport %s%s",
+				    src->ops->name, "");
+	}
 
 	if (!strcmp(cmd, "read") && argc - i == 3) {
 		ref = load(argv[i + 2], &size);
