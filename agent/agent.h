@@ -16,8 +16,11 @@
 
 /* ---- configuration shared by ferry-agent and ferry --------------------- */
 
-/* Every key this build knows; others are warned about by name. */
+/* The keys of the repository connection and the pipeline. */
 extern const char *const fy_known_keys[];
+/* Every key this build knows (ours, nbd's, vsphere's); others are warned
+ * about by name. */
+const char *const *fy_all_known_keys(void);
 
 struct fy_settings {
 	const char *repository; /* ferry.repository host:port */

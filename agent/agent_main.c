@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/inventory.h"
 #include "nbd/nbd.h"
 
 struct backup_args {
@@ -210,7 +211,7 @@ static int cmd_backup(int argc, char **argv)
 	if (fy_config_get(cfg, "ferry.logFile") &&
 	    (rc = fy_log_set_file(fy_config_get(cfg, "ferry.logFile"))) < 0)
 		goto fail;
-	fy_config_warn_unknown(cfg, fy_known_keys);
+	fy_config_warn_unknown(cfg, fy_all_known_keys());
 	rc = fy_settings_load(cfg, &s);
 	if (rc < 0)
 		goto fail;
@@ -294,6 +295,8 @@ static const struct command {
 } commands[] = {
 	{ "backup", cmd_backup,
 	  "back up local files, block devices or NBD exports" },
+	{ "inventory", agent_cmd_inventory,
+	  "VMs, disks, datastores, CBT, snapshots, hot-add checks" },
 };
 
 static void usage(FILE *f)

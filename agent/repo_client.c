@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "nbd/nbd.h"
+#include "vsphere/vsphere.h"
 
 const char *const fy_known_keys[] = {
 	"ferry.repository",
@@ -30,16 +33,38 @@ const char *const fy_known_keys[] = {
 	"ferry.timeoutSeconds",
 	"ferry.logFile",
 	"vixDiskLib.transport.LogLevel",
-	/* Keys of later capabilities that an admin's file may already hold
-	 * (VDDK's own, and Ferry's vSphere and transport keys): read by the
-	 * code that uses them, never warned about. */
-	"vixDiskLib.nfc.*",
-	"vixDiskLib.linuxSSL.*",
+	/* VDDK keys of capabilities not built yet that an admin's existing
+	 * file may hold: accepted quietly until the code that reads them
+	 * lands. */
 	"vixDiskLib.disklib.*",
 	"tmpDirectory",
-	"ferry.nbd.*",
+	"ferry.proxy.*",
 	NULL,
 };
+
+/* Ours, the NBD transport's and the vSphere client's, in one list. */
+#define ALL_KEYS_MAX 512
+static const char *all_keys[ALL_KEYS_MAX];
+static pthread_once_t all_keys_once = PTHREAD_ONCE_INIT;
+
+static void build_all_keys(void)
+{
+	static const char *const *const lists[] = {
+		fy_known_keys, fy_nbd_config_keys, fy_vs_config_keys,
+	};
+	size_t l, i, n = 0;
+
+	for (l = 0; l < sizeof(lists) / sizeof(lists[0]); l++)
+		for (i = 0; lists[l][i] && n + 1 < ALL_KEYS_MAX; i++)
+			all_keys[n++] = lists[l][i];
+	all_keys[n] = NULL;
+}
+
+const char *const *fy_all_known_keys(void)
+{
+	pthread_once(&all_keys_once, build_all_keys);
+	return all_keys;
+}
 
 int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 {

@@ -39,6 +39,10 @@ struct req_state {
 	bool too_big;
 	char content_type[128];
 	char cookie[512];
+	/* stall detection */
+	curl_off_t last_bytes;
+	double last_change;
+	bool stalled;
 	/* TLS */
 	char thumbprint[3 * 32];
 	bool pin_mismatch;
@@ -118,6 +122,29 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *opaque)
 		}
 	}
 	return n;
+}
+
+/* libcurl calls this at least once a second, idle or not. curl's own
+ * low-speed check averages over several seconds, which makes it slow to
+ * notice a server that went silent right after our upload: count seconds
+ * without a byte either way instead. */
+static int on_progress(void *opaque, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct req_state *st = opaque;
+	curl_off_t bytes = dlnow + ulnow;
+	double now = fy_now();
+
+	if (bytes != st->last_bytes || st->last_change == 0) {
+		st->last_bytes = bytes;
+		st->last_change = now;
+		return 0;
+	}
+	if (now - st->last_change >= (double)st->c->stall_seconds) {
+		st->stalled = true;
+		return 1; /* aborts the transfer */
+	}
+	return 0;
 }
 
 static void format_thumbprint(const uint8_t *md, char *out)
@@ -313,7 +340,11 @@ int vs_http(struct fy_vs_client *c, const char *url, const char *soap_action,
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->request_timeout_ms);
-	/* Less than one byte a second for stall_seconds: a stalled server. */
+	/* No byte for stall_seconds: a stalled server (on_progress); curl's
+	 * averaged low-speed check stays as a backstop. */
+	curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(e, CURLOPT_XFERINFODATA, &st);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->stall_seconds);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
@@ -381,6 +412,10 @@ int vs_http(struct fy_vs_client *c, const char *url, const char *soap_action,
 			 cc == CURLE_SSL_CONNECT_ERROR)
 			rc = tls_error(c, &st, url,
 				       errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		else if (st.stalled)
+			rc = fy_err_set(-ETIMEDOUT, "%s did not answer in time "
+					"(no byte for %ld s)", url,
+					c->stall_seconds);
 		else if (cc == CURLE_OPERATION_TIMEDOUT)
 			rc = fy_err_set(-ETIMEDOUT, "%s did not answer in time "
 					"(%s)", url,

@@ -1,0 +1,491 @@
+/*
+ * ferry-agent inventory --config FILE [--vm X] [--proxy X] [--json]
+ *
+ * Reads the vCenter's inventory once and prints, for each VM (or the one
+ * named by --vm), its disks with controllers and backing files, its
+ * datastores, CBT state and snapshots, and whether the configured proxy
+ * VM could hot-add each disk (and if not, which rule fails).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent.h"
+#include "agent/inventory.h"
+#include "common/common.h"
+#include "vsphere/vsphere.h"
+
+enum {
+	OPT_CONFIG = 1000, OPT_VM, OPT_PROXY, OPT_JSON, OPT_SET, OPT_LOG_LEVEL,
+};
+
+static const struct option inventory_opts[] = {
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "vm", required_argument, NULL, OPT_VM },
+	{ "proxy", required_argument, NULL, OPT_PROXY },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "set", required_argument, NULL, OPT_SET },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: ferry-agent inventory --config FILE [--vm VM] "
+		"[--proxy VM] [--json]\n"
+		"         [--set KEY=VALUE] [--log-level N]\n"
+		"  VM: vm-42, /DC/vm/folder/name, a name, an instance or BIOS "
+		"UUID,\n"
+		"      or moref:/name:/path:/uuid:/bios: followed by one\n"
+		"  The proxy is --proxy, else ferry.proxy.moref or "
+		"ferry.proxy.instanceUuid.\n");
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static const struct fy_vs_vm *find_vm(const struct fy_vs_inventory *inv,
+				      const struct fy_vs_moref *m)
+{
+	size_t i;
+
+	for (i = 0; i < inv->n_vms; i++)
+		if (!strcmp(inv->vms[i]->moref.value, m->value))
+			return inv->vms[i];
+	return NULL;
+}
+
+static const char *ds_name(const struct fy_vs_inventory *inv,
+			   const struct fy_vs_moref *m)
+{
+	const struct fy_vs_datastore *ds = fy_vs_inventory_datastore(inv, m);
+
+	return ds ? ds->name : m->value;
+}
+
+static const char *host_name(const struct fy_vs_inventory *inv,
+			     const struct fy_vs_moref *m)
+{
+	const struct fy_vs_host *h = fy_vs_inventory_host(inv, m);
+
+	return h ? h->name : m->value;
+}
+
+/* "scsi0:1", "ide1:0" */
+static void disk_slot(const struct fy_vs_vm *vm, const struct fy_vs_disk *d,
+		      char *out, size_t len)
+{
+	const struct fy_vs_controller *ct =
+	    d->controller >= 0 ? &vm->devices.controllers[d->controller] : NULL;
+
+	if (ct)
+		snprintf(out, len, "%s%d:%d", fy_vs_controller_kind_name(ct->kind),
+			 (int)ct->bus, (int)d->unit);
+	else
+		snprintf(out, len, "?:%d", (int)d->unit);
+}
+
+static void print_text_vm(const struct fy_vs_inventory *inv,
+			  const struct fy_vs_vm *proxy,
+			  const struct fy_vs_vm *vm)
+{
+	char size[32], slot[32], why[512];
+	size_t i, j;
+
+	printf("\nVM %s (%s) %s\n", vm->name, vm->moref.value, vm->path);
+	printf("  instance UUID %s, BIOS UUID %s\n",
+	       vm->instance_uuid[0] ? vm->instance_uuid : "-",
+	       vm->bios_uuid[0] ? vm->bios_uuid : "-");
+	printf("  datacenter %s, host %s, %s%s, CBT %s%s\n",
+	       vm->datacenter_name[0] ? vm->datacenter_name : "-",
+	       vm->host_name[0] ? vm->host_name : "-",
+	       vm->power_state[0] ? vm->power_state : "power state unknown",
+	       vm->is_template ? ", template" : "",
+	       vm->cbt_enabled ? "on" : "off",
+	       vm->consolidation_needed ? ", CONSOLIDATION NEEDED" : "");
+	printf("  datastores:");
+	for (i = 0; i < vm->n_datastores; i++)
+		printf("%s %s", i ? "," : "", ds_name(inv, &vm->datastores[i]));
+	printf("%s\n", vm->n_datastores ? "" : " -");
+	printf("  controllers:\n");
+	for (i = 0; i < vm->devices.n_controllers; i++) {
+		const struct fy_vs_controller *ct = &vm->devices.controllers[i];
+
+		printf("    %d %s: %s bus %d", (int)ct->key, ct->type,
+		       fy_vs_controller_kind_name(ct->kind), (int)ct->bus);
+		if (ct->pci_slot >= 0)
+			printf(", PCI slot %d", (int)ct->pci_slot);
+		if (ct->sharing[0] && strcmp(ct->sharing, "noSharing"))
+			printf(", bus sharing %s", ct->sharing);
+		printf(", %zu device(s)\n", ct->n_devices);
+	}
+	printf("  disks:\n");
+	for (i = 0; i < vm->devices.n_disks; i++) {
+		const struct fy_vs_disk *d = &vm->devices.disks[i];
+		enum fy_vs_hotadd_rule rule;
+
+		fy_format_bytes(d->capacity, size, sizeof(size));
+		disk_slot(vm, d, slot, sizeof(slot));
+		printf("    %d %s: %s %s %s, %s%s\n", (int)d->key, d->label, slot,
+		       size, d->file_name, d->disk_mode[0] ? d->disk_mode : "?",
+		       d->rdm ? ", RDM" : "");
+		if (d->uuid[0] || d->change_id[0])
+			printf("      uuid %s, change ID %s\n",
+			       d->uuid[0] ? d->uuid : "-",
+			       d->change_id[0] ? d->change_id : "-");
+		for (j = 1; j < d->chain_len; j++)
+			printf("      parent %s\n", d->chain[j].file_name);
+		rule = fy_vs_hotadd_check(inv, proxy, vm, d, why, sizeof(why));
+		printf("      hot-add: %s%s%s\n",
+		       rule == FY_VS_HOTADD_OK ? "yes" : "no",
+		       rule == FY_VS_HOTADD_OK ? "" : ": ",
+		       rule == FY_VS_HOTADD_OK ? "" : why);
+	}
+	if (!vm->devices.n_disks)
+		printf("    none\n");
+	printf("  snapshots:%s\n", vm->n_snapshots ? "" : " none");
+	for (i = 0; i < vm->n_snapshots; i++) {
+		const struct fy_vs_snapshot *s = &vm->snapshots[i];
+
+		printf("    %s \"%s\" %s%s%s%s\n", s->moref.value, s->name,
+		       s->create_time, s->quiesced ? ", quiesced" : "",
+		       fy_vs_snapshot_is_ferrys(s) ? ", Ferry's" : "",
+		       s->current ? ", current" : "");
+	}
+}
+
+static void print_json_vm(const struct fy_vs_inventory *inv,
+			  const struct fy_vs_vm *proxy,
+			  const struct fy_vs_vm *vm, bool first)
+{
+	char why[512];
+	size_t i, j;
+
+	printf("%s{\"moref\":", first ? "" : ",");
+	json_str(stdout, vm->moref.value);
+	printf(",\"name\":");
+	json_str(stdout, vm->name);
+	printf(",\"path\":");
+	json_str(stdout, vm->path);
+	printf(",\"instance_uuid\":");
+	json_str(stdout, vm->instance_uuid);
+	printf(",\"bios_uuid\":");
+	json_str(stdout, vm->bios_uuid);
+	printf(",\"datacenter\":");
+	json_str(stdout, vm->datacenter_name);
+	printf(",\"host\":");
+	json_str(stdout, vm->host_name);
+	printf(",\"power_state\":");
+	json_str(stdout, vm->power_state);
+	printf(",\"template\":%s,\"cbt\":%s,\"consolidation_needed\":%s",
+	       vm->is_template ? "true" : "false",
+	       vm->cbt_enabled ? "true" : "false",
+	       vm->consolidation_needed ? "true" : "false");
+	printf(",\"datastores\":[");
+	for (i = 0; i < vm->n_datastores; i++) {
+		printf("%s", i ? "," : "");
+		json_str(stdout, ds_name(inv, &vm->datastores[i]));
+	}
+	printf("],\"controllers\":[");
+	for (i = 0; i < vm->devices.n_controllers; i++) {
+		const struct fy_vs_controller *ct = &vm->devices.controllers[i];
+
+		printf("%s{\"key\":%d,\"type\":", i ? "," : "", (int)ct->key);
+		json_str(stdout, ct->type);
+		printf(",\"kind\":");
+		json_str(stdout, fy_vs_controller_kind_name(ct->kind));
+		printf(",\"bus\":%d,\"pci_slot\":%d,\"devices\":%zu}",
+		       (int)ct->bus, (int)ct->pci_slot, ct->n_devices);
+	}
+	printf("],\"disks\":[");
+	for (i = 0; i < vm->devices.n_disks; i++) {
+		const struct fy_vs_disk *d = &vm->devices.disks[i];
+		enum fy_vs_hotadd_rule rule =
+		    fy_vs_hotadd_check(inv, proxy, vm, d, why, sizeof(why));
+
+		printf("%s{\"key\":%d,\"label\":", i ? "," : "", (int)d->key);
+		json_str(stdout, d->label);
+		printf(",\"controller_key\":%d,\"unit\":%d,\"capacity\":%" PRIu64
+		       ",\"file\":", (int)d->controller_key, (int)d->unit,
+		       d->capacity);
+		json_str(stdout, d->file_name);
+		printf(",\"datastore\":");
+		json_str(stdout, d->datastore.value[0]
+				     ? ds_name(inv, &d->datastore) : "");
+		printf(",\"disk_mode\":");
+		json_str(stdout, d->disk_mode);
+		printf(",\"uuid\":");
+		json_str(stdout, d->uuid);
+		printf(",\"change_id\":");
+		json_str(stdout, d->change_id);
+		printf(",\"rdm\":%s,\"chain\":[", d->rdm ? "true" : "false");
+		for (j = 0; j < d->chain_len; j++) {
+			printf("%s", j ? "," : "");
+			json_str(stdout, d->chain[j].file_name);
+		}
+		printf("],\"hotadd\":{\"ok\":%s,\"rule\":",
+		       rule == FY_VS_HOTADD_OK ? "true" : "false");
+		json_str(stdout, fy_vs_hotadd_rule_name(rule));
+		printf(",\"why\":");
+		json_str(stdout, why);
+		printf("}}");
+	}
+	printf("],\"snapshots\":[");
+	for (i = 0; i < vm->n_snapshots; i++) {
+		const struct fy_vs_snapshot *s = &vm->snapshots[i];
+
+		printf("%s{\"moref\":", i ? "," : "");
+		json_str(stdout, s->moref.value);
+		printf(",\"name\":");
+		json_str(stdout, s->name);
+		printf(",\"description\":");
+		json_str(stdout, s->description);
+		printf(",\"created\":");
+		json_str(stdout, s->create_time);
+		printf(",\"quiesced\":%s,\"ferry\":%s,\"current\":%s,"
+		       "\"parent\":%d}",
+		       s->quiesced ? "true" : "false",
+		       fy_vs_snapshot_is_ferrys(s) ? "true" : "false",
+		       s->current ? "true" : "false", s->parent);
+	}
+	printf("]}");
+}
+
+static void print_datastores(const struct fy_vs_inventory *inv, bool json)
+{
+	char cap[32], fr[32];
+	size_t i, j;
+
+	if (!json)
+		printf("\ndatastores:\n");
+	for (i = 0; i < inv->n_datastores; i++) {
+		const struct fy_vs_datastore *d = &inv->datastores[i];
+
+		if (json) {
+			printf("%s{\"moref\":", i ? "," : "");
+			json_str(stdout, d->moref.value);
+			printf(",\"name\":");
+			json_str(stdout, d->name);
+			printf(",\"type\":");
+			json_str(stdout, d->type);
+			printf(",\"capacity\":%" PRIu64 ",\"free\":%" PRIu64
+			       ",\"accessible\":%s,\"hosts\":[",
+			       d->capacity, d->free_space,
+			       d->accessible ? "true" : "false");
+			for (j = 0; j < d->n_hosts; j++) {
+				printf("%s", j ? "," : "");
+				json_str(stdout, host_name(inv, &d->hosts[j]));
+			}
+			printf("]}");
+			continue;
+		}
+		fy_format_bytes(d->capacity, cap, sizeof(cap));
+		fy_format_bytes(d->free_space, fr, sizeof(fr));
+		printf("  %s (%s) %s, %s, %s free%s, hosts:", d->name,
+		       d->moref.value, d->type[0] ? d->type : "?", cap, fr,
+		       d->accessible ? "" : ", NOT ACCESSIBLE");
+		for (j = 0; j < d->n_hosts; j++)
+			printf("%s %s", j ? "," : "", host_name(inv, &d->hosts[j]));
+		printf("%s\n", d->n_hosts ? "" : " none");
+	}
+}
+
+/* The proxy from --proxy, ferry.proxy.moref or ferry.proxy.instanceUuid;
+ * NULL (unknown) with a reason when none is configured or found. */
+static const struct fy_vs_vm *locate_proxy(struct fy_vs_client *c,
+					   const struct fy_config *cfg,
+					   const char *flag,
+					   const struct fy_vs_inventory *inv,
+					   char *why, size_t whylen)
+{
+	const char *moref = fy_config_get(cfg, "ferry.proxy.moref");
+	const char *uuid = fy_config_get(cfg, "ferry.proxy.instanceUuid");
+	struct fy_vs_moref m;
+	const struct fy_vs_vm *vm;
+	int rc;
+
+	if (flag)
+		rc = fy_vs_find_vm_spec(c, flag, &m);
+	else if (moref)
+		rc = fy_vs_find_vm(c, FY_VS_BY_MOREF, moref, &m);
+	else if (uuid)
+		rc = fy_vs_find_vm(c, FY_VS_BY_INSTANCE_UUID, uuid, &m);
+	else {
+		snprintf(why, whylen, "unknown proxy: set ferry.proxy.moref or "
+			 "ferry.proxy.instanceUuid, or pass --proxy");
+		return NULL;
+	}
+	if (rc < 0) {
+		snprintf(why, whylen, "unknown proxy: %s", fy_err_msg());
+		return NULL;
+	}
+	vm = find_vm(inv, &m);
+	if (!vm)
+		snprintf(why, whylen, "unknown proxy: %s is not in the inventory",
+			 m.value);
+	return vm;
+}
+
+int agent_cmd_inventory(int argc, char **argv)
+{
+	struct fy_config *cfg = fy_config_new();
+	struct fy_vs_client *c = NULL;
+	struct fy_vs_inventory *inv = NULL;
+	const struct fy_vs_vm *proxy, *only = NULL;
+	const char *config = NULL, *vm_spec = NULL, *proxy_spec = NULL;
+	const char *sets[64];
+	char proxy_why[1200] = "";
+	struct fy_vs_about about;
+	unsigned n_sets = 0, i;
+	bool json = false;
+	int ch, rc = 0, level = -1;
+
+	if (!cfg) {
+		fprintf(stderr, "ferry-agent: out of memory\n");
+		return 1;
+	}
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", inventory_opts, NULL)) != -1) {
+		switch (ch) {
+		case OPT_CONFIG: config = optarg; break;
+		case OPT_VM: vm_spec = optarg; break;
+		case OPT_PROXY: proxy_spec = optarg; break;
+		case OPT_JSON: json = true; break;
+		case OPT_LOG_LEVEL: level = atoi(optarg); break;
+		case OPT_SET:
+			if (n_sets == sizeof(sets) / sizeof(sets[0])) {
+				fprintf(stderr, "ferry-agent: too many --set\n");
+				rc = -E2BIG;
+				goto out;
+			}
+			sets[n_sets++] = optarg;
+			break;
+		default:
+			usage();
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+	if (optind < argc || !config) {
+		usage();
+		rc = -EINVAL;
+		goto out;
+	}
+	if ((rc = fy_config_load(cfg, config)) < 0)
+		goto fail;
+	for (i = 0; i < n_sets; i++)
+		if ((rc = fy_config_set_pair(cfg, sets[i])) < 0)
+			goto fail;
+	fy_config_warn_unknown(cfg, fy_all_known_keys());
+	if (level < 0) {
+		int64_t v;
+
+		if ((rc = fy_config_get_int(cfg, "vixDiskLib.transport.LogLevel",
+					    3, 0, 6, &v)) < 0)
+			goto fail;
+		level = (int)v;
+	}
+	fy_log_set_level(level);
+	if ((rc = fy_vs_client_open(cfg, &c)) < 0)
+		goto fail;
+	if (vm_spec) {
+		struct fy_vs_moref m;
+
+		if ((rc = fy_vs_find_vm_spec(c, vm_spec, &m)) < 0)
+			goto fail;
+		if ((rc = fy_vs_inventory_get(c, true, &inv)) < 0)
+			goto fail;
+		only = find_vm(inv, &m);
+		if (!only) {
+			rc = fy_err_set(-ENOENT, "%s (%s) is not in the inventory",
+					vm_spec, m.value);
+			goto fail;
+		}
+	} else if ((rc = fy_vs_inventory_get(c, true, &inv)) < 0) {
+		goto fail;
+	}
+	proxy = locate_proxy(c, cfg, proxy_spec, inv, proxy_why,
+			     sizeof(proxy_why));
+	fy_vs_client_about(c, &about);
+
+	if (json) {
+		printf("{\"server\":{\"url\":");
+		json_str(stdout, about.url);
+		printf(",\"product\":");
+		json_str(stdout, about.full_name);
+		printf(",\"api_type\":");
+		json_str(stdout, about.api_type);
+		printf(",\"api_version\":");
+		json_str(stdout, about.api_version);
+		printf(",\"used_version\":");
+		json_str(stdout, about.used_version);
+		printf("},\"proxy\":");
+		if (proxy) {
+			printf("{\"moref\":");
+			json_str(stdout, proxy->moref.value);
+			printf(",\"name\":");
+			json_str(stdout, proxy->name);
+			printf(",\"host\":");
+			json_str(stdout, proxy->host_name);
+			printf(",\"free_scsi_slots\":%u}",
+			       fy_vs_hotadd_free_slots(proxy));
+		} else {
+			printf("{\"unknown\":");
+			json_str(stdout, proxy_why);
+			printf("}");
+		}
+		printf(",\"datastores\":[");
+		print_datastores(inv, true);
+		printf("],\"vms\":[");
+		if (only) {
+			print_json_vm(inv, proxy, only, true);
+		} else {
+			for (i = 0; i < inv->n_vms; i++)
+				print_json_vm(inv, proxy, inv->vms[i], i == 0);
+		}
+		printf("]}\n");
+	} else {
+		printf("server %s: %s (%s, API %s, speaking %s)\n", about.url,
+		       about.full_name, about.api_type, about.api_version,
+		       about.used_version);
+		if (proxy)
+			printf("proxy %s (%s) on host %s, datacenter %s, %u free "
+			       "SCSI slot(s)\n", proxy->name, proxy->moref.value,
+			       proxy->host_name, proxy->datacenter_name,
+			       fy_vs_hotadd_free_slots(proxy));
+		else
+			printf("proxy: %s\n", proxy_why);
+		print_datastores(inv, false);
+		if (only) {
+			print_text_vm(inv, proxy, only);
+		} else {
+			for (i = 0; i < inv->n_vms; i++)
+				print_text_vm(inv, proxy, inv->vms[i]);
+		}
+	}
+	goto out;
+fail:
+	fprintf(stderr, "ferry-agent: inventory: %s\n", fy_err_msg());
+out:
+	fy_vs_inventory_free(inv);
+	fy_vs_client_free(c);
+	fy_config_free(cfg);
+	return rc == -EINVAL && !c ? 2 : (rc < 0 ? 1 : 0);
+}

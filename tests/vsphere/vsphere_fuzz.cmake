@@ -1,0 +1,2 @@
+# libFuzzer target for the SOAP response parser (FERRY_FUZZ builds).
+ferry_fuzz_target(fuzz_soap ferry_vsphere)
