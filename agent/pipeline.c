@@ -52,6 +52,7 @@ struct blk {
 	uint8_t *cbuf; /* block_size */
 	size_t clen;
 	enum fy_codec codec;
+	bool encoded; /* cbuf already holds the compressed form */
 	struct blk *next;
 };
 
@@ -86,6 +87,11 @@ struct pipeline {
 	uint64_t bytes_read;
 	int read_error;
 	char read_msg[FY_ERR_MAX];
+	/* Compress right after hashing, while the block is in the cache,
+	 * when most recent blocks were missing from the repository (a first
+	 * backup); after the query otherwise (an incremental, where most
+	 * blocks are known and compressing them would be wasted). */
+	bool speculate;
 	int work_error; /* a worker's failure */
 	char work_msg[FY_ERR_MAX];
 
@@ -99,6 +105,7 @@ struct pipeline {
 	size_t chunk_n;
 	uint64_t chunk_first;
 	uint64_t finished;    /* blocks whose map entry is known */
+	unsigned recent_missing; /* moving average of "missing" answers, /256 */
 
 	struct fy_disk_stats *st;
 	double start, last_progress;
@@ -295,6 +302,19 @@ static void pipeline_fail(struct pipeline *p, struct blk *b)
 	pthread_mutex_unlock(&p->lock);
 }
 
+static void encode_block(struct pipeline *p, struct blk *b)
+{
+	/* cbuf holds block_size: a block that does not shrink is kept raw
+	 * by the codec. */
+	if (fy_block_encode(b->buf, b->len, p->opts->compression_level,
+			    b->cbuf, p->block_size, &b->clen, &b->codec) < 0) {
+		memcpy(b->cbuf, b->buf, b->len);
+		b->clen = b->len;
+		b->codec = FY_CODEC_NONE;
+	}
+	b->encoded = true;
+}
+
 static void *worker_main(void *arg)
 {
 	struct pipeline *p = arg;
@@ -302,6 +322,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		struct blk *b;
+		bool speculate;
 
 		/* Compression first: it frees slots sooner. */
 		while (!p->stop && !p->compq.head && !p->hashq.head)
@@ -311,6 +332,7 @@ static void *worker_main(void *arg)
 		b = q_pop(&p->compq);
 		if (!b)
 			b = q_pop(&p->hashq);
+		speculate = p->speculate;
 		pthread_mutex_unlock(&p->lock);
 
 		if (b->state == BLK_READ) {
@@ -322,18 +344,12 @@ static void *worker_main(void *arg)
 				continue;
 			} else {
 				b->state = BLK_HASHED;
+				b->encoded = false;
+				if (speculate)
+					encode_block(p, b);
 			}
 		} else {
-			/* cbuf holds block_size: a block that does not
-			 * shrink is kept raw by the codec. */
-			if (fy_block_encode(b->buf, b->len,
-					    p->opts->compression_level, b->cbuf,
-					    p->block_size, &b->clen,
-					    &b->codec) < 0) {
-				memcpy(b->cbuf, b->buf, b->len);
-				b->clen = b->len;
-				b->codec = FY_CODEC_NONE;
-			}
+			encode_block(p, b);
 			b->state = BLK_COMPRESSED;
 		}
 
@@ -499,7 +515,19 @@ static int run_query(struct pipeline *p, struct blk **batch, unsigned n,
 		bool missing = r->query_reply->missing.data[i / 8] & (1u << (i % 8));
 
 		/* Two blocks of one batch may share a digest. */
+		p->recent_missing = p->recent_missing * 7 / 8 + (missing ? 32 : 0);
 		if (missing && !inflight_has(in, b->digest)) {
+			if (b->encoded) {
+				/* Compressed on speculation: send it now. */
+				rc = send_block(p, b);
+				if (rc == 0)
+					rc = finish_block(p, b->index, false,
+							  b->digest);
+				release(p, b);
+				if (rc < 0)
+					goto out;
+				continue;
+			}
 			memcpy(in->d[in->n++], b->digest, FY_DIGEST_LEN);
 			pthread_mutex_lock(&p->lock);
 			b->state = BLK_COMPRESS;
@@ -515,6 +543,11 @@ static int run_query(struct pipeline *p, struct blk **batch, unsigned n,
 			goto out;
 	}
 out:
+	/* recent_missing is a moving average scaled to 256: speculate while
+	 * more than half of the recent blocks were new. */
+	pthread_mutex_lock(&p->lock);
+	p->speculate = p->recent_missing > 128;
+	pthread_mutex_unlock(&p->lock);
 	fy_frame_free(r);
 	return rc;
 }
@@ -692,6 +725,9 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 	if (p.nslots > POOL_MAX)
 		p.nslots = POOL_MAX;
 	p.window_len = (uint64_t)p.nslots * WINDOW_FACTOR;
+	/* Until the repository answers, assume a first backup. */
+	p.recent_missing = 256;
+	p.speculate = true;
 	p.emit_limit = p.window_len;
 	pthread_mutex_init(&p.lock, NULL);
 	pthread_cond_init(&p.cond_free, NULL);

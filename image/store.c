@@ -120,6 +120,73 @@ static int rename_block(const char *tmp, const char *path)
 			  path, strerror(errno));
 }
 
+/*
+ * Writes a block as an unnamed file in its final directory (O_TMPFILE),
+ * fsyncs it, then links it under its name: it appears whole or not at
+ * all, and a crash leaves nothing behind to clean (an unnamed file is
+ * freed by the file system). Creating the inode in its own directory also
+ * spreads inodes over the file system instead of crowding the block group
+ * of tmp/, whose recently freed inodes ext4 scans past one by one.
+ * -EOPNOTSUPP when the file system cannot: the caller uses tmp/ and rename.
+ */
+static int put_unnamed(struct posix_store *ps,
+		       const uint8_t digest[FY_DIGEST_LEN], const void *hdr,
+		       size_t hdrlen, const void *data, size_t len)
+{
+	char path[PATH_MAX], dir[PATH_MAX], proc[64];
+	char *slash;
+	int fd, rc;
+
+	block_path(ps, digest, path, sizeof(path));
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		return -EOPNOTSUPP;
+	*slash = 0;
+	fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == ENOENT) {
+		/* Directories are made when the first block needs them. */
+		rc = make_block_dirs(path);
+		if (rc)
+			return rc;
+		fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	}
+	if (fd < 0) {
+		if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
+			return -EOPNOTSUPP;
+		return fy_err_set(-errno, "block store: unnamed file in %s: %s",
+				  dir, strerror(errno));
+	}
+	rc = fy_write_all(fd, hdr, hdrlen);
+	if (!rc && len)
+		rc = fy_write_all(fd, data, len);
+	if (rc) {
+		fy_err_wrap(rc, "block store: %s", path);
+		goto out;
+	}
+	/* The content is durable before the name appears; the name itself
+	 * becomes durable at the next sync (syncfs), before any manifest
+	 * that references it is committed. */
+	if (fsync(fd)) {
+		rc = fy_err_set(-errno, "block store: fsync for %s: %s", path,
+				strerror(errno));
+		goto out;
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW)) {
+		if (errno == EEXIST)
+			rc = 0; /* another session stored the same block */
+		else if (errno == ENOENT && access("/proc/self/fd", F_OK))
+			rc = -EOPNOTSUPP; /* no /proc: use tmp/ and rename */
+		else
+			rc = fy_err_set(-errno, "block store: link %s: %s",
+					path, strerror(errno));
+	}
+out:
+	close(fd);
+	return rc;
+}
+
 static int posix_block_put(struct fy_store *st,
 			   const uint8_t digest[FY_DIGEST_LEN], const void *hdr,
 			   size_t hdrlen, const void *data, size_t len)
@@ -133,6 +200,9 @@ static int posix_block_put(struct fy_store *st,
 	if (rc != -ENOENT)
 		return rc; /* 0: already stored */
 
+	rc = put_unnamed(ps, digest, hdr, hdrlen, data, len);
+	if (rc != -EOPNOTSUPP)
+		return rc;
 	rc = fy_path_fmt(tmp, sizeof(tmp), "%s/block.XXXXXX", ps->tmpdir);
 	if (rc)
 		return rc;

@@ -1,0 +1,339 @@
+package main
+
+// HTTP routes: /sdk, the datastore /folder access, and the /ferry-test
+// control endpoints tests use to look inside and script the simulator.
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// maxControlWrite bounds the body of POST /ferry-test/write.
+const maxControlWrite = 64 << 20
+
+func (h *harness) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/sdk", h.serveSDK)
+	mux.HandleFunc("/sdk/vimServiceVersions.xml", h.svc.ServiceVersions)
+	mux.HandleFunc("/folder/", h.serveFolder)
+	mux.HandleFunc("/folder", h.serveFolder)
+	mux.HandleFunc("/ferry-test/", h.serveControl)
+	mux.HandleFunc("/about", h.svc.About)
+	return mux
+}
+
+// serveFolder is the datastore file access of vCenter and ESXi:
+// /folder/<path>?dcPath=<datacenter>&dsName=<datastore>, with Range. Like
+// the real servers it wants a session cookie (or HTTP basic credentials).
+func (h *harness) serveFolder(w http.ResponseWriter, r *http.Request) {
+	if !h.folderAuthorized(r) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="VMware HTTP server"`)
+		http.Error(w, "401 Unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if rule := h.matchHTTPFault(r); rule != nil {
+		if h.injectHTTPFault(w, r, rule) {
+			return
+		}
+		w = &truncatingWriter{ResponseWriter: w, left: rule.TruncateAfter, active: rule.TruncateAfter > 0}
+	}
+	h.svc.ServeDatastore(w, r)
+}
+
+func (h *harness) folderAuthorized(r *http.Request) bool {
+	if user, pass, ok := r.BasicAuth(); ok {
+		return subtle.ConstantTimeCompare([]byte(user), []byte(h.cfg.username)) == 1 &&
+			subtle.ConstantTimeCompare([]byte(pass), []byte(h.cfg.password)) == 1
+	}
+	return h.sessionValid(r)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v interface{}) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func controlError(w http.ResponseWriter, status int, format string, args ...interface{}) {
+	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func (h *harness) serveControl(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, "/ferry-test/")
+	type endpoint struct {
+		method string
+		fn     func(http.ResponseWriter, *http.Request)
+	}
+	endpoints := map[string][]endpoint{
+		"info":                 {{http.MethodGet, h.controlInfo}},
+		"disks":                {{http.MethodGet, h.controlDisks}},
+		"write":                {{http.MethodPost, h.controlWrite}},
+		"consolidation-needed": {{http.MethodPost, h.controlConsolidation}},
+		"expire-sessions":      {{http.MethodPost, h.controlExpireSessions}},
+		"power":                {{http.MethodPost, h.controlPower}},
+		"faults":               {{http.MethodGet, h.controlListFaults}, {http.MethodPost, h.controlAddFault}, {http.MethodDelete, h.controlClearFaults}},
+	}
+	list, ok := endpoints[name]
+	if !ok {
+		controlError(w, http.StatusNotFound, "no control endpoint %q", name)
+		return
+	}
+	for _, e := range list {
+		if e.method == r.Method {
+			e.fn(w, r)
+			return
+		}
+	}
+	controlError(w, http.StatusMethodNotAllowed, "%s /ferry-test/%s is not supported", r.Method, name)
+}
+
+func (h *harness) controlInfo(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.readyInfo())
+}
+
+func (h *harness) vmParam(w http.ResponseWriter, r *http.Request) *vmState {
+	name := r.URL.Query().Get("vm")
+	st, ok := h.vms[name]
+	if !ok {
+		controlError(w, http.StatusNotFound, "no inventory VM %q", name)
+		return nil
+	}
+	return st
+}
+
+type fileJSON struct {
+	File           string `json:"file"`
+	FlatPath       string `json:"flat_path"`
+	DescriptorPath string `json:"descriptor_path"`
+	Snapshot       string `json:"snapshot,omitempty"`
+	Orphan         bool   `json:"orphan,omitempty"`
+	ChangeID       string `json:"change_id,omitempty"`
+}
+
+type diskChainJSON struct {
+	Key      int32      `json:"key"`
+	UUID     string     `json:"uuid"`
+	Size     int64      `json:"size"`
+	Mode     string     `json:"mode"`
+	ChangeID string     `json:"change_id,omitempty"`
+	Live     fileJSON   `json:"live"`
+	Chain    []fileJSON `json:"chain"`
+}
+
+type snapshotJSON struct {
+	Moref string `json:"moref"`
+	Name  string `json:"name"`
+}
+
+type vmDisksJSON struct {
+	VM                  string          `json:"vm"`
+	Moref               string          `json:"moref"`
+	PowerState          string          `json:"power_state"`
+	ChangeTracking      bool            `json:"change_tracking"`
+	ConsolidationNeeded bool            `json:"consolidation_needed"`
+	CurrentSnapshot     string          `json:"current_snapshot,omitempty"`
+	Snapshots           []snapshotJSON  `json:"snapshots"`
+	Disks               []diskChainJSON `json:"disks"`
+}
+
+func (h *harness) fileInfo(d *diskState, f *diskFile) fileJSON {
+	j := fileJSON{
+		File:           d.dsPath(f.rel),
+		FlatPath:       h.flatPath(d, f),
+		DescriptorPath: h.descPath(d, f),
+		Orphan:         f.orphan,
+		ChangeID:       f.changeID,
+	}
+	if f.snapshot != nil {
+		j.Snapshot = f.snapshot.Value
+	}
+	return j
+}
+
+func (h *harness) controlDisks(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.vmParam(w, r)
+	if st == nil {
+		return
+	}
+	vm := h.vmObject(st.ref)
+	out := vmDisksJSON{VM: st.name, Moref: st.ref.Value, Snapshots: []snapshotJSON{}}
+	if vm != nil {
+		out.PowerState = string(vm.Runtime.PowerState)
+		out.ChangeTracking = trackingEnabled(vm.Config)
+		out.ConsolidationNeeded = vm.Runtime.ConsolidationNeeded != nil && *vm.Runtime.ConsolidationNeeded
+		if vm.Snapshot != nil {
+			if vm.Snapshot.CurrentSnapshot != nil {
+				out.CurrentSnapshot = vm.Snapshot.CurrentSnapshot.Value
+			}
+			var walk func([]types.VirtualMachineSnapshotTree)
+			walk = func(tree []types.VirtualMachineSnapshotTree) {
+				for _, t := range tree {
+					out.Snapshots = append(out.Snapshots, snapshotJSON{Moref: t.Snapshot.Value, Name: t.Name})
+					walk(t.ChildSnapshotList)
+				}
+			}
+			walk(vm.Snapshot.RootSnapshotList)
+		}
+	}
+	for _, d := range st.disks {
+		dj := diskChainJSON{Key: d.key, UUID: d.uuid, Size: d.capacity, Mode: string(d.mode), ChangeID: d.changeID}
+		dj.Live = h.fileInfo(d, d.top())
+		dj.Live.ChangeID = d.changeID
+		for _, f := range d.chain {
+			dj.Chain = append(dj.Chain, h.fileInfo(d, f))
+		}
+		out.Disks = append(out.Disks, dj)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// controlWrite writes the request body into a VM's live disk, as the
+// guest would: POST /ferry-test/write?vm=NAME&disk=KEY&offset=N.
+func (h *harness) controlWrite(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.vmParam(w, r)
+	if st == nil {
+		return
+	}
+	q := r.URL.Query()
+	key, err1 := strconv.ParseInt(q.Get("disk"), 10, 32)
+	offset, err2 := strconv.ParseInt(q.Get("offset"), 10, 64)
+	if err1 != nil || err2 != nil {
+		controlError(w, http.StatusBadRequest, "want disk=<device key>&offset=<bytes>")
+		return
+	}
+	d := st.diskByKey(int32(key))
+	if d == nil {
+		controlError(w, http.StatusNotFound, "VM %s has no disk %d", st.name, key)
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxControlWrite+1))
+	if err != nil || len(data) > maxControlWrite {
+		controlError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes or unreadable", maxControlWrite)
+		return
+	}
+	if offset < 0 || offset > d.capacity || int64(len(data)) > d.capacity-offset {
+		controlError(w, http.StatusBadRequest, "write of %d bytes at %d runs past the disk's %d bytes", len(data), offset, d.capacity)
+		return
+	}
+	flat := h.flatPath(d, d.top())
+	f, err := os.OpenFile(flat, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteAt(data, offset)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		controlError(w, http.StatusInternalServerError, "write %s: %v", flat, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]interface{}{
+		"file": d.dsPath(d.top().rel), "flat_path": flat, "offset": offset, "length": len(data),
+	})
+}
+
+func (h *harness) controlConsolidation(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.vmParam(w, r)
+	if st == nil {
+		return
+	}
+	value := true
+	if v := r.URL.Query().Get("value"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			controlError(w, http.StatusBadRequest, "value=%q is not a boolean", v)
+			return
+		}
+		value = b
+	}
+	h.setConsolidationNeeded(st.ref, value)
+	writeJSON(w, http.StatusOK, map[string]interface{}{"vm": st.name, "consolidation_needed": value})
+}
+
+// controlExpireSessions ends every session, as a vCenter restart or an idle
+// timeout would; clients must notice NotAuthenticated and log in again.
+func (h *harness) controlExpireSessions(w http.ResponseWriter, r *http.Request) {
+	ctx := context.Background()
+	smRef := h.client.ServiceContent.SessionManager.Reference()
+	var sm mo.SessionManager
+	if err := property.DefaultCollector(h.client).RetrieveOne(ctx, smRef, []string{"sessionList"}, &sm); err != nil {
+		controlError(w, http.StatusInternalServerError, "list sessions: %v", err)
+		return
+	}
+	var ids []string
+	for _, s := range sm.SessionList {
+		ids = append(ids, s.Key)
+	}
+	if len(ids) > 0 {
+		if _, err := methods.TerminateSession(ctx, h.client, &types.TerminateSession{This: smRef, SessionId: ids}); err != nil {
+			controlError(w, http.StatusInternalServerError, "terminate sessions: %v", err)
+			return
+		}
+	}
+	log.Printf("control: expired %d session(s)", len(ids))
+	writeJSON(w, http.StatusOK, map[string]int{"expired": len(ids)})
+}
+
+// controlPower sets a VM's power state without a task, for tests that need
+// a powered-off VM: POST /ferry-test/power?vm=NAME&state=on|off.
+func (h *harness) controlPower(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	st := h.vmParam(w, r)
+	h.mu.Unlock()
+	if st == nil {
+		return
+	}
+	state := r.URL.Query().Get("state")
+	ctx := context.Background()
+	var err error
+	var task types.ManagedObjectReference
+	switch state {
+	case "on":
+		var res *types.PowerOnVM_TaskResponse
+		res, err = methods.PowerOnVM_Task(ctx, h.client, &types.PowerOnVM_Task{This: st.ref})
+		if err == nil {
+			task = res.Returnval
+		}
+	case "off":
+		var res *types.PowerOffVM_TaskResponse
+		res, err = methods.PowerOffVM_Task(ctx, h.client, &types.PowerOffVM_Task{This: st.ref})
+		if err == nil {
+			task = res.Returnval
+		}
+	default:
+		controlError(w, http.StatusBadRequest, "state=%q: want on or off", state)
+		return
+	}
+	if err == nil {
+		_, tf := h.taskOutcome(task)
+		if tf != nil {
+			err = fmt.Errorf("%s", tf.msg)
+		}
+	}
+	if err != nil {
+		controlError(w, http.StatusConflict, "power %s %s: %v", state, st.name, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"vm": st.name, "power_state": state})
+}

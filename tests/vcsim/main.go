@@ -1,0 +1,152 @@
+// ferry-vcsim: govmomi's vCenter/ESXi simulator with the calls a backup
+// proxy needs added on top (changed block tracking, DisableMethods,
+// consolidation, snapshot disks backed by real data). See docs/VCSIM.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+type config struct {
+	listen    string
+	datadir   string
+	readyFile string
+	certFile  string
+	keyFile   string
+	esx       bool
+	diskSize  int64
+	username  string
+	password  string
+	trace     bool
+}
+
+// Disks must hold whole 64 KiB change-tracking blocks and stay small enough
+// that a test suite writes them quickly.
+const (
+	minDiskSize     = 1 << 20
+	maxDiskSize     = 64 << 30
+	defaultDiskSize = 64 << 20
+)
+
+func parseFlags(args []string) (*config, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("ferry-vcsim", flag.ContinueOnError)
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:0", "address to listen on (port 0 picks a free port)")
+	fs.StringVar(&cfg.datadir, "datadir", "", "directory for the datastores (required; ds1/ and ds2/ must not exist or be empty)")
+	fs.StringVar(&cfg.readyFile, "ready-file", "", "JSON file written once the server listens (required)")
+	fs.StringVar(&cfg.certFile, "cert", "", "TLS certificate (PEM); a self-signed one is generated when empty")
+	fs.StringVar(&cfg.keyFile, "key", "", "TLS private key (PEM) for --cert")
+	fs.BoolVar(&cfg.esx, "esx", false, "simulate a standalone ESXi host instead of vCenter")
+	size := fs.String("disk-size", strconv.Itoa(defaultDiskSize), "capacity in bytes of every inventory disk (multiple of 1 MiB)")
+	fs.StringVar(&cfg.username, "username", "", "login user name (default administrator@vsphere.local, root with --esx)")
+	fs.StringVar(&cfg.password, "password", "ferry-vcsim-pw", "login password")
+	fs.BoolVar(&cfg.trace, "trace", false, "log every SOAP request and response to stderr")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.datadir == "" || cfg.readyFile == "" {
+		return nil, errors.New("--datadir and --ready-file are required")
+	}
+	if (cfg.certFile == "") != (cfg.keyFile == "") {
+		return nil, errors.New("--cert and --key go together")
+	}
+	n, err := strconv.ParseInt(*size, 10, 64)
+	if err != nil || n < minDiskSize || n > maxDiskSize || n%(1<<20) != 0 {
+		return nil, fmt.Errorf("--disk-size %q: want a multiple of 1 MiB between %d and %d", *size, int64(minDiskSize), int64(maxDiskSize))
+	}
+	cfg.diskSize = n
+	if cfg.username == "" {
+		cfg.username = "administrator@vsphere.local"
+		if cfg.esx {
+			cfg.username = "root"
+		}
+	}
+	return cfg, nil
+}
+
+func main() {
+	log.SetFlags(log.Ltime | log.Lmicroseconds)
+	log.SetPrefix("ferry-vcsim: ")
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "ferry-vcsim: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		log.Printf("%v", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg *config) error {
+	simulator.Trace = cfg.trace
+
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().(*net.TCPAddr)
+
+	cert, certPath, err := loadOrMakeCert(cfg)
+	if err != nil {
+		return err
+	}
+
+	h, err := newHarness(cfg, addr)
+	if err != nil {
+		return err
+	}
+	h.setCertificate(cert, certPath)
+
+	srv := &http.Server{
+		Handler:           h.routes(),
+		TLSConfig:         tlsConfig(cert),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          log.New(os.Stderr, "ferry-vcsim: http: ", log.Ltime),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeTLS(ln, "", "") }()
+
+	if err := writeReadyFile(cfg.readyFile, h.readyInfo()); err != nil {
+		return err
+	}
+	log.Printf("listening on %s (%s), ready file %s", h.sdkURL(), h.apiType(), cfg.readyFile)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sigs:
+		log.Printf("%v: shutting down", s)
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+
+	// WaitForUpdatesEx long polls would hold Shutdown; give in-flight calls a
+	// moment, then close whatever is left.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
+	}
+	return nil
+}
