@@ -90,6 +90,13 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, const char *path, bool progress,
 		      uint64_t *bytes_written);
 
+/* ---- VM disks (vm_backup.c) -------------------------------------------- */
+
+/* ferry-agent backup --vm ...: a VM's disks over hotadd. */
+int agent_cmd_vm_backup(int argc, char **argv);
+/* ferry-agent cleanup: the crash self-cleanup (numCleanedUp/numRemaining). */
+int agent_cmd_cleanup(int argc, char **argv);
+
 /* A status line on a terminal: "read 1.2 GiB  zero ...". */
 void fy_progress_print(void *opaque, const struct fy_disk_stats *st,
 		       bool done);

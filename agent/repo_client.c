@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "hotadd/hotadd.h"
 #include "nbd/nbd.h"
 #include "vsphere/vsphere.h"
 
@@ -42,7 +43,8 @@ const char *const fy_known_keys[] = {
 	NULL,
 };
 
-/* Ours, the NBD transport's and the vSphere client's, in one list. */
+/* Ours, the NBD and hotadd transports' and the vSphere client's, in one
+ * list. */
 #define ALL_KEYS_MAX 512
 static const char *all_keys[ALL_KEYS_MAX];
 static pthread_once_t all_keys_once = PTHREAD_ONCE_INIT;
@@ -51,6 +53,7 @@ static void build_all_keys(void)
 {
 	static const char *const *const lists[] = {
 		fy_known_keys, fy_nbd_config_keys, fy_vs_config_keys,
+		fy_hotadd_config_keys,
 	};
 	size_t l, i, n = 0;
 

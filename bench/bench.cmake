@@ -1,3 +1,6 @@
 # Benchmark helpers: built with everything, run only by bench/backup.
 add_executable(ferry-cpubound bench/cpubound.c)
 target_link_libraries(ferry-cpubound PRIVATE ferry_image)
+# NBD read throughput against nbdcopy: run by bench/nbd.
+add_executable(ferry-nbdread bench/nbdread.c)
+target_link_libraries(ferry-nbdread PRIVATE ferry_nbd)

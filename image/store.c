@@ -120,6 +120,25 @@ static int rename_block(const char *tmp, const char *path)
 			  path, strerror(errno));
 }
 
+/* Writes a block file's header and data and makes them durable. The
+ * content is durable before the name appears; the name itself becomes
+ * durable at the next sync (syncfs), before any manifest that references
+ * it is committed. */
+static int write_synced(int fd, const void *hdr, size_t hdrlen,
+			const void *data, size_t len, const char *what)
+{
+	int rc = fy_write_all(fd, hdr, hdrlen);
+
+	if (!rc && len)
+		rc = fy_write_all(fd, data, len);
+	if (rc)
+		return fy_err_wrap(rc, "block store: %s", what);
+	if (fsync(fd))
+		return fy_err_set(-errno, "block store: fsync for %s: %s", what,
+				  strerror(errno));
+	return 0;
+}
+
 /*
  * Writes a block as an unnamed file in its final directory (O_TMPFILE),
  * fsyncs it, then links it under its name: it appears whole or not at
@@ -157,21 +176,9 @@ static int put_unnamed(struct posix_store *ps,
 		return fy_err_set(-errno, "block store: unnamed file in %s: %s",
 				  dir, strerror(errno));
 	}
-	rc = fy_write_all(fd, hdr, hdrlen);
-	if (!rc && len)
-		rc = fy_write_all(fd, data, len);
-	if (rc) {
-		fy_err_wrap(rc, "block store: %s", path);
+	rc = write_synced(fd, hdr, hdrlen, data, len, path);
+	if (rc)
 		goto out;
-	}
-	/* The content is durable before the name appears; the name itself
-	 * becomes durable at the next sync (syncfs), before any manifest
-	 * that references it is committed. */
-	if (fsync(fd)) {
-		rc = fy_err_set(-errno, "block store: fsync for %s: %s", path,
-				strerror(errno));
-		goto out;
-	}
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW)) {
 		if (errno == EEXIST)
@@ -213,21 +220,9 @@ static int posix_block_put(struct fy_store *st,
 		tmp[0] = 0;
 		goto out;
 	}
-	rc = fy_write_all(fd, hdr, hdrlen);
-	if (!rc && len)
-		rc = fy_write_all(fd, data, len);
-	if (rc) {
-		fy_err_wrap(rc, "block store: %s", tmp);
+	rc = write_synced(fd, hdr, hdrlen, data, len, tmp);
+	if (rc)
 		goto out;
-	}
-	/* The content is durable before the name appears; the name itself
-	 * becomes durable at the next sync (syncfs), before any manifest
-	 * that references it is committed. */
-	if (fsync(fd)) {
-		rc = fy_err_set(-errno, "block store: fsync %s: %s", tmp,
-				strerror(errno));
-		goto out;
-	}
 	rc = close(fd);
 	fd = -1;
 	if (rc) {

@@ -119,4 +119,61 @@ struct fy_nbd_stats {
 /* -EINVAL when src is not an NBD source. */
 int fy_nbd_stats(struct fy_source *src, struct fy_nbd_stats *out);
 
+/*
+ * The VDDK path (nbd/vddk.c): with VMware's VDDK installed on the proxy,
+ * start nbdkit's vddk plugin for one disk on a private Unix socket (in a
+ * fresh 0700 directory, TLS off: the socket never leaves this machine),
+ * wait for it, and read it as an NBD source. Closing the source stops
+ * nbdkit and removes the socket and the directory. docs/TRANSPORTS.md.
+ *
+ * The vddk plugin gets (nbdkit-vddk-plugin(1)): libdir=, server=, port=,
+ * user=, password=+FILE, thumbprint=, vm=moref=, snapshot=, transports=,
+ * file=, each when set, then plugin_args. Any other plugin stands in for
+ * vddk (the tests use nbdkit's file plugin) and gets plugin_args only.
+ */
+struct fy_nbd_vddk_opts {
+	const char *nbdkit;         /* program; NULL: "nbdkit" from PATH */
+	const char *plugin;         /* NULL: "vddk" */
+	const char *libdir;         /* VDDK's libDir (InitEx's parameter) */
+	const char *server;         /* "vc", "vc:443" or "https://vc/sdk" */
+	const char *user;
+	const char *password_file;  /* passed as password=+FILE */
+	const char *password;       /* else this, written to a 0600 file in
+				     * the private directory */
+	const char *thumbprint;     /* the server's SHA-1 thumbprint */
+	const char *vm_moref;       /* "vm-42" */
+	const char *snapshot_moref; /* optional */
+	const char *file;           /* "[ds1] vm/vm.vmdk" */
+	const char *transports;     /* one VDDK mode: "nbdssl", "nbd"... */
+	const char *plugin_args;    /* more KEY=VALUE, blank-separated */
+	unsigned start_timeout_ms;  /* nbdkit must be ready by then */
+	const struct fy_nbd_opts *nbd; /* NULL: defaults; TLS always off */
+};
+
+void fy_nbd_vddk_opts_default(struct fy_nbd_vddk_opts *o);
+/*
+ * Fills o from a configuration (strings point into cfg):
+ *   libDir                             -> libdir
+ *   ferry.nbd.vddkPlugin               -> plugin (default "vddk")
+ *   ferry.nbd.vddkPluginArgs           -> plugin_args
+ *   ferry.nbd.nbdkit                   -> nbdkit
+ *   ferry.nbd.vddkStartTimeoutSeconds  -> start_timeout_ms (1..600, 30)
+ *   ferry.vcenter.server, ferry.vcenter.user, ferry.vcenter.passwordFile
+ *   (or the FERRY_VCENTER_PASSWORD environment variable)
+ * The caller adds vm_moref, file, thumbprint, transports.
+ */
+int fy_nbd_vddk_opts_from_config(struct fy_nbd_vddk_opts *o,
+				 const struct fy_config *cfg);
+/* Whether this proxy can take the VDDK path: libDir configured (and, for
+ * the vddk plugin, holding VDDK's lib64/libvixDiskLib.so), nbdkit
+ * installed and able to load the plugin. false with the reason in why. */
+bool fy_nbd_vddk_available(const struct fy_nbd_vddk_opts *o, char *why,
+			   size_t whylen);
+/* Starts nbdkit and opens its export; the source's transport name is the
+ * VDDK mode asked for (transports "nbdssl" or "nbd"; "nbd" otherwise).
+ * A plugin that fails to start is an error with the end of its log, in
+ * at most start_timeout_ms. */
+int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o,
+		     struct fy_source **out);
+
 #endif

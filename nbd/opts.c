@@ -41,6 +41,12 @@ const char *const fy_nbd_config_keys[] = {
 	"ferry.nbd.TlsCert",
 	"ferry.nbd.TlsKey",
 	"ferry.nbd.TlsServerName",
+	/* the VDDK path, nbd/vddk.c */
+	"libDir",
+	"ferry.nbd.vddkPlugin",
+	"ferry.nbd.vddkPluginArgs",
+	"ferry.nbd.nbdkit",
+	"ferry.nbd.vddkStartTimeoutSeconds",
 	NULL,
 };
 

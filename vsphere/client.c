@@ -36,6 +36,10 @@ const char *const fy_vs_config_keys[] = {
 	"ferry.vcenter.connections",
 	"ferry.vcenter.prepareRetries",
 	"ferry.vcenter.prepareRetrySeconds",
+	"ferry.vcenter.datacenter",
+	"ferry.https.maxInFlight",
+	"ferry.https.requestSize",
+	"ferry.https.sessionRenewSeconds",
 	"ferry.proxy.moref",
 	"ferry.proxy.instanceUuid",
 	"vixDiskLib.linuxSSL.verifyCertificates",
@@ -225,6 +229,11 @@ int fy_vs_client_create(const struct fy_config *cfg, struct fy_vs_client **out)
 		goto fail;
 	if ((s = fy_config_get(cfg, "ferry.vcenter.apiVersion")))
 		snprintf(c->forced_version, sizeof(c->forced_version), "%s", s);
+	if ((s = fy_config_get(cfg, "ferry.vcenter.datacenter")) && *s &&
+	    !(c->datacenter = strdup(s))) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
+		goto fail;
+	}
 
 	if ((rc = get_seconds(cfg, "ferry.vcenter.connectTimeoutSeconds", 30, 1,
 			      3600, &l)) < 0)
@@ -294,6 +303,7 @@ void vs_client_set_transport(struct fy_vs_client *c, vs_transport_fn fn,
 	c->is_vcenter = true;
 	c->logged_in = true;
 	c->logins = 1;
+	c->login_time = fy_now();
 	vs_moref_set(&c->root_folder, "Folder", "group-d1");
 	vs_moref_set(&c->property_collector, "PropertyCollector",
 		     "propertyCollector");
@@ -645,6 +655,7 @@ int vs_login(struct fy_vs_client *c, uint64_t seen_generation)
 	c->generation++;
 	c->logins++;
 	c->logged_in = true;
+	c->login_time = fy_now();
 	pthread_mutex_unlock(&c->lock);
 	fy_info("vsphere: logged in to %s as %s (%s, API %s)", c->url, c->user,
 		c->about.full_name, c->version);
@@ -741,6 +752,7 @@ void fy_vs_client_free(struct fy_vs_client *c)
 	free(c->versions_url);
 	free(c->user);
 	free(c->ca_file);
+	free(c->datacenter);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->login_lock);
 	pthread_mutex_destroy(&c->reconfig_lock);
@@ -769,4 +781,29 @@ void fy_vs_client_set_progress(struct fy_vs_client *c, fy_vs_progress_cb cb,
 {
 	c->progress = cb;
 	c->progress_opaque = opaque;
+}
+
+void vs_session_get(struct fy_vs_client *c, char *cookie, size_t cookielen,
+		    uint64_t *generation, double *login_time)
+{
+	pthread_mutex_lock(&c->lock);
+	snprintf(cookie, cookielen, "%s", c->cookie);
+	*generation = c->generation;
+	*login_time = c->login_time;
+	pthread_mutex_unlock(&c->lock);
+}
+
+int fy_vs_client_sha1_thumbprint(struct fy_vs_client *c, char *out,
+				 size_t outlen)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (!c->sha1_thumbprint[0])
+		rc = fy_err_set(-ENOENT, "no certificate of %s was checked "
+				"(certificate verification is off)", c->url);
+	else
+		snprintf(out, outlen, "%s", c->sha1_thumbprint);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
 }

@@ -43,10 +43,7 @@ struct req_state {
 	curl_off_t last_bytes;
 	double last_change;
 	bool stalled;
-	/* TLS */
-	char thumbprint[3 * 32];
-	bool pin_mismatch;
-	char verify_error[160];
+	struct vs_tls_state tls;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -147,15 +144,16 @@ static int on_progress(void *opaque, curl_off_t dltotal, curl_off_t dlnow,
 	return 0;
 }
 
-static void format_thumbprint(const uint8_t *md, char *out)
+/* "AA:BB:..." into out, which holds 3 * n bytes. */
+static void format_thumbprint(const uint8_t *md, int n, char *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	int i;
 
-	for (i = 0; i < 32; i++) {
+	for (i = 0; i < n; i++) {
 		out[3 * i] = hex[md[i] >> 4];
 		out[3 * i + 1] = hex[md[i] & 15];
-		out[3 * i + 2] = i == 31 ? '\0' : ':';
+		out[3 * i + 2] = i == n - 1 ? '\0' : ':';
 	}
 }
 
@@ -163,40 +161,86 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(
 	    store, SSL_get_ex_data_X509_STORE_CTX_idx());
-	struct req_state *st = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl),
-							 ssl_index)
-				   : NULL;
+	struct vs_tls_state *ts = ssl ? SSL_CTX_get_ex_data(
+					    SSL_get_SSL_CTX(ssl), ssl_index)
+				      : NULL;
 	X509 *leaf = X509_STORE_CTX_get0_cert(store);
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
+	unsigned char md[EVP_MAX_MD_SIZE], sha1[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0, sha1len = 0;
+	bool accepted;
 
-	if (!st)
+	if (!ts)
 		return preverify_ok;
 	if (leaf && X509_digest(leaf, EVP_sha256(), md, &mdlen) && mdlen == 32)
-		format_thumbprint(md, st->thumbprint);
-	if (st->c->pinned) {
+		format_thumbprint(md, 32, ts->thumbprint);
+	if (ts->c->pinned) {
 		/* The pin replaces the CA check, as VDDK's thumbprint does. */
-		if (mdlen != 32 || memcmp(md, st->c->pin, 32)) {
-			st->pin_mismatch = true;
+		if (mdlen != 32 || memcmp(md, ts->c->pin, 32)) {
+			ts->pin_mismatch = true;
 			return 0;
 		}
-		return 1;
+		accepted = true;
+	} else {
+		if (!preverify_ok && !ts->verify_error[0])
+			snprintf(ts->verify_error, sizeof(ts->verify_error),
+				 "%s", X509_verify_cert_error_string(
+					   X509_STORE_CTX_get_error(store)));
+		accepted = preverify_ok &&
+			   X509_STORE_CTX_get_error_depth(store) == 0;
 	}
-	if (!preverify_ok && !st->verify_error[0])
-		snprintf(st->verify_error, sizeof(st->verify_error), "%s",
-			 X509_verify_cert_error_string(
-			     X509_STORE_CTX_get_error(store)));
-	return preverify_ok;
+	/* Remember the SHA-1 thumbprint of a leaf this policy accepted:
+	 * VDDK (through nbdkit's vddk plugin) wants that form. */
+	if (accepted && leaf && X509_digest(leaf, EVP_sha1(), sha1, &sha1len) &&
+	    sha1len == 20) {
+		pthread_mutex_lock(&ts->c->lock);
+		format_thumbprint(sha1, 20, ts->c->sha1_thumbprint);
+		pthread_mutex_unlock(&ts->c->lock);
+	}
+	return ts->c->pinned ? 1 : preverify_ok;
 }
 
 static CURLcode on_ssl_ctx(CURL *easy, void *sslctx, void *opaque)
 {
 	SSL_CTX *ctx = sslctx;
-	struct req_state *st = opaque;
 
-	SSL_CTX_set_ex_data(ctx, ssl_index, st);
+	SSL_CTX_set_ex_data(ctx, ssl_index, opaque);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
 	return CURLE_OK;
+}
+
+void vs_http_tls_setup(struct fy_vs_client *c, void *easy,
+		       struct vs_tls_state *ts)
+{
+	CURL *e = easy;
+
+	pthread_once(&curl_once, curl_init);
+	memset(ts, 0, sizeof(*ts));
+	ts->c = c;
+	if (c->pinned || c->verify) {
+		curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+		curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, ts);
+		/* A pinned certificate's TLS sessions must not be resumed
+		 * from another configuration: no shared cache anyway. */
+	}
+	if (c->pinned) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	} else if (c->verify) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+		if (c->ca_file)
+			curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+	} else {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+}
+
+bool vs_http_tls_failed(const struct vs_tls_state *ts, int curl_code)
+{
+	return ts->pin_mismatch || ts->verify_error[0] ||
+	       curl_code == CURLE_PEER_FAILED_VERIFICATION ||
+	       curl_code == CURLE_SSL_CONNECT_ERROR;
 }
 
 static struct vs_conn *conn_get(struct fy_vs_client *c)
@@ -288,21 +332,21 @@ static int curl_errno(CURLcode cc)
 	}
 }
 
-static int tls_error(struct fy_vs_client *c, struct req_state *st,
-		     const char *url, const char *curl_msg)
+int vs_http_tls_error(const struct vs_tls_state *ts, const char *url,
+		      const char *curl_msg)
 {
-	if (st->pin_mismatch)
+	if (ts->pin_mismatch)
 		return fy_err_set(-EPERM, "certificate of %s refused: its "
 				  "SHA-256 thumbprint is %s, not the one in "
 				  "ferry.vcenter.thumbprint", url,
-				  st->thumbprint);
-	if (st->verify_error[0])
+				  ts->thumbprint);
+	if (ts->verify_error[0])
 		return fy_err_set(-EPERM, "certificate of %s not trusted (%s); "
 				  "its SHA-256 thumbprint is %s: set "
 				  "ferry.vcenter.thumbprint to it after checking "
 				  "it, or ferry.vcenter.caFile to the CA that "
-				  "signed it", url, st->verify_error,
-				  st->thumbprint[0] ? st->thumbprint : "unknown");
+				  "signed it", url, ts->verify_error,
+				  ts->thumbprint[0] ? ts->thumbprint : "unknown");
 	return fy_err_set(-EPERM, "TLS with %s failed: %s", url, curl_msg);
 }
 
@@ -357,24 +401,7 @@ int vs_http(struct fy_vs_client *c, const char *url, const char *soap_action,
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "ferry/" FERRY_VERSION);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
 
-	if (c->pinned || c->verify) {
-		curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
-		curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, &st);
-		/* A pinned certificate's TLS sessions must not be resumed
-		 * from another configuration: no shared cache anyway. */
-	}
-	if (c->pinned) {
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-	} else if (c->verify) {
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (c->ca_file)
-			curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
-	} else {
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
+	vs_http_tls_setup(c, e, &st.tls);
 
 	if (body) {
 		headers = curl_slist_append(headers,
@@ -407,11 +434,10 @@ int vs_http(struct fy_vs_client *c, const char *url, const char *soap_action,
 					"the %zu-byte limit "
 					"(ferry.vcenter.maxResponseBytes)",
 					url, c->limits.max_response);
-		else if (st.pin_mismatch || st.verify_error[0] ||
-			 cc == CURLE_PEER_FAILED_VERIFICATION ||
-			 cc == CURLE_SSL_CONNECT_ERROR)
-			rc = tls_error(c, &st, url,
-				       errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		else if (vs_http_tls_failed(&st.tls, cc))
+			rc = vs_http_tls_error(&st.tls, url,
+					       errbuf[0] ? errbuf
+							 : curl_easy_strerror(cc));
 		else if (st.stalled)
 			rc = fy_err_set(-ETIMEDOUT, "%s did not answer in time "
 					"(no byte for %ld s)", url,

@@ -168,6 +168,7 @@ struct fy_vs_client {
 	int prepare_interval_s;
 	unsigned max_conns;
 	char forced_version[32];
+	char *datacenter;     /* ferry.vcenter.datacenter, NULL when unset */
 
 	/* learnt at connect */
 	char version[32];      /* "6.7.3": urn:vim25/<version> */
@@ -183,6 +184,9 @@ struct fy_vs_client {
 	pthread_mutex_t reconfig_lock; /* slot choice + reconfigure */
 	char cookie[512];
 	uint64_t generation;   /* bumped by each login */
+	double login_time;     /* fy_now() of the last login */
+	char sha1_thumbprint[3 * 20]; /* of the last server certificate
+				       * accepted, "" until a handshake */
 	unsigned logins;
 	bool logged_in;
 	struct vs_conn *idle;
@@ -215,6 +219,32 @@ int vs_http(struct fy_vs_client *c, const char *url, const char *soap_action,
 	    struct vs_http_resp *resp);
 void vs_http_resp_release(struct vs_http_resp *r);
 void vs_http_pool_free(struct fy_vs_client *c);
+
+/* What a handshake learnt, for the error message; one per transfer that
+ * may open a connection, alive until that transfer ends. */
+struct vs_tls_state {
+	struct fy_vs_client *c;
+	char thumbprint[3 * 32];
+	bool pin_mismatch;
+	char verify_error[160];
+};
+
+/* Applies the client's certificate policy (pin, CA file, or off) to a
+ * curl easy handle: every HTTPS request to the server goes through this,
+ * so SOAP calls and datastore reads check certificates the same way. */
+void vs_http_tls_setup(struct fy_vs_client *c, void *easy,
+		       struct vs_tls_state *ts);
+/* Whether a failed transfer failed because of the certificate. */
+bool vs_http_tls_failed(const struct vs_tls_state *ts, int curl_code);
+/* Records the sentence for a refused certificate and returns -EPERM. */
+int vs_http_tls_error(const struct vs_tls_state *ts, const char *url,
+		      const char *curl_msg);
+
+/* The session cookie ("vmware_soap_session=...") with the login it
+ * belongs to and that login's time, copied under the lock. The cookie
+ * is a credential: never log it. */
+void vs_session_get(struct fy_vs_client *c, char *cookie, size_t cookielen,
+		    uint64_t *generation, double *login_time);
 
 int vs_login(struct fy_vs_client *c, uint64_t seen_generation);
 /* Ends every PrepareForAccess still open (client free). */

@@ -101,6 +101,13 @@ bool fy_vs_client_is_vcenter(const struct fy_vs_client *c);
  * server expired the session). */
 unsigned fy_vs_client_logins(const struct fy_vs_client *c);
 
+/* The SHA-1 thumbprint ("AA:BB:...", 20 bytes) of the server certificate
+ * the client last accepted under its own policy (pin or CA), for VDDK,
+ * which takes that form. -ENOENT before a handshake or when certificate
+ * checking is off. */
+int fy_vs_client_sha1_thumbprint(struct fy_vs_client *c, char *out,
+				 size_t outlen);
+
 /* Called while a task runs: percent is -1 when the server gives none. */
 typedef void (*fy_vs_progress_cb)(void *opaque, const char *what, int percent);
 void fy_vs_client_set_progress(struct fy_vs_client *c, fy_vs_progress_cb cb,
@@ -448,5 +455,107 @@ enum fy_vs_hotadd_rule fy_vs_hotadd_check(const struct fy_vs_inventory *inv,
 /* Free SCSI units on the proxy's controllers (0-15 except the
  * controller's own, at most 4 controllers). */
 unsigned fy_vs_hotadd_free_slots(const struct fy_vs_vm *proxy);
+
+/* ---- VMDK descriptors -------------------------------------------------- */
+
+/* Bounds on a text descriptor: anything larger is not one. */
+#define FY_VMDK_MAX_DESCRIPTOR (64u * 1024)
+#define FY_VMDK_MAX_EXTENTS 64
+#define FY_VMDK_MAX_LINE 1024
+#define FY_VMDK_NAME_MAX 256
+#define FY_VMDK_SECTOR 512
+
+enum fy_vmdk_access { FY_VMDK_RW = 0, FY_VMDK_RDONLY, FY_VMDK_NOACCESS };
+
+enum fy_vmdk_extent_kind {
+	FY_VMDK_FLAT = 0,    /* FLAT: hosted flat file */
+	FY_VMDK_VMFS,        /* VMFS: ESXi's flat extent (-flat.vmdk) */
+	FY_VMDK_ZERO,        /* reads as zeros, no file */
+	FY_VMDK_SPARSE,      /* hosted sparse: monolithicSparse, deltas */
+	FY_VMDK_VMFSSPARSE,  /* ESXi redo log (vmfsSparse delta) */
+	FY_VMDK_SESPARSE,    /* ESXi SEsparse delta (VMFS6, > 2 TB) */
+	FY_VMDK_VSANSPARSE,  /* vSAN delta */
+	FY_VMDK_VMFSRDM,     /* raw device mapping, virtual mode */
+	FY_VMDK_VMFSRAW,     /* raw device mapping, physical mode */
+};
+
+const char *fy_vmdk_extent_kind_name(enum fy_vmdk_extent_kind k);
+
+struct fy_vmdk_extent {
+	enum fy_vmdk_access access;
+	enum fy_vmdk_extent_kind kind;
+	uint64_t sectors;      /* length, in 512-byte sectors */
+	uint64_t offset;       /* sectors into the file (FLAT), else 0 */
+	char file[FY_VMDK_NAME_MAX]; /* as written; "" for ZERO */
+};
+
+struct fy_vmdk_descriptor {
+	char create_type[64];  /* "vmfs", "monolithicFlat", "seSparse" ... */
+	uint32_t cid;
+	uint32_t parent_cid;   /* 0xffffffff: no parent */
+	char parent_hint[FY_VMDK_NAME_MAX]; /* parentFileNameHint or "" */
+	uint64_t capacity;     /* bytes: the extents' sectors * 512 */
+	size_t n_extents;
+	struct fy_vmdk_extent extents[FY_VMDK_MAX_EXTENTS];
+};
+
+/* Parses a text descriptor (name is used in messages). -EFBIG over
+ * FY_VMDK_MAX_DESCRIPTOR, -ENOTSUP for a binary sparse VMDK (its
+ * descriptor is embedded), -EBADMSG for anything malformed, with the line
+ * and the reason. Unknown keys (ddb.*) are ignored. */
+int fy_vmdk_parse(const char *text, size_t len, const char *name,
+		  struct fy_vmdk_descriptor *out);
+/* Whether the https transport can read the disk: a disk without parent
+ * made of FLAT/VMFS (and ZERO) extents whose files sit next to the
+ * descriptor; several extents (twoGbMaxExtentFlat) are fine. Else
+ * -ENOTSUP with the reason ("delta disk (SEsparse) chains are not
+ * supported by the https transport yet; use hotadd or nbd"). */
+int fy_vmdk_check_flat(const struct fy_vmdk_descriptor *d, const char *name);
+
+/* ---- datastore files over HTTPS (the "https" transport) ---------------- */
+
+/* Reads a disk's flat extents through vSphere's datastore file access,
+ *   https://HOST/folder/<path>?dcPath=<datacenter>&dsName=<datastore>
+ * with the client's session cookie and Range requests, several at once.
+ * For powered-off VMs and templates (or a snapshot's frozen files) when
+ * neither VDDK nor shared storage is there. docs/TRANSPORTS.md. */
+struct fy_vs_ds_opts {
+	unsigned max_in_flight;  /* Range requests at once (8; 1..64) */
+	uint64_t request_size;   /* largest Range request (4 MiB; 64K..64M) */
+	/* Log in again before a request once the session is this old, as
+	 * virt-v2v renews its cookie every 25 minutes (1500; 0: never). */
+	unsigned renew_seconds;
+};
+
+void fy_vs_ds_opts_default(struct fy_vs_ds_opts *o);
+/* ferry.https.maxInFlight, ferry.https.requestSize,
+ * ferry.https.sessionRenewSeconds, on top of what o holds. */
+int fy_vs_ds_opts_from_config(struct fy_vs_ds_opts *o,
+			      const struct fy_config *cfg);
+
+/* Opens ds_file ("[ds1] vm/vm.vmdk": a descriptor) on the client's
+ * server. datacenter_path is the datacenter's inventory path below the
+ * root folder ("DC0", or "Folder/DC0" when it is nested in folders);
+ * NULL takes ferry.vcenter.datacenter, else the datacenter of the one
+ * datastore of that name in the inventory. The descriptor is fetched and
+ * checked (fy_vmdk_check_flat), every extent file's size is checked with
+ * HEAD; a missing file is -ENOENT naming it. The client must outlive the
+ * source; the source's transport name is "https". */
+int fy_vs_datastore_source_open(struct fy_vs_client *c,
+				const char *datacenter_path,
+				const char *ds_file,
+				const struct fy_vs_ds_opts *opts,
+				struct fy_source **out);
+
+/* Splits "[ds1] vm/vm.vmdk" into "ds1" and "vm/vm.vmdk"; -EINVAL with a
+ * sentence when it is not a datastore path (".." is refused). */
+int fy_vs_ds_path_split(const char *ds_file, char *ds, size_t dslen,
+			char *path, size_t pathlen);
+
+/* The VM whose disk backing chain names ds_file (its live file or a
+ * parent: a snapshot's frozen file). -ENOENT when none, -EEXIST when
+ * several. For VDDK, which opens a disk through its VM. */
+int fy_vs_find_disk_vm(struct fy_vs_client *c, const char *ds_file,
+		       struct fy_vs_moref *vm);
 
 #endif
