@@ -53,22 +53,6 @@ static int fail(const char *what)
 	return 1;
 }
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
 static int connect_repo(struct cli *cli, struct fy_conn **conn)
 {
 	struct fy_config *cfg = fy_config_new();
@@ -121,28 +105,28 @@ static int list_one(void *opaque, const Ferry__BackupSummary *b)
 		return 0;
 	}
 	printf("%s{\"id\":", ls->n++ ? "," : "");
-	json_string(b->id);
+	fy_json_string(stdout, b->id);
 	printf(",\"source\":");
-	json_string(b->source);
+	fy_json_string(stdout, b->source);
 	printf(",\"source_kind\":");
-	json_string(b->source_kind);
+	fy_json_string(stdout, b->source_kind);
 	printf(",\"time\":");
-	json_string(when);
+	fy_json_string(stdout, when);
 	printf(",\"created_unix\":%" PRId64 ",\"parent_id\":", b->created_unix);
-	json_string(b->parent_id);
+	fy_json_string(stdout, b->parent_id);
 	printf(",\"block_size\":%u,\"size\":%" PRIu64 ",\"disks\":[",
 	       b->block_size, total);
 	for (i = 0; i < b->n_disks; i++) {
 		const Ferry__DiskSummary *d = b->disks[i];
 
 		printf("%s{\"index\":%u,\"label\":", i ? "," : "", d->index);
-		json_string(d->label);
+		fy_json_string(stdout, d->label);
 		printf(",\"size\":%" PRIu64 ",\"data_blocks\":%" PRIu64
 		       ",\"hole_blocks\":%" PRIu64 ",\"transport\":",
 		       d->size, d->data_blocks, d->hole_blocks);
-		json_string(d->transport);
+		fy_json_string(stdout, d->transport);
 		printf(",\"change_id\":");
-		json_string(d->change_id);
+		fy_json_string(stdout, d->change_id);
 		printf("}");
 	}
 	printf("]}");

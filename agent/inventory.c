@@ -45,22 +45,6 @@ static void usage(void)
 		"ferry.proxy.instanceUuid.\n");
 }
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 static const struct fy_vs_vm *find_vm(const struct fy_vs_inventory *inv,
 				      const struct fy_vs_moref *m)
 {
@@ -179,21 +163,21 @@ static void print_json_vm(const struct fy_vs_inventory *inv,
 	size_t i, j;
 
 	printf("%s{\"moref\":", first ? "" : ",");
-	json_str(stdout, vm->moref.value);
+	fy_json_string(stdout, vm->moref.value);
 	printf(",\"name\":");
-	json_str(stdout, vm->name);
+	fy_json_string(stdout, vm->name);
 	printf(",\"path\":");
-	json_str(stdout, vm->path);
+	fy_json_string(stdout, vm->path);
 	printf(",\"instance_uuid\":");
-	json_str(stdout, vm->instance_uuid);
+	fy_json_string(stdout, vm->instance_uuid);
 	printf(",\"bios_uuid\":");
-	json_str(stdout, vm->bios_uuid);
+	fy_json_string(stdout, vm->bios_uuid);
 	printf(",\"datacenter\":");
-	json_str(stdout, vm->datacenter_name);
+	fy_json_string(stdout, vm->datacenter_name);
 	printf(",\"host\":");
-	json_str(stdout, vm->host_name);
+	fy_json_string(stdout, vm->host_name);
 	printf(",\"power_state\":");
-	json_str(stdout, vm->power_state);
+	fy_json_string(stdout, vm->power_state);
 	printf(",\"template\":%s,\"cbt\":%s,\"consolidation_needed\":%s",
 	       vm->is_template ? "true" : "false",
 	       vm->cbt_enabled ? "true" : "false",
@@ -201,16 +185,16 @@ static void print_json_vm(const struct fy_vs_inventory *inv,
 	printf(",\"datastores\":[");
 	for (i = 0; i < vm->n_datastores; i++) {
 		printf("%s", i ? "," : "");
-		json_str(stdout, ds_name(inv, &vm->datastores[i]));
+		fy_json_string(stdout, ds_name(inv, &vm->datastores[i]));
 	}
 	printf("],\"controllers\":[");
 	for (i = 0; i < vm->devices.n_controllers; i++) {
 		const struct fy_vs_controller *ct = &vm->devices.controllers[i];
 
 		printf("%s{\"key\":%d,\"type\":", i ? "," : "", (int)ct->key);
-		json_str(stdout, ct->type);
+		fy_json_string(stdout, ct->type);
 		printf(",\"kind\":");
-		json_str(stdout, fy_vs_controller_kind_name(ct->kind));
+		fy_json_string(stdout, fy_vs_controller_kind_name(ct->kind));
 		printf(",\"bus\":%d,\"pci_slot\":%d,\"devices\":%zu}",
 		       (int)ct->bus, (int)ct->pci_slot, ct->n_devices);
 	}
@@ -221,30 +205,30 @@ static void print_json_vm(const struct fy_vs_inventory *inv,
 		    fy_vs_hotadd_check(inv, proxy, vm, d, why, sizeof(why));
 
 		printf("%s{\"key\":%d,\"label\":", i ? "," : "", (int)d->key);
-		json_str(stdout, d->label);
+		fy_json_string(stdout, d->label);
 		printf(",\"controller_key\":%d,\"unit\":%d,\"capacity\":%" PRIu64
 		       ",\"file\":", (int)d->controller_key, (int)d->unit,
 		       d->capacity);
-		json_str(stdout, d->file_name);
+		fy_json_string(stdout, d->file_name);
 		printf(",\"datastore\":");
-		json_str(stdout, d->datastore.value[0]
+		fy_json_string(stdout, d->datastore.value[0]
 				     ? ds_name(inv, &d->datastore) : "");
 		printf(",\"disk_mode\":");
-		json_str(stdout, d->disk_mode);
+		fy_json_string(stdout, d->disk_mode);
 		printf(",\"uuid\":");
-		json_str(stdout, d->uuid);
+		fy_json_string(stdout, d->uuid);
 		printf(",\"change_id\":");
-		json_str(stdout, d->change_id);
+		fy_json_string(stdout, d->change_id);
 		printf(",\"rdm\":%s,\"chain\":[", d->rdm ? "true" : "false");
 		for (j = 0; j < d->chain_len; j++) {
 			printf("%s", j ? "," : "");
-			json_str(stdout, d->chain[j].file_name);
+			fy_json_string(stdout, d->chain[j].file_name);
 		}
 		printf("],\"hotadd\":{\"ok\":%s,\"rule\":",
 		       rule == FY_VS_HOTADD_OK ? "true" : "false");
-		json_str(stdout, fy_vs_hotadd_rule_name(rule));
+		fy_json_string(stdout, fy_vs_hotadd_rule_name(rule));
 		printf(",\"why\":");
-		json_str(stdout, why);
+		fy_json_string(stdout, why);
 		printf("}}");
 	}
 	printf("],\"snapshots\":[");
@@ -252,13 +236,13 @@ static void print_json_vm(const struct fy_vs_inventory *inv,
 		const struct fy_vs_snapshot *s = &vm->snapshots[i];
 
 		printf("%s{\"moref\":", i ? "," : "");
-		json_str(stdout, s->moref.value);
+		fy_json_string(stdout, s->moref.value);
 		printf(",\"name\":");
-		json_str(stdout, s->name);
+		fy_json_string(stdout, s->name);
 		printf(",\"description\":");
-		json_str(stdout, s->description);
+		fy_json_string(stdout, s->description);
 		printf(",\"created\":");
-		json_str(stdout, s->create_time);
+		fy_json_string(stdout, s->create_time);
 		printf(",\"quiesced\":%s,\"ferry\":%s,\"current\":%s,"
 		       "\"parent\":%d}",
 		       s->quiesced ? "true" : "false",
@@ -280,18 +264,18 @@ static void print_datastores(const struct fy_vs_inventory *inv, bool json)
 
 		if (json) {
 			printf("%s{\"moref\":", i ? "," : "");
-			json_str(stdout, d->moref.value);
+			fy_json_string(stdout, d->moref.value);
 			printf(",\"name\":");
-			json_str(stdout, d->name);
+			fy_json_string(stdout, d->name);
 			printf(",\"type\":");
-			json_str(stdout, d->type);
+			fy_json_string(stdout, d->type);
 			printf(",\"capacity\":%" PRIu64 ",\"free\":%" PRIu64
 			       ",\"accessible\":%s,\"hosts\":[",
 			       d->capacity, d->free_space,
 			       d->accessible ? "true" : "false");
 			for (j = 0; j < d->n_hosts; j++) {
 				printf("%s", j ? "," : "");
-				json_str(stdout, host_name(inv, &d->hosts[j]));
+				fy_json_string(stdout, host_name(inv, &d->hosts[j]));
 			}
 			printf("]}");
 			continue;
@@ -427,28 +411,28 @@ int agent_cmd_inventory(int argc, char **argv)
 
 	if (json) {
 		printf("{\"server\":{\"url\":");
-		json_str(stdout, about.url);
+		fy_json_string(stdout, about.url);
 		printf(",\"product\":");
-		json_str(stdout, about.full_name);
+		fy_json_string(stdout, about.full_name);
 		printf(",\"api_type\":");
-		json_str(stdout, about.api_type);
+		fy_json_string(stdout, about.api_type);
 		printf(",\"api_version\":");
-		json_str(stdout, about.api_version);
+		fy_json_string(stdout, about.api_version);
 		printf(",\"used_version\":");
-		json_str(stdout, about.used_version);
+		fy_json_string(stdout, about.used_version);
 		printf("},\"proxy\":");
 		if (proxy) {
 			printf("{\"moref\":");
-			json_str(stdout, proxy->moref.value);
+			fy_json_string(stdout, proxy->moref.value);
 			printf(",\"name\":");
-			json_str(stdout, proxy->name);
+			fy_json_string(stdout, proxy->name);
 			printf(",\"host\":");
-			json_str(stdout, proxy->host_name);
+			fy_json_string(stdout, proxy->host_name);
 			printf(",\"free_scsi_slots\":%u}",
 			       fy_vs_hotadd_free_slots(proxy));
 		} else {
 			printf("{\"unknown\":");
-			json_str(stdout, proxy_why);
+			fy_json_string(stdout, proxy_why);
 			printf("}");
 		}
 		printf(",\"datastores\":[");

@@ -191,6 +191,8 @@ int fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN]);
 bool fy_is_zero(const void *buf, size_t len);
 /* Parses "123", "64K", "1M", "8MiB" into bytes. */
 int fy_parse_size(const char *s, uint64_t *out);
+/* Writes s as a JSON string, quoted and escaped (NULL as ""). */
+void fy_json_string(FILE *f, const char *s);
 /* "1.5 GiB", for humans. */
 void fy_format_bytes(uint64_t n, char *out, size_t outlen);
 double fy_now(void); /* monotonic seconds */

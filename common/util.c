@@ -269,3 +269,19 @@ int fy_split_hostport(const char *s, char *host, size_t hostlen, char *port,
 	return copy_part("port", s, colon + 1, strlen(colon + 1), port,
 			 portlen);
 }
+
+void fy_json_string(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
