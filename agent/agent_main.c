@@ -494,7 +494,7 @@ usage:
 	fprintf(stderr, "usage: ferry-agent backup [--config FILE] --source PATH|URI "
 		"[--source ...]\n"
 		"       ferry-agent backup --config FILE --vm VM [--disk N ...] "
-		"(hotadd; --vm --help)\n"
+		"(hotadd)\n"
 		"         [--transport san:hotadd:nbdssl:nbd:https]\n"
 		"         [--json] [--quiet] [--name NAME] [--repository HOST:PORT]\n"
 		"         [--cert F] [--key F] [--ca F] [--block-size N]\n"

@@ -44,6 +44,8 @@ type harness struct {
 
 	certDER  []byte
 	certPath string
+
+	guest *guest // --guest-root: the proxy's emulated guest, or nil
 }
 
 type hostInfo struct {

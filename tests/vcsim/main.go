@@ -31,6 +31,7 @@ type config struct {
 	username  string
 	password  string
 	trace     bool
+	guestRoot string
 }
 
 // Disks must hold whole 64 KiB change-tracking blocks and stay small enough
@@ -54,6 +55,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.username, "username", "", "login user name (default administrator@vsphere.local, root with --esx)")
 	fs.StringVar(&cfg.password, "password", "ferry-vcsim-pw", "login password")
 	fs.BoolVar(&cfg.trace, "trace", false, "log every SOAP request and response to stderr")
+	fs.StringVar(&cfg.guestRoot, "guest-root", "", "emulate the proxy's guest under this directory: hot-added disks appear as loop devices in DIR/sys/block and DIR/dev (needs root; docs/VCSIM.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -117,6 +119,12 @@ func run(cfg *config) error {
 		return err
 	}
 	h.setCertificate(cert, certPath)
+	if cfg.guestRoot != "" {
+		if err := h.startGuest(cfg.guestRoot); err != nil {
+			return err
+		}
+		defer h.guest.close()
+	}
 
 	srv := &http.Server{
 		Handler:           h.routes(),

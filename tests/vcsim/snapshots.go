@@ -409,6 +409,7 @@ func (h *harness) reconfigVM(c *soapCall) soapReply {
 		if st != nil {
 			h.syncVM(st)
 		}
+		h.syncProxy(vm)
 		return nil, nil
 	})
 }

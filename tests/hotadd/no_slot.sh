@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# hotadd.no_slot: the proxy's only SCSI controller is full (units 0-15
+# without 7). The job fails at once, before any snapshot, naming the rule
+# that failed; with no other transport for VM disks yet it says so.
+source "$(dirname "$0")/lib.sh"
+
+make_certs
+start_repo
+start_vcsim_guest
+
+note "fill the proxy's controller with disks of its own"
+proxy=$(ready "R['vms']['ferry-proxy']['moref']")
+python3 "$HOTADD_TESTS/soap.py" "$T/vcready.json" fill "$proxy" 1000
+
+rc=0
+"$AGENT" backup --config "$T/agent.conf" --vm vm-two-disks --transport hotadd:nbd 2>"$T/err.txt" || rc=$?
+cat "$T/err.txt"
+[[ $rc == 1 ]] || fail "exit code $rc, want 1"
+grep -q 'rule "no free SCSI slot" failed' "$T/err.txt" || fail "the rule is not named"
+grep -q "not yet" "$T/err.txt" || fail "the missing fallback is not named"
+[[ $(vm_chain_len vm-two-disks) == 1 ]] || fail "a snapshot was taken"
+[[ $(journal_entries) == 0 ]] || fail "journal: $(cat "$T/state/journal")"
+
+rc=0
+"$AGENT" backup --config "$T/agent.conf" --vm vm-two-disks --transport nbd 2>"$T/err2.txt" || rc=$?
+grep -q "not yet supported" "$T/err2.txt" || fail "network modes for --vm: $(cat "$T/err2.txt")"
+echo "hotadd no_slot: OK"
