@@ -97,6 +97,11 @@ int agent_cmd_vm_backup(int argc, char **argv);
 /* ferry-agent cleanup: the crash self-cleanup (numCleanedUp/numRemaining). */
 int agent_cmd_cleanup(int argc, char **argv);
 
+/* A disk's counters as JSON object members (no braces): "size":...,
+ * "blocks", "bytes_read", "bytes_zero", "bytes_deduplicated", "bytes_new",
+ * "bytes_sent", "blocks_sent", "seconds". */
+void fy_disk_stats_json(FILE *f, const struct fy_disk_stats *st);
+
 /* A status line on a terminal: "read 1.2 GiB  zero ...". */
 void fy_progress_print(void *opaque, const struct fy_disk_stats *st,
 		       bool done);

@@ -1,6 +1,7 @@
 /*
  * The progress line on a terminal.
  */
+#include <inttypes.h>
 #include <stdio.h>
 
 #include "agent/agent.h"
@@ -29,4 +30,16 @@ void fy_progress_print(void *opaque, const struct fy_disk_stats *st, bool done)
 		st->size ? 100.0 * done_bytes / st->size : 100.0, size, rd,
 		zero, dedup, sent, rate, eta, done ? "\n" : "");
 	fflush(stderr);
+}
+
+void fy_disk_stats_json(FILE *f, const struct fy_disk_stats *st)
+{
+	fprintf(f, "\"size\":%" PRIu64 ",\"blocks\":%" PRIu64
+		",\"bytes_read\":%" PRIu64 ",\"bytes_zero\":%" PRIu64
+		",\"bytes_deduplicated\":%" PRIu64 ",\"bytes_new\":%" PRIu64
+		",\"bytes_sent\":%" PRIu64 ",\"blocks_sent\":%" PRIu64
+		",\"seconds\":%.3f",
+		st->size, st->blocks, st->bytes_read, st->bytes_zero,
+		st->bytes_dedup, st->bytes_new, st->bytes_sent, st->blocks_sent,
+		st->seconds);
 }

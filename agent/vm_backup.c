@@ -30,22 +30,6 @@ enum {
 	VO_SET, VO_NAME, VO_LOG_LEVEL, VO_REPOSITORY,
 };
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 /* Loads --config, applies --set pairs and the log settings. */
 static int load_config(struct fy_config *cfg, const char *path,
 		       const char *const *sets, unsigned n_sets, int level)
@@ -81,7 +65,7 @@ static void print_cleanup(const struct fy_hotadd_cleanup_report *rep,
 	if (json) {
 		fprintf(f, "{\"numCleanedUp\":%u,\"numRemaining\":%u,\"log\":",
 			rep->cleaned, rep->remaining);
-		json_str(f, rep->log);
+		fy_json_string(f, rep->log);
 		fprintf(f, "}");
 		return;
 	}
@@ -374,11 +358,11 @@ static void print_result(const struct vm_job *j, const char *id,
 	unsigned i;
 
 	printf("{\"backup_id\":");
-	json_str(stdout, id);
+	fy_json_string(stdout, id);
 	printf(",\"source\":");
-	json_str(stdout, j->vm->name);
+	fy_json_string(stdout, j->vm->name);
 	printf(",\"vm\":");
-	json_str(stdout, j->vm->moref.value);
+	fy_json_string(stdout, j->vm->moref.value);
 	printf(",\"cleanup\":");
 	print_cleanup(rep, true, stdout);
 	printf(",\"seconds\":%.3f,\"disks\":[", seconds);
@@ -386,12 +370,10 @@ static void print_result(const struct vm_job *j, const char *id,
 		const struct fy_disk_stats *st = &j->st[i];
 
 		printf("%s{\"index\":%u,\"file\":", i ? "," : "", i);
-		json_str(stdout, j->file[i]);
-		printf(",\"transport\":\"hotadd\",\"size\":%" PRIu64
-		       ",\"bytes_read\":%" PRIu64 ",\"bytes_new\":%" PRIu64
-		       ",\"bytes_sent\":%" PRIu64 ",\"seconds\":%.3f}",
-		       st->size, st->bytes_read, st->bytes_new,
-		       st->bytes_sent, st->seconds);
+		fy_json_string(stdout, j->file[i]);
+		printf(",\"transport\":\"hotadd\",");
+		fy_disk_stats_json(stdout, st);
+		printf("}");
 	}
 	printf("]}\n");
 }
