@@ -166,6 +166,39 @@ static bool modes_has(const struct modes *m, const char *mode)
 	return false;
 }
 
+/* hotadd attaches disks to the proxy VM this agent runs in: a VM the
+ * configuration names, or a VMware VM that hotadd finds by its BIOS UUID
+ * (docs/HOTADD.md). Local facts only. */
+static bool hotadd_possible(const struct fy_config *cfg, char *why,
+			    size_t whylen)
+{
+	const char *root = fy_config_get(cfg, "ferry.hotadd.sysfsRoot");
+	char path[4096], vendor[128] = "";
+	FILE *f;
+
+	if (!fy_config_get(cfg, "ferry.vcenter.server")) {
+		snprintf(why, whylen, "ferry.vcenter.server is not configured");
+		return false;
+	}
+	if (fy_config_get(cfg, "ferry.proxy.moref") ||
+	    fy_config_get(cfg, "ferry.proxy.instanceUuid"))
+		return true;
+	snprintf(path, sizeof(path), "%s/sys/class/dmi/id/sys_vendor",
+		 root && strcmp(root, "/") ? root : "");
+	if ((f = fopen(path, "r"))) {
+		if (!fgets(vendor, sizeof(vendor), f))
+			vendor[0] = '\0';
+		vendor[strcspn(vendor, "\r\n")] = '\0';
+		fclose(f);
+	}
+	if (!strcmp(vendor, "VMware, Inc."))
+		return true;
+	snprintf(why, whylen, "this proxy is not a VMware VM (sys_vendor "
+		 "'%s') and ferry.proxy.moref / ferry.proxy.instanceUuid are "
+		 "not set", vendor[0] ? vendor : "unknown");
+	return false;
+}
+
 /* Whether this build and this proxy can read VM disks with mode, from
  * the configuration alone (no network); why says what is missing. */
 static bool mode_possible(const char *mode, const struct fy_config *cfg,
@@ -178,10 +211,8 @@ static bool mode_possible(const char *mode, const struct fy_config *cfg,
 		snprintf(why, whylen, "not built yet (a later issue)");
 		return false;
 	}
-	if (!strcmp(mode, "hotadd")) {
-		snprintf(why, whylen, "not built yet (issue 4)");
-		return false;
-	}
+	if (!strcmp(mode, "hotadd"))
+		return hotadd_possible(cfg, why, whylen);
 	if (!strcmp(mode, "https")) {
 		if (fy_config_get(cfg, "ferry.vcenter.server"))
 			return true;
@@ -257,6 +288,11 @@ static int open_vm_disk(const char *spec, const struct modes *allowed,
 		snprintf(list + strlen(list), sizeof(list) - strlen(list),
 			 "%s%s", i ? ":" : "", mode);
 		if (!mode_possible(mode, cfg, why, sizeof(why))) {
+			rc = -ENOTSUP;
+		} else if (!strcmp(mode, "hotadd")) {
+			/* hotadd works on a VM's snapshot, not on a file. */
+			snprintf(why, sizeof(why), "reads whole VMs (ferry-agent "
+				 "backup --vm), not a single disk file");
 			rc = -ENOTSUP;
 		} else {
 			if (!strcmp(mode, "https")) {

@@ -44,7 +44,11 @@ control() { curl -sS --fail -k -X "$1" "$CONTROL/$2"; }
 make_certs
 start_repo
 # The agent's file: the repository, then the vCenter (no test.* keys).
+# hotadd looks at this machine's DMI data: an empty root makes it "not a
+# VMware VM" wherever the test runs.
 grep -v '^test\.' "$T/test.conf" >>"$T/agent.conf"
+mkdir -p "$T/nosys"
+echo "ferry.hotadd.sysfsRoot=$T/nosys" >>"$T/agent.conf"
 export TMPDIR="$T/tmp"
 mkdir -p "$TMPDIR"
 
@@ -62,7 +66,8 @@ note "ferry-agent transports"
 out=$("$AGENT" transports --config "$T/agent.conf")
 [[ "$out" == https ]] || fail "transports: '$out'"
 out=$("$AGENT" transports --config "$T/agent.conf" --verbose)
-grep -qx "hotadd: not built yet (issue 4)" <<<"$out" || fail "no hotadd reason: $out"
+grep -qx "hotadd: this proxy is not a VMware VM (sys_vendor 'unknown') and ferry.proxy.moref / ferry.proxy.instanceUuid are not set" <<<"$out" ||
+  fail "no hotadd reason: $out"
 grep -q "^san: not built yet" <<<"$out" || fail "no san reason: $out"
 grep -q "^nbd: VDDK is not configured (libDir is not set)" <<<"$out" || fail "no nbd reason: $out"
 "$AGENT" transports --config "$T/agent.conf" --json >"$T/tr.json"
@@ -76,6 +81,9 @@ out=$("$AGENT" transports --config "$T/agent.conf" --source "nbds://127.0.0.1/x"
 [[ "$out" == nbdssl:https ]] || fail "with an nbds:// source: '$out'"
 out=$("$AGENT" transports --set ferry.repository=x:1)
 [[ -z "$out" ]] || fail "no vCenter, no VDDK, yet '$out'"
+# A proxy VM named in the configuration can hot-add.
+out=$("$AGENT" transports --config "$T/agent.conf" --set ferry.proxy.moref=vm-1)
+[[ "$out" == hotadd:https ]] || fail "with a proxy VM: '$out'"
 
 note "a VM disk file through https: backup, restore, byte for byte"
 backup_vm --transport https
@@ -120,7 +128,11 @@ grep -qF "delta disk (SEsparse) chains are not supported by the https transport 
 note "a transport list that cannot work fails at once, before the repository"
 if "$AGENT" backup --config "$T/agent.conf" --repository 127.0.0.1:1 --source "vsphere-ds:$FILE" \
   --transport hotadd --quiet 2>"$T/err"; then fail "hotadd claimed to work"; fi
-grep -qF "no transport in hotadd can read $FILE: hotadd: not built yet (issue 4)" "$T/err" || fail "$(cat "$T/err")"
+grep -qF "no transport in hotadd can read $FILE: hotadd: this proxy is not a VMware VM" "$T/err" || fail "$(cat "$T/err")"
+# hotadd works on a VM's snapshot (backup --vm), not on a disk file.
+if "$AGENT" backup --config "$T/agent.conf" --repository 127.0.0.1:1 --source "vsphere-ds:$FILE" \
+  --transport hotadd --set ferry.proxy.moref=vm-1 --quiet 2>"$T/err"; then fail "hotadd read a file"; fi
+grep -qF "hotadd: reads whole VMs (ferry-agent backup --vm), not a single disk file" "$T/err" || fail "$(cat "$T/err")"
 if "$AGENT" backup --config "$T/agent.conf" --repository 127.0.0.1:1 --source "vsphere-ds:$FILE" \
   --transport san:nbd --quiet 2>"$T/err"; then fail "san:nbd claimed to work"; fi
 grep -qF "san: not built yet" "$T/err" && grep -qF "nbd: VDDK is not configured" "$T/err" || fail "$(cat "$T/err")"
