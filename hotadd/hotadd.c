@@ -32,6 +32,8 @@ const char *const fy_hotadd_config_keys[] = {
 	"ferry.hotadd.runDirectory",
 	"ferry.hotadd.maxAttached",
 	"ferry.hotadd.maxAttachedWaitSeconds",
+	"ferry.hotadd.checkProxyMac",
+	"ferry.hotadd.parallelDisks",
 	NULL,
 };
 
@@ -95,6 +97,7 @@ void fy_hotadd_free(struct fy_hotadd *h)
 	if (!h)
 		return;
 	fy_journal_close(h->journal);
+	pthread_mutex_destroy(&h->vc_lock);
 	free(h);
 }
 
@@ -189,6 +192,64 @@ static int proxy_from_bios(struct fy_hotadd *h)
 	return 0;
 }
 
+/* Bounds on what the MAC check reads from the guest. */
+#define HA_MAX_GUEST_NICS 64
+
+/* The VM found must be the one this process runs in: one of its NICs' MACs
+ * must be an address of the guest (SYSFS/sys/class/net/<ifname>/address).
+ * A wrong ferry.proxy.moref or a clone's BIOS UUID would otherwise have
+ * Ferry attach disks to another machine. */
+static int check_proxy_mac(struct fy_hotadd *h, const struct fy_vs_vm *pv)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300], addr[64];
+	char guest[512] = "", vm[256] = "";
+	size_t gl = 0, vl = 0, i;
+	unsigned seen = 0;
+	struct dirent *de;
+	bool match = false;
+	DIR *d;
+
+	for (i = 0; i < pv->n_macs && vl < sizeof(vm); i++)
+		vl += (size_t)snprintf(vm + vl, sizeof(vm) - vl, "%s%s",
+				       i ? ", " : "", pv->macs[i]);
+	snprintf(dir, sizeof(dir), "%s/sys/class/net", h->sysfs_root);
+	d = opendir(dir);
+	if (!d)
+		return fy_err_set(-errno, "hotadd: cannot check that proxy VM "
+				  "%s (%s) is this machine: %s: %s; set "
+				  "ferry.hotadd.checkProxyMac=false to skip "
+				  "the check", pv->name, h->proxy.value, dir,
+				  strerror(errno));
+	while ((de = readdir(d)) && seen < HA_MAX_GUEST_NICS) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/address", dir, de->d_name);
+		if (ha_read_small(path, addr, sizeof(addr)) < 0 ||
+		    !strcmp(addr, "00:00:00:00:00:00"))
+			continue;
+		seen++;
+		for (i = 0; addr[i]; i++)
+			addr[i] = (char)tolower((unsigned char)addr[i]);
+		if (gl < sizeof(guest))
+			gl += (size_t)snprintf(guest + gl, sizeof(guest) - gl,
+					       "%s%s %s", seen > 1 ? ", " : "",
+					       de->d_name, addr);
+		for (i = 0; i < pv->n_macs; i++)
+			if (!strcmp(pv->macs[i], addr))
+				match = true;
+	}
+	closedir(d);
+	if (match)
+		return 0;
+	return fy_err_set(-ENXIO, "hotadd: proxy VM %s (%s) is not this "
+			  "machine: its NICs have %s, this guest's %s/sys/"
+			  "class/net has %s; check ferry.proxy.moref/"
+			  "instanceUuid (ferry.hotadd.checkProxyMac=false "
+			  "skips the check)", pv->name, h->proxy.value,
+			  vm[0] ? vm : "no MAC address", h->sysfs_root,
+			  guest[0] ? guest : "no address");
+}
+
 /* Whether a disk on the proxy looks like one Ferry attached: non-persistent
  * and not in the proxy's own folder. */
 bool ha_looks_attached(const struct fy_vs_vm *proxy,
@@ -245,6 +306,7 @@ int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
 	struct fy_hotadd *h;
 	struct fy_vs_vm *pv = NULL;
 	const char *v;
+	bool check_mac;
 	int64_t t;
 	int rc;
 
@@ -253,6 +315,7 @@ int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
 	if (!h)
 		return fy_err_set(-ENOMEM, "out of memory");
 	h->vc = c;
+	pthread_mutex_init(&h->vc_lock, NULL);
 	v = fy_config_get(cfg, "ferry.stateDirectory");
 	snprintf(h->state_dir, sizeof(h->state_dir), "%s",
 		 v ? v : "/var/lib/ferry");
@@ -299,8 +362,12 @@ int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
 		rc = fy_err_wrap(rc, "hotadd: proxy VM %s", h->proxy.value);
 		goto fail;
 	}
-	/* A MAC check (the VM's NICs against /sys/class/net) needs the NIC
-	 * list from vsphere/, which does not expose it yet: docs/HOTADD.md. */
+	rc = fy_config_get_bool(cfg, "ferry.hotadd.checkProxyMac", true,
+				&check_mac);
+	if (rc < 0)
+		goto fail;
+	if (check_mac && (rc = check_proxy_mac(h, pv)) < 0)
+		goto fail;
 	fy_info("hotadd: this proxy is %s (%s)", pv->name, h->proxy.value);
 	rc = fy_journal_open(h->state_dir, &h->journal);
 	if (rc < 0)
@@ -622,7 +689,9 @@ int ha_detach(struct fy_hotadd *h, int32_t key, const char *file)
 	fd = proxy_lock(h);
 	if (fd < 0)
 		return fd;
+	pthread_mutex_lock(&h->vc_lock);
 	rc = fy_vs_vm_remove_disk(h->vc, &h->proxy, key);
+	pthread_mutex_unlock(&h->vc_lock);
 	proxy_unlock(fd);
 	if (rc < 0)
 		return fy_err_wrap(rc, "hotadd: detach of %s (key %d) from "
@@ -747,7 +816,9 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 		proxy_unlock(fd);
 		return rc;
 	}
+	pthread_mutex_lock(&h->vc_lock);
 	rc = fy_vs_vm_add_disk(h->vc, &h->proxy, &a, &att);
+	pthread_mutex_unlock(&h->vc_lock);
 	proxy_unlock(fd);
 	if (rc < 0) {
 		rc = fy_err_wrap(rc, "hotadd: attach of %s to proxy %s",

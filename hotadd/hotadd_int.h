@@ -3,6 +3,7 @@
 #define FERRY_HOTADD_INT_H
 
 #include <limits.h>
+#include <pthread.h>
 
 #include "hotadd/hotadd.h"
 
@@ -17,6 +18,9 @@ struct fy_hotadd {
 	int discover_timeout;          /* seconds */
 	int max_attached;              /* disks attached at once, all agents */
 	int max_attached_wait;         /* seconds to wait for room */
+	/* One vSphere session, used by the reader (detach on close) and the
+	 * attach-ahead thread (attach): their reconfigures take turns. */
+	pthread_mutex_t vc_lock;
 };
 
 /* Whether pid is a running ferry-agent (this process included). */

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -30,6 +31,9 @@ struct fy_journal_file {
 	char dir[PATH_MAX];
 	char path[PATH_MAX];
 	int lock_fd;
+	/* flock on one open file does not exclude the threads of one
+	 * process (the attach-ahead thread and the reader): this does. */
+	pthread_mutex_t mutex;
 };
 
 void fy_journal_release(struct fy_journal *j)
@@ -269,16 +273,22 @@ static int journal_load(struct fy_journal_file *jf, struct fy_journal *j)
 
 static int lock(struct fy_journal_file *jf)
 {
+	pthread_mutex_lock(&jf->mutex);
 	while (flock(jf->lock_fd, LOCK_EX) < 0)
-		if (errno != EINTR)
-			return fy_err_set(-errno, "journal: lock: %s",
-					  strerror(errno));
+		if (errno != EINTR) {
+			int rc = -errno;
+
+			pthread_mutex_unlock(&jf->mutex);
+			return fy_err_set(rc, "journal: lock: %s",
+					  strerror(-rc));
+		}
 	return 0;
 }
 
 static void unlock(struct fy_journal_file *jf)
 {
 	flock(jf->lock_fd, LOCK_UN);
+	pthread_mutex_unlock(&jf->mutex);
 }
 
 int fy_journal_open(const char *state_dir, struct fy_journal_file **out)
@@ -307,6 +317,7 @@ int fy_journal_open(const char *state_dir, struct fy_journal_file **out)
 		free(jf);
 		return rc;
 	}
+	pthread_mutex_init(&jf->mutex, NULL);
 	*out = jf;
 	return 0;
 }
@@ -316,6 +327,7 @@ void fy_journal_close(struct fy_journal_file *jf)
 	if (!jf)
 		return;
 	close(jf->lock_fd);
+	pthread_mutex_destroy(&jf->mutex);
 	free(jf);
 }
 

@@ -7,6 +7,7 @@
  */
 #include "vsphere/vs_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -305,6 +306,49 @@ bool fy_vs_snapshot_is_ferrys(const struct fy_vs_snapshot *s)
 
 /* ---- VMs --------------------------------------------------------------- */
 
+/* The network adapters' MACs: every VirtualEthernetCard subtype (vmxnet3,
+ * e1000, SR-IOV...) carries macAddress, no other device does. Only
+ * well-formed "xx:xx:xx:xx:xx:xx" values are kept, lower-cased. */
+static int parse_macs(const struct vs_node *array, struct vs_arena *a,
+		      struct fy_vs_vm *vm)
+{
+	const struct vs_node *dev;
+	size_t n = 0;
+
+	for (dev = array ? array->first : NULL; dev; dev = dev->next)
+		if (vs_child_text(dev, "macAddress"))
+			n++;
+	if (!n)
+		return 0;
+	if (n > FY_VS_VM_MAX_NICS)
+		n = FY_VS_VM_MAX_NICS;
+	vm->macs = vs_arena_array(a, n, sizeof(*vm->macs));
+	if (!vm->macs)
+		return oom();
+	for (dev = array->first; dev && vm->n_macs < n; dev = dev->next) {
+		const char *t = vs_child_text(dev, "macAddress");
+		char mac[18];
+		size_t i;
+
+		if (!t || strlen(t) != 17)
+			continue;
+		for (i = 0; i < 17; i++) {
+			if (i % 3 == 2 ? t[i] != ':' :
+			    !isxdigit((unsigned char)t[i]))
+				break;
+			mac[i] = (char)tolower((unsigned char)t[i]);
+		}
+		if (i < 17)
+			continue;
+		mac[17] = '\0';
+		vm->macs[vm->n_macs] = vs_arena_strdup(a, mac);
+		if (!vm->macs[vm->n_macs])
+			return oom();
+		vm->n_macs++;
+	}
+	return 0;
+}
+
 static const char *prop_text(const struct vs_node *o, const char *name)
 {
 	const struct vs_node *v = vs_prop(o, name);
@@ -346,6 +390,9 @@ int vs_parse_vm(const struct vs_node *o, struct vs_arena *a, struct fy_vs_vm *vm
 		vs_node_moref(v, &vm->host);
 	rc = vs_parse_devices(vs_prop(o, "config.hardware.device"), a,
 			      &vm->devices);
+	if (rc < 0)
+		return rc;
+	rc = parse_macs(vs_prop(o, "config.hardware.device"), a, vm);
 	if (rc < 0)
 		return rc;
 	rc = vs_parse_snapshots(vs_prop(o, "snapshot"), a, vm);

@@ -217,8 +217,16 @@ struct fy_vs_vm {
 	struct fy_vs_moref current_snapshot;
 	struct fy_vs_moref *datastores;
 	size_t n_datastores;
+	/* The MAC addresses of its network adapters (VirtualEthernetCard
+	 * macAddress, lower case "00:50:56:aa:bb:01"), at most
+	 * FY_VS_VM_MAX_NICS; adapters without an address are left out. */
+	char **macs;
+	size_t n_macs;
 	void *priv_;             /* the allocation behind the strings */
 };
+
+/* vSphere allows 10 NICs a VM; more in an answer are ignored. */
+#define FY_VS_VM_MAX_NICS 16
 
 void fy_vs_vm_free(struct fy_vs_vm *vm);
 

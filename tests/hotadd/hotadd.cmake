@@ -21,6 +21,8 @@ ferry_hotadd_test(no_slot)
 ferry_hotadd_test(crash)
 ferry_hotadd_test(detached_by_hand)
 ferry_hotadd_test(two_jobs)
+ferry_hotadd_test(wrong_proxy)
+ferry_hotadd_test(attach_ahead)
 
 # The journal parser's unit test.
 add_executable(test_journal hotadd/test_journal.c)
