@@ -78,6 +78,7 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 		const struct fy_journal_entry *e = find_attach(j, h->proxy.value,
 							       d);
 		char wwid[80], block[64];
+		bool saw_wwid, found;
 
 		if (ha_is_own(j, h->proxy.value, d->key, d->file_name))
 			continue;
@@ -90,9 +91,16 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 			continue;
 		}
 		ha_wwid_of_uuid(d->uuid, wwid, sizeof(wwid));
-		if (d->uuid[0] &&
-		    ha_find_block(h, wwid, block, sizeof(block), NULL) == 0 &&
-		    ha_guest_remove(h, block) < 0) {
+		saw_wwid = false;
+		found = d->uuid[0] && ha_find_block(h, wwid, block,
+						    sizeof(block),
+						    &saw_wwid) == 0;
+		/* A guest without wwids: where the disk sits tells it. */
+		if (!found && !saw_wwid && d->controller >= 0)
+			found = ha_find_block_at(
+			    h, pv->devices.controllers[d->controller].pci_slot,
+			    d->unit, block, sizeof(block)) == 0;
+		if (found && ha_guest_remove(h, block) < 0) {
 			say(rep, false, "disk %s: cannot remove %s from the "
 			    "guest: %s", d->file_name, block, fy_err_msg());
 			continue;

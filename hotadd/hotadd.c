@@ -496,15 +496,119 @@ static int check_block(struct fy_hotadd *h, const char *name,
 	return 0;
 }
 
-static int discover(struct fy_hotadd *h, const char *uuid, uint64_t capacity,
-		    char *name, size_t namelen, char *node, size_t nodelen)
+/* Where the attached disk sits when the guest shows no wwids: its
+ * controller's PCI address and its unit (the SCSI target id). */
+struct ha_slot {
+	int32_t pci_slot;       /* slotInfo.pciSlotNumber, -1 unknown */
+	int32_t unit;
+	char address[64];       /* "0000:03:00", "" unknown */
+	bool looked_up;
+};
+
+/* The attached disk's controller's PCI slot from vSphere, then its address
+ * in the guest: SYSFS/sys/bus/pci/slots/<pciSlotNumber>/address (ACPI
+ * names the slots after vSphere's pciSlotNumber). */
+static void slot_look_up(struct fy_hotadd *h, const struct fy_vs_attached *att,
+			 struct ha_slot *slot)
+{
+	char path[PATH_MAX + 100];
+	struct fy_vs_vm *pv = NULL;
+	size_t i;
+	int rc;
+
+	slot->looked_up = true;
+	slot->pci_slot = -1;
+	slot->unit = att->unit;
+	pthread_mutex_lock(&h->vc_lock);
+	rc = fy_vs_vm_get(h->vc, &h->proxy, &pv);
+	pthread_mutex_unlock(&h->vc_lock);
+	if (rc < 0) {
+		fy_warn("hotadd: reading the proxy's controllers: %s",
+			fy_err_msg());
+		return;
+	}
+	for (i = 0; i < pv->devices.n_controllers; i++)
+		if (pv->devices.controllers[i].key == att->controller_key)
+			slot->pci_slot = pv->devices.controllers[i].pci_slot;
+	fy_vs_vm_free(pv);
+	if (slot->pci_slot < 0)
+		return;
+	snprintf(path, sizeof(path), "%s/sys/bus/pci/slots/%d/address",
+		 h->sysfs_root, (int)slot->pci_slot);
+	if (ha_read_small(path, slot->address, sizeof(slot->address)) < 0)
+		slot->address[0] = '\0';
+}
+
+/* Looks through /sys/block for the device whose SCSI address is the
+ * slot's: its device link resolves to
+ * .../<pci address>.<fn>/hostH/targetH:0:U/H:0:U:0. */
+static int find_block_by_slot(struct fy_hotadd *h, const struct ha_slot *slot,
+			      char *name, size_t namelen)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300], real[PATH_MAX], pci[80];
+	struct dirent *de;
+	int rc = -ENOENT;
+	DIR *d;
+
+	if (!slot->address[0] || slot->unit < 0)
+		return -ENOENT;
+	snprintf(pci, sizeof(pci), "/%s.", slot->address);
+	snprintf(dir, sizeof(dir), "%s/sys/block", h->sysfs_root);
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		unsigned host, channel, target, lun;
+		const char *last;
+		char end;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/device", dir, de->d_name);
+		if (!realpath(path, real))
+			continue;
+		last = strrchr(real, '/');
+		if (!last || !strstr(real, pci) ||
+		    sscanf(last + 1, "%u:%u:%u:%u%c", &host, &channel, &target,
+			   &lun, &end) != 4)
+			continue;
+		if (channel == 0 && lun == 0 && target == (unsigned)slot->unit) {
+			snprintf(name, namelen, "%s", de->d_name);
+			rc = 0;
+			break;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+int ha_find_block_at(struct fy_hotadd *h, int32_t pci_slot, int32_t unit,
+		     char *name, size_t namelen)
+{
+	struct ha_slot slot = { .pci_slot = pci_slot, .unit = unit,
+				.looked_up = true };
+	char path[PATH_MAX + 100];
+
+	if (pci_slot < 0)
+		return -ENOENT;
+	snprintf(path, sizeof(path), "%s/sys/bus/pci/slots/%d/address",
+		 h->sysfs_root, (int)pci_slot);
+	if (ha_read_small(path, slot.address, sizeof(slot.address)) < 0)
+		return -ENOENT;
+	return find_block_by_slot(h, &slot, name, namelen);
+}
+
+static int discover(struct fy_hotadd *h, const struct fy_vs_attached *att,
+		    uint64_t capacity, char *name, size_t namelen, char *node,
+		    size_t nodelen)
 {
 	char wwid[80];
 	double deadline = fy_now() + h->discover_timeout, last_scan = 0;
+	struct ha_slot slot = { .pci_slot = -1, .unit = -1 };
 	bool saw_wwid = false;
 	int rc;
 
-	ha_wwid_of_uuid(uuid, wwid, sizeof(wwid));
+	ha_wwid_of_uuid(att->uuid, wwid, sizeof(wwid));
 	for (;;) {
 		if (fy_now() - last_scan >= 2.0) {
 			/* LSI Logic controllers need a rescan; paravirtual
@@ -513,6 +617,18 @@ static int discover(struct fy_hotadd *h, const char *uuid, uint64_t capacity,
 			last_scan = fy_now();
 		}
 		rc = ha_find_block(h, wwid, name, namelen, &saw_wwid);
+		/* Without disk.EnableUUID no disk has a wwid: the controller's
+		 * PCI slot and the unit number tell the disk instead. */
+		if (rc == -ENOENT && !saw_wwid) {
+			if (!slot.looked_up)
+				slot_look_up(h, att, &slot);
+			rc = find_block_by_slot(h, &slot, name, namelen);
+			if (rc == 0)
+				fy_info("hotadd: no wwids in the guest; %s found "
+					"by PCI slot %d (%s) unit %d", name,
+					(int)slot.pci_slot, slot.address,
+					(int)slot.unit);
+		}
 		if (rc == 0) {
 			rc = check_block(h, name, capacity, node, nodelen);
 			if (rc == 0)
@@ -525,9 +641,13 @@ static int discover(struct fy_hotadd *h, const char *uuid, uint64_t capacity,
 	}
 	if (!saw_wwid)
 		return fy_err_set(-ENODEV, "hotadd: no disk in %s/sys/block "
-				  "has a device/wwid: the proxy VM needs "
-				  "disk.EnableUUID=TRUE to tell attached "
-				  "disks apart", h->sysfs_root);
+				  "has a device/wwid, and none sits at the "
+				  "attached disk's PCI slot %d (%s) unit %d: "
+				  "the proxy VM needs disk.EnableUUID=TRUE to "
+				  "tell attached disks apart", h->sysfs_root,
+				  (int)slot.pci_slot,
+				  slot.address[0] ? slot.address : "not in "
+				  "sys/bus/pci/slots", (int)slot.unit);
 	if (rc < 0 && rc != -ENOENT)
 		return rc;
 	return fy_err_set(-ETIMEDOUT, "hotadd: the attached disk (wwid %s) "
@@ -854,7 +974,7 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 				"guest");
 		goto undo;
 	}
-	rc = discover(h, att.uuid, capacity ? capacity : att.capacity, block,
+	rc = discover(h, &att, capacity ? capacity : att.capacity, block,
 		      sizeof(block), node, sizeof(node));
 	if (rc < 0)
 		goto undo;

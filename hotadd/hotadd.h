@@ -9,6 +9,9 @@
  *   ferry.proxy.moref, ferry.proxy.instanceUuid
  *   ferry.hotadd.sysfsRoot, ferry.hotadd.devRoot   (/, / : for tests)
  *   ferry.hotadd.discoverTimeoutSeconds   (60)
+ *   ferry.hotadd.maxAttached, maxAttachedWaitSeconds, runDirectory
+ *   ferry.hotadd.checkProxyMac            (true)
+ *   ferry.hotadd.parallelDisks            (2; read by agent/vm_backup.c)
  *
  * Every function returns 0 or -errno with a sentence in fy_err_msg().
  * Nothing here ever asks vSphere for a fileOperation or destroys a VM.
@@ -86,8 +89,10 @@ struct fy_hotadd;
 
 /* Finds the proxy VM this process runs in: ferry.proxy.moref, else
  * ferry.proxy.instanceUuid, else the BIOS UUID of the guest in both byte
- * orders (exactly one VM must match), opens the journal and records the
- * proxy's own disks the first time. The client must outlive the handle. */
+ * orders (exactly one VM must match); checks that one of its NICs' MACs is
+ * in the guest's sys/class/net (unless ferry.hotadd.checkProxyMac=false),
+ * opens the journal and records the proxy's own disks the first time. The
+ * client must outlive the handle. */
 int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
 		   struct fy_hotadd **out);
 void fy_hotadd_free(struct fy_hotadd *h);
@@ -113,7 +118,9 @@ enum fy_vs_hotadd_rule fy_hotadd_check(struct fy_hotadd *h,
  * with the O_DIRECT + libaio reader. The source's transport name is
  * "hotadd"; closing it removes the device from the guest, detaches it
  * (no fileOperation) and clears the journal entry. capacity (bytes, 0: do
- * not check) cross-checks the device found. */
+ * not check) cross-checks the device found. One thread may run this while
+ * another closes a source of the same handle (their vSphere calls take
+ * turns); other calls on a handle are not made concurrently. */
 int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 			uint64_t capacity,
 			const struct fy_file_source_opts *opts,

@@ -32,6 +32,10 @@ bool ha_looks_attached(const struct fy_vs_vm *proxy,
 		       const struct fy_vs_disk *d);
 int ha_find_block(struct fy_hotadd *h, const char *wwid, char *name,
 		  size_t namelen, bool *saw_wwid);
+/* The block device at a controller's PCI slot (slotInfo.pciSlotNumber)
+ * and unit, for guests that show no wwids; -ENOENT when none. */
+int ha_find_block_at(struct fy_hotadd *h, int32_t pci_slot, int32_t unit,
+		     char *name, size_t namelen);
 int ha_guest_remove(struct fy_hotadd *h, const char *name);
 bool ha_is_own(const struct fy_journal *j, const char *proxy, int32_t key,
 	       const char *file);

@@ -27,11 +27,12 @@ sweep_loops() {
 }
 CLEANUP_CMDS+=("stop_vcsim" "sweep_loops" "[[ \$rc -eq 0 ]] || { echo '--- ferry-vcsim log'; tail -n 40 \"\$T/vcsim.log\"; }")
 
-# start_vcsim_guest: ferry-vcsim with the guest under $T/guest; writes the
-# vCenter and hotadd keys into $T/agent.conf (after start_repo).
+# start_vcsim_guest [VCSIM OPTION ...]: ferry-vcsim with the guest under
+# $T/guest; writes the vCenter and hotadd keys into $T/agent.conf (after
+# start_repo).
 start_vcsim_guest() {
   "$VCSIM" --listen 127.0.0.1:0 --datadir "$T/vcdata" --ready-file "$T/vcready.json" \
-    --guest-root "$T/guest" >"$T/vcsim.log" 2>&1 &
+    --guest-root "$T/guest" "$@" >"$T/vcsim.log" 2>&1 &
   VCSIM_PID=$!
   for _ in $(seq 1 300); do
     [[ -s "$T/vcready.json" ]] && break

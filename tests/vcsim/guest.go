@@ -43,8 +43,11 @@ type guestDisk struct {
 	flat     string // local flat file
 	uuid     string
 	capacity int64
+	ctrlKey  int32 // the proxy's SCSI controller (1000 + bus)
+	unit     int32
 	name     string // sdX once published
 	loop     string // /dev/loopN once published
+	devDir   string // its SCSI device directory under sys/devices
 	deleted  bool   // removed from the guest: a rescan does not bring it back
 }
 
@@ -58,6 +61,19 @@ type guest struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	hostScan []string
+	noWWID   bool // the proxy without disk.EnableUUID: no device/wwid
+}
+
+// The PCI address Linux gives SCSI controller bus N of the proxy (behind the
+// root port pciBridge4+N), as /sys/bus/pci/slots/<pciSlotNumber>/address
+// shows it; its host number is N.
+func pciAddress(bus int32) string { return fmt.Sprintf("0000:%02x:00", 3+bus) }
+
+// scsiDevicePath is where a disk at bus:unit sits in sysfs, relative to
+// sys/: what /sys/block/sdX/device links to.
+func scsiDevicePath(bus, unit int32) string {
+	return fmt.Sprintf("devices/pci0000:00/0000:00:%02x.0/%s.0/host%d/target%d:0:%d/%d:0:%d:0",
+		0x15+bus, pciAddress(bus), bus, bus, unit, bus, unit)
 }
 
 func wwidOf(uuid string) string {
@@ -87,7 +103,7 @@ func writeFile(p, s string) error {
 	return os.WriteFile(p, []byte(s), 0o644)
 }
 
-func (h *harness) startGuest(root string) error {
+func (h *harness) startGuest(root string, noWWID bool) error {
 	st := h.vms[proxyVM]
 	if st == nil {
 		return fmt.Errorf("guest: no proxy VM")
@@ -97,7 +113,7 @@ func (h *harness) startGuest(root string) error {
 		return err
 	}
 	g := &guest{root: root, proxy: st.ref, own: map[int32]bool{}, disks: map[int32]*guestDisk{},
-		used: map[string]bool{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+		used: map[string]bool{}, stop: make(chan struct{}), stopped: make(chan struct{}), noWWID: noWWID}
 	mac := ""
 	if len(st.nics) > 0 {
 		mac = st.nics[0].MAC
@@ -112,11 +128,16 @@ func (h *harness) startGuest(root string) error {
 		files[p] = ""
 		g.hostScan = append(g.hostScan, filepath.Join(root, p))
 	}
+	for bus := int32(0); bus < 4; bus++ {
+		files[fmt.Sprintf("sys/bus/pci/slots/%d/address", scsiPCISlot(bus))] = pciAddress(bus) + "\n"
+	}
 	for i, d := range st.disks {
 		g.own[d.key] = true
 		name := fmt.Sprintf("sd%c", 'a'+i)
 		g.used[name] = true
-		files["sys/block/"+name+"/device/wwid"] = wwidOf(d.uuid) + "\n"
+		if !noWWID {
+			files["sys/block/"+name+"/device/wwid"] = wwidOf(d.uuid) + "\n"
+		}
 		files["sys/block/"+name+"/size"] = fmt.Sprintf("%d\n", d.capacity/512)
 		files["sys/block/"+name+"/dev"] = fmt.Sprintf("8:%d\n", 16*i)
 	}
@@ -153,7 +174,11 @@ func (h *harness) syncProxy(vm *simulator.VirtualMachine) {
 		if g.own[disk.Key] || b == nil {
 			continue
 		}
-		gd := &guestDisk{key: disk.Key, file: b.FileName, uuid: b.Uuid, capacity: disk.CapacityInBytes}
+		gd := &guestDisk{key: disk.Key, file: b.FileName, uuid: b.Uuid, capacity: disk.CapacityInBytes,
+			ctrlKey: disk.ControllerKey}
+		if disk.UnitNumber != nil {
+			gd.unit = *disk.UnitNumber
+		}
 		if gd.capacity == 0 {
 			gd.capacity = disk.CapacityInKB * 1024
 		}
@@ -221,16 +246,33 @@ func (g *guest) publish(gd *guestDisk) error {
 	}
 	maj, min := (st.Rdev>>8)&0xfff, (st.Rdev&0xff)|((st.Rdev>>12)&0xfff00)
 	dir := filepath.Join(g.root, "sys/block", name)
-	for p, s := range map[string]string{
-		"device/wwid":   wwidOf(gd.uuid) + "\n",
+	// sys/block/sdX/device links to the SCSI device under its controller's
+	// PCI function, as in Linux: sdX -> ../../devices/pci.../hostH/targetH:0:U/H:0:U:0.
+	devRel := scsiDevicePath(gd.ctrlKey-1000, gd.unit)
+	devDir := filepath.Join(g.root, "sys", devRel)
+	files := map[string]string{
 		"device/delete": "",
 		"size":          fmt.Sprintf("%d\n", gd.capacity/512),
 		"dev":           fmt.Sprintf("%d:%d\n", maj, min),
-	} {
+	}
+	if !g.noWWID {
+		files["device/wwid"] = wwidOf(gd.uuid) + "\n"
+	}
+	if err := os.MkdirAll(devDir, 0o755); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink(filepath.Join("../..", devRel), filepath.Join(dir, "device")); err != nil {
+		return err
+	}
+	for p, s := range files {
 		if err := writeFile(filepath.Join(dir, p), s); err != nil {
 			return err
 		}
 	}
+	gd.devDir = devDir
 	gd.name, gd.loop = name, loop
 	g.used[name] = true
 	log.Printf("guest: %s is disk %d (%s) on %s", name, gd.key, gd.file, loop)
@@ -240,6 +282,10 @@ func (g *guest) publish(gd *guestDisk) error {
 func (g *guest) withdraw(gd *guestDisk) {
 	os.Remove(filepath.Join(g.root, "dev", gd.name))
 	os.RemoveAll(filepath.Join(g.root, "sys/block", gd.name))
+	if gd.devDir != "" {
+		os.RemoveAll(filepath.Dir(gd.devDir))
+		gd.devDir = ""
+	}
 	if gd.loop != "" {
 		// The agent sets the kernel's read-only flag (BLKROSET) on the
 		// device, and that flag outlives the loop binding: clear it so the

@@ -251,11 +251,19 @@ func diskKey(controller string, bus, unit int32) int32 {
 	return 2000 + 16*bus + unit
 }
 
+// scsiPCISlot is the slotInfo.pciSlotNumber ESXi gives SCSI controller bus
+// N of a VM (behind the PCIe root ports pciBridge4..7); the proxy's guest
+// shows each as /sys/bus/pci/slots/<slot> (guest.go).
+func scsiPCISlot(bus int32) int32 {
+	return [...]int32{160, 224, 256, 1184}[bus&3]
+}
+
 func scsiController(kind string, bus int32) types.BaseVirtualDevice {
 	scsi := types.VirtualSCSIController{
 		VirtualController: types.VirtualController{
 			VirtualDevice: types.VirtualDevice{
-				Key: controllerKey(kind, bus),
+				Key:      controllerKey(kind, bus),
+				SlotInfo: &types.VirtualDevicePciBusSlotInfo{PciSlotNumber: scsiPCISlot(bus)},
 				DeviceInfo: &types.Description{
 					Label:   fmt.Sprintf("SCSI controller %d", bus),
 					Summary: map[string]string{"lsilogic": "LSI Logic", "pvscsi": "VMware paravirtual SCSI"}[kind],

@@ -21,17 +21,18 @@ import (
 )
 
 type config struct {
-	listen    string
-	datadir   string
-	readyFile string
-	certFile  string
-	keyFile   string
-	esx       bool
-	diskSize  int64
-	username  string
-	password  string
-	trace     bool
-	guestRoot string
+	listen      string
+	datadir     string
+	readyFile   string
+	certFile    string
+	keyFile     string
+	esx         bool
+	diskSize    int64
+	username    string
+	password    string
+	trace       bool
+	guestRoot   string
+	guestNoWWID bool
 }
 
 // Disks must hold whole 64 KiB change-tracking blocks and stay small enough
@@ -55,6 +56,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.username, "username", "", "login user name (default administrator@vsphere.local, root with --esx)")
 	fs.StringVar(&cfg.password, "password", "ferry-vcsim-pw", "login password")
 	fs.BoolVar(&cfg.trace, "trace", false, "log every SOAP request and response to stderr")
+	fs.BoolVar(&cfg.guestNoWWID, "guest-no-wwid", false, "with --guest-root: the proxy's disks have no device/wwid (disk.EnableUUID off); found by PCI slot and unit only")
 	fs.StringVar(&cfg.guestRoot, "guest-root", "", "emulate the proxy's guest under this directory: hot-added disks appear as loop devices in DIR/sys/block and DIR/dev (needs root; docs/VCSIM.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -120,7 +122,7 @@ func run(cfg *config) error {
 	}
 	h.setCertificate(cert, certPath)
 	if cfg.guestRoot != "" {
-		if err := h.startGuest(cfg.guestRoot); err != nil {
+		if err := h.startGuest(cfg.guestRoot, cfg.guestNoWWID); err != nil {
 			return err
 		}
 		defer h.guest.close()
