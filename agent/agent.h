@@ -34,6 +34,11 @@ struct fy_settings {
 	int timeout_ms;
 };
 
+/* What every ferry-agent command does once its configuration is loaded:
+ * the log level (level, or vixDiskLib.transport.LogLevel when level < 0),
+ * the log file (ferry.logFile), and a warning for every unknown key. */
+int fy_agent_setup_logging(const struct fy_config *cfg, int level);
+
 /* Reads the keys above (with their defaults and ranges) from cfg. */
 int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s);
 /* Connects to the repository and greets it. */

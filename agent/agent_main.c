@@ -58,22 +58,6 @@ static const struct option backup_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 static void print_json(const char *id, const char *name,
 		       const struct backup_args *a,
 		       const struct fy_disk_stats *st, const char *const *modes,
@@ -82,23 +66,18 @@ static void print_json(const char *id, const char *name,
 	unsigned i;
 
 	printf("{\"backup_id\":");
-	json_string(stdout, id);
+	fy_json_string(stdout, id);
 	printf(",\"source\":");
-	json_string(stdout, name);
+	fy_json_string(stdout, name);
 	printf(",\"seconds\":%.3f,\"disks\":[", seconds);
 	for (i = 0; i < a->n_sources; i++) {
 		printf("%s{\"index\":%u,\"path\":", i ? "," : "", i);
-		json_string(stdout, a->sources[i]);
+		fy_json_string(stdout, a->sources[i]);
 		printf(",\"transport\":");
-		json_string(stdout, modes[i]);
-		printf(",\"size\":%" PRIu64 ",\"blocks\":%" PRIu64
-		       ",\"bytes_read\":%" PRIu64 ",\"bytes_zero\":%" PRIu64
-		       ",\"bytes_deduplicated\":%" PRIu64 ",\"bytes_new\":%" PRIu64
-		       ",\"bytes_sent\":%" PRIu64 ",\"blocks_sent\":%" PRIu64
-		       ",\"seconds\":%.3f}",
-		       st[i].size, st[i].blocks, st[i].bytes_read,
-		       st[i].bytes_zero, st[i].bytes_dedup, st[i].bytes_new,
-		       st[i].bytes_sent, st[i].blocks_sent, st[i].seconds);
+		fy_json_string(stdout, modes[i]);
+		printf(",");
+		fy_disk_stats_json(stdout, &st[i]);
+		printf("}");
 	}
 	printf("]}\n");
 }
@@ -454,20 +433,9 @@ static int cmd_backup(int argc, char **argv)
 		if (rc < 0)
 			goto fail;
 	}
-	if (level < 0) {
-		int64_t v;
-
-		rc = fy_config_get_int(cfg, "vixDiskLib.transport.LogLevel", 3,
-				       0, 6, &v);
-		if (rc < 0)
-			goto fail;
-		level = (int)v;
-	}
-	fy_log_set_level(level);
-	if (fy_config_get(cfg, "ferry.logFile") &&
-	    (rc = fy_log_set_file(fy_config_get(cfg, "ferry.logFile"))) < 0)
+	rc = fy_agent_setup_logging(cfg, level);
+	if (rc < 0)
 		goto fail;
-	fy_config_warn_unknown(cfg, fy_all_known_keys());
 	rc = fy_settings_load(cfg, &s);
 	if (rc < 0)
 		goto fail;
@@ -617,7 +585,7 @@ static int cmd_transports(int argc, char **argv)
 			printf("%s{\"name\":\"%s\",\"available\":%s,\"reason\":",
 			       i ? "," : "", all_modes[i],
 			       ok[i] ? "true" : "false");
-			json_string(stdout, ok[i] ? "" : why[i]);
+			fy_json_string(stdout, ok[i] ? "" : why[i]);
 			printf("}");
 		}
 		printf("]}\n");

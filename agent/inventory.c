@@ -377,16 +377,9 @@ int agent_cmd_inventory(int argc, char **argv)
 	for (i = 0; i < n_sets; i++)
 		if ((rc = fy_config_set_pair(cfg, sets[i])) < 0)
 			goto fail;
-	fy_config_warn_unknown(cfg, fy_all_known_keys());
-	if (level < 0) {
-		int64_t v;
 
-		if ((rc = fy_config_get_int(cfg, "vixDiskLib.transport.LogLevel",
-					    3, 0, 6, &v)) < 0)
-			goto fail;
-		level = (int)v;
-	}
-	fy_log_set_level(level);
+	if ((rc = fy_agent_setup_logging(cfg, level)) < 0)
+		goto fail;
 	if ((rc = fy_vs_client_open(cfg, &c)) < 0)
 		goto fail;
 	if (vm_spec) {

@@ -69,6 +69,27 @@ const char *const *fy_all_known_keys(void)
 	return all_keys;
 }
 
+int fy_agent_setup_logging(const struct fy_config *cfg, int level)
+{
+	const char *file = fy_config_get(cfg, "ferry.logFile");
+	int rc;
+
+	if (level < 0) {
+		int64_t v;
+
+		rc = fy_config_get_int(cfg, "vixDiskLib.transport.LogLevel", 3,
+				       0, 6, &v);
+		if (rc < 0)
+			return rc;
+		level = (int)v;
+	}
+	fy_log_set_level(level);
+	if (file && (rc = fy_log_set_file(file)) < 0)
+		return rc;
+	fy_config_warn_unknown(cfg, fy_all_known_keys());
+	return 0;
+}
+
 int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 {
 	int64_t v;

@@ -43,21 +43,7 @@ static int load_config(struct fy_config *cfg, const char *path,
 	for (i = 0; i < n_sets; i++)
 		if ((rc = fy_config_set_pair(cfg, sets[i])) < 0)
 			return rc;
-	if (level < 0) {
-		int64_t v;
-
-		rc = fy_config_get_int(cfg, "vixDiskLib.transport.LogLevel", 3,
-				       0, 6, &v);
-		if (rc < 0)
-			return rc;
-		level = (int)v;
-	}
-	fy_log_set_level(level);
-	if (fy_config_get(cfg, "ferry.logFile") &&
-	    (rc = fy_log_set_file(fy_config_get(cfg, "ferry.logFile"))) < 0)
-		return rc;
-	fy_config_warn_unknown(cfg, fy_all_known_keys());
-	return 0;
+	return fy_agent_setup_logging(cfg, level);
 }
 
 static void print_cleanup(const struct fy_hotadd_cleanup_report *rep,
