@@ -107,8 +107,12 @@ static int relocation_running(struct fy_vs_client *c,
 	return 0;
 }
 
-static int disable_methods(struct fy_vs_client *c, const struct fy_vs_moref *vm,
-			   const char *identity)
+/* DisableMethods and EnableMethods take the same arguments but for the
+ * shape of the method list: a DisabledMethodRequest for the one, a plain
+ * name for the other. */
+static int call_methods(struct fy_vs_client *c, const char *call,
+			const char *method_list, const struct fy_vs_moref *vm,
+			const char *identity)
 {
 	struct vs_reply r;
 	struct vs_buf b;
@@ -116,39 +120,32 @@ static int disable_methods(struct fy_vs_client *c, const struct fy_vs_moref *vm,
 
 	vs_buf_init(&b, 4096);
 	vs_buf_moref(&b, "entity", vm);
-	vs_buf_str(&b, "<method><method>RelocateVM_Task</method></method>");
+	vs_buf_str(&b, method_list);
 	vs_buf_printf(&b, "<sourceId>" SOURCE_PREFIX);
 	vs_buf_esc(&b, identity);
 	vs_buf_str(&b, "</sourceId>");
 	rc = b.err ? fy_err_set(b.err, "request too large")
-		   : vs_call(c, "DisableMethods", INTERNAL_NS,
-			     &c->authorization_manager, b.data, vm->value, &r);
+		   : vs_call(c, call, INTERNAL_NS, &c->authorization_manager,
+			     b.data, vm->value, &r);
 	vs_buf_release(&b);
 	if (rc == 0)
 		vs_reply_release(&r);
 	return rc;
 }
 
+static int disable_methods(struct fy_vs_client *c, const struct fy_vs_moref *vm,
+			   const char *identity)
+{
+	return call_methods(c, "DisableMethods",
+			    "<method><method>RelocateVM_Task</method></method>",
+			    vm, identity);
+}
+
 static int enable_methods(struct fy_vs_client *c, const struct fy_vs_moref *vm,
 			  const char *identity)
 {
-	struct vs_reply r;
-	struct vs_buf b;
-	int rc;
-
-	vs_buf_init(&b, 4096);
-	vs_buf_moref(&b, "entity", vm);
-	vs_buf_str(&b, "<method>RelocateVM_Task</method>");
-	vs_buf_printf(&b, "<sourceId>" SOURCE_PREFIX);
-	vs_buf_esc(&b, identity);
-	vs_buf_str(&b, "</sourceId>");
-	rc = b.err ? fy_err_set(b.err, "request too large")
-		   : vs_call(c, "EnableMethods", INTERNAL_NS,
-			     &c->authorization_manager, b.data, vm->value, &r);
-	vs_buf_release(&b);
-	if (rc == 0)
-		vs_reply_release(&r);
-	return rc;
+	return call_methods(c, "EnableMethods",
+			    "<method>RelocateVM_Task</method>", vm, identity);
 }
 
 static int remember(struct fy_vs_client *c, const struct fy_vs_moref *vm,
