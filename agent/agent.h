@@ -67,6 +67,7 @@ struct fy_pipeline_opts {
 	int compression_level;
 	unsigned workers;
 	unsigned queue_depth; /* blocks read at once */
+	const char *change_id; /* CBT change ID of what is read, or NULL */
 	fy_progress_cb progress;
 	void *progress_opaque;
 };
@@ -78,6 +79,14 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 		    uint32_t disk_index, const char *label,
 		    const struct fy_pipeline_opts *opts,
 		    struct fy_disk_stats *st);
+
+/* Wraps src so that its extents are the given areas (data) and holes
+ * elsewhere: what CBT reports as allocated for a source that cannot tell
+ * (a hot-added block device). Takes the areas (fy_vs_areas layout: start,
+ * length, in order); closing the wrapper frees them but not src. */
+struct fy_area { uint64_t start, length; };
+int fy_area_source_wrap(struct fy_source *src, struct fy_area *areas,
+			size_t n, struct fy_source **out);
 
 /* ---- sessions with the repository (repo_client.c) ---------------------- */
 

@@ -682,7 +682,7 @@ static int send_begin_disk(struct pipeline *p, const char *label)
 	bd.index = p->disk;
 	bd.label = (char *)label;
 	bd.size = p->src->size;
-	bd.change_id = "";
+	bd.change_id = (char *)(p->opts->change_id ? p->opts->change_id : "");
 	bd.transport = (char *)p->src->ops->name;
 	f.body_case = FERRY__FRAME__BODY_BEGIN_DISK;
 	f.begin_disk = &bd;
@@ -802,4 +802,94 @@ out:
 	free(p.chunk_bins);
 	free(workers);
 	return rc;
+}
+
+/* ---- a source whose extents come from CBT ------------------------------- */
+
+struct area_source {
+	struct fy_source base;
+	struct fy_source_ops ops; /* the inner source's, but for extents */
+	struct fy_source *inner;
+	struct fy_area *areas;
+	size_t n;
+};
+
+static int area_read(struct fy_source *src, void *buf, size_t len,
+		     uint64_t off)
+{
+	struct area_source *a = (struct area_source *)src;
+
+	return fy_source_read(a->inner, buf, len, off);
+}
+
+static int area_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	struct area_source *a = (struct area_source *)src;
+
+	return fy_source_read_batch(a->inner, ios, n);
+}
+
+/* Reports [offset, offset+length) as the areas' data and zeros between. */
+static int area_extents(struct fy_source *src, uint64_t offset,
+			uint64_t length, fy_extent_cb cb, void *opaque)
+{
+	struct area_source *a = (struct area_source *)src;
+	uint64_t pos = offset, end = offset + length;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < a->n && pos < end; i++) {
+		uint64_t s = a->areas[i].start;
+		uint64_t e = s + a->areas[i].length;
+
+		if (e <= pos)
+			continue;
+		if (s >= end)
+			break;
+		if (s > pos) {
+			rc = cb(opaque, pos, s - pos, FY_EXTENT_ZERO);
+			if (rc)
+				return rc;
+			pos = s;
+		}
+		if (e > end)
+			e = end;
+		rc = cb(opaque, pos, e - pos, FY_EXTENT_DATA);
+		if (rc)
+			return rc;
+		pos = e;
+	}
+	if (pos < end)
+		return cb(opaque, pos, end - pos, FY_EXTENT_ZERO);
+	return 0;
+}
+
+static void area_close(struct fy_source *src)
+{
+	struct area_source *a = (struct area_source *)src;
+
+	free(a->areas);
+	free(a);
+}
+
+int fy_area_source_wrap(struct fy_source *src, struct fy_area *areas,
+			size_t n, struct fy_source **out)
+{
+	struct area_source *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return fy_err_set(-ENOMEM, "out of memory");
+	a->inner = src;
+	a->areas = areas;
+	a->n = n;
+	/* Users see the transport that really reads. */
+	a->ops.name = src->ops->name;
+	a->ops.read = area_read;
+	a->ops.read_batch = area_read_batch;
+	a->ops.extents = area_extents;
+	a->ops.close = area_close;
+	a->base = *src;
+	a->base.ops = &a->ops;
+	*out = &a->base;
+	return 0;
 }

@@ -460,6 +460,54 @@ static int freeze(struct vm_job *j)
 	return 0;
 }
 
+/*
+ * With CBT on, a full backup reads only what QueryChangedDiskAreas("*")
+ * reports as allocated in the snapshot: *wrapped gets a source whose extents
+ * say so, and the snapshot disk's change ID is returned for the manifest
+ * (the next incremental starts from it). Without CBT, or when the query
+ * fails (said in the log), the whole disk is read and NULL is returned.
+ */
+static const char *cbt_allocated(struct vm_job *j, unsigned i,
+				 struct fy_source *src,
+				 struct fy_source **wrapped)
+{
+	const struct fy_vs_disk *live = &j->vm->devices.disks[j->index[i]];
+	const struct fy_vs_disk *d = fy_vs_devices_disk(j->frozen, live->key);
+	struct fy_vs_areas *areas = NULL;
+	struct fy_area *copy;
+	size_t k;
+
+	*wrapped = NULL;
+	if (!j->vm->cbt_enabled || !d || !d->change_id || !d->change_id[0]) {
+		fy_info("%s: changed block tracking is off: reading the whole "
+			"disk", d ? d->file_name : live->file_name);
+		return NULL;
+	}
+	if (fy_vs_changed_areas_get(j->vc, &j->vm->moref, &j->snapshot,
+				    d->key, d->capacity, "*", &areas) < 0) {
+		fy_warn("%s: allocated areas unknown (%s): reading the whole "
+			"disk", d->file_name, fy_err_msg());
+		return NULL;
+	}
+	copy = calloc(areas->n ? areas->n : 1, sizeof(*copy));
+	if (!copy) {
+		fy_vs_areas_free(areas);
+		return NULL;
+	}
+	for (k = 0; k < areas->n; k++) {
+		copy[k].start = areas->areas[k].start;
+		copy[k].length = areas->areas[k].length;
+	}
+	fy_info("%s: CBT reports %" PRIu64 " of %" PRIu64 " bytes allocated",
+		d->file_name, areas->bytes, d->capacity);
+	if (fy_area_source_wrap(src, copy, areas->n, wrapped) < 0) {
+		free(copy);
+		*wrapped = NULL;
+	}
+	fy_vs_areas_free(areas);
+	return d->change_id;
+}
+
 /* Undoes freeze(): every step whose undo fails stays in the journal. */
 static void thaw(struct vm_job *j)
 {
@@ -652,10 +700,15 @@ int agent_cmd_vm_backup(int argc, char **argv)
 		const char *label = slash ? slash + 1 : j->file[i];
 		struct fy_source *src;
 
+		struct fy_source *cbt_src = NULL;
+
 		rc = ahead_take(j, i, &src);
 		if (rc < 0)
 			goto fail;
-		rc = fy_pipeline_run(conn, src, i, label, &po, &j->st[i]);
+		po.change_id = cbt_allocated(j, i, src, &cbt_src);
+		rc = fy_pipeline_run(conn, cbt_src ? cbt_src : src, i, label,
+				     &po, &j->st[i]);
+		fy_source_close(cbt_src);
 		if (rc < 0)
 			goto fail;
 		ahead_release(j, i);

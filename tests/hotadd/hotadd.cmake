@@ -24,6 +24,7 @@ ferry_hotadd_test(two_jobs)
 ferry_hotadd_test(wrong_proxy)
 ferry_hotadd_test(attach_ahead)
 ferry_hotadd_test(no_wwid)
+ferry_hotadd_test(cbt_full)
 
 # The journal parser's unit test.
 add_executable(test_journal hotadd/test_journal.c)

@@ -3,6 +3,7 @@
 
 usage: soap.py READY_JSON detach PROXY_MOREF DEVICE_KEY
        soap.py READY_JSON fill PROXY_MOREF CONTROLLER_KEY
+       soap.py READY_JSON cbt VM_MOREF
 
 detach: ReconfigVM_Task remove of one disk, without fileOperation (what an
 admin does in the vSphere client). fill: adds small disks of the proxy's own
@@ -72,6 +73,8 @@ elif sys.argv[2] == "fill":
                    'persistent</diskMode><thinProvisioned>true</thinProvisioned></backing>'
                    '<controllerKey>%s</controllerKey><unitNumber>%d</unitNumber><capacityInKB>1024'
                    '</capacityInKB></device></deviceChange>' % (-100 - unit, unit, sys.argv[4], unit))
+elif sys.argv[2] == "cbt":
+    change = "<changeTrackingEnabled>true</changeTrackingEnabled>"
 else:
     sys.exit(__doc__)
 wait(call('<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">%s</_this><spec>%s'
