@@ -2,24 +2,5 @@
 # The vsphere client against a misbehaving HTTPS server (hostile_server.py):
 # stalls, HTML, 300 MB responses, malformed and hostile XML. Also the CA
 # file and thumbprint checks against a certificate made here.
-set -euo pipefail
-: "${TESTS:?TESTS must point at build/tests}"
 HERE=$(cd "$(dirname "$0")" && pwd)
-T=$(mktemp -d "${TMPDIR:-/tmp}/ferry-vsh.XXXXXX")
-PID=""
-cleanup() {
-  local rc=$?
-  if [[ -n "$PID" ]]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$T"
-  exit $rc
-}
-trap cleanup EXIT
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
-  -addext subjectAltName=IP:127.0.0.1 -keyout "$T/key.pem" -out "$T/cert.pem" \
-  >/dev/null 2>&1
-TP=$(openssl x509 -in "$T/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)
-python3 "$HERE/hostile_server.py" "$T/cert.pem" "$T/key.pem" "$T/port" &
-PID=$!
-for _ in $(seq 1 100); do [[ -s "$T/port" ]] && break; sleep 0.1; done
-[[ -s "$T/port" ]] || { echo "FAIL: hostile server did not start"; exit 1; }
-"$TESTS/test_vs_hostile" "https://127.0.0.1:$(cat "$T/port")" "$TP" "$T/cert.pem"
+exec bash "$HERE/../tools/hostile_https.sh" "$HERE/hostile_server.py" test_vs_hostile --pass-cert
