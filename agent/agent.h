@@ -6,6 +6,7 @@
 #ifndef FERRY_AGENT_H
 #define FERRY_AGENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,11 +33,16 @@ struct fy_settings {
 	unsigned queue_depth;
 	uint64_t io_size;
 	int timeout_ms;
+	/* vixDiskLib.disklib.EnableCache=1: local and hot-added disks read
+	 * through the page cache (fy_file_source_opts.cached) */
+	bool read_cache;
 };
 
 /* What every ferry-agent command does once its configuration is loaded:
  * the log level (level, or vixDiskLib.transport.LogLevel when level < 0),
- * the log file (ferry.logFile), and a warning for every unknown key. */
+ * the log file (ferry.logFile), tmpDirectory's file for this process
+ * (tmpDirectory/ferry-agent-PID.log, as VDDK logs there), and a warning
+ * for every unknown key. */
 int fy_agent_setup_logging(const struct fy_config *cfg, int level);
 
 /* Reads the keys above (with their defaults and ranges) from cfg. */
@@ -56,11 +62,20 @@ struct fy_disk_stats {
 	uint64_t bytes_new;    /* plain bytes of blocks sent */
 	uint64_t bytes_sent;   /* what those blocks took on the wire */
 	uint64_t blocks_sent;
+	uint64_t bytes_unchanged; /* an incremental's blocks from the parent */
 	double seconds;
 };
 
 typedef void (*fy_progress_cb)(void *opaque, const struct fy_disk_stats *st,
 			       bool done);
+
+/* An incremental's parent: the previous backup's map of the same disk
+ * (same size and block size), one entry a block. */
+struct fy_parent_map {
+	uint64_t n;
+	uint8_t (*digest)[FY_DIGEST_LEN];
+	uint8_t *hole; /* 1: the parent's block is a hole */
+};
 
 struct fy_pipeline_opts {
 	uint32_t block_size;
@@ -68,6 +83,11 @@ struct fy_pipeline_opts {
 	unsigned workers;
 	unsigned queue_depth; /* blocks read at once */
 	const char *change_id; /* CBT change ID of what is read, or NULL */
+	const char *disk_id;   /* a VM disk's UUID, or NULL */
+	/* Incremental: blocks the source's extents call holes (CBT says
+	 * unchanged) take the parent's entry instead of being zeros. */
+	const struct fy_parent_map *parent;
+	atomic_bool *cancel;   /* set: stop between blocks, -ECANCELED */
 	fy_progress_cb progress;
 	void *progress_opaque;
 };
@@ -91,8 +111,28 @@ int fy_area_source_wrap(struct fy_source *src, struct fy_area *areas,
 /* ---- sessions with the repository (repo_client.c) ---------------------- */
 
 int fy_client_begin_backup(struct fy_conn *conn, const char *source,
-			   const char *kind, uint32_t block_size,
-			   uint32_t disks, char *id, size_t idlen);
+			   const char *kind, const char *parent_id,
+			   uint32_t block_size, uint32_t disks, char *id,
+			   size_t idlen);
+/* A listed backup, as an incremental needs it. */
+struct fy_backup_info {
+	char id[FY_ID_MAX];
+	int64_t created_unix;
+	uint32_t block_size;
+	uint32_t n_disks;
+	struct fy_manifest_disk *disks; /* n_disks; free with the info */
+};
+/* The newest backup of source (and kind), or -ENOENT; *out is freed with
+ * fy_backup_info_free. */
+int fy_client_latest(struct fy_conn *conn, const char *source,
+		     const char *kind, struct fy_backup_info **out);
+void fy_backup_info_free(struct fy_backup_info *b);
+/* A disk's whole block map from the repository, into m (freed with
+ * fy_parent_map_free). Bounded by the disk's block count. */
+int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
+		      uint32_t disk, struct fy_parent_map *m,
+		      uint64_t *size, uint32_t *block_size);
+void fy_parent_map_free(struct fy_parent_map *m);
 int fy_client_commit(struct fy_conn *conn, char *id, size_t idlen);
 /* Lists backups; cb gets each summary. */
 int fy_client_list(struct fy_conn *conn,

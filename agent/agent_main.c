@@ -5,6 +5,7 @@
  *   ferry-agent backup --config FILE --vm VM [--disk N ...] (vm_backup.c)
  *   ferry-agent cleanup --config FILE [--json]                (vm_backup.c)
  *   ferry-agent transports [--config FILE] [--json] [--verbose]
+ *   ferry-agent run --config FILE                             (service.c)
  *
  * Reads a local file or block device (VDDK's "file" transport), with an
  * nbd:// or nbds:// URI any NBD export, and with "vsphere-ds:[ds] path"
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/control.h"
 #include "agent/inventory.h"
 #include "nbd/nbd.h"
 #include "vsphere/vsphere.h"
@@ -339,6 +341,7 @@ static int open_source(const char *path, const struct fy_config *cfg,
 		struct fy_file_source_opts fo = {
 			.queue_depth = s->queue_depth,
 			.io_size = s->io_size,
+			.cached = s->read_cache,
 		};
 
 		return fy_file_source_open(path, &fo, out);
@@ -455,7 +458,7 @@ static int cmd_backup(int argc, char **argv)
 		goto fail;
 	if (!a.name)
 		a.name = a.sources[0];
-	rc = fy_client_begin_backup(conn, a.name, "file", s.block_size,
+	rc = fy_client_begin_backup(conn, a.name, "file", NULL, s.block_size,
 				    a.n_sources, id, sizeof(id));
 	if (rc < 0)
 		goto fail;
@@ -515,6 +518,18 @@ out:
 	fy_vs_client_free(vc);
 	fy_config_free(cfg);
 	return rc < 0 ? (rc == -EINVAL && !id[0] ? 2 : 1) : 0;
+}
+
+void fy_agent_transport_modes(const struct fy_config *cfg,
+			      struct fy_agent_mode out[FY_AGENT_MODES])
+{
+	unsigned i;
+
+	for (i = 0; i < N_MODES && i < FY_AGENT_MODES; i++) {
+		out[i].name = all_modes[i];
+		out[i].available = mode_possible(all_modes[i], cfg, out[i].why,
+						 sizeof(out[i].why));
+	}
 }
 
 /* ferry-agent transports: the modes this build and this proxy can use, in
@@ -620,6 +635,8 @@ static const struct command {
 	  "back up local files, block devices, NBD exports or VM disks" },
 	{ "cleanup", agent_cmd_cleanup,
 	  "undo what a crashed agent left: attached disks, snapshots" },
+	{ "run", agent_cmd_run,
+	  "the service: self-cleanup, then the control API (ferry ...)" },
 	{ "inventory", agent_cmd_inventory,
 	  "VMs, disks, datastores, CBT, snapshots, hot-add checks" },
 	{ "transports", cmd_transports,

@@ -5,6 +5,17 @@
  *   ferry [--config FILE] restore BACKUP --disk N --output PATH|-
  *   ferry ca init DIR
  *   ferry ca issue DIR NAME [--san LIST]
+ *
+ * and, against an agent service (ferry-agent run; docs/CONTROL.md):
+ *
+ *   ferry [--agent HOST:PORT] agent status [--json]
+ *   ferry backup --vm X [--disk N ...] [--transport LIST] [--full|
+ *                --incremental] [--enable-cbt] [--quiesce] [--name NAME]
+ *                [--json]
+ *   ferry jobs [--json]
+ *   ferry watch JOB [--json]
+ *   ferry cancel JOB [--wait]
+ *   ferry cleanup [--json]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -15,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent/agent.h"
+#include "agent/control.h"
 
 struct cli {
 	const char *config;
@@ -25,11 +36,24 @@ struct cli {
 	const char *output;
 	long disk;
 	const char *san;
+	/* the agent service's commands */
+	const char *agent;
+	const char *vm;
+	const char *transport;
+	const char *name;
+	const char *snapshot;
+	const char *repository;  /* --repository as given, for ferry backup */
+	unsigned disks[FY_JOB_DISKS_MAX];
+	unsigned n_disks;
+	int mode;                /* FY_JOB_AUTO, FY_JOB_FULL, FY_JOB_INCREMENTAL */
+	bool enable_cbt, quiesce, wait, quiet, detach;
 };
 
 enum {
 	OPT_CONFIG = 1000, OPT_JSON, OPT_SET, OPT_REPOSITORY, OPT_CERT, OPT_KEY,
-	OPT_CA, OPT_DISK, OPT_OUTPUT, OPT_SAN, OPT_LOG_LEVEL,
+	OPT_CA, OPT_DISK, OPT_OUTPUT, OPT_SAN, OPT_LOG_LEVEL, OPT_AGENT, OPT_VM,
+	OPT_TRANSPORT, OPT_FULL, OPT_INCREMENTAL, OPT_ENABLE_CBT, OPT_QUIESCE,
+	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH,
 };
 
 static const struct option cli_opts[] = {
@@ -44,6 +68,18 @@ static const struct option cli_opts[] = {
 	{ "output", required_argument, NULL, OPT_OUTPUT },
 	{ "san", required_argument, NULL, OPT_SAN },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "agent", required_argument, NULL, OPT_AGENT },
+	{ "vm", required_argument, NULL, OPT_VM },
+	{ "transport", required_argument, NULL, OPT_TRANSPORT },
+	{ "full", no_argument, NULL, OPT_FULL },
+	{ "incremental", no_argument, NULL, OPT_INCREMENTAL },
+	{ "enable-cbt", no_argument, NULL, OPT_ENABLE_CBT },
+	{ "quiesce", no_argument, NULL, OPT_QUIESCE },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+	{ "wait", no_argument, NULL, OPT_WAIT },
+	{ "quiet", no_argument, NULL, OPT_QUIET },
+	{ "detach", no_argument, NULL, OPT_DETACH },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -53,10 +89,10 @@ static int fail(const char *what)
 	return 1;
 }
 
-static int connect_repo(struct cli *cli, struct fy_conn **conn)
+/* --config, then the flags that override it, in the order given. */
+static int load_config(struct cli *cli, struct fy_config **out)
 {
 	struct fy_config *cfg = fy_config_new();
-	struct fy_settings s;
 	unsigned i;
 	int rc;
 
@@ -68,8 +104,24 @@ static int connect_repo(struct cli *cli, struct fy_conn **conn)
 			     ? fy_config_set(cfg, cli->overrides[i][0],
 					     cli->overrides[i][1])
 			     : fy_config_set_pair(cfg, cli->overrides[i][1]);
-	if (rc == 0)
-		rc = fy_settings_load(cfg, &s);
+	if (rc < 0) {
+		fy_config_free(cfg);
+		return rc;
+	}
+	*out = cfg;
+	return 0;
+}
+
+static int connect_repo(struct cli *cli, struct fy_conn **conn)
+{
+	struct fy_config *cfg = NULL;
+	struct fy_settings s;
+	int rc;
+
+	rc = load_config(cli, &cfg);
+	if (rc < 0)
+		return rc;
+	rc = fy_settings_load(cfg, &s);
 	if (rc == 0)
 		rc = fy_repo_connect(&s, "ferry " FERRY_VERSION, conn, NULL, 0);
 	fy_config_free(cfg);
@@ -127,6 +179,8 @@ static int list_one(void *opaque, const Ferry__BackupSummary *b)
 		fy_json_string(stdout, d->transport);
 		printf(",\"change_id\":");
 		fy_json_string(stdout, d->change_id);
+		printf(",\"disk_id\":");
+		fy_json_string(stdout, d->disk_id);
 		printf("}");
 	}
 	printf("]}");
@@ -208,6 +262,669 @@ static int cmd_ca(struct cli *cli, int argc, char **argv)
 	return 2;
 }
 
+/* ---- the agent service (ferry-agent run): docs/CONTROL.md --------------- */
+
+/* Connects to the agent (--agent, else ferry.agent) with this side's
+ * certificate (ferry.tls.cert, ferry.tls.key) and the CA the agent's
+ * certificate must chain to (ferry.tls.ca), and greets it. */
+static int connect_agent(struct cli *cli, struct fy_conn **conn)
+{
+	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__Hello h = FERRY__CONTROL__HELLO__INIT;
+	struct fy_config *cfg = NULL;
+	struct fy_tls_opts o;
+	struct fy_tls *tls = NULL;
+	fy_control_frame *r = NULL;
+	const char *agent;
+	char software[64];
+	int64_t timeout;
+	int rc;
+
+	*conn = NULL;
+	if ((rc = load_config(cli, &cfg)) < 0)
+		return rc;
+	agent = cli->agent ? cli->agent : fy_config_get(cfg, "ferry.agent");
+	if (!agent) {
+		rc = fy_err_set(-EINVAL, "which agent? --agent HOST:PORT, or "
+				"ferry.agent in the configuration");
+		goto out;
+	}
+	o.cert = fy_config_get(cfg, "ferry.tls.cert");
+	o.key = fy_config_get(cfg, "ferry.tls.key");
+	o.ca = fy_config_get(cfg, "ferry.tls.ca");
+	if ((rc = fy_config_get_int(cfg, "ferry.timeoutSeconds", 300, 1, 86400,
+				    &timeout)) < 0 ||
+	    (rc = fy_tls_new_client(&o, &tls)) < 0)
+		goto out;
+	rc = fy_conn_connect(tls, agent,
+			     fy_config_get(cfg, "ferry.agent.serverName"),
+			     (int)timeout * 1000, conn);
+	if (rc < 0) {
+		rc = fy_err_wrap(rc, "agent %s", agent);
+		goto out;
+	}
+	snprintf(software, sizeof(software), "ferry %s", FERRY_VERSION);
+	h.protocol_version = FY_CONTROL_PROTOCOL_VERSION;
+	h.software = software;
+	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_HELLO;
+	f.hello = &h;
+	if ((rc = fy_control_send(*conn, &f)) < 0 ||
+	    (rc = fy_control_recv(*conn, &r)) < 0) {
+		rc = fy_err_wrap(rc, "agent %s", agent);
+		goto out;
+	}
+	if (r->body_case == FERRY__CONTROL__CONTROL_FRAME__BODY_ERROR)
+		rc = fy_err_set(r->error->code < 0 ? r->error->code : -EPROTO,
+				"agent %s refused us: %s", agent,
+				r->error->message);
+	else if (r->body_case != FERRY__CONTROL__CONTROL_FRAME__BODY_HELLO_REPLY)
+		rc = fy_err_set(-EPROTO, "agent %s answered Hello with %s",
+				agent, fy_control_name(r));
+	else if (r->hello_reply->protocol_version != FY_CONTROL_PROTOCOL_VERSION)
+		rc = fy_err_set(-EPROTONOSUPPORT, "agent %s speaks control "
+				"protocol %u, we speak %u", agent,
+				r->hello_reply->protocol_version,
+				FY_CONTROL_PROTOCOL_VERSION);
+out:
+	fy_control_free(r);
+	if (rc < 0) {
+		fy_conn_close(*conn);
+		*conn = NULL;
+	}
+	fy_tls_free(tls);
+	fy_config_free(cfg);
+	return rc;
+}
+
+/* Sends one request and receives its answer, which must be of type want;
+ * an Error frame becomes the error it carries. */
+static int request(struct fy_conn *c, fy_control_frame *req,
+		   Ferry__Control__ControlFrame__BodyCase want,
+		   fy_control_frame **out)
+{
+	fy_control_frame *r = NULL;
+	int rc = fy_control_send(c, req);
+
+	if (rc == 0)
+		rc = fy_control_recv(c, &r);
+	if (rc < 0)
+		return rc;
+	if (r->body_case == FERRY__CONTROL__CONTROL_FRAME__BODY_ERROR) {
+		rc = fy_err_set(r->error->code < 0 ? r->error->code : -EPROTO,
+				"%s", r->error->message);
+		fy_control_free(r);
+		return rc;
+	}
+	if (r->body_case != want) {
+		rc = fy_err_set(-EPROTO, "the agent answered %s with %s",
+				fy_control_name(req), fy_control_name(r));
+		fy_control_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+static void time_text(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!t) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	gmtime_r(&tt, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void job_info_json(const Ferry__Control__JobInfo *j)
+{
+	printf("{\"job_id\":");
+	fy_json_string(stdout, j->job_id);
+	printf(",\"vm\":");
+	fy_json_string(stdout, j->vm);
+	printf(",\"vm_moref\":");
+	fy_json_string(stdout, j->vm_moref);
+	printf(",\"name\":");
+	fy_json_string(stdout, j->name);
+	printf(",\"state\":\"%s\",\"phase\":", fy_control_state_name(j->state));
+	fy_json_string(stdout, j->phase);
+	printf(",\"started_unix\":%" PRId64 ",\"finished_unix\":%" PRId64
+	       ",\"disks\":%u,\"size\":%" PRIu64 ",\"bytes_read\":%" PRIu64
+	       ",\"backup_id\":", j->started_unix, j->finished_unix, j->n_disks,
+	       j->size, j->bytes_read);
+	fy_json_string(stdout, j->backup_id);
+	printf(",\"error\":");
+	fy_json_string(stdout, j->error);
+	printf(",\"client\":");
+	fy_json_string(stdout, j->client);
+	printf("}");
+}
+
+static void jobs_table(Ferry__Control__JobInfo **jobs, size_t n)
+{
+	size_t i;
+
+	printf("%-20s %-9s %-8s %-20s %-20s %s\n", "JOB", "STATE", "PHASE",
+	       "VM", "STARTED (UTC)", "BACKUP / ERROR");
+	for (i = 0; i < n; i++) {
+		const Ferry__Control__JobInfo *j = jobs[i];
+		char when[32];
+
+		time_text(j->started_unix, when, sizeof(when));
+		printf("%-20s %-9s %-8s %-20s %-20s %s\n", j->job_id,
+		       fy_control_state_name(j->state), j->phase, j->vm, when,
+		       j->error[0] ? j->error : j->backup_id);
+	}
+}
+
+static void cleanup_json(const Ferry__Control__CleanupResult *c)
+{
+	printf("{\"ran\":%s,\"ok\":%s,\"error\":", c->ran ? "true" : "false",
+	       c->ran && c->code == 0 ? "true" : "false");
+	fy_json_string(stdout, c->error);
+	printf(",\"time_unix\":%" PRId64 ",\"numCleanedUp\":%u,"
+	       "\"numRemaining\":%u,\"log\":", c->time_unix, c->num_cleaned_up,
+	       c->num_remaining);
+	fy_json_string(stdout, c->log);
+	printf("}");
+}
+
+static void cleanup_text(const Ferry__Control__CleanupResult *c, FILE *f)
+{
+	char when[32];
+
+	time_text(c->time_unix, when, sizeof(when));
+	if (!c->ran)
+		fprintf(f, "not run yet\n");
+	else if (c->code < 0)
+		fprintf(f, "failed at %s: %s\n", when, c->error);
+	else
+		fprintf(f, "%s numCleanedUp=%u numRemaining=%u\n", when,
+			c->num_cleaned_up, c->num_remaining);
+}
+
+static int cmd_agent(struct cli *cli, int argc, char **argv)
+{
+	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__StatusRequest sr = FERRY__CONTROL__STATUS_REQUEST__INIT;
+	fy_control_frame *r = NULL;
+	const Ferry__Control__Status *s;
+	struct fy_conn *c = NULL;
+	char when[32];
+	size_t i;
+
+	if (argc != 1 || strcmp(argv[0], "status")) {
+		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
+			"agent status [--json]\n");
+		return 2;
+	}
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_STATUS_REQUEST;
+	req.status_request = &sr;
+	if (connect_agent(cli, &c) < 0 ||
+	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_STATUS, &r) < 0) {
+		fy_conn_close(c);
+		return fail("agent status");
+	}
+	fy_conn_close(c);
+	s = r->status;
+	if (cli->json) {
+		printf("{\"software\":");
+		fy_json_string(stdout, s->software);
+		printf(",\"protocol_version\":%u,\"started_unix\":%" PRId64
+		       ",\"config_file\":", s->protocol_version, s->started_unix);
+		fy_json_string(stdout, s->config_file);
+		printf(",\"transports\":");
+		fy_json_string(stdout, s->transports);
+		printf(",\"transport_modes\":[");
+		for (i = 0; i < s->n_transport_modes; i++) {
+			printf("%s{\"name\":", i ? "," : "");
+			fy_json_string(stdout, s->transport_modes[i]->name);
+			printf(",\"available\":%s,\"reason\":",
+			       s->transport_modes[i]->available ? "true"
+								: "false");
+			fy_json_string(stdout, s->transport_modes[i]->reason);
+			printf("}");
+		}
+		printf("],\"max_jobs\":%u,\"jobs\":[", s->max_jobs);
+		for (i = 0; i < s->n_jobs; i++) {
+			printf("%s", i ? "," : "");
+			job_info_json(s->jobs[i]);
+		}
+		printf("],\"last_cleanup\":");
+		if (s->last_cleanup)
+			cleanup_json(s->last_cleanup);
+		else
+			printf("null");
+		printf("}\n");
+	} else {
+		time_text(s->started_unix, when, sizeof(when));
+		printf("agent:        %s (control protocol %u), up since %s\n",
+		       s->software, s->protocol_version, when);
+		printf("config:       %s\n", s->config_file);
+		printf("transports:   %s\n",
+		       s->transports[0] ? s->transports : "(none)");
+		for (i = 0; i < s->n_transport_modes; i++)
+			if (!s->transport_modes[i]->available)
+				printf("              %s: %s\n",
+				       s->transport_modes[i]->name,
+				       s->transport_modes[i]->reason);
+		printf("jobs:         %zu running (at most %u)\n", s->n_jobs,
+		       s->max_jobs);
+		if (s->n_jobs)
+			jobs_table(s->jobs, s->n_jobs);
+		printf("last cleanup: ");
+		if (s->last_cleanup)
+			cleanup_text(s->last_cleanup, stdout);
+		else
+			printf("unknown\n");
+	}
+	fy_control_free(r);
+	return 0;
+}
+
+/* What a watcher prints while a job runs: phases as lines, and on a
+ * terminal the progress line of the disk being read. */
+struct watch_state {
+	bool tty, quiet, line_open;
+	unsigned disk;
+};
+
+/* "disk 1/2  45% of 64.0 MiB  read ...  sent ...  12.0 MiB/s  ETA 3s" */
+static void progress_line(unsigned disk, unsigned n_disks,
+			  const struct fy_disk_stats *st)
+{
+	char size[32], rd[32], zero[32], sent[32], rate[32];
+	uint64_t done = st->bytes_read + st->bytes_zero + st->bytes_unchanged;
+	double bps = st->seconds > 0 ? done / st->seconds : 0;
+	double eta = bps > 0 && st->size > done ? (st->size - done) / bps : 0;
+
+	if (done > st->size)
+		done = st->size;
+	fy_format_bytes(st->size, size, sizeof(size));
+	fy_format_bytes(st->bytes_read, rd, sizeof(rd));
+	fy_format_bytes(st->bytes_zero, zero, sizeof(zero));
+	fy_format_bytes(st->bytes_sent, sent, sizeof(sent));
+	fy_format_bytes((uint64_t)bps, rate, sizeof(rate));
+	fprintf(stderr, "\r\033[Kdisk %u/%u  %3.0f%% of %s  read %s  zero %s  "
+		"sent %s  %s/s  ETA %.0fs", disk + 1, n_disks,
+		st->size ? 100.0 * done / st->size : 100.0, size, rd, zero,
+		sent, rate, eta);
+	fflush(stderr);
+}
+
+static void show_event(struct watch_state *w, const Ferry__Control__JobEvent *e)
+{
+	if (w->quiet)
+		return;
+	if (e->phase && e->phase[0] && strcmp(e->phase, "done")) {
+		if (w->line_open)
+			fprintf(stderr, "\n");
+		w->line_open = false;
+		fprintf(stderr, "job %s: %s%s%s\n", e->job_id, e->phase,
+			e->detail[0] ? " " : "", e->detail);
+	}
+	if (e->progress && w->tty) {
+		struct fy_disk_stats st;
+
+		fy_control_progress_from(e->progress, &st);
+		if (w->line_open && e->progress->disk != w->disk)
+			fprintf(stderr, "\n");
+		w->disk = e->progress->disk;
+		progress_line(e->progress->disk, e->progress->n_disks, &st);
+		w->line_open = !e->progress->done;
+		if (e->progress->done)
+			fprintf(stderr, "\n");
+	}
+}
+
+/* Receives a job's events until its final one; the result is filled from
+ * it. */
+static int follow_job(struct fy_conn *c, bool quiet, struct fy_job_result *res)
+{
+	struct watch_state w = { .tty = isatty(STDERR_FILENO), .quiet = quiet };
+	int rc;
+
+	for (;;) {
+		fy_control_frame *r = NULL;
+
+		rc = fy_control_recv(c, &r);
+		if (rc < 0)
+			break;
+		if (r->body_case == FERRY__CONTROL__CONTROL_FRAME__BODY_ERROR) {
+			rc = fy_err_set(r->error->code < 0 ? r->error->code
+							   : -EPROTO,
+					"%s", r->error->message);
+			fy_control_free(r);
+			break;
+		}
+		if (r->body_case != FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_EVENT) {
+			rc = fy_err_set(-EPROTO, "the agent sent %s amid a job's "
+					"events", fy_control_name(r));
+			fy_control_free(r);
+			break;
+		}
+		show_event(&w, r->job_event);
+		if (r->job_event->final) {
+			fy_control_result_from(r->job_event->result, res);
+			fy_control_free(r);
+			break;
+		}
+		fy_control_free(r);
+	}
+	if (w.line_open)
+		fprintf(stderr, "\n");
+	return rc;
+}
+
+/* Follows a job to its end and reports it as ferry backup does: the
+ * result (JSON with --json), and its error on stderr. 0 when it made a
+ * backup, 1 otherwise. */
+static int follow_and_report(struct cli *cli, struct fy_conn *c,
+			     const char *job, struct fy_job_result *res)
+{
+	unsigned i;
+
+	int rc = follow_job(c, cli->quiet, res);
+
+	if (rc == -ENOENT) {
+		fprintf(stderr, "ferry: %s\n", fy_err_msg());
+		return 1;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "ferry: lost job %s: %s; it may still run on "
+			"the agent (ferry watch %s, ferry jobs)\n", job,
+			fy_err_msg(), job);
+		return 1;
+	}
+	if (cli->json) {
+		fy_job_result_json(stdout, res);
+		printf("\n");
+	} else if (res->rc == 0) {
+		printf("backup %s: VM %s, %u disk(s)", res->backup_id,
+		       res->vm_name, res->n);
+		for (i = 0; i < res->n; i++) {
+			unsigned k;
+
+			/* Each transport once: "over hotadd,nbdssl". */
+			for (k = 0; k < i; k++)
+				if (!strcmp(res->disks[k].transport,
+					    res->disks[i].transport))
+					break;
+			if (k == i)
+				printf("%s%s", i ? "," : " over ",
+				       res->disks[i].transport);
+		}
+		printf(", %.1f s (job %s)\n", res->seconds, job);
+	}
+	if (res->rc < 0) {
+		fprintf(stderr, "ferry: backup %s: %s\n",
+			res->cancelled ? "cancelled" : "failed", res->error);
+		return 1;
+	}
+	return 0;
+}
+
+/* ferry watch JOB: follows a job already running (after ferry backup was
+ * interrupted, or one another controller started) to its end. */
+static int cmd_watch(struct cli *cli, int argc, char **argv)
+{
+	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__Watch wt = FERRY__CONTROL__WATCH__INIT;
+	struct fy_job_result *res;
+	struct fy_conn *c = NULL;
+	int status;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
+			"watch JOB [--json] [--quiet]\n");
+		return 2;
+	}
+	res = calloc(1, sizeof(*res));
+	if (!res) {
+		fprintf(stderr, "ferry: out of memory\n");
+		return 1;
+	}
+	wt.job_id = argv[0];
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_WATCH;
+	req.watch = &wt;
+	if (connect_agent(cli, &c) < 0 || fy_control_send(c, &req) < 0) {
+		fy_conn_close(c);
+		free(res);
+		return fail("watch");
+	}
+	status = follow_and_report(cli, c, argv[0], res);
+	fy_conn_close(c);
+	free(res);
+	return status;
+}
+
+static int cmd_backup(struct cli *cli, int argc, char **argv)
+{
+	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__StartBackup sb = FERRY__CONTROL__START_BACKUP__INIT;
+	struct fy_job_result *res = calloc(1, sizeof(*res));
+	fy_control_frame *r = NULL;
+	struct fy_conn *c = NULL;
+	uint32_t disks[FY_JOB_DISKS_MAX];
+	char job[FY_CONTROL_NAME_MAX + 1] = "";
+	unsigned i;
+	int rc, status = 1;
+
+	(void)argv;
+	if (argc || !cli->vm) {
+		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
+			"backup --vm NAME|MOREF [--disk N ...]\n"
+			"         [--transport LIST] [--full|--incremental] "
+			"[--enable-cbt] [--quiesce]\n"
+			"         [--name NAME] [--snapshot MOREF] "
+			"[--repository HOST:PORT] [--json] [--quiet] "
+			"[--detach]\n");
+		free(res);
+		return 2;
+	}
+	if (!res) {
+		fprintf(stderr, "ferry: out of memory\n");
+		return 1;
+	}
+	for (i = 0; i < cli->n_disks; i++)
+		disks[i] = cli->disks[i];
+	sb.vm = (char *)cli->vm;
+	sb.n_disks = cli->n_disks;
+	sb.disks = disks;
+	sb.transports = (char *)(cli->transport ? cli->transport : "");
+	sb.quiesce = cli->quiesce;
+	sb.mode = cli->mode == FY_JOB_FULL ? FERRY__CONTROL__MODE__MODE_FULL
+		  : cli->mode == FY_JOB_INCREMENTAL
+		      ? FERRY__CONTROL__MODE__MODE_INCREMENTAL
+		      : FERRY__CONTROL__MODE__MODE_AUTO;
+	sb.enable_cbt = cli->enable_cbt;
+	sb.name = (char *)(cli->name ? cli->name : "");
+	sb.repository = (char *)(cli->repository ? cli->repository : "");
+	sb.snapshot = (char *)(cli->snapshot ? cli->snapshot : "");
+	sb.watch = !cli->detach;
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_START_BACKUP;
+	req.start_backup = &sb;
+	rc = connect_agent(cli, &c);
+	if (rc == 0)
+		rc = request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED,
+			     &r);
+	if (rc < 0) {
+		fail("backup");
+		goto out;
+	}
+	snprintf(job, sizeof(job), "%s", r->job_started->job_id);
+	fy_control_free(r);
+	if (cli->detach) {
+		/* The job runs on without us: ferry watch, jobs, cancel. */
+		if (cli->json) {
+			printf("{\"job_id\":");
+			fy_json_string(stdout, job);
+			printf("}\n");
+		} else {
+			printf("%s\n", job);
+		}
+		status = 0;
+		goto out;
+	}
+	if (!cli->quiet)
+		fprintf(stderr, "job %s: backup of VM %s started (ferry cancel "
+			"%s stops it)\n", job, cli->vm, job);
+	status = follow_and_report(cli, c, job, res);
+out:
+	fy_conn_close(c);
+	free(res);
+	return status;
+}
+
+static int cmd_jobs(struct cli *cli, int argc, char **argv)
+{
+	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__ListJobs lj = FERRY__CONTROL__LIST_JOBS__INIT;
+	fy_control_frame *r = NULL;
+	struct fy_conn *c = NULL;
+	size_t i;
+
+	(void)argv;
+	if (argc) {
+		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
+			"jobs [--json]\n");
+		return 2;
+	}
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_LIST_JOBS;
+	req.list_jobs = &lj;
+	if (connect_agent(cli, &c) < 0 ||
+	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_LIST, &r) < 0) {
+		fy_conn_close(c);
+		return fail("jobs");
+	}
+	fy_conn_close(c);
+	if (cli->json) {
+		printf("[");
+		for (i = 0; i < r->job_list->n_jobs; i++) {
+			printf("%s", i ? "," : "");
+			job_info_json(r->job_list->jobs[i]);
+		}
+		printf("]\n");
+	} else if (!r->job_list->n_jobs) {
+		printf("no jobs\n");
+	} else {
+		jobs_table(r->job_list->jobs, r->job_list->n_jobs);
+	}
+	fy_control_free(r);
+	return 0;
+}
+
+static int cmd_cancel(struct cli *cli, int argc, char **argv)
+{
+	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__Cancel cn = FERRY__CONTROL__CANCEL__INIT;
+	Ferry__Control__Watch wt = FERRY__CONTROL__WATCH__INIT;
+	fy_control_frame *r = NULL;
+	struct fy_conn *c = NULL;
+	Ferry__Control__JobState state;
+	struct fy_job_result *res;
+	int rc;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
+			"cancel JOB [--wait]\n");
+		return 2;
+	}
+	cn.job_id = argv[0];
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CANCEL;
+	req.cancel = &cn;
+	if (connect_agent(cli, &c) < 0 ||
+	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_CANCEL_REPLY,
+		    &r) < 0) {
+		fy_conn_close(c);
+		return fail("cancel");
+	}
+	state = r->cancel_reply->state;
+	fy_control_free(r);
+	if (state != FERRY__CONTROL__JOB_STATE__JOB_STATE_RUNNING &&
+	    state != FERRY__CONTROL__JOB_STATE__JOB_STATE_QUEUED) {
+		printf("job %s already ended: %s\n", argv[0],
+		       fy_control_state_name(state));
+		fy_conn_close(c);
+		return 0;
+	}
+	printf("job %s: cancelling; it undoes what it did (detach, snapshot "
+	       "removal, EndAccess)\n", argv[0]);
+	if (!cli->wait) {
+		fy_conn_close(c);
+		return 0;
+	}
+	fflush(stdout);
+	res = calloc(1, sizeof(*res));
+	wt.job_id = argv[0];
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_WATCH;
+	req.watch = &wt;
+	rc = res ? fy_control_send(c, &req)
+		 : fy_err_set(-ENOMEM, "out of memory");
+	if (rc == 0)
+		rc = follow_job(c, true, res);
+	fy_conn_close(c);
+	if (rc < 0) {
+		free(res);
+		return fail("cancel --wait");
+	}
+	printf("job %s: %s%s%s\n", argv[0],
+	       res->cancelled ? "cancelled" : res->rc < 0 ? "failed" : "done",
+	       res->rc < 0 ? ": " : "", res->rc < 0 ? res->error : "");
+	free(res);
+	return 0;
+}
+
+static int cmd_cleanup(struct cli *cli, int argc, char **argv)
+{
+	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__Cleanup cl = FERRY__CONTROL__CLEANUP__INIT;
+	fy_control_frame *r = NULL;
+	const Ferry__Control__CleanupResult *cr;
+	struct fy_conn *c = NULL;
+	int status;
+
+	(void)argv;
+	if (argc) {
+		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
+			"cleanup [--json]\n");
+		return 2;
+	}
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP;
+	req.cleanup = &cl;
+	if (connect_agent(cli, &c) < 0 ||
+	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP_REPLY,
+		    &r) < 0) {
+		fy_conn_close(c);
+		return fail("cleanup");
+	}
+	fy_conn_close(c);
+	cr = r->cleanup_reply->result;
+	if (!cr) {
+		fy_control_free(r);
+		fy_err_set(-EPROTO, "the agent sent no cleanup result");
+		return fail("cleanup");
+	}
+	if (cli->json) {
+		cleanup_json(cr);
+		printf("\n");
+	} else {
+		fputs(cr->log, stdout);
+		if (cr->log[0] && cr->log[strlen(cr->log) - 1] != '\n')
+			printf("\n");
+		if (cr->code == 0)
+			printf("cleanup: numCleanedUp=%u numRemaining=%u\n",
+			       cr->num_cleaned_up, cr->num_remaining);
+	}
+	status = cr->code < 0 ? 1 : 0;
+	if (cr->code < 0)
+		fprintf(stderr, "ferry: cleanup failed: %s\n", cr->error);
+	fy_control_free(r);
+	return status;
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(struct cli *cli, int argc, char **argv);
@@ -216,6 +933,14 @@ static const struct command {
 	{ "list", cmd_list, "list [--json]" },
 	{ "restore", cmd_restore, "restore BACKUP --disk N --output PATH|-" },
 	{ "ca", cmd_ca, "ca init DIR | ca issue DIR NAME [--san LIST]" },
+	{ "agent", cmd_agent, "agent status [--json]" },
+	{ "backup", cmd_backup, "backup --vm X [--disk N ...] [--transport LIST] "
+	  "[--full|--incremental]\n          [--enable-cbt] [--quiesce] "
+	  "[--name NAME] [--snapshot MOREF] [--json] [--detach]" },
+	{ "jobs", cmd_jobs, "jobs [--json]" },
+	{ "watch", cmd_watch, "watch JOB [--json]" },
+	{ "cancel", cmd_cancel, "cancel JOB [--wait]" },
+	{ "cleanup", cmd_cleanup, "cleanup [--json]" },
 };
 
 static void usage(FILE *f)
@@ -227,7 +952,10 @@ static void usage(FILE *f)
 		fprintf(f, "  ferry %s\n", commands[i].usage);
 	fprintf(f, "\nThe repository and certificates come from the "
 		"configuration file (ferry.repository,\nferry.tls.cert, "
-		"ferry.tls.key, ferry.tls.ca) or --repository, --cert, --key, --ca.\n");
+		"ferry.tls.key, ferry.tls.ca) or --repository, --cert, --key, --ca.\n"
+		"agent, backup, jobs, cancel and cleanup talk to an agent service "
+		"(ferry-agent run)\nat --agent HOST:PORT or ferry.agent, with "
+		"the same certificates (docs/CONTROL.md).\n");
 }
 
 int main(int argc, char **argv)
@@ -261,12 +989,39 @@ int main(int argc, char **argv)
 		case OPT_DISK:
 			errno = 0;
 			cli.disk = strtol(optarg, &end, 10);
-			if (errno || *end || cli.disk < 0 ||
+			if (errno || *end || !*optarg || cli.disk < 0 ||
 			    cli.disk >= FY_DISKS_MAX) {
 				fprintf(stderr, "ferry: --disk takes 0..%u\n",
 					FY_DISKS_MAX - 1);
 				return 2;
 			}
+			/* backup takes several. */
+			if (cli.n_disks == FY_JOB_DISKS_MAX) {
+				fprintf(stderr, "ferry: at most %u --disk\n",
+					FY_JOB_DISKS_MAX);
+				return 2;
+			}
+			cli.disks[cli.n_disks++] = (unsigned)cli.disk;
+			break;
+		case OPT_AGENT: cli.agent = optarg; break;
+		case OPT_VM: cli.vm = optarg; break;
+		case OPT_TRANSPORT: cli.transport = optarg; break;
+		case OPT_NAME: cli.name = optarg; break;
+		case OPT_SNAPSHOT: cli.snapshot = optarg; break;
+		case OPT_ENABLE_CBT: cli.enable_cbt = true; break;
+		case OPT_QUIESCE: cli.quiesce = true; break;
+		case OPT_WAIT: cli.wait = true; break;
+		case OPT_QUIET: cli.quiet = true; break;
+		case OPT_DETACH: cli.detach = true; break;
+		case OPT_FULL:
+		case OPT_INCREMENTAL:
+			if (cli.mode) {
+				fprintf(stderr, "ferry: --full or --incremental, "
+					"not both\n");
+				return 2;
+			}
+			cli.mode = c == OPT_FULL ? FY_JOB_FULL
+						 : FY_JOB_INCREMENTAL;
 			break;
 		case OPT_SET:
 			if (cli.n_overrides == 64)
@@ -274,7 +1029,10 @@ int main(int argc, char **argv)
 			cli.overrides[cli.n_overrides][0] = NULL;
 			cli.overrides[cli.n_overrides++][1] = optarg;
 			break;
-		case OPT_REPOSITORY: key = "ferry.repository"; break;
+		case OPT_REPOSITORY:
+			key = "ferry.repository";
+			cli.repository = optarg;
+			break;
 		case OPT_CERT: key = "ferry.tls.cert"; break;
 		case OPT_KEY: key = "ferry.tls.key"; break;
 		case OPT_CA: key = "ferry.tls.ca"; break;

@@ -41,6 +41,7 @@ enum blk_state {
 	BLK_COMPRESS,   /* the repository lacks it: waiting for a worker */
 	BLK_COMPRESSED, /* ready to send */
 	BLK_DUP,        /* same digest as a block already being sent */
+	BLK_PARENT,     /* unchanged since the parent backup: its entry */
 };
 
 struct blk {
@@ -230,7 +231,8 @@ static void *reader_main(void *arg)
 					 ? p->src->size - i * p->block_size
 					 : p->block_size;
 			if (!data) {
-				b->state = BLK_HOLE;
+				b->state = p->opts->parent ? BLK_PARENT
+							   : BLK_HOLE;
 				q_push(&p->netq, b);
 				pthread_cond_signal(&p->cond_net);
 			}
@@ -622,6 +624,12 @@ static int network_loop(struct pipeline *p)
 		pthread_mutex_unlock(&p->lock);
 		if (rc < 0)
 			break;
+		if (p->opts->cancel && atomic_load(p->opts->cancel)) {
+			rc = fy_err_set(-ECANCELED, "cancelled");
+			if (b)
+				release(p, b);
+			break;
+		}
 
 		if (!b) {
 			/* Nothing new for a while: ask about what we have. */
@@ -637,6 +645,15 @@ static int network_loop(struct pipeline *p)
 			rc = finish_block(p, b->index, true, NULL);
 			release(p, b);
 			break;
+		case BLK_PARENT: {
+			const struct fy_parent_map *pm = p->opts->parent;
+
+			p->st->bytes_unchanged += b->len;
+			rc = finish_block(p, b->index, pm->hole[b->index] != 0,
+					  pm->digest[b->index]);
+			release(p, b);
+			break;
+		}
 		case BLK_HASHED:
 			if (inflight_has(&in, b->digest)) {
 				p->st->bytes_dedup += b->len;
@@ -684,6 +701,7 @@ static int send_begin_disk(struct pipeline *p, const char *label)
 	bd.size = p->src->size;
 	bd.change_id = (char *)(p->opts->change_id ? p->opts->change_id : "");
 	bd.transport = (char *)p->src->ops->name;
+	bd.disk_id = (char *)(p->opts->disk_id ? p->opts->disk_id : "");
 	f.body_case = FERRY__FRAME__BODY_BEGIN_DISK;
 	f.begin_disk = &bd;
 	return fy_conn_send(p->conn, &f);
@@ -718,6 +736,11 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 	memset(st, 0, sizeof(*st));
 	st->size = src->size;
 	p.nblocks = (src->size + p.block_size - 1) / p.block_size;
+	if (opts->parent && opts->parent->n != p.nblocks)
+		return fy_err_set(-EINVAL, "disk %u (%s): the parent map has "
+				  "%" PRIu64 " blocks, the disk %" PRIu64,
+				  disk_index, label, opts->parent->n,
+				  p.nblocks);
 	st->blocks = p.nblocks;
 	p.nslots = POOL_BYTES / (2 * p.block_size);
 	if (p.nslots < POOL_MIN)

@@ -9,7 +9,8 @@
 void fy_progress_print(void *opaque, const struct fy_disk_stats *st, bool done)
 {
 	char rd[32], zero[32], dedup[32], sent[32], size[32], rate[32];
-	uint64_t done_bytes = st->bytes_read + st->bytes_zero;
+	uint64_t done_bytes = st->bytes_read + st->bytes_zero +
+			      st->bytes_unchanged;
 	double bps = st->seconds > 0 ? done_bytes / st->seconds : 0;
 	double eta = bps > 0 && st->size > done_bytes
 			     ? (st->size - done_bytes) / bps
@@ -38,8 +39,8 @@ void fy_disk_stats_json(FILE *f, const struct fy_disk_stats *st)
 		",\"bytes_read\":%" PRIu64 ",\"bytes_zero\":%" PRIu64
 		",\"bytes_deduplicated\":%" PRIu64 ",\"bytes_new\":%" PRIu64
 		",\"bytes_sent\":%" PRIu64 ",\"blocks_sent\":%" PRIu64
-		",\"seconds\":%.3f",
+		",\"bytes_unchanged\":%" PRIu64 ",\"seconds\":%.3f",
 		st->size, st->blocks, st->bytes_read, st->bytes_zero,
 		st->bytes_dedup, st->bytes_new, st->bytes_sent, st->blocks_sent,
-		st->seconds);
+		st->bytes_unchanged, st->seconds);
 }

@@ -34,12 +34,18 @@ const char *const fy_known_keys[] = {
 	"ferry.timeoutSeconds",
 	"ferry.logFile",
 	"vixDiskLib.transport.LogLevel",
-	/* VDDK keys of capabilities not built yet that an admin's existing
-	 * file may hold: accepted quietly until the code that reads them
-	 * lands. */
-	"vixDiskLib.disklib.*",
 	"tmpDirectory",
-	"ferry.proxy.*",
+	"vixDiskLib.disklib.EnableCache",
+	/* the default transport list of --vm jobs (agent/job.c) */
+	"ferry.transports",
+	/* ferry-agent run and its client `ferry` (agent/control.c lists
+	 * them too; here so that every command knows them) */
+	"ferry.control.listen",
+	"ferry.control.maxClients",
+	"ferry.control.allowedClients",
+	"ferry.jobs.max",
+	"ferry.agent",
+	"ferry.agent.serverName",
 	NULL,
 };
 
@@ -71,7 +77,8 @@ const char *const *fy_all_known_keys(void)
 
 int fy_agent_setup_logging(const struct fy_config *cfg, int level)
 {
-	const char *file = fy_config_get(cfg, "ferry.logFile");
+	const char *file = fy_config_get(cfg, "ferry.logFile"), *tmp_dir;
+	char path[4096];
 	int rc;
 
 	if (level < 0) {
@@ -86,6 +93,21 @@ int fy_agent_setup_logging(const struct fy_config *cfg, int level)
 	fy_log_set_level(level);
 	if (file && (rc = fy_log_set_file(file)) < 0)
 		return rc;
+	/* VDDK's tmpDirectory: a log file per process under it, as
+	 * vixDiskLib-PID.log is there. */
+	tmp_dir = fy_config_get(cfg, "tmpDirectory");
+	if (tmp_dir && *tmp_dir) {
+		rc = fy_log_set_dir(tmp_dir, program_invocation_short_name,
+				    path, sizeof(path));
+		if (rc < 0)
+			return fy_err_wrap(rc, "tmpDirectory (from %s)",
+					   fy_config_origin(cfg,
+							    "tmpDirectory"));
+		fy_debug("logging to %s", path);
+	} else {
+		/* A reload that dropped the key stops writing there. */
+		fy_log_set_dir(NULL, NULL, NULL, 0);
+	}
 	fy_config_warn_unknown(cfg, fy_all_known_keys());
 	return 0;
 }
@@ -136,6 +158,11 @@ int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 	if (rc < 0)
 		return rc;
 	s->timeout_ms = (int)v * 1000;
+	rc = fy_config_get_int(cfg, "vixDiskLib.disklib.EnableCache", 0, 0, 1,
+			       &v);
+	if (rc < 0)
+		return rc;
+	s->read_cache = v == 1;
 	return 0;
 }
 
@@ -194,8 +221,9 @@ static int recv_expect(struct fy_conn *conn, Ferry__Frame__BodyCase want,
 }
 
 int fy_client_begin_backup(struct fy_conn *conn, const char *source,
-			   const char *kind, uint32_t block_size,
-			   uint32_t disks, char *id, size_t idlen)
+			   const char *kind, const char *parent_id,
+			   uint32_t block_size, uint32_t disks, char *id,
+			   size_t idlen)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__BeginBackup bb = FERRY__BEGIN_BACKUP__INIT;
@@ -204,7 +232,7 @@ int fy_client_begin_backup(struct fy_conn *conn, const char *source,
 
 	bb.source = (char *)source;
 	bb.source_kind = (char *)kind;
-	bb.parent_id = "";
+	bb.parent_id = (char *)(parent_id ? parent_id : "");
 	bb.created_unix = time(NULL);
 	bb.block_size = block_size;
 	bb.disk_count = disks;
@@ -572,4 +600,189 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 	if (rc < 0)
 		fy_err_wrap(rc, "restore of backup %s disk %u", backup_id, disk);
 	return rc;
+}
+
+/* ---- what an incremental needs: the parent and its maps ----------------- */
+
+struct latest {
+	const char *source, *kind;
+	struct fy_backup_info *best;
+	int rc;
+};
+
+static int latest_cb(void *opaque, const Ferry__BackupSummary *b)
+{
+	struct latest *l = opaque;
+	struct fy_backup_info *info;
+	size_t i;
+
+	if (strcmp(b->source, l->source) || strcmp(b->source_kind, l->kind))
+		return 0;
+	if (l->best && (b->created_unix < l->best->created_unix ||
+			(b->created_unix == l->best->created_unix &&
+			 strcmp(b->id, l->best->id) <= 0)))
+		return 0;
+	info = calloc(1, sizeof(*info));
+	if (!info || !(info->disks = calloc(b->n_disks ? b->n_disks : 1,
+					    sizeof(*info->disks)))) {
+		free(info);
+		return l->rc = fy_err_set(-ENOMEM, "out of memory");
+	}
+	snprintf(info->id, sizeof(info->id), "%s", b->id);
+	info->created_unix = b->created_unix;
+	info->block_size = b->block_size;
+	info->n_disks = (uint32_t)b->n_disks;
+	for (i = 0; i < b->n_disks; i++) {
+		const Ferry__DiskSummary *s = b->disks[i];
+		struct fy_manifest_disk *d = &info->disks[i];
+
+		d->index = s->index;
+		snprintf(d->label, sizeof(d->label), "%s", s->label);
+		d->size = s->size;
+		snprintf(d->change_id, sizeof(d->change_id), "%s",
+			 s->change_id);
+		snprintf(d->transport, sizeof(d->transport), "%s",
+			 s->transport);
+		snprintf(d->disk_id, sizeof(d->disk_id), "%s", s->disk_id);
+		d->data_blocks = s->data_blocks;
+		d->hole_blocks = s->hole_blocks;
+	}
+	fy_backup_info_free(l->best);
+	l->best = info;
+	return 0;
+}
+
+int fy_client_latest(struct fy_conn *conn, const char *source,
+		     const char *kind, struct fy_backup_info **out)
+{
+	struct latest l = { .source = source, .kind = kind };
+	int rc = fy_client_list(conn, latest_cb, &l);
+
+	if (rc == 0 && l.rc)
+		rc = l.rc;
+	if (rc < 0) {
+		fy_backup_info_free(l.best);
+		return rc;
+	}
+	if (!l.best)
+		return fy_err_set(-ENOENT, "no earlier backup of %s", source);
+	*out = l.best;
+	return 0;
+}
+
+void fy_backup_info_free(struct fy_backup_info *b)
+{
+	if (!b)
+		return;
+	free(b->disks);
+	free(b);
+}
+
+void fy_parent_map_free(struct fy_parent_map *m)
+{
+	free(m->digest);
+	free(m->hole);
+	memset(m, 0, sizeof(*m));
+}
+
+int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
+		      uint32_t disk, struct fy_parent_map *m,
+		      uint64_t *size, uint32_t *block_size)
+{
+	uint64_t next = 0, count = 0;
+	bool started = false;
+	int rc = 0;
+
+	memset(m, 0, sizeof(*m));
+	do {
+		Ferry__Frame f = FERRY__FRAME__INIT;
+		Ferry__GetMap gm = FERRY__GET_MAP__INIT;
+		fy_frame *mc = NULL, *end = NULL;
+
+		gm.backup_id = (char *)backup_id;
+		gm.disk = disk;
+		gm.first_block = next;
+		gm.count = FY_MAP_CHUNK_MAX;
+		f.body_case = FERRY__FRAME__BODY_GET_MAP;
+		f.get_map = &gm;
+		rc = fy_conn_send(conn, &f);
+		if (rc == 0)
+			rc = fy_conn_recv(conn, &mc);
+		if (rc < 0)
+			break;
+		if (mc->body_case == FERRY__FRAME__BODY_MAP_END) {
+			end = mc;
+			mc = NULL;
+		} else if (mc->body_case == FERRY__FRAME__BODY_ERROR) {
+			rc = fy_err_set(mc->error->code < 0 ? mc->error->code
+							    : -EPROTO,
+					"repository: %s", mc->error->message);
+		} else if (mc->body_case != FERRY__FRAME__BODY_MAP_CHUNK ||
+			   mc->map_chunk->first_block != next ||
+			   mc->map_chunk->disk != disk) {
+			rc = fy_err_set(-EPROTO, "repository answered GetMap "
+					"with %s", fy_frame_name(mc));
+		} else {
+			rc = recv_expect(conn, FERRY__FRAME__BODY_MAP_END,
+					 "MapEnd", &end);
+		}
+		if (rc == 0 && !started) {
+			const Ferry__MapEnd *me = end->map_end;
+
+			if (me->block_size < FY_BLOCK_MIN ||
+			    me->block_size > FY_BLOCK_MAX ||
+			    me->size > FY_DISK_SIZE_MAX ||
+			    me->block_count != (me->size + me->block_size - 1) /
+						       me->block_size) {
+				rc = fy_err_set(-EPROTO, "repository describes "
+						"disk %u as %" PRIu64 " bytes "
+						"in %" PRIu64 " blocks of %u",
+						disk, me->size, me->block_count,
+						me->block_size);
+			} else {
+				count = me->block_count;
+				*size = me->size;
+				*block_size = me->block_size;
+				m->n = count;
+				m->digest = calloc(count ? count : 1,
+						   FY_DIGEST_LEN);
+				m->hole = calloc(count ? count : 1, 1);
+				if (!m->digest || !m->hole)
+					rc = fy_err_set(-ENOMEM, "out of memory "
+							"for a map of %" PRIu64
+							" blocks", count);
+			}
+			started = true;
+		}
+		if (rc == 0 && mc) {
+			const Ferry__MapChunk *c = mc->map_chunk;
+			size_t i;
+
+			if (next + c->n_digests > count)
+				rc = fy_err_set(-EPROTO, "repository sent map "
+						"entries past block %" PRIu64,
+						count);
+			for (i = 0; rc == 0 && i < c->n_digests; i++) {
+				if (c->digests[i].len == 0)
+					m->hole[next + i] = 1;
+				else
+					memcpy(m->digest[next + i],
+					       c->digests[i].data,
+					       FY_DIGEST_LEN);
+			}
+			next += c->n_digests;
+		} else if (rc == 0 && next < count) {
+			rc = fy_err_set(-EPROTO, "repository ended the map at "
+					"block %" PRIu64 " of %" PRIu64, next,
+					count);
+		}
+		fy_frame_free(mc);
+		fy_frame_free(end);
+	} while (rc == 0 && next < count);
+	if (rc < 0) {
+		fy_parent_map_free(m);
+		return fy_err_wrap(rc, "map of backup %s disk %u", backup_id,
+				   disk);
+	}
+	return 0;
 }

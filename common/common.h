@@ -52,6 +52,13 @@ void fy_log_set_level(int level);
 int fy_log_get_level(void);
 /* Also append to this file (NULL: stderr only). Returns 0 or -errno. */
 int fy_log_set_file(const char *path);
+/* VDDK's tmpDirectory: also write to DIR/PROGRAM-PID.log, created 0600
+ * (DIR 0700 when created here), besides stderr and fy_log_set_file's
+ * file. The path opened goes to path (may be NULL). A second call for the
+ * same directory in the same process keeps the file; NULL dir closes it.
+ * Returns 0 or -errno. */
+int fy_log_set_dir(const char *dir, const char *program, char *path,
+		   size_t pathlen);
 void fy_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -143,10 +150,17 @@ struct fy_file_source_opts {
 	unsigned queue_depth; /* libaio requests in flight (default 16) */
 	size_t io_size;       /* largest single request (default 1 MiB) */
 	bool no_direct;       /* force buffered reads */
+	/* vixDiskLib.disklib.EnableCache=1: read through the page cache,
+	 * with the kernel told the reads are sequential and each batch
+	 * followed by a readahead of the next, instead of O_DIRECT. For
+	 * sources read more than once; a full backup reads each block once
+	 * and is better off without (the default). */
+	bool cached;
 };
 
 /* Opens a regular file or block device read-only, with O_DIRECT unless it
- * is refused (tmpfs), in which case one log line says so. */
+ * is refused (tmpfs, in which case one log line says so) or opts->cached
+ * or opts->no_direct asks for buffered reads. */
 int fy_file_source_open(const char *path,
 			const struct fy_file_source_opts *opts,
 			struct fy_source **out);

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,9 +20,12 @@
 #define LOG_LINE_MAX 4096
 
 static atomic_int log_level = FY_LOG_WARN;
-/* The mutex orders writes and guards log_fd against fy_log_set_file. */
+/* The mutex orders writes and guards both descriptors (and dir_path)
+ * against fy_log_set_file and fy_log_set_dir. */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static int log_fd = -1;
+static int log_fd = -1;		/* ferry.logFile */
+static int dir_fd = -1;		/* tmpDirectory/PROGRAM-PID.log */
+static char dir_path[4096];	/* what dir_fd is, "" when closed */
 
 static const char *const level_names[] = {
 	[FY_LOG_QUIET] = "quiet",     [FY_LOG_PANIC] = "panic",
@@ -61,6 +65,92 @@ int fy_log_set_file(const char *path)
 	pthread_mutex_lock(&log_lock);
 	old = log_fd;
 	log_fd = fd;
+	pthread_mutex_unlock(&log_lock);
+	if (old >= 0)
+		close(old);
+	return 0;
+}
+
+/*
+ * The directory may be shared (VDDK's default is under /tmp): the file is
+ * opened without following a symbolic link and kept only when it is a
+ * regular file of ours with one link, so nobody can make us append
+ * elsewhere.
+ */
+static int open_private_log(const char *path)
+{
+	struct stat st;
+	int fd, rc;
+
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+		  0600);
+	if (fd < 0) {
+		rc = -errno;
+		return fy_err_set(rc, "cannot open log file %s: %s", path,
+				  strerror(-rc));
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		close(fd);
+		return fy_err_set(rc, "cannot stat log file %s: %s", path,
+				  strerror(-rc));
+	}
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+	    st.st_nlink != 1) {
+		close(fd);
+		return fy_err_set(-EPERM, "log file %s exists and is not a "
+				  "regular file of this user with one link; "
+				  "refusing to write to it", path);
+	}
+	/* An older file of ours with wider permissions is narrowed. */
+	if ((st.st_mode & 077) && fchmod(fd, 0600) < 0) {
+		rc = -errno;
+		close(fd);
+		return fy_err_set(rc, "cannot chmod log file %s: %s", path,
+				  strerror(-rc));
+	}
+	return fd;
+}
+
+int fy_log_set_dir(const char *dir, const char *program, char *path,
+		   size_t pathlen)
+{
+	char want[sizeof(dir_path)];
+	int fd = -1, old, rc, n;
+	bool same;
+
+	if (path && pathlen)
+		path[0] = '\0';
+	if (dir) {
+		if (!*dir)
+			return fy_err_set(-EINVAL, "tmpDirectory is empty");
+		n = snprintf(want, sizeof(want), "%s/%s-%ld.log", dir,
+			     program && *program ? program : "ferry",
+			     (long)getpid());
+		if (n < 0 || (size_t)n >= sizeof(want))
+			return fy_err_set(-ENAMETOOLONG, "tmpDirectory %s: "
+					  "path too long", dir);
+		if (path && pathlen)
+			snprintf(path, pathlen, "%s", want);
+	}
+	pthread_mutex_lock(&log_lock);
+	same = dir && dir_fd >= 0 && !strcmp(dir_path, want);
+	pthread_mutex_unlock(&log_lock);
+	if (same)
+		return 0;
+	if (dir) {
+		/* Logs may hold VM and host names: ours alone. */
+		rc = fy_mkdirs(dir, 0700);
+		if (rc < 0)
+			return fy_err_wrap(rc, "tmpDirectory %s", dir);
+		fd = open_private_log(want);
+		if (fd < 0)
+			return fd;
+	}
+	pthread_mutex_lock(&log_lock);
+	old = dir_fd;
+	dir_fd = fd;
+	snprintf(dir_path, sizeof(dir_path), "%s", fd >= 0 ? want : "");
 	pthread_mutex_unlock(&log_lock);
 	if (old >= 0)
 		close(old);
@@ -126,6 +216,8 @@ void fy_log(int level, const char *fmt, ...)
 	write_line(STDERR_FILENO, line, len);
 	if (log_fd >= 0)
 		write_line(log_fd, line, len);
+	if (dir_fd >= 0)
+		write_line(dir_fd, line, len);
 	pthread_mutex_unlock(&log_lock);
 	errno = saved_errno;
 }

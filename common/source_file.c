@@ -1,7 +1,8 @@
 /*
  * The local file / block device source. Reads go through libaio with
  * O_DIRECT so a full disk backup neither pollutes nor waits on the page
- * cache; filesystems that refuse O_DIRECT (tmpfs) are read with pread.
+ * cache; filesystems that refuse O_DIRECT (tmpfs) are read with pread,
+ * and so is a source opened with the read cache on (EnableCache).
  * A source is used by one thread at a time.
  */
 #include "common/common.h"
@@ -41,6 +42,7 @@ struct file_source {
 	struct fy_source base; /* first: the table's functions cast back */
 	int fd;
 	bool direct;
+	bool cached;  /* EnableCache: page cache with readahead hints */
 	bool use_aio; /* false when buffered, or after aio broke down */
 	unsigned queue_depth;
 	size_t io_size;
@@ -345,6 +347,38 @@ static void reap(struct file_source *fs, struct batch *b)
 		complete(fs, b, fs->events[i].data, (long)fs->events[i].res);
 }
 
+/*
+ * With the read cache on, the whole batch and the next one like it are
+ * handed to the kernel's readahead at once (POSIX_FADV_WILLNEED starts the
+ * reads without waiting), so the sequential preads below mostly find the
+ * page cache filled while the previous batch is being hashed: the
+ * buffered counterpart of libaio's requests in flight.
+ */
+static void read_ahead(struct file_source *fs, const struct fy_io *ios,
+		       size_t n)
+{
+	uint64_t lo = UINT64_MAX, hi = 0, window;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (ios[i].offset >= fs->base.size || !ios[i].len)
+			continue;
+		if (ios[i].offset < lo)
+			lo = ios[i].offset;
+		if (ios[i].offset + ios[i].len > hi)
+			hi = ios[i].offset + ios[i].len;
+	}
+	if (hi > fs->base.size)
+		hi = fs->base.size;
+	if (lo >= hi)
+		return;
+	window = (uint64_t)fs->queue_depth * fs->io_size;
+	hi = window > fs->base.size - hi ? fs->base.size : hi + window;
+	/* Advice only: a kernel that ignores it still reads correctly. */
+	(void)posix_fadvise(fs->fd, (off_t)lo, (off_t)(hi - lo),
+			    POSIX_FADV_WILLNEED);
+}
+
 static int file_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
 {
 	struct file_source *fs = (struct file_source *)src;
@@ -385,6 +419,8 @@ static int file_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
 			memset(buf_at(io, src->size), 0,
 			       io->len - (src->size - io->offset));
 	}
+	if (fs->cached)
+		read_ahead(fs, ios, n);
 	if (n > 0)
 		b.next_pos = ios[0].offset;
 	for (i = 0; i < fs->queue_depth; i++)
@@ -612,7 +648,8 @@ int fy_file_source_open(const char *path,
 	fs->io_size = o.io_size;
 	snprintf(fs->base.name, sizeof(fs->base.name), "%s", path);
 
-	if (!o.no_direct)
+	fs->cached = o.cached;
+	if (!o.no_direct && !o.cached)
 		flags |= O_DIRECT;
 	fs->fd = open(path, flags);
 	if (fs->fd < 0 && errno == EINVAL && (flags & O_DIRECT)) {
@@ -647,8 +684,11 @@ int fy_file_source_open(const char *path,
 		goto out;
 	}
 	fs->base.align = fs->direct ? FILE_ALIGN : 1;
+	/* Doubles the kernel's readahead window for this file. */
+	if (fs->cached)
+		(void)posix_fadvise(fs->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	/* Said once per source, and only about something we can read. */
-	if (!fs->direct && !o.no_direct)
+	if (!fs->direct && !o.no_direct && !o.cached)
 		fy_warn("%s: O_DIRECT was refused (tmpfs or ramfs?); using "
 			"buffered reads", path);
 

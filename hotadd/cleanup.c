@@ -39,10 +39,13 @@ static void say(struct fy_hotadd_cleanup_report *rep, bool cleaned,
 
 /* Whether the agent that wrote an entry still runs: its pid is alive and
  * is a ferry-agent (a reused pid of another program does not count). This
- * process's own entries are never "another running agent". */
-static bool writer_alive(int32_t pid)
+ * process's own entries belong to a dead process whose pid was reused,
+ * unless the service says they are its running jobs'. */
+static bool writer_alive(const struct fy_hotadd *h, int32_t pid)
 {
-	return pid != getpid() && ha_pid_is_agent(pid);
+	if (pid == getpid())
+		return h->own_entries_live;
+	return ha_pid_is_agent(pid);
 }
 
 static const struct fy_journal_entry *
@@ -84,7 +87,7 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 			continue;
 		if (!e && !ha_looks_attached(pv, d))
 			continue;
-		if (e && writer_alive(e->pid)) {
+		if (e && writer_alive(h, e->pid)) {
 			say(rep, false, "disk %s on proxy %s: in use by the "
 			    "running agent pid %d", d->file_name,
 			    h->proxy.value, e->pid);
@@ -125,7 +128,7 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 		bool present = false;
 
 		if (e->kind != FY_JOURNAL_ATTACH ||
-		    strcmp(e->vm, h->proxy.value) || writer_alive(e->pid))
+		    strcmp(e->vm, h->proxy.value) || writer_alive(h, e->pid))
 			continue;
 		if (ha_is_own(j, h->proxy.value, e->device_key, e->file)) {
 			say(rep, false, "the journal says %s (key %d) was "
@@ -217,7 +220,7 @@ int fy_hotadd_cleanup(struct fy_hotadd *h,
 
 		if (e->kind != FY_JOURNAL_SNAPSHOT)
 			continue;
-		if (writer_alive(e->pid)) {
+		if (writer_alive(h, e->pid)) {
 			say(rep, false, "snapshot %s of %s: in use by the "
 			    "running agent pid %d", e->file, e->vm, e->pid);
 			continue;
@@ -231,7 +234,7 @@ int fy_hotadd_cleanup(struct fy_hotadd *h,
 
 		if (e->kind != FY_JOURNAL_DISABLE)
 			continue;
-		if (writer_alive(e->pid)) {
+		if (writer_alive(h, e->pid)) {
 			say(rep, false, "methods disabled on %s: in use by "
 			    "the running agent pid %d", e->vm, e->pid);
 			continue;
@@ -248,4 +251,9 @@ int fy_hotadd_cleanup(struct fy_hotadd *h,
 	}
 	fy_journal_release(&j);
 	return 0;
+}
+
+void fy_hotadd_cleanup_own(struct fy_hotadd *h, bool live)
+{
+	h->own_entries_live = live;
 }

@@ -670,19 +670,39 @@ static void set_read_only(const char *node)
 }
 
 /* Removes the block device from the guest and waits until it is gone. */
+/* The device behind a block name: its dev (major:minor) and wwid, "" for
+ * what the guest does not show. The kernel reuses sdX names at once, so a
+ * name alone does not say that a removed disk is still there. */
+static void guest_identity(const char *dir, char *out, size_t len)
+{
+	char path[PATH_MAX + 320], dev[64] = "", wwid[160] = "";
+
+	snprintf(path, sizeof(path), "%s/dev", dir);
+	ha_read_small(path, dev, sizeof(dev));
+	snprintf(path, sizeof(path), "%s/device/wwid", dir);
+	ha_read_small(path, wwid, sizeof(wwid));
+	snprintf(out, len, "%s|%s", dev, wwid);
+}
+
 int ha_guest_remove(struct fy_hotadd *h, const char *name)
 {
 	char path[PATH_MAX + 300], dir[PATH_MAX + 300];
+	char was[240], now[240];
 	double deadline = fy_now() + h->discover_timeout;
 	struct stat st;
 	int rc;
 
 	snprintf(dir, sizeof(dir), "%s/sys/block/%s", h->sysfs_root, name);
 	snprintf(path, sizeof(path), "%s/device/delete", dir);
+	guest_identity(dir, was, sizeof(was));
 	rc = write_small(path, "1");
 	if (rc < 0 && rc != -ENOENT)
 		return fy_err_set(rc, "hotadd: %s: %s", path, strerror(-rc));
 	while (stat(dir, &st) == 0) {
+		/* Gone, and the name already given to a disk found since. */
+		guest_identity(dir, now, sizeof(now));
+		if (strcmp(now, was) && strcmp(now, "|"))
+			break;
 		if (fy_now() > deadline)
 			return fy_err_set(-ETIMEDOUT, "hotadd: %s still there "
 					  "%d s after the delete", dir,

@@ -142,5 +142,9 @@ struct fy_hotadd_cleanup_report {
  * own disks are never touched. */
 int fy_hotadd_cleanup(struct fy_hotadd *h,
 		      struct fy_hotadd_cleanup_report *rep);
+/* live: entries this process wrote belong to its running jobs (the
+ * service) and cleanup leaves them alone; by default they are a dead
+ * process's whose pid was reused. */
+void fy_hotadd_cleanup_own(struct fy_hotadd *h, bool live);
 
 #endif

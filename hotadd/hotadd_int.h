@@ -21,6 +21,8 @@ struct fy_hotadd {
 	/* One vSphere session, used by the reader (detach on close) and the
 	 * attach-ahead thread (attach): their reconfigures take turns. */
 	pthread_mutex_t vc_lock;
+	/* Cleanup leaves this process's entries alone (fy_hotadd_cleanup_own) */
+	bool own_entries_live;
 };
 
 /* Whether pid is a running ferry-agent (this process included). */

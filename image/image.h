@@ -50,6 +50,7 @@ struct fy_manifest_disk {
 	uint64_t size;
 	char change_id[256];
 	char transport[32];
+	char disk_id[128];    /* a VM disk's UUID, or "" */
 	uint64_t block_count; /* ceil(size / block_size) */
 	uint64_t data_blocks;
 	uint64_t hole_blocks;

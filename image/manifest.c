@@ -227,6 +227,10 @@ static int fill_disk(const struct src *s, uint32_t i,
 		      pd->transport);
 	if (rc)
 		return rc;
+	snprintf(what, sizeof(what), "disk %u id", i);
+	rc = copy_str(s, what, d->disk_id, sizeof(d->disk_id), pd->disk_id);
+	if (rc)
+		return rc;
 	if (pd->size > FY_DISK_SIZE_MAX)
 		return fy_err_set(-EBADMSG,
 				  "%s: disk %u size %" PRIu64
@@ -799,6 +803,9 @@ int fy_manifest_builder_begin_disk(struct fy_manifest_builder *b,
 	if (!rc)
 		rc = check_field("disk transport", disk->transport,
 				 sizeof(disk->transport));
+	if (!rc)
+		rc = check_field("disk id", disk->disk_id,
+				 sizeof(disk->disk_id));
 	if (rc)
 		return rc;
 
@@ -981,6 +988,7 @@ static int pack_header(struct fy_manifest_builder *b, uint8_t **out,
 		pd[i].size = d->size;
 		pd[i].change_id = (char *)d->change_id;
 		pd[i].transport = (char *)d->transport;
+		pd[i].disk_id = (char *)d->disk_id;
 		pd[i].block_count = d->block_count;
 		pd[i].data_blocks = d->data_blocks;
 		pd[i].hole_blocks = d->hole_blocks;

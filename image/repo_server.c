@@ -471,6 +471,14 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 						in->begin_disk->index);
 				break;
 			}
+			if (strlen(in->begin_disk->disk_id) >= sizeof(d.disk_id) ||
+			    strlen(in->begin_disk->change_id) >=
+				    sizeof(d.change_id)) {
+				rc = fy_err_set(-EPROTO, "BeginDisk %u: disk id "
+						"or change id too long",
+						in->begin_disk->index);
+				break;
+			}
 			d.index = in->begin_disk->index;
 			snprintf(d.label, sizeof(d.label), "%s",
 				 in->begin_disk->label);
@@ -479,6 +487,8 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 				 in->begin_disk->change_id);
 			snprintf(d.transport, sizeof(d.transport), "%s",
 				 in->begin_disk->transport);
+			snprintf(d.disk_id, sizeof(d.disk_id), "%s",
+				 in->begin_disk->disk_id);
 			rc = fy_manifest_builder_begin_disk(mb, &d);
 			if (rc == 0)
 				disk = d.index;
@@ -659,6 +669,7 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 			d->hole_blocks = m->disks[j].hole_blocks;
 			d->change_id = m->disks[j].change_id;
 			d->transport = m->disks[j].transport;
+			d->disk_id = m->disks[j].disk_id;
 			diskp[nd] = d;
 		}
 		sump[shown++] = s;

@@ -496,63 +496,19 @@ static int grow(uint8_t **buf, size_t *cap, size_t need)
 
 int fy_conn_send(struct fy_conn *c, const fy_frame *f)
 {
-	size_t len = ferry__frame__get_packed_size(f);
-	uint8_t *p;
-	int rc;
-
-	if (c->error)
-		return fy_err_set(c->error, "connection to %s already failed",
-				  c->peer);
-	if (len == 0 || len > FY_FRAME_MAX)
-		return fy_err_set(-EMSGSIZE, "%s frame of %zu bytes is over the "
-				  "%u-byte limit", fy_frame_name(f), len,
-				  FY_FRAME_MAX);
-	rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + len);
-	if (rc < 0)
-		return rc;
-	p = c->wbuf + c->wlen;
-	p[0] = len >> 24;
-	p[1] = len >> 16;
-	p[2] = len >> 8;
-	p[3] = len;
-	ferry__frame__pack(f, p + 4);
-	c->wlen += 4 + len;
-	if (c->wlen >= WRITE_FLUSH_AT)
-		return fy_conn_flush(c);
-	return 0;
+	return fy_conn_send_message(c, &f->base, FY_FRAME_MAX,
+				    fy_frame_name(f));
 }
 
 int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 {
-	uint8_t hdr[4];
-	uint32_t len;
-	int rc;
+	const uint8_t *body;
+	size_t len;
+	int rc = fy_conn_recv_body(c, FY_FRAME_MAX, &body, &len);
 
-	if (c->rx_error)
-		return fy_err_set(c->rx_error, "stream from %s is out of step",
-				  c->peer);
-	rc = fy_conn_flush(c);
 	if (rc < 0)
 		return rc;
-	rc = read_all(c, hdr, 4);
-	if (rc < 0)
-		return rc;
-	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-	      (uint32_t)hdr[2] << 8 | hdr[3];
-	/* The bound is checked before a single byte is allocated. */
-	if (len == 0 || len > FY_FRAME_MAX) {
-		c->rx_error = fy_err_set(-EMSGSIZE, "frame of %u bytes from %s "
-					 "is outside 1..%u", len, c->peer,
-					 FY_FRAME_MAX);
-		return c->rx_error;
-	}
-	rc = grow(&c->rbuf, &c->rcap, len);
-	if (rc < 0)
-		return rc;
-	rc = read_all(c, c->rbuf, len);
-	if (rc < 0)
-		return rc;
-	rc = fy_frame_decode(c->rbuf, len, out);
+	rc = fy_frame_decode(body, len, out);
 	if (rc < 0) {
 		c->rx_error = fy_err_wrap(rc, "from %s", c->peer);
 		return c->rx_error;
@@ -564,6 +520,76 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 		c->rcap = 0;
 	}
 	return 0;
+}
+
+/* The framing alone, for the protocols beside ferry.proto that share it
+ * (control.proto): the same length prefix, bounds and sticky errors. */
+int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
+			 size_t max, const char *what)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *p;
+	int rc;
+
+	if (c->error)
+		return fy_err_set(c->error, "connection to %s already failed",
+				  c->peer);
+	if (len == 0 || len > max)
+		return fy_err_set(-EMSGSIZE, "%s frame of %zu bytes is over the "
+				  "%zu-byte limit", what, len, max);
+	rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + len);
+	if (rc < 0)
+		return rc;
+	p = c->wbuf + c->wlen;
+	p[0] = len >> 24;
+	p[1] = len >> 16;
+	p[2] = len >> 8;
+	p[3] = len;
+	protobuf_c_message_pack(m, p + 4);
+	c->wlen += 4 + len;
+	if (c->wlen >= WRITE_FLUSH_AT)
+		return fy_conn_flush(c);
+	return 0;
+}
+
+int fy_conn_recv_body(struct fy_conn *c, size_t max, const uint8_t **body,
+		      size_t *len)
+{
+	uint8_t hdr[4];
+	uint32_t n;
+	int rc;
+
+	if (c->rx_error)
+		return fy_err_set(c->rx_error, "stream from %s is out of step",
+				  c->peer);
+	rc = fy_conn_flush(c);
+	if (rc < 0)
+		return rc;
+	rc = read_all(c, hdr, 4);
+	if (rc < 0)
+		return rc;
+	n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+	    (uint32_t)hdr[2] << 8 | hdr[3];
+	/* The bound is checked before a single byte is allocated. */
+	if (n == 0 || n > max) {
+		c->rx_error = fy_err_set(-EMSGSIZE, "frame of %u bytes from %s "
+					 "is outside 1..%zu", n, c->peer, max);
+		return c->rx_error;
+	}
+	rc = grow(&c->rbuf, &c->rcap, n);
+	if (rc < 0)
+		return rc;
+	rc = read_all(c, c->rbuf, n);
+	if (rc < 0)
+		return rc;
+	*body = c->rbuf;
+	*len = n;
+	return 0;
+}
+
+void fy_conn_set_rx_error(struct fy_conn *c, int code)
+{
+	c->rx_error = code;
 }
 
 int fy_conn_wait_readable(struct fy_conn *c, int timeout_ms)

@@ -65,6 +65,9 @@ static int check_summary(const Ferry__BackupSummary *b)
 		if (!rc)
 			rc = check_string(b->disks[i]->transport,
 					  "DiskSummary.transport");
+		if (!rc)
+			rc = check_string(b->disks[i]->disk_id,
+					  "DiskSummary.disk_id");
 	}
 	return rc;
 }
@@ -140,6 +143,9 @@ int fy_frame_check(const fy_frame *f)
 		if (!rc)
 			rc = check_string(f->begin_disk->transport,
 					  "BeginDisk.transport");
+		if (!rc)
+			rc = check_string(f->begin_disk->disk_id,
+					  "BeginDisk.disk_id");
 		break;
 	case FERRY__FRAME__BODY_QUERY_BLOCKS:
 		rc = check_digests(f->query_blocks->digests,

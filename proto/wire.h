@@ -14,6 +14,7 @@
 
 #include "common/common.h"
 #include "proto/ferry.pb-c.h"
+#include "proto/control.pb-c.h"
 
 #define FY_PROTOCOL_VERSION 1
 /* Largest frame either side accepts: one 8 MiB block fits with room to
@@ -90,5 +91,48 @@ void fy_conn_close(struct fy_conn *c);
  * Hello, checks the reply's version, returns the repository's id. */
 int fy_conn_hello(struct fy_conn *c, const char *software,
 		  uint32_t block_size, char *repo_id, size_t repo_id_len);
+
+/* ---- framing for other protocols on the same connection ---------------- */
+
+/* Queues one message of another protocol with the same framing (length
+ * prefix, 1 <= length <= max); what names it in messages. */
+int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
+			 size_t max, const char *what);
+/* Flushes, then reads one frame's body of at most max bytes; *body stays
+ * valid until the next receive. */
+int fy_conn_recv_body(struct fy_conn *c, size_t max, const uint8_t **body,
+		      size_t *len);
+/* Marks the incoming stream broken (a body that did not decode). */
+void fy_conn_set_rx_error(struct fy_conn *c, int code);
+
+/* ---- the control protocol (proto/control.proto, proto/control.c) -------- */
+
+#define FY_CONTROL_PROTOCOL_VERSION 1
+/* Largest control frame: a job's result with 64 disks is about 100 KiB. */
+#define FY_CONTROL_FRAME_MAX (1u << 20)
+#define FY_CONTROL_LOG_MAX 16384   /* CleanupResult.log */
+#define FY_CONTROL_DISKS_MAX 64    /* StartBackup.disks, JobResult.disks */
+#define FY_CONTROL_JOBS_MAX 128    /* JobList.jobs, Status.jobs */
+#define FY_CONTROL_MODES_MAX 16    /* Status.transport_modes */
+#define FY_CONTROL_NAME_MAX 1024   /* vm, name, repository, job id, ... */
+
+typedef Ferry__Control__ControlFrame fy_control_frame;
+
+/* Checks every bound of a decoded control frame (string lengths, counts,
+ * enum values, disk indexes). 0 or -EBADMSG with a message naming the
+ * field. */
+int fy_control_check(const fy_control_frame *f);
+/* Decodes one control frame body (without the length prefix), checks it. */
+int fy_control_decode(const uint8_t *buf, size_t len, fy_control_frame **out);
+void fy_control_free(fy_control_frame *f);
+/* "StartBackup", for messages. */
+const char *fy_control_name(const fy_control_frame *f);
+/* Queues one control frame. */
+int fy_control_send(struct fy_conn *c, const fy_control_frame *f);
+/* Flushes, then receives, decodes and checks one control frame. A frame
+ * that does not decode or breaks a bound leaves the stream unusable. */
+int fy_control_recv(struct fy_conn *c, fy_control_frame **out);
+/* Sends an Error control frame and flushes, ignoring failures. */
+void fy_control_send_error(struct fy_conn *c, int code, const char *msg);
 
 #endif

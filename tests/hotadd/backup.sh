@@ -28,7 +28,7 @@ for i in 0 1; do
   cmp "$T/r$i.img" "$flat" || fail "disk $i differs from $flat"
 done
 "$FERRY" --config "$T/agent.conf" list --json >"$T/list.json"
-[[ $(json "$T/list.json" 'j[0]["disks"][1]["label"]') == vm-two-disks_1.vmdk ]] ||
+[[ $(json "$T/list.json" 'j[0]["disks"][1]["label"]') == "[ds1] vm-two-disks/vm-two-disks_1.vmdk" ]] ||
   fail "disk label: $(json "$T/list.json" 'j[0]["disks"]')"
 
 note "nothing left behind"

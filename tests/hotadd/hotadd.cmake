@@ -25,6 +25,7 @@ ferry_hotadd_test(wrong_proxy)
 ferry_hotadd_test(attach_ahead)
 ferry_hotadd_test(no_wwid)
 ferry_hotadd_test(cbt_full)
+ferry_hotadd_test(cbt_incr)
 
 # The journal parser's unit test.
 add_executable(test_journal hotadd/test_journal.c)

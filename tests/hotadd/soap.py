@@ -75,6 +75,8 @@ elif sys.argv[2] == "fill":
                    '</capacityInKB></device></deviceChange>' % (-100 - unit, unit, sys.argv[4], unit))
 elif sys.argv[2] == "cbt":
     change = "<changeTrackingEnabled>true</changeTrackingEnabled>"
+elif sys.argv[2] == "cbt-off":
+    change = "<changeTrackingEnabled>false</changeTrackingEnabled>"
 else:
     sys.exit(__doc__)
 wait(call('<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">%s</_this><spec>%s'

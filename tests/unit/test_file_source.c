@@ -12,6 +12,7 @@
 #include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -449,6 +450,115 @@ static void test_errors(const char *dir)
 	CHECK(strstr(fy_err_msg(), "/nonexistent/x") != NULL);
 }
 
+/* Pages of [off, off+len) of path in the page cache (mincore). */
+static size_t resident_pages(const char *path, uint64_t off, uint64_t len)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned char vec[4096];
+	size_t n, i, count = 0;
+	void *map;
+	int fd;
+
+	fd = open(path, O_RDONLY);
+	CHECK(fd >= 0);
+	n = (size_t)((len + (uint64_t)page - 1) / (uint64_t)page);
+	CHECK(n <= sizeof(vec) && off % (uint64_t)page == 0);
+	map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+	CHECK(map != MAP_FAILED);
+	if (map != MAP_FAILED) {
+		CHECK(mincore(map, len, vec) == 0);
+		for (i = 0; i < n; i++)
+			count += vec[i] & 1;
+		munmap(map, len);
+	}
+	close(fd);
+	return count;
+}
+
+/* Writes back and drops path's pages from the page cache. */
+static void evict(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+
+	CHECK(fd >= 0);
+	CHECK(fdatasync(fd) == 0);
+	CHECK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+	close(fd);
+}
+
+/*
+ * vixDiskLib.disklib.EnableCache: with cached set, reads go through the
+ * page cache (what was read stays resident, buffers need no alignment);
+ * without, O_DIRECT leaves the cache as it was.
+ */
+static void test_cache(const char *dir)
+{
+	struct fy_file_source_opts opts = { .queue_depth = 4,
+					    .io_size = 64 * KiB,
+					    .cached = true };
+	uint64_t first = data_runs[0].length; /* 1 MiB of data at 0 */
+	size_t pages = (size_t)(first / (uint64_t)sysconf(_SC_PAGESIZE));
+	struct fy_source *src = NULL;
+	char path[512], log[] = "test_file_source_cache_XXXXXX";
+	uint8_t *expect, *buf;
+	size_t len = 0, before;
+	void *text = NULL;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/test_file_source_cache.img", dir);
+	expect = make_file(path);
+	fd = mkstemp(log);
+	close(fd);
+	CHECK_RC(fy_log_set_file(log));
+
+	evict(path);
+	before = resident_pages(path, 0, first);
+	CHECK_RC(fy_file_source_open(path, &opts, &src));
+	if (!src)
+		goto out;
+	/* Buffered: no alignment asked of the caller. */
+	CHECK(src->align == 1);
+	read_and_compare(src, expect, FILE_SIZE + 16 * KiB);
+	buf = malloc(5000);
+	CHECK_RC(fy_source_read(src, buf, 5000, 3 * MiB + 1));
+	CHECK(!memcmp(buf, expect + 3 * MiB + 1, 5000));
+	free(buf);
+	fy_source_close(src);
+	src = NULL;
+	/* What was read is in the page cache now. */
+	CHECK(resident_pages(path, 0, first) == pages);
+	printf("cache on: %zu of %zu pages resident before, %zu after\n",
+	       before, pages, resident_pages(path, 0, first));
+
+	/* Off (the default): O_DIRECT, the cache stays as it was. */
+	if (!refuses_direct(path)) {
+		opts.cached = false;
+		evict(path);
+		before = resident_pages(path, 0, first);
+		CHECK_RC(fy_file_source_open(path, &opts, &src));
+		CHECK(src && src->align == 4096);
+		if (src)
+			read_and_compare(src, expect, FILE_SIZE);
+		fy_source_close(src);
+		CHECK(resident_pages(path, 0, first) <= before);
+		printf("cache off: %zu of %zu pages resident before, %zu "
+		       "after\n", before, pages,
+		       resident_pages(path, 0, first));
+	} else {
+		printf("note: %s refuses O_DIRECT; the cache-off half is not "
+		       "tested here\n", dir);
+	}
+	/* Asking for the cache is no reason for the O_DIRECT warning. */
+	CHECK_RC(fy_log_set_file(NULL));
+	CHECK_RC(fy_read_file(log, 1 << 20, &text, &len));
+	CHECK(len == 0 || !memmem(text, len, "O_DIRECT", 8));
+	free(text);
+out:
+	unlink(log);
+	unlink(path);
+	free(expect);
+}
+
 int main(void)
 {
 	char dir[4096];
@@ -458,6 +568,7 @@ int main(void)
 	if (!getcwd(dir, sizeof(dir)))
 		return 1;
 	test_direct(dir);
+	test_cache(dir);
 	test_fallback();
 	test_loop_device(dir);
 	test_errors(dir);

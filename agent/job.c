@@ -1,0 +1,1048 @@
+/*
+ * One VM backup job (agent/job.h): what ferry-agent backup --vm runs once
+ * and the service runs on a thread per job.
+ *
+ * The order, each step journaled before it is taken and undone on every
+ * path (cancel included): PrepareForAccess (DisableMethods), snapshot (or
+ * the caller's), per disk the first transport of the list that can read it
+ * (hotadd disks are attached ahead while earlier ones are read), the
+ * blocks into the repository, commit, detach, snapshot removal, EndAccess.
+ *
+ * CBT: a full backup reads what QueryChangedDiskAreas("*") reports as
+ * allocated; an incremental reads what changed since the change ID stored
+ * in the newest backup of the same source and takes every other block's
+ * map entry from that backup, so each backup is complete on its own. A
+ * disk that cannot be read incrementally is read in full and the result
+ * says why (docs/CBT.md).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/job.h"
+#include "agent/vm_transport.h"
+#include "vsphere/vsphere.h"
+
+/* What is known of one disk before it is read. */
+struct disk_plan {
+	unsigned index;                  /* into vm->devices.disks */
+	const struct fy_vs_disk *frozen; /* the snapshot's copy */
+	bool hotadd_ok;                  /* hotadd's rules pass */
+	char hotadd_why[FY_JOB_TEXT_MAX];
+	struct fy_area *areas;           /* CBT's areas to read, or NULL */
+	size_t n_areas;
+	const struct fy_manifest_disk *parent; /* incremental from this */
+};
+
+struct job {
+	const struct fy_config *cfg;
+	const struct fy_job_spec *spec;
+	atomic_bool *cancel;
+	const struct fy_job_events *ev;
+	struct fy_job_result *res;
+
+	struct fy_settings s;
+	const char *modes[FY_TRANSPORT_MODES_MAX];
+	unsigned n_modes;
+	struct fy_vs_client *vc;
+	struct fy_hotadd *h;             /* NULL when hotadd cannot work */
+	char hotadd_down[FY_JOB_TEXT_MAX]; /* why, then */
+	struct fy_vs_vm *vm;
+	struct fy_vs_inventory *inv;
+	struct fy_vs_devices *frozen;
+	struct fy_vs_moref snapshot;
+	bool own_snapshot;               /* taken here: removed here */
+	struct fy_journal_entry snap_entry, access_entry;
+	bool access_prepared;
+	char identity[FY_VS_IDENTITY_MAX];
+	struct fy_backup_info *parent;
+	unsigned n;
+	struct disk_plan plan[FY_JOB_DISKS_MAX];
+	struct fy_source *src[FY_JOB_DISKS_MAX]; /* attached ahead */
+	struct attach_ahead *ahead;
+};
+
+static bool cancelled(const struct job *j)
+{
+	return j->cancel && atomic_load(j->cancel);
+}
+
+static int check_cancel(const struct job *j)
+{
+	if (cancelled(j))
+		return fy_err_set(-ECANCELED, "cancelled");
+	return 0;
+}
+
+static void phase(const struct job *j, const char *name, const char *detail)
+{
+	fy_info("job %s: %s%s%s", j->res->vm_name[0] ? j->res->vm_name
+						       : j->spec->vm,
+		name, detail ? ": " : "", detail ? detail : "");
+	if (j->ev && j->ev->phase)
+		j->ev->phase(j->ev->opaque, name, detail);
+}
+
+static void note(struct job *j, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void note(struct job *j, const char *fmt, ...)
+{
+	size_t used = strlen(j->res->notes);
+	va_list ap;
+
+	if (used + 3 >= sizeof(j->res->notes))
+		return;
+	if (used)
+		used += (size_t)snprintf(j->res->notes + used,
+					 sizeof(j->res->notes) - used, "; ");
+	va_start(ap, fmt);
+	vsnprintf(j->res->notes + used, sizeof(j->res->notes) - used, fmt, ap);
+	va_end(ap);
+	fy_info("%s", j->res->notes + used);
+}
+
+/* ---- attach ahead ----------------------------------------------------------
+ * One backup session reads the disks in order, but attaching one costs a
+ * reconfigure (30-60 s on a real vCenter): a thread attaches and finds the
+ * next hotadd disks while the current one is read, in disk order, at most
+ * ferry.hotadd.parallelDisks of the job's disks attached or being attached
+ * at once (ferry.hotadd.maxAttached still bounds the proxy as a whole).
+ * Only the thread writes src[i] before done[i]; only the reader takes it
+ * after. A disk whose attach fails is read over the next mode of the list.
+ */
+struct attach_ahead {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *j;
+	struct fy_file_source_opts fo;
+	unsigned window;            /* ferry.hotadd.parallelDisks */
+	unsigned closed;            /* disks 0..closed-1 are done with */
+	bool stop;                  /* the reader gave up: attach no more */
+	bool done[FY_JOB_DISKS_MAX]; /* disk i attached, failed or skipped */
+	int rc[FY_JOB_DISKS_MAX];
+	char err[FY_JOB_DISKS_MAX][FY_JOB_TEXT_MAX];
+};
+
+static void *ahead_main(void *arg)
+{
+	struct attach_ahead *a = arg;
+	struct job *j = a->j;
+	unsigned i;
+
+	for (i = 0; i < j->n; i++) {
+		const struct disk_plan *p = &j->plan[i];
+		struct fy_source *src = NULL;
+		int rc;
+
+		pthread_mutex_lock(&a->lock);
+		while (!a->stop && i >= a->closed + a->window)
+			pthread_cond_wait(&a->cond, &a->lock);
+		if (a->stop) {
+			pthread_mutex_unlock(&a->lock);
+			break;
+		}
+		/* The reader may have read it over another mode already. */
+		if (i < a->closed) {
+			a->rc[i] = -ENOTSUP;
+			a->done[i] = true;
+			snprintf(a->err[i], sizeof(a->err[i]), "hotadd: not "
+				 "needed");
+			pthread_mutex_unlock(&a->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&a->lock);
+		if (p->hotadd_ok)
+			rc = fy_hotadd_open_disk(j->h, p->frozen->file_name,
+						 p->frozen->capacity, &a->fo,
+						 &src);
+		else
+			rc = fy_err_set(-ENOTSUP, "%s", p->hotadd_why);
+		pthread_mutex_lock(&a->lock);
+		a->rc[i] = rc;
+		a->done[i] = true;
+		if (rc < 0)
+			snprintf(a->err[i], sizeof(a->err[i]), "%s%s",
+				 p->hotadd_ok ? "hotadd: " : "",
+				 fy_err_msg());
+		else
+			j->src[i] = src;
+		pthread_cond_broadcast(&a->cond);
+		pthread_mutex_unlock(&a->lock);
+	}
+	return NULL;
+}
+
+static int ahead_start(struct job *j, unsigned window,
+		       const struct fy_file_source_opts *fo)
+{
+	struct attach_ahead *a = calloc(1, sizeof(*a));
+	int rc;
+
+	if (!a)
+		return fy_err_set(-ENOMEM, "out of memory");
+	a->j = j;
+	a->fo = *fo;
+	a->window = window;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->cond, NULL);
+	rc = pthread_create(&a->thread, NULL, ahead_main, a);
+	if (rc) {
+		pthread_cond_destroy(&a->cond);
+		pthread_mutex_destroy(&a->lock);
+		free(a);
+		return fy_err_set(-rc, "cannot start the attach thread: %s",
+				  strerror(rc));
+	}
+	j->ahead = a;
+	return 0;
+}
+
+/* Waits until disk i is attached and found (its source then belongs to
+ * the reader), or its attach failed. */
+static int ahead_take(struct job *j, unsigned i, struct fy_source **src)
+{
+	struct attach_ahead *a = j->ahead;
+	int rc;
+
+	pthread_mutex_lock(&a->lock);
+	while (!a->done[i])
+		pthread_cond_wait(&a->cond, &a->lock);
+	rc = a->rc[i];
+	*src = j->src[i];
+	j->src[i] = NULL;
+	pthread_mutex_unlock(&a->lock);
+	if (rc < 0)
+		return fy_err_set(rc, "%s", a->err[i]);
+	return 0;
+}
+
+/* The reader is done with disk i: detach it if it was attached but read
+ * over another mode, and let the thread attach further. */
+static void ahead_release(struct job *j, unsigned i)
+{
+	struct attach_ahead *a = j->ahead;
+	struct fy_source *src;
+
+	pthread_mutex_lock(&a->lock);
+	src = a->done[i] ? j->src[i] : NULL;
+	if (src)
+		j->src[i] = NULL;
+	if (a->closed < i + 1)
+		a->closed = i + 1;
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	fy_source_close(src);
+}
+
+/* Stops the thread on every path. The disks already attached are closed
+ * (detached) first: an attach waiting for room under
+ * ferry.hotadd.maxAttached may be waiting for exactly those. */
+static void ahead_stop(struct job *j)
+{
+	struct attach_ahead *a = j->ahead;
+	unsigned i;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	a->stop = true;
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	for (i = 0; i < j->n; i++) {
+		struct fy_source *src;
+
+		pthread_mutex_lock(&a->lock);
+		src = j->src[i];
+		j->src[i] = NULL;
+		pthread_mutex_unlock(&a->lock);
+		fy_source_close(src);
+	}
+	pthread_join(a->thread, NULL);
+	for (i = 0; i < j->n; i++) {
+		fy_source_close(j->src[i]);
+		j->src[i] = NULL;
+	}
+	pthread_cond_destroy(&a->cond);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+	j->ahead = NULL;
+}
+
+/* ---- connect, find the VM, pick the disks ------------------------------- */
+
+static bool mode_listed(const struct job *j, const char *mode)
+{
+	unsigned i;
+
+	for (i = 0; i < j->n_modes; i++)
+		if (!strcmp(j->modes[i], mode))
+			return true;
+	return false;
+}
+
+static int connect_vc(struct job *j)
+{
+	int rc = fy_vs_client_open(j->cfg, &j->vc);
+
+	if (rc < 0)
+		return rc;
+	if (!mode_listed(j, "hotadd")) {
+		snprintf(j->hotadd_down, sizeof(j->hotadd_down),
+			 "hotadd is not in the transport list");
+		return 0;
+	}
+	rc = fy_hotadd_open(j->vc, j->cfg, &j->h);
+	if (rc < 0) {
+		/* The network modes need no proxy VM; the journal does, so
+		 * without it nothing is journaled (said once). */
+		snprintf(j->hotadd_down, sizeof(j->hotadd_down), "%s",
+			 fy_err_msg());
+		fy_warn("hotadd cannot work on this machine: %s",
+			j->hotadd_down);
+		j->h = NULL;
+	}
+	return 0;
+}
+
+static int select_disks(struct job *j)
+{
+	const struct fy_job_spec *sp = j->spec;
+	unsigned i;
+
+	if (!sp->n_disks) {
+		for (i = 0; i < j->vm->devices.n_disks && i < FY_JOB_DISKS_MAX;
+		     i++)
+			j->plan[j->n++].index = i;
+	} else {
+		for (i = 0; i < sp->n_disks && i < FY_JOB_DISKS_MAX; i++) {
+			if (sp->disks[i] >= j->vm->devices.n_disks)
+				return fy_err_set(-EINVAL, "disk %u: %s has "
+						  "disks 0..%zu", sp->disks[i],
+						  j->vm->name,
+						  j->vm->devices.n_disks - 1);
+			j->plan[j->n++].index = sp->disks[i];
+		}
+	}
+	if (!j->n)
+		return fy_err_set(-ENOENT, "VM %s has no disks", j->vm->name);
+	for (i = 0; i < j->n; i++) {
+		struct disk_plan *p = &j->plan[i];
+		const struct fy_vs_disk *d = &j->vm->devices.disks[p->index];
+		char why[FY_JOB_TEXT_MAX];
+		enum fy_vs_hotadd_rule r;
+
+		if (!j->h) {
+			snprintf(p->hotadd_why, sizeof(p->hotadd_why),
+				 "hotadd: %s", j->hotadd_down);
+			continue;
+		}
+		r = fy_hotadd_check(j->h, j->inv, j->vm, d, why, sizeof(why));
+		p->hotadd_ok = r == FY_VS_HOTADD_OK;
+		if (!p->hotadd_ok)
+			snprintf(p->hotadd_why, sizeof(p->hotadd_why),
+				 "hotadd: rule \"%s\" failed: %s",
+				 fy_vs_hotadd_rule_name(r), why);
+	}
+	return 0;
+}
+
+/* ---- snapshot and access ------------------------------------------------ */
+
+static struct fy_journal_file *journal(struct job *j)
+{
+	return j->h ? fy_hotadd_journal(j->h) : NULL;
+}
+
+static int journal_add(struct job *j, struct fy_journal_entry *e)
+{
+	if (!journal(j))
+		return 0;
+	return fy_journal_add(journal(j), e);
+}
+
+static void journal_remove(struct job *j, struct fy_journal_entry *e)
+{
+	if (journal(j) && e->id)
+		fy_journal_remove(journal(j), e->id);
+	e->id = 0;
+}
+
+/* PrepareForAccess and the snapshot (unless the caller named one), each
+ * journaled first; then the frozen devices. */
+static int freeze(struct job *j)
+{
+	struct fy_vs_snapshot_opts so = { 0 };
+	char name[80];
+	unsigned i;
+	int rc;
+
+	static atomic_uint seq;
+
+	/* Unique per job: the service runs several in one process. */
+	snprintf(j->identity, sizeof(j->identity), "ferry-agent-%d-%u",
+		 (int)getpid(), atomic_fetch_add(&seq, 1) + 1);
+	j->access_entry = (struct fy_journal_entry){
+		.kind = FY_JOURNAL_DISABLE, .pid = (int32_t)getpid(),
+		.device_key = -1,
+	};
+	snprintf(j->access_entry.vm, sizeof(j->access_entry.vm), "%s",
+		 j->vm->moref.value);
+	snprintf(j->access_entry.file, sizeof(j->access_entry.file), "%s",
+		 j->identity);
+	if ((rc = journal_add(j, &j->access_entry)) < 0)
+		return rc;
+	rc = fy_vs_prepare_for_access(j->vc, &j->vm->moref, j->identity);
+	if (rc < 0) {
+		journal_remove(j, &j->access_entry);
+		return fy_err_wrap(rc, "PrepareForAccess on %s", j->vm->name);
+	}
+	j->access_prepared = true;
+	if ((rc = check_cancel(j)) < 0)
+		return rc;
+
+	if (j->spec->snapshot && j->spec->snapshot[0]) {
+		snprintf(j->snapshot.type, sizeof(j->snapshot.type),
+			 "VirtualMachineSnapshot");
+		snprintf(j->snapshot.value, sizeof(j->snapshot.value), "%s",
+			 j->spec->snapshot);
+	} else {
+		snprintf(name, sizeof(name), "ferry-%d-%ld", (int)getpid(),
+			 (long)time(NULL));
+		j->snap_entry = (struct fy_journal_entry){
+			.kind = FY_JOURNAL_SNAPSHOT, .pid = (int32_t)getpid(),
+			.device_key = -1,
+		};
+		snprintf(j->snap_entry.vm, sizeof(j->snap_entry.vm), "%s",
+			 j->vm->moref.value);
+		snprintf(j->snap_entry.file, sizeof(j->snap_entry.file), "%s",
+			 name);
+		if ((rc = journal_add(j, &j->snap_entry)) < 0)
+			return rc;
+		so.name = name;
+		so.description = "backup by ferry-agent";
+		so.quiesce = j->spec->quiesce;
+		rc = fy_vs_snapshot_create(j->vc, &j->vm->moref, &so,
+					   &j->snapshot);
+		if (rc < 0) {
+			journal_remove(j, &j->snap_entry);
+			return fy_err_wrap(rc, "snapshot of %s", j->vm->name);
+		}
+		j->own_snapshot = true;
+		snprintf(j->snap_entry.object, sizeof(j->snap_entry.object),
+			 "%s", j->snapshot.value);
+		if (journal(j) &&
+		    fy_journal_update(journal(j), &j->snap_entry) < 0)
+			fy_warn("%s", fy_err_msg());
+	}
+	rc = fy_vs_snapshot_devices(j->vc, &j->snapshot, &j->frozen);
+	if (rc < 0)
+		return fy_err_wrap(rc, "devices of snapshot %s",
+				   j->snapshot.value);
+	for (i = 0; i < j->n; i++) {
+		const struct fy_vs_disk *live =
+		    &j->vm->devices.disks[j->plan[i].index];
+
+		j->plan[i].frozen = fy_vs_devices_disk(j->frozen, live->key);
+		if (!j->plan[i].frozen)
+			return fy_err_set(-ENOENT, "snapshot %s has no disk "
+					  "with key %d", j->snapshot.value,
+					  live->key);
+	}
+	return 0;
+}
+
+/* Undoes freeze(): every step whose undo fails stays in the journal for
+ * the next cleanup. */
+static void thaw(struct job *j)
+{
+	ahead_stop(j);
+	if (j->own_snapshot && j->snapshot.value[0]) {
+		if (fy_vs_snapshot_remove(j->vc, &j->snapshot) < 0)
+			fy_error("removing snapshot %s of %s: %s; the next "
+				 "cleanup will retry", j->snapshot.value,
+				 j->vm->name, fy_err_msg());
+		else
+			journal_remove(j, &j->snap_entry);
+		j->own_snapshot = false;
+	}
+	if (j->access_prepared) {
+		if (fy_vs_end_access(j->vc, &j->vm->moref, j->identity) < 0)
+			fy_error("EndAccess on %s: %s; the next cleanup will "
+				 "retry", j->vm->name, fy_err_msg());
+		else
+			journal_remove(j, &j->access_entry);
+		j->access_prepared = false;
+	}
+}
+
+/* ---- CBT: what to read of each disk ------------------------------------- */
+
+/* The disk's identity across backups: its UUID, else its key. */
+static void disk_id(const struct fy_vs_disk *d, char *out, size_t len)
+{
+	if (d->uuid && d->uuid[0])
+		snprintf(out, len, "%s", d->uuid);
+	else
+		snprintf(out, len, "key:%d", d->key);
+}
+
+/* The base file of the disk's chain: where the disk lives, the same
+ * across snapshots until someone moves it. */
+static const char *base_file(const struct fy_vs_disk *d)
+{
+	if (d->chain_len && d->chain[d->chain_len - 1].file_name)
+		return d->chain[d->chain_len - 1].file_name;
+	return d->file_name;
+}
+
+/* The part of a change ID before '/': the tracking epoch of the disk. A
+ * parent's epoch that differs is another disk's or from before a reset. */
+static size_t epoch_len(const char *cid)
+{
+	const char *slash = strrchr(cid, '/');
+
+	return slash ? (size_t)(slash - cid) : strlen(cid);
+}
+
+static int take_areas(struct disk_plan *p, struct fy_vs_areas *areas)
+{
+	size_t k;
+
+	p->areas = calloc(areas->n ? areas->n : 1, sizeof(*p->areas));
+	if (!p->areas)
+		return fy_err_set(-ENOMEM, "out of memory");
+	for (k = 0; k < areas->n; k++) {
+		p->areas[k].start = areas->areas[k].start;
+		p->areas[k].length = areas->areas[k].length;
+	}
+	p->n_areas = areas->n;
+	return 0;
+}
+
+const struct fy_manifest_disk *
+fy_job_parent_disk(const struct fy_incr_check *c, char *why, size_t len)
+{
+	const struct fy_backup_info *pb = c->parent;
+	const struct fy_manifest_disk *pd = NULL;
+	uint32_t k;
+
+	if (c->mode == FY_JOB_FULL) {
+		snprintf(why, len, "a full backup was asked for");
+		return NULL;
+	}
+	if (!pb) {
+		snprintf(why, len, "no earlier backup of %s", c->source);
+		return NULL;
+	}
+	if (pb->block_size != c->block_size) {
+		snprintf(why, len, "backup %s has blocks of %u bytes, this "
+			 "one %u", pb->id, pb->block_size, c->block_size);
+		return NULL;
+	}
+	for (k = 0; k < pb->n_disks; k++)
+		if (!strcmp(pb->disks[k].disk_id, c->disk_id))
+			pd = &pb->disks[k];
+	if (!pd) {
+		snprintf(why, len, "backup %s has no disk %s", pb->id,
+			 c->disk_id);
+		return NULL;
+	}
+	if (!c->change_id || !c->change_id[0]) {
+		snprintf(why, len, "changed block tracking is off%s",
+			 c->cbt_enabled ? " for this disk until the next "
+					  "snapshot" : "");
+		return NULL;
+	}
+	if (!pd->change_id[0]) {
+		snprintf(why, len, "backup %s has no change ID for it (CBT "
+			 "was off)", pb->id);
+		return NULL;
+	}
+	if (pd->size != c->capacity) {
+		snprintf(why, len, "it was resized from %" PRIu64 " to "
+			 "%" PRIu64 " bytes since backup %s", pd->size,
+			 c->capacity, pb->id);
+		return NULL;
+	}
+	if (strcmp(pd->label, c->base_file)) {
+		snprintf(why, len, "it moved from %s to %s since backup %s",
+			 pd->label, c->base_file, pb->id);
+		return NULL;
+	}
+	if (epoch_len(pd->change_id) != epoch_len(c->change_id) ||
+	    strncmp(pd->change_id, c->change_id, epoch_len(c->change_id))) {
+		snprintf(why, len, "the change ID %s of backup %s is not from "
+			 "this disk's tracking (now %s): CBT was reset",
+			 pd->change_id, pb->id, c->change_id);
+		return NULL;
+	}
+	return pd;
+}
+
+static const struct fy_manifest_disk *
+parent_disk(struct job *j, unsigned i, char *why, size_t len)
+{
+	const struct fy_vs_disk *d = j->plan[i].frozen;
+	char id[128];
+	struct fy_incr_check c = {
+		.mode = j->spec->mode, .parent = j->parent,
+		.source = j->res->vm_name, .block_size = j->s.block_size,
+		.disk_id = id, .base_file = base_file(d),
+		.change_id = d->change_id, .capacity = d->capacity,
+		.cbt_enabled = j->vm->cbt_enabled,
+	};
+
+	disk_id(d, id, sizeof(id));
+	return fy_job_parent_disk(&c, why, len);
+}
+
+/* Decides, for every disk, a full or an incremental read and the CBT areas
+ * to read; without CBT the whole disk is read. */
+static int plan_reads(struct job *j)
+{
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < j->n; i++) {
+		struct disk_plan *p = &j->plan[i];
+		struct fy_job_disk_result *r = &j->res->disks[i];
+		const struct fy_vs_disk *d = p->frozen;
+		struct fy_vs_areas *areas = NULL;
+		char why[FY_JOB_TEXT_MAX];
+
+		r->index = p->index;
+		snprintf(r->file, sizeof(r->file), "%s", d->file_name);
+		snprintf(r->change_id, sizeof(r->change_id), "%s",
+			 d->change_id ? d->change_id : "");
+		p->parent = parent_disk(j, i, why, sizeof(why));
+		if (p->parent) {
+			rc = fy_vs_changed_areas_get(j->vc, &j->vm->moref,
+						     &j->snapshot, d->key,
+						     d->capacity,
+						     p->parent->change_id,
+						     &areas);
+			if (rc == -ECANCELED)
+				return rc;
+			if (rc < 0) {
+				snprintf(why, sizeof(why), "vCenter refused "
+					 "change ID %s: %s",
+					 p->parent->change_id, fy_err_msg());
+				p->parent = NULL;
+			} else {
+				r->incremental = true;
+				fy_info("%s: %" PRIu64 " bytes changed since "
+					"backup %s", d->file_name,
+					areas->bytes, j->parent->id);
+			}
+		}
+		if (!p->parent) {
+			snprintf(r->full_reason, sizeof(r->full_reason), "%s",
+				 why);
+			fy_info("%s: full read: %s", d->file_name, why);
+			if (d->change_id && d->change_id[0]) {
+				rc = fy_vs_changed_areas_get(
+				    j->vc, &j->vm->moref, &j->snapshot, d->key,
+				    d->capacity, "*", &areas);
+				if (rc < 0) {
+					fy_warn("%s: allocated areas unknown "
+						"(%s): reading the whole disk",
+						d->file_name, fy_err_msg());
+					areas = NULL;
+				} else {
+					fy_info("%s: CBT reports %" PRIu64
+						" of %" PRIu64 " bytes "
+						"allocated", d->file_name,
+						areas->bytes, d->capacity);
+				}
+			}
+		}
+		if (areas) {
+			rc = take_areas(p, areas);
+			fy_vs_areas_free(areas);
+			if (rc < 0)
+				return rc;
+		}
+		if ((rc = check_cancel(j)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- reading -------------------------------------------------------------- */
+
+/* Opens disk i over the first mode of the list that can read it; every
+ * mode's reason goes into the error when none can. */
+static int open_disk(struct job *j, unsigned i, struct fy_source **out)
+{
+	struct disk_plan *p = &j->plan[i];
+	char why[2048] = "";
+	size_t used = 0;
+	unsigned m;
+	int rc = -ENOTSUP;
+
+	for (m = 0; m < j->n_modes; m++) {
+		const char *mode = j->modes[m];
+
+		if (!strcmp(mode, "hotadd"))
+			rc = ahead_take(j, i, out);
+		else
+			rc = fy_vm_disk_open(j->vc, j->cfg, mode, j->vm,
+					     &j->snapshot, p->frozen, out);
+		if (rc == 0) {
+			if (strcmp(mode, "hotadd") && j->ahead)
+				ahead_release(j, i);
+			snprintf(j->res->disks[i].transport,
+				 sizeof(j->res->disks[i].transport), "%s",
+				 mode);
+			if (used)
+				fy_info("%s: read over %s (%s)",
+					p->frozen->file_name, mode, why);
+			return 0;
+		}
+		if (used < sizeof(why))
+			used += (size_t)snprintf(why + used, sizeof(why) - used,
+						 "%s%s", used ? "; " : "",
+						 fy_err_msg());
+		if (cancelled(j))
+			return check_cancel(j);
+	}
+	if (j->ahead)
+		ahead_release(j, i);
+	return fy_err_set(rc < 0 ? rc : -ENOTSUP, "disk %u (%s) of %s: no "
+			  "transport of \"%s\" can read it: %s", p->index,
+			  p->frozen->file_name, j->vm->name,
+			  j->spec->transports ? j->spec->transports
+					      : FY_TRANSPORT_DEFAULT, why);
+}
+
+struct progress_ctx {
+	const struct job *j;
+	unsigned disk;
+};
+
+static void on_progress(void *opaque, const struct fy_disk_stats *st,
+			bool done)
+{
+	const struct progress_ctx *c = opaque;
+
+	c->j->ev->progress(c->j->ev->opaque, c->disk, c->j->n, st, done);
+}
+
+static int read_disk(struct job *j, struct fy_conn *conn,
+		     struct fy_conn *pconn, unsigned i)
+{
+	struct disk_plan *p = &j->plan[i];
+	struct fy_job_disk_result *r = &j->res->disks[i];
+	struct fy_parent_map pm = { 0 };
+	struct progress_ctx pc = { .j = j, .disk = i };
+	struct fy_source *src = NULL, *wrapped = NULL;
+	char id[128];
+	struct fy_pipeline_opts po = {
+		.block_size = j->s.block_size,
+		.compression_level = j->s.compression_level,
+		.workers = j->s.workers,
+		.queue_depth = j->s.queue_depth,
+		.cancel = j->cancel,
+	};
+	int rc;
+
+	phase(j, "read", p->frozen->file_name);
+	if (p->parent) {
+		uint64_t size;
+		uint32_t bs;
+
+		rc = fy_client_get_map(pconn, j->parent->id, p->parent->index,
+				       &pm, &size, &bs);
+		if (rc == 0 && (size != p->frozen->capacity ||
+				bs != j->s.block_size))
+			rc = fy_err_set(-EPROTO, "backup %s disk %u is %" PRIu64
+					" bytes in blocks of %u",
+					j->parent->id, p->parent->index, size,
+					bs);
+		if (rc < 0) {
+			/* Read it whole rather than fail the job. */
+			snprintf(r->full_reason, sizeof(r->full_reason),
+				 "the map of backup %s: %s", j->parent->id,
+				 fy_err_msg());
+			r->incremental = false;
+			p->parent = NULL;
+			free(p->areas);
+			p->areas = NULL;
+			p->n_areas = 0;
+			fy_parent_map_free(&pm);
+		}
+	}
+	rc = open_disk(j, i, &src);
+	if (rc < 0)
+		goto out;
+	if (p->areas) {
+		rc = fy_area_source_wrap(src, p->areas, p->n_areas, &wrapped);
+		if (rc < 0)
+			goto out;
+		p->areas = NULL; /* the wrapper owns them */
+	}
+	disk_id(p->frozen, id, sizeof(id));
+	po.change_id = r->change_id[0] ? r->change_id : NULL;
+	po.disk_id = id;
+	po.parent = p->parent ? &pm : NULL;
+	if (j->ev && j->ev->progress) {
+		po.progress = on_progress;
+		po.progress_opaque = &pc;
+	}
+	rc = fy_pipeline_run(conn, wrapped ? wrapped : src, i,
+			     base_file(p->frozen), &po, &r->st);
+out:
+	fy_source_close(wrapped);
+	fy_source_close(src);
+	if (j->ahead)
+		ahead_release(j, i);
+	fy_parent_map_free(&pm);
+	return rc;
+}
+
+/* ---- the job -------------------------------------------------------------- */
+
+static int run(struct job *j)
+{
+	const struct fy_job_spec *sp = j->spec;
+	struct fy_job_result *res = j->res;
+	struct fy_conn *conn = NULL, *pconn = NULL;
+	const char *name, *list;
+	char repo_id[128];
+	int64_t window = 2;
+	unsigned i;
+	int rc;
+
+	list = sp->transports && sp->transports[0]
+		       ? sp->transports
+		       : fy_config_get(j->cfg, "ferry.transports");
+	if ((rc = fy_settings_load(j->cfg, &j->s)) < 0 ||
+	    (rc = fy_transport_list_parse(list, j->modes,
+					  FY_TRANSPORT_MODES_MAX,
+					  &j->n_modes)) < 0 ||
+	    (rc = fy_config_get_int(j->cfg, "ferry.hotadd.parallelDisks", 2,
+				    1, 8, &window)) < 0)
+		return rc;
+	if (sp->repository && sp->repository[0])
+		j->s.repository = sp->repository;
+
+	phase(j, "connect", NULL);
+	if ((rc = connect_vc(j)) < 0)
+		return rc;
+	{
+		struct fy_vs_moref vm;
+
+		if ((rc = fy_vs_find_vm_spec(j->vc, sp->vm, &vm)) < 0 ||
+		    (rc = fy_vs_vm_get(j->vc, &vm, &j->vm)) < 0)
+			return rc;
+	}
+	snprintf(res->vm_name, sizeof(res->vm_name), "%s", j->vm->name);
+	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s",
+		 j->vm->moref.value);
+	if (j->h && (rc = fy_vs_inventory_get(j->vc, false, &j->inv)) < 0)
+		return rc;
+	if ((rc = select_disks(j)) < 0)
+		return rc;
+	res->n = j->n;
+	if (sp->enable_cbt && !j->vm->cbt_enabled) {
+		if ((rc = fy_vs_cbt_set(j->vc, &j->vm->moref, true)) < 0)
+			return fy_err_wrap(rc, "enabling CBT on %s",
+					   j->vm->name);
+		j->vm->cbt_enabled = true;
+		note(j, "changed block tracking enabled on %s: it takes "
+		     "effect at the next snapshot, so disks without a change "
+		     "ID in this one are read in full", j->vm->name);
+	} else if (!j->vm->cbt_enabled) {
+		note(j, "changed block tracking is off on %s: whole disks are "
+		     "read (ask for it with --enable-cbt)", j->vm->name);
+	}
+	if ((rc = check_cancel(j)) < 0)
+		return rc;
+
+	phase(j, "snapshot", NULL);
+	if ((rc = freeze(j)) < 0 || (rc = check_cancel(j)) < 0)
+		return rc;
+	rc = fy_repo_connect(&j->s, "ferry-agent " FERRY_VERSION, &conn,
+			     repo_id, sizeof(repo_id));
+	if (rc < 0)
+		goto out;
+	name = sp->name && sp->name[0] ? sp->name : j->vm->name;
+	if (sp->mode != FY_JOB_FULL) {
+		rc = fy_client_latest(conn, name, "vm", &j->parent);
+		if (rc == -ENOENT)
+			j->parent = NULL;
+		else if (rc < 0)
+			goto out;
+	}
+	if ((rc = plan_reads(j)) < 0)
+		goto out;
+	for (i = 0; i < j->n; i++)
+		if (j->plan[i].parent)
+			break;
+	if (i < j->n) {
+		snprintf(res->parent_id, sizeof(res->parent_id), "%s",
+			 j->parent->id);
+		rc = fy_repo_connect(&j->s, "ferry-agent " FERRY_VERSION,
+				     &pconn, repo_id, sizeof(repo_id));
+		if (rc < 0)
+			goto out;
+	}
+	rc = fy_client_begin_backup(conn, name, "vm", res->parent_id,
+				    j->s.block_size, j->n, res->backup_id,
+				    sizeof(res->backup_id));
+	if (rc < 0)
+		goto out;
+	if (mode_listed(j, "hotadd")) {
+		struct fy_file_source_opts fo = {
+			.queue_depth = j->s.queue_depth,
+			.io_size = j->s.io_size,
+			.cached = j->s.read_cache,
+		};
+
+		if ((rc = ahead_start(j, (unsigned)window, &fo)) < 0)
+			goto out;
+	}
+	for (i = 0; i < j->n && rc == 0; i++)
+		if ((rc = read_disk(j, conn, pconn, i)) == 0)
+			rc = check_cancel(j);
+	if (rc < 0)
+		goto out;
+	phase(j, "commit", NULL);
+	rc = fy_client_commit(conn, res->backup_id, sizeof(res->backup_id));
+out:
+	if (rc < 0 && conn) {
+		char msg[FY_ERR_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		fy_conn_send_error(conn, rc, msg);
+		fy_err_set(rc, "%s", msg);
+	}
+	fy_conn_close(pconn);
+	fy_conn_close(conn);
+	return rc;
+}
+
+int fy_job_run(const struct fy_config *cfg, const struct fy_job_spec *spec,
+	       atomic_bool *cancel, const struct fy_job_events *ev,
+	       struct fy_job_result *res)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	double start = fy_now();
+	unsigned i;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	if (!j) {
+		res->rc = -ENOMEM;
+		snprintf(res->error, sizeof(res->error), "out of memory");
+		return -ENOMEM;
+	}
+	j->cfg = cfg;
+	j->spec = spec;
+	j->cancel = cancel;
+	j->ev = ev;
+	j->res = res;
+	rc = run(j);
+	if (rc < 0) {
+		snprintf(res->error, sizeof(res->error), "%s", fy_err_msg());
+		if (rc == -ECANCELED || cancelled(j)) {
+			rc = -ECANCELED;
+			res->cancelled = true;
+		}
+		res->backup_id[0] = '\0';
+	}
+	if (j->vm) {
+		phase(j, "cleanup", NULL);
+		thaw(j);
+	}
+	res->rc = rc;
+	res->seconds = fy_now() - start;
+	phase(j, "done", rc < 0 ? res->error : res->backup_id);
+	for (i = 0; i < j->n; i++)
+		free(j->plan[i].areas);
+	fy_backup_info_free(j->parent);
+	fy_vs_devices_free(j->frozen);
+	fy_vs_inventory_free(j->inv);
+	fy_vs_vm_free(j->vm);
+	fy_hotadd_free(j->h);
+	fy_vs_client_free(j->vc);
+	free(j);
+	if (rc < 0)
+		fy_err_set(rc, "%s", res->error);
+	return rc;
+}
+
+void fy_job_result_json(FILE *f, const struct fy_job_result *res)
+{
+	unsigned i;
+
+	fprintf(f, "{\"backup_id\":");
+	fy_json_string(f, res->backup_id);
+	fprintf(f, ",\"parent_id\":");
+	fy_json_string(f, res->parent_id);
+	fprintf(f, ",\"source\":");
+	fy_json_string(f, res->vm_name);
+	fprintf(f, ",\"vm\":");
+	fy_json_string(f, res->vm_moref);
+	fprintf(f, ",\"ok\":%s,\"cancelled\":%s,\"error\":",
+		res->rc < 0 ? "false" : "true",
+		res->cancelled ? "true" : "false");
+	fy_json_string(f, res->error);
+	fprintf(f, ",\"notes\":");
+	fy_json_string(f, res->notes);
+	fprintf(f, ",\"seconds\":%.3f,\"disks\":[", res->seconds);
+	for (i = 0; i < res->n; i++) {
+		const struct fy_job_disk_result *d = &res->disks[i];
+
+		fprintf(f, "%s{\"index\":%u,\"file\":", i ? "," : "",
+			d->index);
+		fy_json_string(f, d->file);
+		fprintf(f, ",\"transport\":");
+		fy_json_string(f, d->transport);
+		fprintf(f, ",\"incremental\":%s,\"full_reason\":",
+			d->incremental ? "true" : "false");
+		fy_json_string(f, d->full_reason);
+		fprintf(f, ",\"change_id\":");
+		fy_json_string(f, d->change_id);
+		fprintf(f, ",");
+		fy_disk_stats_json(f, &d->st);
+		fprintf(f, "}");
+	}
+	fprintf(f, "]}");
+}
+
+/* ---- the self-cleanup ------------------------------------------------------ */
+
+int fy_job_cleanup(const struct fy_config *cfg, bool own_jobs_running,
+		   struct fy_hotadd_cleanup_report *rep)
+{
+	struct fy_vs_client *vc = NULL;
+	struct fy_hotadd *h = NULL;
+	int rc;
+
+	memset(rep, 0, sizeof(*rep));
+	rc = fy_vs_client_open(cfg, &vc);
+	if (rc == 0)
+		rc = fy_hotadd_open(vc, cfg, &h);
+	if (rc == 0) {
+		fy_hotadd_cleanup_own(h, own_jobs_running);
+		rc = fy_hotadd_cleanup(h, rep);
+	}
+	fy_hotadd_free(h);
+	fy_vs_client_free(vc);
+	return rc;
+}
+
+void fy_job_cleanup_json(FILE *f, const struct fy_hotadd_cleanup_report *rep)
+{
+	fprintf(f, "{\"numCleanedUp\":%u,\"numRemaining\":%u,\"log\":",
+		rep->cleaned, rep->remaining);
+	fy_json_string(f, rep->log);
+	fprintf(f, "}");
+}

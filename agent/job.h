@@ -1,0 +1,126 @@
+/*
+ * agent/job.h: one VM backup job, the unit of work of ferry-agent backup
+ * --vm (one-shot) and of ferry-agent run (the service, several at once).
+ *
+ * A job: find the VM, PrepareForAccess, snapshot (or use the given one),
+ * read each disk over the first transport of its list that works, ship it
+ * to the repository (an incremental takes unchanged blocks from the parent
+ * backup's manifest), commit, remove the snapshot, EndAccess. Every step is
+ * journaled before it is taken and undone on every path, cancel included.
+ */
+#ifndef FERRY_AGENT_JOB_H
+#define FERRY_AGENT_JOB_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "agent/agent.h"
+#include "hotadd/hotadd.h"
+
+#define FY_JOB_DISKS_MAX 64
+#define FY_JOB_TEXT_MAX 512
+
+enum fy_job_mode {
+	FY_JOB_AUTO = 0,        /* incremental when a usable parent exists */
+	FY_JOB_FULL = 1,        /* --full */
+	FY_JOB_INCREMENTAL = 2, /* --incremental: full only where it must */
+};
+
+struct fy_job_spec {
+	const char *vm;          /* name, moref, UUID, IP, ... */
+	unsigned n_disks;        /* 0: every disk of the VM */
+	unsigned disks[FY_JOB_DISKS_MAX]; /* indexes into the VM's disks */
+	const char *transports;  /* "san:hotadd:nbdssl:nbd"; NULL: ferry.transports */
+	const char *snapshot;    /* an existing snapshot moref to read, or NULL */
+	enum fy_job_mode mode;
+	bool enable_cbt;         /* turn CBT on if it is off */
+	bool quiesce;            /* quiesced snapshot (VMware Tools) */
+	const char *name;        /* the backup's source name; NULL: VM name */
+	const char *repository;  /* host:port; NULL: ferry.repository */
+};
+
+struct fy_job_disk_result {
+	unsigned index;                   /* the VM's disk index */
+	char file[FY_JOB_TEXT_MAX];       /* "[ds1] vm/vm.vmdk" */
+	char transport[16];               /* hotadd, nbdssl, nbd, https */
+	bool incremental;                 /* read only CBT's changed areas */
+	char full_reason[FY_JOB_TEXT_MAX]; /* why it was read in full, or "" */
+	char change_id[128];              /* recorded in the manifest */
+	struct fy_disk_stats st;
+};
+
+struct fy_job_result {
+	int rc;                           /* 0, or the negative errno */
+	char error[FY_ERR_MAX];           /* when rc < 0 */
+	bool cancelled;
+	char backup_id[FY_ID_MAX];
+	char parent_id[FY_ID_MAX];        /* "" for a full backup */
+	char vm_name[256];
+	char vm_moref[64];
+	char notes[FY_JOB_TEXT_MAX];      /* e.g. "CBT enabled: effective ..." */
+	double seconds;
+	unsigned n;
+	struct fy_job_disk_result disks[FY_JOB_DISKS_MAX];
+};
+
+/* Phases reported to fy_job_events.phase, in order. */
+#define FY_JOB_PHASES "connect, snapshot, read, commit, cleanup, done"
+
+struct fy_job_events {
+	/* Called from the job's threads; must not block for long. */
+	void (*phase)(void *opaque, const char *phase, const char *detail);
+	void (*progress)(void *opaque, unsigned disk, unsigned n_disks,
+			 const struct fy_disk_stats *st, bool done);
+	void *opaque;
+};
+
+/*
+ * Runs one job to its end. cancel (may be NULL) is polled between steps and
+ * by the pipeline between blocks; once set, the job stops reading, undoes
+ * what it did and returns -ECANCELED with res->cancelled set. res is always
+ * filled (res->rc and res->error on failure). cfg is only read.
+ */
+int fy_job_run(const struct fy_config *cfg, const struct fy_job_spec *spec,
+	       atomic_bool *cancel, const struct fy_job_events *ev,
+	       struct fy_job_result *res);
+
+/* The result as one JSON object (backup_id, parent_id, source, vm,
+ * seconds, notes, error, disks [{index, file, transport, incremental,
+ * full_reason, change_id, counters}]). */
+void fy_job_result_json(FILE *f, const struct fy_job_result *res);
+
+/* What decides whether a disk can be read incrementally. */
+struct fy_incr_check {
+	enum fy_job_mode mode;
+	const struct fy_backup_info *parent; /* newest backup, or NULL */
+	const char *source;      /* its name, for the reason */
+	uint32_t block_size;     /* this backup's */
+	const char *disk_id;     /* the disk's UUID (manifest disk_id) */
+	const char *base_file;   /* its chain's base file (manifest label) */
+	const char *change_id;   /* the snapshot disk's, or NULL/"" */
+	uint64_t capacity;
+	bool cbt_enabled;
+};
+
+/* The parent's disk to build on, or NULL with why set to the reason the
+ * disk must be read in full: --full, no parent, another block size, a disk
+ * the parent lacks, CBT off now or then, resized, moved, or a change ID of
+ * another tracking epoch (CBT reset, or another disk's). */
+const struct fy_manifest_disk *
+fy_job_parent_disk(const struct fy_incr_check *c, char *why, size_t len);
+
+/*
+ * The self-cleanup: connects to vCenter, finds the proxy and undoes what a
+ * dead agent left (docs/HOTADD.md). own_jobs_running: entries written by
+ * this process belong to running jobs and are left alone (the service);
+ * otherwise they are a dead process's whose pid was reused.
+ */
+int fy_job_cleanup(const struct fy_config *cfg, bool own_jobs_running,
+		   struct fy_hotadd_cleanup_report *rep);
+
+/* The cleanup report as JSON: {"numCleanedUp":N,"numRemaining":N,"log":..}. */
+void fy_job_cleanup_json(FILE *f, const struct fy_hotadd_cleanup_report *rep);
+
+#endif

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# service.hostile: broken, oversized and out-of-order control frames from
+# an authenticated controller get an Error frame that says what is wrong
+# (then the agent closes that connection); a well-formed frame that is no
+# request is refused and the conversation goes on; a frame cut short is
+# given up on. The service survives all of it and keeps serving. Needs
+# neither root nor the simulator (no vCenter: no job can run here).
+SERVICE_NO_VCSIM=1
+source "$(dirname "$0")/lib.sh"
+
+make_certs
+service_certs
+start_repo
+start_service
+H="$SERVICE_TESTS/hostile_controller.py"
+play() { python3 "$H" "$AGENT_ADDR" "$T/pki/ca.crt" "$T/pki/central.crt" "$T/pki/central.key" "$1"; }
+expect() {
+  local out
+  out=$(play "$1")
+  [[ "$out" == *"$2"* ]] || fail "$1: got '$out', want '$2'"
+  echo "$1: $out"
+}
+
+expect oversized "outside 1..1048576"
+expect zero-length "outside 1..1048576"
+expect garbage "malformed control frame"
+expect no-hello "the first frame must be Hello, not StatusRequest"
+expect bad-version "speaks control protocol 99"
+expect long-vm "StartBackup.vm is longer than 1024 bytes"
+expect many-disks "StartBackup.disks lists 65 entries, more than 64"
+expect bad-mode "StartBackup.mode 7 is unknown"
+expect not-a-request "REPLY 2 | ERROR -71 Status is not a request the agent serves | REPLY 4"
+expect truncated CLOSED
+
+note "still serving"
+ctl agent status >/dev/null || fail "status after the hostile frames"
+kill -0 "$AGENT_PID" || fail "the service died"
+echo "service hostile: OK"

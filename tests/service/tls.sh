@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# service.tls: the control API is mutual TLS 1.3. A controller with a
+# certificate of the agent's CA gets Status; one without a client
+# certificate, one with a certificate from another CA and a client that
+# does not speak TLS are refused (and logged) while the service keeps
+# serving; a controller that does not trust the agent's CA refuses the
+# agent. No vCenter here: the self-cleanup at start fails, the service
+# serves anyway and Status says why. ferry.control.allowedClients narrows
+# the controllers to certificate names. Needs neither root nor the
+# simulator.
+SERVICE_NO_VCSIM=1
+source "$(dirname "$0")/lib.sh"
+
+make_certs
+service_certs
+start_repo
+start_service
+H="$SERVICE_TESTS/hostile_controller.py"
+
+note "status over mutual TLS"
+ctl agent status --json >"$T/status.json" || fail "status failed"
+[[ $(json "$T/status.json" 'j["software"]') == "ferry-agent "* ]] || fail "software: $(cat "$T/status.json")"
+[[ $(json "$T/status.json" 'j["protocol_version"]') == 1 ]] || fail "protocol version"
+[[ $(json "$T/status.json" 'j["max_jobs"]') == 2 ]] || fail "ferry.jobs.max default"
+[[ $(json "$T/status.json" 'len(j["transport_modes"])') == 5 ]] || fail "transport modes"
+want=$("$AGENT" transports --config "$T/agent.conf" 2>/dev/null)
+[[ $(json "$T/status.json" 'j["transports"]') == "$want" ]] ||
+  fail "transports $(json "$T/status.json" 'j["transports"]') differ from ferry-agent transports: $want"
+[[ $(json "$T/status.json" 'j["last_cleanup"]["ran"]') == True ]] || fail "cleanup did not run at start"
+[[ $(json "$T/status.json" 'j["last_cleanup"]["ok"]') == False ]] || fail "cleanup without a vCenter succeeded?"
+[[ -n $(json "$T/status.json" 'j["last_cleanup"]["error"]') ]] || fail "no cleanup error in status"
+ctl agent status | grep -q "^last cleanup: failed at" || fail "text status: $(ctl agent status)"
+grep -q "serving anyway" "$T/service.log" || fail "the failed cleanup was not logged"
+
+note "no client certificate: refused"
+out=$(python3 "$H" "$AGENT_ADDR" "$T/pki/ca.crt" - - no-hello)
+[[ "$out" == TLS* || "$out" == CLOSED ]] || fail "a controller without a certificate got: $out"
+wait_for "the refusal in the log" grep -q "TLS handshake from .* refused" "$T/service.log"
+
+note "a certificate from another CA: refused"
+if ctl --cert "$T/other/intruder.crt" --key "$T/other/intruder.key" agent status >"$T/o.out" 2>"$T/o.err"; then
+  fail "a controller of another CA got status: $(cat "$T/o.out")"
+fi
+grep -q "agent $AGENT_ADDR" "$T/o.err" || fail "error does not name the agent: $(cat "$T/o.err")"
+out=$(python3 "$H" "$AGENT_ADDR" "$T/pki/ca.crt" "$T/other/intruder.crt" "$T/other/intruder.key" no-hello)
+[[ "$out" == TLS* || "$out" == CLOSED ]] || fail "another CA's controller got: $out"
+
+note "not TLS at all: dropped"
+[[ $(python3 "$H" "$AGENT_ADDR" "$T/pki/ca.crt" - - plain-garbage) == CLOSED ]] || fail "plain text answered"
+
+note "the controller checks the agent too"
+if ctl --ca "$T/other/ca.crt" agent status >"$T/a.out" 2>"$T/a.err"; then fail "an untrusted agent was accepted"; fi
+grep -q "not trusted" "$T/a.err" || fail "untrusted agent: $(cat "$T/a.err")"
+if "$FERRY" --agent "$AGENT_ADDR" agent status 2>"$T/n.err"; then fail "status without certificates worked"; fi
+grep -q "ferry.tls.cert" "$T/n.err" || fail "no certificate: $(cat "$T/n.err")"
+if "$FERRY" --config "$T/agent.conf" agent status 2>"$T/w.err"; then fail "status without an agent address worked"; fi
+grep -q "which agent" "$T/w.err" || fail "no agent address: $(cat "$T/w.err")"
+
+note "ferry.control.allowedClients: only the central server's certificate"
+echo "ferry.control.allowedClients=central, backup2" >>"$T/agent.conf"
+kill -HUP "$AGENT_PID"
+wait_for "the reload" grep -q "SIGHUP: reloaded" "$T/service.log"
+ctl agent status >/dev/null || fail "central refused"
+if ctl --cert "$T/pki/agent1.crt" --key "$T/pki/agent1.key" agent status >"$T/l.out" 2>"$T/l.err"; then
+  fail "agent1 (same CA, not allowed) got status"
+fi
+grep -q "agent1@.* may not control this agent" "$T/l.err" || fail "allowedClients: $(cat "$T/l.err")"
+
+note "still serving"
+ctl agent status >/dev/null || fail "status after the refusals"
+kill -0 "$AGENT_PID" || fail "the service died"
+echo "service tls: OK"
