@@ -128,10 +128,14 @@ int fy_client_latest(struct fy_conn *conn, const char *source,
 		     const char *kind, struct fy_backup_info **out);
 void fy_backup_info_free(struct fy_backup_info *b);
 /* A disk's whole block map from the repository, into m (freed with
- * fy_parent_map_free). Bounded by the disk's block count. */
+ * fy_parent_map_free). The backup's disk must be size bytes in blocks of
+ * block_size (checked before anything is allocated). */
 int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
-		      uint32_t disk, struct fy_parent_map *m,
-		      uint64_t *size, uint32_t *block_size);
+		      uint32_t disk, uint64_t size, uint32_t block_size,
+		      struct fy_parent_map *m);
+/* Keeps an idle backup session alive (an empty QueryBlocks, answered):
+ * for waits between disks longer than the repository's idle limit. */
+int fy_client_keepalive(struct fy_conn *conn);
 void fy_parent_map_free(struct fy_parent_map *m);
 int fy_client_commit(struct fy_conn *conn, char *id, size_t idlen);
 /* Lists backups; cb gets each summary. */

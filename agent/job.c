@@ -28,6 +28,9 @@
 #include "agent/vm_transport.h"
 #include "vsphere/vsphere.h"
 
+/* Well under ferry-repo's idle limit (300 s by default). */
+#define KEEPALIVE_SECONDS 60
+
 /* What is known of one disk before it is read. */
 struct disk_plan {
 	unsigned index;                  /* into vm->devices.disks */
@@ -65,6 +68,7 @@ struct job {
 	struct disk_plan plan[FY_JOB_DISKS_MAX];
 	struct fy_source *src[FY_JOB_DISKS_MAX]; /* attached ahead */
 	struct attach_ahead *ahead;
+	struct fy_conn *conn;            /* the backup session, once begun */
 };
 
 static bool cancelled(const struct job *j)
@@ -164,6 +168,14 @@ static void *ahead_main(void *arg)
 		else
 			rc = fy_err_set(-ENOTSUP, "%s", p->hotadd_why);
 		pthread_mutex_lock(&a->lock);
+		if (rc == 0 && i < a->closed) {
+			/* The reader went on without it meanwhile. */
+			pthread_mutex_unlock(&a->lock);
+			fy_source_close(src);
+			src = NULL;
+			rc = fy_err_set(-ENOTSUP, "hotadd: not needed");
+			pthread_mutex_lock(&a->lock);
+		}
 		a->rc[i] = rc;
 		a->done[i] = true;
 		if (rc < 0)
@@ -211,8 +223,26 @@ static int ahead_take(struct job *j, unsigned i, struct fy_source **src)
 	int rc;
 
 	pthread_mutex_lock(&a->lock);
-	while (!a->done[i])
-		pthread_cond_wait(&a->cond, &a->lock);
+	while (!a->done[i]) {
+		struct timespec ts;
+
+		/* An attach may wait long for room on the proxy
+		 * (ferry.hotadd.maxAttachedWaitSeconds): keep the repository
+		 * session from going idle meanwhile. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += KEEPALIVE_SECONDS;
+		if (pthread_cond_timedwait(&a->cond, &a->lock, &ts) ==
+			    ETIMEDOUT &&
+		    !a->done[i] && j->conn) {
+			pthread_mutex_unlock(&a->lock);
+			rc = fy_client_keepalive(j->conn);
+			pthread_mutex_lock(&a->lock);
+			if (rc < 0) {
+				pthread_mutex_unlock(&a->lock);
+				return rc;
+			}
+		}
+	}
 	rc = a->rc[i];
 	*src = j->src[i];
 	j->src[i] = NULL;
@@ -313,7 +343,7 @@ static int connect_vc(struct job *j)
 static int select_disks(struct job *j)
 {
 	const struct fy_job_spec *sp = j->spec;
-	unsigned i;
+	unsigned i, k;
 
 	if (!sp->n_disks) {
 		for (i = 0; i < j->vm->devices.n_disks && i < FY_JOB_DISKS_MAX;
@@ -326,6 +356,11 @@ static int select_disks(struct job *j)
 						  "disks 0..%zu", sp->disks[i],
 						  j->vm->name,
 						  j->vm->devices.n_disks - 1);
+			for (k = 0; k < j->n; k++)
+				if (j->plan[k].index == sp->disks[i])
+					return fy_err_set(-EINVAL, "disk %u is "
+							  "listed twice",
+							  sp->disks[i]);
 			j->plan[j->n++].index = sp->disks[i];
 		}
 	}
@@ -407,10 +442,20 @@ static int freeze(struct job *j)
 		return rc;
 
 	if (j->spec->snapshot && j->spec->snapshot[0]) {
-		snprintf(j->snapshot.type, sizeof(j->snapshot.type),
-			 "VirtualMachineSnapshot");
-		snprintf(j->snapshot.value, sizeof(j->snapshot.value), "%s",
-			 j->spec->snapshot);
+		size_t k;
+
+		/* Disks are matched by key, the same across VMs: another
+		 * VM's snapshot would back up that VM's disks under this
+		 * one's name. */
+		for (k = 0; k < j->vm->n_snapshots; k++)
+			if (!strcmp(j->vm->snapshots[k].moref.value,
+				    j->spec->snapshot))
+				break;
+		if (k == j->vm->n_snapshots)
+			return fy_err_set(-EINVAL, "snapshot %s is not a "
+					  "snapshot of %s", j->spec->snapshot,
+					  j->vm->name);
+		j->snapshot = j->vm->snapshots[k].moref;
 	} else {
 		snprintf(name, sizeof(name), "ferry-%d-%ld", (int)getpid(),
 			 (long)time(NULL));
@@ -734,8 +779,27 @@ static void on_progress(void *opaque, const struct fy_disk_stats *st,
 	c->j->ev->progress(c->j->ev->opaque, c->disk, c->j->n, st, done);
 }
 
-static int read_disk(struct job *j, struct fy_conn *conn,
-		     struct fy_conn *pconn, unsigned i)
+/* The parent's map of disk i, over a connection of its own opened just
+ * for it (the backup session's connection is mid-session, and one kept
+ * open across disks would go idle while a big disk is read). */
+static int parent_map(struct job *j, unsigned i, struct fy_parent_map *pm)
+{
+	const struct disk_plan *p = &j->plan[i];
+	struct fy_conn *pconn = NULL;
+	char repo_id[128];
+	int rc;
+
+	rc = fy_repo_connect(&j->s, "ferry-agent " FERRY_VERSION, &pconn,
+			     repo_id, sizeof(repo_id));
+	if (rc == 0)
+		rc = fy_client_get_map(pconn, j->parent->id, p->parent->index,
+				       p->frozen->capacity, j->s.block_size,
+				       pm);
+	fy_conn_close(pconn);
+	return rc;
+}
+
+static int read_disk(struct job *j, struct fy_conn *conn, unsigned i)
 {
 	struct disk_plan *p = &j->plan[i];
 	struct fy_job_disk_result *r = &j->res->disks[i];
@@ -754,17 +818,7 @@ static int read_disk(struct job *j, struct fy_conn *conn,
 
 	phase(j, "read", p->frozen->file_name);
 	if (p->parent) {
-		uint64_t size;
-		uint32_t bs;
-
-		rc = fy_client_get_map(pconn, j->parent->id, p->parent->index,
-				       &pm, &size, &bs);
-		if (rc == 0 && (size != p->frozen->capacity ||
-				bs != j->s.block_size))
-			rc = fy_err_set(-EPROTO, "backup %s disk %u is %" PRIu64
-					" bytes in blocks of %u",
-					j->parent->id, p->parent->index, size,
-					bs);
+		rc = parent_map(j, i, &pm);
 		if (rc < 0) {
 			/* Read it whole rather than fail the job. */
 			snprintf(r->full_reason, sizeof(r->full_reason),
@@ -812,7 +866,7 @@ static int run(struct job *j)
 {
 	const struct fy_job_spec *sp = j->spec;
 	struct fy_job_result *res = j->res;
-	struct fy_conn *conn = NULL, *pconn = NULL;
+	struct fy_conn *conn = NULL;
 	const char *name, *list;
 	char repo_id[128];
 	int64_t window = 2;
@@ -885,19 +939,15 @@ static int run(struct job *j)
 	for (i = 0; i < j->n; i++)
 		if (j->plan[i].parent)
 			break;
-	if (i < j->n) {
+	if (i < j->n)
 		snprintf(res->parent_id, sizeof(res->parent_id), "%s",
 			 j->parent->id);
-		rc = fy_repo_connect(&j->s, "ferry-agent " FERRY_VERSION,
-				     &pconn, repo_id, sizeof(repo_id));
-		if (rc < 0)
-			goto out;
-	}
 	rc = fy_client_begin_backup(conn, name, "vm", res->parent_id,
 				    j->s.block_size, j->n, res->backup_id,
 				    sizeof(res->backup_id));
 	if (rc < 0)
 		goto out;
+	j->conn = conn;
 	if (mode_listed(j, "hotadd")) {
 		struct fy_file_source_opts fo = {
 			.queue_depth = j->s.queue_depth,
@@ -909,10 +959,16 @@ static int run(struct job *j)
 			goto out;
 	}
 	for (i = 0; i < j->n && rc == 0; i++)
-		if ((rc = read_disk(j, conn, pconn, i)) == 0)
+		if ((rc = read_disk(j, conn, i)) == 0)
 			rc = check_cancel(j);
 	if (rc < 0)
 		goto out;
+	/* Every disk may have fallen back to a full read after all. */
+	for (i = 0; i < j->n; i++)
+		if (res->disks[i].incremental)
+			break;
+	if (i == j->n)
+		res->parent_id[0] = '\0';
 	phase(j, "commit", NULL);
 	rc = fy_client_commit(conn, res->backup_id, sizeof(res->backup_id));
 out:
@@ -923,7 +979,9 @@ out:
 		fy_conn_send_error(conn, rc, msg);
 		fy_err_set(rc, "%s", msg);
 	}
-	fy_conn_close(pconn);
+	/* thaw() stops the attach thread, which may use the session. */
+	ahead_stop(j);
+	j->conn = NULL;
 	fy_conn_close(conn);
 	return rc;
 }

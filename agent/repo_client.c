@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/control.h"
 #include "hotadd/hotadd.h"
 #include "nbd/nbd.h"
 #include "vsphere/vsphere.h"
@@ -38,14 +39,6 @@ const char *const fy_known_keys[] = {
 	"vixDiskLib.disklib.EnableCache",
 	/* the default transport list of --vm jobs (agent/job.c) */
 	"ferry.transports",
-	/* ferry-agent run and its client `ferry` (agent/control.c lists
-	 * them too; here so that every command knows them) */
-	"ferry.control.listen",
-	"ferry.control.maxClients",
-	"ferry.control.allowedClients",
-	"ferry.jobs.max",
-	"ferry.agent",
-	"ferry.agent.serverName",
 	NULL,
 };
 
@@ -59,7 +52,7 @@ static void build_all_keys(void)
 {
 	static const char *const *const lists[] = {
 		fy_known_keys, fy_nbd_config_keys, fy_vs_config_keys,
-		fy_hotadd_config_keys,
+		fy_hotadd_config_keys, fy_service_config_keys,
 	};
 	size_t l, i, n = 0;
 
@@ -500,14 +493,6 @@ static int restore_start(struct restore *r, const Ferry__MapEnd *me,
 {
 	int rc;
 
-	if (me->block_size < FY_BLOCK_MIN || me->block_size > FY_BLOCK_MAX ||
-	    (me->block_size & (me->block_size - 1)) ||
-	    me->size > FY_DISK_SIZE_MAX ||
-	    me->block_count != (me->size + me->block_size - 1) / me->block_size)
-		return fy_err_set(-EPROTO, "repository describes disk %u as "
-				  "%" PRIu64 " bytes in %" PRIu64 " blocks of %u",
-				  me->disk, me->size, me->block_count,
-				  me->block_size);
 	r->size = me->size;
 	r->block_size = me->block_size;
 	r->plain = malloc(r->block_size);
@@ -518,17 +503,22 @@ static int restore_start(struct restore *r, const Ferry__MapEnd *me,
 	return rc;
 }
 
-int fy_client_restore(struct fy_conn *conn, const char *backup_id,
-		      uint32_t disk, const char *path, bool progress,
-		      uint64_t *bytes_written)
+/* Walks a disk's block map chunk by chunk (memory stays bounded whatever
+ * the disk): start gets the first MapEnd (the disk's size and block count,
+ * checked here), then chunk gets every MapChunk in order. */
+struct map_walk {
+	int (*start)(void *opaque, const Ferry__MapEnd *me);
+	int (*chunk)(void *opaque, const Ferry__MapChunk *mc);
+	void *opaque;
+};
+
+static int map_walk(struct fy_conn *conn, const char *backup_id,
+		    uint32_t disk, const struct map_walk *w)
 {
-	struct restore r = { .conn = conn, .fd = -1, .progress = progress };
 	uint64_t next = 0, count = 0;
 	bool started = false;
 	int rc = 0;
 
-	r.start = r.last = fy_now();
-	/* The map chunk by chunk: memory stays bounded whatever the disk. */
 	do {
 		Ferry__Frame f = FERRY__FRAME__INIT;
 		Ferry__GetMap gm = FERRY__GET_MAP__INIT;
@@ -562,8 +552,22 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 					 "MapEnd", &end);
 		}
 		if (rc == 0 && !started) {
-			rc = restore_start(&r, end->map_end, path);
-			count = end->map_end->block_count;
+			const Ferry__MapEnd *me = end->map_end;
+
+			if (me->block_size < FY_BLOCK_MIN ||
+			    me->block_size > FY_BLOCK_MAX ||
+			    (me->block_size & (me->block_size - 1)) ||
+			    me->size > FY_DISK_SIZE_MAX ||
+			    me->block_count != (me->size + me->block_size - 1) /
+						       me->block_size)
+				rc = fy_err_set(-EPROTO, "repository describes "
+						"disk %u as %" PRIu64 " bytes "
+						"in %" PRIu64 " blocks of %u",
+						me->disk, me->size,
+						me->block_count, me->block_size);
+			else
+				rc = w->start(w->opaque, me);
+			count = me->block_count;
 			started = true;
 		}
 		if (rc == 0 && mc) {
@@ -571,8 +575,12 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 				rc = fy_err_set(-EPROTO, "repository sent map "
 						"entries past block %" PRIu64,
 						count);
+			else if (!mc->map_chunk->n_digests)
+				rc = fy_err_set(-EPROTO, "repository sent an "
+						"empty map chunk at block %"
+						PRIu64, next);
 			else
-				rc = restore_chunk(&r, mc->map_chunk);
+				rc = w->chunk(w->opaque, mc->map_chunk);
 			next += mc->map_chunk->n_digests;
 		} else if (rc == 0 && next < count) {
 			rc = fy_err_set(-EPROTO, "repository ended the map at "
@@ -582,6 +590,46 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 		fy_frame_free(mc);
 		fy_frame_free(end);
 	} while (rc == 0 && next < count);
+	return rc;
+}
+
+struct restore_walk {
+	struct restore *r;
+	const char *path;
+	bool started;
+};
+
+static int restore_walk_start(void *opaque, const Ferry__MapEnd *me)
+{
+	struct restore_walk *rw = opaque;
+
+	rw->started = true;
+	return restore_start(rw->r, me, rw->path);
+}
+
+static int restore_walk_chunk(void *opaque, const Ferry__MapChunk *mc)
+{
+	struct restore_walk *rw = opaque;
+
+	return restore_chunk(rw->r, mc);
+}
+
+int fy_client_restore(struct fy_conn *conn, const char *backup_id,
+		      uint32_t disk, const char *path, bool progress,
+		      uint64_t *bytes_written)
+{
+	struct restore r = { .conn = conn, .fd = -1, .progress = progress };
+	struct restore_walk rw = { .r = &r, .path = path };
+	const struct map_walk w = {
+		.start = restore_walk_start, .chunk = restore_walk_chunk,
+		.opaque = &rw,
+	};
+	bool started;
+	int rc;
+
+	r.start = r.last = fy_now();
+	rc = map_walk(conn, backup_id, disk, &w);
+	started = rw.started;
 
 	/* A sequential output gets the zeros of trailing holes too. */
 	if (rc == 0 && started && !r.seekable && !r.zero_holes && r.pos < r.size)
@@ -685,104 +733,83 @@ void fy_parent_map_free(struct fy_parent_map *m)
 	memset(m, 0, sizeof(*m));
 }
 
-int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
-		      uint32_t disk, struct fy_parent_map *m,
-		      uint64_t *size, uint32_t *block_size)
+struct map_fetch {
+	struct fy_parent_map *m;
+	uint64_t next, size;
+	uint32_t block_size;
+};
+
+static int fetch_start(void *opaque, const Ferry__MapEnd *me)
 {
-	uint64_t next = 0, count = 0;
-	bool started = false;
-	int rc = 0;
+	struct map_fetch *mf = opaque;
+	uint64_t count = me->block_count;
+
+	/* Checked before allocating: the disk's own size bounds the map. */
+	if (me->size != mf->size || me->block_size != mf->block_size)
+		return fy_err_set(-EPROTO, "the disk is %" PRIu64 " bytes in "
+				  "blocks of %u, the backup's %" PRIu64
+				  " bytes in blocks of %u", mf->size,
+				  mf->block_size, me->size, me->block_size);
+	mf->m->n = count;
+	mf->m->digest = calloc(count ? count : 1, FY_DIGEST_LEN);
+	mf->m->hole = calloc(count ? count : 1, 1);
+	if (!mf->m->digest || !mf->m->hole)
+		return fy_err_set(-ENOMEM, "out of memory for a map of %" PRIu64
+				  " blocks", count);
+	return 0;
+}
+
+static int fetch_chunk(void *opaque, const Ferry__MapChunk *c)
+{
+	struct map_fetch *mf = opaque;
+	size_t i;
+
+	for (i = 0; i < c->n_digests; i++, mf->next++) {
+		if (c->digests[i].len == 0)
+			mf->m->hole[mf->next] = 1;
+		else
+			memcpy(mf->m->digest[mf->next], c->digests[i].data,
+			       FY_DIGEST_LEN);
+	}
+	return 0;
+}
+
+int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
+		      uint32_t disk, uint64_t size, uint32_t block_size,
+		      struct fy_parent_map *m)
+{
+	struct map_fetch mf = { .m = m, .size = size,
+				.block_size = block_size };
+	const struct map_walk w = {
+		.start = fetch_start, .chunk = fetch_chunk, .opaque = &mf,
+	};
+	int rc;
 
 	memset(m, 0, sizeof(*m));
-	do {
-		Ferry__Frame f = FERRY__FRAME__INIT;
-		Ferry__GetMap gm = FERRY__GET_MAP__INIT;
-		fy_frame *mc = NULL, *end = NULL;
-
-		gm.backup_id = (char *)backup_id;
-		gm.disk = disk;
-		gm.first_block = next;
-		gm.count = FY_MAP_CHUNK_MAX;
-		f.body_case = FERRY__FRAME__BODY_GET_MAP;
-		f.get_map = &gm;
-		rc = fy_conn_send(conn, &f);
-		if (rc == 0)
-			rc = fy_conn_recv(conn, &mc);
-		if (rc < 0)
-			break;
-		if (mc->body_case == FERRY__FRAME__BODY_MAP_END) {
-			end = mc;
-			mc = NULL;
-		} else if (mc->body_case == FERRY__FRAME__BODY_ERROR) {
-			rc = fy_err_set(mc->error->code < 0 ? mc->error->code
-							    : -EPROTO,
-					"repository: %s", mc->error->message);
-		} else if (mc->body_case != FERRY__FRAME__BODY_MAP_CHUNK ||
-			   mc->map_chunk->first_block != next ||
-			   mc->map_chunk->disk != disk) {
-			rc = fy_err_set(-EPROTO, "repository answered GetMap "
-					"with %s", fy_frame_name(mc));
-		} else {
-			rc = recv_expect(conn, FERRY__FRAME__BODY_MAP_END,
-					 "MapEnd", &end);
-		}
-		if (rc == 0 && !started) {
-			const Ferry__MapEnd *me = end->map_end;
-
-			if (me->block_size < FY_BLOCK_MIN ||
-			    me->block_size > FY_BLOCK_MAX ||
-			    me->size > FY_DISK_SIZE_MAX ||
-			    me->block_count != (me->size + me->block_size - 1) /
-						       me->block_size) {
-				rc = fy_err_set(-EPROTO, "repository describes "
-						"disk %u as %" PRIu64 " bytes "
-						"in %" PRIu64 " blocks of %u",
-						disk, me->size, me->block_count,
-						me->block_size);
-			} else {
-				count = me->block_count;
-				*size = me->size;
-				*block_size = me->block_size;
-				m->n = count;
-				m->digest = calloc(count ? count : 1,
-						   FY_DIGEST_LEN);
-				m->hole = calloc(count ? count : 1, 1);
-				if (!m->digest || !m->hole)
-					rc = fy_err_set(-ENOMEM, "out of memory "
-							"for a map of %" PRIu64
-							" blocks", count);
-			}
-			started = true;
-		}
-		if (rc == 0 && mc) {
-			const Ferry__MapChunk *c = mc->map_chunk;
-			size_t i;
-
-			if (next + c->n_digests > count)
-				rc = fy_err_set(-EPROTO, "repository sent map "
-						"entries past block %" PRIu64,
-						count);
-			for (i = 0; rc == 0 && i < c->n_digests; i++) {
-				if (c->digests[i].len == 0)
-					m->hole[next + i] = 1;
-				else
-					memcpy(m->digest[next + i],
-					       c->digests[i].data,
-					       FY_DIGEST_LEN);
-			}
-			next += c->n_digests;
-		} else if (rc == 0 && next < count) {
-			rc = fy_err_set(-EPROTO, "repository ended the map at "
-					"block %" PRIu64 " of %" PRIu64, next,
-					count);
-		}
-		fy_frame_free(mc);
-		fy_frame_free(end);
-	} while (rc == 0 && next < count);
+	rc = map_walk(conn, backup_id, disk, &w);
 	if (rc < 0) {
 		fy_parent_map_free(m);
 		return fy_err_wrap(rc, "map of backup %s disk %u", backup_id,
 				   disk);
 	}
 	return 0;
+}
+
+int fy_client_keepalive(struct fy_conn *conn)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__QueryBlocks q = FERRY__QUERY_BLOCKS__INIT;
+	fy_frame *r = NULL;
+	int rc;
+
+	/* An empty query: the repository answers it in any state. */
+	q.seq = UINT64_MAX;
+	f.body_case = FERRY__FRAME__BODY_QUERY_BLOCKS;
+	f.query_blocks = &q;
+	rc = fy_conn_send(conn, &f);
+	if (rc == 0)
+		rc = recv_expect(conn, FERRY__FRAME__BODY_QUERY_REPLY,
+				 "QueryReply", &r);
+	fy_frame_free(r);
+	return rc < 0 ? fy_err_wrap(rc, "keeping the repository session") : 0;
 }

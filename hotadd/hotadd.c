@@ -48,9 +48,13 @@ int ha_read_small(const char *path, char *buf, size_t len)
 	if (fd < 0)
 		return -errno;
 	n = read(fd, buf, len - 1);
+	if (n < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
 	close(fd);
-	if (n < 0)
-		return -errno;
 	buf[n] = '\0';
 	while (n > 0 && isspace((unsigned char)buf[n - 1]))
 		buf[--n] = '\0';
@@ -671,37 +675,55 @@ static void set_read_only(const char *node)
 
 /* Removes the block device from the guest and waits until it is gone. */
 /* The device behind a block name: its dev (major:minor) and wwid, "" for
- * what the guest does not show. The kernel reuses sdX names at once, so a
- * name alone does not say that a removed disk is still there. */
-static void guest_identity(const char *dir, char *out, size_t len)
-{
-	char path[PATH_MAX + 320], dev[64] = "", wwid[160] = "";
+ * what the guest does not show (or no longer shows while it removes the
+ * disk: the kernel drops the SCSI attributes before the block device).
+ * The kernel reuses sdX names at once, so a name alone does not say that
+ * a removed disk is still there. */
+struct guest_id {
+	char dev[64];
+	char wwid[160];
+};
 
+static void guest_identity(const char *dir, struct guest_id *id)
+{
+	char path[PATH_MAX + 320];
+
+	id->dev[0] = id->wwid[0] = '\0';
 	snprintf(path, sizeof(path), "%s/dev", dir);
-	ha_read_small(path, dev, sizeof(dev));
+	if (ha_read_small(path, id->dev, sizeof(id->dev)) < 0)
+		id->dev[0] = '\0';
 	snprintf(path, sizeof(path), "%s/device/wwid", dir);
-	ha_read_small(path, wwid, sizeof(wwid));
-	snprintf(out, len, "%s|%s", dev, wwid);
+	if (ha_read_small(path, id->wwid, sizeof(id->wwid)) < 0)
+		id->wwid[0] = '\0';
+}
+
+/* Whether the name now belongs to another device: a field readable both
+ * before and now differs. A field that vanished means "still going". */
+static bool guest_replaced(const struct guest_id *was,
+			   const struct guest_id *now)
+{
+	return (was->dev[0] && now->dev[0] && strcmp(was->dev, now->dev)) ||
+	       (was->wwid[0] && now->wwid[0] && strcmp(was->wwid, now->wwid));
 }
 
 int ha_guest_remove(struct fy_hotadd *h, const char *name)
 {
 	char path[PATH_MAX + 300], dir[PATH_MAX + 300];
-	char was[240], now[240];
+	struct guest_id was, now;
 	double deadline = fy_now() + h->discover_timeout;
 	struct stat st;
 	int rc;
 
 	snprintf(dir, sizeof(dir), "%s/sys/block/%s", h->sysfs_root, name);
 	snprintf(path, sizeof(path), "%s/device/delete", dir);
-	guest_identity(dir, was, sizeof(was));
+	guest_identity(dir, &was);
 	rc = write_small(path, "1");
 	if (rc < 0 && rc != -ENOENT)
 		return fy_err_set(rc, "hotadd: %s: %s", path, strerror(-rc));
 	while (stat(dir, &st) == 0) {
 		/* Gone, and the name already given to a disk found since. */
-		guest_identity(dir, now, sizeof(now));
-		if (strcmp(now, was) && strcmp(now, "|"))
+		guest_identity(dir, &now);
+		if (guest_replaced(&was, &now))
 			break;
 		if (fy_now() > deadline)
 			return fy_err_set(-ETIMEDOUT, "hotadd: %s still there "

@@ -58,4 +58,17 @@ rc=0
 [[ $rc == 1 ]] || fail "exit $rc"
 grep -q "san: not built yet" "$T/none.log" && grep -q "nbdssl: needs VMware's VDDK" "$T/none.log" ||
   fail "reasons: $(cat "$T/none.log")"
+note "a snapshot of another VM, a disk listed twice: refused, nothing left"
+rc=0
+"$AGENT" backup --config "$T/agent.conf" --vm vm-two-disks --transport https \
+  --snapshot snapshot-99999 --quiet 2>"$T/snap.log" || rc=$?
+[[ $rc == 1 ]] && grep -q "snapshot snapshot-99999 is not a snapshot of vm-two-disks" "$T/snap.log" ||
+  fail "foreign snapshot: exit $rc: $(cat "$T/snap.log")"
+rc=0
+"$AGENT" backup --config "$T/agent.conf" --vm vm-two-disks --transport https \
+  --disk 1 --disk 1 --quiet 2>"$T/dup.log" || rc=$?
+[[ $rc == 1 ]] && grep -q "disk 1 is listed twice" "$T/dup.log" || fail "disk twice: exit $rc: $(cat "$T/dup.log")"
+"$AGENT" inventory --config "$T/agent.conf" --vm vm-two-disks --json >"$T/inv2.json"
+python3 -c 'import json,sys; assert not json.load(open(sys.argv[1]))["vms"][0]["snapshots"]' "$T/inv2.json" ||
+  fail "a snapshot was left: $(cat "$T/inv2.json")"
 echo "transport vm_https: OK"
