@@ -365,6 +365,29 @@ static int request(struct fy_conn *c, fy_control_frame *req,
 	return 0;
 }
 
+/* Connects to the agent and sends req. With reply, receives the answer,
+ * which must be of type want; without, the caller receives what follows
+ * (a Watch's events). With conn the connection stays open for the
+ * caller, else it is closed; on failure nothing stays open. */
+static int ask(struct cli *cli, fy_control_frame *req,
+	       Ferry__Control__ControlFrame__BodyCase want,
+	       fy_control_frame **reply, struct fy_conn **conn)
+{
+	struct fy_conn *c = NULL;
+	int rc = connect_agent(cli, &c);
+
+	if (rc == 0)
+		rc = reply ? request(c, req, want, reply)
+			   : fy_control_send(c, req);
+	if (rc < 0 || !conn) {
+		fy_conn_close(c);
+		c = NULL;
+	}
+	if (conn)
+		*conn = c;
+	return rc;
+}
+
 static void time_text(int64_t t, char *buf, size_t len)
 {
 	time_t tt = (time_t)t;
@@ -451,7 +474,6 @@ static int cmd_agent(struct cli *cli, int argc, char **argv)
 	Ferry__Control__StatusRequest sr = FERRY__CONTROL__STATUS_REQUEST__INIT;
 	fy_control_frame *r = NULL;
 	const Ferry__Control__Status *s;
-	struct fy_conn *c = NULL;
 	char when[32];
 	size_t i;
 
@@ -462,12 +484,9 @@ static int cmd_agent(struct cli *cli, int argc, char **argv)
 	}
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_STATUS_REQUEST;
 	req.status_request = &sr;
-	if (connect_agent(cli, &c) < 0 ||
-	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_STATUS, &r) < 0) {
-		fy_conn_close(c);
+	if (ask(cli, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_STATUS, &r,
+		NULL) < 0)
 		return fail("agent status");
-	}
-	fy_conn_close(c);
 	s = r->status;
 	if (cli->json) {
 		printf("{\"software\":");
@@ -689,8 +708,8 @@ static int cmd_watch(struct cli *cli, int argc, char **argv)
 	wt.job_id = argv[0];
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_WATCH;
 	req.watch = &wt;
-	if (connect_agent(cli, &c) < 0 || fy_control_send(c, &req) < 0) {
-		fy_conn_close(c);
+	if (ask(cli, &req, FERRY__CONTROL__CONTROL_FRAME__BODY__NOT_SET, NULL,
+		&c) < 0) {
 		free(res);
 		return fail("watch");
 	}
@@ -746,10 +765,8 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
 	sb.watch = !cli->detach;
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_START_BACKUP;
 	req.start_backup = &sb;
-	rc = connect_agent(cli, &c);
-	if (rc == 0)
-		rc = request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED,
-			     &r);
+	rc = ask(cli, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED, &r,
+		 &c);
 	if (rc < 0) {
 		fail("backup");
 		goto out;
@@ -783,7 +800,6 @@ static int cmd_jobs(struct cli *cli, int argc, char **argv)
 	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__ListJobs lj = FERRY__CONTROL__LIST_JOBS__INIT;
 	fy_control_frame *r = NULL;
-	struct fy_conn *c = NULL;
 	size_t i;
 
 	(void)argv;
@@ -794,12 +810,9 @@ static int cmd_jobs(struct cli *cli, int argc, char **argv)
 	}
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_LIST_JOBS;
 	req.list_jobs = &lj;
-	if (connect_agent(cli, &c) < 0 ||
-	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_LIST, &r) < 0) {
-		fy_conn_close(c);
+	if (ask(cli, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_LIST, &r,
+		NULL) < 0)
 		return fail("jobs");
-	}
-	fy_conn_close(c);
 	if (cli->json) {
 		printf("[");
 		for (i = 0; i < r->job_list->n_jobs; i++) {
@@ -835,12 +848,9 @@ static int cmd_cancel(struct cli *cli, int argc, char **argv)
 	cn.job_id = argv[0];
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CANCEL;
 	req.cancel = &cn;
-	if (connect_agent(cli, &c) < 0 ||
-	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_CANCEL_REPLY,
-		    &r) < 0) {
-		fy_conn_close(c);
+	if (ask(cli, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_CANCEL_REPLY, &r,
+		&c) < 0)
 		return fail("cancel");
-	}
 	state = r->cancel_reply->state;
 	fy_control_free(r);
 	if (state != FERRY__CONTROL__JOB_STATE__JOB_STATE_RUNNING &&
@@ -883,7 +893,6 @@ static int cmd_cleanup(struct cli *cli, int argc, char **argv)
 	Ferry__Control__Cleanup cl = FERRY__CONTROL__CLEANUP__INIT;
 	fy_control_frame *r = NULL;
 	const Ferry__Control__CleanupResult *cr;
-	struct fy_conn *c = NULL;
 	int status;
 
 	(void)argv;
@@ -894,13 +903,9 @@ static int cmd_cleanup(struct cli *cli, int argc, char **argv)
 	}
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP;
 	req.cleanup = &cl;
-	if (connect_agent(cli, &c) < 0 ||
-	    request(c, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP_REPLY,
-		    &r) < 0) {
-		fy_conn_close(c);
+	if (ask(cli, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP_REPLY,
+		&r, NULL) < 0)
 		return fail("cleanup");
-	}
-	fy_conn_close(c);
 	cr = r->cleanup_reply->result;
 	if (!cr) {
 		fy_control_free(r);

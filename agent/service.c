@@ -19,7 +19,8 @@
  * goes away only ends its own thread.
  *
  * SIGTERM/SIGINT: stop accepting, cancel every job, wait until each has
- * undone what it did (detach, snapshot removal, EndAccess), exit 0.
+ * undone what it did (detach, snapshot removal, EndAccess) and for a
+ * cleanup that runs (bounded), exit 0.
  * SIGHUP: reload the configuration file; jobs started from then on use it.
  */
 #include <errno.h>
@@ -82,8 +83,13 @@ struct svc_job {
 	unsigned refs;                /* the list, the job thread, watchers */
 	char id[64];
 	char client[320];
-	char vm[FY_CONTROL_NAME_MAX + 1];
+	char vm[FY_CONTROL_NAME_MAX + 1];   /* as the controller named it */
 	char vm_moref[FY_VS_MOREF_VALUE_MAX];
+	/* What the job looks the VM up by: the moref resolved here, so that a
+	 * rename between the two lookups cannot hand the job another VM than
+	 * the one the one-job-per-VM check saw. "moref:" because an ESXi
+	 * host's morefs are plain numbers, not "vm-N". */
+	char vm_spec[sizeof("moref:") + FY_VS_MOREF_VALUE_MAX];
 	char transports[FY_CONTROL_NAME_MAX + 1];
 	char name[FY_CONTROL_NAME_MAX + 1];
 	char repository[FY_CONTROL_NAME_MAX + 1];
@@ -130,6 +136,7 @@ struct svc {
 	unsigned job_counter;
 	bool cleanup_running;
 	bool stopping;
+	bool accept_failing;          /* logged; main thread only */
 	time_t started;
 	char listen[300];
 	struct cleanup_state cleanup;
@@ -227,6 +234,21 @@ static void reload(struct svc *svc)
 	fy_warn("SIGHUP: reloaded %s; new jobs use it", svc->config_path);
 }
 
+/* Waits on svc->cond (svc->lock held) at most ms. */
+static void timed_wait(struct svc *svc, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
+}
+
 /* ---- jobs ---------------------------------------------------------------- */
 
 static void job_unref_locked(struct svc_job *j)
@@ -294,6 +316,9 @@ static void prune_locked(struct svc *svc)
 	}
 }
 
+static void run_cleanup(struct svc *svc, struct svc_cfg *cfg, bool own_jobs,
+			struct cleanup_state *out);
+
 static void *job_main(void *arg)
 {
 	struct svc_job *j = arg;
@@ -302,6 +327,8 @@ static void *job_main(void *arg)
 		.phase = on_phase, .progress = on_progress, .opaque = j,
 	};
 	struct fy_job_result *res = j->result;
+	struct svc_cfg *cleanup_cfg = NULL;
+	bool ran = false;
 	int rc;
 
 	/* A cleanup without running jobs treats this process's journal
@@ -322,6 +349,7 @@ static void *job_main(void *arg)
 	} else {
 		fy_warn("job %s: backup of VM %s started by %s", j->id, j->vm,
 			j->client);
+		ran = true;
 		rc = fy_job_run(j->cfg->cfg, &j->spec, &j->cancel, &ev, res);
 		if (rc < 0 && res->rc == 0) {
 			res->rc = rc;
@@ -345,10 +373,35 @@ static void *job_main(void *arg)
 	j->state = rc == 0 ? JOB_SUCCEEDED
 		   : res->cancelled ? JOB_CANCELLED : JOB_FAILED;
 	svc->active--;
+	/* What a failed job could not undo (a detach, a snapshot removal)
+	 * stays in the journal under this process's pid, which `ferry
+	 * cleanup` leaves alone while any job runs. With no other job
+	 * running, clean up once now; jobs asked for meanwhile queue. */
+	if (ran && rc < 0 && !svc->active && !svc->cleanup_running &&
+	    !svc->stopping) {
+		svc->cleanup_running = true;
+		cleanup_cfg = j->cfg;
+		cleanup_cfg->refs++;
+	}
 	prune_locked(svc);
 	job_unref_locked(j);
 	pthread_cond_broadcast(&svc->cond);
 	pthread_mutex_unlock(&svc->lock);
+
+	if (cleanup_cfg) {
+		struct cleanup_state *cs = malloc(sizeof(*cs));
+
+		if (cs) {
+			fy_warn("self-cleanup after the failed job");
+			run_cleanup(svc, cleanup_cfg, false, cs);
+			free(cs);
+		}
+		pthread_mutex_lock(&svc->lock);
+		svc->cleanup_running = false;
+		cfg_unref(cleanup_cfg);
+		pthread_cond_broadcast(&svc->cond);
+		pthread_mutex_unlock(&svc->lock);
+	}
 	return NULL;
 }
 
@@ -729,12 +782,23 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 		fy_control_send_error(c, -EINVAL, "StartBackup: no VM given");
 		return 0;
 	}
-	for (i = 0; i < sb->n_disks; i++)
+	for (i = 0; i < sb->n_disks; i++) {
+		char msg[64];
+		unsigned k;
+
 		if (sb->disks[i] >= 4096) {
 			fy_control_send_error(c, -EINVAL, "StartBackup: disk "
 					      "index out of range");
 			return 0;
 		}
+		for (k = 0; k < i; k++)
+			if (sb->disks[k] == sb->disks[i]) {
+				snprintf(msg, sizeof(msg), "StartBackup: disk "
+					 "%u is given twice", sb->disks[i]);
+				fy_control_send_error(c, -EINVAL, msg);
+				return 0;
+			}
+	}
 	j = calloc(1, sizeof(*j));
 	if (!j || !(j->result = calloc(1, sizeof(*j->result)))) {
 		free(j);
@@ -749,7 +813,6 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 	copy_field(j->name, sizeof(j->name), sb->name);
 	copy_field(j->repository, sizeof(j->repository), sb->repository);
 	copy_field(j->snapshot, sizeof(j->snapshot), sb->snapshot);
-	j->spec.vm = j->vm;
 	j->spec.n_disks = (unsigned)sb->n_disks;
 	for (i = 0; i < sb->n_disks; i++)
 		j->spec.disks[i] = sb->disks[i];
@@ -783,6 +846,8 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 		pthread_mutex_unlock(&svc->lock);
 		return 0;
 	}
+	snprintf(j->vm_spec, sizeof(j->vm_spec), "moref:%s", j->vm_moref);
+	j->spec.vm = j->vm_spec;
 
 	pthread_mutex_lock(&svc->lock);
 	rc = 0;
@@ -928,21 +993,66 @@ static void run_cleanup(struct svc *svc, struct svc_cfg *cfg, bool own_jobs,
 	pthread_mutex_unlock(&svc->lock);
 }
 
+struct keepalive {
+	struct svc *svc;
+	struct fy_conn *c;
+	bool stop;                    /* under svc->lock */
+};
+
+/*
+ * A cleanup that detaches disks and removes snapshots takes minutes; the
+ * controller waiting for its CleanupReply must hear from us meanwhile, as
+ * it does while a job runs, or its read timeout (ferry.timeoutSeconds)
+ * gives up. CleanupReply is the one frame it expects, so the heartbeat is
+ * a TLS KeyUpdate, which its TLS layer consumes. The connection thread
+ * runs the cleanup and does not touch the connection until this ends.
+ */
+static void *keepalive_main(void *arg)
+{
+	struct keepalive *k = arg;
+	double last = fy_now();
+
+	pthread_mutex_lock(&k->svc->lock);
+	while (!k->stop) {
+		timed_wait(k->svc, 1000);
+		if (k->stop || fy_now() - last < HEARTBEAT_SECONDS)
+			continue;
+		pthread_mutex_unlock(&k->svc->lock);
+		/* A controller that went away does not stop the cleanup;
+		 * the error is sticky, the reply will fail too. */
+		fy_conn_keepalive(k->c);
+		last = fy_now();
+		pthread_mutex_lock(&k->svc->lock);
+	}
+	pthread_mutex_unlock(&k->svc->lock);
+	return NULL;
+}
+
 static int cleanup(struct svc *svc, struct fy_conn *c)
 {
 	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__CleanupReply r = FERRY__CONTROL__CLEANUP_REPLY__INIT;
 	Ferry__Control__CleanupResult cr;
 	struct cleanup_state *cs = malloc(sizeof(*cs));
+	struct keepalive k = { .svc = svc, .c = c };
 	struct svc_cfg *cfg;
-	bool own_jobs;
+	pthread_t keeper;
+	bool own_jobs, keeping;
 	int rc;
 
 	if (!cs)
 		return fy_err_set(-ENOMEM, "out of memory");
 	pthread_mutex_lock(&svc->lock);
-	while (svc->cleanup_running)
+	while (svc->cleanup_running && !svc->stopping)
 		pthread_cond_wait(&svc->cond, &svc->lock);
+	/* shut_down waits for a cleanup that runs; none may start after. */
+	if (svc->stopping) {
+		pthread_mutex_unlock(&svc->lock);
+		free(cs);
+		fy_control_send_error(c, -ESHUTDOWN, "the agent is stopping; "
+				      "its next start runs the self-cleanup");
+		return 0;
+	}
 	svc->cleanup_running = true;
 	/* Jobs already running own this process's journal entries; jobs
 	 * starting now wait in job_main until the cleanup is over. */
@@ -951,7 +1061,15 @@ static int cleanup(struct svc *svc, struct fy_conn *c)
 	cfg->refs++;
 	pthread_mutex_unlock(&svc->lock);
 	fy_warn("self-cleanup asked by %s", fy_conn_peer(c));
+	keeping = pthread_create(&keeper, NULL, keepalive_main, &k) == 0;
 	run_cleanup(svc, cfg, own_jobs, cs);
+	if (keeping) {
+		pthread_mutex_lock(&svc->lock);
+		k.stop = true;
+		pthread_cond_broadcast(&svc->cond);
+		pthread_mutex_unlock(&svc->lock);
+		pthread_join(keeper, NULL);
+	}
 	pthread_mutex_lock(&svc->lock);
 	svc->cleanup_running = false;
 	cfg_unref(cfg);
@@ -1029,6 +1147,13 @@ static bool client_allowed(struct svc *svc, const char *peer)
 	return ok;
 }
 
+static int refuse_client(struct fy_conn *c)
+{
+	return fy_err_set(-EACCES, "%s may not control this agent: its "
+			  "certificate's name is not in "
+			  "ferry.control.allowedClients", fy_conn_peer(c));
+}
+
 static void *client_main(void *arg)
 {
 	struct client_arg *ca = arg;
@@ -1046,9 +1171,7 @@ static void *client_main(void *arg)
 	fy_conn_set_timeout(c, REQUEST_MS);
 	fy_info("control: %s connected", fy_conn_peer(c));
 	if (!client_allowed(svc, fy_conn_peer(c)))
-		rc = fy_err_set(-EACCES, "%s may not control this agent: its "
-				"certificate's name is not in "
-				"ferry.control.allowedClients", fy_conn_peer(c));
+		rc = refuse_client(c);
 	else
 		rc = greet(c);
 	idle_since = fy_now();
@@ -1077,6 +1200,13 @@ static void *client_main(void *arg)
 		rc = fy_control_recv(c, &in);
 		if (rc < 0)
 			break;
+		/* SIGHUP may have narrowed ferry.control.allowedClients since
+		 * this controller connected: it applies at once. */
+		if (!client_allowed(svc, fy_conn_peer(c))) {
+			fy_control_free(in);
+			rc = refuse_client(c);
+			break;
+		}
 		switch (in->body_case) {
 		case FERRY__CONTROL__CONTROL_FRAME__BODY_STATUS_REQUEST:
 			rc = send_status(svc, c);
@@ -1131,8 +1261,26 @@ static void accept_one(struct svc *svc, int lfd)
 	pthread_t t;
 	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 
-	if (fd < 0)
+	if (fd < 0) {
+		/* Out of descriptors or memory, the connection stays queued
+		 * and poll says readable again at once: back off instead of
+		 * spinning, and say so once, not 10 times a second. */
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM) {
+			if (!svc->accept_failing)
+				fy_error("control: cannot accept a connection: "
+					 "%s; retrying every 100 ms",
+					 strerror(errno));
+			svc->accept_failing = true;
+			nanosleep(&(struct timespec){ .tv_nsec = 100000000L },
+				  NULL);
+		}
 		return;
+	}
+	if (svc->accept_failing) {
+		fy_warn("control: accepting connections again");
+		svc->accept_failing = false;
+	}
 	pthread_mutex_lock(&svc->lock);
 	if (svc->clients >= svc->max_clients) {
 		pthread_mutex_unlock(&svc->lock);
@@ -1178,27 +1326,16 @@ static void write_ready_file(const char *path, const char *bound)
 		fy_warn("cannot write %s: %s", path, strerror(errno));
 }
 
-static void timed_wait(struct svc *svc, int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
-}
-
 /* SIGTERM: every job is cancelled and undoes what it did; we wait for all
- * of them (a supervisor's stop timeout bounds this), then a little for
- * the controllers to get their final events. */
+ * of them (a supervisor's stop timeout bounds this), then for a cleanup
+ * that runs (bounded), then a little for the controllers to get their
+ * final events. */
 static void shut_down(struct svc *svc)
 {
 	struct svc_job *j;
 	double start = fy_now(), said = start;
+	int64_t limit;
+	bool busy;
 
 	pthread_mutex_lock(&svc->lock);
 	svc->stopping = true;
@@ -1217,10 +1354,36 @@ static void shut_down(struct svc *svc)
 				svc->active);
 		}
 	}
+	/* A cleanup detaches disks, removes snapshots and rewrites the
+	 * journal: let it end, as long as a controller would wait for it.
+	 * No cleanup starts once stopping is set. */
+	if (fy_config_get_int(svc->cfg->cfg, "ferry.timeoutSeconds", 300, 1,
+			      86400, &limit) < 0)
+		limit = 300;
+	if (svc->cleanup_running)
+		fy_warn("stopping: waiting (at most %" PRId64 " s) for the "
+			"self-cleanup to end", limit);
+	start = fy_now();
+	while (svc->cleanup_running && fy_now() - start < (double)limit)
+		timed_wait(svc, 1000);
 	start = fy_now();
 	while (svc->clients && fy_now() - start < 5)
 		timed_wait(svc, 200);
+	busy = svc->clients || svc->cleanup_running;
+	if (busy)
+		fy_warn("stopping: %u controller connection(s)%s still busy; "
+			"exiting without them", svc->clients,
+			svc->cleanup_running ? " and the self-cleanup" : "");
 	pthread_mutex_unlock(&svc->lock);
+	/* Returning runs the atexit handlers (OpenSSL's teardown among them)
+	 * under the threads still at work: leave without them. The journal
+	 * is rewritten durably, so a cleanup cut short leaves its entries
+	 * for the next start. */
+	if (busy) {
+		fy_warn("ferry-agent run: stopped");
+		fflush(NULL);
+		_exit(0);
+	}
 }
 
 static int serve(struct svc *svc, const char *ready_file)
@@ -1337,6 +1500,15 @@ int agent_cmd_run(int argc, char **argv)
 	}
 	if (optind < argc || !svc.config_path)
 		goto usage;
+	/* Status carries the path, and a controller refuses a longer
+	 * string: better not to start than to serve a Status nobody reads. */
+	if (strlen(svc.config_path) > FY_CONTROL_NAME_MAX) {
+		rc = fy_err_set(-ENAMETOOLONG, "--config: the path is %zu bytes, "
+				"more than the %d a controller accepts in "
+				"Status; give a shorter one",
+				strlen(svc.config_path), FY_CONTROL_NAME_MAX);
+		goto fail;
+	}
 	svc.sets = sets;
 	svc.n_sets = n_sets;
 	svc.started = time(NULL);

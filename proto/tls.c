@@ -476,6 +476,25 @@ int fy_conn_flush(struct fy_conn *c)
 	return rc;
 }
 
+int fy_conn_keepalive(struct fy_conn *c)
+{
+	char why[256];
+	int rc, ret;
+
+	if ((rc = fy_conn_flush(c)) < 0)
+		return rc;
+	if (SSL_key_update(c->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) != 1)
+		return c->error = fy_err_set(-EPROTO, "sending to %s: %s",
+					     c->peer,
+					     tls_reason(why, sizeof(why)));
+	/* Sends the KeyUpdate now rather than with the next write. */
+	errno = 0;
+	ret = SSL_do_handshake(c->ssl);
+	if (ret <= 0)
+		return io_error(c, ret, "sending to");
+	return 0;
+}
+
 static int grow(uint8_t **buf, size_t *cap, size_t need)
 {
 	size_t ncap = *cap ? *cap : 64 << 10;

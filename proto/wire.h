@@ -83,6 +83,11 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out);
  * read, 0 on timeout, -errno on failure. Lets a server loop notice other
  * events (a worker's failure) while a client is silent. */
 int fy_conn_wait_readable(struct fy_conn *c, int timeout_ms);
+/* Sends a TLS 1.3 KeyUpdate: a record the peer's TLS layer consumes
+ * without passing a byte to its reader, so that a peer blocked in a read
+ * with a timeout hears from us while we have nothing to say yet. Not to be
+ * called while another thread uses c. */
+int fy_conn_keepalive(struct fy_conn *c);
 /* Sends an Error frame and flushes, ignoring failures (we are closing). */
 void fy_conn_send_error(struct fy_conn *c, int code, const char *msg);
 void fy_conn_close(struct fy_conn *c);

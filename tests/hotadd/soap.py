@@ -9,45 +9,24 @@ detach: ReconfigVM_Task remove of one disk, without fileOperation (what an
 admin does in the vSphere client). fill: adds small disks of the proxy's own
 (fileOperation=create, in its folder) on every free unit of a controller.
 """
-import json
+import os
 import re
-import ssl
 import sys
 import time
-import urllib.request
 
-R = json.load(open(sys.argv[1]))
-CTX = ssl._create_unverified_context()
-COOKIE = None
-ENV = ('<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
-       'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>%s'
-       '</soapenv:Body></soapenv:Envelope>')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import vsoap  # noqa: E402
 
-
-def call(body):
-    global COOKIE
-    req = urllib.request.Request(R["url"], data=(ENV % body).encode(), method="POST")
-    req.add_header("Content-Type", "text/xml")
-    req.add_header("SOAPAction", "urn:vim25/6.5")
-    if COOKIE:
-        req.add_header("Cookie", COOKIE)
-    try:
-        resp = urllib.request.urlopen(req, context=CTX)
-    except urllib.error.HTTPError as e:
-        sys.exit("SOAP fault: " + e.read().decode())
-    c = resp.headers.get("Set-Cookie")
-    if c:
-        COOKIE = c.split(";")[0]
-    return resp.read().decode()
+S = vsoap.Session(sys.argv[1])
 
 
 def wait(task_xml):
     task = re.search(r"<returnval[^>]*>([^<]+)</returnval>", task_xml).group(1)
     for _ in range(300):
-        out = call('<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">'
-                   'propertyCollector</_this><specSet><propSet><type>Task</type><pathSet>info.state'
-                   '</pathSet></propSet><objectSet><obj type="Task">%s</obj></objectSet></specSet>'
-                   '<options/></RetrievePropertiesEx>' % task)
+        out = S.call('<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">'
+                     'propertyCollector</_this><specSet><propSet><type>Task</type><pathSet>'
+                     'info.state</pathSet></propSet><objectSet><obj type="Task">%s</obj>'
+                     '</objectSet></specSet><options/></RetrievePropertiesEx>' % task)
         state = re.search(r"<val[^>]*>([a-z]+)</val>", out).group(1)
         if state == "success":
             return
@@ -57,8 +36,6 @@ def wait(task_xml):
     sys.exit("task %s did not finish" % task)
 
 
-call('<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this>'
-     '<userName>%s</userName><password>%s</password></Login>' % (R["username"], R["password"]))
 vm = sys.argv[3]
 if sys.argv[2] == "detach":
     change = ('<deviceChange><operation>remove</operation><device xsi:type="VirtualDisk">'
@@ -79,5 +56,5 @@ elif sys.argv[2] == "cbt-off":
     change = "<changeTrackingEnabled>false</changeTrackingEnabled>"
 else:
     sys.exit(__doc__)
-wait(call('<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">%s</_this><spec>%s'
-          '</spec></ReconfigVM_Task>' % (vm, change)))
+wait(S.call('<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">%s</_this>'
+            '<spec>%s</spec></ReconfigVM_Task>' % (vm, change)))

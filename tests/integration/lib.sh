@@ -5,6 +5,7 @@ set -euo pipefail
 
 : "${BIN:?BIN must point at build/bin}"
 : "${TOOLS:?TOOLS must point at tests/tools}"
+INTEGRATION_TESTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FERRY="$BIN/ferry"
 AGENT="$BIN/ferry-agent"
 REPO="$BIN/ferry-repo"
@@ -96,5 +97,25 @@ backup_count() {
 }
 
 same_file() { cmp "$1" "$2" >/dev/null || fail "$1 and $2 differ"; }
+
+# start_vcsim [FERRY-VCSIM OPTION...]: starts a simulated vCenter of the
+# test's own (BIN/ferry-vcsim) on a free loopback port, waits for its ready
+# file $T/ready.json and turns it into $T/test.conf (the ferry.vcenter.*
+# keys, and the ready file under "test.": tests/vsphere/ready2conf.py). It
+# is stopped at exit, and its log's tail printed if the test failed.
+start_vcsim() {
+  "$BIN/ferry-vcsim" --listen 127.0.0.1:0 --datadir "$T/vc" \
+    --ready-file "$T/ready.json" "$@" >"$T/vcsim.log" 2>&1 &
+  VCSIM_PID=$!
+  CLEANUP_CMDS+=('kill "$VCSIM_PID" 2>/dev/null; wait "$VCSIM_PID" 2>/dev/null'
+    '[[ $rc -eq 0 ]] || { echo "--- ferry-vcsim log (last 30 lines)"; tail -n 30 "$T/vcsim.log"; }')
+  for _ in $(seq 1 300); do
+    [[ -s "$T/ready.json" ]] && break
+    kill -0 "$VCSIM_PID" 2>/dev/null || fail "ferry-vcsim exited at start"
+    sleep 0.1
+  done
+  [[ -s "$T/ready.json" ]] || fail "ferry-vcsim did not start"
+  python3 "$INTEGRATION_TESTS/../vsphere/ready2conf.py" "$T/ready.json" "$T" >"$T/test.conf"
+}
 
 mkimage() { python3 "$TOOLS/mkimage.py" "$@"; }

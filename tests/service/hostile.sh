@@ -3,7 +3,9 @@
 # an authenticated controller get an Error frame that says what is wrong
 # (then the agent closes that connection); a well-formed frame that is no
 # request is refused and the conversation goes on; a frame cut short is
-# given up on. The service survives all of it and keeps serving. Needs
+# given up on. Out of file descriptors under a flood of connections, the
+# accept loop logs once and backs off rather than spinning. The service
+# survives all of it and keeps serving. Needs
 # neither root nor the simulator (no vCenter: no job can run here).
 SERVICE_NO_VCSIM=1
 source "$(dirname "$0")/lib.sh"
@@ -29,8 +31,31 @@ expect bad-version "speaks control protocol 99"
 expect long-vm "StartBackup.vm is longer than 1024 bytes"
 expect many-disks "StartBackup.disks lists 65 entries, more than 64"
 expect bad-mode "StartBackup.mode 7 is unknown"
+expect dup-disks "REPLY 2 | ERROR -22 StartBackup: disk 0 is given twice"
 expect not-a-request "REPLY 2 | ERROR -71 Status is not a request the agent serves | REPLY 4"
 expect truncated CLOSED
+
+note "out of file descriptors: accept backs off instead of spinning"
+# With the descriptors used up, the queued connections cannot be accepted
+# and the listening socket stays readable: the loop must not spin on it.
+nofile=$(prlimit --pid "$AGENT_PID" --nofile --output SOFT --noheadings)
+prlimit --pid "$AGENT_PID" --nofile=32:
+python3 -c '
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(50)]
+time.sleep(4)
+' "$AGENT_ADDR" &
+flood=$!
+wait_for "the accept failure in the log" grep -q "cannot accept a connection" "$T/service.log"
+cpu() { awk '{print $14 + $15}' "/proc/$AGENT_PID/stat"; }
+t0=$(cpu); sleep 2; t1=$(cpu)
+wait "$flood" || fail "the flood of connections failed"
+prlimit --pid "$AGENT_PID" --nofile="$nofile":
+(( t1 - t0 < 50 )) || fail "the agent used $((t1 - t0)) ticks of CPU in 2 s while out of descriptors"
+[[ $(grep -c "cannot accept a connection" "$T/service.log") == 1 ]] ||
+  fail "the accept failure was logged more than once: $(grep -c "cannot accept a connection" "$T/service.log")"
+wait_for "accepting again" grep -q "accepting connections again" "$T/service.log"
 
 note "still serving"
 ctl agent status >/dev/null || fail "status after the hostile frames"

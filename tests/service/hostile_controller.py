@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """A controller that breaks the control protocol on purpose.
 
-usage: hostile_controller.py ADDR CA CERT|- KEY|- SCENARIO
+usage: hostile_controller.py ADDR CA CERT|- KEY|- SCENARIO [GO]
 
 Speaks TLS 1.3 to `ferry-agent run` (with the client certificate CERT/KEY,
 or none with "-"), then plays SCENARIO and prints what the agent answered,
 one line: "ERROR <code> <message>", "REPLY <field number>", "CLOSED" or
-"TLS <reason>". Frames are built by hand (proto/control.proto's field
+"TLS <reason>". Scenario status-pause asks for Status, writes GO.waiting,
+waits until the file GO exists, then asks again. Frames are built by hand (proto/control.proto's field
 numbers) so that they can be wrong in ways a protobuf library refuses.
 """
+import os
 import socket
 import ssl
 import struct
 import sys
+import time
 
 addr, ca, cert, key, scenario = sys.argv[1:6]
 host, port = addr.rsplit(":", 1)
@@ -131,6 +134,11 @@ steps = {
     "many-disks": [hello(), frame(field(5, 2, field(1, 2, b"vm") +
                                        field(2, 2, b"".join(varint(i) for i in range(65)))))],
     "bad-mode": [hello(), frame(field(5, 2, field(1, 2, b"vm") + field(5, 0, 7)))],
+    # disk 0 twice
+    "dup-disks": [hello(), frame(field(5, 2, field(1, 2, b"vm") +
+                                      field(2, 2, varint(0) + varint(0))))],
+    # Hello, Status; then (see below) a second Status once GO exists
+    "status-pause": [hello(), frame(field(3, 2, b""))],
     # an answer where a request belongs: refused, the connection stays
     "not-a-request": [hello(), frame(field(4, 2, b"")), frame(field(3, 2, b""))],
     # a frame cut short: the agent waits, then gives up on us
@@ -144,6 +152,15 @@ try:
         print("CLOSED")
         sys.exit(0)
     answers = []
+    if scenario == "status-pause":
+        answers = [parse(b) if b else "CLOSED" for b in (recv_frame(s), recv_frame(s))]
+        go = sys.argv[6]
+        open(go + ".waiting", "w").close()
+        for _ in range(600):
+            if os.path.exists(go):
+                break
+            time.sleep(0.1)
+        s.sendall(frame(field(3, 2, b"")))
     while True:
         body = recv_frame(s)
         if body is None:

@@ -6,8 +6,9 @@
 # serving; a controller that does not trust the agent's CA refuses the
 # agent. No vCenter here: the self-cleanup at start fails, the service
 # serves anyway and Status says why. ferry.control.allowedClients narrows
-# the controllers to certificate names. Needs neither root nor the
-# simulator.
+# the controllers to certificate names, also for a controller connected
+# before SIGHUP narrowed it. A --config path too long for Status is
+# refused at start. Needs neither root nor the simulator.
 SERVICE_NO_VCSIM=1
 source "$(dirname "$0")/lib.sh"
 
@@ -57,14 +58,28 @@ if "$FERRY" --config "$T/agent.conf" agent status 2>"$T/w.err"; then fail "statu
 grep -q "which agent" "$T/w.err" || fail "no agent address: $(cat "$T/w.err")"
 
 note "ferry.control.allowedClients: only the central server's certificate"
+# agent1 connects while it may, and asks again after the reload: refused.
+python3 "$H" "$AGENT_ADDR" "$T/pki/ca.crt" "$T/pki/agent1.crt" "$T/pki/agent1.key" \
+  status-pause "$T/go" >"$T/pause.out" &
+pause=$!
+wait_for "agent1's first Status" test -e "$T/go.waiting"
 echo "ferry.control.allowedClients=central, backup2" >>"$T/agent.conf"
 kill -HUP "$AGENT_PID"
 wait_for "the reload" grep -q "SIGHUP: reloaded" "$T/service.log"
+touch "$T/go"
+wait "$pause"
+[[ $(cat "$T/pause.out") == "REPLY 2 | REPLY 4 | ERROR -13 agent1@"*"may not control this agent"* ]] ||
+  fail "a connected controller no longer allowed: $(cat "$T/pause.out")"
 ctl agent status >/dev/null || fail "central refused"
 if ctl --cert "$T/pki/agent1.crt" --key "$T/pki/agent1.key" agent status >"$T/l.out" 2>"$T/l.err"; then
   fail "agent1 (same CA, not allowed) got status"
 fi
 grep -q "agent1@.* may not control this agent" "$T/l.err" || fail "allowedClients: $(cat "$T/l.err")"
+
+note "a --config path longer than Status can carry: refused at start"
+long=/$(printf 'x%.0s' $(seq 1 1100))
+if "$AGENT" run --config "$long" 2>"$T/long.err"; then fail "started with a 1101-byte --config path"; fi
+grep -q "more than the 1024 a controller accepts" "$T/long.err" || fail "long --config: $(cat "$T/long.err")"
 
 note "still serving"
 ctl agent status >/dev/null || fail "status after the refusals"

@@ -10,7 +10,6 @@
  *
  * usage: test_ds_sim CONF [--esx]
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -20,55 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tests/unit/check.h"
+#include "tests/transport/sim_util.h"
 #include "vsphere/vs_int.h"
 
 #define MIB (1024u * 1024)
 
-static const char *conf_path;
-static struct fy_config *cfg;
 static struct fy_vs_client *c;
 static const char *ds1;   /* the local directory behind [ds1] */
-
-static const char *get(const char *key)
-{
-	const char *v = fy_config_get(cfg, key);
-
-	if (!v) {
-		fprintf(stderr, "%s lacks %s\n", conf_path, key);
-		exit(1);
-	}
-	return v;
-}
-
-static size_t discard(char *p, size_t s, size_t n, void *o)
-{
-	return s * n;
-}
-
-/* POST to the simulator's /ferry-test control endpoint. */
-static long control(const char *what, const char *body)
-{
-	char url[1024];
-	long status = 0;
-	CURL *e = curl_easy_init();
-
-	snprintf(url, sizeof(url), "%s/%s", get("test.control"), what);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	/* The test's own channel to the simulator, not Ferry's. */
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-	if (curl_easy_perform(e) == CURLE_OK)
-		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(e);
-	if (status != 200)
-		fprintf(stderr, "control %s: HTTP %ld\n", what, status);
-	return status;
-}
 
 static void write_file(const char *rel, const void *data, size_t len)
 {
@@ -88,17 +45,6 @@ static void write_file(const char *rel, const void *data, size_t len)
 	close(fd);
 }
 
-static void *read_local(const char *path, size_t *len)
-{
-	void *data = NULL;
-
-	if (fy_read_file(path, 1u << 30, &data, len) < 0) {
-		fprintf(stderr, "%s\n", fy_err_msg());
-		exit(1);
-	}
-	return data;
-}
-
 static void fill_random(uint8_t *p, size_t n, unsigned seed)
 {
 	size_t i;
@@ -106,39 +52,6 @@ static void fill_random(uint8_t *p, size_t n, unsigned seed)
 	srand(seed);
 	for (i = 0; i < n; i++)
 		p[i] = (uint8_t)(rand() >> 7);
-}
-
-/* Reads the whole source in batches of 8 x 1 MiB and compares. */
-static void same_as(struct fy_source *src, const uint8_t *want, size_t len)
-{
-	struct fy_io ios[8];
-	uint8_t *buf = malloc(8 * MIB);
-	uint64_t off;
-	size_t i, n;
-
-	CHECK(src->size == len);
-	for (off = 0; off < len; off += 8 * MIB) {
-		for (n = 0; n < 8 && off + n * MIB < len; n++) {
-			ios[n].buf = buf + n * MIB;
-			ios[n].len = MIB;
-			ios[n].offset = off + n * MIB;
-		}
-		CHECK_RC(fy_source_read_batch(src, ios, n));
-		for (i = 0; i < n; i++) {
-			size_t k = len - ios[i].offset < MIB ? len - ios[i].offset
-							      : MIB;
-
-			CHECK(ios[i].result == 0);
-			if (memcmp(buf + i * MIB, want + ios[i].offset, k)) {
-				fprintf(stderr, "data differs in MiB at %llu\n",
-					(unsigned long long)ios[i].offset);
-				check_failures++;
-				goto out;
-			}
-		}
-	}
-out:
-	free(buf);
 }
 
 static struct fy_source *open_ds(const char *dc, const char *file,
@@ -173,20 +86,20 @@ static void open_fails(const char *dc, const char *file, int want,
 
 static const char *two_disks_file(void)
 {
-	return get("test.vms.vm-two-disks.disks.0.file");
+	return sim_get("test.vms.vm-two-disks.disks.0.file");
 }
 
 static void test_whole_disk(void)
 {
 	size_t len;
-	uint8_t *flat = read_local(get("test.vms.vm-two-disks.disks.0.flat_path"),
-				   &len);
+	uint8_t *flat = sim_read_local(
+		sim_get("test.vms.vm-two-disks.disks.0.flat_path"), &len);
 	struct fy_source *src = open_ds(NULL, two_disks_file(), NULL);
 
 	if (src) {
 		CHECK(!strcmp(src->ops->name, "https"));
 		CHECK(!strcmp(src->name, two_disks_file()));
-		same_as(src, flat, len);
+		sim_same_as(src, flat, len, 8);
 	}
 	fy_source_close(src);
 	free(flat);
@@ -199,8 +112,8 @@ static void test_odd_reads(void)
 	struct fy_vs_ds_opts o;
 	struct fy_source *src;
 	size_t len, i;
-	uint8_t *flat = read_local(get("test.vms.vm-two-disks.disks.0.flat_path"),
-				   &len);
+	uint8_t *flat = sim_read_local(
+		sim_get("test.vms.vm-two-disks.disks.0.flat_path"), &len);
 	struct fy_io ios[6];
 	uint8_t *bufs[6];
 	static const struct {
@@ -271,8 +184,8 @@ static int read_first_mib(struct fy_source *src, const uint8_t *flat)
 static void test_sessions(void)
 {
 	size_t len;
-	uint8_t *flat = read_local(get("test.vms.vm-two-disks.disks.0.flat_path"),
-				   &len);
+	uint8_t *flat = sim_read_local(
+		sim_get("test.vms.vm-two-disks.disks.0.flat_path"), &len);
 	struct fy_source *src = open_ds(NULL, two_disks_file(), NULL);
 	struct fy_vs_ds_opts o;
 	unsigned logins;
@@ -281,7 +194,7 @@ static void test_sessions(void)
 		goto out;
 	/* The server forgets every session (a vCenter restart). */
 	logins = fy_vs_client_logins(c);
-	CHECK(control("expire-sessions", NULL) == 200);
+	CHECK(sim_control("expire-sessions", NULL, 0, NULL) == 200);
 	CHECK_RC(read_first_mib(src, flat));
 	CHECK(fy_vs_client_logins(c) == logins + 1);
 
@@ -293,12 +206,14 @@ static void test_sessions(void)
 	CHECK(fy_vs_client_logins(c) == logins + 2);
 
 	/* A 403 from /folder is treated the same way. */
-	CHECK(control("faults?method=folder&status=403&count=1", NULL) == 200);
+	CHECK(sim_control("faults?method=folder&status=403&count=1", NULL, 0,
+			  NULL) == 200);
 	CHECK_RC(read_first_mib(src, flat));
 	CHECK(fy_vs_client_logins(c) == logins + 3);
 
 	/* A session refused again after the new login is an error. */
-	CHECK(control("faults?method=folder&status=401&count=2", NULL) == 200);
+	CHECK(sim_control("faults?method=folder&status=401&count=2", NULL, 0,
+			  NULL) == 200);
 	CHECK(read_first_mib(src, flat) == -EACCES);
 	CHECK(strstr(fy_err_msg(), "even after logging in again") != NULL);
 	CHECK_RC(read_first_mib(src, flat));
@@ -351,8 +266,8 @@ static void test_refusals(void)
 
 	/* A delta disk (SEsparse), as VMFS6 writes it for snapshots. */
 	snprintf(sample, sizeof(sample), "%s/sesparse_delta.vmdk",
-		 get("test.samples"));
-	data = read_local(sample, &len);
+		 sim_get("test.samples"));
+	data = sim_read_local(sample, &len);
 	write_file("tdir/web01-000001.vmdk", data, len);
 	free(data);
 	open_fails(NULL, "[ds1] tdir/web01-000001.vmdk", -ENOTSUP,
@@ -380,8 +295,8 @@ static void test_snapshot(void)
 	struct fy_vs_vm *v = NULL;
 	struct fy_vs_snapshot_opts so = { .name = "ds-test" };
 	size_t len;
-	uint8_t *flat = read_local(get("test.vms.vm-two-disks.disks.0.flat_path"),
-				   &len);
+	uint8_t *flat = sim_read_local(
+		sim_get("test.vms.vm-two-disks.disks.0.flat_path"), &len);
 	struct fy_source *src;
 
 	CHECK_RC(fy_vs_find_vm(c, FY_VS_BY_NAME, "vm-two-disks", &vm));
@@ -397,7 +312,7 @@ static void test_snapshot(void)
 		   "supported", NULL);
 	src = open_ds(NULL, two_disks_file(), NULL);
 	if (src)
-		same_as(src, flat, len);
+		sim_same_as(src, flat, len, 8);
 	fy_source_close(src);
 	/* The owner of a frozen file, for VDDK: the VM itself. */
 	{
@@ -449,7 +364,7 @@ static void test_several_extents(void)
 	o.request_size = 256 * 1024;
 	src = open_ds(NULL, "[ds1] multi/disk.vmdk", &o);
 	if (src)
-		same_as(src, want, total);
+		sim_same_as(src, want, total, 8);
 	fy_source_close(src);
 	free(fa);
 	free(fb);
@@ -462,22 +377,23 @@ static void test_several_extents(void)
 static void test_folder_faults(void)
 {
 	size_t len;
-	uint8_t *flat = read_local(get("test.vms.vm-two-disks.disks.0.flat_path"),
-				   &len);
+	uint8_t *flat = sim_read_local(
+		sim_get("test.vms.vm-two-disks.disks.0.flat_path"), &len);
 	struct fy_source *src = open_ds(NULL, two_disks_file(), NULL);
 	int rc;
 
 	if (!src)
 		goto out;
-	CHECK(control("faults?method=folder&truncate_after=100000", NULL) ==
-	      200);
+	CHECK(sim_control("faults?method=folder&truncate_after=100000", NULL, 0,
+			  NULL) == 200);
 	rc = read_first_mib(src, flat);
 	printf("  truncated: %s\n", fy_err_msg());
 	CHECK(rc < 0 && rc != -EILSEQ);
 	CHECK(strstr(fy_err_msg(), "vm-two-disks-flat.vmdk") != NULL);
 	CHECK_RC(read_first_mib(src, flat));
 
-	CHECK(control("faults?method=folder&status=500", NULL) == 200);
+	CHECK(sim_control("faults?method=folder&status=500", NULL, 0, NULL) ==
+	      200);
 	rc = read_first_mib(src, flat);
 	printf("  status 500: %s\n", fy_err_msg());
 	CHECK(rc == -EIO && strstr(fy_err_msg(), "HTTP 500") != NULL);
@@ -507,11 +423,13 @@ static void test_certificates(void)
 
 	/* The CA file instead of a pin. */
 	cfg2 = fy_config_new();
-	fy_config_set(cfg2, "ferry.vcenter.server", get("ferry.vcenter.server"));
-	fy_config_set(cfg2, "ferry.vcenter.user", get("ferry.vcenter.user"));
+	fy_config_set(cfg2, "ferry.vcenter.server",
+		      sim_get("ferry.vcenter.server"));
+	fy_config_set(cfg2, "ferry.vcenter.user",
+		      sim_get("ferry.vcenter.user"));
 	fy_config_set(cfg2, "ferry.vcenter.passwordFile",
-		      get("ferry.vcenter.passwordFile"));
-	fy_config_set(cfg2, "ferry.vcenter.caFile", get("test.cert_file"));
+		      sim_get("ferry.vcenter.passwordFile"));
+	fy_config_set(cfg2, "ferry.vcenter.caFile", sim_get("test.cert_file"));
 	CHECK_RC(fy_vs_client_open(cfg2, &c2));
 	if (c2) {
 		char tp[64];
@@ -521,7 +439,7 @@ static void test_certificates(void)
 		fy_source_close(src);
 		/* What VDDK would get: the SHA-1 of the checked certificate. */
 		CHECK_RC(fy_vs_client_sha1_thumbprint(c2, tp, sizeof(tp)));
-		CHECK(!strcasecmp(tp, get("test.sha1_thumbprint")));
+		CHECK(!strcasecmp(tp, sim_get("test.sha1_thumbprint")));
 	}
 	fy_vs_client_free(c2);
 	fy_config_free(cfg2);
@@ -535,36 +453,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s CONF [--esx]\n", argv[0]);
 		return 2;
 	}
-	conf_path = argv[1];
 	fy_log_set_level(FY_LOG_WARN);
-	cfg = fy_config_new();
-	if (fy_config_load(cfg, conf_path) < 0) {
-		fprintf(stderr, "%s\n", fy_err_msg());
-		return 1;
-	}
-	ds1 = get("test.datastores.ds1");
-	if (fy_vs_client_open(cfg, &c) < 0) {
-		fprintf(stderr, "connect: %s\n", fy_err_msg());
-		return 1;
-	}
-#define T(name)                                                           \
-	do {                                                              \
-		printf("%s\n", #name);                                    \
-		fflush(stdout);                                           \
-		test_##name();                                            \
-	} while (0)
-	T(whole_disk);
+	c = sim_start(argv[1]);
+	ds1 = sim_get("test.datastores.ds1");
+	SIM_TEST(whole_disk);
 	if (!esx) {
-		T(odd_reads);
-		T(datacenter_paths);
-		T(sessions);
-		T(refusals);
-		T(snapshot);
-		T(several_extents);
-		T(folder_faults);
-		T(certificates);
+		SIM_TEST(odd_reads);
+		SIM_TEST(datacenter_paths);
+		SIM_TEST(sessions);
+		SIM_TEST(refusals);
+		SIM_TEST(snapshot);
+		SIM_TEST(several_extents);
+		SIM_TEST(folder_faults);
+		SIM_TEST(certificates);
 	}
-	fy_vs_client_free(c);
-	fy_config_free(cfg);
+	sim_stop(c);
 	CHECK_DONE();
 }

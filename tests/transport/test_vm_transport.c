@@ -25,7 +25,6 @@
  *
  * usage: test_vm_transport CONF WORKDIR   (vCenter or ESXi alike)
  */
-#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,78 +34,13 @@
 #include <unistd.h>
 
 #include "agent/vm_transport.h"
-#include "tests/unit/check.h"
+#include "tests/transport/sim_util.h"
 
 #define MIB (1024u * 1024)
 
-static const char *conf_path;
-static struct fy_config *cfg;
 static struct fy_vs_client *c;
 static char work[512], tmp[600];
 static bool have_nbdkit;
-
-static const char *get(const char *key)
-{
-	const char *v = fy_config_get(cfg, key);
-
-	if (!v) {
-		fprintf(stderr, "%s lacks %s\n", conf_path, key);
-		exit(1);
-	}
-	return v;
-}
-
-struct body {
-	char data[4096];
-	size_t len;
-};
-
-static size_t keep(char *p, size_t s, size_t n, void *o)
-{
-	struct body *b = o;
-	size_t k = s * n;
-
-	if (k > sizeof(b->data) - 1 - b->len)
-		k = sizeof(b->data) - 1 - b->len;
-	memcpy(b->data + b->len, p, k);
-	b->len += k;
-	b->data[b->len] = '\0';
-	return s * n;
-}
-
-/* POST to the simulator's /ferry-test control endpoint; the answer's body
- * goes to resp (may be NULL). */
-static long control(const char *what, const void *data, size_t len,
-		    struct body *resp)
-{
-	struct body scratch;
-	char url[1024];
-	long status = 0;
-	CURL *e = curl_easy_init();
-
-	if (!resp)
-		resp = &scratch;
-	resp->len = 0;
-	resp->data[0] = '\0';
-	snprintf(url, sizeof(url), "%s/%s", get("test.control"), what);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	/* The test's own channel to the simulator, not Ferry's. */
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, keep);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, data ? data : "");
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)(data ? len : 0));
-	if (curl_easy_perform(e) == CURLE_OK)
-		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(e);
-	if (status != 200)
-		fprintf(stderr, "control %s: HTTP %ld: %s\n", what, status,
-			resp->data);
-	return status;
-}
 
 /* A string field of a flat JSON answer ("flat_path"). */
 static bool json_field(const char *json, const char *key, char *out,
@@ -128,50 +62,6 @@ static bool json_field(const char *json, const char *key, char *out,
 	memcpy(out, p, (size_t)(end - p));
 	out[end - p] = '\0';
 	return true;
-}
-
-static uint8_t *read_local(const char *path, size_t *len)
-{
-	void *data = NULL;
-
-	if (fy_read_file(path, 1u << 30, &data, len) < 0) {
-		fprintf(stderr, "%s\n", fy_err_msg());
-		exit(1);
-	}
-	return data;
-}
-
-/* Reads the whole source in batches of 4 x 1 MiB and compares. */
-static void same_as(struct fy_source *src, const uint8_t *want, size_t len)
-{
-	struct fy_io ios[4];
-	uint8_t *buf = malloc(4 * MIB);
-	uint64_t off;
-	size_t i, n;
-
-	CHECK(src->size == len);
-	for (off = 0; off < len; off += 4 * MIB) {
-		for (n = 0; n < 4 && off + n * MIB < len; n++) {
-			ios[n].buf = buf + n * MIB;
-			ios[n].len = MIB;
-			ios[n].offset = off + n * MIB;
-		}
-		CHECK_RC(fy_source_read_batch(src, ios, n));
-		for (i = 0; i < n; i++) {
-			size_t k = len - ios[i].offset < MIB ? len - ios[i].offset
-							      : MIB;
-
-			if (memcmp(buf + i * MIB, want + ios[i].offset, k)) {
-				fprintf(stderr, "%s: data differs in the MiB at "
-					"%llu\n", src->name,
-					(unsigned long long)ios[i].offset);
-				check_failures++;
-				goto out;
-			}
-		}
-	}
-out:
-	free(buf);
 }
 
 /* fy_vm_disk_open must fail with want, a message starting "MODE: " and
@@ -371,7 +261,7 @@ static void write_fake_nbdkit(void)
 	fy_mkdirs(path, 0755);
 	snprintf(path, sizeof(path), "%s/lib64/libvixDiskLib.so.8", libdir);
 	close(open(path, O_WRONLY | O_CREAT, 0644));
-	snprintf(dsroot, sizeof(dsroot), "%s", get("test.datastores.ds1"));
+	snprintf(dsroot, sizeof(dsroot), "%s", sim_get("test.datastores.ds1"));
 	*strrchr(dsroot, '/') = '\0';
 	setenv("FAKE_VDDK_DSROOT", dsroot, 1);
 	setenv("FAKE_VDDK_LOG", fake_log, 1);
@@ -382,7 +272,7 @@ static struct fy_config *vddk_config(void)
 {
 	struct fy_config *v = fy_config_new();
 
-	if (fy_config_load(v, conf_path) < 0 ||
+	if (fy_config_load(v, sim_conf_path) < 0 ||
 	    fy_config_set(v, "libDir", libdir) < 0 ||
 	    fy_config_set(v, "ferry.nbd.nbdkit", fake_nbdkit) < 0 ||
 	    fy_config_set(v, "ferry.nbd.vddkStartTimeoutSeconds", "20") < 0) {
@@ -409,7 +299,7 @@ static void check_vddk_args(const char *mode, const struct fy_vs_vm *vm,
 			    const struct fy_vs_disk *d)
 {
 	size_t len;
-	char *args = (char *)read_local(fake_log, &len);
+	char *args = (char *)sim_read_local(fake_log, &len);
 	char line[1024];
 
 	args = realloc(args, len + 1);
@@ -426,11 +316,11 @@ static void check_vddk_args(const char *mode, const struct fy_vs_vm *vm,
 	SEEN("vddk");
 	SEEN("--readonly");
 	SEEN("libdir=%s", libdir);
-	SEEN("server=%s", get("test.host"));
-	SEEN("port=%s", get("test.port"));
-	SEEN("user=%s", get("ferry.vcenter.user"));
-	SEEN("password=+%s", get("ferry.vcenter.passwordFile"));
-	SEEN("thumbprint=%s", get("test.sha1_thumbprint"));
+	SEEN("server=%s", sim_get("test.host"));
+	SEEN("port=%s", sim_get("test.port"));
+	SEEN("user=%s", sim_get("ferry.vcenter.user"));
+	SEEN("password=+%s", sim_get("ferry.vcenter.passwordFile"));
+	SEEN("thumbprint=%s", sim_get("test.sha1_thumbprint"));
 	SEEN("vm=moref=%s", vm->moref.value);
 	SEEN("snapshot=%s", snap->value);
 	SEEN("transports=%s", mode);
@@ -455,37 +345,39 @@ static void test_snapshot(void)
 	struct fy_vs_backing rdm_backing;
 	struct fy_vs_vm moved;
 	struct fy_source *src;
-	struct body resp;
+	struct sim_body resp;
 	char live_flat[1024] = "", nested[300], nested_dc[300];
 	uint8_t *want0, *want1, *pattern = malloc(MIB), *live;
 	size_t len0, len1, len;
 	double t0;
 
 	/* The base files the snapshot freezes (the ready file's paths). */
-	want0 = read_local(get("test.vms.vm-two-disks.disks.0.flat_path"),
-			   &len0);
-	want1 = read_local(get("test.vms.vm-two-disks.disks.1.flat_path"),
-			   &len1);
+	want0 = sim_read_local(
+		sim_get("test.vms.vm-two-disks.disks.0.flat_path"), &len0);
+	want1 = sim_read_local(
+		sim_get("test.vms.vm-two-disks.disks.1.flat_path"), &len1);
 	CHECK_RC(fy_vs_snapshot_create(c, &vm->moref, &so, &snap));
 	CHECK_RC(fy_vs_snapshot_devices(c, &snap, &frozen));
 	if (!frozen)
 		goto out;
 	d0 = disk_by_key(frozen, 2000);
 	d1 = disk_by_key(frozen, 2016);
-	CHECK(!strcmp(d0->file_name, get("test.vms.vm-two-disks.disks.0.file")));
-	CHECK(!strcmp(d1->file_name, get("test.vms.vm-two-disks.disks.1.file")));
+	CHECK(!strcmp(d0->file_name,
+		      sim_get("test.vms.vm-two-disks.disks.0.file")));
+	CHECK(!strcmp(d1->file_name,
+		      sim_get("test.vms.vm-two-disks.disks.1.file")));
 
 	/* The guest writes its disk after the snapshot: the live file (a new
 	 * delta) changes, the frozen one does not. */
 	memset(pattern, 0xA5, MIB);
-	CHECK(control("write?vm=vm-two-disks&disk=2000&offset=0", pattern, MIB,
-		      &resp) == 200);
+	CHECK(sim_control("write?vm=vm-two-disks&disk=2000&offset=0", pattern,
+			  MIB, &resp) == 200);
 	CHECK(json_field(resp.data, "flat_path", live_flat, sizeof(live_flat)));
-	CHECK(control("write?vm=vm-two-disks&disk=2000&offset=5242880",
+	CHECK(sim_control("write?vm=vm-two-disks&disk=2000&offset=5242880",
 		      pattern, MIB, NULL) == 200);
 	printf("  written after the snapshot: %s\n", live_flat);
 	if (live_flat[0]) {
-		live = read_local(live_flat, &len);
+		live = sim_read_local(live_flat, &len);
 		CHECK(len == len0 && !memcmp(live, pattern, MIB) &&
 		      !memcmp(live + 5 * MIB, pattern, MIB));
 		CHECK(memcmp(want0, pattern, MIB) != 0);
@@ -493,24 +385,24 @@ static void test_snapshot(void)
 	}
 
 	printf("https: the snapshot's frozen disks\n");
-	src = open_ok(cfg, "https", vm, &snap, d0);
+	src = open_ok(sim_cfg, "https", vm, &snap, d0);
 	if (src)
-		same_as(src, want0, len0);
+		sim_same_as(src, want0, len0, 4);
 	fy_source_close(src);
-	src = open_ok(cfg, "https", vm, &snap, d1);
+	src = open_ok(sim_cfg, "https", vm, &snap, d1);
 	if (src)
-		same_as(src, want1, len1);
+		sim_same_as(src, want1, len1, 4);
 	fy_source_close(src);
 
 	printf("refusals that hold for every mode\n");
 	/* The live disk (read after the snapshot) is not what it froze. */
 	after = vm_named("vm-two-disks");
-	open_fails(cfg, "https", after, &snap,
+	open_fails(sim_cfg, "https", after, &snap,
 		   fy_vs_devices_disk(&after->devices, 2000), -EINVAL,
 		   "is not the file snapshot", "a live file is never read");
 	fake = *d0;
 	fake.key = 2999;
-	open_fails(cfg, "https", vm, &snap, &fake, -ENOENT,
+	open_fails(sim_cfg, "https", vm, &snap, &fake, -ENOENT,
 		   "has no disk with key 2999", NULL);
 	/* A physical RDM (the simulator has none: its backing says so). */
 	fake = *d0;
@@ -519,35 +411,35 @@ static void test_snapshot(void)
 	fake.chain = &rdm_backing;
 	fake.chain_len = 1;
 	fake.rdm = true;
-	open_fails(cfg, "https", vm, &snap, &fake, -ENOTSUP,
+	open_fails(sim_cfg, "https", vm, &snap, &fake, -ENOTSUP,
 		   "physical-mode raw device mapping", NULL);
-	open_fails(cfg, "https", vm, NULL, d0, -EINVAL,
+	open_fails(sim_cfg, "https", vm, NULL, d0, -EINVAL,
 		   "vm-two-disks is poweredOn", "none was given");
 	/* dcPath comes from the VM's inventory path: a datacenter nested in
 	 * a folder "Nested" would be "Nested/ferry-dc". */
 	moved = *vm;
 	snprintf(nested, sizeof(nested), "/Nested/%s/vm/vm-two-disks",
-		 get("test.datacenter"));
+		 sim_get("test.datacenter"));
 	moved.path = nested;
 	snprintf(nested_dc, sizeof(nested_dc), "dcPath=Nested%%2F%s",
-		 get("test.datacenter"));
-	open_fails(cfg, "https", &moved, &snap, d0, -ENOENT,
+		 sim_get("test.datacenter"));
+	open_fails(sim_cfg, "https", &moved, &snap, d0, -ENOENT,
 		   "not found (HTTP 404", nested_dc);
 	/* ferry.vcenter.datacenter, when set, wins over the VM's path. */
-	fy_config_load(dccfg, conf_path);
+	fy_config_load(dccfg, sim_conf_path);
 	fy_config_set(dccfg, "ferry.vcenter.datacenter",
-		      get("test.datacenter"));
+		      sim_get("test.datacenter"));
 	src = open_ok(dccfg, "https", &moved, &snap, d0);
 	fy_source_close(src);
 
 	printf("modes that cannot work here fail at once\n");
 	t0 = fy_now();
-	open_fails(cfg, "san", vm, &snap, d0, -ENOTSUP,
+	open_fails(sim_cfg, "san", vm, &snap, d0, -ENOTSUP,
 		   "san: not built yet for VM disks", "a VMFS reader");
-	open_fails(cfg, "nbdssl", vm, &snap, d0, -ENOTSUP,
+	open_fails(sim_cfg, "nbdssl", vm, &snap, d0, -ENOTSUP,
 		   "needs VMware's VDDK, which is not configured",
 		   "set libDir");
-	open_fails(cfg, "nbd", vm, &snap, d0, -ENOTSUP,
+	open_fails(sim_cfg, "nbd", vm, &snap, d0, -ENOTSUP,
 		   "needs VMware's VDDK, which is not configured",
 		   "set libDir");
 	/* VDDK configured but not there. */
@@ -555,10 +447,11 @@ static void test_snapshot(void)
 	open_fails(nocfg, "nbdssl", vm, &snap, d0, -ENOTSUP,
 		   "the VDDK path cannot run", "is not a directory");
 	CHECK(fy_now() - t0 < 2.0);
-	open_fails(cfg, "hotadd", vm, &snap, d0, -EINVAL,
+	open_fails(sim_cfg, "hotadd", vm, &snap, d0, -EINVAL,
 		   "fy_hotadd_open_disk", NULL);
 	src = (struct fy_source *)1;
-	CHECK(fy_vm_disk_open(c, cfg, "nfc", vm, &snap, d0, &src) == -EINVAL);
+	CHECK(fy_vm_disk_open(c, sim_cfg, "nfc", vm, &snap, d0, &src) ==
+	      -EINVAL);
 	CHECK(strstr(fy_err_msg(), "nfc: not a transport mode") != NULL);
 	CHECK(src == NULL);
 
@@ -568,14 +461,14 @@ static void test_snapshot(void)
 		src = open_ok(vcfg, "nbdssl", vm, &snap, d0);
 		if (src) {
 			CHECK(vddk_dirs() == 1);
-			same_as(src, want0, len0);
+			sim_same_as(src, want0, len0, 4);
 			check_vddk_args("nbdssl", vm, &snap, d0);
 		}
 		fy_source_close(src);
 		CHECK(vddk_dirs() == 0);
 		src = open_ok(vcfg, "nbd", vm, &snap, d1);
 		if (src) {
-			same_as(src, want1, len1);
+			sim_same_as(src, want1, len1, 4);
 			check_vddk_args("nbd", vm, &snap, d1);
 		}
 		fy_source_close(src);
@@ -599,7 +492,7 @@ static void test_snapshot(void)
 		uint8_t *now = malloc(len0);
 
 		CHECK(f->chain_len >= 2);
-		open_fails(cfg, "https", vm, &snap2, f, -ENOTSUP,
+		open_fails(sim_cfg, "https", vm, &snap2, f, -ENOTSUP,
 			   "delta disk", "use hotadd or nbd");
 		/* VDDK reads chains: the stand-in serves the delta's file,
 		 * which the simulator keeps whole. It holds the writes. */
@@ -609,7 +502,7 @@ static void test_snapshot(void)
 			memcpy(now + 5 * MIB, pattern, MIB);
 			src = open_ok(vcfg, "nbdssl", vm, &snap2, f);
 			if (src) {
-				same_as(src, now, len0);
+				sim_same_as(src, now, len0, 4);
 				check_vddk_args("nbdssl", vm, &snap2, f);
 			}
 			fy_source_close(src);
@@ -642,21 +535,24 @@ static void test_independent(void)
 	struct fy_vs_devices *frozen = NULL;
 	struct fy_source *src;
 	size_t len;
-	uint8_t *want = read_local(get("test.vms.vm-independent.disks.0."
-				       "flat_path"), &len);
+	uint8_t *want = sim_read_local(
+		sim_get("test.vms.vm-independent.disks.0.flat_path"), &len);
 
 	CHECK_RC(fy_vs_snapshot_create(c, &vm->moref, &so, &snap));
 	CHECK_RC(fy_vs_snapshot_devices(c, &snap, &frozen));
 	if (frozen) {
-		open_fails(cfg, "https", vm, &snap, disk_by_key(frozen, 2001),
-			   -ENOTSUP, "is independent (independent_persistent)",
+		open_fails(sim_cfg, "https", vm, &snap,
+			   disk_by_key(frozen, 2001), -ENOTSUP,
+			   "is independent (independent_persistent)",
 			   "snapshots do not freeze it");
-		open_fails(cfg, "nbd", vm, &snap, disk_by_key(frozen, 2001),
-			   -ENOTSUP, "needs VMware's VDDK", NULL);
+		open_fails(sim_cfg, "nbd", vm, &snap,
+			   disk_by_key(frozen, 2001), -ENOTSUP,
+			   "needs VMware's VDDK", NULL);
 		/* Its other disk is frozen as usual. */
-		src = open_ok(cfg, "https", vm, &snap, disk_by_key(frozen, 2000));
+		src = open_ok(sim_cfg, "https", vm, &snap,
+			      disk_by_key(frozen, 2000));
 		if (src)
-			same_as(src, want, len);
+			sim_same_as(src, want, len, 4);
 		fy_source_close(src);
 	}
 	if (snap.value[0])
@@ -674,7 +570,7 @@ static void test_powered_off(void)
 	struct fy_source *src;
 	unsigned i;
 
-	CHECK(control("power?vm=vm-three-disks&state=off", NULL, 0, NULL) ==
+	CHECK(sim_control("power?vm=vm-three-disks&state=off", NULL, 0, NULL) ==
 	      200);
 	vm = vm_named("vm-three-disks");
 	CHECK(!strcmp(vm->power_state, "poweredOff"));
@@ -686,18 +582,18 @@ static void test_powered_off(void)
 
 		snprintf(key, sizeof(key), "test.vms.vm-three-disks.disks.%u.key",
 			 i);
-		d = disk_by_key(&vm->devices, atoi(get(key)));
+		d = disk_by_key(&vm->devices, atoi(sim_get(key)));
 		snprintf(key, sizeof(key),
 			 "test.vms.vm-three-disks.disks.%u.flat_path", i);
-		want = read_local(get(key), &len);
-		src = open_ok(cfg, "https", vm, NULL, d);
+		want = sim_read_local(sim_get(key), &len);
+		src = open_ok(sim_cfg, "https", vm, NULL, d);
 		if (src)
-			same_as(src, want, len);
+			sim_same_as(src, want, len, 4);
 		fy_source_close(src);
 		free(want);
 	}
 	fy_vs_vm_free(vm);
-	CHECK(control("power?vm=vm-three-disks&state=on", NULL, 0, NULL) ==
+	CHECK(sim_control("power?vm=vm-three-disks&state=on", NULL, 0, NULL) ==
 	      200);
 }
 
@@ -727,38 +623,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s CONF WORKDIR\n", argv[0]);
 		return 2;
 	}
-	conf_path = argv[1];
 	snprintf(work, sizeof(work), "%s", argv[2]);
 	snprintf(tmp, sizeof(tmp), "%s/tmp", work);
 	mkdir(tmp, 0700);
 	setenv("TMPDIR", tmp, 1);
 	fy_log_set_level(FY_LOG_ERROR);
-	cfg = fy_config_new();
-	if (fy_config_load(cfg, conf_path) < 0) {
-		fprintf(stderr, "%s\n", fy_err_msg());
-		return 1;
-	}
+	c = sim_start(argv[1]);
 	have_nbdkit = nbdkit_installed(nbdkit, sizeof(nbdkit));
 	if (have_nbdkit) {
 		setenv("FAKE_VDDK_NBDKIT", nbdkit, 1);
 		write_fake_nbdkit();
 	}
-	if (fy_vs_client_open(cfg, &c) < 0) {
-		fprintf(stderr, "connect: %s\n", fy_err_msg());
-		return 1;
-	}
-#define T(name)                                                           \
-	do {                                                              \
-		printf("%s\n", #name);                                    \
-		fflush(stdout);                                           \
-		test_##name();                                            \
-	} while (0)
-	T(lists);
-	T(snapshot);
-	T(independent);
-	T(powered_off);
-	fy_vs_client_free(c);
-	fy_config_free(cfg);
+	SIM_TEST(lists);
+	SIM_TEST(snapshot);
+	SIM_TEST(independent);
+	SIM_TEST(powered_off);
+	sim_stop(c);
 	CHECK(vddk_dirs() == 0);
 	CHECK_DONE();
 }

@@ -2,45 +2,17 @@
 # Starts the simulated vCenter (build/bin/ferry-vcsim) on a free loopback
 # port, turns its ready file into a config and runs test_vs_sim, then
 # `ferry-agent inventory` against it.
-# usage: vcsim.sh [--esx]    (BIN and TESTS point at build/bin, build/tests)
+# usage: vcsim.sh [--esx]    (BIN, TESTS, TOOLS in the environment)
 set -euo pipefail
-: "${BIN:?BIN must point at build/bin}"
+source "$(dirname "$0")/../integration/lib.sh"
 : "${TESTS:?TESTS must point at build/tests}"
-HERE=$(cd "$(dirname "$0")" && pwd)
-VCSIM="$BIN/ferry-vcsim"
 MODE=${1:-}
-if [[ ! -x "$VCSIM" ]]; then
-  echo "SKIP: $VCSIM is not built (tests/vcsim)"
+if [[ ! -x "$BIN/ferry-vcsim" ]]; then
+  echo "SKIP: $BIN/ferry-vcsim is not built (tests/vcsim)"
   exit 77
 fi
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ferry-vs.XXXXXX")
-PID=""
-cleanup() {
-  local rc=$?
-  if [[ -n "$PID" ]]; then
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f "$T/vcsim.log" ]]; then
-    echo "--- ferry-vcsim log (last 30 lines)"; tail -n 30 "$T/vcsim.log"
-  fi
-  rm -rf "$T"
-  exit $rc
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-"$VCSIM" --listen 127.0.0.1:0 --datadir "$T/data" --ready-file "$T/ready.json" \
-  $MODE >"$T/vcsim.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 300); do
-  [[ -s "$T/ready.json" ]] && break
-  kill -0 "$PID" 2>/dev/null || fail "ferry-vcsim exited at start"
-  sleep 0.1
-done
-[[ -s "$T/ready.json" ]] || fail "ferry-vcsim did not start"
-python3 "$HERE/ready2conf.py" "$T/ready.json" "$T" >"$T/test.conf"
+start_vcsim $MODE
 
 "$TESTS/test_vs_sim" "$T/test.conf" $MODE
 

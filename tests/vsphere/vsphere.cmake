@@ -27,4 +27,4 @@ set_tests_properties(vsphere.parse vsphere.client PROPERTIES
   LABELS "vsphere;unit" TIMEOUT 120)
 set_tests_properties(vsphere.hostile vsphere.vcsim vsphere.vcsim_esx PROPERTIES
   LABELS "vsphere;integration" TIMEOUT 300 SKIP_RETURN_CODE 77
-  ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TESTS=${CMAKE_BINARY_DIR}/tests")
+  ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TESTS=${CMAKE_BINARY_DIR}/tests;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools")
