@@ -103,7 +103,7 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 			found = ha_find_block_at(
 			    h, pv->devices.controllers[d->controller].pci_slot,
 			    d->unit, block, sizeof(block)) == 0;
-		if (found && ha_guest_remove(h, block) < 0) {
+		if (found && ha_guest_remove(h, block, d->uuid) < 0) {
 			say(rep, false, "disk %s: cannot remove %s from the "
 			    "guest: %s", d->file_name, block, fy_err_msg());
 			continue;

@@ -706,7 +706,8 @@ static bool guest_replaced(const struct guest_id *was,
 	       (was->wwid[0] && now->wwid[0] && strcmp(was->wwid, now->wwid));
 }
 
-int ha_guest_remove(struct fy_hotadd *h, const char *name)
+int ha_guest_remove(struct fy_hotadd *h, const char *name,
+		    const char *uuid)
 {
 	char path[PATH_MAX + 300], dir[PATH_MAX + 300];
 	struct guest_id was, now;
@@ -717,6 +718,16 @@ int ha_guest_remove(struct fy_hotadd *h, const char *name)
 	snprintf(dir, sizeof(dir), "%s/sys/block/%s", h->sysfs_root, name);
 	snprintf(path, sizeof(path), "%s/device/delete", dir);
 	guest_identity(dir, &was);
+	if (uuid && uuid[0] && was.wwid[0]) {
+		char want[80];
+
+		/* The name may have passed to another disk (ours vanished
+		 * and the kernel reused it): never delete someone else's. */
+		ha_wwid_of_uuid(uuid, want, sizeof(want));
+		if (strcasecmp(was.wwid, want))
+			return fy_err_set(-ESTALE, "hotadd: %s is %s now, not "
+					  "the disk %s", name, was.wwid, want);
+	}
 	rc = write_small(path, "1");
 	if (rc < 0 && rc != -ENOENT)
 		return fy_err_set(rc, "hotadd: %s: %s", path, strerror(-rc));
@@ -903,7 +914,7 @@ static void hs_close(struct fy_source *src)
 	int rc;
 
 	fy_source_close(s->inner);
-	rc = ha_guest_remove(s->h, s->block);
+	rc = ha_guest_remove(s->h, s->block, s->uuid);
 	if (rc == 0)
 		rc = ha_detach(s->h, s->key, s->file);
 	if (rc == 0) {
@@ -1046,7 +1057,7 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 	return 0;
 
 undo_guest:
-	ha_guest_remove(h, block);
+	ha_guest_remove(h, block, att.uuid);
 undo:
 	{
 		char msg[FY_ERR_MAX];

@@ -38,7 +38,10 @@ int ha_find_block(struct fy_hotadd *h, const char *wwid, char *name,
  * and unit, for guests that show no wwids; -ENOENT when none. */
 int ha_find_block_at(struct fy_hotadd *h, int32_t pci_slot, int32_t unit,
 		     char *name, size_t namelen);
-int ha_guest_remove(struct fy_hotadd *h, const char *name);
+/* Deletes the guest's device name (which must show uuid's wwid when the
+ * guest shows wwids and uuid is given) and waits until it is gone. */
+int ha_guest_remove(struct fy_hotadd *h, const char *name,
+		    const char *uuid);
 bool ha_is_own(const struct fy_journal *j, const char *proxy, int32_t key,
 	       const char *file);
 /* The udev guard's marker for a disk uuid (packaging/60-ferry-hotadd.rules):

@@ -116,6 +116,22 @@ id4=$(json "$T/b4.json" 'j["backup_id"]')
 "$FERRY" --config "$T/agent.conf" restore "$id4" --disk 0 --output "$T/r4-d0.img"
 cmp "$T/r4-d0.img" "$T/t2-d0.img" || fail "backup after the reset differs"
 
+note "disk 1 grows by 16 MiB: read in full and said why; disk 0 stays incremental"
+curl -sS -k --fail -X POST "$(ready "R['control']")/resize?vm=vm-two-disks&disk=$key1&size=$((size + 16 * 1048576))" >/dev/null ||
+  fail "resize failed"
+head -c 4096 /dev/urandom >"$T/w4"
+write_disk "$key1" $((size + 8 * 1048576)) "$T/w4"
+copy_live 1 "$T/t5-d1.img"
+backup "$T/b5.json" --incremental
+[[ $(d "$T/b5.json" 0 incremental) == True ]] || fail "disk 0: $(d "$T/b5.json" 0 full_reason)"
+[[ $(d "$T/b5.json" 0 bytes_read) == 0 ]] || fail "disk 0 read $(d "$T/b5.json" 0 bytes_read) bytes, nothing changed"
+[[ $(d "$T/b5.json" 1 incremental) == False ]] || fail "a resized disk was read incrementally"
+grep -q "resized from $size to $((size + 16 * 1048576)) bytes" <<<"$(d "$T/b5.json" 1 full_reason)" ||
+  fail "reason: $(d "$T/b5.json" 1 full_reason)"
+id5=$(json "$T/b5.json" 'j["backup_id"]')
+"$FERRY" --config "$T/agent.conf" restore "$id5" --disk 1 --output "$T/r5-d1.img"
+cmp "$T/r5-d1.img" "$T/t5-d1.img" || fail "the resized disk's backup differs"
+
 [[ $(vm_chain_len vm-two-disks) == 1 ]] || fail "a snapshot was left"
 [[ $(journal_entries) == 0 ]] || fail "journal: $(cat "$T/state/journal")"
 echo "hotadd cbt_incr: OK"

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -83,6 +84,7 @@ func (h *harness) serveControl(w http.ResponseWriter, r *http.Request) {
 		"info":                 {{http.MethodGet, h.controlInfo}},
 		"disks":                {{http.MethodGet, h.controlDisks}},
 		"write":                {{http.MethodPost, h.controlWrite}},
+		"resize":               {{http.MethodPost, h.controlResize}},
 		"consolidation-needed": {{http.MethodPost, h.controlConsolidation}},
 		"expire-sessions":      {{http.MethodPost, h.controlExpireSessions}},
 		"power":                {{http.MethodPost, h.controlPower}},
@@ -336,4 +338,67 @@ func (h *harness) controlPower(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"vm": st.name, "power_state": state})
+}
+
+// controlResize grows a disk like an admin extending it in vSphere
+// (ReconfigVM_Task edit of capacityInKB, which the simulator alone does not
+// apply to files): the flat file and the descriptor grow, the device's
+// capacity follows. Like vSphere it refuses a disk with snapshots and a
+// smaller size. Change tracking continues in the same epoch; the new
+// capacity shows in the next change IDs' states.
+func (h *harness) controlResize(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.vmParam(w, r)
+	if st == nil {
+		return
+	}
+	q := r.URL.Query()
+	key, err1 := strconv.ParseInt(q.Get("disk"), 10, 32)
+	size, err2 := strconv.ParseInt(q.Get("size"), 10, 64)
+	if err1 != nil || err2 != nil || size <= 0 || size%1024 != 0 {
+		controlError(w, http.StatusBadRequest, "want disk=<device key>&size=<bytes, a multiple of 1024>")
+		return
+	}
+	d := st.diskByKey(int32(key))
+	if d == nil {
+		controlError(w, http.StatusNotFound, "VM %s has no disk %d", st.name, key)
+		return
+	}
+	if len(d.chain) != 1 {
+		controlError(w, http.StatusConflict, "disk %d of %s has snapshots: vSphere cannot extend it", key, st.name)
+		return
+	}
+	if size < d.capacity {
+		controlError(w, http.StatusBadRequest, "disk %d is %d bytes: vSphere only grows disks", key, d.capacity)
+		return
+	}
+	if err := os.Truncate(h.flatPath(d, d.top()), size); err != nil {
+		controlError(w, http.StatusInternalServerError, "grow %s: %v", h.flatPath(d, d.top()), err)
+		return
+	}
+	d.capacity = size
+	if err := writeDescriptor(h.descPath(d, d.top()), h.descriptorFor(d, 0)); err != nil {
+		controlError(w, http.StatusInternalServerError, "descriptor: %v", err)
+		return
+	}
+	if vm := h.vmObject(st.ref); vm != nil {
+		simulator.Map.WithLock(vm, func() {
+			devices := make([]types.BaseVirtualDevice, len(vm.Config.Hardware.Device))
+			copy(devices, vm.Config.Hardware.Device)
+			for i, dev := range devices {
+				if disk, ok := dev.(*types.VirtualDisk); ok && disk.Key == int32(key) {
+					c := *disk
+					c.CapacityInKB = size / 1024
+					c.CapacityInBytes = size
+					devices[i] = &c
+				}
+			}
+			simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: devices}})
+		})
+	}
+	h.syncVM(st)
+	writeJSON(w, http.StatusOK, map[string]interface{}{
+		"vm": st.name, "disk": key, "size": size, "flat_path": h.flatPath(d, d.top()),
+	})
 }
