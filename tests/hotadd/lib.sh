@@ -34,7 +34,8 @@ start_vcsim_guest() {
   "$VCSIM" --listen 127.0.0.1:0 --datadir "$T/vcdata" --ready-file "$T/vcready.json" \
     --guest-root "$T/guest" "$@" >"$T/vcsim.log" 2>&1 &
   VCSIM_PID=$!
-  for _ in $(seq 1 300); do
+  # Big --disk-size values take the simulator a while to write.
+  for _ in $(seq 1 $((${VCSIM_START_SECONDS:-30} * 10))); do
     [[ -s "$T/vcready.json" ]] && break
     kill -0 "$VCSIM_PID" 2>/dev/null || fail "ferry-vcsim exited at start: $(cat "$T/vcsim.log")"
     sleep 0.1
