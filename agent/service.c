@@ -914,6 +914,16 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 	return rc;
 }
 
+
+/* A Watch or Cancel of a job this agent does not have. */
+static int no_such_job(struct fy_conn *c, const char *id)
+{
+	char msg[FY_CONTROL_NAME_MAX + 64];
+
+	snprintf(msg, sizeof(msg), "no job %s on this agent", id);
+	fy_control_send_error(c, -ENOENT, msg);
+	return 0;
+}
 static int watch(struct svc *svc, struct fy_conn *c, const char *id)
 {
 	struct svc_job *j;
@@ -927,13 +937,8 @@ static int watch(struct svc *svc, struct fy_conn *c, const char *id)
 		first = j->n_phases > PHASES_KEPT ? j->n_phases - PHASES_KEPT : 0;
 	}
 	pthread_mutex_unlock(&svc->lock);
-	if (!j) {
-		char msg[FY_CONTROL_NAME_MAX + 64];
-
-		snprintf(msg, sizeof(msg), "no job %s on this agent", id);
-		fy_control_send_error(c, -ENOENT, msg);
-		return 0;
-	}
+	if (!j)
+		return no_such_job(c, id);
 	rc = watch_job(svc, c, j, first);
 	pthread_mutex_lock(&svc->lock);
 	job_unref_locked(j);
@@ -959,13 +964,8 @@ static int cancel(struct svc *svc, struct fy_conn *c, const char *id)
 		pthread_cond_broadcast(&svc->cond);
 	}
 	pthread_mutex_unlock(&svc->lock);
-	if (!j) {
-		char msg[FY_CONTROL_NAME_MAX + 64];
-
-		snprintf(msg, sizeof(msg), "no job %s on this agent", id);
-		fy_control_send_error(c, -ENOENT, msg);
-		return 0;
-	}
+	if (!j)
+		return no_such_job(c, id);
 	fy_warn("job %s: cancel asked by %s", job_id, fy_conn_peer(c));
 	r.job_id = job_id;
 	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CANCEL_REPLY;

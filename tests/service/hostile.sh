@@ -53,8 +53,11 @@ t0=$(cpu); sleep 2; t1=$(cpu)
 wait "$flood" || fail "the flood of connections failed"
 prlimit --pid "$AGENT_PID" --nofile="$nofile":
 (( t1 - t0 < 50 )) || fail "the agent used $((t1 - t0)) ticks of CPU in 2 s while out of descriptors"
-[[ $(grep -c "cannot accept a connection" "$T/service.log") == 1 ]] ||
-  fail "the accept failure was logged more than once: $(grep -c "cannot accept a connection" "$T/service.log")"
+# Once per episode: a descriptor freed meanwhile (a half-open controller
+# dropped) lets one accept through and starts a new episode, so a few lines
+# are fine; a loop that logs each retry would write ~40 in these 4 s.
+failures=$(grep -c "cannot accept a connection" "$T/service.log")
+(( failures >= 1 && failures <= 5 )) || fail "the accept failure was logged $failures times"
 wait_for "accepting again" grep -q "accepting connections again" "$T/service.log"
 
 note "still serving"
