@@ -8,7 +8,9 @@
 # A full backup, then writes to both disks, then an incremental: only the
 # changed areas are read, every other block comes from the parent manifest,
 # and each backup restores to the disk as it was at its time. Then the
-# fallbacks: --full, a change ID from before a CBT reset, --enable-cbt.
+# fallbacks, each read in full with its reason: --full, a change ID from
+# before a CBT reset, a disk that grew, a disk that moved (the simulator's
+# /ferry-test/resize and /ferry-test/move play the admin).
 source "$(dirname "$0")/lib.sh"
 
 make_certs
@@ -131,6 +133,19 @@ grep -q "resized from $size to $((size + 16 * 1048576)) bytes" <<<"$(d "$T/b5.js
 id5=$(json "$T/b5.json" 'j["backup_id"]')
 "$FERRY" --config "$T/agent.conf" restore "$id5" --disk 1 --output "$T/r5-d1.img"
 cmp "$T/r5-d1.img" "$T/t5-d1.img" || fail "the resized disk's backup differs"
+
+note "disk 0 moves to another folder (Storage vMotion): read in full and said why"
+curl -sS -k --fail -X POST "$(ready "R['control']")/move?vm=vm-two-disks&disk=$key0&dir=moved" >/dev/null ||
+  fail "move failed"
+copy_live 0 "$T/t6-d0.img"
+backup "$T/b6.json" --incremental
+[[ $(d "$T/b6.json" 0 incremental) == False ]] || fail "a moved disk was read incrementally"
+[[ $(d "$T/b6.json" 0 full_reason) == "it moved from [ds1] vm-two-disks/vm-two-disks.vmdk to [ds1] moved/vm-two-disks.vmdk since backup $id5" ]] ||
+  fail "reason: $(d "$T/b6.json" 0 full_reason)"
+[[ $(d "$T/b6.json" 1 incremental) == True ]] || fail "disk 1: $(d "$T/b6.json" 1 full_reason)"
+id6=$(json "$T/b6.json" 'j["backup_id"]')
+"$FERRY" --config "$T/agent.conf" restore "$id6" --disk 0 --output "$T/r6-d0.img"
+cmp "$T/r6-d0.img" "$T/t6-d0.img" || fail "the moved disk's backup differs"
 
 [[ $(vm_chain_len vm-two-disks) == 1 ]] || fail "a snapshot was left"
 [[ $(journal_entries) == 0 ]] || fail "journal: $(cat "$T/state/journal")"

@@ -12,6 +12,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 
@@ -85,6 +86,7 @@ func (h *harness) serveControl(w http.ResponseWriter, r *http.Request) {
 		"disks":                {{http.MethodGet, h.controlDisks}},
 		"write":                {{http.MethodPost, h.controlWrite}},
 		"resize":               {{http.MethodPost, h.controlResize}},
+		"move":                 {{http.MethodPost, h.controlMove}},
 		"consolidation-needed": {{http.MethodPost, h.controlConsolidation}},
 		"expire-sessions":      {{http.MethodPost, h.controlExpireSessions}},
 		"power":                {{http.MethodPost, h.controlPower}},
@@ -400,5 +402,75 @@ func (h *harness) controlResize(w http.ResponseWriter, r *http.Request) {
 	h.syncVM(st)
 	writeJSON(w, http.StatusOK, map[string]interface{}{
 		"vm": st.name, "disk": key, "size": size, "flat_path": h.flatPath(d, d.top()),
+	})
+}
+
+// controlMove moves a disk without snapshots, as a Storage vMotion of that
+// disk does: to another datastore its host mounts (datastore=) and/or
+// another folder (dir=); the descriptor and flat file move, the device's
+// backing follows. Change tracking continues; what a backup makes of the
+// new path is the client's business.
+func (h *harness) controlMove(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.vmParam(w, r)
+	if st == nil {
+		return
+	}
+	q := r.URL.Query()
+	key, err := strconv.ParseInt(q.Get("disk"), 10, 32)
+	if err != nil {
+		controlError(w, http.StatusBadRequest, "want disk=<device key>[&datastore=<name>][&dir=<folder>]")
+		return
+	}
+	d := st.diskByKey(int32(key))
+	if d == nil {
+		controlError(w, http.StatusNotFound, "VM %s has no disk %d", st.name, key)
+		return
+	}
+	to, dir := q.Get("datastore"), q.Get("dir")
+	if to == "" {
+		to = d.datastore
+	}
+	if dir == "" {
+		dir = d.dir
+	}
+	if strings.Contains(dir, "..") || strings.HasPrefix(dir, "/") {
+		controlError(w, http.StatusBadRequest, "dir %q: a folder inside the datastore", dir)
+		return
+	}
+	mounted := false
+	for _, host := range h.hosts {
+		if host.name != st.host {
+			continue
+		}
+		for _, ds := range host.datastores {
+			mounted = mounted || ds == to
+		}
+	}
+	if !mounted {
+		controlError(w, http.StatusConflict, "host %s of %s does not mount datastore %q", st.host, st.name, to)
+		return
+	}
+	if len(d.chain) != 1 || (to == d.datastore && dir == d.dir) {
+		controlError(w, http.StatusConflict, "disk %d of %s has snapshots or is there already", key, st.name)
+		return
+	}
+	f := d.top()
+	rel := path.Join(dir, path.Base(f.rel))
+	if err := os.MkdirAll(path.Dir(h.localPath(to, rel)), 0o755); err != nil {
+		controlError(w, http.StatusInternalServerError, "mkdir: %v", err)
+		return
+	}
+	for _, p := range [][2]string{{f.rel, rel}, {flatName(f.rel), flatName(rel)}} {
+		if err := os.Rename(h.localPath(d.datastore, p[0]), h.localPath(to, p[1])); err != nil {
+			controlError(w, http.StatusInternalServerError, "move %s: %v", p[0], err)
+			return
+		}
+	}
+	d.datastore, d.dir, f.rel = to, dir, rel
+	h.syncVM(st)
+	writeJSON(w, http.StatusOK, map[string]interface{}{
+		"vm": st.name, "disk": key, "file": d.dsPath(f.rel), "flat_path": h.flatPath(d, f),
 	})
 }
