@@ -148,7 +148,7 @@ int agent_cmd_vm_backup(int argc, char **argv)
 	struct fy_job_result *res = calloc(1, sizeof(*res));
 	struct fy_hotadd_cleanup_report *rep = calloc(1, sizeof(*rep));
 	struct fy_config *cfg = fy_config_new();
-	struct fy_job_events ev = { .progress = tty_progress };
+	struct fy_job_events ev = { 0 };
 	const char *config = NULL, *sets[64];
 	char repo_override[300];
 	unsigned n_sets = 0;
@@ -217,8 +217,6 @@ int agent_cmd_vm_backup(int argc, char **argv)
 	spec.mode = full ? FY_JOB_FULL : incr ? FY_JOB_INCREMENTAL : FY_JOB_AUTO;
 	if (!quiet && isatty(STDERR_FILENO))
 		ev.progress = tty_progress;
-	else
-		ev.progress = NULL;
 	if ((rc = load_config(cfg, config, sets, n_sets, level)) < 0)
 		goto fail;
 	/* A crashed run's leftovers first; a proxy where hotadd cannot work

@@ -120,6 +120,26 @@ func (h *harness) vmParam(w http.ResponseWriter, r *http.Request) *vmState {
 	return st
 }
 
+// diskParam is vmParam plus the disk=<device key> parameter; on failure it
+// has answered and d is nil. The caller holds h.mu.
+func (h *harness) diskParam(w http.ResponseWriter, r *http.Request) (*vmState, *diskState) {
+	st := h.vmParam(w, r)
+	if st == nil {
+		return nil, nil
+	}
+	key, err := strconv.ParseInt(r.URL.Query().Get("disk"), 10, 32)
+	if err != nil {
+		controlError(w, http.StatusBadRequest, "want disk=<device key>")
+		return nil, nil
+	}
+	d := st.diskByKey(int32(key))
+	if d == nil {
+		controlError(w, http.StatusNotFound, "VM %s has no disk %d", st.name, key)
+		return nil, nil
+	}
+	return st, d
+}
+
 type fileJSON struct {
 	File           string `json:"file"`
 	FlatPath       string `json:"flat_path"`
@@ -213,20 +233,13 @@ func (h *harness) controlDisks(w http.ResponseWriter, r *http.Request) {
 func (h *harness) controlWrite(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := h.vmParam(w, r)
-	if st == nil {
-		return
-	}
-	q := r.URL.Query()
-	key, err1 := strconv.ParseInt(q.Get("disk"), 10, 32)
-	offset, err2 := strconv.ParseInt(q.Get("offset"), 10, 64)
-	if err1 != nil || err2 != nil {
-		controlError(w, http.StatusBadRequest, "want disk=<device key>&offset=<bytes>")
-		return
-	}
-	d := st.diskByKey(int32(key))
+	_, d := h.diskParam(w, r)
 	if d == nil {
-		controlError(w, http.StatusNotFound, "VM %s has no disk %d", st.name, key)
+		return
+	}
+	offset, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	if err != nil {
+		controlError(w, http.StatusBadRequest, "want offset=<bytes>")
 		return
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, maxControlWrite+1))
@@ -351,20 +364,14 @@ func (h *harness) controlPower(w http.ResponseWriter, r *http.Request) {
 func (h *harness) controlResize(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := h.vmParam(w, r)
-	if st == nil {
-		return
-	}
-	q := r.URL.Query()
-	key, err1 := strconv.ParseInt(q.Get("disk"), 10, 32)
-	size, err2 := strconv.ParseInt(q.Get("size"), 10, 64)
-	if err1 != nil || err2 != nil || size <= 0 || size%1024 != 0 {
-		controlError(w, http.StatusBadRequest, "want disk=<device key>&size=<bytes, a multiple of 1024>")
-		return
-	}
-	d := st.diskByKey(int32(key))
+	st, d := h.diskParam(w, r)
 	if d == nil {
-		controlError(w, http.StatusNotFound, "VM %s has no disk %d", st.name, key)
+		return
+	}
+	key := d.key
+	size, err := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+	if err != nil || size <= 0 || size%1024 != 0 {
+		controlError(w, http.StatusBadRequest, "want size=<bytes, a multiple of 1024>")
 		return
 	}
 	if len(d.chain) != 1 {
@@ -389,7 +396,7 @@ func (h *harness) controlResize(w http.ResponseWriter, r *http.Request) {
 			devices := make([]types.BaseVirtualDevice, len(vm.Config.Hardware.Device))
 			copy(devices, vm.Config.Hardware.Device)
 			for i, dev := range devices {
-				if disk, ok := dev.(*types.VirtualDisk); ok && disk.Key == int32(key) {
+				if disk, ok := dev.(*types.VirtualDisk); ok && disk.Key == key {
 					c := *disk
 					c.CapacityInKB = size / 1024
 					c.CapacityInBytes = size
@@ -413,21 +420,11 @@ func (h *harness) controlResize(w http.ResponseWriter, r *http.Request) {
 func (h *harness) controlMove(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := h.vmParam(w, r)
-	if st == nil {
-		return
-	}
-	q := r.URL.Query()
-	key, err := strconv.ParseInt(q.Get("disk"), 10, 32)
-	if err != nil {
-		controlError(w, http.StatusBadRequest, "want disk=<device key>[&datastore=<name>][&dir=<folder>]")
-		return
-	}
-	d := st.diskByKey(int32(key))
+	st, d := h.diskParam(w, r)
 	if d == nil {
-		controlError(w, http.StatusNotFound, "VM %s has no disk %d", st.name, key)
 		return
 	}
+	key, q := d.key, r.URL.Query()
 	to, dir := q.Get("datastore"), q.Get("dir")
 	if to == "" {
 		to = d.datastore
