@@ -26,6 +26,7 @@ const char *const *fy_all_known_keys(void);
 struct fy_settings {
 	const char *repository; /* ferry.repository host:port */
 	const char *server_name; /* ferry.tls.serverName, default the host */
+	const char *namespace_;  /* ferry.repository.namespace, NULL: root */
 	struct fy_tls_opts tls;
 	uint32_t block_size;
 	int compression_level;
@@ -139,6 +140,14 @@ int fy_client_keepalive(struct fy_conn *conn);
 void fy_parent_map_free(struct fy_parent_map *m);
 int fy_client_commit(struct fy_conn *conn, char *id, size_t idlen);
 /* Lists backups; cb gets each summary. */
+/* Refuses a server whose certificate carries another role than want (one
+ * without a role is accepted, with a warning once). what: "repository". */
+int fy_check_server_role(struct fy_conn *c, enum fy_role want,
+			 const char *what);
+/* all_namespaces: every namespace the client may read. */
+int fy_client_list_ex(struct fy_conn *conn, bool all_namespaces,
+		      int (*cb)(void *opaque, const Ferry__BackupSummary *b),
+		      void *opaque);
 int fy_client_list(struct fy_conn *conn,
 		   int (*cb)(void *opaque, const Ferry__BackupSummary *b),
 		   void *opaque);

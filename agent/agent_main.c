@@ -39,7 +39,7 @@ struct backup_args {
 enum {
 	OPT_CONFIG = 1000, OPT_SOURCE, OPT_JSON, OPT_SET, OPT_REPOSITORY,
 	OPT_BLOCK_SIZE, OPT_LEVEL, OPT_NAME, OPT_QUIET, OPT_LOG_LEVEL,
-	OPT_CERT, OPT_KEY, OPT_CA, OPT_TRANSPORT, OPT_VERBOSE,
+	OPT_CERT, OPT_KEY, OPT_CA, OPT_TRANSPORT, OPT_VERBOSE, OPT_NAMESPACE,
 };
 
 static const struct option backup_opts[] = {
@@ -57,6 +57,7 @@ static const struct option backup_opts[] = {
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "transport", required_argument, NULL, OPT_TRANSPORT },
+	{ "namespace", required_argument, NULL, OPT_NAMESPACE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -408,6 +409,7 @@ static int cmd_backup(int argc, char **argv)
 		case OPT_CA: key = "ferry.tls.ca"; break;
 		case OPT_BLOCK_SIZE: key = "ferry.blockSize"; break;
 		case OPT_LEVEL: key = "ferry.compressionLevel"; break;
+		case OPT_NAMESPACE: key = "ferry.repository.namespace"; break;
 		default:
 			rc = -EINVAL;
 			goto usage;

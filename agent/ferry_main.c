@@ -1,10 +1,12 @@
 /*
  * ferry: the command line for admins and for the central backup server.
  *
- *   ferry [--config FILE] list [--json]
+ *   ferry [--config FILE] list [--namespace NS|--all-namespaces] [--json]
  *   ferry [--config FILE] restore BACKUP --disk N --output PATH|-
+ *                [--namespace NS]
  *   ferry ca init DIR
- *   ferry ca issue DIR NAME [--san LIST]
+ *   ferry ca issue DIR NAME --role ROLE [--san LIST]
+ *   ferry ca revoke DIR NAME
  *
  * and, against an agent service (ferry-agent run; docs/CONTROL.md):
  *
@@ -36,6 +38,8 @@ struct cli {
 	const char *output;
 	long disk;
 	const char *san;
+	const char *role;
+	bool all_namespaces;
 	/* the agent service's commands */
 	const char *agent;
 	const char *vm;
@@ -53,7 +57,8 @@ enum {
 	OPT_CONFIG = 1000, OPT_JSON, OPT_SET, OPT_REPOSITORY, OPT_CERT, OPT_KEY,
 	OPT_CA, OPT_DISK, OPT_OUTPUT, OPT_SAN, OPT_LOG_LEVEL, OPT_AGENT, OPT_VM,
 	OPT_TRANSPORT, OPT_FULL, OPT_INCREMENTAL, OPT_ENABLE_CBT, OPT_QUIESCE,
-	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH,
+	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH, OPT_ROLE,
+	OPT_NAMESPACE, OPT_ALL_NAMESPACES,
 };
 
 static const struct option cli_opts[] = {
@@ -80,6 +85,9 @@ static const struct option cli_opts[] = {
 	{ "wait", no_argument, NULL, OPT_WAIT },
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "detach", no_argument, NULL, OPT_DETACH },
+	{ "role", required_argument, NULL, OPT_ROLE },
+	{ "namespace", required_argument, NULL, OPT_NAMESPACE },
+	{ "all-namespaces", no_argument, NULL, OPT_ALL_NAMESPACES },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -148,11 +156,13 @@ static int list_one(void *opaque, const Ferry__BackupSummary *b)
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	if (!ls->json) {
 		if (ls->n == 0)
-			printf("%-26s %-20s %5s %10s  %s\n", "ID", "TIME (UTC)",
-			       "DISKS", "SIZE", "SOURCE");
+			printf("%-26s %-20s %5s %10s  %-16s %s\n", "ID",
+			       "TIME (UTC)", "DISKS", "SIZE", "OWNER", "SOURCE");
 		fy_format_bytes(total, size, sizeof(size));
-		printf("%-26s %-20s %5zu %10s  %s\n", b->id, when, b->n_disks,
-		       size, b->source);
+		printf("%-26s %-20s %5zu %10s  %-16s %s%s%s\n", b->id, when,
+		       b->n_disks, size, b->owner[0] ? b->owner : "-",
+		       b->namespace_[0] ? b->namespace_ : "",
+		       b->namespace_[0] ? "/" : "", b->source);
 		ls->n++;
 		return 0;
 	}
@@ -162,6 +172,10 @@ static int list_one(void *opaque, const Ferry__BackupSummary *b)
 	fy_json_string(stdout, b->source);
 	printf(",\"source_kind\":");
 	fy_json_string(stdout, b->source_kind);
+	printf(",\"owner\":");
+	fy_json_string(stdout, b->owner);
+	printf(",\"namespace\":");
+	fy_json_string(stdout, b->namespace_);
 	printf(",\"time\":");
 	fy_json_string(stdout, when);
 	printf(",\"created_unix\":%" PRId64 ",\"parent_id\":", b->created_unix);
@@ -194,7 +208,8 @@ static int cmd_list(struct cli *cli, int argc, char **argv)
 	int rc;
 
 	if (argc) {
-		fprintf(stderr, "usage: ferry [--config FILE] list [--json]\n");
+		fprintf(stderr, "usage: ferry [--config FILE] list "
+			"[--namespace NS|--all-namespaces] [--json]\n");
 		return 2;
 	}
 	rc = connect_repo(cli, &conn);
@@ -202,7 +217,7 @@ static int cmd_list(struct cli *cli, int argc, char **argv)
 		return fail("list");
 	if (ls.json)
 		printf("[");
-	rc = fy_client_list(conn, list_one, &ls);
+	rc = fy_client_list_ex(conn, cli->all_namespaces, list_one, &ls);
 	if (ls.json)
 		printf("]\n");
 	else if (rc == 0 && ls.n == 0)
@@ -251,14 +266,34 @@ static int cmd_ca(struct cli *cli, int argc, char **argv)
 		return 0;
 	}
 	if (argc == 3 && !strcmp(argv[0], "issue")) {
-		if (fy_ca_issue(argv[1], argv[2], cli->san) < 0)
+		enum fy_role role;
+
+		if (!cli->role) {
+			fprintf(stderr, "ferry: ca issue needs --role agent|"
+				"controller|admin|repository "
+				"(docs/SECURITY.md)\n");
+			return 2;
+		}
+		if (fy_role_parse(cli->role, &role) < 0)
 			return fail("ca issue");
-		printf("created %s/%s.crt and %s/%s.key\n", argv[1], argv[2],
-		       argv[1], argv[2]);
+		if (fy_ca_issue(argv[1], argv[2], cli->san, role) < 0)
+			return fail("ca issue");
+		printf("created %s/%s.crt and %s/%s.key (role %s)\n", argv[1],
+		       argv[2], argv[1], argv[2], fy_role_name(role));
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[0], "revoke")) {
+		if (fy_ca_revoke(argv[1], argv[2]) < 0)
+			return fail("ca revoke");
+		printf("revoked %s: %s/ca.crl now lists it; copy it to every "
+		       "server (ferry.tls.crl, ferry-repo serve --crl) and "
+		       "reload them\n", argv[2], argv[1]);
 		return 0;
 	}
 	fprintf(stderr, "usage: ferry ca init DIR\n"
-		"       ferry ca issue DIR NAME [--san NAME,IP,...]\n");
+		"       ferry ca issue DIR NAME --role agent|controller|admin|"
+		"repository [--san NAME,IP,...]\n"
+		"       ferry ca revoke DIR NAME\n");
 	return 2;
 }
 
@@ -272,7 +307,7 @@ static int connect_agent(struct cli *cli, struct fy_conn **conn)
 	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__Hello h = FERRY__CONTROL__HELLO__INIT;
 	struct fy_config *cfg = NULL;
-	struct fy_tls_opts o;
+	struct fy_tls_opts o = { 0 };
 	struct fy_tls *tls = NULL;
 	fy_control_frame *r = NULL;
 	const char *agent;
@@ -292,6 +327,7 @@ static int connect_agent(struct cli *cli, struct fy_conn **conn)
 	o.cert = fy_config_get(cfg, "ferry.tls.cert");
 	o.key = fy_config_get(cfg, "ferry.tls.key");
 	o.ca = fy_config_get(cfg, "ferry.tls.ca");
+	o.crl = fy_config_get(cfg, "ferry.tls.crl");
 	if ((rc = fy_config_get_int(cfg, "ferry.timeoutSeconds", 300, 1, 86400,
 				    &timeout)) < 0 ||
 	    (rc = fy_tls_new_client(&o, &tls)) < 0)
@@ -299,6 +335,13 @@ static int connect_agent(struct cli *cli, struct fy_conn **conn)
 	rc = fy_conn_connect(tls, agent,
 			     fy_config_get(cfg, "ferry.agent.serverName"),
 			     (int)timeout * 1000, conn);
+	if (rc == 0) {
+		rc = fy_check_server_role(*conn, FY_ROLE_AGENT, "agent");
+		if (rc < 0) {
+			fy_conn_close(*conn);
+			*conn = NULL;
+		}
+	}
 	if (rc < 0) {
 		rc = fy_err_wrap(rc, "agent %s", agent);
 		goto out;
@@ -935,9 +978,11 @@ static const struct command {
 	int (*run)(struct cli *cli, int argc, char **argv);
 	const char *usage;
 } commands[] = {
-	{ "list", cmd_list, "list [--json]" },
-	{ "restore", cmd_restore, "restore BACKUP --disk N --output PATH|-" },
-	{ "ca", cmd_ca, "ca init DIR | ca issue DIR NAME [--san LIST]" },
+	{ "list", cmd_list, "list [--namespace NS|--all-namespaces] [--json]" },
+	{ "restore", cmd_restore, "restore BACKUP --disk N --output PATH|- "
+	  "[--namespace NS]" },
+	{ "ca", cmd_ca, "ca init DIR | ca issue DIR NAME --role ROLE "
+	  "[--san LIST] | ca revoke DIR NAME" },
 	{ "agent", cmd_agent, "agent status [--json]" },
 	{ "backup", cmd_backup, "backup --vm X [--disk N ...] [--transport LIST] "
 	  "[--full|--incremental]\n          [--enable-cbt] [--quiesce] "
@@ -1018,6 +1063,9 @@ int main(int argc, char **argv)
 		case OPT_WAIT: cli.wait = true; break;
 		case OPT_QUIET: cli.quiet = true; break;
 		case OPT_DETACH: cli.detach = true; break;
+		case OPT_ROLE: cli.role = optarg; break;
+		case OPT_ALL_NAMESPACES: cli.all_namespaces = true; break;
+		case OPT_NAMESPACE: key = "ferry.repository.namespace"; break;
 		case OPT_FULL:
 		case OPT_INCREMENTAL:
 			if (cli.mode) {

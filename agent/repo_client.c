@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,9 @@ const char *const fy_known_keys[] = {
 	"ferry.tls.key",
 	"ferry.tls.ca",
 	"ferry.tls.serverName",
+	"ferry.tls.crl",
+	/* the namespace backups are made, listed and read in */
+	"ferry.repository.namespace",
 	"ferry.blockSize",
 	"ferry.compressionLevel",
 	"ferry.workers",
@@ -116,6 +120,13 @@ int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 	s->tls.cert = fy_config_get(cfg, "ferry.tls.cert");
 	s->tls.key = fy_config_get(cfg, "ferry.tls.key");
 	s->tls.ca = fy_config_get(cfg, "ferry.tls.ca");
+	s->tls.crl = fy_config_get(cfg, "ferry.tls.crl");
+	s->namespace_ = fy_config_get(cfg, "ferry.repository.namespace");
+	if (s->namespace_ && !fy_namespace_valid(s->namespace_))
+		return fy_err_set(-EINVAL, "ferry.repository.namespace='%.80s' "
+				  "(from %s): %s", s->namespace_,
+				  fy_config_origin(cfg, "ferry.repository.namespace"),
+				  FY_NAMESPACE_RULE);
 	rc = fy_config_get_int(cfg, "ferry.blockSize", FY_BLOCK_DEFAULT,
 			       FY_BLOCK_MIN, FY_BLOCK_MAX, &v);
 	if (rc < 0)
@@ -179,12 +190,43 @@ int fy_repo_connect(const struct fy_settings *s, const char *software,
 	fy_tls_free(tls);
 	if (rc < 0)
 		return rc;
-	rc = fy_conn_hello(c, software, s->block_size, repo_id, repo_id_len);
+	rc = fy_check_server_role(c, FY_ROLE_REPOSITORY, "repository");
+	if (rc == 0)
+		rc = fy_conn_hello(c, software, s->block_size, s->namespace_,
+				   repo_id, repo_id_len);
 	if (rc < 0) {
 		fy_conn_close(c);
 		return rc;
 	}
 	*out = c;
+	return 0;
+}
+
+int fy_check_server_role(struct fy_conn *c, enum fy_role want,
+			 const char *what)
+{
+	struct fy_identity id;
+	int rc = fy_conn_identity(c, &id);
+
+	if (rc < 0)
+		return fy_err_wrap(rc, "%s", what);
+	/* A server certificate from before roles: its name was checked by
+	 * TLS, which is all that could be checked then. */
+	if (id.role == FY_ROLE_NONE) {
+		static atomic_bool warned;
+
+		if (!atomic_exchange(&warned, true))
+			fy_warn("%s %s presents a certificate without a Ferry "
+				"role; issue it again with --role %s "
+				"(docs/SECURITY.md)", what, id.name,
+				fy_role_name(want));
+		return 0;
+	}
+	if (id.role != want)
+		return fy_err_set(-EACCES, "%s %s presents a certificate of "
+				  "role %s, not %s: refusing to talk to it",
+				  what, fy_conn_peer(c), fy_role_name(id.role),
+				  fy_role_name(want));
 	return 0;
 }
 
@@ -266,6 +308,13 @@ int fy_client_list(struct fy_conn *conn,
 		   int (*cb)(void *opaque, const Ferry__BackupSummary *b),
 		   void *opaque)
 {
+	return fy_client_list_ex(conn, false, cb, opaque);
+}
+
+int fy_client_list_ex(struct fy_conn *conn, bool all_namespaces,
+		      int (*cb)(void *opaque, const Ferry__BackupSummary *b),
+		      void *opaque)
+{
 	char after[FY_ID_MAX] = "";
 	bool more = true;
 	int rc = 0;
@@ -277,6 +326,7 @@ int fy_client_list(struct fy_conn *conn,
 		size_t i;
 
 		lb.after_id = after;
+		lb.all_namespaces = all_namespaces;
 		f.body_case = FERRY__FRAME__BODY_LIST_BACKUPS;
 		f.list_backups = &lb;
 		rc = fy_conn_send(conn, &f);

@@ -205,7 +205,7 @@ static void reload(struct svc *svc)
 {
 	static const char *const restart_keys[] = {
 		"ferry.control.listen", "ferry.control.maxClients",
-		"ferry.tls.cert", "ferry.tls.key", "ferry.tls.ca",
+		"ferry.tls.cert", "ferry.tls.key", "ferry.tls.ca", "ferry.tls.crl",
 	};
 	struct svc_cfg *c = NULL;
 	unsigned max_jobs, max_clients, i;
@@ -763,6 +763,8 @@ static void copy_field(char *dst, size_t len, const char *src)
 	snprintf(dst, len, "%s", src ? src : "");
 }
 
+static int repository_allowed(struct svc *svc, const char *repo);
+
 static int start_backup(struct svc *svc, struct fy_conn *c,
 			const Ferry__Control__StartBackup *sb)
 {
@@ -780,6 +782,11 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 
 	if (!sb->vm || !sb->vm[0]) {
 		fy_control_send_error(c, -EINVAL, "StartBackup: no VM given");
+		return 0;
+	}
+	if (repository_allowed(svc, sb->repository) < 0) {
+		fy_warn("control: %s: %s", fy_conn_peer(c), fy_err_msg());
+		fy_control_send_error(c, -EACCES, fy_err_msg());
 		return 0;
 	}
 	for (i = 0; i < sb->n_disks; i++) {
@@ -1120,38 +1127,71 @@ static int greet(struct fy_conn *c)
 	return send_frame(c, &f);
 }
 
-/* ferry.control.allowedClients: when set, only these certificate names
- * (CNs, comma separated) may control the agent; otherwise any certificate
- * that chains to ferry.tls.ca. */
-static bool client_allowed(struct svc *svc, const char *peer)
+/* Who may control this agent (docs/SECURITY.md): certificates of role
+ * controller or admin, and when ferry.control.allowedClients is set only
+ * those of its names (comma separated). An agent's or a repository's
+ * certificate never may, even if listed. Returns 0 or -EACCES with the
+ * reason, which the controller is told. */
+static int client_allowed(struct svc *svc, const struct fy_conn *c)
 {
-	char cn[256], list[4096], *tok, *save = NULL;
+	char list[4096], *tok, *save = NULL;
+	struct fy_identity id;
+	enum fy_role role;
 	const char *v;
-	bool ok = false;
-	size_t n = strcspn(peer, "@");
+	bool listed = false;
+	int rc = fy_conn_identity(c, &id);
 
+	if (rc < 0)
+		return rc;
+	role = fy_identity_role(&id);
+	if (role != FY_ROLE_CONTROLLER && role != FY_ROLE_ADMIN)
+		return fy_err_set(-EACCES, "certificate %s has role %s: only "
+				  "controller and admin certificates may "
+				  "control an agent", id.name,
+				  fy_role_name(role));
 	pthread_mutex_lock(&svc->lock);
 	v = fy_config_get(svc->cfg->cfg, "ferry.control.allowedClients");
 	snprintf(list, sizeof(list), "%s", v ? v : "");
 	pthread_mutex_unlock(&svc->lock);
 	if (!list[0])
-		return true;
-	/* fy_conn_peer says "CN@address"; no CN, no name to allow. */
-	if (!peer[n] || n >= sizeof(cn))
-		return false;
-	memcpy(cn, peer, n);
-	cn[n] = '\0';
-	for (tok = strtok_r(list, ", ", &save); tok && !ok;
+		return 0;
+	for (tok = strtok_r(list, ", ", &save); tok && !listed;
 	     tok = strtok_r(NULL, ", ", &save))
-		ok = !strcmp(tok, cn);
-	return ok;
+		listed = !strcmp(tok, id.name);
+	if (!listed)
+		return fy_err_set(-EACCES, "%s may not control this agent: its "
+				  "certificate's name is not in "
+				  "ferry.control.allowedClients",
+				  fy_conn_peer(c));
+	return 0;
 }
 
-static int refuse_client(struct fy_conn *c)
+/* ferry.repository.allowed: the repositories a controller may send this
+ * agent's backups to (HOST:PORT, comma separated). Unset: only
+ * ferry.repository, so a stolen controller certificate cannot redirect
+ * backups to a machine of the attacker's. */
+static int repository_allowed(struct svc *svc, const char *repo)
 {
-	return fy_err_set(-EACCES, "%s may not control this agent: its "
-			  "certificate's name is not in "
-			  "ferry.control.allowedClients", fy_conn_peer(c));
+	char list[4096], *tok, *save = NULL;
+	const char *v, *own;
+	bool ok = false;
+
+	if (!repo || !repo[0])
+		return 0;
+	pthread_mutex_lock(&svc->lock);
+	v = fy_config_get(svc->cfg->cfg, "ferry.repository.allowed");
+	own = fy_config_get(svc->cfg->cfg, "ferry.repository");
+	snprintf(list, sizeof(list), "%s%s%s", own ? own : "",
+		 v && v[0] ? "," : "", v ? v : "");
+	pthread_mutex_unlock(&svc->lock);
+	for (tok = strtok_r(list, ", ", &save); tok && !ok;
+	     tok = strtok_r(NULL, ", ", &save))
+		ok = !strcmp(tok, repo);
+	if (!ok)
+		return fy_err_set(-EACCES, "StartBackup: repository %.256s is "
+				  "neither ferry.repository nor in "
+				  "ferry.repository.allowed", repo);
+	return 0;
 }
 
 static void *client_main(void *arg)
@@ -1170,9 +1210,8 @@ static void *client_main(void *arg)
 	}
 	fy_conn_set_timeout(c, REQUEST_MS);
 	fy_info("control: %s connected", fy_conn_peer(c));
-	if (!client_allowed(svc, fy_conn_peer(c)))
-		rc = refuse_client(c);
-	else
+	rc = client_allowed(svc, c);
+	if (rc == 0)
 		rc = greet(c);
 	idle_since = fy_now();
 	while (rc == 0) {
@@ -1202,9 +1241,9 @@ static void *client_main(void *arg)
 			break;
 		/* SIGHUP may have narrowed ferry.control.allowedClients since
 		 * this controller connected: it applies at once. */
-		if (!client_allowed(svc, fy_conn_peer(c))) {
+		rc = client_allowed(svc, c);
+		if (rc < 0) {
 			fy_control_free(in);
-			rc = refuse_client(c);
 			break;
 		}
 		switch (in->body_case) {

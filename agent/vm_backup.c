@@ -21,6 +21,7 @@
 enum {
 	VO_CONFIG = 2000, VO_VM, VO_DISK, VO_TRANSPORT, VO_JSON, VO_QUIET,
 	VO_SET, VO_NAME, VO_LOG_LEVEL, VO_REPOSITORY, VO_SNAPSHOT, VO_FULL,
+	VO_NAMESPACE,
 	VO_INCREMENTAL, VO_ENABLE_CBT, VO_QUIESCE,
 };
 
@@ -141,6 +142,7 @@ int agent_cmd_vm_backup(int argc, char **argv)
 		{ "set", required_argument, NULL, VO_SET },
 		{ "name", required_argument, NULL, VO_NAME },
 		{ "repository", required_argument, NULL, VO_REPOSITORY },
+		{ "namespace", required_argument, NULL, VO_NAMESPACE },
 		{ "log-level", required_argument, NULL, VO_LOG_LEVEL },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -150,7 +152,7 @@ int agent_cmd_vm_backup(int argc, char **argv)
 	struct fy_config *cfg = fy_config_new();
 	struct fy_job_events ev = { 0 };
 	const char *config = NULL, *sets[64];
-	char repo_override[300];
+	char repo_override[300], ns_override[300];
 	unsigned n_sets = 0;
 	bool json = false, quiet = false, full = false, incr = false;
 	int c, rc = 0, level = -1;
@@ -192,6 +194,7 @@ int agent_cmd_vm_backup(int argc, char **argv)
 			break;
 		}
 		case VO_REPOSITORY:
+		case VO_NAMESPACE:
 		case VO_SET:
 			if (n_sets == 63) {
 				rc = -E2BIG;
@@ -201,6 +204,10 @@ int agent_cmd_vm_backup(int argc, char **argv)
 				snprintf(repo_override, sizeof(repo_override),
 					 "ferry.repository=%s", optarg);
 				sets[n_sets++] = repo_override;
+			} else if (c == VO_NAMESPACE) {
+				snprintf(ns_override, sizeof(ns_override),
+					 "ferry.repository.namespace=%s", optarg);
+				sets[n_sets++] = ns_override;
 			} else {
 				sets[n_sets++] = optarg;
 			}

@@ -1,7 +1,12 @@
 /*
  * A small certificate authority for mutual TLS between Ferry's agent,
- * proxies and repository (ferry ca init / ferry ca issue). EC P-256 keys,
+ * proxies and repository (ferry ca init / issue / revoke). EC P-256 keys,
  * SHA-256 signatures, OpenSSL 3 APIs only.
+ *
+ * A certificate's role (docs/SECURITY.md) is one subject field,
+ * organizationalUnitName "ferry:ROLE": visible in `openssl x509 -subject`,
+ * covered by the CA's signature, and read back by both ends of every
+ * connection (proto/tls.c, fy_conn_identity).
  */
 #include "common/common.h"
 
@@ -31,6 +36,11 @@
 #define SANS_MAX 64
 #define SANS_TEXT_MAX 4096
 #define PEM_FILE_MAX (64u << 10)
+/* A CRL lists every revoked serial; 100000 entries are about 4 MiB. */
+#define CRL_FILE_MAX (8u << 20)
+/* Servers refuse every client once a CRL is past its nextUpdate: keep it
+ * as long as the certificates it revokes. */
+#define CRL_DAYS CA_DAYS
 
 /* Records the oldest OpenSSL error (the cause) under what, and clears. */
 static int ssl_error(int code, const char *what)
@@ -163,15 +173,17 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
  * A certificate for key named cn, valid for days, issued by issuer (NULL
  * for self-signed): everything but the extensions and the signature.
  */
-static int new_cert(EVP_PKEY *key, const char *cn, long days, X509 *issuer,
-		    X509 **out)
+static int new_cert(EVP_PKEY *key, const char *cn, enum fy_role role,
+		    long days, X509 *issuer, X509 **out)
 {
 	unsigned char serial[16];
+	char ou[64];
 	X509_NAME *subject;
 	BIGNUM *bn = NULL;
 	X509 *cert;
 	int rc = -EIO;
 
+	snprintf(ou, sizeof(ou), "%s%s", FY_ROLE_PREFIX, fy_role_name(role));
 	cert = X509_new();
 	if (!cert)
 		return ssl_error(-ENOMEM, "cannot create a certificate");
@@ -189,6 +201,9 @@ static int new_cert(EVP_PKEY *key, const char *cn, long days, X509 *issuer,
 	    !X509_set_version(cert, X509_VERSION_3) ||
 	    !X509_gmtime_adj(X509_getm_notBefore(cert), -BACKDATE_SECONDS) ||
 	    !X509_time_adj_ex(X509_getm_notAfter(cert), (int)days, 0, NULL) ||
+	    (role != FY_ROLE_NONE &&
+	     !X509_NAME_add_entry_by_txt(subject, "OU", MBSTRING_UTF8,
+					 (const unsigned char *)ou, -1, -1, 0)) ||
 	    !X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
 					(const unsigned char *)cn, -1, -1, 0) ||
 	    !X509_set_issuer_name(cert, issuer ? X509_get_subject_name(issuer)
@@ -223,9 +238,13 @@ static int write_pair(const char *key_path, EVP_PKEY *key,
 	return fy_fsync_dir(dir);
 }
 
+static int write_crl(const char *dir, const char *path, X509 *ca,
+		     EVP_PKEY *ca_key, X509_CRL *old,
+		     const ASN1_INTEGER *serial);
+
 int fy_ca_init(const char *dir)
 {
-	char key_path[PATH_MAX], crt_path[PATH_MAX];
+	char key_path[PATH_MAX], crt_path[PATH_MAX], crl_path[PATH_MAX];
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
 	int rc;
@@ -250,7 +269,7 @@ int fy_ca_init(const char *dir)
 	rc = new_key(&key);
 	if (rc < 0)
 		goto out;
-	rc = new_cert(key, "Ferry CA", CA_DAYS, NULL, &cert);
+	rc = new_cert(key, "Ferry CA", FY_ROLE_NONE, CA_DAYS, NULL, &cert);
 	if (rc < 0)
 		goto out;
 	if ((rc = add_ext(cert, cert, NID_basic_constraints,
@@ -264,6 +283,13 @@ int fy_ca_init(const char *dir)
 		goto out;
 	}
 	rc = write_pair(key_path, key, crt_path, cert, dir);
+	if (rc < 0)
+		goto out;
+	/* An empty list from the start, so servers can be pointed at it
+	 * before the first revocation. */
+	rc = make_path(crl_path, sizeof(crl_path), dir, "ca", ".crl");
+	if (rc == 0)
+		rc = write_crl(dir, crl_path, cert, key, NULL, NULL);
 out:
 	X509_free(cert);
 	EVP_PKEY_free(key);
@@ -467,7 +493,24 @@ static int check_name(const char *name)
 	return 0;
 }
 
-int fy_ca_issue(const char *dir, const char *name, const char *sans)
+/* A repository only serves, a controller or admin only connects; an agent
+ * does both (it serves the control API and connects to the repository),
+ * and so does a certificate without a role, as before roles existed. */
+static const char *extended_usage(enum fy_role role)
+{
+	switch (role) {
+	case FY_ROLE_REPOSITORY:
+		return "serverAuth";
+	case FY_ROLE_CONTROLLER:
+	case FY_ROLE_ADMIN:
+		return "clientAuth";
+	default:
+		return "serverAuth,clientAuth";
+	}
+}
+
+int fy_ca_issue(const char *dir, const char *name, const char *sans,
+		enum fy_role role)
 {
 	char key_path[PATH_MAX], crt_path[PATH_MAX];
 	EVP_PKEY *ca_key = NULL, *key = NULL;
@@ -496,7 +539,7 @@ int fy_ca_issue(const char *dir, const char *name, const char *sans)
 	rc = new_key(&key);
 	if (rc < 0)
 		goto out;
-	rc = new_cert(key, name, LEAF_DAYS, ca, &cert);
+	rc = new_cert(key, name, role, LEAF_DAYS, ca, &cert);
 	if (rc < 0)
 		goto out;
 	if ((rc = add_ext(cert, ca, NID_basic_constraints,
@@ -504,7 +547,7 @@ int fy_ca_issue(const char *dir, const char *name, const char *sans)
 	    (rc = add_ext(cert, ca, NID_key_usage,
 			  "critical,digitalSignature,keyEncipherment")) < 0 ||
 	    (rc = add_ext(cert, ca, NID_ext_key_usage,
-			  "serverAuth,clientAuth")) < 0 ||
+			  extended_usage(role))) < 0 ||
 	    (rc = add_ext(cert, ca, NID_subject_key_identifier, "hash")) < 0 ||
 	    (rc = add_ext(cert, ca, NID_authority_key_identifier,
 			  "keyid:always")) < 0)
@@ -524,5 +567,203 @@ out:
 	EVP_PKEY_free(ca_key);
 	if (rc < 0)
 		fy_err_wrap(rc, "ca issue of '%.64s' in %s", name, dir);
+	return rc;
+}
+
+/* ---- roles ------------------------------------------------------------- */
+
+static const char *const role_names[] = {
+	[FY_ROLE_NONE] = "",
+	[FY_ROLE_AGENT] = "agent",
+	[FY_ROLE_CONTROLLER] = "controller",
+	[FY_ROLE_ADMIN] = "admin",
+	[FY_ROLE_REPOSITORY] = "repository",
+};
+
+const char *fy_role_name(enum fy_role role)
+{
+	if ((unsigned)role >= sizeof(role_names) / sizeof(role_names[0]))
+		return "?";
+	return role_names[role];
+}
+
+int fy_role_parse(const char *s, enum fy_role *out)
+{
+	unsigned i;
+
+	for (i = FY_ROLE_AGENT; i < sizeof(role_names) / sizeof(role_names[0]);
+	     i++)
+		if (s && !strcmp(s, role_names[i])) {
+			*out = (enum fy_role)i;
+			return 0;
+		}
+	return fy_err_set(-EINVAL, "unknown role '%.64s' (roles: agent, "
+			  "controller, admin, repository)", s ? s : "");
+}
+
+/* ---- revocation -------------------------------------------------------- */
+
+static int load_cert(const char *path, X509 **out)
+{
+	void *data;
+	size_t len;
+	BIO *bio;
+	int rc;
+
+	rc = read_pem(path, &bio, &data, &len);
+	if (rc < 0)
+		return rc;
+	*out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	free(data);
+	return *out ? 0 : ssl_error(-EINVAL, path);
+}
+
+/* The current CRL's entries, or none when the file does not exist yet. */
+static int load_crl(const char *path, X509 *ca, X509_CRL **out)
+{
+	EVP_PKEY *pub;
+	void *data;
+	size_t len;
+	BIO *bio;
+	int rc, ok;
+
+	*out = NULL;
+	rc = fy_read_file(path, CRL_FILE_MAX, &data, &len);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	bio = BIO_new_mem_buf(data, (int)len);
+	*out = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	free(data);
+	if (!*out)
+		return ssl_error(-EINVAL, path);
+	/* Never carry over entries of a list the CA did not sign. */
+	pub = X509_get0_pubkey(ca);
+	ok = pub && X509_CRL_verify(*out, pub) == 1;
+	if (!ok) {
+		X509_CRL_free(*out);
+		*out = NULL;
+		return fy_err_set(-EINVAL, "%s is not signed by this CA", path);
+	}
+	return 0;
+}
+
+/* Builds and signs a CRL holding old's entries plus serial (may be NULL),
+ * then replaces path with it durably. */
+static int write_crl(const char *dir, const char *path, X509 *ca,
+		     EVP_PKEY *ca_key, X509_CRL *old,
+		     const ASN1_INTEGER *serial)
+{
+	STACK_OF(X509_REVOKED) *entries = old ? X509_CRL_get_REVOKED(old) : NULL;
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *now = ASN1_TIME_new(), *next = ASN1_TIME_new();
+	BIO *mem = NULL;
+	char *pem;
+	long len;
+	int i, rc = -EIO;
+
+	if (!crl || !now || !next || !X509_gmtime_adj(now, 0) ||
+	    !X509_time_adj_ex(next, CRL_DAYS, 0, NULL) ||
+	    !X509_CRL_set_version(crl, 1) ||
+	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) ||
+	    !X509_CRL_set1_lastUpdate(crl, now) ||
+	    !X509_CRL_set1_nextUpdate(crl, next)) {
+		ssl_error(-EIO, "cannot fill in the CRL");
+		goto out;
+	}
+	for (i = 0; i < sk_X509_REVOKED_num(entries); i++) {
+		X509_REVOKED *r = X509_REVOKED_dup(sk_X509_REVOKED_value(entries, i));
+
+		if (!r || !X509_CRL_add0_revoked(crl, r)) {
+			X509_REVOKED_free(r);
+			ssl_error(-EIO, "cannot copy a CRL entry");
+			goto out;
+		}
+	}
+	if (serial) {
+		X509_REVOKED *r = X509_REVOKED_new();
+
+		if (!r || !X509_REVOKED_set_serialNumber(r, (ASN1_INTEGER *)serial) ||
+		    !X509_REVOKED_set_revocationDate(r, now) ||
+		    !X509_CRL_add0_revoked(crl, r)) {
+			X509_REVOKED_free(r);
+			ssl_error(-EIO, "cannot add the CRL entry");
+			goto out;
+		}
+	}
+	X509_CRL_sort(crl);
+	if (!X509_CRL_sign(crl, ca_key, EVP_sha256())) {
+		ssl_error(-EIO, "cannot sign the CRL");
+		goto out;
+	}
+	mem = BIO_new(BIO_s_mem());
+	if (!mem || !PEM_write_bio_X509_CRL(mem, crl)) {
+		ssl_error(-EIO, path);
+		goto out;
+	}
+	len = BIO_get_mem_data(mem, &pem);
+	rc = fy_write_durable(dir, dir, "ca.crl", pem, (size_t)len, true);
+	if (rc < 0)
+		fy_err_wrap(rc, "%s", path);
+	/* Public, unlike the keys beside it: every server reads it. */
+	else if (chmod(path, 0644) < 0)
+		rc = fy_err_set(-errno, "chmod of %s: %s", path, strerror(errno));
+out:
+	BIO_free(mem);
+	ASN1_TIME_free(now);
+	ASN1_TIME_free(next);
+	X509_CRL_free(crl);
+	return rc;
+}
+
+int fy_ca_revoke(const char *dir, const char *name)
+{
+	char crt_path[PATH_MAX], crl_path[PATH_MAX];
+	EVP_PKEY *ca_key = NULL;
+	X509 *ca = NULL, *cert = NULL;
+	X509_CRL *crl = NULL;
+	X509_REVOKED *already = NULL;
+	int rc;
+
+	rc = check_name(name);
+	if (rc < 0)
+		goto out;
+	rc = make_path(crt_path, sizeof(crt_path), dir, name, ".crt");
+	if (rc < 0)
+		goto out;
+	rc = make_path(crl_path, sizeof(crl_path), dir, "ca", ".crl");
+	if (rc < 0)
+		goto out;
+	rc = load_ca(dir, &ca, &ca_key);
+	if (rc < 0)
+		goto out;
+	rc = load_cert(crt_path, &cert);
+	if (rc < 0)
+		goto out;
+	if (X509_check_issued(ca, cert) != X509_V_OK) {
+		rc = fy_err_set(-EINVAL, "%s was not issued by this CA",
+				crt_path);
+		goto out;
+	}
+	rc = load_crl(crl_path, ca, &crl);
+	if (rc < 0)
+		goto out;
+	if (crl && X509_CRL_get0_by_serial(crl, &already,
+					   X509_get0_serialNumber(cert)) == 1) {
+		rc = fy_err_set(-EEXIST, "%s is revoked already", name);
+		goto out;
+	}
+	rc = write_crl(dir, crl_path, ca, ca_key, crl,
+		       X509_get0_serialNumber(cert));
+out:
+	X509_CRL_free(crl);
+	X509_free(cert);
+	X509_free(ca);
+	EVP_PKEY_free(ca_key);
+	if (rc < 0)
+		fy_err_wrap(rc, "ca revoke of '%.64s' in %s", name, dir);
 	return rc;
 }

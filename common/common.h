@@ -216,12 +216,35 @@ int fy_split_hostport(const char *s, char *host, size_t hostlen,
 
 /* ---- certificate authority (ferry ca) ---------------------------------- */
 
-/* Writes dir/ca.crt and dir/ca.key (0600). Refuses to overwrite. */
+/* What a certificate may do (docs/SECURITY.md). Written into the subject
+ * as organizationalUnitName "ferry:ROLE"; a certificate without one (made
+ * before roles existed) is FY_ROLE_NONE and treated as an agent. */
+enum fy_role {
+	FY_ROLE_NONE = 0,
+	FY_ROLE_AGENT,
+	FY_ROLE_CONTROLLER,
+	FY_ROLE_ADMIN,
+	FY_ROLE_REPOSITORY,
+};
+#define FY_ROLE_PREFIX "ferry:"
+/* "agent", "controller", "admin", "repository"; "" for FY_ROLE_NONE. */
+const char *fy_role_name(enum fy_role role);
+/* Parses a role name; -EINVAL with the list of roles otherwise. */
+int fy_role_parse(const char *s, enum fy_role *out);
+
+/* Writes dir/ca.crt, dir/ca.key (0600) and an empty dir/ca.crl. Refuses
+ * to overwrite. */
 int fy_ca_init(const char *dir);
 /* Writes dir/NAME.crt and dir/NAME.key (0600) signed by dir/ca.*; the
  * subject names NAME as a DNS name, or as an IP address when it is one;
  * sans is a comma-separated list of extra names or IPs (may be NULL).
- * Usable as both client and server certificate. */
-int fy_ca_issue(const char *dir, const char *name, const char *sans);
+ * role goes into the subject; a repository's certificate is for servers
+ * only, a controller's or admin's for clients only, an agent's for both. */
+int fy_ca_issue(const char *dir, const char *name, const char *sans,
+		enum fy_role role);
+/* Adds dir/NAME.crt's serial number to dir/ca.crl (created when missing),
+ * re-signs it and replaces it durably. Servers given the CRL
+ * (ferry.tls.crl, ferry-repo serve --crl) refuse the certificate. */
+int fy_ca_revoke(const char *dir, const char *name);
 
 #endif

@@ -18,13 +18,17 @@ struct options {
 	struct fy_prune_policy prune;
 	bool dry_run;
 	bool repair;
+	bool json;
+	/* acl */
+	const char *client, *owner, *group, *namespace_;
 };
 
 enum {
 	OPT_ROOT = 1000, OPT_LISTEN, OPT_CERT, OPT_KEY, OPT_CA, OPT_WORKERS,
 	OPT_MAX_CLIENTS, OPT_READY_FILE, OPT_LOG_LEVEL, OPT_KEEP_LAST,
 	OPT_KEEP_DAILY, OPT_KEEP_WEEKLY, OPT_KEEP_MONTHLY, OPT_DRY_RUN,
-	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR,
+	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR, OPT_CRL, OPT_CLIENT,
+	OPT_OWNER, OPT_GROUP, OPT_NAMESPACE, OPT_JSON,
 };
 
 static const struct option long_opts[] = {
@@ -45,6 +49,12 @@ static const struct option long_opts[] = {
 	{ "keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "repair", no_argument, NULL, OPT_REPAIR },
+	{ "crl", required_argument, NULL, OPT_CRL },
+	{ "client", required_argument, NULL, OPT_CLIENT },
+	{ "owner", required_argument, NULL, OPT_OWNER },
+	{ "group", required_argument, NULL, OPT_GROUP },
+	{ "namespace", required_argument, NULL, OPT_NAMESPACE },
+	{ "json", no_argument, NULL, OPT_JSON },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -77,6 +87,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_CERT: o->serve.tls.cert = optarg; break;
 		case OPT_KEY: o->serve.tls.key = optarg; break;
 		case OPT_CA: o->serve.tls.ca = optarg; break;
+		case OPT_CRL: o->serve.tls.crl = optarg; break;
+		case OPT_CLIENT: o->client = optarg; break;
+		case OPT_OWNER: o->owner = o->prune.owner = optarg; break;
+		case OPT_GROUP: o->group = optarg; break;
+		case OPT_NAMESPACE:
+			o->namespace_ = o->prune.namespace_ = optarg;
+			break;
+		case OPT_JSON: o->json = true; break;
 		case OPT_READY_FILE: o->serve.ready_file = optarg; break;
 		case OPT_WORKERS:
 			rc = parse_count(optarg, "--workers", 64, &n);
@@ -208,10 +226,98 @@ static int cmd_gc(struct options *o)
 	if (fy_repo_open(o->root, 0, &repo) < 0)
 		return fail();
 	rc = fy_repo_gc(repo, o->dry_run, stdout, &res);
+	if (rc == 0 && !o->dry_run) {
+		char who[320];
+
+		fy_repo_audit(repo, fy_local_user(who, sizeof(who)), "local",
+			      "gc", "deleted %" PRIu64 " unreferenced blocks "
+			      "(%" PRIu64 " bytes)", res.deleted,
+			      res.bytes_freed);
+	}
 	fy_repo_close(repo);
 	if (rc < 0)
 		return fail();
 	/* fy_repo_gc printed what it deleted and a summary line. */
+	return 0;
+}
+
+/* ferry-repo acl list|grant|revoke|adopt: the repository's access list
+ * (docs/SECURITY.md). The verb comes first, as the command's word. */
+static const char *acl_verb;
+
+static int acl_entry_from(struct options *o, struct fy_acl_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	if (!strcmp(acl_verb, "adopt")) {
+		if (!o->owner || o->client) {
+			fprintf(stderr, "ferry-repo acl adopt: --owner NAME "
+				"(and no --client)\n");
+			return -EINVAL;
+		}
+		e->kind = FY_ACL_ADOPT;
+		snprintf(e->owner, sizeof(e->owner), "%s", o->owner);
+		/* Legacy backups were all made in the root namespace. */
+		snprintf(e->namespace_, sizeof(e->namespace_), "%s",
+			 o->namespace_ ? o->namespace_ : "");
+		snprintf(e->group, sizeof(e->group), "%s",
+			 o->group ? o->group : FY_ACL_ANY);
+		return 0;
+	}
+	if (!o->client || (!o->owner && !o->namespace_)) {
+		fprintf(stderr, "ferry-repo acl %s: --client NAME and --owner "
+			"NAME [--group SOURCE], or --namespace NS\n", acl_verb);
+		return -EINVAL;
+	}
+	e->kind = FY_ACL_GRANT;
+	snprintf(e->client, sizeof(e->client), "%s", o->client);
+	snprintf(e->namespace_, sizeof(e->namespace_), "%s",
+		 o->namespace_ ? o->namespace_ : "");
+	snprintf(e->owner, sizeof(e->owner), "%s",
+		 o->owner ? o->owner : FY_ACL_ANY);
+	snprintf(e->group, sizeof(e->group), "%s",
+		 o->group ? o->group : FY_ACL_ANY);
+	return 0;
+}
+
+static int cmd_acl(struct options *o)
+{
+	struct fy_acl_entry e;
+	struct fy_repo *repo;
+	struct fy_acl *acl = NULL;
+	char who[320];
+	int rc;
+
+	if (strcmp(acl_verb, "list") && strcmp(acl_verb, "grant") &&
+	    strcmp(acl_verb, "revoke") && strcmp(acl_verb, "adopt")) {
+		fprintf(stderr, "ferry-repo acl: list, grant, revoke or adopt, "
+			"not '%s'\n", acl_verb);
+		return 2;
+	}
+	if (strcmp(acl_verb, "list") && acl_entry_from(o, &e) < 0)
+		return 2;
+	if (fy_repo_open(o->root, 0, &repo) < 0)
+		return fail();
+	fy_local_user(who, sizeof(who));
+	if (!strcmp(acl_verb, "list")) {
+		rc = fy_acl_load(repo, &acl);
+		if (rc == 0)
+			fy_acl_print(acl, stdout, o->json);
+		fy_acl_free(acl);
+	} else if (!strcmp(acl_verb, "adopt")) {
+		rc = fy_acl_change(repo, &e, true, who);
+		/* Adopted groups are the owner's from now on: nobody else
+		 * can claim them by backing up a source of that name. */
+		if (rc == 0 && strcmp(e.group, FY_ACL_ANY))
+			rc = fy_repo_group_claim(repo, e.namespace_, e.group,
+						 e.owner);
+	} else {
+		rc = fy_acl_change(repo, &e, !strcmp(acl_verb, "grant"), who);
+	}
+	fy_repo_close(repo);
+	if (rc < 0)
+		return fail();
+	if (strcmp(acl_verb, "list"))
+		printf("%s: done\n", acl_verb);
 	return 0;
 }
 
@@ -222,14 +328,20 @@ static const struct command {
 } commands[] = {
 	{ "init", cmd_init, "--root DIR" },
 	{ "serve", cmd_serve,
-	  "--root DIR --listen HOST:PORT --cert F --key F --ca F\n"
+	  "--root DIR --listen HOST:PORT --cert F --key F --ca F [--crl F]\n"
 	  "        [--workers N] [--max-clients N] [--idle-timeout S] "
 	  "[--ready-file F]" },
 	{ "verify", cmd_verify, "--root DIR [--repair]" },
 	{ "prune", cmd_prune,
 	  "--root DIR [--keep-last N] [--keep-daily N] [--keep-weekly N]\n"
-	  "        [--keep-monthly N] [--dry-run]" },
+	  "        [--keep-monthly N] [--namespace NS] [--owner NAME] "
+	  "[--dry-run]" },
 	{ "gc", cmd_gc, "--root DIR [--dry-run]" },
+	{ "acl", cmd_acl,
+	  "list --root DIR [--json]\n"
+	  "  ferry-repo acl grant|revoke --root DIR --client NAME "
+	  "(--owner NAME [--group SOURCE] | --namespace NS)\n"
+	  "  ferry-repo acl adopt --root DIR --owner NAME [--group SOURCE]" },
 };
 
 static void usage(FILE *f)
@@ -259,9 +371,20 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		int skip = 1;
+
 		if (strcmp(argv[1], commands[i].name))
 			continue;
-		if (parse_options(argc - 1, argv + 1, &o) < 0) {
+		if (commands[i].run == cmd_acl) {
+			if (argc < 3 || argv[2][0] == '-') {
+				fprintf(stderr, "usage: ferry-repo acl %s\n",
+					commands[i].usage);
+				return 2;
+			}
+			acl_verb = argv[2];
+			skip = 2;
+		}
+		if (parse_options(argc - skip, argv + skip, &o) < 0) {
 			fprintf(stderr, "usage: ferry-repo %s %s\n",
 				commands[i].name, commands[i].usage);
 			return 2;

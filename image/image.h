@@ -27,6 +27,15 @@
 #define FY_MANIFEST_HEADER_MAX (1u << 20)
 #define FY_ID_MAX 64
 #define FY_LABEL_MAX 1024
+/* Namespaces (docs/SECURITY.md) separate tenants or sites in one
+ * repository; "" is the root namespace. */
+#define FY_NAMESPACE_MAX 64
+#define FY_NAMESPACE_RULE "a namespace is 1 to 63 characters of " \
+	"[A-Za-z0-9._-] that does not start with '.' or '-'"
+/* A client's identity: its certificate's commonName (at most 64 bytes by
+ * X.520; 255 leaves room for names made elsewhere). */
+#define FY_OWNER_MAX 256
+bool fy_namespace_valid(const char *ns);
 
 enum fy_codec { FY_CODEC_NONE = 0, FY_CODEC_ZSTD = 1 };
 
@@ -65,6 +74,8 @@ struct fy_manifest {
 	uint32_t block_size;
 	uint32_t disk_count;
 	struct fy_manifest_disk *disks; /* disk_count entries, index order */
+	char owner[FY_OWNER_MAX];       /* "": a legacy backup */
+	char namespace_[FY_NAMESPACE_MAX];
 	/* private: where the block maps are read from */
 	void *priv;
 };
@@ -163,6 +174,65 @@ int fy_repo_backup_delete(struct fy_repo *repo, const char *id);
 int fy_repo_lock(struct fy_repo *repo, bool exclusive);
 void fy_repo_unlock(int fd);
 
+/* ---- who may do what (image/acl.c, docs/SECURITY.md) -------------------- */
+
+#define FY_ACL_FILE_MAX (1u << 20)
+#define FY_ACL_LINE_MAX 4096
+#define FY_ACL_ENTRIES_MAX 10000
+/* In a grant or adoption: any namespace, owner or group. */
+#define FY_ACL_ANY "*"
+
+enum fy_acl_kind { FY_ACL_GRANT = 1, FY_ACL_ADOPT };
+
+/* grant: client may read (list, restore) the backups of owner's group in
+ * namespace (each may be FY_ACL_ANY). adopt: legacy backups (written
+ * before owners existed) of that namespace and group belong to owner. */
+struct fy_acl_entry {
+	enum fy_acl_kind kind;
+	char client[FY_OWNER_MAX];
+	char namespace_[FY_NAMESPACE_MAX];
+	char owner[FY_OWNER_MAX];
+	char group[FY_LABEL_MAX];
+};
+
+struct fy_acl;
+/* ROOT/acl; a repository without one has an empty list. */
+int fy_acl_load(struct fy_repo *repo, struct fy_acl **out);
+/* The parser behind fy_acl_load, bounded (FY_ACL_*), for tests and fuzzing. */
+int fy_acl_parse_mem(const void *data, size_t len, struct fy_acl **out);
+void fy_acl_free(struct fy_acl *acl);
+size_t fy_acl_count(const struct fy_acl *acl);
+const struct fy_acl_entry *fy_acl_entry(const struct fy_acl *acl, size_t i);
+/* Adds (or removes) one entry durably, under the list's lock, and audits
+ * it as who. -EEXIST / -ENOENT when it is there already / not there. */
+int fy_acl_change(struct fy_repo *repo, const struct fy_acl_entry *e,
+		  bool add, const char *who);
+void fy_acl_print(const struct fy_acl *acl, FILE *out, bool json);
+/* The backup's owner: its manifest's, else an adoption's, else "" (a
+ * legacy backup only admins may read). */
+const char *fy_acl_owner_of(const struct fy_acl *acl,
+			    const struct fy_manifest *m);
+/* Whether client (of role) may list and restore m. */
+bool fy_acl_may_read(const struct fy_acl *acl, const char *client,
+		     enum fy_role role, const struct fy_manifest *m);
+
+/* A group (namespace + source) has one owner for good, recorded in
+ * ROOT/groups/ by its first backup. claim makes owner the owner of a group
+ * without one and returns 0 when owner owns it; -EACCES naming the owner
+ * otherwise. */
+int fy_repo_group_claim(struct fy_repo *repo, const char *ns,
+			const char *group, const char *owner);
+int fy_repo_group_owner(struct fy_repo *repo, const char *ns,
+			const char *group, char *owner, size_t owner_len);
+
+/* Appends one line to ROOT/audit.log (JSON, fdatasync'd) and the log:
+ * who did what from where. Never fails the caller's operation. */
+void fy_repo_audit(struct fy_repo *repo, const char *who, const char *from,
+		   const char *action, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* "local:USER" for audit lines of commands run on the repository host. */
+const char *fy_local_user(char *buf, size_t len);
+
 /* ---- repository-wide operations ---------------------------------------- */
 
 struct fy_verify_result {
@@ -185,8 +255,12 @@ int fy_repo_verify_ex(struct fy_repo *repo, FILE *out, bool repair,
 struct fy_prune_policy {
 	int keep_last, keep_daily, keep_weekly, keep_monthly; /* 0 = unset */
 	bool dry_run;
+	const char *namespace_; /* only this namespace; NULL: all */
+	const char *owner;      /* only this owner's groups; NULL: all */
+	const char *who;        /* for the audit log; NULL: the local user */
 };
-/* Per source, keeps what the policy keeps and deletes the other manifests
+/* Per group (namespace, owner, source: never across owners), keeps what
+ * the policy keeps and deletes the other manifests
  * (blocks are freed by gc). Prints what it keeps and removes on out (may
  * be NULL); with dry_run, *removed counts what would be removed. */
 int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,

@@ -8,6 +8,7 @@
  * the reader streams the checksum and later preads what is asked for, the
  * builder spools each disk's map to its own temporary file.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -279,6 +280,14 @@ static int fill_header(const struct src *s, const Ferry__ManifestHeader *h,
 			      sizeof(m->parent_id), h->parent_id);
 	if (!rc)
 		rc = check_id(s, "parent id", m->parent_id, true);
+	if (!rc)
+		rc = copy_str(s, "owner", m->owner, sizeof(m->owner), h->owner);
+	if (!rc)
+		rc = copy_str(s, "namespace", m->namespace_,
+			      sizeof(m->namespace_), h->namespace_);
+	if (!rc && m->namespace_[0] && !fy_namespace_valid(m->namespace_))
+		rc = fy_err_set(-EBADMSG, "%s: namespace '%s': %s", s->name,
+				m->namespace_, FY_NAMESPACE_RULE);
 	if (rc)
 		return rc;
 	m->created_unix = h->created_unix;
@@ -745,6 +754,14 @@ int fy_manifest_builder_new(const char *tmpdir, const struct fy_manifest *hdr,
 	if (!rc && hdr->parent_id[0])
 		rc = fy_id_check("manifest builder: parent id",
 				 hdr->parent_id);
+	if (!rc)
+		rc = check_field("owner", hdr->owner, sizeof(hdr->owner));
+	if (!rc)
+		rc = check_field("namespace", hdr->namespace_,
+				 sizeof(hdr->namespace_));
+	if (!rc && hdr->namespace_[0] && !fy_namespace_valid(hdr->namespace_))
+		rc = fy_err_set(-EINVAL, "manifest builder: namespace '%s': %s",
+				hdr->namespace_, FY_NAMESPACE_RULE);
 	if (rc)
 		return rc;
 	if (!is_pow2(hdr->block_size) || hdr->block_size < FY_BLOCK_MIN ||
@@ -767,6 +784,8 @@ int fy_manifest_builder_new(const char *tmpdir, const struct fy_manifest *hdr,
 	memcpy(b->hdr.source_kind, hdr->source_kind,
 	       sizeof(b->hdr.source_kind));
 	memcpy(b->hdr.parent_id, hdr->parent_id, sizeof(b->hdr.parent_id));
+	memcpy(b->hdr.owner, hdr->owner, sizeof(b->hdr.owner));
+	memcpy(b->hdr.namespace_, hdr->namespace_, sizeof(b->hdr.namespace_));
 	b->hdr.created_unix = hdr->created_unix;
 	b->hdr.block_size = hdr->block_size;
 	*out = b;
@@ -976,6 +995,8 @@ static int pack_header(struct fy_manifest_builder *b, uint8_t **out,
 	h.source_kind = b->hdr.source_kind;
 	h.created_unix = b->hdr.created_unix;
 	h.parent_id = b->hdr.parent_id;
+	h.owner = b->hdr.owner;
+	h.namespace_ = b->hdr.namespace_;
 	h.block_size = b->hdr.block_size;
 	h.n_disks = b->disk_count;
 	h.disks = pdp;
@@ -1131,4 +1152,17 @@ void fy_manifest_builder_free(struct fy_manifest_builder *b)
 		free(bd);
 	}
 	free(b);
+}
+
+bool fy_namespace_valid(const char *ns)
+{
+	size_t i, n = strnlen(ns, FY_NAMESPACE_MAX);
+
+	if (n == 0 || n >= FY_NAMESPACE_MAX || ns[0] == '.' || ns[0] == '-')
+		return false;
+	for (i = 0; i < n; i++)
+		if (!(isalnum((unsigned char)ns[i]) || ns[i] == '.' ||
+		      ns[i] == '_' || ns[i] == '-'))
+			return false;
+	return true;
 }

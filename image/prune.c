@@ -1,7 +1,9 @@
 /*
- * prune: apply a retention policy to each source's backups.
+ * prune: apply a retention policy to each group's backups.
  *
- * Per source, newest first: keep_last keeps the N newest; keep_daily the
+ * A group is a namespace, an owner and a source: a backup made by another
+ * client under the same source name is in another group and changes
+ * nothing here (docs/SECURITY.md). Per group, newest first: keep_last keeps the N newest; keep_daily the
  * newest backup of each of the N most recent UTC days that have backups;
  * keep_weekly the same per ISO 8601 week, keep_monthly per month. A backup
  * is kept when any rule keeps it. Only manifests are removed; the blocks
@@ -17,7 +19,8 @@
 
 struct pbackup {
 	char id[FY_ID_MAX];
-	char *source;
+	char *source; /* the group: namespace, owner and source, NUL-joined */
+	size_t source_len;
 	int64_t created;
 	bool unreadable;
 	bool keep;
@@ -29,10 +32,13 @@ struct pbackup {
 static int cmp_backup(const void *a, const void *b)
 {
 	const struct pbackup *x = a, *y = b;
-	int c = strcmp(x->source, y->source);
+	size_t n = x->source_len < y->source_len ? x->source_len : y->source_len;
+	int c = memcmp(x->source, y->source, n);
 
 	if (c)
 		return c;
+	if (x->source_len != y->source_len)
+		return x->source_len < y->source_len ? -1 : 1;
 	if (x->unreadable != y->unreadable)
 		return x->unreadable ? 1 : -1;
 	if (x->created != y->created)
@@ -96,7 +102,10 @@ int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 {
 	char (*ids)[FY_ID_MAX] = NULL;
 	struct pbackup *b = NULL;
+	struct fy_acl *acl = NULL;
 	size_t count = 0, i, start;
+	char local[320];
+	const char *who = p->who ? p->who : fy_local_user(local, sizeof(local));
 	int rc;
 
 	*removed = 0;
@@ -109,6 +118,9 @@ int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 		return fy_err_set(-EINVAL, "no --keep-* option given: refusing "
 				  "to remove every backup");
 
+	rc = fy_acl_load(repo, &acl);
+	if (rc)
+		goto out;
 	rc = fy_repo_list_ids(repo, &ids, &count);
 	if (rc)
 		goto out;
@@ -133,7 +145,22 @@ int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 			b[i].unreadable = true;
 			b[i].source = strdup("");
 		} else {
-			b[i].source = strdup(m->source);
+			const char *owner = fy_acl_owner_of(acl, m);
+			size_t nl = strlen(m->namespace_), ol = strlen(owner);
+			size_t sl = strlen(m->source);
+
+			if ((p->namespace_ &&
+			     strcmp(p->namespace_, m->namespace_)) ||
+			    (p->owner && strcmp(p->owner, owner)))
+				b[i].unreadable = true; /* not ours to judge */
+			b[i].source_len = nl + ol + sl + 2;
+			b[i].source = malloc(b[i].source_len + 1);
+			if (b[i].source) {
+				memcpy(b[i].source, m->namespace_, nl + 1);
+				memcpy(b[i].source + nl + 1, owner, ol + 1);
+				memcpy(b[i].source + nl + ol + 2, m->source,
+				       sl + 1);
+			}
 			b[i].created = m->created_unix;
 			fy_manifest_free(m);
 		}
@@ -151,8 +178,10 @@ int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 
 		/* Unreadable ones sort last in their group and are neither
 		 * kept nor removed, only skipped. */
-		for (i = start; i < count && !strcmp(b[i].source,
-						     b[start].source); i++)
+		for (i = start; i < count &&
+			    b[i].source_len == b[start].source_len &&
+			    !memcmp(b[i].source, b[start].source,
+				    b[start].source_len); i++)
 			n += !b[i].unreadable;
 		apply_policy(&b[start], n, p);
 		for (j = start; j < start + n; j++) {
@@ -172,6 +201,8 @@ int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 					fy_err_wrap(rc, "prune");
 					goto out;
 				}
+				fy_repo_audit(repo, who, "local", "prune",
+					      "removed backup %s", b[j].id);
 			}
 			(*removed)++;
 		}
@@ -185,5 +216,6 @@ out:
 			free(b[i].source);
 	free(b);
 	free(ids);
+	fy_acl_free(acl);
 	return rc;
 }

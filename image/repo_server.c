@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <poll.h>
 
+#include "image/image_private.h"
 #include "image/repo_server.h"
 
 /* Blocks queued for the workers at once, across all sessions: bounds the
@@ -69,6 +70,15 @@ struct session {
 	/* The manifest a restore reads, kept open between GetMap requests:
 	 * opening checks the whole file's checksum. */
 	struct fy_manifest *restore_manifest;
+	/* Who the client is, as its certificate says, and what it may do:
+	 * the access list is read once per connection. */
+	struct fy_identity id;
+	enum fy_role role;
+	char ns[FY_NAMESPACE_MAX];
+	struct fy_acl *acl;
+	/* GetBlocks only after a GetMap this client was allowed. */
+	bool may_get_blocks;
+	char audited_id[FY_ID_MAX]; /* the last backup whose read we logged */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -374,6 +384,48 @@ static int expect(const fy_frame *f, Ferry__Frame__BodyCase want,
 			  fy_frame_name(f));
 }
 
+/* Only agents and admins create backups, only in groups they own (the
+ * first backup of a group claims it), and an incremental's parent must be
+ * a committed backup of the same owner, namespace and group: else another
+ * client's backup could slip into this client's chain. */
+static int may_back_up(struct session *sess, const Ferry__BeginBackup *bb)
+{
+	struct server *srv = sess->srv;
+	struct fy_manifest *parent = NULL;
+	int rc;
+
+	if (sess->role != FY_ROLE_AGENT && sess->role != FY_ROLE_ADMIN)
+		return fy_err_set(-EACCES, "certificate %s has role %s: only "
+				  "agents and admins create backups",
+				  sess->id.name, fy_role_name(sess->role));
+	if (!bb->source[0] || strlen(bb->source) >= FY_LABEL_MAX ||
+	    strlen(bb->source_kind) >= 32)
+		return fy_err_set(-EINVAL, "the backup's source must be 1 to "
+				  "%u bytes", FY_LABEL_MAX - 1);
+	rc = fy_repo_group_claim(srv->repo, sess->ns, bb->source,
+				 sess->id.name);
+	if (rc < 0)
+		return rc;
+	if (!bb->parent_id[0])
+		return 0;
+	rc = fy_repo_backup_open(srv->repo, bb->parent_id, &parent);
+	if (rc < 0)
+		return fy_err_set(-EACCES, "incremental refused: parent %s is "
+				  "not a committed backup of this repository",
+				  bb->parent_id);
+	if (strcmp(fy_acl_owner_of(sess->acl, parent), sess->id.name) ||
+	    strcmp(parent->namespace_, sess->ns) ||
+	    strcmp(parent->source, bb->source) ||
+	    strcmp(parent->source_kind, bb->source_kind))
+		rc = fy_err_set(-EACCES, "incremental refused: parent %s is "
+				"not a backup of group '%s'%s%s owned by %s",
+				bb->parent_id, bb->source,
+				sess->ns[0] ? " in namespace " : "", sess->ns,
+				sess->id.name);
+	fy_manifest_free(parent);
+	return rc;
+}
+
 static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 {
 	struct server *srv = sess->srv;
@@ -394,17 +446,29 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 	if (bb->disk_count == 0 || bb->disk_count > FY_DISKS_MAX)
 		return fy_err_set(-EINVAL, "disk count %u is outside 1..%u",
 				  bb->disk_count, FY_DISKS_MAX);
+	rc = may_back_up(sess, bb);
+	if (rc < 0) {
+		fy_repo_audit(srv->repo, sess->id.name, sess->id.address,
+			      "backup-refused", "group '%s'%s%s: %s",
+			      bb->source, sess->ns[0] ? " in namespace " : "",
+			      sess->ns, fy_err_msg());
+		return rc;
+	}
 	/* Shared: many backups at once; gc waits for all of them. */
 	lock_fd = fy_repo_lock(srv->repo, false);
 	if (lock_fd < 0)
 		return lock_fd;
 	fy_repo_new_backup_id(id);
 	snprintf(hdr.id, sizeof(hdr.id), "%s", id);
+	/* The server is the truth for what it stores: who made the backup
+	 * and when come from the connection and our clock, never the client. */
+	snprintf(hdr.owner, sizeof(hdr.owner), "%s", sess->id.name);
+	snprintf(hdr.namespace_, sizeof(hdr.namespace_), "%s", sess->ns);
 	snprintf(hdr.source, sizeof(hdr.source), "%s", bb->source);
 	snprintf(hdr.source_kind, sizeof(hdr.source_kind), "%s",
 		 bb->source_kind);
 	snprintf(hdr.parent_id, sizeof(hdr.parent_id), "%s", bb->parent_id);
-	hdr.created_unix = bb->created_unix ? bb->created_unix : time(NULL);
+	hdr.created_unix = time(NULL);
 	hdr.block_size = bb->block_size;
 	rc = fy_manifest_builder_new(fy_repo_tmpdir(srv->repo), &hdr, &mb);
 	if (rc < 0)
@@ -542,6 +606,18 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 					" blocks (%" PRIu64 " bytes) received",
 					id, bb->source, sess->blocks_received,
 					sess->bytes_received);
+				fy_repo_audit(srv->repo, sess->id.name,
+					      sess->id.address, "backup",
+					      "committed %s of group '%s'%s%s "
+					      "(parent %s, %u disks, %" PRIu64
+					      " blocks received)", id,
+					      bb->source,
+					      sess->ns[0] ? " in namespace " : "",
+					      sess->ns,
+					      bb->parent_id[0] ? bb->parent_id
+							       : "none",
+					      bb->disk_count,
+					      sess->blocks_received);
 				fy_frame_free(in);
 				goto out;
 			}
@@ -559,8 +635,11 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 			goto out;
 	}
 out:
-	if (rc < 0)
+	if (rc < 0) {
 		fy_err_wrap(rc, "backup %s of %s", id, bb->source);
+		fy_repo_audit(srv->repo, sess->id.name, sess->id.address,
+			      "backup-failed", "%s", fy_err_msg());
+	}
 	/* Workers may still hold this session's blocks. */
 	{
 		int saved = rc;
@@ -577,65 +656,53 @@ out:
 
 /* ---- listing and restore ----------------------------------------------- */
 
-struct id_list {
-	char (*ids)[FY_ID_MAX];
-	size_t n, cap;
-	const char *after;
-	size_t max;
-};
-
-static int collect_id(void *opaque, const char *id)
-{
-	struct id_list *l = opaque;
-
-	if (l->after && strcmp(id, l->after) <= 0)
-		return 0;
-	if (l->n == l->max)
-		return 1; /* one more than the page: there are more */
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? 2 * l->cap : 64;
-		void *n = realloc(l->ids, ncap * FY_ID_MAX);
-
-		if (!n)
-			return fy_err_set(-ENOMEM, "out of memory");
-		l->ids = n;
-		l->cap = ncap;
-	}
-	snprintf(l->ids[l->n++], FY_ID_MAX, "%s", id);
-	return 0;
-}
-
+/* Pages are filled with backups the client may read, so a client that
+ * may read few of many still gets them all; ids sort by time, and the
+ * next page starts after the last id sent. */
 static int send_list(struct session *sess, const Ferry__ListBackups *req)
 {
 	struct server *srv = sess->srv;
-	struct id_list l = { .after = req->after_id[0] ? req->after_id : NULL,
-			     .max = FY_LIST_PAGE };
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__BackupList bl = FERRY__BACKUP_LIST__INIT;
 	Ferry__BackupSummary *sums = NULL, **sump = NULL;
 	Ferry__DiskSummary *disks = NULL, **diskp = NULL;
 	struct fy_manifest **ms = NULL;
-	size_t i, j, nd = 0, total_disks = 0, shown = 0;
+	char (*ids)[FY_ID_MAX] = NULL;
+	size_t count = 0, i, j, nd = 0, total_disks = 0, shown = 0;
 	int rc;
 
-	rc = fy_repo_backup_list(srv->repo, collect_id, &l);
-	bl.more = rc == 1;
+	rc = fy_repo_list_ids(srv->repo, &ids, &count);
 	if (rc < 0)
 		goto out;
-	ms = calloc(l.n ? l.n : 1, sizeof(*ms));
-	sums = calloc(l.n ? l.n : 1, sizeof(*sums));
-	sump = calloc(l.n ? l.n : 1, sizeof(*sump));
+	ms = calloc(FY_LIST_PAGE, sizeof(*ms));
+	sums = calloc(FY_LIST_PAGE, sizeof(*sums));
+	sump = calloc(FY_LIST_PAGE, sizeof(*sump));
 	if (!ms || !sums || !sump) {
 		rc = fy_err_set(-ENOMEM, "out of memory");
 		goto out;
 	}
-	for (i = 0; i < l.n; i++) {
-		if (fy_repo_backup_open(srv->repo, l.ids[i], &ms[i]) < 0) {
-			fy_warn("listing: skipping backup %s: %s", l.ids[i],
+	for (i = 0; i < count; i++) {
+		struct fy_manifest *m = NULL;
+
+		if (req->after_id[0] && strcmp(ids[i], req->after_id) <= 0)
+			continue;
+		if (fy_repo_backup_open(srv->repo, ids[i], &m) < 0) {
+			fy_warn("listing: skipping backup %s: %s", ids[i],
 				fy_err_msg());
 			continue;
 		}
-		total_disks += ms[i]->disk_count;
+		if ((!req->all_namespaces && strcmp(m->namespace_, sess->ns)) ||
+		    !fy_acl_may_read(sess->acl, sess->id.name, sess->role, m)) {
+			fy_manifest_free(m);
+			continue;
+		}
+		if (shown == FY_LIST_PAGE) {
+			fy_manifest_free(m);
+			bl.more = true;
+			break;
+		}
+		ms[shown++] = m;
+		total_disks += m->disk_count;
 	}
 	disks = calloc(total_disks ? total_disks : 1, sizeof(*disks));
 	diskp = calloc(total_disks ? total_disks : 1, sizeof(*diskp));
@@ -643,12 +710,10 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 		rc = fy_err_set(-ENOMEM, "out of memory");
 		goto out;
 	}
-	for (i = 0; i < l.n; i++) {
+	for (i = 0; i < shown; i++) {
 		struct fy_manifest *m = ms[i];
-		Ferry__BackupSummary *s = &sums[shown];
+		Ferry__BackupSummary *s = &sums[i];
 
-		if (!m)
-			continue;
 		ferry__backup_summary__init(s);
 		s->id = m->id;
 		s->source = m->source;
@@ -656,6 +721,8 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 		s->created_unix = m->created_unix;
 		s->parent_id = m->parent_id;
 		s->block_size = m->block_size;
+		s->owner = (char *)fy_acl_owner_of(sess->acl, m);
+		s->namespace_ = m->namespace_;
 		s->disks = &diskp[nd];
 		s->n_disks = m->disk_count;
 		for (j = 0; j < m->disk_count; j++, nd++) {
@@ -672,7 +739,7 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 			d->disk_id = m->disks[j].disk_id;
 			diskp[nd] = d;
 		}
-		sump[shown++] = s;
+		sump[i] = s;
 	}
 	bl.backups = sump;
 	bl.n_backups = shown;
@@ -680,15 +747,40 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 	f.backup_list = &bl;
 	rc = fy_conn_send(sess->conn, &f);
 out:
-	for (i = 0; ms && i < l.n; i++)
+	for (i = 0; ms && i < shown; i++)
 		fy_manifest_free(ms[i]);
 	free(ms);
 	free(sums);
 	free(sump);
 	free(disks);
 	free(diskp);
-	free(l.ids);
+	free(ids);
 	return rc;
+}
+
+/* Opens a backup for reading if the client may read it. The answer is the
+ * same for a backup that does not exist and one the client may not read:
+ * no client learns which ids others have. */
+static int open_readable(struct session *sess, const char *id,
+			 struct fy_manifest **out)
+{
+	struct fy_manifest *m = NULL;
+	int rc = fy_repo_backup_open(sess->srv->repo, id, &m);
+
+	if (rc == 0 && !fy_acl_may_read(sess->acl, sess->id.name, sess->role,
+					 m))
+		rc = -EACCES;
+	if (rc == -EACCES || rc == -ENOENT) {
+		fy_manifest_free(m);
+		fy_repo_audit(sess->srv->repo, sess->id.name, sess->id.address,
+			      "read-refused", "backup %.63s", id);
+		return fy_err_set(-ENOENT, "no backup %.63s that %s may read",
+				  id, sess->id.name);
+	}
+	if (rc < 0)
+		return rc;
+	*out = m;
+	return 0;
 }
 
 static int send_map(struct session *sess, const Ferry__GetMap *req)
@@ -705,10 +797,18 @@ static int send_map(struct session *sess, const Ferry__GetMap *req)
 	if (!m || strcmp(m->id, req->backup_id)) {
 		fy_manifest_free(m);
 		sess->restore_manifest = NULL;
-		rc = fy_repo_backup_open(sess->srv->repo, req->backup_id, &m);
+		rc = open_readable(sess, req->backup_id, &m);
 		if (rc < 0)
 			return rc;
 		sess->restore_manifest = m;
+		sess->may_get_blocks = true;
+	}
+	if (strcmp(sess->audited_id, m->id)) {
+		fy_repo_audit(sess->srv->repo, sess->id.name, sess->id.address,
+			      "read", "backup %s of group '%s' (owner %s)",
+			      m->id, m->source, fy_acl_owner_of(sess->acl, m));
+		snprintf(sess->audited_id, sizeof(sess->audited_id), "%s",
+			 m->id);
 	}
 	if (req->disk >= m->disk_count)
 		return fy_err_set(-ENOENT, "backup %s has no disk %u (it has %u)",
@@ -811,6 +911,13 @@ static int greet(struct session *sess)
 		rc = fy_err_set(-EPROTONOSUPPORT, "client speaks protocol %u, "
 				"this repository speaks %u",
 				in->hello->protocol_version, FY_PROTOCOL_VERSION);
+	if (rc == 0 && in->hello->namespace_[0] &&
+	    !fy_namespace_valid(in->hello->namespace_))
+		rc = fy_err_set(-EINVAL, "namespace '%.63s': %s",
+				in->hello->namespace_, FY_NAMESPACE_RULE);
+	if (rc == 0)
+		snprintf(sess->ns, sizeof(sess->ns), "%s",
+			 in->hello->namespace_);
 	fy_frame_free(in);
 	if (rc < 0)
 		return rc;
@@ -832,6 +939,25 @@ struct client_arg {
 	int fd;
 };
 
+/* Who the client is. A repository's certificate is never a client: it
+ * would let one repository act on another. */
+static int authenticate(struct session *sess)
+{
+	int rc = fy_conn_identity(sess->conn, &sess->id);
+
+	if (rc < 0)
+		return rc;
+	sess->role = fy_identity_role(&sess->id);
+	if (sess->role == FY_ROLE_REPOSITORY)
+		return fy_err_set(-EACCES, "certificate %s has role repository: "
+				  "a repository's certificate cannot be a "
+				  "client", sess->id.name);
+	rc = fy_acl_load(sess->srv->repo, &sess->acl);
+	if (rc < 0)
+		fy_err_wrap(rc, "cannot judge %s's requests", sess->id.name);
+	return rc;
+}
+
 static void *client_main(void *arg)
 {
 	struct client_arg *ca = arg;
@@ -847,7 +973,9 @@ static void *client_main(void *arg)
 		fy_warn("%s", fy_err_msg());
 		goto out;
 	}
-	rc = greet(&sess);
+	rc = authenticate(&sess);
+	if (rc == 0)
+		rc = greet(&sess);
 	while (rc == 0) {
 		fy_frame *in = NULL;
 
@@ -865,6 +993,14 @@ static void *client_main(void *arg)
 			rc = send_map(&sess, in->get_map);
 			break;
 		case FERRY__FRAME__BODY_GET_BLOCKS:
+			/* Digests are only learnt from maps: a client reads
+			 * blocks after a map it may read (or as an admin). */
+			if (!sess.may_get_blocks && sess.role != FY_ROLE_ADMIN) {
+				rc = fy_err_set(-EACCES, "GetBlocks before a "
+						"GetMap of a backup %s may "
+						"read", sess.id.name);
+				break;
+			}
 			if (!buf)
 				buf = malloc(FY_STORED_MAX);
 			rc = buf ? send_blocks(&sess, in->get_blocks, buf)
@@ -886,6 +1022,7 @@ static void *client_main(void *arg)
 	}
 out:
 	free(buf);
+	fy_acl_free(sess.acl);
 	fy_manifest_free(sess.restore_manifest);
 	fy_conn_close(sess.conn);
 	pthread_mutex_lock(&srv->lock);

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -59,6 +61,32 @@ static const char *tls_reason(char *buf, size_t len)
 	return buf;
 }
 
+/* Checks the leaf certificate of every peer against the CA's revocation
+ * list. A CRL past its nextUpdate refuses everyone, as it should: make a
+ * new one (ferry ca revoke re-signs it). */
+static int load_crl(SSL_CTX *ctx, const char *path)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	X509_CRL *crl = NULL;
+	char why[256];
+	BIO *bio = BIO_new_file(path, "r");
+
+	if (bio)
+		crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	if (!crl)
+		return fy_err_set(-EINVAL, "TLS: cannot load the CRL %s: %s",
+				  path, tls_reason(why, sizeof(why)));
+	if (X509_STORE_add_crl(store, crl) != 1) {
+		X509_CRL_free(crl);
+		return fy_err_set(-EINVAL, "TLS: cannot use the CRL %s: %s",
+				  path, tls_reason(why, sizeof(why)));
+	}
+	X509_CRL_free(crl);
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+	return 0;
+}
+
 static int tls_new(const struct fy_tls_opts *opts, bool server,
 		   struct fy_tls **out)
 {
@@ -96,6 +124,11 @@ static int tls_new(const struct fy_tls_opts *opts, bool server,
 		rc = fy_err_set(-EINVAL, "TLS: cannot load CA %s: %s", opts->ca,
 				tls_reason(why, sizeof(why)));
 		goto out_free;
+	}
+	if (opts->crl && opts->crl[0]) {
+		rc = load_crl(tls->ctx, opts->crl);
+		if (rc < 0)
+			goto out_free;
 	}
 	if (server) {
 		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(opts->ca);
@@ -392,6 +425,97 @@ const char *fy_conn_peer(const struct fy_conn *c)
 	return c->peer;
 }
 
+/* The role is the subject's one organizationalUnitName "ferry:ROLE"
+ * (common/ca.c writes it); other OUs are someone else's business. */
+static int cert_role(X509 *cert, enum fy_role *role)
+{
+	X509_NAME *subject = X509_get_subject_name(cert);
+	int i = -1, found = 0;
+
+	*role = FY_ROLE_NONE;
+	while ((i = X509_NAME_get_index_by_NID(subject,
+					       NID_organizationalUnitName,
+					       i)) >= 0) {
+		ASN1_STRING *v = X509_NAME_ENTRY_get_data(
+			X509_NAME_get_entry(subject, i));
+		const char *text = (const char *)ASN1_STRING_get0_data(v);
+		size_t plen = strlen(FY_ROLE_PREFIX);
+		int len = ASN1_STRING_length(v);
+		char name[32];
+
+		if (len <= (int)plen || strncmp(text, FY_ROLE_PREFIX, plen))
+			continue;
+		if (found++)
+			return fy_err_set(-EACCES, "the certificate names more "
+					  "than one Ferry role");
+		if (len - (int)plen >= (int)sizeof(name) ||
+		    memchr(text, '\0', (size_t)len))
+			return fy_err_set(-EACCES, "the certificate's role is "
+					  "not one Ferry knows");
+		memcpy(name, text + plen, (size_t)len - plen);
+		name[len - plen] = '\0';
+		if (fy_role_parse(name, role) < 0)
+			return fy_err_set(-EACCES, "the certificate's role "
+					  "'%s' is not one Ferry knows", name);
+	}
+	return 0;
+}
+
+int fy_conn_identity(const struct fy_conn *c, struct fy_identity *id)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	X509 *cert = c->ssl ? SSL_get1_peer_certificate(c->ssl) : NULL;
+	int rc;
+
+	memset(id, 0, sizeof(*id));
+	snprintf(id->address, sizeof(id->address), "?");
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+		getnameinfo((struct sockaddr *)&ss, sl, id->address,
+			    sizeof(id->address), NULL, 0, NI_NUMERICHOST);
+	if (!cert)
+		return fy_err_set(-EACCES, "%s presented no certificate",
+				  c->peer);
+	if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert),
+				      NID_commonName, id->name,
+				      sizeof(id->name)) <= 0 ||
+	    !id->name[0]) {
+		X509_free(cert);
+		return fy_err_set(-EACCES, "%s: the certificate has no name "
+				  "(commonName)", c->peer);
+	}
+	rc = cert_role(cert, &id->role);
+	X509_free(cert);
+	if (rc < 0)
+		return fy_err_wrap(rc, "certificate %s", id->name);
+	return 0;
+}
+
+enum fy_role fy_identity_role(const struct fy_identity *id)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static char warned[64][64];
+	static unsigned n_warned;
+	bool seen = false;
+	unsigned i;
+
+	if (id->role != FY_ROLE_NONE)
+		return id->role;
+	/* Logged once per name (for the first 64 names): every connection
+	 * of an old agent would otherwise repeat it. */
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < n_warned && !seen; i++)
+		seen = !strncmp(warned[i], id->name, sizeof(warned[i]) - 1);
+	if (!seen && n_warned < 64)
+		snprintf(warned[n_warned++], sizeof(warned[0]), "%s", id->name);
+	pthread_mutex_unlock(&lock);
+	if (!seen)
+		fy_warn("certificate %s has no Ferry role: treated as an agent; "
+			"issue it again with `ferry ca issue DIR NAME --role "
+			"ROLE` (docs/SECURITY.md)", id->name);
+	return FY_ROLE_AGENT;
+}
+
 void fy_conn_close(struct fy_conn *c)
 {
 	if (!c)
@@ -644,7 +768,7 @@ void fy_conn_send_error(struct fy_conn *c, int code, const char *msg)
 }
 
 int fy_conn_hello(struct fy_conn *c, const char *software, uint32_t block_size,
-		  char *repo_id, size_t repo_id_len)
+		  const char *namespace_, char *repo_id, size_t repo_id_len)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__Hello h = FERRY__HELLO__INIT;
@@ -657,6 +781,7 @@ int fy_conn_hello(struct fy_conn *c, const char *software, uint32_t block_size,
 	h.n_features = 1;
 	h.features = features;
 	h.block_size = block_size;
+	h.namespace_ = (char *)(namespace_ ? namespace_ : "");
 	f.body_case = FERRY__FRAME__BODY_HELLO;
 	f.hello = &h;
 	rc = fy_conn_send(c, &f);

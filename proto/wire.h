@@ -43,6 +43,9 @@ struct fy_tls_opts {
 	const char *cert; /* our certificate (PEM) */
 	const char *key;  /* its private key */
 	const char *ca;   /* CA that signs the peers we accept */
+	/* Optional: a CRL of that CA (`ferry ca revoke`); peers whose
+	 * certificate it lists are refused in the handshake. */
+	const char *crl;
 };
 
 struct fy_tls;
@@ -69,6 +72,19 @@ int fy_conn_accept(struct fy_tls *tls, int fd, int timeout_ms,
 		   struct fy_conn **out);
 /* The peer: certificate CN and address, for logs. */
 const char *fy_conn_peer(const struct fy_conn *c);
+
+/* Who the peer is: its certificate's commonName and the role written in
+ * its subject (docs/SECURITY.md), and its address. -EACCES when the
+ * certificate has no name, an unknown role or several roles. */
+struct fy_identity {
+	char name[256];
+	enum fy_role role; /* FY_ROLE_NONE: a certificate from before roles */
+	char address[64];  /* numeric, without the port */
+};
+int fy_conn_identity(const struct fy_conn *c, struct fy_identity *id);
+/* The role to act on: FY_ROLE_NONE counts as FY_ROLE_AGENT, which is
+ * logged once per certificate name. */
+enum fy_role fy_identity_role(const struct fy_identity *id);
 /* Each blocking read or write gives up after this long without progress. */
 void fy_conn_set_timeout(struct fy_conn *c, int timeout_ms);
 
@@ -95,7 +111,8 @@ void fy_conn_close(struct fy_conn *c);
 /* The client side of the greeting, shared by the agent and the CLI: sends
  * Hello, checks the reply's version, returns the repository's id. */
 int fy_conn_hello(struct fy_conn *c, const char *software,
-		  uint32_t block_size, char *repo_id, size_t repo_id_len);
+		  uint32_t block_size, const char *namespace_, char *repo_id,
+		  size_t repo_id_len);
 
 /* ---- framing for other protocols on the same connection ---------------- */
 

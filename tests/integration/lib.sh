@@ -35,10 +35,10 @@ note() { echo "--- $*"; }
 # whose certificates the repository must refuse.
 make_certs() {
   "$FERRY" ca init "$T/pki" >/dev/null
-  "$FERRY" ca issue "$T/pki" 127.0.0.1 --san localhost >/dev/null
-  "$FERRY" ca issue "$T/pki" agent1 >/dev/null
+  "$FERRY" ca issue "$T/pki" 127.0.0.1 --san localhost --role repository >/dev/null
+  "$FERRY" ca issue "$T/pki" agent1 --role agent >/dev/null
   "$FERRY" ca init "$T/other" >/dev/null
-  "$FERRY" ca issue "$T/other" intruder >/dev/null
+  "$FERRY" ca issue "$T/other" intruder --role agent >/dev/null
 }
 
 # start_repo [extra serve flags]: starts ferry-repo on a free loopback port.

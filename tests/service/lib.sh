@@ -27,14 +27,19 @@ CLEANUP_CMDS+=("stop_agent" "[[ \$rc -eq 0 ]] || { echo '--- ferry-agent run log
 # service_certs: the agent's certificate names 127.0.0.1 (the controller
 # checks it), the central server's is a client certificate of the same CA.
 service_certs() {
-  "$FERRY" ca issue "$T/pki" proxy1 --san 127.0.0.1 >/dev/null
-  "$FERRY" ca issue "$T/pki" central >/dev/null
+  "$FERRY" ca issue "$T/pki" proxy1 --san 127.0.0.1 --role agent >/dev/null
+  "$FERRY" ca issue "$T/pki" central --role controller >/dev/null
 }
 
 # start_service [ENV=VALUE ...]: ferry-agent run on a free loopback port
 # with $T/agent.conf plus the service keys; writes $T/central.conf for
 # `ferry` (the agent address, the central server's certificate).
 start_service() {
+  # The central server restores what this agent backs up: a read grant on
+  # the agent's groups (docs/SECURITY.md), as an admin would give it.
+  if [[ -d "$T/repo" ]] && ! "$REPO" acl list --root "$T/repo" | grep -q '^grant central '; then
+    "$REPO" acl grant --root "$T/repo" --client central --owner proxy1 >/dev/null
+  fi
   if [[ -n "${SERVICE_NO_VCSIM:-}" ]] && ! grep -q '^ferry.vcenter.server=' "$T/agent.conf"; then
     printf 'ferry.vcenter.server=127.0.0.1:9\nferry.vcenter.user=nobody\nferry.vcenter.connectTimeoutSeconds=5\nferry.stateDirectory=%s/state\n' "$T" >>"$T/agent.conf"
   fi

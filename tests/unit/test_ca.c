@@ -158,14 +158,15 @@ static void test_ca(void)
 
 	CHECK_RC(fy_ca_issue(dir, "repo.example.com",
 			     " backup.example.com, 10.1.2.3,,::1,"
-			     "repo.example.com"));
-	CHECK_RC(fy_ca_issue(dir, "192.168.1.10", NULL));
-	CHECK_RC(fy_ca_issue(dir, "fd00::7", "proxy-7.example.com"));
+			     "repo.example.com", FY_ROLE_NONE));
+	CHECK_RC(fy_ca_issue(dir, "192.168.1.10", NULL, FY_ROLE_NONE));
+	CHECK_RC(fy_ca_issue(dir, "fd00::7", "proxy-7.example.com",
+			     FY_ROLE_NONE));
 	CHECK(file_mode(dir, "repo.example.com.key") == 0600);
 	CHECK(file_mode(dir, "192.168.1.10.key") == 0600);
 	CHECK(file_mode(dir, "repo.example.com.crt") == 0644);
 	/* Issuing twice refuses, and leaves the first pair alone. */
-	CHECK(fy_ca_issue(dir, "repo.example.com", NULL) == -EEXIST);
+	CHECK(fy_ca_issue(dir, "repo.example.com", NULL, FY_ROLE_AGENT) == -EEXIST);
 	CHECK(strstr(fy_err_msg(), "repo.example.com.key already exists") !=
 	      NULL);
 
@@ -245,7 +246,7 @@ static void test_ca(void)
 
 	/* A certificate of another CA is not trusted by this one. */
 	CHECK_RC(fy_ca_init(other));
-	CHECK_RC(fy_ca_issue(other, "repo.example.com", NULL));
+	CHECK_RC(fy_ca_issue(other, "repo.example.com", NULL, FY_ROLE_REPOSITORY));
 	foreign = load_cert(other, "repo.example.com");
 	/* (X509_PURPOSE_ANY: this failure is expected, so not printed.) */
 	CHECK(foreign && verify(ca, foreign, X509_PURPOSE_ANY) != 1);
@@ -255,6 +256,91 @@ static void test_ca(void)
 	X509_free(leaf);
 	X509_free(ipleaf);
 	X509_free(v6leaf);
+}
+
+static bool has_ou(X509 *cert, const char *want)
+{
+	char ou[64] = "";
+
+	if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert),
+				      NID_organizationalUnitName, ou,
+				      sizeof(ou)) < 0)
+		return want == NULL;
+	return want && !strcmp(ou, want);
+}
+
+/* Roles go into the subject and decide the extended key usage; revoke
+ * lists the serial in a CRL signed by the CA that OpenSSL then refuses. */
+static void test_roles_and_revocation(void)
+{
+	static const struct {
+		const char *name;
+		enum fy_role role;
+		const char *ou;
+		unsigned xku;
+	} leaves[] = {
+		{ "agent1", FY_ROLE_AGENT, "ferry:agent",
+		  XKU_SSL_SERVER | XKU_SSL_CLIENT },
+		{ "central", FY_ROLE_CONTROLLER, "ferry:controller",
+		  XKU_SSL_CLIENT },
+		{ "alice", FY_ROLE_ADMIN, "ferry:admin", XKU_SSL_CLIENT },
+		{ "repo1", FY_ROLE_REPOSITORY, "ferry:repository",
+		  XKU_SSL_SERVER },
+	};
+	char dir[128], path[256];
+	enum fy_role role;
+	X509 *ca, *cert;
+	X509_CRL *crl;
+	X509_REVOKED *rev = NULL;
+	FILE *f;
+	size_t i;
+
+	snprintf(dir, sizeof(dir), "%s/roles", base);
+	CHECK_RC(fy_ca_init(dir));
+	CHECK(exists(dir, "ca.crl"));
+	CHECK(file_mode(dir, "ca.crl") == 0644);
+	ca = load_cert(dir, "ca");
+	for (i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++) {
+		CHECK_RC(fy_ca_issue(dir, leaves[i].name, NULL, leaves[i].role));
+		cert = load_cert(dir, leaves[i].name);
+		CHECK(cert && has_ou(cert, leaves[i].ou));
+		CHECK(cert && (X509_get_extended_key_usage(cert) &
+			       (XKU_SSL_SERVER | XKU_SSL_CLIENT)) ==
+				      leaves[i].xku);
+		X509_free(cert);
+	}
+	CHECK_RC(fy_role_parse("controller", &role));
+	CHECK(role == FY_ROLE_CONTROLLER);
+	CHECK(fy_role_parse("root", &role) == -EINVAL);
+	CHECK(strstr(fy_err_msg(), "agent, controller, admin, repository"));
+
+	CHECK_RC(fy_ca_revoke(dir, "agent1"));
+	CHECK(fy_ca_revoke(dir, "agent1") == -EEXIST);
+	CHECK(fy_ca_revoke(dir, "nobody") == -ENOENT);
+	snprintf(path, sizeof(path), "%s/ca.crl", dir);
+	f = fopen(path, "r");
+	crl = f ? PEM_read_X509_CRL(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	CHECK(crl != NULL);
+	cert = load_cert(dir, "agent1");
+	if (crl && cert && ca) {
+		CHECK(X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1);
+		CHECK(X509_CRL_get0_by_serial(crl, &rev,
+					      X509_get0_serialNumber(cert)) == 1);
+		CHECK(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 1);
+	}
+	X509_free(cert);
+	X509_CRL_free(crl);
+	/* A second revocation keeps the first. */
+	CHECK_RC(fy_ca_revoke(dir, "central"));
+	f = fopen(path, "r");
+	crl = f ? PEM_read_X509_CRL(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	CHECK(crl && sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 2);
+	X509_CRL_free(crl);
+	X509_free(ca);
 }
 
 static void test_refusals(void)
@@ -270,13 +356,14 @@ static void test_refusals(void)
 
 	snprintf(dir, sizeof(dir), "%s/pki/ferry", base);
 	for (i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
-		if (fy_ca_issue(dir, bad_names[i], NULL) != -EINVAL) {
+		if (fy_ca_issue(dir, bad_names[i], NULL, FY_ROLE_AGENT) != -EINVAL) {
 			fprintf(stderr, "accepted name '%s'\n", bad_names[i]);
 			CHECK(!"bad name");
 		}
 	}
 	/* A bad extra name fails before anything is written. */
-	CHECK(fy_ca_issue(dir, "good.example.com", "ok.example.com,not ok!") ==
+	CHECK(fy_ca_issue(dir, "good.example.com", "ok.example.com,not ok!",
+		          FY_ROLE_AGENT) ==
 	      -EINVAL);
 	CHECK(strstr(fy_err_msg(), "not ok!") != NULL);
 	CHECK(!exists(dir, "good.example.com.key"));
@@ -285,7 +372,7 @@ static void test_refusals(void)
 	/* No CA there: the message names the missing file. */
 	snprintf(empty, sizeof(empty), "%s/empty", base);
 	CHECK_RC(fy_mkdirs(empty, 0700));
-	CHECK(fy_ca_issue(empty, "host", NULL) == -ENOENT);
+	CHECK(fy_ca_issue(empty, "host", NULL, FY_ROLE_AGENT) == -ENOENT);
 	CHECK(strstr(fy_err_msg(), "ca.crt") != NULL);
 	CHECK(!exists(empty, "host.key"));
 }
@@ -299,6 +386,7 @@ int main(void)
 		return 1;
 	test_ca();
 	test_refusals();
+	test_roles_and_revocation();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", base);
 	CHECK(system(cmd) == 0);
 	CHECK_DONE();

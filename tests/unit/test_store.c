@@ -626,7 +626,9 @@ static void prune_keeps(struct fy_repo *repo, int last, int daily,
 			int weekly, int monthly, const char *want,
 			uint64_t want_removed)
 {
-	struct fy_prune_policy p = { last, daily, weekly, monthly, true };
+	struct fy_prune_policy p = { .keep_last = last, .keep_daily = daily,
+				     .keep_weekly = weekly,
+				     .keep_monthly = monthly, .dry_run = true };
 	char got[256] = "", *line, *save = NULL;
 	uint64_t removed = 99;
 	FILE *out = capture();
