@@ -73,6 +73,8 @@ typedef void (*fy_progress_cb)(void *opaque, const struct fy_disk_stats *st,
 /* An incremental's parent: the previous backup's map of the same disk
  * (same size and block size), one entry a block. */
 struct fy_parent_map {
+	uint64_t size;         /* the disk's bytes */
+	uint32_t block_size;
 	uint64_t n;
 	uint8_t (*digest)[FY_DIGEST_LEN];
 	uint8_t *hole; /* 1: the parent's block is a hole */
@@ -130,7 +132,8 @@ int fy_client_latest(struct fy_conn *conn, const char *source,
 void fy_backup_info_free(struct fy_backup_info *b);
 /* A disk's whole block map from the repository, into m (freed with
  * fy_parent_map_free). The backup's disk must be size bytes in blocks of
- * block_size (checked before anything is allocated). */
+ * block_size (checked before anything is allocated); size and block_size
+ * 0 take the backup's, bounded by FY_DISK_SIZE_MAX. */
 int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, uint64_t size, uint32_t block_size,
 		      struct fy_parent_map *m);
@@ -172,5 +175,22 @@ void fy_disk_stats_json(FILE *f, const struct fy_disk_stats *st);
 /* A status line on a terminal: "read 1.2 GiB  zero ...". */
 void fy_progress_print(void *opaque, const struct fy_disk_stats *st,
 		       bool done);
+
+/* ---- instant access: ferry mount (mount.c) ------------------------------ */
+
+struct fy_mount_opts {
+	const char *backup_id;
+	uint32_t disk;
+	const char *listen;     /* HOST:PORT, or NULL */
+	const char *socket;     /* a Unix socket, or NULL */
+	bool tls;               /* STARTTLS required, client certificates of
+				 * ferry.tls.ca */
+	const char *tls_cert, *tls_key; /* the export's; default ferry.tls.* */
+	unsigned cache_mb;      /* decoded blocks kept (at least 34 MiB) */
+	const char *ready_file; /* written with the address once serving */
+};
+
+/* Serves one disk of a backup read-only over NBD until SIGINT/SIGTERM. */
+int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o);
 
 #endif

@@ -7,6 +7,8 @@
  *   ferry ca init DIR
  *   ferry ca issue DIR NAME --role ROLE [--san LIST]
  *   ferry ca revoke DIR NAME
+ *   ferry [--config FILE] mount BACKUP --disk N (--listen HOST:PORT |
+ *                --socket PATH) [--tls] [--cache-mb N]
  *
  * and, against an agent service (ferry-agent run; docs/CONTROL.md):
  *
@@ -40,6 +42,10 @@ struct cli {
 	const char *san;
 	const char *role;
 	bool all_namespaces;
+	/* mount */
+	const char *listen, *socket, *ready_file, *nbd_cert, *nbd_key;
+	bool tls;
+	long cache_mb;
 	/* the agent service's commands */
 	const char *agent;
 	const char *vm;
@@ -58,7 +64,8 @@ enum {
 	OPT_CA, OPT_DISK, OPT_OUTPUT, OPT_SAN, OPT_LOG_LEVEL, OPT_AGENT, OPT_VM,
 	OPT_TRANSPORT, OPT_FULL, OPT_INCREMENTAL, OPT_ENABLE_CBT, OPT_QUIESCE,
 	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH, OPT_ROLE,
-	OPT_NAMESPACE, OPT_ALL_NAMESPACES,
+	OPT_NAMESPACE, OPT_ALL_NAMESPACES, OPT_LISTEN, OPT_SOCKET, OPT_TLS,
+	OPT_CACHE_MB, OPT_READY_FILE, OPT_NBD_CERT, OPT_NBD_KEY,
 };
 
 static const struct option cli_opts[] = {
@@ -88,6 +95,13 @@ static const struct option cli_opts[] = {
 	{ "role", required_argument, NULL, OPT_ROLE },
 	{ "namespace", required_argument, NULL, OPT_NAMESPACE },
 	{ "all-namespaces", no_argument, NULL, OPT_ALL_NAMESPACES },
+	{ "listen", required_argument, NULL, OPT_LISTEN },
+	{ "socket", required_argument, NULL, OPT_SOCKET },
+	{ "tls", no_argument, NULL, OPT_TLS },
+	{ "cache-mb", required_argument, NULL, OPT_CACHE_MB },
+	{ "ready-file", required_argument, NULL, OPT_READY_FILE },
+	{ "nbd-cert", required_argument, NULL, OPT_NBD_CERT },
+	{ "nbd-key", required_argument, NULL, OPT_NBD_KEY },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -255,6 +269,40 @@ static int cmd_restore(struct cli *cli, int argc, char **argv)
 			fy_now() - start);
 	}
 	return 0;
+}
+
+static int cmd_mount(struct cli *cli, int argc, char **argv)
+{
+	struct fy_mount_opts o = { .cache_mb = 256 };
+	struct fy_config *cfg = NULL;
+	struct fy_settings s;
+	int rc;
+
+	if (argc != 1 || cli->disk < 0 || !cli->listen == !cli->socket ||
+	    (cli->tls && !cli->listen)) {
+		fprintf(stderr, "usage: ferry [--config FILE] mount BACKUP "
+			"--disk N (--listen HOST:PORT [--tls] | --socket PATH)\n"
+			"         [--cache-mb N] [--nbd-cert F --nbd-key F] "
+			"[--ready-file F]\n");
+		return 2;
+	}
+	o.backup_id = argv[0];
+	o.disk = (uint32_t)cli->disk;
+	o.listen = cli->listen;
+	o.socket = cli->socket;
+	o.tls = cli->tls;
+	o.tls_cert = cli->nbd_cert;
+	o.tls_key = cli->nbd_key;
+	o.ready_file = cli->ready_file;
+	if (cli->cache_mb)
+		o.cache_mb = (unsigned)cli->cache_mb;
+	rc = load_config(cli, &cfg);
+	if (rc == 0)
+		rc = fy_settings_load(cfg, &s);
+	if (rc == 0)
+		rc = fy_mount_run(&s, &o);
+	fy_config_free(cfg);
+	return rc < 0 ? fail("mount") : 0;
 }
 
 static int cmd_ca(struct cli *cli, int argc, char **argv)
@@ -981,6 +1029,8 @@ static const struct command {
 	{ "list", cmd_list, "list [--namespace NS|--all-namespaces] [--json]" },
 	{ "restore", cmd_restore, "restore BACKUP --disk N --output PATH|- "
 	  "[--namespace NS]" },
+	{ "mount", cmd_mount, "mount BACKUP --disk N (--listen HOST:PORT [--tls] "
+	  "| --socket PATH) [--cache-mb N]" },
 	{ "ca", cmd_ca, "ca init DIR | ca issue DIR NAME --role ROLE "
 	  "[--san LIST] | ca revoke DIR NAME" },
 	{ "agent", cmd_agent, "agent status [--json]" },
@@ -1065,6 +1115,22 @@ int main(int argc, char **argv)
 		case OPT_DETACH: cli.detach = true; break;
 		case OPT_ROLE: cli.role = optarg; break;
 		case OPT_ALL_NAMESPACES: cli.all_namespaces = true; break;
+		case OPT_LISTEN: cli.listen = optarg; break;
+		case OPT_SOCKET: cli.socket = optarg; break;
+		case OPT_TLS: cli.tls = true; break;
+		case OPT_READY_FILE: cli.ready_file = optarg; break;
+		case OPT_NBD_CERT: cli.nbd_cert = optarg; break;
+		case OPT_NBD_KEY: cli.nbd_key = optarg; break;
+		case OPT_CACHE_MB:
+			errno = 0;
+			cli.cache_mb = strtol(optarg, &end, 10);
+			if (errno || *end || !*optarg || cli.cache_mb < 0 ||
+			    cli.cache_mb > 65536) {
+				fprintf(stderr, "ferry: --cache-mb takes "
+					"0..65536\n");
+				return 2;
+			}
+			break;
 		case OPT_NAMESPACE: key = "ferry.repository.namespace"; break;
 		case OPT_FULL:
 		case OPT_INCREMENTAL:

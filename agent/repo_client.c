@@ -794,12 +794,16 @@ static int fetch_start(void *opaque, const Ferry__MapEnd *me)
 	struct map_fetch *mf = opaque;
 	uint64_t count = me->block_count;
 
-	/* Checked before allocating: the disk's own size bounds the map. */
-	if (me->size != mf->size || me->block_size != mf->block_size)
+	/* Checked before allocating: the disk's own size bounds the map
+	 * (map_walk checked the backup's size and count are a disk's). */
+	if ((mf->size || mf->block_size) &&
+	    (me->size != mf->size || me->block_size != mf->block_size))
 		return fy_err_set(-EPROTO, "the disk is %" PRIu64 " bytes in "
 				  "blocks of %u, the backup's %" PRIu64
 				  " bytes in blocks of %u", mf->size,
 				  mf->block_size, me->size, me->block_size);
+	mf->m->size = me->size;
+	mf->m->block_size = me->block_size;
 	mf->m->n = count;
 	mf->m->digest = calloc(count ? count : 1, FY_DIGEST_LEN);
 	mf->m->hole = calloc(count ? count : 1, 1);

@@ -13,6 +13,7 @@
 #ifndef FERRY_NBD_H
 #define FERRY_NBD_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -175,5 +176,39 @@ bool fy_nbd_vddk_available(const struct fy_nbd_vddk_opts *o, char *why,
  * at most start_timeout_ms. */
 int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o,
 		     struct fy_source **out);
+
+/* ---- a read-only NBD server (server.c) --------------------------------- */
+
+/* What the server serves. Called from one thread per client, at once. */
+struct fy_nbd_export_ops {
+	/* Fills buf with len bytes (at most 32 MiB) at offset; -errno with
+	 * a message on failure (the client gets EIO, or EINVAL...). */
+	int (*read)(void *opaque, uint64_t offset, uint32_t len, void *buf);
+	/* From offset, within len bytes: whether the data is a hole (reads
+	 * as zeros) and for how many bytes (*run, 1..len) that holds. */
+	int (*extent)(void *opaque, uint64_t offset, uint64_t len, bool *hole,
+		      uint64_t *run);
+};
+
+struct fy_nbd_server_opts {
+	const char *listen;      /* HOST:PORT, or NULL */
+	const char *socket;      /* a Unix socket path, or NULL */
+	const char *export_name; /* the export's name besides "" (may be NULL) */
+	uint64_t size;           /* bytes */
+	/* TLS (STARTTLS, required when set): the server's certificate and
+	 * key, and the CA a client's certificate must chain to. */
+	const char *tls_cert, *tls_key, *tls_ca;
+	unsigned max_clients;
+	/* Called once listening, with the bound address or the socket. */
+	void (*on_ready)(void *opaque, const char *bound);
+	void *ready_opaque;
+};
+
+/* Serves one read-only export (fixed newstyle, structured replies,
+ * base:allocation, STARTTLS) until *stop is set. Writes, trims and
+ * flushes are refused with EPERM. */
+int fy_nbd_serve(const struct fy_nbd_server_opts *o,
+		 const struct fy_nbd_export_ops *ops, void *opaque,
+		 volatile sig_atomic_t *stop);
 
 #endif

@@ -1,0 +1,885 @@
+/*
+ * A read-only NBD server for one export: the fixed newstyle handshake,
+ * structured replies with holes, the base:allocation metadata context,
+ * STARTTLS with mutual certificate checks, one thread per client. What it
+ * serves comes from the caller's callbacks (fy_nbd_export_ops): `ferry
+ * mount` serves a backup's disk straight from the repository.
+ *
+ * Names follow the NBD project's doc/proto.md. Everything a client sends
+ * is bounded before it is used: option lengths, strings, request lengths
+ * and offsets.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "nbd/nbd_int.h"
+
+#define NBD_OPT_LIST 3
+#define NBD_OPT_INFO 6
+#define NBD_OPT_LIST_META_CONTEXT 9
+#define NBD_CMD_WRITE 1
+#define NBD_CMD_FLUSH 3
+#define NBD_CMD_TRIM 4
+#define NBD_CMD_CACHE 5
+#define NBD_CMD_WRITE_ZEROES 6
+#define NBD_CMD_FLAG_REQ_ONE (1u << 3)
+#define NBD_FLAG_SEND_CACHE (1u << 10)
+#define NBD_EPERM 1
+#define NBD_EIO 5
+#define NBD_ENOMEM 12
+#define NBD_EINVAL 22
+#define NBD_EOVERFLOW 75
+#define NBD_ENOTSUP 95
+#define NBD_ESHUTDOWN 108
+
+/* The largest option a client may send: a SET_META_CONTEXT with a few
+ * queries is well under it. */
+#define MAX_OPTION_LEN (64u << 10)
+/* Options before transmission: a client that never chooses is cut off. */
+#define MAX_OPTIONS 64
+/* Block status descriptors in one reply. */
+#define MAX_DESCRIPTORS 1024
+#define BASE_ALLOCATION "base:allocation"
+#define CONTEXT_ID 1
+/* A client silent this long during the handshake is dropped, so that idle
+ * connections cannot hold client slots. */
+#define HANDSHAKE_TIMEOUT_S 10
+
+struct server {
+	const struct fy_nbd_server_opts *opts;
+	const struct fy_nbd_export_ops *ops;
+	void *opaque;
+	SSL_CTX *tls;
+	pthread_mutex_t lock;
+	unsigned clients;
+	volatile sig_atomic_t *stop;
+};
+
+struct client {
+	struct server *srv;
+	int fd;
+	SSL *ssl;
+	bool structured, meta, no_zeroes;
+	char peer[80];
+	uint8_t *buf;
+};
+
+/* ---- I/O on the plain socket or through TLS ---------------------------- */
+
+static int io_read(struct client *c, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n;
+
+		if (c->ssl) {
+			int r = SSL_read(c->ssl, p, len > INT32_MAX ? INT32_MAX
+								     : (int)len);
+
+			n = r > 0 ? r : -1;
+			if (r <= 0)
+				errno = SSL_get_error(c->ssl, r) ==
+						SSL_ERROR_ZERO_RETURN
+					? ECONNRESET
+					: EIO;
+		} else {
+			n = read(c->fd, p, len);
+			if (n == 0)
+				errno = ECONNRESET;
+		}
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int io_write(struct client *c, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n;
+
+		if (c->ssl) {
+			int r = SSL_write(c->ssl, p, len > INT32_MAX
+							     ? INT32_MAX
+							     : (int)len);
+
+			n = r > 0 ? r : -1;
+			if (r <= 0)
+				errno = EIO;
+		} else {
+			n = send(c->fd, p, len, MSG_NOSIGNAL);
+		}
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+/* ---- the handshake ----------------------------------------------------- */
+
+static int option_reply(struct client *c, uint32_t opt, uint32_t type,
+			const void *data, uint32_t len)
+{
+	uint8_t h[NBD_OPTION_REPLY_SIZE];
+	int rc;
+
+	put64(h, NBD_REP_MAGIC);
+	put32(h + 8, opt);
+	put32(h + 12, type);
+	put32(h + 16, len);
+	rc = io_write(c, h, sizeof(h));
+	if (rc == 0 && len)
+		rc = io_write(c, data, len);
+	return rc;
+}
+
+static int option_error(struct client *c, uint32_t opt, uint32_t type,
+			const char *msg)
+{
+	return option_reply(c, opt, type, msg, (uint32_t)strlen(msg));
+}
+
+static uint16_t transmission_flags(void)
+{
+	/* Read-only, so several connections see the same bytes: nbdcopy
+	 * and qemu may open more than one. */
+	return NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY |
+	       NBD_FLAG_CAN_MULTI_CONN;
+}
+
+/* NBD_REP_INFO replies for GO/INFO: the export, and the block sizes when
+ * asked (and always for GO, as the spec recommends). */
+static int send_info(struct client *c, uint32_t opt)
+{
+	uint8_t info[14];
+	int rc;
+
+	put16(info, NBD_INFO_EXPORT);
+	put64(info + 2, c->srv->opts->size);
+	put16(info + 10, transmission_flags());
+	rc = option_reply(c, opt, NBD_REP_INFO, info, 12);
+	if (rc == 0) {
+		uint8_t bs[14];
+
+		put16(bs, NBD_INFO_BLOCK_SIZE);
+		put32(bs + 2, 1);
+		put32(bs + 6, 4096);
+		put32(bs + 10, NBD_MAX_REQUEST);
+		rc = option_reply(c, opt, NBD_REP_INFO, bs, 14);
+	}
+	return rc;
+}
+
+/* Checks the export name in a GO/INFO/META_CONTEXT option: only "" (and
+ * the configured name) exist. data holds len bytes from the name length. */
+static bool export_name_ok(struct client *c, const uint8_t *name,
+			   uint32_t nlen)
+{
+	const char *want = c->srv->opts->export_name;
+
+	if (nlen == 0)
+		return true;
+	return want && strlen(want) == nlen && !memcmp(want, name, nlen);
+}
+
+static int meta_context(struct client *c, uint32_t opt, const uint8_t *d,
+			uint32_t len)
+{
+	uint32_t nlen, nq, i, off;
+	bool list = opt == NBD_OPT_LIST_META_CONTEXT, chosen = false;
+
+	if (!c->structured && !list)
+		return option_error(c, opt, NBD_REP_ERR_INVALID,
+				    "structured replies first");
+	if (len < 8 || (nlen = get32(d)) > len - 8 ||
+	    (nq = get32(d + 4 + nlen)) > 1024)
+		return option_error(c, opt, NBD_REP_ERR_INVALID,
+				    "malformed meta context option");
+	if (!export_name_ok(c, d + 4, nlen))
+		return option_error(c, opt, NBD_REP_ERR_UNKNOWN,
+				    "no such export");
+	off = 8 + nlen;
+	if (!list)
+		c->meta = false;
+	if (nq == 0 && list)
+		chosen = true; /* list everything: ours is all there is */
+	for (i = 0; i < nq; i++) {
+		uint32_t qlen;
+
+		if (len - off < 4 || (qlen = get32(d + off)) > len - off - 4 ||
+		    qlen > NBD_MAX_STRING)
+			return option_error(c, opt, NBD_REP_ERR_INVALID,
+					    "malformed meta context query");
+		if ((qlen == strlen(BASE_ALLOCATION) &&
+		     !memcmp(d + off + 4, BASE_ALLOCATION, qlen)) ||
+		    (list && qlen == 5 && !memcmp(d + off + 4, "base:", 5)))
+			chosen = true;
+		off += 4 + qlen;
+	}
+	if (chosen) {
+		uint8_t r[4 + sizeof(BASE_ALLOCATION) - 1];
+		int rc;
+
+		put32(r, CONTEXT_ID);
+		memcpy(r + 4, BASE_ALLOCATION, sizeof(BASE_ALLOCATION) - 1);
+		rc = option_reply(c, opt, NBD_REP_META_CONTEXT, r, sizeof(r));
+		if (rc < 0)
+			return rc;
+		if (!list)
+			c->meta = true;
+	}
+	return option_reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+static int start_tls(struct client *c)
+{
+	int rc;
+
+	c->ssl = SSL_new(c->srv->tls);
+	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
+		return -ENOMEM;
+	rc = SSL_accept(c->ssl);
+	if (rc != 1) {
+		unsigned long e = ERR_get_error();
+		char why[256] = "handshake failed";
+
+		if (e)
+			ERR_error_string_n(e, why, sizeof(why));
+		ERR_clear_error();
+		fy_warn("nbd: TLS from %s refused: %s", c->peer, why);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* 1: transmission starts; 0: the client is done; -errno: dropped. */
+static int handshake(struct client *c)
+{
+	struct server *srv = c->srv;
+	uint8_t greet[18], h[16];
+	uint32_t cflags;
+	unsigned n;
+	int rc;
+
+	put64(greet, NBD_INIT_MAGIC);
+	put64(greet + 8, NBD_OPTS_MAGIC);
+	put16(greet + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	rc = io_write(c, greet, sizeof(greet));
+	if (rc == 0)
+		rc = io_read(c, h, 4);
+	if (rc < 0)
+		return rc;
+	cflags = get32(h);
+	if (!(cflags & NBD_FLAG_C_FIXED_NEWSTYLE))
+		return -EPROTO; /* old clients cannot be told why */
+	c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+	for (n = 0; n < MAX_OPTIONS; n++) {
+		uint32_t opt, len;
+		uint8_t *d = c->buf;
+
+		rc = io_read(c, h, 16);
+		if (rc < 0)
+			return rc;
+		if (get64(h) != NBD_OPTS_MAGIC)
+			return -EPROTO;
+		opt = get32(h + 8);
+		len = get32(h + 12);
+		if (len > MAX_OPTION_LEN) {
+			/* Drop without reading: the spec allows it. */
+			return -EPROTO;
+		}
+		rc = len ? io_read(c, d, len) : 0;
+		if (rc < 0)
+			return rc;
+		if (srv->tls && !c->ssl && opt != NBD_OPT_STARTTLS &&
+		    opt != NBD_OPT_ABORT) {
+			if (opt == NBD_OPT_EXPORT_NAME)
+				return -EPERM;
+			rc = option_error(c, opt, NBD_REP_ERR_TLS_REQD,
+					  "this export needs TLS");
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		switch (opt) {
+		case NBD_OPT_ABORT:
+			option_reply(c, opt, NBD_REP_ACK, NULL, 0);
+			return 0;
+		case NBD_OPT_STARTTLS:
+			if (!srv->tls || c->ssl || len) {
+				rc = option_error(c, opt, c->ssl ?
+							  NBD_REP_ERR_INVALID :
+							  NBD_REP_ERR_POLICY,
+						  srv->tls ? "TLS is on already"
+							   : "no TLS here");
+				break;
+			}
+			rc = option_reply(c, opt, NBD_REP_ACK, NULL, 0);
+			if (rc == 0)
+				rc = start_tls(c);
+			if (rc < 0)
+				return rc;
+			break;
+		case NBD_OPT_LIST: {
+			const char *name = srv->opts->export_name
+						   ? srv->opts->export_name
+						   : "";
+			uint8_t r[4 + NBD_MAX_STRING];
+			uint32_t nl = (uint32_t)strnlen(name, NBD_MAX_STRING);
+
+			put32(r, nl);
+			memcpy(r + 4, name, nl);
+			rc = option_reply(c, opt, NBD_REP_SERVER, r, 4 + nl);
+			if (rc == 0)
+				rc = option_reply(c, opt, NBD_REP_ACK, NULL, 0);
+			break;
+		}
+		case NBD_OPT_STRUCTURED_REPLY:
+			if (len) {
+				rc = option_error(c, opt, NBD_REP_ERR_INVALID,
+						  "no data expected");
+				break;
+			}
+			c->structured = true;
+			rc = option_reply(c, opt, NBD_REP_ACK, NULL, 0);
+			break;
+		case NBD_OPT_LIST_META_CONTEXT:
+		case NBD_OPT_SET_META_CONTEXT:
+			rc = meta_context(c, opt, d, len);
+			break;
+		case NBD_OPT_EXPORT_NAME: {
+			uint8_t r[10 + 124] = { 0 };
+
+			if (!export_name_ok(c, d, len))
+				return -ENOENT;
+			put64(r, srv->opts->size);
+			put16(r + 8, transmission_flags());
+			rc = io_write(c, r, c->no_zeroes ? 10 : sizeof(r));
+			return rc < 0 ? rc : 1;
+		}
+		case NBD_OPT_INFO:
+		case NBD_OPT_GO: {
+			uint32_t nlen;
+			uint16_t nreq;
+
+			if (len < 6 || (nlen = get32(d)) > len - 6 ||
+			    (nreq = get16(d + 4 + nlen),
+			     len != 6 + nlen + 2u * nreq)) {
+				rc = option_error(c, opt, NBD_REP_ERR_INVALID,
+						  "malformed GO/INFO");
+				break;
+			}
+			if (!export_name_ok(c, d + 4, nlen)) {
+				rc = option_error(c, opt, NBD_REP_ERR_UNKNOWN,
+						  "no such export");
+				break;
+			}
+			rc = send_info(c, opt);
+			if (rc == 0)
+				rc = option_reply(c, opt, NBD_REP_ACK, NULL, 0);
+			if (rc == 0 && opt == NBD_OPT_GO)
+				return 1;
+			break;
+		}
+		default:
+			rc = option_error(c, opt, NBD_REP_ERR_UNSUP,
+					  "option not supported");
+		}
+		if (rc < 0)
+			return rc;
+	}
+	return -EPROTO;
+}
+
+/* ---- transmission ------------------------------------------------------ */
+
+static int simple_reply(struct client *c, uint64_t handle, uint32_t error,
+			const void *data, uint32_t len)
+{
+	uint8_t h[NBD_SIMPLE_REPLY_SIZE];
+	int rc;
+
+	put32(h, NBD_SIMPLE_REPLY_MAGIC);
+	put32(h + 4, error);
+	put64(h + 8, handle);
+	rc = io_write(c, h, sizeof(h));
+	if (rc == 0 && len && !error)
+		rc = io_write(c, data, len);
+	return rc;
+}
+
+static int chunk(struct client *c, uint64_t handle, uint16_t flags,
+		 uint16_t type, const void *payload, uint32_t len,
+		 const void *data, uint32_t dlen)
+{
+	uint8_t h[NBD_STRUCTURED_REPLY_SIZE];
+	int rc;
+
+	put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+	put16(h + 4, flags);
+	put16(h + 6, type);
+	put64(h + 8, handle);
+	put32(h + 16, len + dlen);
+	rc = io_write(c, h, sizeof(h));
+	if (rc == 0 && len)
+		rc = io_write(c, payload, len);
+	if (rc == 0 && dlen)
+		rc = io_write(c, data, dlen);
+	return rc;
+}
+
+static uint32_t wire_error(int rc)
+{
+	switch (-rc) {
+	case EPERM:
+	case EROFS:
+		return NBD_EPERM;
+	case ENOMEM:
+		return NBD_ENOMEM;
+	case EINVAL:
+		return NBD_EINVAL;
+	case EOVERFLOW:
+		return NBD_EOVERFLOW;
+	case ENOTSUP:
+		return NBD_ENOTSUP;
+	default:
+		return NBD_EIO;
+	}
+}
+
+static int error_reply(struct client *c, uint64_t handle, uint32_t err,
+		       const char *msg)
+{
+	uint8_t p[6 + 256];
+	uint16_t mlen = (uint16_t)strnlen(msg, 256);
+
+	if (!c->structured)
+		return simple_reply(c, handle, err, NULL, 0);
+	put32(p, err);
+	put16(p + 4, mlen);
+	memcpy(p + 6, msg, mlen);
+	return chunk(c, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, p,
+		     6u + mlen, NULL, 0);
+}
+
+/* A read: structured, holes go as OFFSET_HOLE chunks and data as
+ * OFFSET_DATA; simple, everything as bytes. */
+static int do_read(struct client *c, uint64_t handle, uint64_t off,
+		   uint32_t len)
+{
+	const struct fy_nbd_export_ops *ops = c->srv->ops;
+	uint64_t pos = off, end = off + len;
+	int rc;
+
+	if (!c->structured) {
+		rc = ops->read(c->srv->opaque, off, len, c->buf);
+		if (rc < 0)
+			return simple_reply(c, handle, wire_error(rc), NULL, 0);
+		return simple_reply(c, handle, 0, c->buf, len);
+	}
+	while (pos < end) {
+		uint64_t run = 0;
+		bool hole = false, last;
+		uint8_t p[12];
+
+		rc = ops->extent(c->srv->opaque, pos, end - pos, &hole, &run);
+		if (rc < 0 || run == 0 || run > end - pos)
+			return error_reply(c, handle, NBD_EIO,
+					   rc < 0 ? fy_err_msg() : "bad extent");
+		last = pos + run == end;
+		put64(p, pos);
+		if (hole) {
+			put32(p + 8, (uint32_t)run);
+			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
+				   NBD_REPLY_TYPE_OFFSET_HOLE, p, 12, NULL, 0);
+		} else {
+			rc = ops->read(c->srv->opaque, pos, (uint32_t)run,
+				       c->buf);
+			if (rc < 0) {
+				char msg[256];
+
+				snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+				return error_reply(c, handle, wire_error(rc),
+						   msg);
+			}
+			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
+				   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, c->buf,
+				   (uint32_t)run);
+		}
+		if (rc < 0)
+			return rc;
+		pos += run;
+	}
+	return 0;
+}
+
+static int do_block_status(struct client *c, uint64_t handle, uint16_t flags,
+			   uint64_t off, uint32_t len)
+{
+	uint8_t *p = c->buf;
+	uint64_t pos = off, end = off + len;
+	uint32_t n = 0;
+
+	if (!c->meta)
+		return error_reply(c, handle, NBD_EINVAL,
+				   "no metadata context negotiated");
+	put32(p, CONTEXT_ID);
+	while (pos < end && n < MAX_DESCRIPTORS) {
+		uint64_t run = 0;
+		bool hole = false;
+		int rc = c->srv->ops->extent(c->srv->opaque, pos, end - pos,
+					     &hole, &run);
+
+		if (rc < 0 || run == 0 || run > end - pos)
+			return error_reply(c, handle, NBD_EIO, "bad extent");
+		put32(p + 4 + 8 * n, (uint32_t)run);
+		put32(p + 8 + 8 * n, hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
+		n++;
+		pos += run;
+		if (flags & NBD_CMD_FLAG_REQ_ONE)
+			break;
+	}
+	return chunk(c, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
+		     p, 4 + 8 * n, NULL, 0);
+}
+
+static int transmission(struct client *c)
+{
+	uint64_t size = c->srv->opts->size;
+	uint8_t r[NBD_REQUEST_SIZE];
+
+	for (;;) {
+		uint16_t flags, type;
+		uint64_t handle, off;
+		uint32_t len;
+		int rc = io_read(c, r, sizeof(r));
+
+		if (rc < 0)
+			return rc;
+		if (get32(r) != NBD_REQUEST_MAGIC)
+			return -EPROTO;
+		flags = get16(r + 4);
+		type = get16(r + 6);
+		handle = get64(r + 8);
+		off = get64(r + 16);
+		len = get32(r + 24);
+		if (type == NBD_CMD_DISC)
+			return 0;
+		if (type == NBD_CMD_WRITE) {
+			/* The payload follows: read it away, then refuse. */
+			uint32_t left = len;
+
+			while (left) {
+				uint32_t n = left < NBD_MAX_REQUEST ? left
+								    : NBD_MAX_REQUEST;
+
+				rc = io_read(c, c->buf, n);
+				if (rc < 0)
+					return rc;
+				left -= n;
+			}
+			rc = error_reply(c, handle, NBD_EPERM,
+					 "the export is read-only");
+		} else if (type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES ||
+			   type == NBD_CMD_FLUSH) {
+			rc = error_reply(c, handle, NBD_EPERM,
+					 "the export is read-only");
+		} else if (type != NBD_CMD_READ && type != NBD_CMD_BLOCK_STATUS) {
+			rc = error_reply(c, handle, NBD_EINVAL,
+					 "command not supported");
+		} else if (len == 0 || off > size || len > size - off ||
+			   (type == NBD_CMD_READ && len > NBD_MAX_REQUEST)) {
+			rc = error_reply(c, handle, NBD_EINVAL,
+					 "request outside the export");
+		} else if (type == NBD_CMD_READ) {
+			rc = do_read(c, handle, off, len);
+		} else {
+			rc = do_block_status(c, handle, flags, off, len);
+		}
+		if (rc < 0)
+			return rc;
+	}
+}
+
+static void *client_main(void *arg)
+{
+	struct client *c = arg;
+	struct server *srv = c->srv;
+	struct timeval tv = { .tv_sec = HANDSHAKE_TIMEOUT_S };
+	int rc;
+
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	rc = handshake(c);
+	if (rc == 1) {
+		/* Transmission: a client may pause as long as it likes. */
+		tv.tv_sec = 0;
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		fy_info("nbd: %s: serving the export%s", c->peer,
+			c->ssl ? " over TLS" : "");
+		rc = transmission(c);
+	}
+	if (rc < 0 && rc != -ECONNRESET)
+		fy_warn("nbd: client %s dropped: %s", c->peer, strerror(-rc));
+	if (c->ssl) {
+		SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+	}
+	close(c->fd);
+	free(c->buf);
+	free(c);
+	pthread_mutex_lock(&srv->lock);
+	srv->clients--;
+	pthread_mutex_unlock(&srv->lock);
+	return NULL;
+}
+
+/* ---- listening --------------------------------------------------------- */
+
+static int listen_tcp(const char *hostport, char *bound, size_t blen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE };
+	struct addrinfo *res;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[256], port[32], h[INET6_ADDRSTRLEN], p[16];
+	int fd, one = 1, rc;
+
+	rc = fy_split_hostport(hostport, host, sizeof(host), port, sizeof(port));
+	if (rc < 0)
+		return rc;
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (rc)
+		return fy_err_set(-EINVAL, "cannot resolve %s: %s", hostport,
+				  gai_strerror(rc));
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+		rc = -errno;
+		freeaddrinfo(res);
+		if (fd >= 0)
+			close(fd);
+		return fy_err_set(rc, "cannot listen on %s: %s", hostport,
+				  strerror(-rc));
+	}
+	freeaddrinfo(res);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), p, sizeof(p),
+			NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(bound, blen, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+			 h, p);
+	return fd;
+}
+
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, rc;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return fy_err_set(-ENAMETOOLONG, "socket path %s is longer than "
+				  "%zu bytes", path, sizeof(sa.sun_path) - 1);
+	strcpy(sa.sun_path, path);
+	unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(path, 0600) < 0 || listen(fd, 64) < 0) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return fy_err_set(rc, "cannot listen on %s: %s", path,
+				  strerror(-rc));
+	}
+	return fd;
+}
+
+static int tls_context(const struct fy_nbd_server_opts *o, SSL_CTX **out)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	unsigned long e;
+	char why[256] = "";
+
+	if (!ctx)
+		return fy_err_set(-ENOMEM, "TLS: out of memory");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, o->tls_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1 ||
+	    SSL_CTX_load_verify_locations(ctx, o->tls_ca, NULL) != 1) {
+		e = ERR_get_error();
+		if (e)
+			ERR_error_string_n(e, why, sizeof(why));
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		return fy_err_set(-EINVAL, "TLS: cannot load %s, %s or %s: %s",
+				  o->tls_cert, o->tls_key, o->tls_ca, why);
+	}
+	/* Mutual: a client must show a certificate of the Ferry CA. */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+				SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	*out = ctx;
+	return 0;
+}
+
+int fy_nbd_serve(const struct fy_nbd_server_opts *o,
+		 const struct fy_nbd_export_ops *ops, void *opaque,
+		 volatile sig_atomic_t *stop)
+{
+	struct server srv = { .opts = o, .ops = ops, .opaque = opaque,
+			      .stop = stop };
+	char bound[128] = "";
+	int lfd, rc = 0;
+
+	if (!!o->listen == !!o->socket)
+		return fy_err_set(-EINVAL, "nbd: a TCP address or a Unix "
+				  "socket, one of them");
+	if (o->tls_cert && (rc = tls_context(o, &srv.tls)) < 0)
+		return rc;
+	lfd = o->listen ? listen_tcp(o->listen, bound, sizeof(bound))
+			: listen_unix(o->socket);
+	if (lfd < 0) {
+		SSL_CTX_free(srv.tls);
+		return lfd;
+	}
+	if (o->socket)
+		snprintf(bound, sizeof(bound), "%s", o->socket);
+	pthread_mutex_init(&srv.lock, NULL);
+	if (o->on_ready)
+		o->on_ready(o->ready_opaque, bound);
+	while (!*stop) {
+		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+		struct client *c;
+		pthread_attr_t attr;
+		pthread_t t;
+		int fd;
+
+		if (poll(&pfd, 1, 250) <= 0)
+			continue;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		pthread_mutex_lock(&srv.lock);
+		if (srv.clients >= o->max_clients) {
+			pthread_mutex_unlock(&srv.lock);
+			fy_warn("nbd: refusing a client: %u connected already",
+				o->max_clients);
+			close(fd);
+			continue;
+		}
+		srv.clients++;
+		pthread_mutex_unlock(&srv.lock);
+		c = calloc(1, sizeof(*c));
+		if (c)
+			c->buf = malloc(NBD_MAX_REQUEST + 64);
+		if (!c || !c->buf) {
+			if (c)
+				free(c);
+			close(fd);
+			pthread_mutex_lock(&srv.lock);
+			srv.clients--;
+			pthread_mutex_unlock(&srv.lock);
+			continue;
+		}
+		c->srv = &srv;
+		c->fd = fd;
+		{
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			char h[INET6_ADDRSTRLEN] = "local", p[16] = "";
+			int one = 1;
+
+			if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+			    ss.ss_family != AF_UNIX) {
+				getnameinfo((struct sockaddr *)&ss, sl, h,
+					    sizeof(h), p, sizeof(p),
+					    NI_NUMERICHOST | NI_NUMERICSERV);
+				setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+					   sizeof(one));
+			}
+			snprintf(c->peer, sizeof(c->peer), "%s%s%s", h,
+				 p[0] ? ":" : "", p);
+		}
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, client_main, c) != 0) {
+			close(fd);
+			free(c->buf);
+			free(c);
+			pthread_mutex_lock(&srv.lock);
+			srv.clients--;
+			pthread_mutex_unlock(&srv.lock);
+		}
+		pthread_attr_destroy(&attr);
+	}
+	close(lfd);
+	if (o->socket)
+		unlink(o->socket);
+	/* Clients still connected are cut off when the process exits; the
+	 * TLS context stays theirs until then. */
+	return 0;
+}
