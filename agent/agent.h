@@ -155,10 +155,12 @@ int fy_client_list(struct fy_conn *conn,
 		   int (*cb)(void *opaque, const Ferry__BackupSummary *b),
 		   void *opaque);
 /* Restores one disk of a backup to path ("-" for stdout); verifies every
- * block's digest end to end. */
+ * block's digest end to end. An existing non-empty regular file is
+ * replaced only with overwrite (-EEXIST otherwise); a block device is
+ * always written. */
 int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, const char *path, bool progress,
-		      uint64_t *bytes_written);
+		      bool overwrite, uint64_t *bytes_written);
 
 /* ---- VM disks (vm_backup.c) -------------------------------------------- */
 

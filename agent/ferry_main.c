@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,7 +45,7 @@ struct cli {
 	bool all_namespaces;
 	/* mount */
 	const char *listen, *socket, *ready_file, *nbd_cert, *nbd_key;
-	bool tls;
+	bool tls, force;
 	long cache_mb;
 	/* the agent service's commands */
 	const char *agent;
@@ -65,7 +66,7 @@ enum {
 	OPT_TRANSPORT, OPT_FULL, OPT_INCREMENTAL, OPT_ENABLE_CBT, OPT_QUIESCE,
 	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH, OPT_ROLE,
 	OPT_NAMESPACE, OPT_ALL_NAMESPACES, OPT_LISTEN, OPT_SOCKET, OPT_TLS,
-	OPT_CACHE_MB, OPT_READY_FILE, OPT_NBD_CERT, OPT_NBD_KEY,
+	OPT_CACHE_MB, OPT_READY_FILE, OPT_NBD_CERT, OPT_NBD_KEY, OPT_FORCE,
 };
 
 static const struct option cli_opts[] = {
@@ -98,6 +99,7 @@ static const struct option cli_opts[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "socket", required_argument, NULL, OPT_SOCKET },
 	{ "tls", no_argument, NULL, OPT_TLS },
+	{ "force", no_argument, NULL, OPT_FORCE },
 	{ "cache-mb", required_argument, NULL, OPT_CACHE_MB },
 	{ "ready-file", required_argument, NULL, OPT_READY_FILE },
 	{ "nbd-cert", required_argument, NULL, OPT_NBD_CERT },
@@ -249,14 +251,26 @@ static int cmd_restore(struct cli *cli, int argc, char **argv)
 
 	if (argc != 1 || !cli->output || cli->disk < 0) {
 		fprintf(stderr, "usage: ferry [--config FILE] restore BACKUP "
-			"--disk N --output PATH|-\n");
+			"--disk N --output PATH|- [--force]\n");
 		return 2;
+	}
+	if (!cli->force && strcmp(cli->output, "-")) {
+		struct stat st;
+
+		/* Said before anything is read; checked again when the file
+		 * is opened. */
+		if (stat(cli->output, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_size) {
+			fprintf(stderr, "ferry: restore: %s exists; --force "
+				"replaces it\n", cli->output);
+			return 1;
+		}
 	}
 	rc = connect_repo(cli, &conn);
 	if (rc < 0)
 		return fail("restore");
 	rc = fy_client_restore(conn, argv[0], (uint32_t)cli->disk, cli->output,
-			       isatty(STDERR_FILENO), &written);
+			       isatty(STDERR_FILENO), cli->force, &written);
 	fy_conn_close(conn);
 	if (rc < 0)
 		return fail("restore");
@@ -1028,7 +1042,7 @@ static const struct command {
 } commands[] = {
 	{ "list", cmd_list, "list [--namespace NS|--all-namespaces] [--json]" },
 	{ "restore", cmd_restore, "restore BACKUP --disk N --output PATH|- "
-	  "[--namespace NS]" },
+	  "[--force] [--namespace NS]" },
 	{ "mount", cmd_mount, "mount BACKUP --disk N (--listen HOST:PORT [--tls] "
 	  "| --socket PATH) [--cache-mb N]" },
 	{ "ca", cmd_ca, "ca init DIR | ca issue DIR NAME --role ROLE "
@@ -1118,6 +1132,7 @@ int main(int argc, char **argv)
 		case OPT_LISTEN: cli.listen = optarg; break;
 		case OPT_SOCKET: cli.socket = optarg; break;
 		case OPT_TLS: cli.tls = true; break;
+		case OPT_FORCE: cli.force = true; break;
 		case OPT_READY_FILE: cli.ready_file = optarg; break;
 		case OPT_NBD_CERT: cli.nbd_cert = optarg; break;
 		case OPT_NBD_KEY: cli.nbd_key = optarg; break;

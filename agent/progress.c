@@ -3,33 +3,73 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "agent/agent.h"
 
+/* The terminal's width, or 80 when it cannot be told. */
+static unsigned term_width(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+		return ws.ws_col;
+	return 80;
+}
+
 void fy_progress_print(void *opaque, const struct fy_disk_stats *st, bool done)
 {
-	char rd[32], zero[32], dedup[32], sent[32], size[32], rate[32];
-	uint64_t done_bytes = st->bytes_read + st->bytes_zero +
-			      st->bytes_unchanged;
-	double bps = st->seconds > 0 ? done_bytes / st->seconds : 0;
-	double eta = bps > 0 && st->size > done_bytes
-			     ? (st->size - done_bytes) / bps
-			     : 0;
+	char f[7][48], line[512];
+	/* Finished blocks: hashed and then found in the repository, sent,
+	 * skipped as zeros or taken from the parent. Read but still in the
+	 * pipeline does not count, so 100% means done. */
+	uint64_t finished = st->bytes_dedup + st->bytes_new + st->bytes_zero +
+			    st->bytes_unchanged;
+	double bps = st->seconds > 0 ? finished / st->seconds : 0;
+	double eta;
+	unsigned width = term_width(), i, n = 0;
+	size_t len;
+	char b1[32], b2[32];
 
 	(void)opaque;
-	/* Holes are never read, so progress is read plus zero. */
-	if (done_bytes > st->size)
-		done_bytes = st->size;
-	fy_format_bytes(st->bytes_read, rd, sizeof(rd));
-	fy_format_bytes(st->bytes_zero, zero, sizeof(zero));
-	fy_format_bytes(st->bytes_dedup, dedup, sizeof(dedup));
-	fy_format_bytes(st->bytes_sent, sent, sizeof(sent));
-	fy_format_bytes(st->size, size, sizeof(size));
-	fy_format_bytes((uint64_t)bps, rate, sizeof(rate));
-	fprintf(stderr, "\r\033[K%3.0f%% of %s  read %s  zero %s  dedup %s  "
-		"sent %s  %s/s  ETA %.0fs%s",
-		st->size ? 100.0 * done_bytes / st->size : 100.0, size, rd,
-		zero, dedup, sent, rate, eta, done ? "\n" : "");
+	if (finished > st->size)
+		finished = st->size;
+	eta = bps > 0 ? (st->size - finished) / bps : 0;
+	/* Most important first; what does not fit the terminal is dropped
+	 * from the end, so the line never wraps. */
+	fy_format_bytes(st->size, b1, sizeof(b1));
+	snprintf(f[n++], sizeof(f[0]), "%3.0f%% of %s",
+		 st->size ? 100.0 * finished / st->size : 100.0, b1);
+	if (done)
+		snprintf(f[n++], sizeof(f[0]), "in %.1fs", st->seconds);
+	else
+		snprintf(f[n++], sizeof(f[0]), "ETA %.0fs", eta);
+	fy_format_bytes((uint64_t)bps, b1, sizeof(b1));
+	snprintf(f[n++], sizeof(f[0]), "%s/s", b1);
+	fy_format_bytes(st->bytes_read, b1, sizeof(b1));
+	snprintf(f[n++], sizeof(f[0]), "read %s", b1);
+	fy_format_bytes(st->bytes_sent, b1, sizeof(b1));
+	snprintf(f[n++], sizeof(f[0]), "sent %s", b1);
+	fy_format_bytes(st->bytes_dedup, b1, sizeof(b1));
+	fy_format_bytes(st->bytes_zero, b2, sizeof(b2));
+	snprintf(f[n++], sizeof(f[0]), "dedup %s", b1);
+	snprintf(f[n++], sizeof(f[0]), "zero %s", b2);
+	line[0] = '\0';
+	len = 0;
+	for (i = 0; i < n; i++) {
+		size_t add = strlen(f[i]) + (i ? 2 : 0);
+
+		/* One column spare: a line as wide as the terminal wraps on
+		 * some terminals. */
+		if (len + add >= width)
+			break;
+		snprintf(line + len, sizeof(line) - len, "%s%s", i ? "  " : "",
+			 f[i]);
+		len += add;
+	}
+	fprintf(stderr, "\r\033[K%s%s", line, done ? "\n" : "");
 	fflush(stderr);
 }
 

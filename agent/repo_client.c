@@ -364,6 +364,7 @@ struct restore {
 	uint8_t *zeros;
 	uint64_t written;
 	bool progress;
+	bool overwrite;    /* an existing regular file may be replaced */
 	double start, last;
 };
 
@@ -528,6 +529,9 @@ static int open_output(struct restore *r, const char *path)
 					  devsize, r->size);
 		r->zero_holes = true;
 	} else if (S_ISREG(st.st_mode)) {
+		if (st.st_size && !r->overwrite)
+			return fy_err_set(-EEXIST, "%s exists; --force replaces "
+					  "it", path);
 		/* Start empty so holes read as zeros, then size it. */
 		if (ftruncate(r->fd, 0) < 0 || ftruncate(r->fd, r->size) < 0)
 			return fy_err_set(-errno, "cannot size %s: %s", path,
@@ -666,9 +670,10 @@ static int restore_walk_chunk(void *opaque, const Ferry__MapChunk *mc)
 
 int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, const char *path, bool progress,
-		      uint64_t *bytes_written)
+		      bool overwrite, uint64_t *bytes_written)
 {
-	struct restore r = { .conn = conn, .fd = -1, .progress = progress };
+	struct restore r = { .conn = conn, .fd = -1, .progress = progress,
+			     .overwrite = overwrite };
 	struct restore_walk rw = { .r = &r, .path = path };
 	const struct map_walk w = {
 		.start = restore_walk_start, .chunk = restore_walk_chunk,
