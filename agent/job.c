@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "agent/job.h"
-#include "agent/vm_transport.h"
+#include "agent/transport.h"
 #include "vsphere/vsphere.h"
 
 /* Well under ferry-repo's idle limit (300 s by default). */
@@ -50,8 +50,9 @@ struct job {
 	struct fy_job_result *res;
 
 	struct fy_settings s;
-	const char *modes[FY_TRANSPORT_MODES_MAX];
+	const struct fy_transport *modes[FY_TRANSPORT_N_MODES];
 	unsigned n_modes;
+	struct fy_transport_env env;     /* what the table's modes look at */
 	struct fy_vs_client *vc;
 	struct fy_hotadd *h;             /* NULL when hotadd cannot work */
 	char hotadd_down[FY_JOB_TEXT_MAX]; /* why, then */
@@ -162,9 +163,8 @@ static void *ahead_main(void *arg)
 		}
 		pthread_mutex_unlock(&a->lock);
 		if (p->hotadd_ok)
-			rc = fy_hotadd_open_disk(j->h, p->frozen->file_name,
-						 p->frozen->capacity, &a->fo,
-						 &src);
+			rc = fy_transports[FY_TRANSPORT_HOTADD].open(
+			    &j->env, j->vm, &j->snapshot, p->frozen, &src);
 		else
 			rc = fy_err_set(-ENOTSUP, "%s", p->hotadd_why);
 		pthread_mutex_lock(&a->lock);
@@ -200,6 +200,8 @@ static int ahead_start(struct job *j, unsigned window,
 		return fy_err_set(-ENOMEM, "out of memory");
 	a->j = j;
 	a->fo = *fo;
+	j->env.file_opts = *fo;
+	j->env.hotadd = j->h;
 	a->window = window;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
@@ -306,12 +308,12 @@ static void ahead_stop(struct job *j)
 
 /* ---- connect, find the VM, pick the disks ------------------------------- */
 
-static bool mode_listed(const struct job *j, const char *mode)
+static bool mode_listed(const struct job *j, enum fy_transport_mode mode)
 {
 	unsigned i;
 
 	for (i = 0; i < j->n_modes; i++)
-		if (!strcmp(j->modes[i], mode))
+		if (j->modes[i]->mode == mode)
 			return true;
 	return false;
 }
@@ -322,7 +324,8 @@ static int connect_vc(struct job *j)
 
 	if (rc < 0)
 		return rc;
-	if (!mode_listed(j, "hotadd")) {
+	fy_transport_env_init(&j->env, j->cfg, j->vc);
+	if (!mode_listed(j, FY_TRANSPORT_HOTADD)) {
 		snprintf(j->hotadd_down, sizeof(j->hotadd_down),
 			 "hotadd is not in the transport list");
 		return 0;
@@ -732,22 +735,22 @@ static int open_disk(struct job *j, unsigned i, struct fy_source **out)
 	int rc = -ENOTSUP;
 
 	for (m = 0; m < j->n_modes; m++) {
-		const char *mode = j->modes[m];
+		const struct fy_transport *t = j->modes[m];
 
-		if (!strcmp(mode, "hotadd"))
+		if (t->attaches)
 			rc = ahead_take(j, i, out);
 		else
-			rc = fy_vm_disk_open(j->vc, j->cfg, mode, j->vm,
-					     &j->snapshot, p->frozen, out);
+			rc = t->open(&j->env, j->vm, &j->snapshot, p->frozen,
+				     out);
 		if (rc == 0) {
-			if (strcmp(mode, "hotadd") && j->ahead)
+			if (!t->attaches && j->ahead)
 				ahead_release(j, i);
 			snprintf(j->res->disks[i].transport,
 				 sizeof(j->res->disks[i].transport), "%s",
-				 mode);
+				 t->name);
 			if (used)
 				fy_info("%s: read over %s (%s)",
-					p->frozen->file_name, mode, why);
+					p->frozen->file_name, t->name, why);
 			return 0;
 		}
 		if (used < sizeof(why))
@@ -878,7 +881,7 @@ static int run(struct job *j)
 		       : fy_config_get(j->cfg, "ferry.transports");
 	if ((rc = fy_settings_load(j->cfg, &j->s)) < 0 ||
 	    (rc = fy_transport_list_parse(list, j->modes,
-					  FY_TRANSPORT_MODES_MAX,
+					  FY_TRANSPORT_N_MODES,
 					  &j->n_modes)) < 0 ||
 	    (rc = fy_config_get_int(j->cfg, "ferry.hotadd.parallelDisks", 2,
 				    1, 8, &window)) < 0)
@@ -948,7 +951,7 @@ static int run(struct job *j)
 	if (rc < 0)
 		goto out;
 	j->conn = conn;
-	if (mode_listed(j, "hotadd")) {
+	if (mode_listed(j, FY_TRANSPORT_HOTADD)) {
 		struct fy_file_source_opts fo = {
 			.queue_depth = j->s.queue_depth,
 			.io_size = j->s.io_size,
@@ -1028,6 +1031,7 @@ int fy_job_run(const struct fy_config *cfg, const struct fy_job_spec *spec,
 	fy_vs_devices_free(j->frozen);
 	fy_vs_inventory_free(j->inv);
 	fy_vs_vm_free(j->vm);
+	fy_transport_env_release(&j->env);
 	fy_hotadd_free(j->h);
 	fy_vs_client_free(j->vc);
 	free(j);
