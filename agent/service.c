@@ -62,6 +62,9 @@ enum { RO_CONFIG = 3000, RO_SET, RO_LOG_LEVEL, RO_READY_FILE };
 /* A StartBackup's disks fit a job's. */
 _Static_assert(FY_CONTROL_DISKS_MAX <= FY_JOB_DISKS_MAX,
 	       "control.proto carries more disks than a job takes");
+/* A job's notes fit JobResult.notes. */
+_Static_assert(FY_JOB_NOTES_MAX <= FY_CONTROL_NAME_MAX + 1,
+	       "a job's notes are longer than control.proto takes");
 
 /* A configuration in use: replaced on SIGHUP, freed when the last job
  * that started with it ends. refs is counted under svc->lock. */

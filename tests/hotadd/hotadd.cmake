@@ -26,6 +26,7 @@ ferry_hotadd_test(attach_ahead)
 ferry_hotadd_test(no_wwid)
 ferry_hotadd_test(cbt_full)
 ferry_hotadd_test(cbt_incr)
+ferry_hotadd_test(decide)
 
 # The journal parser's unit test.
 add_executable(test_journal hotadd/test_journal.c)
