@@ -64,3 +64,11 @@ add_test(NAME transport.vm_https
 set_tests_properties(transport.vm_https PROPERTIES
   LABELS transport TIMEOUT 180 SKIP_RETURN_CODE 77
   ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;VCSIM=${CMAKE_BINARY_DIR}/bin/ferry-vcsim")
+
+# PrepareForAccess advisory or required, and consolidation after the
+# snapshot removal (agent/job.c), over https.
+add_test(NAME transport.vm_access
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/transport/vm_access.sh)
+set_tests_properties(transport.vm_access PROPERTIES
+  LABELS transport TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;VCSIM=${CMAKE_BINARY_DIR}/bin/ferry-vcsim")
