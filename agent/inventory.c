@@ -15,6 +15,7 @@
 
 #include "agent/agent.h"
 #include "agent/inventory.h"
+#include "agent/transport.h"
 #include "common/common.h"
 #include "vsphere/vsphere.h"
 
@@ -41,8 +42,9 @@ static void usage(void)
 		"  VM: vm-42, /DC/vm/folder/name, a name, an instance or BIOS "
 		"UUID,\n"
 		"      or moref:/name:/path:/uuid:/bios: followed by one\n"
-		"  The proxy is --proxy, else ferry.proxy.moref or "
-		"ferry.proxy.instanceUuid.\n");
+		"  The proxy is --proxy, else this machine as a backup job "
+		"finds it\n  (ferry.proxy.moref, ferry.proxy.instanceUuid, "
+		"else its BIOS UUID).\n");
 }
 
 static const struct fy_vs_vm *find_vm(const struct fy_vs_inventory *inv,
@@ -86,10 +88,28 @@ static void disk_slot(const struct fy_vs_vm *vm, const struct fy_vs_disk *d,
 		snprintf(out, len, "?:%d", (int)d->unit);
 }
 
+/* The modes of the transport table that can read d here, for this
+ * machine (what a job would decide): "hotadd, https" into out. */
+static void disk_transports(struct fy_transport_env *env,
+			    const struct fy_vs_vm *vm,
+			    const struct fy_vs_disk *d, bool ok[],
+			    char why[][FY_ERR_MAX])
+{
+	unsigned m;
+
+	for (m = 0; m < FY_TRANSPORT_N_MODES; m++)
+		ok[m] = fy_transports[m].possible(env, vm, d, why[m],
+						  FY_ERR_MAX);
+}
+
 static void print_text_vm(const struct fy_vs_inventory *inv,
+			  struct fy_transport_env *env,
 			  const struct fy_vs_vm *proxy,
 			  const struct fy_vs_vm *vm)
 {
+	bool ok[FY_TRANSPORT_N_MODES];
+	char (*mwhy)[FY_ERR_MAX] = calloc(FY_TRANSPORT_N_MODES, FY_ERR_MAX);
+	unsigned m, k;
 	char size[32], slot[32], why[512];
 	size_t i, j;
 
@@ -141,7 +161,17 @@ static void print_text_vm(const struct fy_vs_inventory *inv,
 		       rule == FY_VS_HOTADD_OK ? "yes" : "no",
 		       rule == FY_VS_HOTADD_OK ? "" : ": ",
 		       rule == FY_VS_HOTADD_OK ? "" : why);
+		if (!mwhy)
+			continue;
+		disk_transports(env, vm, d, ok, mwhy);
+		printf("      transports here:");
+		for (m = 0, k = 0; m < FY_TRANSPORT_N_MODES; m++)
+			if (ok[m])
+				printf("%s %s", k++ ? "," : "",
+				       fy_transports[m].name);
+		printf("%s\n", k ? "" : " none");
 	}
+	free(mwhy);
 	if (!vm->devices.n_disks)
 		printf("    none\n");
 	printf("  snapshots:%s\n", vm->n_snapshots ? "" : " none");
@@ -156,11 +186,14 @@ static void print_text_vm(const struct fy_vs_inventory *inv,
 }
 
 static void print_json_vm(const struct fy_vs_inventory *inv,
+			  struct fy_transport_env *env,
 			  const struct fy_vs_vm *proxy,
 			  const struct fy_vs_vm *vm, bool first)
 {
+	bool ok[FY_TRANSPORT_N_MODES];
+	char (*mwhy)[FY_ERR_MAX] = calloc(FY_TRANSPORT_N_MODES, FY_ERR_MAX);
 	char why[512];
-	size_t i, j;
+	size_t i, j, m;
 
 	printf("%s{\"moref\":", first ? "" : ",");
 	fy_json_string(stdout, vm->moref.value);
@@ -229,8 +262,19 @@ static void print_json_vm(const struct fy_vs_inventory *inv,
 		fy_json_string(stdout, fy_vs_hotadd_rule_name(rule));
 		printf(",\"why\":");
 		fy_json_string(stdout, why);
-		printf("}}");
+		printf("},\"transports\":[");
+		if (mwhy)
+			disk_transports(env, vm, d, ok, mwhy);
+		for (m = 0; mwhy && m < FY_TRANSPORT_N_MODES; m++) {
+			printf("%s{\"name\":\"%s\",\"possible\":%s,"
+			       "\"why\":", m ? "," : "", fy_transports[m].name,
+			       ok[m] ? "true" : "false");
+			fy_json_string(stdout, ok[m] ? "" : mwhy[m]);
+			printf("}");
+		}
+		printf("]}");
 	}
+	free(mwhy);
 	printf("],\"snapshots\":[");
 	for (i = 0; i < vm->n_snapshots; i++) {
 		const struct fy_vs_snapshot *s = &vm->snapshots[i];
@@ -291,34 +335,32 @@ static void print_datastores(const struct fy_vs_inventory *inv, bool json)
 	}
 }
 
-/* The proxy from --proxy, ferry.proxy.moref or ferry.proxy.instanceUuid;
- * NULL (unknown) with a reason when none is configured or found. */
+/* The proxy from --proxy, else this machine as a job finds it
+ * (ferry.proxy.moref, ferry.proxy.instanceUuid, else the BIOS UUID checked
+ * by MAC: the transport table's rule); NULL (unknown) with a reason. */
 static const struct fy_vs_vm *locate_proxy(struct fy_vs_client *c,
-					   const struct fy_config *cfg,
+					   struct fy_transport_env *env,
 					   const char *flag,
 					   const struct fy_vs_inventory *inv,
 					   char *why, size_t whylen)
 {
-	const char *moref = fy_config_get(cfg, "ferry.proxy.moref");
-	const char *uuid = fy_config_get(cfg, "ferry.proxy.instanceUuid");
+	const struct fy_vs_vm *vm, *found;
 	struct fy_vs_moref m;
-	const struct fy_vs_vm *vm;
-	int rc;
+	char reason[FY_ERR_MAX];
 
-	if (flag)
-		rc = fy_vs_find_vm_spec(c, flag, &m);
-	else if (moref)
-		rc = fy_vs_find_vm(c, FY_VS_BY_MOREF, moref, &m);
-	else if (uuid)
-		rc = fy_vs_find_vm(c, FY_VS_BY_INSTANCE_UUID, uuid, &m);
-	else {
-		snprintf(why, whylen, "unknown proxy: set ferry.proxy.moref or "
-			 "ferry.proxy.instanceUuid, or pass --proxy");
-		return NULL;
-	}
-	if (rc < 0) {
-		snprintf(why, whylen, "unknown proxy: %s", fy_err_msg());
-		return NULL;
+	if (flag) {
+		if (fy_vs_find_vm_spec(c, flag, &m) < 0) {
+			snprintf(why, whylen, "unknown proxy: %s", fy_err_msg());
+			return NULL;
+		}
+	} else {
+		found = fy_transport_env_proxy(env, reason, sizeof(reason));
+		if (!found) {
+			snprintf(why, whylen, "unknown proxy: %s (or pass "
+				 "--proxy)", reason);
+			return NULL;
+		}
+		m = found->moref;
 	}
 	vm = find_vm(inv, &m);
 	if (!vm)
@@ -337,10 +379,12 @@ int agent_cmd_inventory(int argc, char **argv)
 	const char *sets[64];
 	char proxy_why[1200] = "";
 	struct fy_vs_about about;
+	struct fy_transport_env env;
 	unsigned n_sets = 0, i;
 	bool json = false;
 	int ch, rc = 0, level = -1;
 
+	fy_transport_env_init(&env, cfg, NULL);
 	if (!cfg) {
 		fprintf(stderr, "ferry-agent: out of memory\n");
 		return 1;
@@ -398,7 +442,8 @@ int agent_cmd_inventory(int argc, char **argv)
 	} else if ((rc = fy_vs_inventory_get(c, true, &inv)) < 0) {
 		goto fail;
 	}
-	proxy = locate_proxy(c, cfg, proxy_spec, inv, proxy_why,
+	fy_transport_env_init(&env, cfg, c);
+	proxy = locate_proxy(c, &env, proxy_spec, inv, proxy_why,
 			     sizeof(proxy_why));
 	fy_vs_client_about(c, &about);
 
@@ -432,10 +477,11 @@ int agent_cmd_inventory(int argc, char **argv)
 		print_datastores(inv, true);
 		printf("],\"vms\":[");
 		if (only) {
-			print_json_vm(inv, proxy, only, true);
+			print_json_vm(inv, &env, proxy, only, true);
 		} else {
 			for (i = 0; i < inv->n_vms; i++)
-				print_json_vm(inv, proxy, inv->vms[i], i == 0);
+				print_json_vm(inv, &env, proxy, inv->vms[i],
+					      i == 0);
 		}
 		printf("]}\n");
 	} else {
@@ -451,16 +497,17 @@ int agent_cmd_inventory(int argc, char **argv)
 			printf("proxy: %s\n", proxy_why);
 		print_datastores(inv, false);
 		if (only) {
-			print_text_vm(inv, proxy, only);
+			print_text_vm(inv, &env, proxy, only);
 		} else {
 			for (i = 0; i < inv->n_vms; i++)
-				print_text_vm(inv, proxy, inv->vms[i]);
+				print_text_vm(inv, &env, proxy, inv->vms[i]);
 		}
 	}
 	goto out;
 fail:
 	fprintf(stderr, "ferry-agent: inventory: %s\n", fy_err_msg());
 out:
+	fy_transport_env_release(&env);
 	fy_vs_inventory_free(inv);
 	fy_vs_client_free(c);
 	fy_config_free(cfg);
