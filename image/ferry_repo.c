@@ -192,6 +192,14 @@ static int cmd_verify(struct options *o)
 	if (fy_repo_open(o->root, 0, &repo) < 0)
 		return fail();
 	rc = fy_repo_verify_ex(repo, stdout, o->repair, &res);
+	if (rc == 0 && res.blocks_deleted) {
+		char who[320];
+
+		fy_repo_audit(repo, fy_local_user(who, sizeof(who)), "local",
+			      "repair", "deleted %" PRIu64 " corrupt blocks; "
+			      "%" PRIu64 " backups damaged", res.blocks_deleted,
+			      res.damaged_backups);
+	}
 	fy_repo_close(repo);
 	if (rc < 0)
 		return fail();

@@ -40,6 +40,7 @@ note "verify --repair deletes the corrupt block; the next backup stores it again
 if "$REPO" verify --root "$T/repo" --repair >"$T/v3"; then fail "verify --repair hid the damage"; fi
 grep -q "repair: deleted corrupt block $hex" "$T/v3" || { cat "$T/v3"; fail "repair did not delete the block"; }
 [[ ! -e "$victim" ]] || fail "corrupt block still stored"
+grep -q '"action":"repair","detail":"deleted 1 corrupt blocks' "$T/repo/audit.log" || fail "repair not audited"
 backup_json "$T/a.img"
 [[ $(json "$T/last.json" 'j["disks"][0]["blocks_sent"]') == 1 ]] || fail "the repaired block was not sent again"
 ids+=("$(json "$T/last.json" 'j["backup_id"]')")
@@ -68,7 +69,7 @@ cat "$T/g1"
 blocks_after=$(find "$T/repo/blocks" -type f | wc -l)
 [[ "$blocks_after" -eq $((blocks_before - 2)) ]] || fail "gc deleted $((blocks_before - blocks_after)) blocks, expected 2"
 for id in "${ids[3]}" "$idb"; do
-  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/r.img"
+  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/r.img" --force
 done
 same_file "$T/b.img" "$T/r.img"
 "$REPO" verify --root "$T/repo" >/dev/null || fail "verify after gc"

@@ -65,7 +65,7 @@ note "block sizes 64 KiB and 8 MiB"
 for bs in 65536 8388608; do
   "$AGENT" backup --config "$T/agent.conf" --source "$T/disk.img" --block-size $bs --json --quiet >"$T/bs.json"
   id=$(json "$T/bs.json" 'j["backup_id"]')
-  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/rbs.img"
+  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/rbs.img" --force
   same_file "$T/disk.img" "$T/rbs.img"
 done
 
@@ -83,7 +83,7 @@ done
 for p in "${pids[@]}"; do wait "$p" || fail "a concurrent backup failed"; done
 for n in 1 2 3; do
   id=$(json "$T/par$n.json" 'j["backup_id"]')
-  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/rpar.img"
+  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/rpar.img" --force
   same_file "$T/par$n.img" "$T/rpar.img"
 done
 
