@@ -24,7 +24,8 @@ enum {
 	OPT_ROOT = 1000, OPT_LISTEN, OPT_CERT, OPT_KEY, OPT_CA, OPT_WORKERS,
 	OPT_MAX_CLIENTS, OPT_READY_FILE, OPT_LOG_LEVEL, OPT_KEEP_LAST,
 	OPT_KEEP_DAILY, OPT_KEEP_WEEKLY, OPT_KEEP_MONTHLY, OPT_DRY_RUN,
-	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR,
+	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR, OPT_HANDSHAKE_TIMEOUT,
+	OPT_MAX_HANDSHAKES, OPT_MAX_PER_ADDRESS,
 };
 
 static const struct option long_opts[] = {
@@ -36,6 +37,10 @@ static const struct option long_opts[] = {
 	{ "workers", required_argument, NULL, OPT_WORKERS },
 	{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
 	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+	{ "max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES },
+	{ "max-handshakes-per-address", required_argument, NULL,
+	  OPT_MAX_PER_ADDRESS },
 	{ "ready-file", required_argument, NULL, OPT_READY_FILE },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "log-file", required_argument, NULL, OPT_LOG_FILE },
@@ -89,6 +94,20 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_IDLE_TIMEOUT:
 			rc = parse_count(optarg, "--idle-timeout", 86400, &n);
 			o->serve.idle_timeout_ms = n * 1000;
+			break;
+		case OPT_HANDSHAKE_TIMEOUT:
+			rc = parse_count(optarg, "--handshake-timeout", 300, &n);
+			o->serve.handshake_timeout_ms = n * 1000;
+			break;
+		case OPT_MAX_HANDSHAKES:
+			rc = parse_count(optarg, "--max-handshakes",
+					 FY_GATE_PENDING_MAX, &n);
+			o->serve.max_handshakes = n;
+			break;
+		case OPT_MAX_PER_ADDRESS:
+			rc = parse_count(optarg, "--max-handshakes-per-address",
+					 FY_GATE_PENDING_MAX, &n);
+			o->serve.max_handshakes_per_address = n;
 			break;
 		case OPT_LOG_LEVEL:
 			rc = parse_count(optarg, "--log-level", 6, &n);
@@ -160,6 +179,23 @@ static int cmd_serve(struct options *o)
 		o->serve.max_clients = 64;
 	if (!o->serve.idle_timeout_ms)
 		o->serve.idle_timeout_ms = 300 * 1000;
+	/* Before authentication: a short deadline, and fewer places than for
+	 * authenticated clients (proto/wire.h, the handshake gate). */
+	if (!o->serve.handshake_timeout_ms)
+		o->serve.handshake_timeout_ms = 10 * 1000;
+	if (!o->serve.max_handshakes)
+		o->serve.max_handshakes = o->serve.max_clients / 2 ? o->serve.max_clients / 2 : 1;
+	if (!o->serve.max_handshakes_per_address)
+		o->serve.max_handshakes_per_address =
+			o->serve.max_handshakes < 8 ? o->serve.max_handshakes : 8;
+	if (o->serve.max_handshakes > o->serve.max_clients ||
+	    o->serve.max_handshakes_per_address > o->serve.max_handshakes) {
+		fprintf(stderr, "ferry-repo serve: --max-handshakes-per-address "
+			"(%u) <= --max-handshakes (%u) <= --max-clients (%u), "
+			"please\n", o->serve.max_handshakes_per_address,
+			o->serve.max_handshakes, o->serve.max_clients);
+		return 2;
+	}
 	if (repo_server_run(&o->serve) < 0)
 		return fail();
 	return 0;
@@ -224,7 +260,9 @@ static const struct command {
 	{ "serve", cmd_serve,
 	  "--root DIR --listen HOST:PORT --cert F --key F --ca F\n"
 	  "        [--workers N] [--max-clients N] [--idle-timeout S] "
-	  "[--ready-file F]" },
+	  "[--ready-file F]\n"
+	  "        [--handshake-timeout S] [--max-handshakes N] "
+	  "[--max-handshakes-per-address N]" },
 	{ "verify", cmd_verify, "--root DIR [--repair]" },
 	{ "prune", cmd_prune,
 	  "--root DIR [--keep-last N] [--keep-daily N] [--keep-weekly N]\n"
