@@ -33,10 +33,14 @@
 /* Out of descriptors: the listening socket stays readable; wait this long
  * before the next accept rather than spin. */
 #define ACCEPT_BACKOFF 0.1
+/* A refused client gets this long to read our alert: closing a socket with
+ * its unread bytes would send a reset, which can destroy the alert before
+ * the client reads it. */
+#define LINGER_SECONDS 2.0
 
 struct slot {
 	int fd;                       /* -1: free */
-	SSL *ssl;
+	SSL *ssl;                     /* NULL while closing */
 	bool want_write;
 	double since, deadline;
 	char addr[INET6_ADDRSTRLEN];  /* the address without port */
@@ -192,13 +196,35 @@ static void refuse(struct fy_gate *g, struct slot *s, int ssl_error)
 			s->peer, reason);
 	}
 	ERR_clear_error();
-	slot_drop(g, s);
+	/* The alert is out; read what the client still sends until it closes
+	 * (or LINGER_SECONDS), then close without a reset. */
+	SSL_free(s->ssl);
+	s->ssl = NULL;
+	s->want_write = false;
+	shutdown(s->fd, SHUT_WR);
+	s->deadline = fy_now() + LINGER_SECONDS;
+}
+
+/* A refused connection: discard input until the client closes. */
+static void drain(struct fy_gate *g, struct slot *s)
+{
+	char buf[4096];
+	ssize_t n;
+
+	while ((n = read(s->fd, buf, sizeof(buf))) > 0)
+		;
+	if (n == 0 || (errno != EAGAIN && errno != EINTR))
+		slot_drop(g, s);
 }
 
 static void step(struct fy_gate *g, struct slot *s)
 {
 	int rc, e;
 
+	if (!s->ssl) {
+		drain(g, s);
+		return;
+	}
 	ERR_clear_error();
 	errno = 0;
 	rc = SSL_do_handshake(s->ssl);
@@ -301,7 +327,9 @@ static void *gate_main(void *arg)
 		for (i = 0; i < g->o.max_pending; i++) {
 			struct slot *s = &g->slots[i];
 
-			if (s->fd >= 0 && now >= s->deadline) {
+			if (s->fd >= 0 && now >= s->deadline && !s->ssl) {
+				slot_drop(g, s);
+			} else if (s->fd >= 0 && now >= s->deadline) {
 				fy_debug("%s: %s: no TLS handshake within %d s; "
 					 "dropped", g->o.what, s->peer,
 					 g->o.handshake_timeout_ms / 1000);

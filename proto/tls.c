@@ -187,7 +187,7 @@ static const char *verify_words(int err)
 	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
 	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
 	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-		return "it was not issued by the CA this side trusts (unknown CA)";
+		return "it was not issued by the CA trusted here (unknown CA)";
 	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
 		return "its signature does not verify";
 	case X509_V_ERR_CERT_REVOKED:
@@ -406,9 +406,18 @@ static void describe_peer(struct fy_conn *c)
 					  NID_commonName, cn, sizeof(cn));
 		X509_free(cert);
 	}
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
-		getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
-			    port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0) {
+		/* Reset already: keep the address we knew, add the name. */
+		const char *at = strchr(c->peer, '@');
+		char addr[sizeof(c->peer)];
+
+		snprintf(addr, sizeof(addr), "%s", at ? at + 1 : c->peer);
+		snprintf(c->peer, sizeof(c->peer), "%s%s%s", cn[0] ? cn : "",
+			 cn[0] ? "@" : "", addr[0] ? addr : "?");
+		return;
+	}
+	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port,
+		    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
 	snprintf(c->peer, sizeof(c->peer), "%s%s%s:%s", cn[0] ? cn : "",
 		 cn[0] ? "@" : "", host, port);
 }
@@ -496,6 +505,7 @@ int fy_conn_connect(struct fy_tls *tls, const char *hostport,
 		close(fd);
 		return fy_err_set(-ENOMEM, "out of memory");
 	}
+	describe_peer(c);
 	c->ssl = SSL_new(tls->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
 		rc = fy_err_set(-ENOMEM, "TLS: %s", tls_reason(why, sizeof(why)));

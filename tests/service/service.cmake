@@ -24,6 +24,7 @@ ferry_service_test(tls)
 ferry_service_test(hostile)
 ferry_service_test(reload)
 ferry_service_test(unauthenticated)
+ferry_service_test(cert_refusals)
 
 if(NOT TARGET ferry-vcsim)
   message(STATUS "service tests: ferry-vcsim is not built; skipping the job tests")
