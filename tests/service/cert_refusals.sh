@@ -74,7 +74,7 @@ refused "$T/repo.log" "refused our certificate future .*: it is not valid yet" \
   "certificate future \(issued by .*valid 2040-01-01 00:00:00Z to 2041-01-01 00:00:00Z\) refused: it is not valid yet" \
   "not yet valid" repo_as future
 refused "$T/repo.log" "refused our certificate intruder .*unknown CA" \
-  "certificate intruder \(issued by .*\) refused: it was not issued by the CA this side trusts \(unknown CA\)" \
+  "certificate intruder \(issued by .*\) refused: it was not issued by the CA trusted here \(unknown CA\)" \
   "another CA" "$FERRY" --config "$T/agent.conf" --cert "$T/other/intruder.crt" \
   --key "$T/other/intruder.key" list
 "$FERRY" --config "$T/agent.conf" list >/dev/null || fail "the repository refused a valid client"
