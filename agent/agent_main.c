@@ -581,7 +581,9 @@ static int cmd_transports(int argc, char **argv)
 	}
 	if (config && (rc = fy_config_load(cfg, config)) < 0)
 		goto fail;
-	fy_config_warn_unknown(cfg, fy_all_known_keys());
+	if ((rc = fy_config_check_unknown(cfg, fy_all_known_keys(),
+					  "ferry.")) < 0)
+		goto fail;
 	for (i = 0; i < N_MODES; i++) {
 		ok[i] = mode_possible(all_modes[i], cfg, why[i], sizeof(why[i]));
 		/* An NBD export named in the job is readable whatever VDDK. */

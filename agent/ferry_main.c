@@ -104,6 +104,8 @@ static int load_config(struct cli *cli, struct fy_config **out)
 			     ? fy_config_set(cfg, cli->overrides[i][0],
 					     cli->overrides[i][1])
 			     : fy_config_set_pair(cfg, cli->overrides[i][1]);
+	if (rc == 0)
+		rc = fy_config_check_unknown(cfg, fy_all_known_keys(), "ferry.");
 	if (rc < 0) {
 		fy_config_free(cfg);
 		return rc;

@@ -100,6 +100,15 @@ int fy_config_get_bool(const struct fy_config *cfg, const char *key, bool def,
  * entry ending in '*' matches a prefix). Returns how many were unknown. */
 int fy_config_warn_unknown(const struct fy_config *cfg,
 			   const char *const *known);
+/* Like fy_config_warn_unknown, but an unknown key that starts with
+ * strict_prefix ("ferry.": our own namespace) is an error naming the
+ * closest known key; others (VDDK's) keep a warning. 0 or -EINVAL. */
+int fy_config_check_unknown(const struct fy_config *cfg,
+			    const char *const *known,
+			    const char *strict_prefix);
+/* The known key nearest to key by edit distance (case ignored); NULL when
+ * known has none. */
+const char *fy_config_closest(const char *key, const char *const *known);
 /* Where a key was set, for messages: "file:line" or "command line". */
 const char *fy_config_origin(const struct fy_config *cfg, const char *key);
 
