@@ -30,7 +30,7 @@
 
 struct cli {
 	const char *config;
-	const char *overrides[64][2];
+	const char *overrides[FY_CLI_SETS_MAX][2];
 	unsigned n_overrides;
 	bool json;
 	const char *output;
@@ -53,7 +53,7 @@ enum {
 	OPT_CONFIG = 1000, OPT_JSON, OPT_SET, OPT_REPOSITORY, OPT_CERT, OPT_KEY,
 	OPT_CA, OPT_DISK, OPT_OUTPUT, OPT_SAN, OPT_LOG_LEVEL, OPT_AGENT, OPT_VM,
 	OPT_TRANSPORT, OPT_FULL, OPT_INCREMENTAL, OPT_ENABLE_CBT, OPT_QUIESCE,
-	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH,
+	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH, OPT_HELP,
 };
 
 static const struct option cli_opts[] = {
@@ -80,6 +80,7 @@ static const struct option cli_opts[] = {
 	{ "wait", no_argument, NULL, OPT_WAIT },
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "detach", no_argument, NULL, OPT_DETACH },
+	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -957,6 +958,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: ferry [--config FILE] [--set KEY=VALUE] COMMAND ...\n\n");
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  ferry %s\n", commands[i].usage);
+	fprintf(f, "\nferry COMMAND --help prints the command's usage.\n");
 	fprintf(f, "\nThe repository and certificates come from the "
 		"configuration file (ferry.repository,\nferry.tls.cert, "
 		"ferry.tls.key, ferry.tls.ca) or --repository, --cert, --key, --ca.\n"
@@ -970,7 +972,8 @@ int main(int argc, char **argv)
 	struct cli cli = { .disk = -1 };
 	const char *cmd = NULL;
 	char *rest[16];
-	int nrest = 0, c, i;
+	int nrest = 0, c, i, level;
+	bool help = false;
 
 	signal(SIGPIPE, SIG_IGN);
 	fy_log_set_level(FY_LOG_WARN);
@@ -983,7 +986,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	/* Options may come before or after the command's words. */
-	while ((c = getopt_long(argc, argv, "", cli_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", cli_opts, NULL)) != -1) {
 		const char *key = NULL;
 		char *end;
 
@@ -992,7 +995,17 @@ int main(int argc, char **argv)
 		case OPT_JSON: cli.json = true; break;
 		case OPT_OUTPUT: cli.output = optarg; break;
 		case OPT_SAN: cli.san = optarg; break;
-		case OPT_LOG_LEVEL: fy_log_set_level(atoi(optarg)); break;
+		case OPT_LOG_LEVEL:
+			if (fy_cli_log_level(optarg, &level) < 0) {
+				fprintf(stderr, "ferry: %s\n", fy_err_msg());
+				return 2;
+			}
+			fy_log_set_level(level);
+			break;
+		case OPT_HELP:
+		case 'h':
+			help = true;
+			break;
 		case OPT_DISK:
 			errno = 0;
 			cli.disk = strtol(optarg, &end, 10);
@@ -1031,8 +1044,11 @@ int main(int argc, char **argv)
 						 : FY_JOB_INCREMENTAL;
 			break;
 		case OPT_SET:
-			if (cli.n_overrides == 64)
+			if (cli.n_overrides == FY_CLI_SETS_MAX) {
+				fprintf(stderr, "ferry: at most %d --set and key "
+					"flags\n", FY_CLI_SETS_MAX);
 				return 2;
+			}
 			cli.overrides[cli.n_overrides][0] = NULL;
 			cli.overrides[cli.n_overrides++][1] = optarg;
 			break;
@@ -1048,8 +1064,11 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (key) {
-			if (cli.n_overrides == 64)
+			if (cli.n_overrides == FY_CLI_SETS_MAX) {
+				fprintf(stderr, "ferry: at most %d --set and key "
+					"flags\n", FY_CLI_SETS_MAX);
 				return 2;
+			}
 			cli.overrides[cli.n_overrides][0] = key;
 			cli.overrides[cli.n_overrides++][1] = optarg;
 		}
@@ -1066,12 +1085,19 @@ int main(int argc, char **argv)
 		rest[nrest++] = argv[i];
 	}
 	if (!cmd) {
-		usage(stderr);
-		return 2;
+		usage(help ? stdout : stderr);
+		return help ? 0 : 2;
 	}
-	for (i = 0; i < (int)(sizeof(commands) / sizeof(commands[0])); i++)
-		if (!strcmp(cmd, commands[i].name))
-			return commands[i].run(&cli, nrest, rest);
+	for (i = 0; i < (int)(sizeof(commands) / sizeof(commands[0])); i++) {
+		if (strcmp(cmd, commands[i].name))
+			continue;
+		if (help) {
+			printf("usage: ferry [--config FILE] [--set KEY=VALUE] "
+			       "[--log-level N] %s\n", commands[i].usage);
+			return 0;
+		}
+		return commands[i].run(&cli, nrest, rest);
+	}
 	fprintf(stderr, "ferry: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;

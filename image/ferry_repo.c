@@ -279,7 +279,7 @@ static void usage(FILE *f)
 		fprintf(f, "  ferry-repo %s %s\n", commands[i].name,
 			commands[i].usage);
 	fprintf(f, "\nEvery command also takes --log-level 0..6 and "
-		"--log-file F.\n");
+		"--log-file F; ferry-repo COMMAND --help prints its usage.\n");
 }
 
 int main(int argc, char **argv)
@@ -299,6 +299,12 @@ int main(int argc, char **argv)
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[1], commands[i].name))
 			continue;
+		if (fy_cli_wants_help(argc - 1, argv + 1)) {
+			printf("usage: ferry-repo %s %s\n\nEvery command also "
+			       "takes --log-level 0..6 and --log-file F.\n",
+			       commands[i].name, commands[i].usage);
+			return 0;
+		}
 		if (parse_options(argc - 1, argv + 1, &o) < 0) {
 			fprintf(stderr, "usage: ferry-repo %s %s\n",
 				commands[i].name, commands[i].usage);
