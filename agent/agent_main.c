@@ -214,7 +214,7 @@ static int cmd_backup(int argc, char **argv)
 	struct fy_conn *conn = NULL;
 	struct fy_transport_env env;
 	char repo_id[128], id[FY_ID_MAX] = "";
-	const char *overrides[64][2];
+	const char *overrides[FY_CLI_SETS_MAX][2];
 	unsigned n_overrides = 0, i;
 	double start = fy_now();
 	int c, rc = 0, level = -1;
@@ -249,11 +249,15 @@ static int cmd_backup(int argc, char **argv)
 		case OPT_QUIET: a.quiet = true; break;
 		case OPT_NAME: a.name = optarg; break;
 		case OPT_TRANSPORT: a.transport = optarg; break;
-		case OPT_LOG_LEVEL: level = atoi(optarg); break;
+		case OPT_LOG_LEVEL:
+			if ((rc = fy_cli_log_level(optarg, &level)) < 0)
+				goto fail;
+			break;
 		case OPT_SET:
-			if (n_overrides == 64) {
-				rc = -E2BIG;
-				goto out;
+			if (n_overrides == FY_CLI_SETS_MAX) {
+				rc = fy_err_set(-E2BIG, "at most %d --set and "
+						"key flags", FY_CLI_SETS_MAX);
+				goto fail;
 			}
 			overrides[n_overrides][0] = NULL;
 			overrides[n_overrides++][1] = optarg;
@@ -270,9 +274,10 @@ static int cmd_backup(int argc, char **argv)
 			goto usage;
 		}
 		if (key) {
-			if (n_overrides == 64) {
-				rc = -E2BIG;
-				goto out;
+			if (n_overrides == FY_CLI_SETS_MAX) {
+				rc = fy_err_set(-E2BIG, "at most %d --set and "
+						"key flags", FY_CLI_SETS_MAX);
+				goto fail;
 			}
 			overrides[n_overrides][0] = key;
 			overrides[n_overrides++][1] = optarg;
@@ -413,7 +418,14 @@ static int cmd_transports(int argc, char **argv)
 		case OPT_CONFIG: config = optarg; break;
 		case OPT_JSON: json = true; break;
 		case OPT_VERBOSE: verbose = true; break;
-		case OPT_LOG_LEVEL: fy_log_set_level(atoi(optarg)); break;
+		case OPT_LOG_LEVEL: {
+			int level;
+
+			if ((rc = fy_cli_log_level(optarg, &level)) < 0)
+				goto fail;
+			fy_log_set_level(level);
+			break;
+		}
 		case OPT_SOURCE:
 			if (n_sources < FY_DISKS_MAX)
 				sources[n_sources++] = optarg;
@@ -433,7 +445,9 @@ static int cmd_transports(int argc, char **argv)
 	}
 	if (config && (rc = fy_config_load(cfg, config)) < 0)
 		goto fail;
-	fy_config_warn_unknown(cfg, fy_all_known_keys());
+	if ((rc = fy_config_check_unknown(cfg, fy_all_known_keys(),
+					  "ferry.")) < 0)
+		goto fail;
 	fy_transport_status_all(&env, st);
 	/* An NBD export named in the job is readable whatever VDDK. */
 	for (k = 0; k < n_sources; k++)
@@ -478,21 +492,47 @@ out:
 	return rc < 0 ? (rc == -EINVAL ? 2 : 1) : 0;
 }
 
+/* help: one line for the list; usage: what `ferry-agent NAME --help`
+ * prints. */
 static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 	const char *help;
+	const char *usage;
 } commands[] = {
 	{ "backup", cmd_backup,
-	  "back up local files, block devices, NBD exports or VM disks" },
+	  "back up local files, block devices, NBD exports or VM disks",
+	  "backup [--config FILE] --source PATH|URI [--source ...]\n"
+	  "         [--transport san:hotadd:nbdssl:nbd:https] [--json] [--quiet]\n"
+	  "         [--name NAME] [--repository HOST:PORT] [--cert F] [--key F]\n"
+	  "         [--ca F] [--block-size N] [--compression-level N]\n"
+	  "         [--set KEY=VALUE] [--log-level N]\n"
+	  "       ferry-agent backup --config FILE --vm NAME|MOREF [--disk N ...]\n"
+	  "         [--transport LIST] [--snapshot MOREF] [--full|--incremental]\n"
+	  "         [--enable-cbt] [--quiesce] [--json] [--quiet] [--name NAME]\n"
+	  "         [--repository HOST:PORT] [--set KEY=VALUE] [--log-level N]" },
 	{ "cleanup", agent_cmd_cleanup,
-	  "undo what a crashed agent left: attached disks, snapshots" },
+	  "undo what a crashed agent left: attached disks, snapshots",
+	  "cleanup --config FILE [--json] [--set KEY=VALUE] [--log-level N]\n"
+	  "  Detaches disks a crashed agent left on this proxy, removes its\n"
+	  "  snapshots and re-enables the methods it disabled (docs/HOTADD.md)." },
 	{ "run", agent_cmd_run,
-	  "the service: self-cleanup, then the control API (ferry ...)" },
+	  "the service: self-cleanup, then the control API (ferry ...)",
+	  "run --config FILE [--set KEY=VALUE] [--log-level N] [--ready-file F]\n"
+	  "  The agent service: self-cleanup, then the control API on\n"
+	  "  ferry.control.listen (mutual TLS; docs/CONTROL.md)." },
 	{ "inventory", agent_cmd_inventory,
-	  "VMs, disks, datastores, CBT, snapshots, hot-add checks" },
+	  "VMs, disks, datastores, CBT, snapshots, hot-add checks",
+	  "inventory --config FILE [--vm VM] [--proxy VM] [--json]\n"
+	  "         [--set KEY=VALUE] [--log-level N]\n"
+	  "  VM: vm-42, /DC/vm/folder/name, a name, an instance or BIOS UUID,\n"
+	  "      or moref:/name:/path:/uuid:/bios: followed by one\n"
+	  "  The proxy is --proxy, else ferry.proxy.moref or "
+	  "ferry.proxy.instanceUuid." },
 	{ "transports", cmd_transports,
-	  "the transport modes this build and proxy can use, in order" },
+	  "the transport modes this build and proxy can use, in order",
+	  "transports [--config FILE] [--source URI ...] [--json] [--verbose]\n"
+	  "         [--set KEY=VALUE] [--log-level N]" },
 };
 
 static void usage(FILE *f)
@@ -502,7 +542,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: ferry-agent COMMAND [OPTIONS]\n\n");
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-	fprintf(f, "\nferry-agent --version prints the version.\n");
+	fprintf(f, "\nferry-agent COMMAND --help prints the command's usage; "
+		"ferry-agent --version the version.\n");
 }
 
 int main(int argc, char **argv)
@@ -518,9 +559,15 @@ int main(int argc, char **argv)
 		printf("ferry-agent %s\n", FERRY_VERSION);
 		return 0;
 	}
-	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].run(argc - 1, argv + 1);
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[1], commands[i].name))
+			continue;
+		if (fy_cli_wants_help(argc - 1, argv + 1)) {
+			printf("usage: ferry-agent %s\n", commands[i].usage);
+			return 0;
+		}
+		return commands[i].run(argc - 1, argv + 1);
+	}
 	fprintf(stderr, "ferry-agent: unknown command '%s'\n\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -12,6 +12,9 @@ const char *const fy_service_config_keys[] = {
 	"ferry.control.maxClients", /* controller connections at once */
 	"ferry.control.allowedClients", /* certificate names that may control */
 	"ferry.repository.allowed", /* repositories a controller may name */
+	"ferry.control.handshakeTimeout", /* s for a TLS handshake, 1..300 */
+	"ferry.control.maxHandshakes", /* unauthenticated connections at once */
+	"ferry.control.maxHandshakesPerAddress", /* of those, per address */
 	"ferry.jobs.max",           /* backup jobs at once, 1..16 */
 	"ferry.agent",              /* ferry: the agent service, HOST:PORT */
 	"ferry.agent.serverName",   /* ferry: the name its certificate carries */

@@ -35,7 +35,7 @@
 
 struct cli {
 	const char *config;
-	const char *overrides[64][2];
+	const char *overrides[FY_CLI_SETS_MAX][2];
 	unsigned n_overrides;
 	bool json;
 	const char *output;
@@ -67,6 +67,7 @@ enum {
 	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH, OPT_ROLE,
 	OPT_NAMESPACE, OPT_ALL_NAMESPACES, OPT_LISTEN, OPT_SOCKET, OPT_TLS,
 	OPT_CACHE_MB, OPT_READY_FILE, OPT_NBD_CERT, OPT_NBD_KEY, OPT_FORCE,
+	OPT_HELP,
 };
 
 static const struct option cli_opts[] = {
@@ -104,6 +105,7 @@ static const struct option cli_opts[] = {
 	{ "ready-file", required_argument, NULL, OPT_READY_FILE },
 	{ "nbd-cert", required_argument, NULL, OPT_NBD_CERT },
 	{ "nbd-key", required_argument, NULL, OPT_NBD_KEY },
+	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -128,6 +130,8 @@ static int load_config(struct cli *cli, struct fy_config **out)
 			     ? fy_config_set(cfg, cli->overrides[i][0],
 					     cli->overrides[i][1])
 			     : fy_config_set_pair(cfg, cli->overrides[i][1]);
+	if (rc == 0)
+		rc = fy_config_check_unknown(cfg, fy_all_known_keys(), "ferry.");
 	if (rc < 0) {
 		fy_config_free(cfg);
 		return rc;
@@ -1064,6 +1068,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: ferry [--config FILE] [--set KEY=VALUE] COMMAND ...\n\n");
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  ferry %s\n", commands[i].usage);
+	fprintf(f, "\nferry COMMAND --help prints the command's usage.\n");
 	fprintf(f, "\nThe repository and certificates come from the "
 		"configuration file (ferry.repository,\nferry.tls.cert, "
 		"ferry.tls.key, ferry.tls.ca) or --repository, --cert, --key, --ca.\n"
@@ -1077,7 +1082,8 @@ int main(int argc, char **argv)
 	struct cli cli = { .disk = -1 };
 	const char *cmd = NULL;
 	char *rest[16];
-	int nrest = 0, c, i;
+	int nrest = 0, c, i, level;
+	bool help = false;
 
 	signal(SIGPIPE, SIG_IGN);
 	fy_log_set_level(FY_LOG_WARN);
@@ -1090,7 +1096,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	/* Options may come before or after the command's words. */
-	while ((c = getopt_long(argc, argv, "", cli_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", cli_opts, NULL)) != -1) {
 		const char *key = NULL;
 		char *end;
 
@@ -1099,7 +1105,17 @@ int main(int argc, char **argv)
 		case OPT_JSON: cli.json = true; break;
 		case OPT_OUTPUT: cli.output = optarg; break;
 		case OPT_SAN: cli.san = optarg; break;
-		case OPT_LOG_LEVEL: fy_log_set_level(atoi(optarg)); break;
+		case OPT_LOG_LEVEL:
+			if (fy_cli_log_level(optarg, &level) < 0) {
+				fprintf(stderr, "ferry: %s\n", fy_err_msg());
+				return 2;
+			}
+			fy_log_set_level(level);
+			break;
+		case OPT_HELP:
+		case 'h':
+			help = true;
+			break;
 		case OPT_DISK:
 			errno = 0;
 			cli.disk = strtol(optarg, &end, 10);
@@ -1158,8 +1174,11 @@ int main(int argc, char **argv)
 						 : FY_JOB_INCREMENTAL;
 			break;
 		case OPT_SET:
-			if (cli.n_overrides == 64)
+			if (cli.n_overrides == FY_CLI_SETS_MAX) {
+				fprintf(stderr, "ferry: at most %d --set and key "
+					"flags\n", FY_CLI_SETS_MAX);
 				return 2;
+			}
 			cli.overrides[cli.n_overrides][0] = NULL;
 			cli.overrides[cli.n_overrides++][1] = optarg;
 			break;
@@ -1175,8 +1194,11 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (key) {
-			if (cli.n_overrides == 64)
+			if (cli.n_overrides == FY_CLI_SETS_MAX) {
+				fprintf(stderr, "ferry: at most %d --set and key "
+					"flags\n", FY_CLI_SETS_MAX);
 				return 2;
+			}
 			cli.overrides[cli.n_overrides][0] = key;
 			cli.overrides[cli.n_overrides++][1] = optarg;
 		}
@@ -1193,12 +1215,19 @@ int main(int argc, char **argv)
 		rest[nrest++] = argv[i];
 	}
 	if (!cmd) {
-		usage(stderr);
-		return 2;
+		usage(help ? stdout : stderr);
+		return help ? 0 : 2;
 	}
-	for (i = 0; i < (int)(sizeof(commands) / sizeof(commands[0])); i++)
-		if (!strcmp(cmd, commands[i].name))
-			return commands[i].run(&cli, nrest, rest);
+	for (i = 0; i < (int)(sizeof(commands) / sizeof(commands[0])); i++) {
+		if (strcmp(cmd, commands[i].name))
+			continue;
+		if (help) {
+			printf("usage: ferry [--config FILE] [--set KEY=VALUE] "
+			       "[--log-level N] %s\n", commands[i].usage);
+			return 0;
+		}
+		return commands[i].run(&cli, nrest, rest);
+	}
 	fprintf(stderr, "ferry: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;

@@ -396,7 +396,10 @@ int agent_cmd_inventory(int argc, char **argv)
 		case OPT_VM: vm_spec = optarg; break;
 		case OPT_PROXY: proxy_spec = optarg; break;
 		case OPT_JSON: json = true; break;
-		case OPT_LOG_LEVEL: level = atoi(optarg); break;
+		case OPT_LOG_LEVEL:
+			if ((rc = fy_cli_log_level(optarg, &level)) < 0)
+				goto fail;
+			break;
 		case OPT_SET:
 			if (n_sets == sizeof(sets) / sizeof(sets[0])) {
 				fprintf(stderr, "ferry-agent: too many --set\n");

@@ -106,8 +106,8 @@ int fy_agent_setup_logging(const struct fy_config *cfg, int level)
 		/* A reload that dropped the key stops writing there. */
 		fy_log_set_dir(NULL, NULL, NULL, 0);
 	}
-	fy_config_warn_unknown(cfg, fy_all_known_keys());
-	return 0;
+	/* A misspelled key of ours is an error; VDDK's keep a warning. */
+	return fy_config_check_unknown(cfg, fy_all_known_keys(), "ferry.");
 }
 
 int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)

@@ -42,7 +42,6 @@
 #define JOBS_KEPT 32          /* finished jobs remembered for ListJobs */
 #define PHASES_KEPT 32        /* phase events a late watcher can replay */
 #define PROGRESS_EVERY 0.25   /* seconds between progress events per watcher */
-#define HANDSHAKE_MS 10000
 #define REQUEST_MS 30000      /* a frame once started must arrive in this */
 #define IDLE_SECONDS 600      /* a controller silent this long is dropped */
 /* A watched job that reports nothing this long (a quiesced snapshot, a
@@ -139,7 +138,6 @@ struct svc {
 	unsigned job_counter;
 	bool cleanup_running;
 	bool stopping;
-	bool accept_failing;          /* logged; main thread only */
 	time_t started;
 	char listen[300];
 	struct cleanup_state cleanup;
@@ -208,7 +206,9 @@ static void reload(struct svc *svc)
 {
 	static const char *const restart_keys[] = {
 		"ferry.control.listen", "ferry.control.maxClients",
-		"ferry.tls.cert", "ferry.tls.key", "ferry.tls.ca", "ferry.tls.crl",
+		"ferry.control.handshakeTimeout", "ferry.control.maxHandshakes",
+		"ferry.control.maxHandshakesPerAddress", "ferry.tls.cert",
+		"ferry.tls.key", "ferry.tls.ca", "ferry.tls.crl",
 	};
 	struct svc_cfg *c = NULL;
 	unsigned max_jobs, max_clients, i;
@@ -1104,7 +1104,7 @@ static int cleanup(struct svc *svc, struct fy_conn *c)
 
 struct client_arg {
 	struct svc *svc;
-	int fd;
+	struct fy_conn *conn; /* authenticated by the gate */
 };
 
 static int greet(struct fy_conn *c)
@@ -1207,17 +1207,11 @@ static void *client_main(void *arg)
 {
 	struct client_arg *ca = arg;
 	struct svc *svc = ca->svc;
-	struct fy_conn *c = NULL;
+	struct fy_conn *c = ca->conn;
 	double idle_since;
 	int rc;
 
-	rc = fy_conn_accept(svc->tls, ca->fd, HANDSHAKE_MS, &c);
 	free(ca);
-	if (rc < 0) {
-		fy_warn("control: %s", fy_err_msg());
-		goto out;
-	}
-	fy_conn_set_timeout(c, REQUEST_MS);
 	fy_info("control: %s connected", fy_conn_peer(c));
 	rc = client_allowed(svc, c);
 	if (rc == 0)
@@ -1293,7 +1287,6 @@ static void *client_main(void *arg)
 	} else {
 		fy_info("control: %s disconnected", fy_conn_peer(c));
 	}
-out:
 	fy_conn_close(c);
 	pthread_mutex_lock(&svc->lock);
 	svc->clients--;
@@ -1302,39 +1295,25 @@ out:
 	return NULL;
 }
 
-static void accept_one(struct svc *svc, int lfd)
+/* The gate's callback: an authenticated controller takes a client slot
+ * and a thread, or is told the agent is full. */
+static void on_controller(void *opaque, struct fy_conn *c)
 {
+	struct svc *svc = opaque;
 	struct client_arg *ca;
 	pthread_attr_t attr;
 	pthread_t t;
-	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 
-	if (fd < 0) {
-		/* Out of descriptors or memory, the connection stays queued
-		 * and poll says readable again at once: back off instead of
-		 * spinning, and say so once, not 10 times a second. */
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM) {
-			if (!svc->accept_failing)
-				fy_error("control: cannot accept a connection: "
-					 "%s; retrying every 100 ms",
-					 strerror(errno));
-			svc->accept_failing = true;
-			nanosleep(&(struct timespec){ .tv_nsec = 100000000L },
-				  NULL);
-		}
-		return;
-	}
-	if (svc->accept_failing) {
-		fy_warn("control: accepting connections again");
-		svc->accept_failing = false;
-	}
 	pthread_mutex_lock(&svc->lock);
 	if (svc->clients >= svc->max_clients) {
 		pthread_mutex_unlock(&svc->lock);
-		fy_warn("control: refusing a connection: %u controllers "
-			"connected (ferry.control.maxClients)", svc->clients);
-		close(fd);
+		fy_warn("control: refusing %s: %u controllers connected "
+			"(ferry.control.maxClients)", fy_conn_peer(c),
+			svc->max_clients);
+		fy_control_send_error(c, -EBUSY, "the agent serves "
+				      "ferry.control.maxClients controllers "
+				      "already; try again later");
+		fy_conn_close(c);
 		return;
 	}
 	svc->clients++;
@@ -1342,7 +1321,7 @@ static void accept_one(struct svc *svc, int lfd)
 	ca = malloc(sizeof(*ca));
 	if (ca) {
 		ca->svc = svc;
-		ca->fd = fd;
+		ca->conn = c;
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &attr, client_main, ca) == 0) {
@@ -1352,7 +1331,7 @@ static void accept_one(struct svc *svc, int lfd)
 		pthread_attr_destroy(&attr);
 		free(ca);
 	}
-	close(fd);
+	fy_conn_close(c);
 	pthread_mutex_lock(&svc->lock);
 	svc->clients--;
 	pthread_mutex_unlock(&svc->lock);
@@ -1434,11 +1413,38 @@ static void shut_down(struct svc *svc)
 	}
 }
 
+/* Before authentication (proto/wire.h, the handshake gate): the keys
+ * ferry.control.handshakeTimeout, maxHandshakes, maxHandshakesPerAddress. */
+static int gate_options(const struct fy_config *cfg, struct fy_gate_opts *go)
+{
+	int64_t timeout, pending, per_address;
+	int rc;
+
+	if ((rc = fy_config_get_int(cfg, "ferry.control.handshakeTimeout", 10,
+				    1, 300, &timeout)) < 0 ||
+	    (rc = fy_config_get_int(cfg, "ferry.control.maxHandshakes", 16, 1,
+				    256, &pending)) < 0 ||
+	    (rc = fy_config_get_int(cfg, "ferry.control.maxHandshakesPerAddress",
+				    pending < 4 ? pending : 4, 1, pending,
+				    &per_address)) < 0)
+		return rc;
+	*go = (struct fy_gate_opts){
+		.what = "control",
+		.handshake_timeout_ms = (int)timeout * 1000,
+		.max_pending = (unsigned)pending,
+		.max_per_address = (unsigned)per_address,
+		.io_timeout_ms = REQUEST_MS,
+	};
+	return 0;
+}
+
 static int serve(struct svc *svc, const char *ready_file)
 {
 	const char *listen = fy_config_get(svc->cfg->cfg, "ferry.control.listen");
 	struct fy_settings s;
-	struct pollfd pfd[2];
+	struct fy_gate_opts go;
+	struct fy_gate *gate = NULL;
+	struct pollfd pfd[1];
 	char bound[300] = "";
 	sigset_t mask;
 	int lfd = -1, sfd = -1, rc;
@@ -1466,20 +1472,26 @@ static int serve(struct svc *svc, const char *ready_file)
 	}
 	fy_warn("ferry-agent %s serving the control API on %s (at most %u "
 		"jobs at once)", FERRY_VERSION, bound, svc->max_jobs);
+	if ((rc = gate_options(svc->cfg->cfg, &go)) < 0 ||
+	    (rc = fy_gate_start(svc->tls, lfd, &go, on_controller, svc,
+				&gate)) < 0) {
+		close(lfd);
+		close(sfd);
+		return rc;
+	}
 	if (ready_file)
 		write_ready_file(ready_file, bound);
-	pfd[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
-	pfd[1] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+	pfd[0] = (struct pollfd){ .fd = sfd, .events = POLLIN };
 	for (;;) {
 		struct signalfd_siginfo si;
 
-		if (poll(pfd, 2, -1) < 0) {
+		if (poll(pfd, 1, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			rc = fy_err_set(-errno, "poll: %s", strerror(errno));
 			break;
 		}
-		if (pfd[1].revents & POLLIN) {
+		if (pfd[0].revents & POLLIN) {
 			if (read(sfd, &si, sizeof(si)) != sizeof(si))
 				continue;
 			if (si.ssi_signo == SIGHUP) {
@@ -1490,9 +1502,8 @@ static int serve(struct svc *svc, const char *ready_file)
 			rc = 0;
 			break;
 		}
-		if (pfd[0].revents & POLLIN)
-			accept_one(svc, lfd);
 	}
+	fy_gate_stop(gate);
 	close(lfd);
 	close(sfd);
 	shut_down(svc);

@@ -78,7 +78,10 @@ int agent_cmd_cleanup(int argc, char **argv)
 		switch (c) {
 		case VO_CONFIG: config = optarg; break;
 		case VO_JSON: json = true; break;
-		case VO_LOG_LEVEL: level = atoi(optarg); break;
+		case VO_LOG_LEVEL:
+			if ((rc = fy_cli_log_level(optarg, &level)) < 0)
+				goto fail;
+			break;
 		case VO_SET:
 			if (n_sets < 64)
 				sets[n_sets++] = optarg;
@@ -176,7 +179,10 @@ int agent_cmd_vm_backup(int argc, char **argv)
 		case VO_JSON: json = true; break;
 		case VO_QUIET: quiet = true; break;
 		case VO_NAME: spec.name = optarg; break;
-		case VO_LOG_LEVEL: level = atoi(optarg); break;
+		case VO_LOG_LEVEL:
+			if ((rc = fy_cli_log_level(optarg, &level)) < 0)
+				goto fail;
+			break;
 		case VO_DISK: {
 			char *end;
 			long v;

@@ -100,8 +100,28 @@ int fy_config_get_bool(const struct fy_config *cfg, const char *key, bool def,
  * entry ending in '*' matches a prefix). Returns how many were unknown. */
 int fy_config_warn_unknown(const struct fy_config *cfg,
 			   const char *const *known);
+/* Like fy_config_warn_unknown, but an unknown key that starts with
+ * strict_prefix ("ferry.": our own namespace) is an error naming the
+ * closest known key; others (VDDK's) keep a warning. 0 or -EINVAL. */
+int fy_config_check_unknown(const struct fy_config *cfg,
+			    const char *const *known,
+			    const char *strict_prefix);
+/* The known key nearest to key by edit distance (case ignored); NULL when
+ * known has none. */
+const char *fy_config_closest(const char *key, const char *const *known);
 /* Where a key was set, for messages: "file:line" or "command line". */
 const char *fy_config_origin(const struct fy_config *cfg, const char *key);
+
+/* ---- command lines (common/cli.c) --------------------------------------- */
+
+/* The most --set KEY=VALUE (and flags that set a key) one command takes. */
+#define FY_CLI_SETS_MAX 64
+/* Whether a subcommand's arguments (argv[0] its name) ask for its usage:
+ * --help or -h anywhere before "--". Usage then goes to stdout, exit 0. */
+bool fy_cli_wants_help(int argc, char *const argv[]);
+/* --log-level: a decimal level in 0..6 and nothing else (no atoi).
+ * 0 or -EINVAL with a message. */
+int fy_cli_log_level(const char *arg, int *out);
 
 /* ---- sources ----------------------------------------------------------- */
 

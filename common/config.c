@@ -6,7 +6,9 @@
  */
 #include "common/common.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -465,4 +467,98 @@ int fy_config_warn_unknown(const struct fy_config *cfg,
 		unknown++;
 	}
 	return unknown;
+}
+
+/* Levenshtein distance, ignoring case: "ferry.blocksize" is closest to
+ * "ferry.blockSize". Both strings are bounded by FY_CONFIG_MAX_LINE. */
+static size_t distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i, j;
+	size_t *row;
+	size_t d;
+
+	if (la > 256 || lb > 256)
+		return SIZE_MAX;
+	row = malloc((lb + 1) * sizeof(*row));
+	if (!row)
+		return SIZE_MAX;
+	for (j = 0; j <= lb; j++)
+		row[j] = j;
+	for (i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t cost = tolower((unsigned char)a[i - 1]) ==
+					      tolower((unsigned char)b[j - 1])
+					      ? 0
+					      : 1;
+			size_t best = diag + cost;
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	d = row[lb];
+	free(row);
+	return d;
+}
+
+const char *fy_config_closest(const char *key, const char *const *known)
+{
+	const char *best = NULL;
+	size_t best_d = SIZE_MAX;
+
+	for (; known && *known; known++) {
+		size_t len = strlen(*known), d;
+
+		if (len == 0 || (*known)[len - 1] == '*')
+			continue;
+		d = distance(key, *known);
+		if (d < best_d) {
+			best_d = d;
+			best = *known;
+		}
+	}
+	return best;
+}
+
+int fy_config_check_unknown(const struct fy_config *cfg,
+			    const char *const *known, const char *strict_prefix)
+{
+	size_t plen = strict_prefix ? strlen(strict_prefix) : 0;
+	const struct config_entry *first = NULL;
+	const char *near;
+	unsigned more = 0;
+	size_t i;
+
+	for (i = 0; i < cfg->n; i++) {
+		const struct config_entry *e = cfg->entries[i];
+
+		if (is_known(e->key, known))
+			continue;
+		if (plen && !strncmp(e->key, strict_prefix, plen)) {
+			if (first)
+				more++;
+			else
+				first = e;
+			continue;
+		}
+		/* Another program's namespace (VDDK's): its own tolerance, a
+		 * warning. */
+		fy_warn("unknown configuration key '%s' (%s)", e->key, e->origin);
+	}
+	if (!first)
+		return 0;
+	near = fy_config_closest(first->key, known);
+	return fy_err_set(-EINVAL, "unknown configuration key '%s' (%s)%s%s%s%s",
+			  first->key, first->origin,
+			  near ? "; the closest known key is '" : "",
+			  near ? near : "", near ? "'" : "",
+			  more ? " (and more unknown keys of ferry.*)" : "");
 }

@@ -28,7 +28,8 @@ enum {
 	OPT_MAX_CLIENTS, OPT_READY_FILE, OPT_LOG_LEVEL, OPT_KEEP_LAST,
 	OPT_KEEP_DAILY, OPT_KEEP_WEEKLY, OPT_KEEP_MONTHLY, OPT_DRY_RUN,
 	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR, OPT_CRL, OPT_CLIENT,
-	OPT_OWNER, OPT_GROUP, OPT_NAMESPACE, OPT_JSON,
+	OPT_OWNER, OPT_GROUP, OPT_NAMESPACE, OPT_JSON, OPT_HANDSHAKE_TIMEOUT,
+	OPT_MAX_HANDSHAKES, OPT_MAX_PER_ADDRESS,
 };
 
 static const struct option long_opts[] = {
@@ -40,6 +41,10 @@ static const struct option long_opts[] = {
 	{ "workers", required_argument, NULL, OPT_WORKERS },
 	{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
 	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+	{ "max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES },
+	{ "max-handshakes-per-address", required_argument, NULL,
+	  OPT_MAX_PER_ADDRESS },
 	{ "ready-file", required_argument, NULL, OPT_READY_FILE },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "log-file", required_argument, NULL, OPT_LOG_FILE },
@@ -107,6 +112,20 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_IDLE_TIMEOUT:
 			rc = parse_count(optarg, "--idle-timeout", 86400, &n);
 			o->serve.idle_timeout_ms = n * 1000;
+			break;
+		case OPT_HANDSHAKE_TIMEOUT:
+			rc = parse_count(optarg, "--handshake-timeout", 300, &n);
+			o->serve.handshake_timeout_ms = n * 1000;
+			break;
+		case OPT_MAX_HANDSHAKES:
+			rc = parse_count(optarg, "--max-handshakes",
+					 FY_GATE_PENDING_MAX, &n);
+			o->serve.max_handshakes = n;
+			break;
+		case OPT_MAX_PER_ADDRESS:
+			rc = parse_count(optarg, "--max-handshakes-per-address",
+					 FY_GATE_PENDING_MAX, &n);
+			o->serve.max_handshakes_per_address = n;
 			break;
 		case OPT_LOG_LEVEL:
 			rc = parse_count(optarg, "--log-level", 6, &n);
@@ -178,6 +197,23 @@ static int cmd_serve(struct options *o)
 		o->serve.max_clients = 64;
 	if (!o->serve.idle_timeout_ms)
 		o->serve.idle_timeout_ms = 300 * 1000;
+	/* Before authentication: a short deadline, and fewer places than for
+	 * authenticated clients (proto/wire.h, the handshake gate). */
+	if (!o->serve.handshake_timeout_ms)
+		o->serve.handshake_timeout_ms = 10 * 1000;
+	if (!o->serve.max_handshakes)
+		o->serve.max_handshakes = o->serve.max_clients / 2 ? o->serve.max_clients / 2 : 1;
+	if (!o->serve.max_handshakes_per_address)
+		o->serve.max_handshakes_per_address =
+			o->serve.max_handshakes < 8 ? o->serve.max_handshakes : 8;
+	if (o->serve.max_handshakes > o->serve.max_clients ||
+	    o->serve.max_handshakes_per_address > o->serve.max_handshakes) {
+		fprintf(stderr, "ferry-repo serve: --max-handshakes-per-address "
+			"(%u) <= --max-handshakes (%u) <= --max-clients (%u), "
+			"please\n", o->serve.max_handshakes_per_address,
+			o->serve.max_handshakes, o->serve.max_clients);
+		return 2;
+	}
 	if (repo_server_run(&o->serve) < 0)
 		return fail();
 	return 0;
@@ -338,7 +374,9 @@ static const struct command {
 	{ "serve", cmd_serve,
 	  "--root DIR --listen HOST:PORT --cert F --key F --ca F [--crl F]\n"
 	  "        [--workers N] [--max-clients N] [--idle-timeout S] "
-	  "[--ready-file F]" },
+	  "[--ready-file F]\n"
+	  "        [--handshake-timeout S] [--max-handshakes N] "
+	  "[--max-handshakes-per-address N]" },
 	{ "verify", cmd_verify, "--root DIR [--repair]" },
 	{ "prune", cmd_prune,
 	  "--root DIR [--keep-last N] [--keep-daily N] [--keep-weekly N]\n"
@@ -361,7 +399,7 @@ static void usage(FILE *f)
 		fprintf(f, "  ferry-repo %s %s\n", commands[i].name,
 			commands[i].usage);
 	fprintf(f, "\nEvery command also takes --log-level 0..6 and "
-		"--log-file F.\n");
+		"--log-file F; ferry-repo COMMAND --help prints its usage.\n");
 }
 
 int main(int argc, char **argv)
@@ -383,6 +421,12 @@ int main(int argc, char **argv)
 
 		if (strcmp(argv[1], commands[i].name))
 			continue;
+		if (fy_cli_wants_help(argc - 1, argv + 1)) {
+			printf("usage: ferry-repo %s %s\n\nEvery command also "
+			       "takes --log-level 0..6 and --log-file F.\n",
+			       commands[i].name, commands[i].usage);
+			return 0;
+		}
 		if (commands[i].run == cmd_acl) {
 			if (argc < 3 || argv[2][0] == '-') {
 				fprintf(stderr, "usage: ferry-repo acl %s\n",

@@ -936,7 +936,7 @@ static int greet(struct session *sess)
 
 struct client_arg {
 	struct server *srv;
-	int fd;
+	struct fy_conn *conn; /* authenticated by the gate */
 };
 
 /* Who the client is. A repository's certificate is never a client: it
@@ -962,17 +962,11 @@ static void *client_main(void *arg)
 {
 	struct client_arg *ca = arg;
 	struct server *srv = ca->srv;
-	struct session sess = { .srv = srv };
+	struct session sess = { .srv = srv, .conn = ca->conn };
 	uint8_t *buf = NULL;
 	int rc;
 
-	rc = fy_conn_accept(srv->tls, ca->fd, srv->opts->idle_timeout_ms,
-			    &sess.conn);
 	free(ca);
-	if (rc < 0) {
-		fy_warn("%s", fy_err_msg());
-		goto out;
-	}
 	rc = authenticate(&sess);
 	if (rc == 0)
 		rc = greet(&sess);
@@ -1020,7 +1014,6 @@ static void *client_main(void *arg)
 	} else {
 		fy_debug("client %s disconnected", fy_conn_peer(sess.conn));
 	}
-out:
 	free(buf);
 	fy_acl_free(sess.acl);
 	fy_manifest_free(sess.restore_manifest);
@@ -1029,6 +1022,49 @@ out:
 	srv->clients--;
 	pthread_mutex_unlock(&srv->lock);
 	return NULL;
+}
+
+/* The gate's callback: an authenticated client takes a client slot and a
+ * thread, or is told the server is full. */
+static void on_client(void *opaque, struct fy_conn *conn)
+{
+	struct server *srv = opaque;
+	struct client_arg *ca;
+	pthread_attr_t attr;
+	pthread_t t;
+	char msg[128];
+
+	pthread_mutex_lock(&srv->lock);
+	if (srv->clients >= srv->opts->max_clients) {
+		pthread_mutex_unlock(&srv->lock);
+		snprintf(msg, sizeof(msg), "the repository serves %u clients "
+			 "already (--max-clients); try again later",
+			 srv->opts->max_clients);
+		fy_warn("refusing %s: %s", fy_conn_peer(conn), msg);
+		fy_conn_send_error(conn, -EBUSY, msg);
+		fy_conn_close(conn);
+		return;
+	}
+	srv->clients++;
+	pthread_mutex_unlock(&srv->lock);
+	ca = malloc(sizeof(*ca));
+	if (ca) {
+		ca->srv = srv;
+		ca->conn = conn;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, client_main, ca) == 0) {
+			pthread_attr_destroy(&attr);
+			return;
+		}
+		pthread_attr_destroy(&attr);
+		free(ca);
+	}
+	fy_warn("refusing %s: cannot start a thread", fy_conn_peer(conn));
+	fy_conn_close(conn);
+	pthread_mutex_lock(&srv->lock);
+	srv->clients--;
+	pthread_mutex_unlock(&srv->lock);
 }
 
 /* Tells a supervisor or a test which address we bound (port 0 picks one). */
@@ -1052,6 +1088,7 @@ int repo_server_run(const struct repo_server_opts *opts)
 {
 	struct server srv = { .opts = opts };
 	struct sigaction sa = { .sa_handler = on_signal };
+	struct fy_gate *gate = NULL;
 	char bound[128] = "";
 	int lfd = -1, rc;
 	unsigned i;
@@ -1087,50 +1124,25 @@ int repo_server_run(const struct repo_server_opts *opts)
 	       opts->root, bound);
 	if (opts->ready_file)
 		write_ready_file(opts->ready_file, bound);
-	while (!stop_requested) {
-		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
-		struct client_arg *ca;
-		pthread_attr_t attr;
-		pthread_t t;
-		int fd;
+	{
+		struct fy_gate_opts go = {
+			.what = "repository",
+			.handshake_timeout_ms = opts->handshake_timeout_ms,
+			.max_pending = opts->max_handshakes,
+			.max_per_address = opts->max_handshakes_per_address,
+			.io_timeout_ms = opts->idle_timeout_ms,
+		};
 
-		if (poll(&pfd, 1, 500) <= 0)
-			continue;
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		pthread_mutex_lock(&srv.lock);
-		if (srv.clients >= opts->max_clients) {
-			pthread_mutex_unlock(&srv.lock);
-			fy_warn("refusing a connection: %u clients already",
-				opts->max_clients);
-			close(fd);
-			continue;
-		}
-		srv.clients++;
-		pthread_mutex_unlock(&srv.lock);
-		ca = malloc(sizeof(*ca));
-		if (!ca) {
-			close(fd);
-			pthread_mutex_lock(&srv.lock);
-			srv.clients--;
-			pthread_mutex_unlock(&srv.lock);
-			continue;
-		}
-		ca->srv = &srv;
-		ca->fd = fd;
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		if (pthread_create(&t, &attr, client_main, ca) != 0) {
-			close(fd);
-			free(ca);
-			pthread_mutex_lock(&srv.lock);
-			srv.clients--;
-			pthread_mutex_unlock(&srv.lock);
-		}
-		pthread_attr_destroy(&attr);
+		rc = fy_gate_start(srv.tls, lfd, &go, on_client, &srv, &gate);
+		if (rc < 0)
+			goto out_workers;
 	}
+	while (!stop_requested)
+		poll(NULL, 0, 200);
+	fy_gate_stop(gate);
 	fy_log(FY_LOG_WARN, "ferry-repo: stopping");
+	rc = 0;
+out_workers:
 	/* Sessions in progress are abandoned: uncommitted, so invisible. */
 	pthread_mutex_lock(&srv.lock);
 	srv.stopping = true;
@@ -1138,7 +1150,6 @@ int repo_server_run(const struct repo_server_opts *opts)
 	pthread_mutex_unlock(&srv.lock);
 	for (i = 0; i < srv.n_workers; i++)
 		pthread_join(srv.workers[i], NULL);
-	rc = 0;
 out:
 	if (lfd >= 0)
 		close(lfd);

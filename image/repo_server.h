@@ -16,6 +16,10 @@ struct repo_server_opts {
 	unsigned workers;     /* block verify/store threads (0: one per core) */
 	unsigned max_clients; /* connections served at once */
 	int idle_timeout_ms;  /* a client silent this long is dropped */
+	/* Before authentication (proto/wire.h, the handshake gate). */
+	int handshake_timeout_ms;            /* --handshake-timeout */
+	unsigned max_handshakes;             /* --max-handshakes */
+	unsigned max_handshakes_per_address; /* --max-handshakes-per-address */
 	const char *ready_file; /* written with the bound address once listening */
 };
 

@@ -148,6 +148,9 @@ struct fy_nbd_vddk_opts {
 	const char *transports;     /* one VDDK mode: "nbdssl", "nbd"... */
 	const char *plugin_args;    /* more KEY=VALUE, blank-separated */
 	unsigned start_timeout_ms;  /* nbdkit must be ready by then */
+	/* VDDK's own keys found here (tmpDirectory, vixDiskLib.*) go to VDDK
+	 * in a configuration file (nbdkit's config=); NULL: none. */
+	const struct fy_config *cfg;
 	const struct fy_nbd_opts *nbd; /* NULL: defaults; TLS always off */
 };
 
@@ -161,6 +164,7 @@ void fy_nbd_vddk_opts_default(struct fy_nbd_vddk_opts *o);
  *   ferry.nbd.vddkStartTimeoutSeconds  -> start_timeout_ms (1..600, 30)
  *   ferry.vcenter.server, ferry.vcenter.user, ferry.vcenter.passwordFile
  *   (or the FERRY_VCENTER_PASSWORD environment variable)
+ *   VDDK's documented InitEx keys                -> cfg (passed on)
  * The caller adds vm_moref, file, thumbprint, transports.
  */
 int fy_nbd_vddk_opts_from_config(struct fy_nbd_vddk_opts *o,

@@ -32,6 +32,17 @@ const char *const fy_nbd_config_keys[] = {
 	"vixDiskLib.nfc.WriteTimeoutMs",
 	"vixDiskLib.nfc.WriteTimeoutsMs",
 	"vixDiskLib.nfc.LogLevel",
+	/* The rest of the keys VDDK's VixDiskLib_InitEx documents for its
+	 * configuration file (the ones above and in agent/ and vsphere/
+	 * excepted): Ferry does not act on them itself, the VDDK path passes
+	 * them on to VDDK (nbd/vddk.c, nbdkit's config=). */
+	"vixDiskLib.nfcFssrvr.TimeoutMs",
+	"vixDiskLib.nfcFssrvrWrite.TimeoutMs",
+	"vixDiskLib.nfcAio.Session.BufSizeIn64KB",
+	"vixDiskLib.nfcAio.Session.BufCount",
+	"vixDiskLib.transport.hotadd.NoNfcSession",
+	"vixDiskLib.transport.san.blacklist",
+	"vixDiskLib.transport.san.whitelist",
 	"ferry.nbd.MaxInFlight",
 	"ferry.nbd.MaxConnections",
 	"ferry.nbd.ReconnectAttempts",

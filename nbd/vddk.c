@@ -84,7 +84,56 @@ int fy_nbd_vddk_opts_from_config(struct fy_nbd_vddk_opts *o,
 	o->password_file = fy_config_get(cfg, "ferry.vcenter.passwordFile");
 	if (!o->password_file)
 		o->password = getenv("FERRY_VCENTER_PASSWORD");
+	o->cfg = cfg;
 	return 0;
+}
+
+/* VDDK's VixDiskLib_InitEx configuration keys as its documentation lists
+ * them; what Ferry reads itself (timeouts of its NBD client, log level,
+ * certificate checks) VDDK reads too. */
+static const char *const vddk_keys[] = {
+	"tmpDirectory",
+	"vixDiskLib.transport.LogLevel",
+	"vixDiskLib.disklib.EnableCache",
+	"vixDiskLib.linuxSSL.verifyCertificates",
+	"vixDiskLib.nfc.AcceptTimeoutMs",
+	"vixDiskLib.nfc.RequestTimeoutMs",
+	"vixDiskLib.nfc.ReadTimeoutMs",
+	"vixDiskLib.nfc.ReadTimeoutsMs",
+	"vixDiskLib.nfc.WriteTimeoutMs",
+	"vixDiskLib.nfc.WriteTimeoutsMs",
+	"vixDiskLib.nfcFssrvr.TimeoutMs",
+	"vixDiskLib.nfcFssrvrWrite.TimeoutMs",
+	"vixDiskLib.nfc.LogLevel",
+	"vixDiskLib.nfcAio.Session.BufSizeIn64KB",
+	"vixDiskLib.nfcAio.Session.BufCount",
+	"vixDiskLib.transport.hotadd.NoNfcSession",
+	"vixDiskLib.transport.san.blacklist",
+	"vixDiskLib.transport.san.whitelist",
+	NULL,
+};
+
+int vddk_config_text(const struct fy_nbd_vddk_opts *o, char *buf, size_t len)
+{
+	size_t n = 0, i;
+
+	if (len)
+		buf[0] = '\0';
+	for (i = 0; o->cfg && vddk_keys[i]; i++) {
+		const char *v = fy_config_get(o->cfg, vddk_keys[i]);
+		int w;
+
+		if (!v)
+			continue;
+		/* VDDK reads quotes off a value as Ferry does. */
+		w = snprintf(buf + n, len - n, "%s=\"%s\"\n", vddk_keys[i], v);
+		if (w < 0 || (size_t)w >= len - n)
+			return fy_err_set(-ENAMETOOLONG, "vddk: VDDK's "
+					  "configuration is over %zu bytes",
+					  len);
+		n += (size_t)w;
+	}
+	return (int)n;
 }
 
 static const char *plugin_of(const struct fy_nbd_vddk_opts *o)
@@ -240,6 +289,14 @@ int vddk_build_argv(const struct fy_nbd_vddk_opts *o, const char *dir,
 		if (o->transports && *o->transports)
 			ADD("transports=%s", o->transports);
 		ADD("file=%s", o->file);
+		{
+			char text[VDDK_CONFIG_MAX];
+
+			if ((rc = vddk_config_text(o, text, sizeof(text))) < 0)
+				goto fail;
+			if (rc > 0)
+				ADD("config=%s/vddk.cfg", dir);
+		}
 	}
 	/* Extra arguments, blank-separated KEY=VALUE words. */
 	for (p = o->plugin_args; p && *p;) {
@@ -383,7 +440,7 @@ static void stop_child(pid_t pid)
 static void remove_dir(const char *dir)
 {
 	static const char *const names[] = { "nbdkit.sock", "nbdkit.pid",
-					     "nbdkit.log", "password" };
+					     "nbdkit.log", "password", "vddk.cfg" };
 	char path[320];
 	size_t i;
 
@@ -605,6 +662,25 @@ static int write_password(const char *dir, const char *password)
 	return rc < 0 ? fy_err_set(rc, "vddk: cannot write %s", path) : 0;
 }
 
+/* dir/vddk.cfg: VDDK's own keys for its InitEx, when any is set. */
+static int write_vddk_config(const char *dir, const struct fy_nbd_vddk_opts *o)
+{
+	char path[320], text[VDDK_CONFIG_MAX];
+	int fd, rc = vddk_config_text(o, text, sizeof(text));
+
+	if (rc <= 0)
+		return rc;
+	snprintf(path, sizeof(path), "%s/vddk.cfg", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fy_err_set(-errno, "vddk: cannot create %s: %s", path,
+				  strerror(errno));
+	rc = fy_write_all(fd, text, strlen(text));
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	return rc < 0 ? fy_err_set(rc, "vddk: cannot write %s", path) : 0;
+}
+
 /* Waits until nbdkit wrote its pid file (it accepts connections then),
  * exited, or the time is up. */
 static int wait_ready(struct vddk_source *s, const char *plugin,
@@ -664,6 +740,8 @@ int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o, struct fy_source **out)
 		goto fail;
 	if (is_vddk(o) && o->server && *o->server && !o->password_file &&
 	    o->password && (rc = write_password(s->dir, o->password)) < 0)
+		goto fail;
+	if (is_vddk(o) && (rc = write_vddk_config(s->dir, o)) < 0)
 		goto fail;
 	rc = vddk_build_argv(o, s->dir, &argv);
 	if (rc < 0)

@@ -20,7 +20,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "proto/wire.h"
+#include "proto/tls_int.h"
 
 struct fy_tls {
 	SSL_CTX *ctx;
@@ -87,6 +87,225 @@ static int load_crl(SSL_CTX *ctx, const char *path)
 	return 0;
 }
 
+/* ---- why a handshake failed ---------------------------------------------
+ * OpenSSL says "certificate verify failed" and the peer sees one alert. The
+ * verify callback keeps the first X509_V_ERR_* of the peer's chain with the
+ * certificate's name and dates, and the info callback the fatal alert the
+ * peer sent us, so that both sides can say why in a sentence. */
+
+static int diag_index = -1;
+static pthread_once_t diag_once = PTHREAD_ONCE_INIT;
+
+static void diag_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+		      long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	free(ptr);
+}
+
+static void diag_init(void)
+{
+	diag_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, diag_free);
+}
+
+static struct tls_diag *diag_of(const SSL *ssl)
+{
+	pthread_once(&diag_once, diag_init);
+	return diag_index < 0 ? NULL : SSL_get_ex_data(ssl, diag_index);
+}
+
+int tls_diag_attach(SSL *ssl)
+{
+	struct tls_diag *d;
+
+	pthread_once(&diag_once, diag_init);
+	if (diag_index < 0)
+		return fy_err_set(-ENOMEM, "TLS: no room for handshake details");
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return fy_err_set(-ENOMEM, "out of memory");
+	d->alert_received = -1;
+	if (!SSL_set_ex_data(ssl, diag_index, d)) {
+		free(d);
+		return fy_err_set(-ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static void asn1_date(const ASN1_TIME *t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
+}
+
+static void name_text(const X509_NAME *n, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (n && X509_NAME_get_text_by_NID((X509_NAME *)n, NID_commonName, buf,
+					   (int)len) > 0)
+		return;
+	if (n)
+		X509_NAME_oneline(n, buf, (int)len);
+	if (!buf[0])
+		snprintf(buf, len, "(no name)");
+}
+
+/* "certificate NAME (issued by CA, valid A to B)" */
+static void cert_text(X509 *cert, char *buf, size_t len)
+{
+	char subject[256], issuer[256], nb[40], na[40];
+
+	if (!cert) {
+		snprintf(buf, len, "no certificate");
+		return;
+	}
+	name_text(X509_get_subject_name(cert), subject, sizeof(subject));
+	name_text(X509_get_issuer_name(cert), issuer, sizeof(issuer));
+	asn1_date(X509_get0_notBefore(cert), nb, sizeof(nb));
+	asn1_date(X509_get0_notAfter(cert), na, sizeof(na));
+	snprintf(buf, len, "certificate %s (issued by %s, valid %s to %s)",
+		 subject, issuer, nb, na);
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *x)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(
+		x, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct tls_diag *d = ssl ? diag_of(ssl) : NULL;
+
+	if (ok || !d || d->verify_error)
+		return ok;
+	d->verify_error = X509_STORE_CTX_get_error(x);
+	/* The leaf names who was refused, whatever link of the chain failed. */
+	cert_text(X509_STORE_CTX_get0_cert(x), d->cert, sizeof(d->cert));
+	return ok;
+}
+
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+	struct tls_diag *d;
+
+	if (!(where & SSL_CB_READ_ALERT) || (ret >> 8) != SSL3_AL_FATAL)
+		return;
+	d = diag_of(ssl);
+	if (d && d->alert_received < 0)
+		d->alert_received = ret & 0xff;
+}
+
+/* Why the peer's certificate was refused, in words. */
+static const char *verify_words(int err)
+{
+	switch (err) {
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return "it has expired";
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "it is not valid yet";
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+		return "it was not issued by the CA trusted here (unknown CA)";
+	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+		return "its signature does not verify";
+	case X509_V_ERR_CERT_REVOKED:
+		return "it has been revoked";
+	case X509_V_ERR_INVALID_PURPOSE:
+		return "it is not meant for this use (key usage)";
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+	case X509_V_ERR_IP_ADDRESS_MISMATCH:
+		return "it does not carry the name or address asked for";
+	default:
+		return NULL;
+	}
+}
+
+const char *tls_verify_reason(const SSL *ssl, char *buf, size_t len)
+{
+	const struct tls_diag *d = diag_of(ssl);
+	const char *words;
+
+	if (!d || !d->verify_error)
+		return NULL;
+	words = verify_words(d->verify_error);
+	snprintf(buf, len, "%s refused: %s%s%s%s", d->cert,
+		 words ? words : X509_verify_cert_error_string(d->verify_error),
+		 words ? " (" : "",
+		 words ? X509_verify_cert_error_string(d->verify_error) : "",
+		 words ? ")" : "");
+	return buf;
+}
+
+/* A fatal alert from the server that refused our certificate, as a
+ * sentence; our own certificate's dates tell "expired" from "not valid
+ * yet", which TLS sends as one alert. NULL when no alert came. */
+static const char *alert_reason(SSL *ssl, char *buf, size_t len)
+{
+	const struct tls_diag *d = diag_of(ssl);
+	X509 *mine = SSL_get_certificate(ssl);
+	char ours[600], why[200];
+	int a;
+
+	if (!d || d->alert_received < 0)
+		return NULL;
+	a = d->alert_received;
+	if (SSL_is_server(ssl)) {
+		/* A client that does not accept our certificate. */
+		snprintf(buf, len, "the client sent the TLS alert '%s'",
+			 SSL_alert_desc_string_long(a));
+		return buf;
+	}
+	cert_text(mine, ours, sizeof(ours));
+	switch (a) {
+	case SSL_AD_UNKNOWN_CA:
+		snprintf(why, sizeof(why), "it was not issued by a CA the "
+			 "server trusts (unknown CA)");
+		break;
+	case SSL_AD_CERTIFICATE_EXPIRED:
+	case SSL_AD_BAD_CERTIFICATE:
+		if (mine && X509_cmp_current_time(X509_get0_notBefore(mine)) > 0)
+			snprintf(why, sizeof(why), "it is not valid yet");
+		else if (mine &&
+			 X509_cmp_current_time(X509_get0_notAfter(mine)) < 0)
+			snprintf(why, sizeof(why), "it has expired");
+		else if (a == SSL_AD_CERTIFICATE_EXPIRED)
+			snprintf(why, sizeof(why), "the server says it has "
+				 "expired (check both clocks)");
+		else
+			snprintf(why, sizeof(why), "the server says it is "
+				 "bad (not valid yet by the server's clock, or "
+				 "unusable; the server's log says which)");
+		break;
+	case SSL_AD_CERTIFICATE_REVOKED:
+		snprintf(why, sizeof(why), "it has been revoked");
+		break;
+	case SSL_AD_CERTIFICATE_REQUIRED:
+		snprintf(why, sizeof(why), "the server requires a client "
+			 "certificate (ferry.tls.cert)");
+		break;
+	case SSL_AD_ACCESS_DENIED:
+		snprintf(why, sizeof(why), "the server denies it access");
+		break;
+	default:
+		snprintf(why, sizeof(why), "the server sent the TLS alert '%s'",
+			 SSL_alert_desc_string_long(a));
+	}
+	if (a == SSL_AD_CERTIFICATE_REQUIRED)
+		snprintf(buf, len, "%s", why);
+	else
+		snprintf(buf, len, "the server refused our %s: %s", ours, why);
+	return buf;
+}
+
 static int tls_new(const struct fy_tls_opts *opts, bool server,
 		   struct fy_tls **out)
 {
@@ -137,12 +356,13 @@ static int tls_new(const struct fy_tls_opts *opts, bool server,
 			SSL_CTX_set_client_CA_list(tls->ctx, names);
 		SSL_CTX_set_verify(tls->ctx,
 				   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-				   NULL);
+				   verify_cb);
 		/* Stateless tickets are of no use to a handful of agents. */
 		SSL_CTX_set_num_tickets(tls->ctx, 0);
 	} else {
-		SSL_CTX_set_verify(tls->ctx, SSL_VERIFY_PEER, NULL);
+		SSL_CTX_set_verify(tls->ctx, SSL_VERIFY_PEER, verify_cb);
 	}
+	SSL_CTX_set_info_callback(tls->ctx, info_cb);
 	*out = tls;
 	return 0;
 out_free:
@@ -218,9 +438,18 @@ static void describe_peer(struct fy_conn *c)
 					  NID_commonName, cn, sizeof(cn));
 		X509_free(cert);
 	}
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
-		getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
-			    port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0) {
+		/* Reset already: keep the address we knew, add the name. */
+		const char *at = strchr(c->peer, '@');
+		char addr[sizeof(c->peer)];
+
+		snprintf(addr, sizeof(addr), "%s", at ? at + 1 : c->peer);
+		snprintf(c->peer, sizeof(c->peer), "%s%s%s", cn[0] ? cn : "",
+			 cn[0] ? "@" : "", addr[0] ? addr : "?");
+		return;
+	}
+	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port,
+		    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
 	snprintf(c->peer, sizeof(c->peer), "%s%s%s:%s", cn[0] ? cn : "",
 		 cn[0] ? "@" : "", host, port);
 }
@@ -308,11 +537,14 @@ int fy_conn_connect(struct fy_tls *tls, const char *hostport,
 		close(fd);
 		return fy_err_set(-ENOMEM, "out of memory");
 	}
+	describe_peer(c);
 	c->ssl = SSL_new(tls->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
 		rc = fy_err_set(-ENOMEM, "TLS: %s", tls_reason(why, sizeof(why)));
 		goto fail;
 	}
+	if ((rc = tls_diag_attach(c->ssl)) < 0)
+		goto fail;
 	name = server_name && *server_name ? server_name : host;
 	if (is_ip_literal(name)) {
 		X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
@@ -324,13 +556,19 @@ int fy_conn_connect(struct fy_tls *tls, const char *hostport,
 	}
 	if (SSL_connect(c->ssl) != 1) {
 		long vr = SSL_get_verify_result(c->ssl);
+		char reason[1024];
 
 		if (vr != X509_V_OK)
 			rc = fy_err_set(-EPERM,
 					"TLS handshake with %s failed: server "
 					"certificate not trusted for '%s': %s",
 					hostport, name,
-					X509_verify_cert_error_string(vr));
+					tls_verify_reason(c->ssl, reason,
+							  sizeof(reason))
+						?: X509_verify_cert_error_string(vr));
+		else if (alert_reason(c->ssl, reason, sizeof(reason)))
+			rc = fy_err_set(-EACCES, "TLS handshake with %s failed: "
+					"%s", hostport, reason);
 		else
 			rc = fy_err_set(-EPROTO, "TLS handshake with %s failed: %s",
 					hostport, tls_reason(why, sizeof(why)));
@@ -387,6 +625,46 @@ int fy_listen(const char *hostport, int *out, char *bound, size_t boundlen)
 	return 0;
 }
 
+SSL_CTX *tls_ctx(struct fy_tls *tls)
+{
+	return tls->ctx;
+}
+
+int tls_conn_adopt(SSL *ssl, int fd, int timeout_ms, struct fy_conn **out)
+{
+	struct fy_conn *c;
+
+	tune_socket(fd);
+	set_timeouts(fd, timeout_ms);
+	c = conn_new(fd);
+	if (!c) {
+		SSL_free(ssl);
+		close(fd);
+		return fy_err_set(-ENOMEM, "out of memory");
+	}
+	c->ssl = ssl;
+	describe_peer(c);
+	*out = c;
+	return 0;
+}
+
+void fy_conn_cert_text(const struct fy_conn *c, char *buf, size_t len)
+{
+	X509 *cert = SSL_get1_peer_certificate(c->ssl);
+
+	cert_text(cert, buf, len);
+	X509_free(cert);
+}
+
+int fy_conn_refuse(const struct fy_conn *c, int code, const char *reason)
+{
+	char cert[600];
+
+	fy_conn_cert_text(c, cert, sizeof(cert));
+	return fy_err_set(code, "%s from %s refused: %s", cert, c->peer,
+			  reason);
+}
+
 int fy_conn_accept(struct fy_tls *tls, int fd, int timeout_ms,
 		   struct fy_conn **out)
 {
@@ -407,9 +685,15 @@ int fy_conn_accept(struct fy_tls *tls, int fd, int timeout_ms,
 		rc = fy_err_set(-ENOMEM, "TLS: %s", tls_reason(why, sizeof(why)));
 		goto fail;
 	}
+	if ((rc = tls_diag_attach(c->ssl)) < 0)
+		goto fail;
 	if (SSL_accept(c->ssl) != 1) {
+		char reason[1024];
+
 		rc = fy_err_set(-EPERM, "TLS handshake from %s refused: %s",
-				c->peer, tls_reason(why, sizeof(why)));
+				c->peer,
+				tls_verify_reason(c->ssl, reason, sizeof(reason))
+					?: tls_reason(why, sizeof(why)));
 		goto fail;
 	}
 	describe_peer(c);
@@ -535,10 +819,15 @@ void fy_conn_close(struct fy_conn *c)
 
 static int io_error(struct fy_conn *c, int ret, const char *what)
 {
-	char why[256];
+	char why[1024];
 	int e = SSL_get_error(c->ssl, ret);
 
-	if (e == SSL_ERROR_ZERO_RETURN ||
+	/* TLS 1.3: a server that refuses our certificate says so after our
+	 * handshake ended, in an alert that ends the first read. */
+	if (alert_reason(c->ssl, why, sizeof(why))) {
+		ERR_clear_error();
+		c->error = fy_err_set(-EACCES, "%s %s: %s", what, c->peer, why);
+	} else if (e == SSL_ERROR_ZERO_RETURN ||
 	    (e == SSL_ERROR_SYSCALL && errno == 0))
 		c->error = fy_err_set(-ECONNRESET, "%s %s: connection closed by peer",
 				      what, c->peer);

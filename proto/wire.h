@@ -85,6 +85,14 @@ int fy_conn_identity(const struct fy_conn *c, struct fy_identity *id);
 /* The role to act on: FY_ROLE_NONE counts as FY_ROLE_AGENT, which is
  * logged once per certificate name. */
 enum fy_role fy_identity_role(const struct fy_identity *id);
+/* "certificate NAME (issued by CA, valid A to B)": the peer's certificate,
+ * for messages. */
+void fy_conn_cert_text(const struct fy_conn *c, char *buf, size_t len);
+/* Refuses an authenticated peer for a reason of the caller's (a role, a
+ * list of names): sets "certificate NAME (issued by CA, valid A to B) from
+ * ADDR refused: REASON" as the error and returns code. The caller sends it
+ * to the peer (an Error frame) and logs it. */
+int fy_conn_refuse(const struct fy_conn *c, int code, const char *reason);
 /* Each blocking read or write gives up after this long without progress. */
 void fy_conn_set_timeout(struct fy_conn *c, int timeout_ms);
 
@@ -113,6 +121,41 @@ void fy_conn_close(struct fy_conn *c);
 int fy_conn_hello(struct fy_conn *c, const char *software,
 		  uint32_t block_size, const char *namespace_, char *repo_id,
 		  size_t repo_id_len);
+
+/* ---- the handshake gate (proto/gate.c) ---------------------------------
+ * What a server does before it knows who a client is. One thread accepts
+ * on the listening socket and runs every TLS handshake at once, without
+ * blocking, in a bounded set of slots: a handshake has handshake_timeout_ms
+ * to complete; at most max_pending run at once and at most max_per_address
+ * from one address. When the slots are full, a new connection takes the
+ * slot of the oldest unfinished handshake (of its own address first), so
+ * idle or stalled connections can hold neither descriptors nor a client's
+ * place: a real client's handshake takes one round trip and completes
+ * before they could push it out. Only a completed handshake (a certificate
+ * of the CA) reaches the server's callback, which takes a client slot. */
+
+struct fy_gate_opts {
+	const char *what;          /* "control", "repository": for log lines */
+	int handshake_timeout_ms;  /* a handshake's deadline */
+	unsigned max_pending;      /* unauthenticated connections at once */
+	unsigned max_per_address;  /* of those, from one address */
+	int io_timeout_ms;         /* set on a connection once authenticated */
+};
+
+#define FY_GATE_PENDING_MAX 1024
+
+struct fy_gate;
+/* Called on the gate's thread with an authenticated connection, which it
+ * owns from then on; it must not block (take a client slot, start a
+ * thread, or refuse and close). */
+typedef void (*fy_gate_cb)(void *opaque, struct fy_conn *c);
+/* Starts the gate's thread on the listening socket lfd (which stays the
+ * caller's to close after fy_gate_stop). */
+int fy_gate_start(struct fy_tls *tls, int lfd, const struct fy_gate_opts *o,
+		  fy_gate_cb cb, void *opaque, struct fy_gate **out);
+/* Stops accepting, drops the unfinished handshakes, joins the thread.
+ * NULL does nothing. */
+void fy_gate_stop(struct fy_gate *g);
 
 /* ---- framing for other protocols on the same connection ---------------- */
 

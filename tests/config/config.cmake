@@ -18,6 +18,8 @@ add_test(NAME config.errors
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/config/errors.sh)
 add_test(NAME config.logging
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/config/logging.sh)
-set_tests_properties(config.errors config.logging PROPERTIES
+add_test(NAME config.help
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/config/help.sh)
+set_tests_properties(config.errors config.logging config.help PROPERTIES
   LABELS "config;integration" TIMEOUT 180 SKIP_RETURN_CODE 77
   ENVIRONMENT "${FY_CONFIG_ENV}")

@@ -3,8 +3,9 @@
 # `ferry-agent backup`, `ferry-agent backup --vm`, `ferry-agent cleanup`
 # and `ferry list` on files with a malformed line, a value out of range, a
 # value of the wrong kind and an unknown key. Each error names the file
-# and line (and the range); an unknown key is a warning naming the key and
-# its line, and the command goes on.
+# and line (and the range); an unknown key of ferry.* is an error naming
+# the closest known key, one of VDDK's (vixDiskLib.*) a warning naming the
+# key and its line, and the command goes on.
 # usage: errors.sh   (BIN, TOOLS in the environment)
 set -euo pipefail
 source "$(dirname "$0")/../integration/lib.sh"
@@ -76,17 +77,56 @@ expect_error "ferry list, out of range" \
   "ferry.compressionLevel=42 (from level.conf:3) is out of range: 1..19" \
   "$FERRY" --config level.conf list
 
-# Unknown keys: a warning per key with its line; the command goes on (here
-# to fail on the unreachable repository or the missing vCenter).
-for cmd in "backup --source disk.img" "backup --vm vm-1" "cleanup"; do
+# Unknown keys: one of Ferry's own namespace (ferry.*) is an error naming
+# the closest known key, before anything runs; VDDK's keys keep VDDK's
+# tolerance (a warning per key with its line, the command goes on, here to
+# fail on the unreachable repository or the missing vCenter).
+printf 'ferry.repository=127.0.0.1:1\nferry.blocksize=65536\nvixDiskLib.disklib.EnableCach=1\n' >misspelt.conf
+printf 'ferry.repository=127.0.0.1:1\nvixDiskLib.disklib.EnableCach=1\n' >vddk-typo.conf
+for cmd in "backup --source disk.img" "backup --vm vm-1" "cleanup" "transports"; do
   # shellcheck disable=SC2086
   set -- $cmd
-  out=$("$AGENT" "$@" --config unknown.conf 2>&1) && fail "unknown keys, $cmd: succeeded"
-  grep -qF "unknown configuration key 'ferry.noSuchKey' (unknown.conf:2)" <<<"$out" ||
-    fail "unknown keys, $cmd: no warning for ferry.noSuchKey: $out"
-  grep -qF "unknown configuration key 'vixDiskLib.disklib.EnableCach' (unknown.conf:3)" <<<"$out" ||
+  expect_error "unknown ferry key, $cmd" \
+    "unknown configuration key 'ferry.noSuchKey' (unknown.conf:2); the closest known key is '" \
+    "$AGENT" "$@" --config unknown.conf
+  expect_error "misspelt ferry key, $cmd" \
+    "unknown configuration key 'ferry.blocksize' (misspelt.conf:2); the closest known key is 'ferry.blockSize'" \
+    "$AGENT" "$@" --config misspelt.conf
+  out=$("$AGENT" "$@" --config misspelt.conf 2>&1) || true
+  grep -qF "unknown configuration key 'vixDiskLib.disklib.EnableCach' (misspelt.conf:3)" <<<"$out" ||
     fail "unknown keys, $cmd: no warning for the misspelt EnableCache: $out"
-  grep -qF "malformed" <<<"$out" && fail "unknown keys, $cmd: $out"
-  echo "ok: unknown keys, $cmd: warned, went on to: $(tail -n1 <<<"$out")"
+  [[ $cmd == transports ]] && continue
+  out=$("$AGENT" "$@" --config vddk-typo.conf 2>&1) && fail "vddk typo, $cmd: succeeded"
+  grep -qF "unknown configuration key 'vixDiskLib.disklib.EnableCach' (vddk-typo.conf:2)" <<<"$out" ||
+    fail "vddk typo, $cmd: no warning for the misspelt EnableCache: $out"
+  grep -q "unknown configuration key.*closest" <<<"$out" && fail "vddk typo, $cmd: an error: $out"
+  echo "ok: VDDK's typo, $cmd: warned, went on to: $(tail -n1 <<<"$out")"
 done
+expect_error "misspelt ferry key, ferry list" \
+  "unknown configuration key 'ferry.blocksize' (misspelt.conf:2); the closest known key is 'ferry.blockSize'" \
+  "$FERRY" --config misspelt.conf list
+
+# VDDK's documented InitEx keys, its sample configuration as is: known, no
+# warning (the VDDK path passes them on to VDDK).
+cat >vddk-sample.conf <<'CONF'
+ferry.repository=127.0.0.1:1
+tmpDirectory="/tmp"
+vixDiskLib.transport.LogLevel=3
+vixDiskLib.disklib.EnableCache=0
+vixDiskLib.linuxSSL.verifyCertificates=1
+vixDiskLib.nfc.AcceptTimeoutMs=180000
+vixDiskLib.nfc.RequestTimeoutMs=180000
+vixDiskLib.nfc.ReadTimeoutMs=60000
+vixDiskLib.nfc.WriteTimeoutMs=600000
+vixDiskLib.nfcFssrvr.TimeoutMs=0
+vixDiskLib.nfcFssrvrWrite.TimeoutMs=0
+vixDiskLib.nfc.LogLevel=1
+vixDiskLib.nfcAio.Session.BufSizeIn64KB=16
+vixDiskLib.nfcAio.Session.BufCount=4
+vixDiskLib.transport.hotadd.NoNfcSession=1
+vixDiskLib.transport.san.blacklist=all
+CONF
+out=$("$AGENT" transports --config vddk-sample.conf 2>&1) || fail "transports on VDDK's sample: $out"
+grep -q "unknown" <<<"$out" && fail "VDDK's own keys warned about: $out"
+echo "ok: VDDK's documented keys, no warning"
 echo "config errors: all ok"

@@ -13,7 +13,7 @@ mkimage create "$T/disk.img" "$size" --seed 5 --sparse
 
 restore_and_compare() {
   local id; id=$(json "$T/last.json" 'j["backup_id"]')
-  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/r.img"
+  "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/r.img" --force
   same_file "$T/disk.img" "$T/r.img"
 }
 

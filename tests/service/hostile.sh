@@ -38,8 +38,18 @@ expect truncated CLOSED
 note "out of file descriptors: accept backs off instead of spinning"
 # With the descriptors used up, the queued connections cannot be accepted
 # and the listening socket stays readable: the loop must not spin on it.
+# The handshake gate holds few descriptors (ferry.control.maxHandshakes)
+# and drops the oldest for a newer one: leave the agent exactly one free
+# descriptor number, the lowest, so that the second connection finds none.
 nofile=$(prlimit --pid "$AGENT_PID" --nofile --output SOFT --noheadings)
-prlimit --pid "$AGENT_PID" --nofile=32:
+limit=$(python3 -c '
+import os, sys
+open_fds = {int(x) for x in os.listdir("/proc/%s/fd" % sys.argv[1])}
+free = 0
+while free in open_fds:
+    free += 1
+print(free + 1)' "$AGENT_PID")
+prlimit --pid "$AGENT_PID" --nofile="$limit":
 python3 -c '
 import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)

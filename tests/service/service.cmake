@@ -23,6 +23,8 @@ set_tests_properties(service.messages PROPERTIES LABELS "service;unit" TIMEOUT 6
 ferry_service_test(tls)
 ferry_service_test(hostile)
 ferry_service_test(reload)
+ferry_service_test(unauthenticated)
+ferry_service_test(cert_refusals)
 
 if(NOT TARGET ferry-vcsim)
   message(STATUS "service tests: ferry-vcsim is not built; skipping the job tests")

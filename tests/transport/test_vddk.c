@@ -295,6 +295,34 @@ static void test_vddk_argv(void)
 		CHECK(strstr(a.argv[i], "s3cret") == NULL);
 	vddk_argv_release(&a);
 
+	/* VDDK's own keys (its InitEx list) go to VDDK in config=FILE. */
+	{
+		struct fy_config *cfg = fy_config_new();
+		char text[4096];
+
+		CHECK(cfg != NULL);
+		CHECK(!argv_has(&a, "config=/tmp/d/vddk.cfg"));
+		CHECK_RC(fy_config_set(cfg, "vixDiskLib.nfcFssrvr.TimeoutMs", "0"));
+		CHECK_RC(fy_config_set(cfg, "vixDiskLib.nfcFssrvrWrite.TimeoutMs",
+				       "600000"));
+		CHECK_RC(fy_config_set(cfg, "ferry.blockSize", "65536"));
+		o.cfg = cfg;
+		CHECK(vddk_config_text(&o, text, sizeof(text)) > 0);
+		printf("  vddk.cfg: %s", text);
+		CHECK(strstr(text, "vixDiskLib.nfcFssrvr.TimeoutMs=\"0\"\n"));
+		CHECK(strstr(text, "vixDiskLib.nfcFssrvrWrite.TimeoutMs="
+				   "\"600000\"\n"));
+		CHECK(!strstr(text, "ferry."));
+		vddk_argv_release(&a);
+		CHECK_RC(vddk_build_argv(&o, "/tmp/d", &a));
+		CHECK(argv_has(&a, "config=/tmp/d/vddk.cfg"));
+		CHECK(vddk_config_text(&o, text, 16) == -ENAMETOOLONG);
+		o.cfg = NULL;
+		fy_config_free(cfg);
+	}
+	vddk_argv_release(&a);
+	CHECK_RC(vddk_build_argv(&o, "/tmp/d", &a));
+
 	/* A remote disk needs its VM. */
 	o.vm_moref = NULL;
 	CHECK(vddk_build_argv(&o, "/tmp/d", &a) == -EINVAL);

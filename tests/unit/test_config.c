@@ -298,6 +298,49 @@ static void test_unknown(void)
 	fy_config_free(cfg);
 }
 
+/* Ferry's own namespace is strict: an unknown ferry.* key is an error that
+ * names the closest known key; other keys (VDDK's) only warn. */
+static void test_strict_unknown(void)
+{
+	static const char *const known[] = {
+		"ferry.blockSize", "ferry.compressionLevel", "ferry.tls.ca",
+		"vixDiskLib.nfcFssrvr.TimeoutMs", "ferry.nbd.*", NULL,
+	};
+	struct fy_config *cfg = fy_config_new();
+
+	CHECK(cfg != NULL);
+	CHECK(!strcmp(fy_config_closest("ferry.blocksize", known),
+		      "ferry.blockSize"));
+	CHECK(!strcmp(fy_config_closest("ferry.compresionLevel", known),
+		      "ferry.compressionLevel"));
+	CHECK(!strcmp(fy_config_closest("ferry.tls.cax", known), "ferry.tls.ca"));
+	CHECK(fy_config_closest("x", (const char *const[]){ "a.*", NULL }) == NULL);
+
+	CHECK_RC(parse(cfg, "ferry.blockSize=65536\n"
+			    "vixDiskLib.nfcFssrvr.TimeoutMs=0\n"
+			    "ferry.nbd.MaxInFlight=4\n"));
+	CHECK_RC(fy_config_check_unknown(cfg, known, "ferry."));
+	/* VDDK's tolerance: a misspelt VDDK key warns, no error. */
+	CHECK_RC(fy_config_set(cfg, "vixDiskLib.nfcFssrvr.TimeOutMs", "0"));
+	fy_log_set_level(FY_LOG_QUIET);
+	CHECK_RC(fy_config_check_unknown(cfg, known, "ferry."));
+	fy_log_set_level(FY_LOG_WARN);
+	CHECK_RC(parse(cfg, "ferry.blocksize=65536\n"));
+	CHECK(fy_config_check_unknown(cfg, known, "ferry.") == -EINVAL);
+	printf("  %s\n", fy_err_msg());
+	CHECK(strstr(fy_err_msg(), "unknown configuration key "
+				   "'ferry.blocksize' (cfg:1); the closest "
+				   "known key is 'ferry.blockSize'") != NULL);
+	CHECK_RC(fy_config_set(cfg, "ferry.zzz", "1"));
+	CHECK(fy_config_check_unknown(cfg, known, "ferry.") == -EINVAL);
+	CHECK(strstr(fy_err_msg(), "(and more unknown keys of ferry.*)") != NULL);
+	/* No strict namespace: warnings only, as fy_config_warn_unknown. */
+	fy_log_set_level(FY_LOG_QUIET);
+	CHECK_RC(fy_config_check_unknown(cfg, known, NULL));
+	fy_log_set_level(FY_LOG_WARN);
+	fy_config_free(cfg);
+}
+
 int main(void)
 {
 	test_good_file();
@@ -306,5 +349,6 @@ int main(void)
 	test_bool();
 	test_malformed();
 	test_unknown();
+	test_strict_unknown();
 	CHECK_DONE();
 }
