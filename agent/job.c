@@ -436,8 +436,8 @@ static int decide(struct job *j)
 				snprintf(j->plan[i].why[FY_TRANSPORT_HOTADD],
 					 sizeof(j->plan[i].why[0]), "%s", why);
 			}
+			/* proxy_ok stays: the disks that fall back say why. */
 			j->h = NULL;
-			j->proxy_ok[FY_TRANSPORT_HOTADD] = false;
 		}
 		j->env.hotadd = j->h;
 	}
