@@ -323,16 +323,6 @@ static void ahead_stop(struct job *j)
 
 /* ---- connect, find the VM, pick the disks ------------------------------- */
 
-static bool mode_listed(const struct job *j, enum fy_transport_mode mode)
-{
-	unsigned i;
-
-	for (i = 0; i < j->n_modes; i++)
-		if (j->modes[i]->mode == mode)
-			return true;
-	return false;
-}
-
 static int connect_vc(struct job *j)
 {
 	int rc = fy_vs_client_open(j->cfg, &j->vc);
@@ -413,7 +403,7 @@ static int decide(struct job *j)
 		j->proxy_ok[t->mode] = t->possible(&j->env, NULL, NULL, why,
 						   sizeof(why));
 		if (!j->proxy_ok[t->mode])
-			fy_info("%s cannot read VM disks on this proxy: %s",
+			fy_info("%s: %s (it cannot read VM disks on this proxy)",
 				t->name, why);
 	}
 	for (i = 0; i < j->n; i++) {
@@ -446,8 +436,8 @@ static int decide(struct job *j)
 				snprintf(j->plan[i].why[FY_TRANSPORT_HOTADD],
 					 sizeof(j->plan[i].why[0]), "%s", why);
 			}
+			/* proxy_ok stays: the disks that fall back say why. */
 			j->h = NULL;
-			j->proxy_ok[FY_TRANSPORT_HOTADD] = false;
 		}
 		j->env.hotadd = j->h;
 	}
@@ -1170,7 +1160,7 @@ static int run(struct job *j)
 	if (rc < 0)
 		goto out;
 	j->conn = conn;
-	if (mode_listed(j, FY_TRANSPORT_HOTADD)) {
+	if (j->h) {
 		struct fy_file_source_opts fo = {
 			.queue_depth = j->s.queue_depth,
 			.io_size = j->s.io_size,
