@@ -24,6 +24,7 @@
 #include "agent/control.h"
 #include "agent/inventory.h"
 #include "nbd/nbd.h"
+#include "san/san.h"
 #include "vsphere/vsphere.h"
 
 struct backup_args {
@@ -92,6 +93,8 @@ static const char *const all_modes[] = { "san", "hotadd", "nbdssl", "nbd",
 					 "https" };
 #define N_MODES (sizeof(all_modes) / sizeof(all_modes[0]))
 #define VM_DISK_PREFIX "vsphere-ds:"
+/* A flat file straight off a VMFS6 volume's LUNs (san/san.h). */
+#define VMFS_PREFIX "vmfs:"
 
 struct modes {
 	const char *m[N_MODES];
@@ -311,6 +314,32 @@ static int open_vm_disk(const char *spec, const struct modes *allowed,
 			  reasons);
 }
 
+/* "vmfs:LUN[,LUN2...]:PATH": the san source, whatever else the proxy
+ * could do; a --transport list must allow san. */
+static int open_vmfs(const char *spec, const struct fy_settings *s,
+		     const char *transport, const struct modes *allowed,
+		     struct fy_source **out)
+{
+	struct fy_file_source_opts fo = {
+		.queue_depth = s->queue_depth,
+		.io_size = s->io_size,
+	};
+	const char *luns[FY_VMFS_MAX_LUNS], *path;
+	char buf[4096];
+	size_t n;
+	int rc;
+
+	if (transport && !modes_has(allowed, "san"))
+		return fy_err_set(-ENOTSUP, "vmfs:%s is read with the san "
+				  "transport, which --transport %s does not "
+				  "allow", spec, transport);
+	rc = fy_san_parse_spec(spec, buf, sizeof(buf), luns, FY_VMFS_MAX_LUNS,
+			       &n, &path);
+	if (rc < 0)
+		return rc;
+	return fy_san_source_open(luns, n, path, &fo, out);
+}
+
 static int open_source(const char *path, const struct fy_config *cfg,
 		       const struct fy_settings *s, const char *transport,
 		       struct fy_vs_client **vc, struct fy_source **out)
@@ -322,6 +351,9 @@ static int open_source(const char *path, const struct fy_config *cfg,
 		return rc;
 	if (!strncmp(path, VM_DISK_PREFIX, strlen(VM_DISK_PREFIX)))
 		return open_vm_disk(path, &allowed, cfg, vc, out);
+	if (!strncmp(path, VMFS_PREFIX, strlen(VMFS_PREFIX)))
+		return open_vmfs(path + strlen(VMFS_PREFIX), s, transport,
+				 &allowed, out);
 	if (fy_nbd_is_uri(path)) {
 		struct fy_nbd_opts no;
 
@@ -498,7 +530,8 @@ static int cmd_backup(int argc, char **argv)
 	goto out;
 
 usage:
-	fprintf(stderr, "usage: ferry-agent backup [--config FILE] --source PATH|URI "
+	fprintf(stderr, "usage: ferry-agent backup [--config FILE] --source PATH|URI|"
+		"vmfs:LUN[,LUN2...]:PATH "
 		"[--source ...]\n"
 		"       ferry-agent backup --config FILE --vm VM [--disk N ...] "
 		"(hotadd)\n"

@@ -830,7 +830,7 @@ static int pb_read(struct fy_vmfs *v, uint64_t addr, uint64_t *ptrs,
 			ptrs[i] = le64(b + 8 * i);
 	free(b);
 	if (rc < 0)
-		return fy_err_wrap(rc, "vmfs: file descriptor 0x%08x at volume "
+		return fy_err_wrap(rc, "file descriptor 0x%08x at volume "
 				   "offset %" PRIu64, fd->addr,
 				   fd->volume_offset);
 	return rc;
@@ -1349,7 +1349,7 @@ static int resolve(struct fy_vmfs *v, const char *path, struct fd *fd)
 	snprintf(buf, sizeof(buf), "%s", path);
 	rc = fd_read(v, ROOT_DIR_ADDR, fd);
 	if (rc < 0)
-		return fy_err_wrap(rc, "vmfs: root directory");
+		return fy_err_wrap(rc, "root directory");
 	for (tok = strtok_r(buf, "/", &save); tok;
 	     tok = strtok_r(NULL, "/", &save)) {
 		struct lookup l = { tok, 0, 0, 0 };
@@ -1380,7 +1380,7 @@ static int resolve(struct fy_vmfs *v, const char *path, struct fd *fd)
 					  l.found);
 		rc = fd_read(v, l.addr, fd);
 		if (rc < 0)
-			return fy_err_wrap(rc, "vmfs: %s", path);
+			return fy_err_wrap(rc, "'%s'", tok);
 	}
 	return 0;
 }

@@ -14,3 +14,7 @@ function(ferry_san_test name)
     LABELS "san;transport" TIMEOUT 300 SKIP_RETURN_CODE 77
     ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TESTS=${CMAKE_BINARY_DIR}/tests;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools")
 endfunction()
+
+ferry_san_test(oracle)
+ferry_san_test(damaged)
+ferry_san_test(backup)
