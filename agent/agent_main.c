@@ -23,6 +23,7 @@
 #include "agent/agent.h"
 #include "agent/control.h"
 #include "agent/inventory.h"
+#include "agent/transport.h"
 #include "nbd/nbd.h"
 #include "san/san.h"
 #include "vsphere/vsphere.h"
@@ -87,178 +88,37 @@ static void print_json(const char *id, const char *name,
 
 /* ---- transports: which way a VM disk is read ---------------------------- */
 
-/* VDDK's order of preference, as VixDiskLib_ListTransportModes gives it,
- * with the https datastore access last. */
-static const char *const all_modes[] = { "san", "hotadd", "nbdssl", "nbd",
-					 "https" };
-#define N_MODES (sizeof(all_modes) / sizeof(all_modes[0]))
 #define VM_DISK_PREFIX "vsphere-ds:"
 /* A flat file straight off a VMFS6 volume's LUNs (san/san.h). */
 #define VMFS_PREFIX "vmfs:"
 
-struct modes {
-	const char *m[N_MODES];
-	unsigned n;
-};
-
-/* "nbdssl:https" -> modes, in the order given; unknown or repeated names
- * are refused. NULL gives the default order. */
-static int parse_modes(const char *list, struct modes *out)
-{
-	const char *p = list;
-	unsigned i;
-
-	out->n = 0;
-	if (!list) {
-		for (i = 0; i < N_MODES; i++)
-			out->m[out->n++] = all_modes[i];
-		return 0;
-	}
-	while (*p) {
-		size_t n = strcspn(p, ":");
-		unsigned k;
-
-		for (i = 0; i < N_MODES; i++)
-			if (strlen(all_modes[i]) == n &&
-			    !strncmp(p, all_modes[i], n))
-				break;
-		if (i == N_MODES)
-			return fy_err_set(-EINVAL, "--transport %s: '%.*s' is not "
-					  "one of san, hotadd, nbdssl, nbd, "
-					  "https", list, (int)n, p);
-		for (k = 0; k < out->n; k++)
-			if (out->m[k] == all_modes[i])
-				return fy_err_set(-EINVAL, "--transport %s names "
-						  "%s twice", list, all_modes[i]);
-		out->m[out->n++] = all_modes[i];
-		p += n;
-		if (*p == ':' && *++p == '\0')
-			break;
-	}
-	if (!out->n)
-		return fy_err_set(-EINVAL, "--transport is empty");
-	return 0;
-}
-
-static bool modes_has(const struct modes *m, const char *mode)
-{
-	unsigned i;
-
-	for (i = 0; i < m->n; i++)
-		if (!strcmp(m->m[i], mode))
-			return true;
-	return false;
-}
-
-/* hotadd attaches disks to the proxy VM this agent runs in: a VM the
- * configuration names, or a VMware VM that hotadd finds by its BIOS UUID
- * (docs/HOTADD.md). Local facts only. */
-static bool hotadd_possible(const struct fy_config *cfg, char *why,
-			    size_t whylen)
-{
-	const char *root = fy_config_get(cfg, "ferry.hotadd.sysfsRoot");
-	char path[4096], vendor[128] = "";
-	FILE *f;
-
-	if (!fy_config_get(cfg, "ferry.vcenter.server")) {
-		snprintf(why, whylen, "ferry.vcenter.server is not configured");
-		return false;
-	}
-	if (fy_config_get(cfg, "ferry.proxy.moref") ||
-	    fy_config_get(cfg, "ferry.proxy.instanceUuid"))
-		return true;
-	snprintf(path, sizeof(path), "%s/sys/class/dmi/id/sys_vendor",
-		 root && strcmp(root, "/") ? root : "");
-	if ((f = fopen(path, "r"))) {
-		if (!fgets(vendor, sizeof(vendor), f))
-			vendor[0] = '\0';
-		vendor[strcspn(vendor, "\r\n")] = '\0';
-		fclose(f);
-	}
-	if (!strcmp(vendor, "VMware, Inc."))
-		return true;
-	snprintf(why, whylen, "this proxy is not a VMware VM (sys_vendor "
-		 "'%s') and ferry.proxy.moref / ferry.proxy.instanceUuid are "
-		 "not set", vendor[0] ? vendor : "unknown");
-	return false;
-}
-
-/* Whether this build and this proxy can read VM disks with mode, from
- * the configuration alone (no network); why says what is missing. */
-static bool mode_possible(const char *mode, const struct fy_config *cfg,
-			  char *why, size_t whylen)
-{
-	struct fy_nbd_vddk_opts vo;
-
-	why[0] = '\0';
-	if (!strcmp(mode, "san")) {
-		snprintf(why, whylen, "not built yet (a later issue)");
-		return false;
-	}
-	if (!strcmp(mode, "hotadd"))
-		return hotadd_possible(cfg, why, whylen);
-	if (!strcmp(mode, "https")) {
-		if (fy_config_get(cfg, "ferry.vcenter.server"))
-			return true;
-		snprintf(why, whylen, "ferry.vcenter.server is not configured");
-		return false;
-	}
-	fy_nbd_vddk_opts_default(&vo);
-	if (fy_nbd_vddk_opts_from_config(&vo, cfg) < 0) {
-		snprintf(why, whylen, "%s", fy_err_msg());
-		return false;
-	}
-	return fy_nbd_vddk_available(&vo, why, whylen);
-}
-
 /* The mode an NBD URI is read with: nbds, or TLS required, is nbdssl. */
-static const char *nbd_uri_mode(const char *uri, const struct fy_config *cfg)
+static enum fy_transport_mode nbd_uri_mode(const char *uri,
+					   const struct fy_config *cfg)
 {
 	bool tls = false;
 
 	fy_config_get_bool(cfg, "ferry.nbd.TlsRequired", false, &tls);
-	return !strncmp(uri, "nbds", 4) || tls ? "nbdssl" : "nbd";
+	return !strncmp(uri, "nbds", 4) || tls ? FY_TRANSPORT_NBDSSL
+					       : FY_TRANSPORT_NBD;
 }
 
-static int vs_client(const struct fy_config *cfg, struct fy_vs_client **c)
+static bool list_has(const struct fy_transport *const *m, unsigned n,
+		     enum fy_transport_mode mode)
 {
-	return *c ? 0 : fy_vs_client_open(cfg, c);
-}
+	unsigned i;
 
-/* The VDDK path for one VM disk: nbdkit's vddk plugin in VDDK mode. */
-static int open_vddk(const char *file, const char *mode,
-		     const struct fy_config *cfg, struct fy_vs_client **vc,
-		     struct fy_source **out)
-{
-	struct fy_nbd_vddk_opts vo;
-	struct fy_nbd_opts no;
-	struct fy_vs_moref vm;
-	char thumb[64] = "";
-	int rc;
-
-	fy_nbd_vddk_opts_default(&vo);
-	fy_nbd_opts_default(&no);
-	if ((rc = fy_nbd_vddk_opts_from_config(&vo, cfg)) < 0 ||
-	    (rc = fy_nbd_opts_from_config(&no, cfg)) < 0 ||
-	    (rc = vs_client(cfg, vc)) < 0 ||
-	    (rc = fy_vs_find_disk_vm(*vc, file, &vm)) < 0)
-		return rc;
-	/* VDDK checks the certificate Ferry's own policy accepted. */
-	if (fy_vs_client_sha1_thumbprint(*vc, thumb, sizeof(thumb)) < 0)
-		fy_warn("vddk: %s; VDDK gets no thumbprint", fy_err_msg());
-	vo.vm_moref = vm.value;
-	vo.file = file;
-	vo.thumbprint = thumb[0] ? thumb : NULL;
-	vo.transports = mode;
-	vo.nbd = &no;
-	return fy_nbd_vddk_open(&vo, out);
+	for (i = 0; i < n; i++)
+		if (m[i]->mode == mode)
+			return true;
+	return false;
 }
 
 /* A VM disk file ("vsphere-ds:[ds1] vm/vm.vmdk"): the first mode of the
  * list that can open it, as VDDK tries its modes in order; else every
  * mode's reason, before anything is read. */
-static int open_vm_disk(const char *spec, const struct modes *allowed,
-			const struct fy_config *cfg, struct fy_vs_client **vc,
+static int open_vm_disk(const char *spec, const struct fy_transport *const *m,
+			unsigned n, struct fy_transport_env *env,
 			struct fy_source **out)
 {
 	const char *file = spec + strlen(VM_DISK_PREFIX);
@@ -266,49 +126,36 @@ static int open_vm_disk(const char *spec, const struct modes *allowed,
 	unsigned i;
 	int rc = -ENOTSUP;
 
-	for (i = 0; i < allowed->n; i++) {
-		const char *mode = allowed->m[i];
+	for (i = 0; i < n; i++) {
+		const struct fy_transport *t = m[i];
 
 		snprintf(list + strlen(list), sizeof(list) - strlen(list),
-			 "%s%s", i ? ":" : "", mode);
-		if (!mode_possible(mode, cfg, why, sizeof(why))) {
+			 "%s%s", i ? ":" : "", t->name);
+		if (!t->possible(env, NULL, NULL, why, sizeof(why))) {
 			rc = -ENOTSUP;
-		} else if (!strcmp(mode, "hotadd")) {
-			/* hotadd works on a VM's snapshot, not on a file. */
-			snprintf(why, sizeof(why), "reads whole VMs (ferry-agent "
-				 "backup --vm), not a single disk file");
+		} else if (!t->open_file) {
+			snprintf(why, sizeof(why), "%s", t->file_why);
 			rc = -ENOTSUP;
 		} else {
-			if (!strcmp(mode, "https")) {
-				struct fy_vs_ds_opts o;
+			size_t len = strlen(t->name);
 
-				fy_vs_ds_opts_default(&o);
-				rc = fy_vs_ds_opts_from_config(&o, cfg);
-				if (rc == 0)
-					rc = vs_client(cfg, vc);
-				if (rc == 0)
-					rc = fy_vs_datastore_source_open(
-					    *vc, NULL, file, &o, out);
-			} else {
-				rc = open_vddk(file, mode, cfg, vc, out);
-			}
+			rc = t->open_file(env, file, out);
 			if (rc == 0) {
 				fy_info("%s: read with the %s transport", file,
-					mode);
+					t->name);
 				return 0;
 			}
 			/* "https: https: x" reads badly in the list. */
 			snprintf(why, sizeof(why), "%s",
-				 !strncmp(fy_err_msg(), mode, strlen(mode)) &&
-					 !strncmp(fy_err_msg() + strlen(mode),
-						  ": ", 2)
-				     ? fy_err_msg() + strlen(mode) + 2
+				 !strncmp(fy_err_msg(), t->name, len) &&
+					 !strncmp(fy_err_msg() + len, ": ", 2)
+				     ? fy_err_msg() + len + 2
 				     : fy_err_msg());
 		}
-		fy_debug("%s: transport %s: %s", file, mode, why);
+		fy_debug("%s: transport %s: %s", file, t->name, why);
 		snprintf(reasons + strlen(reasons),
 			 sizeof(reasons) - strlen(reasons), "%s%s: %s",
-			 i ? "; " : "", mode, why);
+			 i ? "; " : "", t->name, why);
 	}
 	return fy_err_set(rc, "no transport in %s can read %s: %s", list, file,
 			  reasons);
@@ -317,8 +164,8 @@ static int open_vm_disk(const char *spec, const struct modes *allowed,
 /* "vmfs:LUN[,LUN2...]:PATH": the san source, whatever else the proxy
  * could do; a --transport list must allow san. */
 static int open_vmfs(const char *spec, const struct fy_settings *s,
-		     const char *transport, const struct modes *allowed,
-		     struct fy_source **out)
+		     const char *transport, const struct fy_transport *const *m,
+		     unsigned n_modes, struct fy_source **out)
 {
 	struct fy_file_source_opts fo = {
 		.queue_depth = s->queue_depth,
@@ -329,7 +176,7 @@ static int open_vmfs(const char *spec, const struct fy_settings *s,
 	size_t n;
 	int rc;
 
-	if (transport && !modes_has(allowed, "san"))
+	if (transport && !list_has(m, n_modes, FY_TRANSPORT_SAN))
 		return fy_err_set(-ENOTSUP, "vmfs:%s is read with the san "
 				  "transport, which --transport %s does not "
 				  "allow", spec, transport);
@@ -342,27 +189,34 @@ static int open_vmfs(const char *spec, const struct fy_settings *s,
 
 static int open_source(const char *path, const struct fy_config *cfg,
 		       const struct fy_settings *s, const char *transport,
-		       struct fy_vs_client **vc, struct fy_source **out)
+		       struct fy_transport_env *env, struct fy_source **out)
 {
-	struct modes allowed;
+	const struct fy_transport *m[FY_TRANSPORT_N_MODES];
+	unsigned n;
 	int rc;
 
-	if ((rc = parse_modes(transport, &allowed)) < 0)
+	/* The one default, as for --vm jobs: ferry.transports, else
+	 * FY_TRANSPORT_DEFAULT (https only when a list names it). */
+	if ((rc = fy_transport_list_parse(
+		 transport ? transport
+			   : fy_config_get(cfg, "ferry.transports"),
+		 m, FY_TRANSPORT_N_MODES, &n)) < 0)
 		return rc;
 	if (!strncmp(path, VM_DISK_PREFIX, strlen(VM_DISK_PREFIX)))
-		return open_vm_disk(path, &allowed, cfg, vc, out);
+		return open_vm_disk(path, m, n, env, out);
 	if (!strncmp(path, VMFS_PREFIX, strlen(VMFS_PREFIX)))
-		return open_vmfs(path + strlen(VMFS_PREFIX), s, transport,
-				 &allowed, out);
+		return open_vmfs(path + strlen(VMFS_PREFIX), s, transport, m,
+				 n, out);
 	if (fy_nbd_is_uri(path)) {
+		enum fy_transport_mode um = nbd_uri_mode(path, cfg);
 		struct fy_nbd_opts no;
 
 		/* An NBD URI says its mode; a list must allow it. */
-		if (transport && !modes_has(&allowed, nbd_uri_mode(path, cfg)))
+		if (transport && !list_has(m, n, um))
 			return fy_err_set(-ENOTSUP, "%s is read with the %s "
 					  "transport, which --transport %s does "
 					  "not allow", path,
-					  nbd_uri_mode(path, cfg), transport);
+					  fy_transports[um].name, transport);
 		fy_nbd_opts_default(&no);
 		rc = fy_nbd_opts_from_config(&no, cfg);
 		if (rc < 0)
@@ -389,7 +243,7 @@ static int cmd_backup(int argc, char **argv)
 	struct fy_disk_stats st[FY_DISKS_MAX];
 	const char *modes[FY_DISKS_MAX];
 	struct fy_conn *conn = NULL;
-	struct fy_vs_client *vc = NULL;
+	struct fy_transport_env env;
 	char repo_id[128], id[FY_ID_MAX] = "";
 	const char *overrides[64][2];
 	unsigned n_overrides = 0, i;
@@ -400,6 +254,7 @@ static int cmd_backup(int argc, char **argv)
 		fprintf(stderr, "ferry-agent: out of memory\n");
 		return 1;
 	}
+	fy_transport_env_init(&env, cfg, NULL);
 	/* A VM's disks (hotadd): agent/vm_backup.c. */
 	for (i = 1; i < (unsigned)argc; i++)
 		if (!strcmp(argv[i], "--vm") || !strncmp(argv[i], "--vm=", 5)) {
@@ -478,7 +333,7 @@ static int cmd_backup(int argc, char **argv)
 	/* Open everything before talking to the repository: a source that
 	 * cannot be read fails the job at once. */
 	for (i = 0; i < a.n_sources; i++) {
-		rc = open_source(a.sources[i], cfg, &s, a.transport, &vc,
+		rc = open_source(a.sources[i], cfg, &s, a.transport, &env,
 				 &src[i]);
 		if (rc < 0)
 			goto fail;
@@ -548,25 +403,15 @@ out:
 	fy_conn_close(conn);
 	for (i = 0; i < FY_DISKS_MAX; i++)
 		fy_source_close(src[i]);
-	fy_vs_client_free(vc);
+	fy_transport_env_release(&env);
 	fy_config_free(cfg);
 	return rc < 0 ? (rc == -EINVAL && !id[0] ? 2 : 1) : 0;
 }
 
-void fy_agent_transport_modes(const struct fy_config *cfg,
-			      struct fy_agent_mode out[FY_AGENT_MODES])
-{
-	unsigned i;
-
-	for (i = 0; i < N_MODES && i < FY_AGENT_MODES; i++) {
-		out[i].name = all_modes[i];
-		out[i].available = mode_possible(all_modes[i], cfg, out[i].why,
-						 sizeof(out[i].why));
-	}
-}
-
 /* ferry-agent transports: the modes this build and this proxy can use, in
- * priority order, colon separated (VixDiskLib_ListTransportModes). */
+ * priority order, colon separated (VixDiskLib_ListTransportModes), by the
+ * table's own rules (hotadd: this proxy found in vCenter as a job finds
+ * it). */
 static int cmd_transports(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -580,13 +425,18 @@ static int cmd_transports(int argc, char **argv)
 	};
 	struct fy_config *cfg = fy_config_new();
 	const char *config = NULL, *sources[FY_DISKS_MAX];
-	char why[N_MODES][FY_ERR_MAX];
-	bool ok[N_MODES], json = false, verbose = false;
+	struct fy_transport_status *st = calloc(FY_TRANSPORT_N_MODES,
+						sizeof(*st));
+	struct fy_transport_env env;
+	bool json = false, verbose = false;
 	unsigned n_sources = 0, i, k;
 	int c, rc = 0;
 
-	if (!cfg)
-		return 1;
+	fy_transport_env_init(&env, cfg, NULL);
+	if (!cfg || !st) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	fy_log_set_level(FY_LOG_WARN);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -615,36 +465,34 @@ static int cmd_transports(int argc, char **argv)
 	if (config && (rc = fy_config_load(cfg, config)) < 0)
 		goto fail;
 	fy_config_warn_unknown(cfg, fy_all_known_keys());
-	for (i = 0; i < N_MODES; i++) {
-		ok[i] = mode_possible(all_modes[i], cfg, why[i], sizeof(why[i]));
-		/* An NBD export named in the job is readable whatever VDDK. */
-		for (k = 0; !ok[i] && k < n_sources; k++)
-			if (fy_nbd_is_uri(sources[k]) &&
-			    !strcmp(nbd_uri_mode(sources[k], cfg), all_modes[i]))
-				ok[i] = true;
-	}
+	fy_transport_status_all(&env, st);
+	/* An NBD export named in the job is readable whatever VDDK. */
+	for (k = 0; k < n_sources; k++)
+		if (fy_nbd_is_uri(sources[k]))
+			st[nbd_uri_mode(sources[k], cfg)].available = true;
 	if (json) {
 		printf("{\"modes\":\"");
-		for (i = 0, k = 0; i < N_MODES; i++)
-			if (ok[i])
-				printf("%s%s", k++ ? ":" : "", all_modes[i]);
-		printf("\",\"transports\":[");
-		for (i = 0; i < N_MODES; i++) {
-			printf("%s{\"name\":\"%s\",\"available\":%s,\"reason\":",
-			       i ? "," : "", all_modes[i],
-			       ok[i] ? "true" : "false");
-			fy_json_string(stdout, ok[i] ? "" : why[i]);
+		for (i = 0, k = 0; i < FY_TRANSPORT_N_MODES; i++)
+			if (st[i].available)
+				printf("%s%s", k++ ? ":" : "", st[i].t->name);
+		printf("\",\"default\":\"%s\",\"transports\":[",
+		       FY_TRANSPORT_DEFAULT);
+		for (i = 0; i < FY_TRANSPORT_N_MODES; i++) {
+			printf("%s{\"name\":\"%s\",\"available\":%s,"
+			       "\"reason\":", i ? "," : "", st[i].t->name,
+			       st[i].available ? "true" : "false");
+			fy_json_string(stdout, st[i].available ? "" : st[i].why);
 			printf("}");
 		}
 		printf("]}\n");
 	} else {
-		for (i = 0, k = 0; i < N_MODES; i++)
-			if (ok[i])
-				printf("%s%s", k++ ? ":" : "", all_modes[i]);
+		for (i = 0, k = 0; i < FY_TRANSPORT_N_MODES; i++)
+			if (st[i].available)
+				printf("%s%s", k++ ? ":" : "", st[i].t->name);
 		printf("\n");
-		for (i = 0; verbose && i < N_MODES; i++)
-			if (!ok[i])
-				printf("%s: %s\n", all_modes[i], why[i]);
+		for (i = 0; verbose && i < FY_TRANSPORT_N_MODES; i++)
+			if (!st[i].available)
+				printf("%s: %s\n", st[i].t->name, st[i].why);
 	}
 	goto out;
 usage:
@@ -655,6 +503,8 @@ usage:
 fail:
 	fprintf(stderr, "ferry-agent: transports: %s\n", fy_err_msg());
 out:
+	fy_transport_env_release(&env);
+	free(st);
 	fy_config_free(cfg);
 	return rc < 0 ? (rc == -EINVAL ? 2 : 1) : 0;
 }

@@ -8,6 +8,7 @@
 #define FERRY_AGENT_CONTROL_H
 
 #include "agent/job.h"
+#include "agent/transport.h"
 
 /* Keys the service and the client read (ferry.control.*, ferry.jobs.*,
  * ferry.agent*); NULL-terminated. */
@@ -15,18 +16,6 @@ extern const char *const fy_service_config_keys[];
 
 /* ferry-agent run (service.c). */
 int agent_cmd_run(int argc, char **argv);
-
-/* The transport modes in priority order and whether this build and proxy
- * can use each, from the configuration alone: what `ferry-agent
- * transports` prints (agent_main.c). */
-#define FY_AGENT_MODES 5
-struct fy_agent_mode {
-	const char *name;
-	bool available;
-	char why[FY_ERR_MAX];
-};
-void fy_agent_transport_modes(const struct fy_config *cfg,
-			      struct fy_agent_mode out[FY_AGENT_MODES]);
 
 /* ---- messages (control.c) ---------------------------------------------- */
 

@@ -15,6 +15,7 @@
 
 #include "agent/agent.h"
 #include "agent/inventory.h"
+#include "agent/transport.h"
 #include "common/common.h"
 #include "vsphere/vsphere.h"
 
@@ -41,8 +42,9 @@ static void usage(void)
 		"  VM: vm-42, /DC/vm/folder/name, a name, an instance or BIOS "
 		"UUID,\n"
 		"      or moref:/name:/path:/uuid:/bios: followed by one\n"
-		"  The proxy is --proxy, else ferry.proxy.moref or "
-		"ferry.proxy.instanceUuid.\n");
+		"  The proxy is --proxy, else this machine as a backup job "
+		"finds it\n  (ferry.proxy.moref, ferry.proxy.instanceUuid, "
+		"else its BIOS UUID).\n");
 }
 
 static const struct fy_vs_vm *find_vm(const struct fy_vs_inventory *inv,
@@ -291,34 +293,32 @@ static void print_datastores(const struct fy_vs_inventory *inv, bool json)
 	}
 }
 
-/* The proxy from --proxy, ferry.proxy.moref or ferry.proxy.instanceUuid;
- * NULL (unknown) with a reason when none is configured or found. */
+/* The proxy from --proxy, else this machine as a job finds it
+ * (ferry.proxy.moref, ferry.proxy.instanceUuid, else the BIOS UUID checked
+ * by MAC: the transport table's rule); NULL (unknown) with a reason. */
 static const struct fy_vs_vm *locate_proxy(struct fy_vs_client *c,
-					   const struct fy_config *cfg,
+					   struct fy_transport_env *env,
 					   const char *flag,
 					   const struct fy_vs_inventory *inv,
 					   char *why, size_t whylen)
 {
-	const char *moref = fy_config_get(cfg, "ferry.proxy.moref");
-	const char *uuid = fy_config_get(cfg, "ferry.proxy.instanceUuid");
+	const struct fy_vs_vm *vm, *found;
 	struct fy_vs_moref m;
-	const struct fy_vs_vm *vm;
-	int rc;
+	char reason[FY_ERR_MAX];
 
-	if (flag)
-		rc = fy_vs_find_vm_spec(c, flag, &m);
-	else if (moref)
-		rc = fy_vs_find_vm(c, FY_VS_BY_MOREF, moref, &m);
-	else if (uuid)
-		rc = fy_vs_find_vm(c, FY_VS_BY_INSTANCE_UUID, uuid, &m);
-	else {
-		snprintf(why, whylen, "unknown proxy: set ferry.proxy.moref or "
-			 "ferry.proxy.instanceUuid, or pass --proxy");
-		return NULL;
-	}
-	if (rc < 0) {
-		snprintf(why, whylen, "unknown proxy: %s", fy_err_msg());
-		return NULL;
+	if (flag) {
+		if (fy_vs_find_vm_spec(c, flag, &m) < 0) {
+			snprintf(why, whylen, "unknown proxy: %s", fy_err_msg());
+			return NULL;
+		}
+	} else {
+		found = fy_transport_env_proxy(env, reason, sizeof(reason));
+		if (!found) {
+			snprintf(why, whylen, "unknown proxy: %s (or pass "
+				 "--proxy)", reason);
+			return NULL;
+		}
+		m = found->moref;
 	}
 	vm = find_vm(inv, &m);
 	if (!vm)
@@ -337,10 +337,12 @@ int agent_cmd_inventory(int argc, char **argv)
 	const char *sets[64];
 	char proxy_why[1200] = "";
 	struct fy_vs_about about;
+	struct fy_transport_env env;
 	unsigned n_sets = 0, i;
 	bool json = false;
 	int ch, rc = 0, level = -1;
 
+	fy_transport_env_init(&env, cfg, NULL);
 	if (!cfg) {
 		fprintf(stderr, "ferry-agent: out of memory\n");
 		return 1;
@@ -398,7 +400,8 @@ int agent_cmd_inventory(int argc, char **argv)
 	} else if ((rc = fy_vs_inventory_get(c, true, &inv)) < 0) {
 		goto fail;
 	}
-	proxy = locate_proxy(c, cfg, proxy_spec, inv, proxy_why,
+	fy_transport_env_init(&env, cfg, c);
+	proxy = locate_proxy(c, &env, proxy_spec, inv, proxy_why,
 			     sizeof(proxy_why));
 	fy_vs_client_about(c, &about);
 
@@ -461,6 +464,7 @@ int agent_cmd_inventory(int argc, char **argv)
 fail:
 	fprintf(stderr, "ferry-agent: inventory: %s\n", fy_err_msg());
 out:
+	fy_transport_env_release(&env);
 	fy_vs_inventory_free(inv);
 	fy_vs_client_free(c);
 	fy_config_free(cfg);

@@ -25,8 +25,14 @@
 #include <unistd.h>
 
 #include "agent/job.h"
-#include "agent/vm_transport.h"
+#include "agent/transport.h"
 #include "vsphere/vsphere.h"
+
+const char *const fy_job_config_keys[] = {
+	/* advisory (default) or required: docs/HOTADD.md */
+	"ferry.vcenter.prepareForAccess",
+	NULL,
+};
 
 /* Well under ferry-repo's idle limit (300 s by default). */
 #define KEEPALIVE_SECONDS 60
@@ -35,8 +41,12 @@
 struct disk_plan {
 	unsigned index;                  /* into vm->devices.disks */
 	const struct fy_vs_disk *frozen; /* the snapshot's copy */
-	bool hotadd_ok;                  /* hotadd's rules pass */
-	char hotadd_why[FY_JOB_TEXT_MAX];
+	/* The modes of the list whose possible() says yes for this disk
+	 * (bit 1 << enum fy_transport_mode), decided before the snapshot. */
+	unsigned candidates;
+	bool hotadd_ok;                  /* hotadd is one of them */
+	/* Why each mode of the list that cannot read it cannot. */
+	char why[FY_TRANSPORT_N_MODES][FY_JOB_TEXT_MAX];
 	struct fy_area *areas;           /* CBT's areas to read, or NULL */
 	size_t n_areas;
 	const struct fy_manifest_disk *parent; /* incremental from this */
@@ -50,13 +60,19 @@ struct job {
 	struct fy_job_result *res;
 
 	struct fy_settings s;
-	const char *modes[FY_TRANSPORT_MODES_MAX];
+	const char *list;                /* the transport list, as given */
+	const struct fy_transport *modes[FY_TRANSPORT_N_MODES];
 	unsigned n_modes;
+	struct fy_transport_env env;     /* what the table's modes look at */
+	/* Which modes can read VM disks on this proxy at all. */
+	bool proxy_ok[FY_TRANSPORT_N_MODES];
 	struct fy_vs_client *vc;
-	struct fy_hotadd *h;             /* NULL when hotadd cannot work */
-	char hotadd_down[FY_JOB_TEXT_MAX]; /* why, then */
+	struct fy_hotadd *h;             /* once a disk needs hotadd */
+	/* The job's own journal: its snapshot and disabled methods,
+	 * whatever its transports (hotadd journals its attaches). */
+	struct fy_journal_file *journal;
+	bool access_required;            /* ferry.vcenter.prepareForAccess */
 	struct fy_vs_vm *vm;
-	struct fy_vs_inventory *inv;
 	struct fy_vs_devices *frozen;
 	struct fy_vs_moref snapshot;
 	bool own_snapshot;               /* taken here: removed here */
@@ -162,11 +178,11 @@ static void *ahead_main(void *arg)
 		}
 		pthread_mutex_unlock(&a->lock);
 		if (p->hotadd_ok)
-			rc = fy_hotadd_open_disk(j->h, p->frozen->file_name,
-						 p->frozen->capacity, &a->fo,
-						 &src);
+			rc = fy_transports[FY_TRANSPORT_HOTADD].open(
+			    &j->env, j->vm, &j->snapshot, p->frozen, &src);
 		else
-			rc = fy_err_set(-ENOTSUP, "%s", p->hotadd_why);
+			rc = fy_err_set(-ENOTSUP, "hotadd: %s",
+					p->why[FY_TRANSPORT_HOTADD]);
 		pthread_mutex_lock(&a->lock);
 		if (rc == 0 && i < a->closed) {
 			/* The reader went on without it meanwhile. */
@@ -179,8 +195,7 @@ static void *ahead_main(void *arg)
 		a->rc[i] = rc;
 		a->done[i] = true;
 		if (rc < 0)
-			snprintf(a->err[i], sizeof(a->err[i]), "%s%s",
-				 p->hotadd_ok ? "hotadd: " : "",
+			snprintf(a->err[i], sizeof(a->err[i]), "%s",
 				 fy_err_msg());
 		else
 			j->src[i] = src;
@@ -200,6 +215,8 @@ static int ahead_start(struct job *j, unsigned window,
 		return fy_err_set(-ENOMEM, "out of memory");
 	a->j = j;
 	a->fo = *fo;
+	j->env.file_opts = *fo;
+	j->env.hotadd = j->h;
 	a->window = window;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
@@ -306,12 +323,12 @@ static void ahead_stop(struct job *j)
 
 /* ---- connect, find the VM, pick the disks ------------------------------- */
 
-static bool mode_listed(const struct job *j, const char *mode)
+static bool mode_listed(const struct job *j, enum fy_transport_mode mode)
 {
 	unsigned i;
 
 	for (i = 0; i < j->n_modes; i++)
-		if (!strcmp(j->modes[i], mode))
+		if (j->modes[i]->mode == mode)
 			return true;
 	return false;
 }
@@ -322,21 +339,7 @@ static int connect_vc(struct job *j)
 
 	if (rc < 0)
 		return rc;
-	if (!mode_listed(j, "hotadd")) {
-		snprintf(j->hotadd_down, sizeof(j->hotadd_down),
-			 "hotadd is not in the transport list");
-		return 0;
-	}
-	rc = fy_hotadd_open(j->vc, j->cfg, &j->h);
-	if (rc < 0) {
-		/* The network modes need no proxy VM; the journal does, so
-		 * without it nothing is journaled (said once). */
-		snprintf(j->hotadd_down, sizeof(j->hotadd_down), "%s",
-			 fy_err_msg());
-		fy_warn("hotadd cannot work on this machine: %s",
-			j->hotadd_down);
-		j->h = NULL;
-	}
+	fy_transport_env_init(&j->env, j->cfg, j->vc);
 	return 0;
 }
 
@@ -366,62 +369,162 @@ static int select_disks(struct job *j)
 	}
 	if (!j->n)
 		return fy_err_set(-ENOENT, "VM %s has no disks", j->vm->name);
+	return 0;
+}
+
+/* ---- which mode reads which disk: decided before anything is touched ---- */
+
+/* Appends "; text" (or text) to buf. */
+static void append(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t len, const char *fmt, ...)
+{
+	size_t used = strlen(buf);
+	va_list ap;
+
+	if (used + 3 >= len)
+		return;
+	if (used)
+		used += (size_t)snprintf(buf + used, len - used, "; ");
+	va_start(ap, fmt);
+	vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Every disk's possible() for every mode of the list, before
+ * PrepareForAccess and the snapshot: a job that cannot read every disk
+ * fails here, with each disk's reasons, and the VM is never touched.
+ * hotadd's proxy handle (and its journal of attaches) is opened only when
+ * a disk needs it.
+ */
+static int decide(struct job *j)
+{
+	char *err = NULL;
+	size_t errlen = 8192;
+	unsigned i, m, failing = 0;
+	bool want_hotadd = false;
+	int rc = 0;
+
+	for (m = 0; m < j->n_modes; m++) {
+		const struct fy_transport *t = j->modes[m];
+		char why[FY_ERR_MAX];
+
+		j->proxy_ok[t->mode] = t->possible(&j->env, NULL, NULL, why,
+						   sizeof(why));
+		if (!j->proxy_ok[t->mode])
+			fy_info("%s cannot read VM disks on this proxy: %s",
+				t->name, why);
+	}
 	for (i = 0; i < j->n; i++) {
 		struct disk_plan *p = &j->plan[i];
 		const struct fy_vs_disk *d = &j->vm->devices.disks[p->index];
-		char why[FY_JOB_TEXT_MAX];
-		enum fy_vs_hotadd_rule r;
 
-		if (!j->h) {
-			snprintf(p->hotadd_why, sizeof(p->hotadd_why),
-				 "hotadd: %s", j->hotadd_down);
-			continue;
+		for (m = 0; m < j->n_modes; m++) {
+			const struct fy_transport *t = j->modes[m];
+
+			if (t->possible(&j->env, j->vm, d, p->why[t->mode],
+					sizeof(p->why[t->mode])))
+				p->candidates |= 1u << t->mode;
 		}
-		r = fy_hotadd_check(j->h, j->inv, j->vm, d, why, sizeof(why));
-		p->hotadd_ok = r == FY_VS_HOTADD_OK;
-		if (!p->hotadd_ok)
-			snprintf(p->hotadd_why, sizeof(p->hotadd_why),
-				 "hotadd: rule \"%s\" failed: %s",
-				 fy_vs_hotadd_rule_name(r), why);
+		if (p->candidates & (1u << FY_TRANSPORT_HOTADD))
+			want_hotadd = true;
 	}
-	return 0;
+	if (want_hotadd) {
+		rc = fy_hotadd_open(j->vc, j->cfg, &j->h);
+		if (rc < 0) {
+			char why[FY_JOB_TEXT_MAX];
+
+			snprintf(why, sizeof(why), "%s", fy_err_msg());
+			fy_warn("hotadd cannot work on this machine: %s", why);
+			for (i = 0; i < j->n; i++) {
+				j->plan[i].candidates &=
+				    ~(1u << FY_TRANSPORT_HOTADD);
+				snprintf(j->plan[i].why[FY_TRANSPORT_HOTADD],
+					 sizeof(j->plan[i].why[0]), "%s", why);
+			}
+			j->h = NULL;
+			j->proxy_ok[FY_TRANSPORT_HOTADD] = false;
+		}
+		j->env.hotadd = j->h;
+	}
+	for (i = 0; i < j->n; i++) {
+		struct disk_plan *p = &j->plan[i];
+		const struct fy_vs_disk *d = &j->vm->devices.disks[p->index];
+
+		p->hotadd_ok = p->candidates & (1u << FY_TRANSPORT_HOTADD);
+		if (p->candidates)
+			continue;
+		if (!err && !(err = calloc(1, errlen)))
+			return fy_err_set(-ENOMEM, "out of memory");
+		{
+			char one[4096] = "";
+			size_t used;
+
+			for (m = 0; m < j->n_modes; m++)
+				append(one, sizeof(one), "%s: %s",
+				       j->modes[m]->name,
+				       p->why[j->modes[m]->mode]);
+			used = strlen(err);
+			snprintf(err + used, errlen - used, "%sdisk %u (%s): %s",
+				 failing ? " | " : "", p->index, d->file_name,
+				 one);
+		}
+		failing++;
+	}
+	if (failing)
+		rc = fy_err_set(-ENOTSUP, "%u of %u disk(s) of %s cannot be "
+				"read by any transport of \"%s\"; nothing was "
+				"done to the VM (no snapshot): %s", failing,
+				j->n, j->vm->name, j->list, err);
+	free(err);
+	return rc;
 }
 
 /* ---- snapshot and access ------------------------------------------------ */
 
-static struct fy_journal_file *journal(struct job *j)
-{
-	return j->h ? fy_hotadd_journal(j->h) : NULL;
-}
-
 static int journal_add(struct job *j, struct fy_journal_entry *e)
 {
-	if (!journal(j))
-		return 0;
-	return fy_journal_add(journal(j), e);
+	return fy_journal_add(j->journal, e);
 }
 
 static void journal_remove(struct job *j, struct fy_journal_entry *e)
 {
-	if (journal(j) && e->id)
-		fy_journal_remove(journal(j), e->id);
+	if (e->id && fy_journal_remove(j->journal, e->id) < 0)
+		fy_warn("%s", fy_err_msg());
 	e->id = 0;
 }
 
-/* PrepareForAccess and the snapshot (unless the caller named one), each
- * journaled first; then the frozen devices. */
-static int freeze(struct job *j)
+/*
+ * PrepareForAccess (DisableMethods RelocateVM_Task), journaled first. As in
+ * VDDK's own sample it is advisory: a server that cannot disable methods
+ * (an ESXi host, a missing privilege, a server without DisableMethods, a
+ * Storage vMotion still running after the retries) gets a warning that
+ * goes into the job's notes, and the backup goes on.
+ * ferry.vcenter.prepareForAccess=required makes it fatal.
+ */
+static int prepare_access(struct job *j)
 {
-	struct fy_vs_snapshot_opts so = { 0 };
-	char name[80];
-	unsigned i;
+	struct fy_vs_about about;
+	const struct fy_vs_fault *f;
+	char why[FY_ERR_MAX];
 	int rc;
 
-	static atomic_uint seq;
-
-	/* Unique per job: the service runs several in one process. */
-	snprintf(j->identity, sizeof(j->identity), "ferry-agent-%d-%u",
-		 (int)getpid(), atomic_fetch_add(&seq, 1) + 1);
+	if (!fy_vs_client_is_vcenter(j->vc)) {
+		fy_vs_client_about(j->vc, &about);
+		snprintf(why, sizeof(why), "%s is an ESXi host (%s), which "
+			 "cannot disable methods", about.url, about.api_type);
+		if (j->access_required)
+			return fy_err_set(-ENOTSUP, "PrepareForAccess on %s: "
+					  "%s, and ferry.vcenter.prepareForAccess"
+					  "=required", j->vm->name, why);
+		fy_warn("PrepareForAccess on %s impossible: %s; Storage "
+			"vMotion is not blocked during this backup",
+			j->vm->name, why);
+		note(j, "PrepareForAccess impossible: %s; Storage vMotion of "
+		     "%s was not blocked during the backup", why, j->vm->name);
+		return 0;
+	}
 	j->access_entry = (struct fy_journal_entry){
 		.kind = FY_JOURNAL_DISABLE, .pid = (int32_t)getpid(),
 		.device_key = -1,
@@ -433,29 +536,65 @@ static int freeze(struct job *j)
 	if ((rc = journal_add(j, &j->access_entry)) < 0)
 		return rc;
 	rc = fy_vs_prepare_for_access(j->vc, &j->vm->moref, j->identity);
-	if (rc < 0) {
-		journal_remove(j, &j->access_entry);
-		return fy_err_wrap(rc, "PrepareForAccess on %s", j->vm->name);
+	if (rc == 0) {
+		j->access_prepared = true;
+		return 0;
 	}
-	j->access_prepared = true;
-	if ((rc = check_cancel(j)) < 0)
-		return rc;
+	f = fy_vs_last_fault();
+	snprintf(why, sizeof(why), "%s%s%s%s%s", fy_err_msg(),
+		 f->type[0] ? " [" : "", f->type,
+		 f->privilege[0] ? ": missing privilege " : "", f->privilege);
+	if (f->type[0])
+		strncat(why, "]", sizeof(why) - strlen(why) - 1);
+	/* Nothing was disabled: nothing to undo. */
+	journal_remove(j, &j->access_entry);
+	if (rc == -ECANCELED || cancelled(j))
+		return fy_err_set(-ECANCELED, "cancelled");
+	if (j->access_required)
+		return fy_err_set(rc, "%s (ferry.vcenter.prepareForAccess="
+				  "required)", why);
+	fy_warn("%s; the backup goes on without it: Storage vMotion is not "
+		"blocked (ferry.vcenter.prepareForAccess=required would stop "
+		"here)", why);
+	note(j, "PrepareForAccess failed, backup went on: %s; Storage "
+	     "vMotion of %s was not blocked during the backup", why,
+	     j->vm->name);
+	return 0;
+}
 
+/* PrepareForAccess and the snapshot (unless the caller named one), each
+ * journaled first; then the frozen devices. */
+static int freeze(struct job *j)
+{
+	struct fy_vs_snapshot_opts so = { 0 };
+	char name[80];
+	size_t given = 0;
+	unsigned i;
+	int rc;
+
+	static atomic_uint seq;
+
+	/* Unique per job: the service runs several in one process. */
+	snprintf(j->identity, sizeof(j->identity), "ferry-agent-%d-%u",
+		 (int)getpid(), atomic_fetch_add(&seq, 1) + 1);
 	if (j->spec->snapshot && j->spec->snapshot[0]) {
-		size_t k;
-
 		/* Disks are matched by key, the same across VMs: another
 		 * VM's snapshot would back up that VM's disks under this
 		 * one's name. */
-		for (k = 0; k < j->vm->n_snapshots; k++)
-			if (!strcmp(j->vm->snapshots[k].moref.value,
+		for (given = 0; given < j->vm->n_snapshots; given++)
+			if (!strcmp(j->vm->snapshots[given].moref.value,
 				    j->spec->snapshot))
 				break;
-		if (k == j->vm->n_snapshots)
+		if (given == j->vm->n_snapshots)
 			return fy_err_set(-EINVAL, "snapshot %s is not a "
 					  "snapshot of %s", j->spec->snapshot,
 					  j->vm->name);
-		j->snapshot = j->vm->snapshots[k].moref;
+	}
+	if ((rc = prepare_access(j)) < 0 || (rc = check_cancel(j)) < 0)
+		return rc;
+
+	if (j->spec->snapshot && j->spec->snapshot[0]) {
+		j->snapshot = j->vm->snapshots[given].moref;
 	} else {
 		snprintf(name, sizeof(name), "ferry-%d-%ld", (int)getpid(),
 			 (long)time(NULL));
@@ -481,8 +620,7 @@ static int freeze(struct job *j)
 		j->own_snapshot = true;
 		snprintf(j->snap_entry.object, sizeof(j->snap_entry.object),
 			 "%s", j->snapshot.value);
-		if (journal(j) &&
-		    fy_journal_update(journal(j), &j->snap_entry) < 0)
+		if (fy_journal_update(j->journal, &j->snap_entry) < 0)
 			fy_warn("%s", fy_err_msg());
 	}
 	rc = fy_vs_snapshot_devices(j->vc, &j->snapshot, &j->frozen);
@@ -502,18 +640,61 @@ static int freeze(struct job *j)
 	return 0;
 }
 
+/*
+ * A snapshot removal whose merge met a locked file (a disk still attached
+ * somewhere, as after a failed detach) leaves the VM in need of
+ * consolidation. The job consolidates it; failing that, it says so in the
+ * notes and returns < 0, so that the snapshot's journal entry stays and the
+ * next cleanup retries (fy_journal_cleanup consolidates a VM whose snapshot
+ * is already gone).
+ */
+static int consolidate(struct job *j)
+{
+	struct fy_vs_vm *v = NULL;
+	int rc;
+
+	if (fy_vs_vm_get(j->vc, &j->vm->moref, &v) < 0) {
+		fy_warn("after removing snapshot %s: %s", j->snapshot.value,
+			fy_err_msg());
+		return 0;
+	}
+	if (!v->consolidation_needed) {
+		fy_vs_vm_free(v);
+		return 0;
+	}
+	fy_vs_vm_free(v);
+	fy_warn("%s needs consolidation after its snapshot was removed; "
+		"consolidating", j->vm->name);
+	rc = fy_vs_vm_consolidate(j->vc, &j->vm->moref);
+	if (rc == 0) {
+		note(j, "%s needed consolidation after the snapshot removal: "
+		     "consolidated", j->vm->name);
+		return 0;
+	}
+	fy_error("consolidating %s: %s; the next cleanup retries",
+		 j->vm->name, fy_err_msg());
+	note(j, "%s needs consolidation after the snapshot removal, which "
+	     "failed (%s); the next cleanup retries", j->vm->name,
+	     fy_err_msg());
+	return rc;
+}
+
 /* Undoes freeze(): every step whose undo fails stays in the journal for
  * the next cleanup. */
 static void thaw(struct job *j)
 {
 	ahead_stop(j);
 	if (j->own_snapshot && j->snapshot.value[0]) {
-		if (fy_vs_snapshot_remove(j->vc, &j->snapshot) < 0)
+		if (fy_vs_snapshot_remove(j->vc, &j->snapshot) < 0) {
 			fy_error("removing snapshot %s of %s: %s; the next "
 				 "cleanup will retry", j->snapshot.value,
 				 j->vm->name, fy_err_msg());
-		else
+			note(j, "snapshot %s of %s could not be removed (%s); "
+			     "the next cleanup retries", j->snapshot.value,
+			     j->vm->name, fy_err_msg());
+		} else if (consolidate(j) == 0) {
 			journal_remove(j, &j->snap_entry);
+		}
 		j->own_snapshot = false;
 	}
 	if (j->access_prepared) {
@@ -726,34 +907,46 @@ static int plan_reads(struct job *j)
 static int open_disk(struct job *j, unsigned i, struct fy_source **out)
 {
 	struct disk_plan *p = &j->plan[i];
-	char why[2048] = "";
-	size_t used = 0;
+	char why[2048] = "", fell[2048] = "";
 	unsigned m;
 	int rc = -ENOTSUP;
 
 	for (m = 0; m < j->n_modes; m++) {
-		const char *mode = j->modes[m];
+		const struct fy_transport *t = j->modes[m];
 
-		if (!strcmp(mode, "hotadd"))
+		if (!(p->candidates & (1u << t->mode))) {
+			append(why, sizeof(why), "%s: %s", t->name,
+			       p->why[t->mode]);
+			/* A mode this proxy uses that this disk cannot have
+			 * is a fallback the admin must see. */
+			if (j->proxy_ok[t->mode])
+				append(fell, sizeof(fell), "%s: %s", t->name,
+				       p->why[t->mode]);
+			continue;
+		}
+		if (t->attaches)
 			rc = ahead_take(j, i, out);
 		else
-			rc = fy_vm_disk_open(j->vc, j->cfg, mode, j->vm,
-					     &j->snapshot, p->frozen, out);
+			rc = t->open(&j->env, j->vm, &j->snapshot, p->frozen,
+				     out);
 		if (rc == 0) {
-			if (strcmp(mode, "hotadd") && j->ahead)
+			if (!t->attaches && j->ahead)
 				ahead_release(j, i);
 			snprintf(j->res->disks[i].transport,
 				 sizeof(j->res->disks[i].transport), "%s",
-				 mode);
-			if (used)
-				fy_info("%s: read over %s (%s)",
-					p->frozen->file_name, mode, why);
+				 t->name);
+			if (fell[0]) {
+				fy_warn("disk %u (%s) of %s falls back to %s: %s",
+					p->index, p->frozen->file_name,
+					j->vm->name, t->name, fell);
+				note(j, "disk %u (%s) read over %s, not the "
+				     "mode before it: %s", p->index,
+				     p->frozen->file_name, t->name, fell);
+			}
 			return 0;
 		}
-		if (used < sizeof(why))
-			used += (size_t)snprintf(why + used, sizeof(why) - used,
-						 "%s%s", used ? "; " : "",
-						 fy_err_msg());
+		append(why, sizeof(why), "%s", fy_err_msg());
+		append(fell, sizeof(fell), "%s", fy_err_msg());
 		if (cancelled(j))
 			return check_cancel(j);
 	}
@@ -761,9 +954,7 @@ static int open_disk(struct job *j, unsigned i, struct fy_source **out)
 		ahead_release(j, i);
 	return fy_err_set(rc < 0 ? rc : -ENOTSUP, "disk %u (%s) of %s: no "
 			  "transport of \"%s\" can read it: %s", p->index,
-			  p->frozen->file_name, j->vm->name,
-			  j->spec->transports ? j->spec->transports
-					      : FY_TRANSPORT_DEFAULT, why);
+			  p->frozen->file_name, j->vm->name, j->list, why);
 }
 
 struct progress_ctx {
@@ -867,22 +1058,36 @@ static int run(struct job *j)
 	const struct fy_job_spec *sp = j->spec;
 	struct fy_job_result *res = j->res;
 	struct fy_conn *conn = NULL;
-	const char *name, *list;
+	const char *name, *access;
 	char repo_id[128];
 	int64_t window = 2;
 	unsigned i;
 	int rc;
 
-	list = sp->transports && sp->transports[0]
-		       ? sp->transports
-		       : fy_config_get(j->cfg, "ferry.transports");
+	j->list = sp->transports && sp->transports[0]
+			  ? sp->transports
+			  : fy_config_get(j->cfg, "ferry.transports");
+	if (!j->list || !j->list[0])
+		j->list = FY_TRANSPORT_DEFAULT;
 	if ((rc = fy_settings_load(j->cfg, &j->s)) < 0 ||
-	    (rc = fy_transport_list_parse(list, j->modes,
-					  FY_TRANSPORT_MODES_MAX,
+	    (rc = fy_transport_list_parse(j->list, j->modes,
+					  FY_TRANSPORT_N_MODES,
 					  &j->n_modes)) < 0 ||
 	    (rc = fy_config_get_int(j->cfg, "ferry.hotadd.parallelDisks", 2,
 				    1, 8, &window)) < 0)
 		return rc;
+	access = fy_config_get(j->cfg, "ferry.vcenter.prepareForAccess");
+	if (access && strcmp(access, "advisory") && strcmp(access, "required"))
+		return fy_err_set(-EINVAL, "ferry.vcenter.prepareForAccess=%s: "
+				  "want advisory (the default: a server that "
+				  "cannot disable methods gets a note) or "
+				  "required", access);
+	j->access_required = access && !strcmp(access, "required");
+	/* Every VM job is journaled, whatever its transports: a crash
+	 * leaves its snapshot and disabled methods to the next cleanup. */
+	if ((rc = fy_hotadd_journal_open(j->cfg, &j->journal)) < 0)
+		return fy_err_wrap(rc, "the job journal "
+				   "(ferry.stateDirectory)");
 	if (sp->repository && sp->repository[0])
 		j->s.repository = sp->repository;
 
@@ -899,9 +1104,7 @@ static int run(struct job *j)
 	snprintf(res->vm_name, sizeof(res->vm_name), "%s", j->vm->name);
 	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s",
 		 j->vm->moref.value);
-	if (j->h && (rc = fy_vs_inventory_get(j->vc, false, &j->inv)) < 0)
-		return rc;
-	if ((rc = select_disks(j)) < 0)
+	if ((rc = select_disks(j)) < 0 || (rc = decide(j)) < 0)
 		return rc;
 	res->n = j->n;
 	if (sp->enable_cbt && !j->vm->cbt_enabled) {
@@ -948,7 +1151,7 @@ static int run(struct job *j)
 	if (rc < 0)
 		goto out;
 	j->conn = conn;
-	if (mode_listed(j, "hotadd")) {
+	if (mode_listed(j, FY_TRANSPORT_HOTADD)) {
 		struct fy_file_source_opts fo = {
 			.queue_depth = j->s.queue_depth,
 			.io_size = j->s.io_size,
@@ -1026,9 +1229,10 @@ int fy_job_run(const struct fy_config *cfg, const struct fy_job_spec *spec,
 		free(j->plan[i].areas);
 	fy_backup_info_free(j->parent);
 	fy_vs_devices_free(j->frozen);
-	fy_vs_inventory_free(j->inv);
 	fy_vs_vm_free(j->vm);
+	fy_transport_env_release(&j->env);
 	fy_hotadd_free(j->h);
+	fy_journal_close(j->journal);
 	fy_vs_client_free(j->vc);
 	free(j);
 	if (rc < 0)
@@ -1081,19 +1285,34 @@ int fy_job_cleanup(const struct fy_config *cfg, bool own_jobs_running,
 		   struct fy_hotadd_cleanup_report *rep)
 {
 	struct fy_vs_client *vc = NULL;
+	struct fy_journal_file *jf = NULL;
 	struct fy_hotadd *h = NULL;
+	char no_proxy[FY_ERR_MAX] = "";
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));
-	rc = fy_vs_client_open(cfg, &vc);
+	rc = fy_hotadd_journal_open(cfg, &jf);
 	if (rc == 0)
-		rc = fy_hotadd_open(vc, cfg, &h);
-	if (rc == 0) {
-		fy_hotadd_cleanup_own(h, own_jobs_running);
-		rc = fy_hotadd_cleanup(h, rep);
+		rc = fy_vs_client_open(cfg, &vc);
+	if (rc < 0)
+		goto out;
+	/* Snapshots and disabled methods need no proxy: a machine where
+	 * hotadd cannot work still cleans up after an https or nbd job. */
+	if ((rc = fy_hotadd_open(vc, cfg, &h)) < 0) {
+		/* A proxy the configuration names must be this machine:
+		 * that is a mistake to fix, not a machine without hotadd. */
+		if (fy_config_get(cfg, "ferry.proxy.moref") ||
+		    fy_config_get(cfg, "ferry.proxy.instanceUuid"))
+			goto out;
+		snprintf(no_proxy, sizeof(no_proxy), "%s", fy_err_msg());
+		fy_info("cleanup without hotadd: %s", no_proxy);
+		h = NULL;
 	}
+	rc = fy_journal_cleanup(vc, jf, h, no_proxy, own_jobs_running, rep);
+out:
 	fy_hotadd_free(h);
 	fy_vs_client_free(vc);
+	fy_journal_close(jf);
 	return rc;
 }
 

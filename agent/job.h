@@ -2,8 +2,11 @@
  * agent/job.h: one VM backup job, the unit of work of ferry-agent backup
  * --vm (one-shot) and of ferry-agent run (the service, several at once).
  *
- * A job: find the VM, PrepareForAccess, snapshot (or use the given one),
- * read each disk over the first transport of its list that works, ship it
+ * A job: find the VM, decide which transport of its list reads each disk
+ * (every disk's possible(), before anything is touched: a disk no mode can
+ * read fails the job there), PrepareForAccess (advisory unless
+ * ferry.vcenter.prepareForAccess=required), snapshot (or use the given
+ * one), read each disk over the first of its modes that works, ship it
  * to the repository (an incremental takes unchanged blocks from the parent
  * backup's manifest), commit, remove the snapshot, EndAccess. Every step is
  * journaled before it is taken and undone on every path, cancel included.
@@ -20,7 +23,15 @@
 #include "hotadd/hotadd.h"
 
 #define FY_JOB_DISKS_MAX 64
+
+/* The keys only a VM job reads (NULL-terminated):
+ * ferry.vcenter.prepareForAccess. */
+extern const char *const fy_job_config_keys[];
 #define FY_JOB_TEXT_MAX 512
+/* What an admin must see (PrepareForAccess impossible, a fallback to
+ * another mode, a consolidation...), "; "-separated; within the control
+ * protocol's bound on JobResult.notes. */
+#define FY_JOB_NOTES_MAX 1024
 
 enum fy_job_mode {
 	FY_JOB_AUTO = 0,        /* incremental when a usable parent exists */
@@ -59,7 +70,7 @@ struct fy_job_result {
 	char parent_id[FY_ID_MAX];        /* "" for a full backup */
 	char vm_name[256];
 	char vm_moref[64];
-	char notes[FY_JOB_TEXT_MAX];      /* e.g. "CBT enabled: effective ..." */
+	char notes[FY_JOB_NOTES_MAX];     /* warnings an admin must see */
 	double seconds;
 	unsigned n;
 	struct fy_job_disk_result disks[FY_JOB_DISKS_MAX];

@@ -62,6 +62,9 @@ enum { RO_CONFIG = 3000, RO_SET, RO_LOG_LEVEL, RO_READY_FILE };
 /* A StartBackup's disks fit a job's. */
 _Static_assert(FY_CONTROL_DISKS_MAX <= FY_JOB_DISKS_MAX,
 	       "control.proto carries more disks than a job takes");
+/* A job's notes fit JobResult.notes. */
+_Static_assert(FY_JOB_NOTES_MAX <= FY_CONTROL_NAME_MAX + 1,
+	       "a job's notes are longer than control.proto takes");
 
 /* A configuration in use: replaced on SIGHUP, freed when the last job
  * that started with it ends. refs is counted under svc->lock. */
@@ -503,10 +506,13 @@ static int send_status(struct svc *svc, struct fy_conn *c)
 	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__Status s = FERRY__CONTROL__STATUS__INIT;
 	Ferry__Control__CleanupResult cr;
-	Ferry__Control__Transport t[FY_AGENT_MODES], *tp[FY_AGENT_MODES];
+	Ferry__Control__Transport t[FY_TRANSPORT_N_MODES];
+	Ferry__Control__Transport *tp[FY_TRANSPORT_N_MODES];
 	Ferry__Control__JobInfo info[FY_CONTROL_JOBS_MAX];
 	Ferry__Control__JobInfo *ip[FY_CONTROL_JOBS_MAX];
-	struct fy_agent_mode *modes = calloc(FY_AGENT_MODES, sizeof(*modes));
+	struct fy_transport_status *modes = calloc(FY_TRANSPORT_N_MODES,
+						   sizeof(*modes));
+	struct fy_transport_env env;
 	struct cleanup_state *cs = malloc(sizeof(*cs));
 	fy_control_frame *copy;
 	char list[128] = "", software[64];
@@ -524,22 +530,25 @@ static int send_status(struct svc *svc, struct fy_conn *c)
 	cfg = svc->cfg;
 	cfg->refs++;
 	pthread_mutex_unlock(&svc->lock);
-	fy_agent_transport_modes(cfg->cfg, modes);
-	for (i = 0; i < FY_AGENT_MODES; i++) {
+	/* The same rules as a job's, hotadd's proxy lookup included. */
+	fy_transport_env_init(&env, cfg->cfg, NULL);
+	fy_transport_status_all(&env, modes);
+	fy_transport_env_release(&env);
+	for (i = 0; i < FY_TRANSPORT_N_MODES; i++) {
 		ferry__control__transport__init(&t[i]);
-		t[i].name = (char *)modes[i].name;
+		t[i].name = (char *)modes[i].t->name;
 		t[i].available = modes[i].available;
 		t[i].reason = modes[i].available ? "" : modes[i].why;
 		tp[i] = &t[i];
 		if (modes[i].available)
 			snprintf(list + strlen(list), sizeof(list) - strlen(list),
-				 "%s%s", list[0] ? ":" : "", modes[i].name);
+				 "%s%s", list[0] ? ":" : "", modes[i].t->name);
 	}
 	snprintf(software, sizeof(software), "ferry-agent %s", FERRY_VERSION);
 	s.software = software;
 	s.protocol_version = FY_CONTROL_PROTOCOL_VERSION;
 	s.transports = list;
-	s.n_transport_modes = FY_AGENT_MODES;
+	s.n_transport_modes = FY_TRANSPORT_N_MODES;
 	s.transport_modes = tp;
 	s.config_file = (char *)svc->config_path;
 

@@ -41,10 +41,10 @@ static void say(struct fy_hotadd_cleanup_report *rep, bool cleaned,
  * is a ferry-agent (a reused pid of another program does not count). This
  * process's own entries belong to a dead process whose pid was reused,
  * unless the service says they are its running jobs'. */
-static bool writer_alive(const struct fy_hotadd *h, int32_t pid)
+static bool writer_alive(bool own_live, int32_t pid)
 {
 	if (pid == getpid())
-		return h->own_entries_live;
+		return own_live;
 	return ha_pid_is_agent(pid);
 }
 
@@ -87,7 +87,7 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 			continue;
 		if (!e && !ha_looks_attached(pv, d))
 			continue;
-		if (e && writer_alive(h, e->pid)) {
+		if (e && writer_alive(h->own_entries_live, e->pid)) {
 			say(rep, false, "disk %s on proxy %s: in use by the "
 			    "running agent pid %d", d->file_name,
 			    h->proxy.value, e->pid);
@@ -128,7 +128,8 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 		bool present = false;
 
 		if (e->kind != FY_JOURNAL_ATTACH ||
-		    strcmp(e->vm, h->proxy.value) || writer_alive(h, e->pid))
+		    strcmp(e->vm, h->proxy.value) ||
+		    writer_alive(h->own_entries_live, e->pid))
 			continue;
 		if (ha_is_own(j, h->proxy.value, e->device_key, e->file)) {
 			say(rep, false, "the journal says %s (key %d) was "
@@ -149,7 +150,8 @@ static void clean_disks(struct fy_hotadd *h, const struct fy_journal *j,
 	fy_vs_vm_free(pv);
 }
 
-static int clean_snapshot(struct fy_hotadd *h, const struct fy_journal_entry *e,
+static int clean_snapshot(struct fy_vs_client *vc,
+			  const struct fy_journal_entry *e,
 			  struct fy_hotadd_cleanup_report *rep)
 {
 	struct fy_vs_moref vm = { "VirtualMachine", "" };
@@ -159,7 +161,7 @@ static int clean_snapshot(struct fy_hotadd *h, const struct fy_journal_entry *e,
 	int rc;
 
 	snprintf(vm.value, sizeof(vm.value), "%s", e->vm);
-	rc = fy_vs_vm_get(h->vc, &vm, &v);
+	rc = fy_vs_vm_get(vc, &vm, &v);
 	if (rc == -ENOENT) {
 		say(rep, true, "snapshot %s of %s: the VM is gone", e->file,
 		    e->vm);
@@ -178,7 +180,7 @@ static int clean_snapshot(struct fy_hotadd *h, const struct fy_journal_entry *e,
 				    fy_vs_snapshot_is_ferrys(c)))
 			s = c;
 	}
-	if (s && (rc = fy_vs_snapshot_remove(h->vc, &s->moref)) < 0) {
+	if (s && (rc = fy_vs_snapshot_remove(vc, &s->moref)) < 0) {
 		say(rep, false, "snapshot %s (%s) of %s: %s", s->name,
 		    s->moref.value, v->name, fy_err_msg());
 		fy_vs_vm_free(v);
@@ -189,8 +191,8 @@ static int clean_snapshot(struct fy_hotadd *h, const struct fy_journal_entry *e,
 		    s->moref.value, v->name);
 	fy_vs_vm_free(v);
 	v = NULL;
-	if (fy_vs_vm_get(h->vc, &vm, &v) == 0 && v->consolidation_needed) {
-		if (fy_vs_vm_consolidate(h->vc, &vm) < 0) {
+	if (fy_vs_vm_get(vc, &vm, &v) == 0 && v->consolidation_needed) {
+		if (fy_vs_vm_consolidate(vc, &vm) < 0) {
 			say(rep, false, "%s needs consolidation, which "
 			    "failed: %s", v->name, fy_err_msg());
 			rc = -EIO;
@@ -203,30 +205,56 @@ static int clean_snapshot(struct fy_hotadd *h, const struct fy_journal_entry *e,
 	return rc;
 }
 
-int fy_hotadd_cleanup(struct fy_hotadd *h,
-		      struct fy_hotadd_cleanup_report *rep)
+/* Attach entries of dead agents that no proxy handle can undo here. */
+static void attaches_remaining(const struct fy_journal *j, bool own_live,
+			       const char *no_proxy,
+			       struct fy_hotadd_cleanup_report *rep)
+{
+	size_t i;
+
+	for (i = 0; i < j->n; i++) {
+		const struct fy_journal_entry *e = &j->entries[i];
+
+		if (e->kind != FY_JOURNAL_ATTACH || writer_alive(own_live, e->pid))
+			continue;
+		say(rep, false, "disk %s attached to proxy %s: cannot detach it "
+		    "from here: %s", e->file, e->vm, no_proxy);
+	}
+}
+
+int fy_journal_cleanup(struct fy_vs_client *vc, struct fy_journal_file *jf,
+		       struct fy_hotadd *h, const char *no_proxy,
+		       bool own_live, struct fy_hotadd_cleanup_report *rep)
 {
 	struct fy_journal j;
 	size_t i;
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));
-	rc = fy_journal_read(h->journal, &j);
+	rc = fy_journal_read(jf, &j);
 	if (rc < 0)
 		return rc;
-	clean_disks(h, &j, rep);
+	/* Disks first: a snapshot cannot be consolidated while its frozen
+	 * disk is still attached. */
+	if (h) {
+		h->own_entries_live = own_live;
+		clean_disks(h, &j, rep);
+	}
+	else
+		attaches_remaining(&j, own_live,
+				   no_proxy ? no_proxy : "no proxy", rep);
 	for (i = 0; i < j.n; i++) {
 		const struct fy_journal_entry *e = &j.entries[i];
 
 		if (e->kind != FY_JOURNAL_SNAPSHOT)
 			continue;
-		if (writer_alive(h, e->pid)) {
+		if (writer_alive(own_live, e->pid)) {
 			say(rep, false, "snapshot %s of %s: in use by the "
 			    "running agent pid %d", e->file, e->vm, e->pid);
 			continue;
 		}
-		if (clean_snapshot(h, e, rep) == 0)
-			fy_journal_remove(h->journal, e->id);
+		if (clean_snapshot(vc, e, rep) == 0)
+			fy_journal_remove(jf, e->id);
 	}
 	for (i = 0; i < j.n; i++) {
 		const struct fy_journal_entry *e = &j.entries[i];
@@ -234,23 +262,30 @@ int fy_hotadd_cleanup(struct fy_hotadd *h,
 
 		if (e->kind != FY_JOURNAL_DISABLE)
 			continue;
-		if (writer_alive(h, e->pid)) {
+		if (writer_alive(own_live, e->pid)) {
 			say(rep, false, "methods disabled on %s: in use by "
 			    "the running agent pid %d", e->vm, e->pid);
 			continue;
 		}
 		snprintf(vm.value, sizeof(vm.value), "%s", e->vm);
-		if (fy_vs_end_access(h->vc, &vm, e->file) < 0) {
+		if (fy_vs_end_access(vc, &vm, e->file) < 0) {
 			say(rep, false, "re-enabling methods on %s (%s): %s",
 			    e->vm, e->file, fy_err_msg());
 			continue;
 		}
-		fy_journal_remove(h->journal, e->id);
+		fy_journal_remove(jf, e->id);
 		say(rep, true, "re-enabled the methods %s disabled on %s",
 		    e->file, e->vm);
 	}
 	fy_journal_release(&j);
 	return 0;
+}
+
+int fy_hotadd_cleanup(struct fy_hotadd *h,
+		      struct fy_hotadd_cleanup_report *rep)
+{
+	return fy_journal_cleanup(h->vc, h->journal, h, NULL,
+				  h->own_entries_live, rep);
 }
 
 void fy_hotadd_cleanup_own(struct fy_hotadd *h, bool live)

@@ -304,25 +304,18 @@ static int record_own_disks(struct fy_hotadd *h, const struct fy_vs_vm *pv)
 	return 0;
 }
 
-int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
-		   struct fy_hotadd **out)
+/* The handle's settings from cfg, no I/O. */
+static int settings(struct fy_hotadd *h, struct fy_vs_client *c,
+		    const struct fy_config *cfg)
 {
-	struct fy_hotadd *h;
-	struct fy_vs_vm *pv = NULL;
 	const char *v;
-	bool check_mac;
 	int64_t t;
 	int rc;
 
-	*out = NULL;
-	h = calloc(1, sizeof(*h));
-	if (!h)
-		return fy_err_set(-ENOMEM, "out of memory");
 	h->vc = c;
-	pthread_mutex_init(&h->vc_lock, NULL);
 	v = fy_config_get(cfg, "ferry.stateDirectory");
 	snprintf(h->state_dir, sizeof(h->state_dir), "%s",
-		 v ? v : "/var/lib/ferry");
+		 v ? v : FY_HOTADD_STATE_DIR);
 	v = fy_config_get(cfg, "ferry.hotadd.sysfsRoot");
 	snprintf(h->sysfs_root, sizeof(h->sysfs_root), "%s",
 		 v && strcmp(v, "/") ? v : "");
@@ -335,42 +328,94 @@ int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
 	rc = fy_config_get_int(cfg, "ferry.hotadd.discoverTimeoutSeconds", 60,
 			       1, 3600, &t);
 	if (rc < 0)
-		goto fail;
+		return rc;
 	h->discover_timeout = (int)t;
 	rc = fy_config_get_int(cfg, "ferry.hotadd.maxAttached", 8, 1, 60, &t);
 	if (rc < 0)
-		goto fail;
+		return rc;
 	h->max_attached = (int)t;
 	rc = fy_config_get_int(cfg, "ferry.hotadd.maxAttachedWaitSeconds",
 			       3600, 0, 86400, &t);
 	if (rc < 0)
-		goto fail;
+		return rc;
 	h->max_attached_wait = (int)t;
+	return 0;
+}
 
+/* Which VM this process runs in, checked by MAC: h->proxy and *pv. */
+static int locate(struct fy_hotadd *h, const struct fy_config *cfg,
+		  struct fy_vs_vm **pv)
+{
+	const char *v;
+	bool check_mac;
+	int rc;
+
+	*pv = NULL;
 	if ((v = fy_config_get(cfg, "ferry.proxy.moref"))) {
 		snprintf(h->proxy.type, sizeof(h->proxy.type),
 			 "VirtualMachine");
 		snprintf(h->proxy.value, sizeof(h->proxy.value), "%s", v);
 	} else if ((v = fy_config_get(cfg, "ferry.proxy.instanceUuid"))) {
-		rc = fy_vs_find_vm(c, FY_VS_BY_INSTANCE_UUID, v, &h->proxy);
-		if (rc < 0) {
-			rc = fy_err_wrap(rc, "hotadd: ferry.proxy.instanceUuid "
-					 "%s", v);
-			goto fail;
-		}
+		rc = fy_vs_find_vm(h->vc, FY_VS_BY_INSTANCE_UUID, v,
+				   &h->proxy);
+		if (rc < 0)
+			return fy_err_wrap(rc, "hotadd: "
+					   "ferry.proxy.instanceUuid %s", v);
 	} else if ((rc = proxy_from_bios(h)) < 0) {
-		goto fail;
+		return rc;
 	}
-	rc = fy_vs_vm_get(c, &h->proxy, &pv);
-	if (rc < 0) {
-		rc = fy_err_wrap(rc, "hotadd: proxy VM %s", h->proxy.value);
-		goto fail;
-	}
+	rc = fy_vs_vm_get(h->vc, &h->proxy, pv);
+	if (rc < 0)
+		return fy_err_wrap(rc, "hotadd: proxy VM %s", h->proxy.value);
 	rc = fy_config_get_bool(cfg, "ferry.hotadd.checkProxyMac", true,
 				&check_mac);
-	if (rc < 0)
-		goto fail;
-	if (check_mac && (rc = check_proxy_mac(h, pv)) < 0)
+	if (rc == 0 && check_mac)
+		rc = check_proxy_mac(h, *pv);
+	if (rc < 0) {
+		fy_vs_vm_free(*pv);
+		*pv = NULL;
+	}
+	return rc;
+}
+
+int fy_hotadd_find_proxy(struct fy_vs_client *c, const struct fy_config *cfg,
+			 struct fy_vs_vm **out)
+{
+	struct fy_hotadd *h = calloc(1, sizeof(*h));
+	int rc;
+
+	*out = NULL;
+	if (!h)
+		return fy_err_set(-ENOMEM, "out of memory");
+	pthread_mutex_init(&h->vc_lock, NULL);
+	rc = settings(h, c, cfg);
+	if (rc == 0)
+		rc = locate(h, cfg, out);
+	fy_hotadd_free(h);
+	return rc;
+}
+
+int fy_hotadd_journal_open(const struct fy_config *cfg,
+			   struct fy_journal_file **out)
+{
+	const char *v = fy_config_get(cfg, "ferry.stateDirectory");
+
+	return fy_journal_open(v ? v : FY_HOTADD_STATE_DIR, out);
+}
+
+int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
+		   struct fy_hotadd **out)
+{
+	struct fy_hotadd *h;
+	struct fy_vs_vm *pv = NULL;
+	int rc;
+
+	*out = NULL;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return fy_err_set(-ENOMEM, "out of memory");
+	pthread_mutex_init(&h->vc_lock, NULL);
+	if ((rc = settings(h, c, cfg)) < 0 || (rc = locate(h, cfg, &pv)) < 0)
 		goto fail;
 	fy_info("hotadd: this proxy is %s (%s)", pv->name, h->proxy.value);
 	rc = fy_journal_open(h->state_dir, &h->journal);

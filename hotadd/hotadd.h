@@ -83,6 +83,13 @@ int fy_journal_remove(struct fy_journal_file *jf, uint64_t id);
 /* A snapshot of the current entries (release with fy_journal_release). */
 int fy_journal_read(struct fy_journal_file *jf, struct fy_journal *out);
 
+/* ferry.stateDirectory's default. */
+#define FY_HOTADD_STATE_DIR "/var/lib/ferry"
+/* The journal of ferry.stateDirectory: every VM job journals its snapshot
+ * and disabled methods there, whatever its transports. */
+int fy_hotadd_journal_open(const struct fy_config *cfg,
+			   struct fy_journal_file **out);
+
 /* ---- the proxy --------------------------------------------------------- */
 
 struct fy_hotadd;
@@ -96,6 +103,10 @@ struct fy_hotadd;
 int fy_hotadd_open(struct fy_vs_client *c, const struct fy_config *cfg,
 		   struct fy_hotadd **out);
 void fy_hotadd_free(struct fy_hotadd *h);
+/* The same lookup and MAC check as fy_hotadd_open, nothing written: which
+ * VM this proxy is, for "could hotadd work here" (*out: fy_vs_vm_free). */
+int fy_hotadd_find_proxy(struct fy_vs_client *c, const struct fy_config *cfg,
+			 struct fy_vs_vm **out);
 const struct fy_vs_moref *fy_hotadd_proxy(const struct fy_hotadd *h);
 struct fy_journal_file *fy_hotadd_journal(struct fy_hotadd *h);
 
@@ -142,6 +153,13 @@ struct fy_hotadd_cleanup_report {
  * own disks are never touched. */
 int fy_hotadd_cleanup(struct fy_hotadd *h,
 		      struct fy_hotadd_cleanup_report *rep);
+/* The same from the journal alone, for a machine where hotadd cannot work
+ * (h NULL, no_proxy says why): snapshots and disabled methods are undone,
+ * attach entries of dead agents are counted as remaining with that reason.
+ * own_live: entries this process wrote belong to its running jobs. */
+int fy_journal_cleanup(struct fy_vs_client *vc, struct fy_journal_file *jf,
+		       struct fy_hotadd *h, const char *no_proxy,
+		       bool own_live, struct fy_hotadd_cleanup_report *rep);
 /* live: entries this process wrote belong to its running jobs (the
  * service) and cleanup leaves them alone; by default they are a dead
  * process's whose pid was reused. */

@@ -26,6 +26,16 @@ ferry_hotadd_test(attach_ahead)
 ferry_hotadd_test(no_wwid)
 ferry_hotadd_test(cbt_full)
 ferry_hotadd_test(cbt_incr)
+ferry_hotadd_test(decide)
+
+# A VM job killed mid-read, per transport: crash_job.sh MODE.
+foreach(mode https nbd hotadd)
+  add_test(NAME hotadd.crash_${mode}
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/hotadd/crash_job.sh ${mode})
+  set_tests_properties(hotadd.crash_${mode} PROPERTIES
+    LABELS hotadd TIMEOUT 300 SKIP_RETURN_CODE 77
+    ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;VCSIM=${CMAKE_BINARY_DIR}/bin/ferry-vcsim")
+endforeach()
 
 # The journal parser's unit test.
 add_executable(test_journal hotadd/test_journal.c)

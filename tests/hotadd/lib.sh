@@ -70,3 +70,7 @@ proxy_disk_count_vs() {
   "$AGENT" inventory --config "$T/agent.conf" --vm ferry-proxy --json 2>/dev/null |
     python3 -c "import json,sys; R=json.load(sys.stdin); print(len(R['vms'][0]['disks']))"
 }
+# disabled_methods VM: the VM's disabledMethod list, one a line.
+disabled_methods() {
+  python3 "$HOTADD_TESTS/soap.py" "$T/vcready.json" disabled "$(ready "R['vms']['$1']['moref']")"
+}

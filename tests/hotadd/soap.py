@@ -4,6 +4,10 @@
 usage: soap.py READY_JSON detach PROXY_MOREF DEVICE_KEY
        soap.py READY_JSON fill PROXY_MOREF CONTROLLER_KEY
        soap.py READY_JSON cbt VM_MOREF
+       soap.py READY_JSON disabled VM_MOREF
+
+disabled: prints the VM's disabledMethod, one a line (RelocateVM_Task while
+a PrepareForAccess holds it).
 
 detach: ReconfigVM_Task remove of one disk, without fileOperation (what an
 admin does in the vSphere client). fill: adds small disks of the proxy's own
@@ -37,6 +41,14 @@ def wait(task_xml):
 
 
 vm = sys.argv[3]
+if sys.argv[2] == "disabled":
+    out = S.call('<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">'
+                 'propertyCollector</_this><specSet><propSet><type>VirtualMachine</type><pathSet>'
+                 'disabledMethod</pathSet></propSet><objectSet><obj type="VirtualMachine">%s</obj>'
+                 '</objectSet></specSet><options/></RetrievePropertiesEx>' % vm)
+    for m in re.findall(r"<string[^>]*>([^<]+)</string>", out):
+        print(m)
+    sys.exit(0)
 if sys.argv[2] == "detach":
     change = ('<deviceChange><operation>remove</operation><device xsi:type="VirtualDisk">'
               '<key>%s</key><controllerKey>0</controllerKey><capacityInKB>0</capacityInKB>'

@@ -1,5 +1,5 @@
 /*
- * VM disks over the network transport modes (agent/vm_transport.c) against
+ * VM disks over the network transport modes (agent/transport.c, the transport table) against
  * the simulated vCenter, whose snapshots keep a real frozen chain of files:
  *
  *  - transport lists: the default, every mode, unknown, empty, repeated,
@@ -33,7 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent/vm_transport.h"
+#include "agent/transport.h"
 #include "tests/transport/sim_util.h"
 
 #define MIB (1024u * 1024)
@@ -153,15 +153,15 @@ static int vddk_dirs(void)
 
 static void list_ok(const char *list, const char *want)
 {
-	const char *modes[FY_TRANSPORT_MODES_MAX];
+	const struct fy_transport *modes[FY_TRANSPORT_N_MODES];
 	char got[128] = "";
 	unsigned n = 99, i;
 
-	CHECK_RC(fy_transport_list_parse(list, modes, FY_TRANSPORT_MODES_MAX,
+	CHECK_RC(fy_transport_list_parse(list, modes, FY_TRANSPORT_N_MODES,
 					 &n));
-	for (i = 0; i < n && i < FY_TRANSPORT_MODES_MAX; i++)
+	for (i = 0; i < n && i < FY_TRANSPORT_N_MODES; i++)
 		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s",
-			 i ? ":" : "", modes[i]);
+			 i ? ":" : "", modes[i]->name);
 	if (strcmp(got, want)) {
 		fprintf(stderr, "list '%s': got '%s', want '%s'\n",
 			list ? list : "(null)", got, want);
@@ -172,7 +172,7 @@ static void list_ok(const char *list, const char *want)
 static void list_fails(const char *list, unsigned max, int want,
 		       const char *words)
 {
-	const char *modes[FY_TRANSPORT_MODES_MAX];
+	const struct fy_transport *modes[FY_TRANSPORT_N_MODES];
 	unsigned n = 99;
 	int rc = fy_transport_list_parse(list, modes, max, &n);
 
@@ -435,7 +435,7 @@ static void test_snapshot(void)
 	printf("modes that cannot work here fail at once\n");
 	t0 = fy_now();
 	open_fails(sim_cfg, "san", vm, &snap, d0, -ENOTSUP,
-		   "san: not built yet for VM disks", "a VMFS reader");
+		   "san: not built yet", "a VMFS reader");
 	open_fails(sim_cfg, "nbdssl", vm, &snap, d0, -ENOTSUP,
 		   "needs VMware's VDDK, which is not configured",
 		   "set libDir");
@@ -448,7 +448,7 @@ static void test_snapshot(void)
 		   "the VDDK path cannot run", "is not a directory");
 	CHECK(fy_now() - t0 < 2.0);
 	open_fails(sim_cfg, "hotadd", vm, &snap, d0, -EINVAL,
-		   "fy_hotadd_open_disk", NULL);
+		   "fy_hotadd_open", NULL);
 	src = (struct fy_source *)1;
 	CHECK(fy_vm_disk_open(c, sim_cfg, "nfc", vm, &snap, d0, &src) ==
 	      -EINVAL);

@@ -42,12 +42,12 @@ set_tests_properties(transport.https transport.https_esx PROPERTIES
   LABELS "transport;integration" TIMEOUT 300 SKIP_RETURN_CODE 77
   ENVIRONMENT "${FY_TRANSPORT_ENV}")
 
-# VM disks over san, nbdssl, nbd and https (agent/vm_transport.c) against a
+# VM disks over the transport table's modes (agent/transport.c) against a
 # ferry-vcsim of its own. The file is compiled in rather than linking the
-# whole ferry_agent library: it needs only nbd and vsphere.
+# whole ferry_agent library: it needs only nbd, vsphere and hotadd.
 add_executable(test_vm_transport transport/test_vm_transport.c
-  ${CMAKE_SOURCE_DIR}/agent/vm_transport.c)
-target_link_libraries(test_vm_transport PRIVATE ferry_nbd ferry_vsphere)
+  ${CMAKE_SOURCE_DIR}/agent/transport.c)
+target_link_libraries(test_vm_transport PRIVATE ferry_nbd ferry_vsphere ferry_hotadd)
 set_target_properties(test_vm_transport PROPERTIES
   RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 add_test(NAME transport.vm_disk
@@ -63,4 +63,12 @@ add_test(NAME transport.vm_https
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/transport/vm_https.sh)
 set_tests_properties(transport.vm_https PROPERTIES
   LABELS transport TIMEOUT 180 SKIP_RETURN_CODE 77
+  ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;VCSIM=${CMAKE_BINARY_DIR}/bin/ferry-vcsim")
+
+# PrepareForAccess advisory or required, and consolidation after the
+# snapshot removal (agent/job.c), over https.
+add_test(NAME transport.vm_access
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/transport/vm_access.sh)
+set_tests_properties(transport.vm_access PROPERTIES
+  LABELS transport TIMEOUT 300 SKIP_RETURN_CODE 77
   ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;VCSIM=${CMAKE_BINARY_DIR}/bin/ferry-vcsim")

@@ -45,6 +45,11 @@ type faultRule struct {
 	// TruncateAfter drops the /folder connection after this many body
 	// bytes, like a proxy killed mid-transfer.
 	TruncateAfter int64 `json:"truncate_after,omitempty"`
+	// LeaveConsolidation, on RemoveSnapshot_Task without a fault: the
+	// snapshot goes but its frozen files are not merged, as when one is
+	// still locked by a host that has it open; the VM is left with
+	// runtime.consolidationNeeded set until ConsolidateVMDisks_Task.
+	LeaveConsolidation bool `json:"leave_consolidation,omitempty"`
 }
 
 func newFault(kind string) (types.BaseMethodFault, bool) {
@@ -170,7 +175,7 @@ func (h *harness) controlListFaults(w http.ResponseWriter, r *http.Request) {
 
 // controlAddFault adds a rule from a JSON body or from query parameters
 // (method, entity, fault, message, count, delay_ms, in_call, status,
-// truncate_after); count defaults to 1.
+// truncate_after, leave_consolidation); count defaults to 1.
 func (h *harness) controlAddFault(w http.ResponseWriter, r *http.Request) {
 	rule := faultRule{Count: 1}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
@@ -188,7 +193,7 @@ func (h *harness) controlAddFault(w http.ResponseWriter, r *http.Request) {
 		for _, p := range []struct {
 			name string
 			dst  interface{}
-		}{{"count", &rule.Count}, {"delay_ms", &rule.DelayMS}, {"in_call", &rule.InCall}, {"status", &rule.Status}, {"truncate_after", &rule.TruncateAfter}} {
+		}{{"count", &rule.Count}, {"delay_ms", &rule.DelayMS}, {"in_call", &rule.InCall}, {"status", &rule.Status}, {"truncate_after", &rule.TruncateAfter}, {"leave_consolidation", &rule.LeaveConsolidation}} {
 			if v := q.Get(p.name); v != "" {
 				if err := json.Unmarshal([]byte(v), p.dst); err != nil {
 					controlError(w, http.StatusBadRequest, "%s=%q: %v", p.name, v, err)

@@ -223,7 +223,7 @@ func (h *harness) removeSnapshot(c *soapCall) soapReply {
 	}
 	req := v.(*types.RemoveSnapshot_Task)
 	gone := subtree(vm, c.this, req.RemoveChildren)
-	consolidate := req.Consolidate == nil || *req.Consolidate
+	consolidate := (req.Consolidate == nil || *req.Consolidate) && !c.leaveConsolidation
 	return h.runTask(snap, "removeSnapshotTask", func() (types.AnyType, *taskFault) {
 		var body soap.HasFault
 		simulator.Map.WithLock(snap, func() { body = snap.RemoveSnapshotTask(h.internalContext(snap.Self), req) })

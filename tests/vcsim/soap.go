@@ -37,6 +37,9 @@ type soapCall struct {
 	this types.ManagedObjectReference
 	body []byte
 	r    *http.Request
+	// leaveConsolidation: a fault rule asked this RemoveSnapshot_Task to
+	// leave its disks unmerged (faultRule.LeaveConsolidation).
+	leaveConsolidation bool
 }
 
 // soapReply is what a handler returns: a response value, a fault, or
@@ -124,8 +127,11 @@ func (h *harness) serveSDK(w http.ResponseWriter, r *http.Request) {
 		h.writeFault(w, c, &types.MethodDisabled{Source: disabledBy.source}, msg)
 		return
 	}
-	if rule := h.matchFault(c); rule != nil && h.injectFault(w, c, rule) {
-		return
+	if rule := h.matchFault(c); rule != nil {
+		c.leaveConsolidation = rule.LeaveConsolidation
+		if h.injectFault(w, c, rule) {
+			return
+		}
 	}
 	if handler == nil {
 		pass()
