@@ -22,6 +22,12 @@
 
 #define NAA_MAX 64
 
+const char *const fy_san_config_keys[] = {
+	"ferry.san.sysfsRoot",
+	"ferry.san.devRoot",
+	NULL,
+};
+
 /* Reads a small sysfs file; trailing whitespace removed. Returns its
  * length or -errno. */
 static ssize_t read_small(const char *path, char *buf, size_t len)
@@ -174,4 +180,58 @@ int fy_san_find_lun(const char *sysfs_root, const char *dev_root,
 		return fy_err_set(-EIO, "san: %s is not block device %u:%u", dev,
 				  maj, min);
 	return 0;
+}
+
+static int dev_pread(void *opaque, void *buf, size_t len, uint64_t offset)
+{
+	ssize_t n = pread(*(int *)opaque, buf, len, (off_t)offset);
+
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+}
+
+bool fy_san_any_vmfs_lun(const char *sysfs_root, const char *dev_root,
+			 char *why, size_t whylen)
+{
+	const char *sroot = sysfs_root && strcmp(sysfs_root, "/") ? sysfs_root : "";
+	const char *droot = dev_root && strcmp(dev_root, "/") ? dev_root : "";
+	char dir[PATH_MAX], node[PATH_MAX + 300], path[PATH_MAX + 300], buf[64];
+	struct dirent *de;
+	unsigned disks = 0;
+	bool found = false;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/sys/block", sroot);
+	d = opendir(dir);
+	if (!d) {
+		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+		return false;
+	}
+	while (!found && (de = readdir(d))) {
+		struct fy_vmfs_lun l;
+		uint64_t sectors, off, len;
+		int fd;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/size", dir, de->d_name);
+		if (read_small(path, buf, sizeof(buf)) <= 0 ||
+		    sscanf(buf, "%" SCNu64, &sectors) != 1 || sectors == 0)
+			continue;
+		snprintf(node, sizeof(node), "%s/dev/%s", droot, de->d_name);
+		fd = open(node, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		disks++;
+		l = (struct fy_vmfs_lun){ &fd, sectors * 512, node, dev_pread };
+		found = fy_vmfs_find_partition(&l, &off, &len) == 0;
+		close(fd);
+	}
+	closedir(d);
+	if (!found)
+		snprintf(why, whylen, "no VMFS LUN is visible on this proxy (%u "
+			 "disks in %s, none with a VMFS partition): give the "
+			 "proxy read-only access to the datastores' LUNs "
+			 "(docs/SAN.md)", disks, dir);
+	fy_err_clear();
+	return found;
 }

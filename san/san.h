@@ -134,4 +134,14 @@ int fy_san_find_lun(const char *sysfs_root, const char *dev_root,
 		    const char *naa, uint64_t min_bytes, char *dev,
 		    size_t devlen);
 
+/* Whether any block device under sysfs_root (its node under dev_root)
+ * holds a VMFS volume (a VMFS partition or an LVM header 1 MiB in); false
+ * with why. For `ferry-agent transports` and the service's status. */
+bool fy_san_any_vmfs_lun(const char *sysfs_root, const char *dev_root,
+			 char *why, size_t whylen);
+
+/* The configuration keys san reads (NULL-terminated):
+ *   ferry.san.sysfsRoot, ferry.san.devRoot (/, /: for tests) */
+extern const char *const fy_san_config_keys[];
+
 #endif

@@ -18,3 +18,12 @@ endfunction()
 ferry_san_test(oracle)
 ferry_san_test(damaged)
 ferry_san_test(backup)
+
+# The VM job over san against ferry-vcsim's VMFS datastore (loop devices:
+# skipped without root).
+if(TARGET ferry-vcsim)
+  add_test(NAME san.vm COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/san/vm.sh)
+  set_tests_properties(san.vm PROPERTIES
+    LABELS "san;transport" TIMEOUT 400 SKIP_RETURN_CODE 77
+    ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;VCSIM=${CMAKE_BINARY_DIR}/bin/ferry-vcsim")
+endif()
