@@ -150,7 +150,8 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 
 /* ---- VM disks (vm_backup.c) -------------------------------------------- */
 
-/* ferry-agent backup --vm ...: a VM's disks over hotadd. */
+/* ferry-agent backup --vm ...: a VM's disks over the transport table's
+ * modes (agent/job.c). */
 int agent_cmd_vm_backup(int argc, char **argv);
 /* ferry-agent cleanup: the crash self-cleanup (numCleanedUp/numRemaining). */
 int agent_cmd_cleanup(int argc, char **argv);

@@ -9,8 +9,8 @@
  *
  * Reads a local file or block device (VDDK's "file" transport), with an
  * nbd:// or nbds:// URI any NBD export, and with "vsphere-ds:[ds] path"
- * a VM disk file through the first transport of --transport that works
- * (docs/TRANSPORTS.md).
+ * a VM disk file through the first mode of the transport table
+ * (agent/transport.h) in --transport that works (docs/TRANSPORTS.md).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -255,7 +255,7 @@ static int cmd_backup(int argc, char **argv)
 		return 1;
 	}
 	fy_transport_env_init(&env, cfg, NULL);
-	/* A VM's disks (hotadd): agent/vm_backup.c. */
+	/* A VM's disks (the VM job): agent/vm_backup.c. */
 	for (i = 1; i < (unsigned)argc; i++)
 		if (!strcmp(argv[i], "--vm") || !strncmp(argv[i], "--vm=", 5)) {
 			fy_config_free(cfg);
@@ -388,9 +388,10 @@ usage:
 	fprintf(stderr, "usage: ferry-agent backup [--config FILE] --source PATH|URI|"
 		"vmfs:LUN[,LUN2...]:PATH "
 		"[--source ...]\n"
-		"       ferry-agent backup --config FILE --vm VM [--disk N ...] "
-		"(hotadd)\n"
-		"         [--transport san:hotadd:nbdssl:nbd:https]\n"
+		"       ferry-agent backup --config FILE --vm VM [--disk N ...]\n"
+		"         [--transport LIST (default san:hotadd:nbdssl:nbd; "
+		"modes san, hotadd,\n"
+		"          nbdssl, nbd, https)]\n"
 		"         [--json] [--quiet] [--name NAME] [--repository HOST:PORT]\n"
 		"         [--cert F] [--key F] [--ca F] [--block-size N]\n"
 		"         [--compression-level N] [--set KEY=VALUE] [--log-level N]\n");

@@ -88,10 +88,28 @@ static void disk_slot(const struct fy_vs_vm *vm, const struct fy_vs_disk *d,
 		snprintf(out, len, "?:%d", (int)d->unit);
 }
 
+/* The modes of the transport table that can read d here, for this
+ * machine (what a job would decide): "hotadd, https" into out. */
+static void disk_transports(struct fy_transport_env *env,
+			    const struct fy_vs_vm *vm,
+			    const struct fy_vs_disk *d, bool ok[],
+			    char why[][FY_ERR_MAX])
+{
+	unsigned m;
+
+	for (m = 0; m < FY_TRANSPORT_N_MODES; m++)
+		ok[m] = fy_transports[m].possible(env, vm, d, why[m],
+						  FY_ERR_MAX);
+}
+
 static void print_text_vm(const struct fy_vs_inventory *inv,
+			  struct fy_transport_env *env,
 			  const struct fy_vs_vm *proxy,
 			  const struct fy_vs_vm *vm)
 {
+	bool ok[FY_TRANSPORT_N_MODES];
+	char (*mwhy)[FY_ERR_MAX] = calloc(FY_TRANSPORT_N_MODES, FY_ERR_MAX);
+	unsigned m, k;
 	char size[32], slot[32], why[512];
 	size_t i, j;
 
@@ -143,7 +161,17 @@ static void print_text_vm(const struct fy_vs_inventory *inv,
 		       rule == FY_VS_HOTADD_OK ? "yes" : "no",
 		       rule == FY_VS_HOTADD_OK ? "" : ": ",
 		       rule == FY_VS_HOTADD_OK ? "" : why);
+		if (!mwhy)
+			continue;
+		disk_transports(env, vm, d, ok, mwhy);
+		printf("      transports here:");
+		for (m = 0, k = 0; m < FY_TRANSPORT_N_MODES; m++)
+			if (ok[m])
+				printf("%s %s", k++ ? "," : "",
+				       fy_transports[m].name);
+		printf("%s\n", k ? "" : " none");
 	}
+	free(mwhy);
 	if (!vm->devices.n_disks)
 		printf("    none\n");
 	printf("  snapshots:%s\n", vm->n_snapshots ? "" : " none");
@@ -158,11 +186,14 @@ static void print_text_vm(const struct fy_vs_inventory *inv,
 }
 
 static void print_json_vm(const struct fy_vs_inventory *inv,
+			  struct fy_transport_env *env,
 			  const struct fy_vs_vm *proxy,
 			  const struct fy_vs_vm *vm, bool first)
 {
+	bool ok[FY_TRANSPORT_N_MODES];
+	char (*mwhy)[FY_ERR_MAX] = calloc(FY_TRANSPORT_N_MODES, FY_ERR_MAX);
 	char why[512];
-	size_t i, j;
+	size_t i, j, m;
 
 	printf("%s{\"moref\":", first ? "" : ",");
 	fy_json_string(stdout, vm->moref.value);
@@ -231,8 +262,19 @@ static void print_json_vm(const struct fy_vs_inventory *inv,
 		fy_json_string(stdout, fy_vs_hotadd_rule_name(rule));
 		printf(",\"why\":");
 		fy_json_string(stdout, why);
-		printf("}}");
+		printf("},\"transports\":[");
+		if (mwhy)
+			disk_transports(env, vm, d, ok, mwhy);
+		for (m = 0; mwhy && m < FY_TRANSPORT_N_MODES; m++) {
+			printf("%s{\"name\":\"%s\",\"possible\":%s,"
+			       "\"why\":", m ? "," : "", fy_transports[m].name,
+			       ok[m] ? "true" : "false");
+			fy_json_string(stdout, ok[m] ? "" : mwhy[m]);
+			printf("}");
+		}
+		printf("]}");
 	}
+	free(mwhy);
 	printf("],\"snapshots\":[");
 	for (i = 0; i < vm->n_snapshots; i++) {
 		const struct fy_vs_snapshot *s = &vm->snapshots[i];
@@ -435,10 +477,11 @@ int agent_cmd_inventory(int argc, char **argv)
 		print_datastores(inv, true);
 		printf("],\"vms\":[");
 		if (only) {
-			print_json_vm(inv, proxy, only, true);
+			print_json_vm(inv, &env, proxy, only, true);
 		} else {
 			for (i = 0; i < inv->n_vms; i++)
-				print_json_vm(inv, proxy, inv->vms[i], i == 0);
+				print_json_vm(inv, &env, proxy, inv->vms[i],
+					      i == 0);
 		}
 		printf("]}\n");
 	} else {
@@ -454,10 +497,10 @@ int agent_cmd_inventory(int argc, char **argv)
 			printf("proxy: %s\n", proxy_why);
 		print_datastores(inv, false);
 		if (only) {
-			print_text_vm(inv, proxy, only);
+			print_text_vm(inv, &env, proxy, only);
 		} else {
 			for (i = 0; i < inv->n_vms; i++)
-				print_text_vm(inv, proxy, inv->vms[i]);
+				print_text_vm(inv, &env, proxy, inv->vms[i]);
 		}
 	}
 	goto out;

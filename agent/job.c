@@ -323,16 +323,6 @@ static void ahead_stop(struct job *j)
 
 /* ---- connect, find the VM, pick the disks ------------------------------- */
 
-static bool mode_listed(const struct job *j, enum fy_transport_mode mode)
-{
-	unsigned i;
-
-	for (i = 0; i < j->n_modes; i++)
-		if (j->modes[i]->mode == mode)
-			return true;
-	return false;
-}
-
 static int connect_vc(struct job *j)
 {
 	int rc = fy_vs_client_open(j->cfg, &j->vc);
@@ -413,12 +403,15 @@ static int decide(struct job *j)
 		j->proxy_ok[t->mode] = t->possible(&j->env, NULL, NULL, why,
 						   sizeof(why));
 		if (!j->proxy_ok[t->mode])
-			fy_info("%s cannot read VM disks on this proxy: %s",
+			fy_info("%s: %s (it cannot read VM disks on this proxy)",
 				t->name, why);
 	}
 	for (i = 0; i < j->n; i++) {
 		struct disk_plan *p = &j->plan[i];
-		const struct fy_vs_disk *d = &j->vm->devices.disks[p->index];
+		/* The caller's snapshot is known: decide on what it froze.
+		 * Else the live disk says what the snapshot will freeze. */
+		const struct fy_vs_disk *d =
+		    p->frozen ? p->frozen : &j->vm->devices.disks[p->index];
 
 		for (m = 0; m < j->n_modes; m++) {
 			const struct fy_transport *t = j->modes[m];
@@ -443,8 +436,8 @@ static int decide(struct job *j)
 				snprintf(j->plan[i].why[FY_TRANSPORT_HOTADD],
 					 sizeof(j->plan[i].why[0]), "%s", why);
 			}
+			/* proxy_ok stays: the disks that fall back say why. */
 			j->h = NULL;
-			j->proxy_ok[FY_TRANSPORT_HOTADD] = false;
 		}
 		j->env.hotadd = j->h;
 	}
@@ -562,14 +555,33 @@ static int prepare_access(struct job *j)
 	return 0;
 }
 
+static int frozen_devices(struct job *j);
+
+/* --snapshot MOREF: an existing snapshot of this VM, read (not taken, not
+ * removed) by the job. Its frozen disks are known before the decisions,
+ * which are then made on them. */
+static int given_snapshot(struct job *j)
+{
+	size_t k;
+
+	/* Disks are matched by key, the same across VMs: another VM's
+	 * snapshot would back up that VM's disks under this one's name. */
+	for (k = 0; k < j->vm->n_snapshots; k++)
+		if (!strcmp(j->vm->snapshots[k].moref.value, j->spec->snapshot))
+			break;
+	if (k == j->vm->n_snapshots)
+		return fy_err_set(-EINVAL, "snapshot %s is not a snapshot of %s",
+				  j->spec->snapshot, j->vm->name);
+	j->snapshot = j->vm->snapshots[k].moref;
+	return frozen_devices(j);
+}
+
 /* PrepareForAccess and the snapshot (unless the caller named one), each
  * journaled first; then the frozen devices. */
 static int freeze(struct job *j)
 {
 	struct fy_vs_snapshot_opts so = { 0 };
 	char name[80];
-	size_t given = 0;
-	unsigned i;
 	int rc;
 
 	static atomic_uint seq;
@@ -577,52 +589,47 @@ static int freeze(struct job *j)
 	/* Unique per job: the service runs several in one process. */
 	snprintf(j->identity, sizeof(j->identity), "ferry-agent-%d-%u",
 		 (int)getpid(), atomic_fetch_add(&seq, 1) + 1);
-	if (j->spec->snapshot && j->spec->snapshot[0]) {
-		/* Disks are matched by key, the same across VMs: another
-		 * VM's snapshot would back up that VM's disks under this
-		 * one's name. */
-		for (given = 0; given < j->vm->n_snapshots; given++)
-			if (!strcmp(j->vm->snapshots[given].moref.value,
-				    j->spec->snapshot))
-				break;
-		if (given == j->vm->n_snapshots)
-			return fy_err_set(-EINVAL, "snapshot %s is not a "
-					  "snapshot of %s", j->spec->snapshot,
-					  j->vm->name);
-	}
 	if ((rc = prepare_access(j)) < 0 || (rc = check_cancel(j)) < 0)
 		return rc;
 
-	if (j->spec->snapshot && j->spec->snapshot[0]) {
-		j->snapshot = j->vm->snapshots[given].moref;
-	} else {
-		snprintf(name, sizeof(name), "ferry-%d-%ld", (int)getpid(),
-			 (long)time(NULL));
-		j->snap_entry = (struct fy_journal_entry){
-			.kind = FY_JOURNAL_SNAPSHOT, .pid = (int32_t)getpid(),
-			.device_key = -1,
-		};
-		snprintf(j->snap_entry.vm, sizeof(j->snap_entry.vm), "%s",
-			 j->vm->moref.value);
-		snprintf(j->snap_entry.file, sizeof(j->snap_entry.file), "%s",
-			 name);
-		if ((rc = journal_add(j, &j->snap_entry)) < 0)
-			return rc;
-		so.name = name;
-		so.description = "backup by ferry-agent";
-		so.quiesce = j->spec->quiesce;
-		rc = fy_vs_snapshot_create(j->vc, &j->vm->moref, &so,
-					   &j->snapshot);
-		if (rc < 0) {
-			journal_remove(j, &j->snap_entry);
-			return fy_err_wrap(rc, "snapshot of %s", j->vm->name);
-		}
-		j->own_snapshot = true;
-		snprintf(j->snap_entry.object, sizeof(j->snap_entry.object),
-			 "%s", j->snapshot.value);
-		if (fy_journal_update(j->journal, &j->snap_entry) < 0)
-			fy_warn("%s", fy_err_msg());
+	/* The caller's snapshot was read before the decisions. */
+	if (j->frozen)
+		return 0;
+	snprintf(name, sizeof(name), "ferry-%d-%ld", (int)getpid(),
+		 (long)time(NULL));
+	j->snap_entry = (struct fy_journal_entry){
+		.kind = FY_JOURNAL_SNAPSHOT, .pid = (int32_t)getpid(),
+		.device_key = -1,
+	};
+	snprintf(j->snap_entry.vm, sizeof(j->snap_entry.vm), "%s",
+		 j->vm->moref.value);
+	snprintf(j->snap_entry.file, sizeof(j->snap_entry.file), "%s",
+		 name);
+	if ((rc = journal_add(j, &j->snap_entry)) < 0)
+		return rc;
+	so.name = name;
+	so.description = "backup by ferry-agent";
+	so.quiesce = j->spec->quiesce;
+	rc = fy_vs_snapshot_create(j->vc, &j->vm->moref, &so,
+				   &j->snapshot);
+	if (rc < 0) {
+		journal_remove(j, &j->snap_entry);
+		return fy_err_wrap(rc, "snapshot of %s", j->vm->name);
 	}
+	j->own_snapshot = true;
+	snprintf(j->snap_entry.object, sizeof(j->snap_entry.object),
+		 "%s", j->snapshot.value);
+	if (fy_journal_update(j->journal, &j->snap_entry) < 0)
+		fy_warn("%s", fy_err_msg());
+	return frozen_devices(j);
+}
+
+/* The snapshot's devices: each disk's frozen file. */
+static int frozen_devices(struct job *j)
+{
+	unsigned i;
+	int rc;
+
 	rc = fy_vs_snapshot_devices(j->vc, &j->snapshot, &j->frozen);
 	if (rc < 0)
 		return fy_err_wrap(rc, "devices of snapshot %s",
@@ -1104,7 +1111,9 @@ static int run(struct job *j)
 	snprintf(res->vm_name, sizeof(res->vm_name), "%s", j->vm->name);
 	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s",
 		 j->vm->moref.value);
-	if ((rc = select_disks(j)) < 0 || (rc = decide(j)) < 0)
+	if ((rc = select_disks(j)) < 0 ||
+	    (sp->snapshot && sp->snapshot[0] && (rc = given_snapshot(j)) < 0) ||
+	    (rc = decide(j)) < 0)
 		return rc;
 	res->n = j->n;
 	if (sp->enable_cbt && !j->vm->cbt_enabled) {
@@ -1151,7 +1160,7 @@ static int run(struct job *j)
 	if (rc < 0)
 		goto out;
 	j->conn = conn;
-	if (mode_listed(j, FY_TRANSPORT_HOTADD)) {
+	if (j->h) {
 		struct fy_file_source_opts fo = {
 			.queue_depth = j->s.queue_depth,
 			.io_size = j->s.io_size,

@@ -49,6 +49,7 @@
  * slow reconfigure) still gets an event, so that the controller's read
  * timeout (ferry.timeoutSeconds) never mistakes it for a dead agent. */
 #define HEARTBEAT_SECONDS 20
+#define STATUS_MODES_SECONDS 30
 
 enum { RO_CONFIG = 3000, RO_SET, RO_LOG_LEVEL, RO_READY_FILE };
 
@@ -143,6 +144,13 @@ struct svc {
 	time_t started;
 	char listen[300];
 	struct cleanup_state cleanup;
+	/* The transport modes as Status last reported them: answering them
+	 * logs in to vCenter (hotadd's proxy lookup), so a controller polling
+	 * Status reuses them for STATUS_MODES_SECONDS, and a reload
+	 * (cfg_generation) makes them stale at once. */
+	struct fy_transport_status modes[FY_TRANSPORT_N_MODES];
+	double modes_at;
+	unsigned modes_generation, cfg_generation;
 };
 
 /* ---- configuration ------------------------------------------------------- */
@@ -229,6 +237,7 @@ static void reload(struct svc *svc)
 	pthread_mutex_lock(&svc->lock);
 	cfg_unref(svc->cfg);
 	svc->cfg = c;
+	svc->cfg_generation++;
 	if (max_jobs != svc->max_jobs)
 		fy_warn("SIGHUP: ferry.jobs.max is now %u (was %u)", max_jobs,
 			svc->max_jobs);
@@ -514,6 +523,8 @@ static int send_status(struct svc *svc, struct fy_conn *c)
 						   sizeof(*modes));
 	struct fy_transport_env env;
 	struct cleanup_state *cs = malloc(sizeof(*cs));
+	unsigned generation;
+	bool fresh;
 	fy_control_frame *copy;
 	char list[128] = "", software[64];
 	struct svc_job *j;
@@ -529,11 +540,23 @@ static int send_status(struct svc *svc, struct fy_conn *c)
 	pthread_mutex_lock(&svc->lock);
 	cfg = svc->cfg;
 	cfg->refs++;
+	generation = svc->cfg_generation;
+	fresh = svc->modes_at > 0 && generation == svc->modes_generation &&
+		fy_now() - svc->modes_at < STATUS_MODES_SECONDS;
+	if (fresh)
+		memcpy(modes, svc->modes, sizeof(svc->modes));
 	pthread_mutex_unlock(&svc->lock);
-	/* The same rules as a job's, hotadd's proxy lookup included. */
-	fy_transport_env_init(&env, cfg->cfg, NULL);
-	fy_transport_status_all(&env, modes);
-	fy_transport_env_release(&env);
+	if (!fresh) {
+		/* The same rules as a job's, hotadd's proxy lookup included. */
+		fy_transport_env_init(&env, cfg->cfg, NULL);
+		fy_transport_status_all(&env, modes);
+		fy_transport_env_release(&env);
+		pthread_mutex_lock(&svc->lock);
+		memcpy(svc->modes, modes, sizeof(svc->modes));
+		svc->modes_at = fy_now();
+		svc->modes_generation = generation;
+		pthread_mutex_unlock(&svc->lock);
+	}
 	for (i = 0; i < FY_TRANSPORT_N_MODES; i++) {
 		ferry__control__transport__init(&t[i]);
 		t[i].name = (char *)modes[i].t->name;

@@ -73,4 +73,8 @@ out=$("$AGENT" transports --config "$T/agent.conf")
 [[ $(json "$T/inv.json" '",".join(str(d["hotadd"]["ok"]) for d in j["vms"][0]["disks"])') == True,False,False ]] ||
   fail "inventory hot-add: $(cat "$T/inv.json")"
 [[ $(json "$T/inv.json" 'j["proxy"]["name"]') == ferry-proxy ]] || fail "inventory proxy: $(cat "$T/inv.json")"
+[[ $(json "$T/inv.json" '";".join(",".join(t["name"] for t in d["transports"] if t["possible"]) for d in j["vms"][0]["disks"])') == "hotadd,https;https;https" ]] ||
+  fail "inventory transports: $(cat "$T/inv.json")"
+"$AGENT" inventory --config "$T/agent.conf" --vm vm-three-disks >"$T/inv.txt"
+grep -q "transports here: hotadd, https" "$T/inv.txt" || fail "inventory text: $(cat "$T/inv.txt")"
 echo "hotadd decide: OK"

@@ -5,7 +5,9 @@ usage: soap.py READY_JSON detach PROXY_MOREF DEVICE_KEY
        soap.py READY_JSON fill PROXY_MOREF CONTROLLER_KEY
        soap.py READY_JSON cbt VM_MOREF
        soap.py READY_JSON disabled VM_MOREF
+       soap.py READY_JSON snapshot VM_MOREF NAME
 
+snapshot: takes a snapshot (not Ferry's) and prints its moref.
 disabled: prints the VM's disabledMethod, one a line (RelocateVM_Task while
 a PrepareForAccess holds it).
 
@@ -48,6 +50,16 @@ if sys.argv[2] == "disabled":
                  '</objectSet></specSet><options/></RetrievePropertiesEx>' % vm)
     for m in re.findall(r"<string[^>]*>([^<]+)</string>", out):
         print(m)
+    sys.exit(0)
+if sys.argv[2] == "snapshot":
+    wait(S.call('<CreateSnapshot_Task xmlns="urn:vim25"><_this type="VirtualMachine">%s</_this>'
+                '<name>%s</name><description>by the test</description><memory>false</memory>'
+                '<quiesce>false</quiesce></CreateSnapshot_Task>' % (vm, sys.argv[4])))
+    out = S.call('<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">'
+                 'propertyCollector</_this><specSet><propSet><type>VirtualMachine</type><pathSet>'
+                 'snapshot.currentSnapshot</pathSet></propSet><objectSet><obj type="VirtualMachine">'
+                 '%s</obj></objectSet></specSet><options/></RetrievePropertiesEx>' % vm)
+    print(re.search(r"<val[^>]*>([^<]+)</val>", out).group(1))
     sys.exit(0)
 if sys.argv[2] == "detach":
     change = ('<deviceChange><operation>remove</operation><device xsi:type="VirtualDisk">'

@@ -18,6 +18,12 @@ ctl agent status --json >"$T/status.json" || fail "status failed"
 [[ $(json "$T/status.json" 'j["last_cleanup"]["ran"] and j["last_cleanup"]["ok"]') == True ]] ||
   fail "cleanup at start: $(cat "$T/status.json")"
 grep -q "self-cleanup: numCleanedUp=0 numRemaining=0" "$T/service.log" || fail "cleanup not logged"
+# The same rules as the job: hotadd works on this (emulated) proxy VM,
+# found by its BIOS UUID, and status says so as ferry-agent transports does.
+[[ $(json "$T/status.json" '[t["available"] for t in j["transport_modes"] if t["name"] == "hotadd"][0]') == True ]] ||
+  fail "status calls hotadd unavailable: $(cat "$T/status.json")"
+[[ $(json "$T/status.json" 'j["transports"]') == "$("$AGENT" transports --config "$T/agent.conf")" ]] ||
+  fail "status and ferry-agent transports differ: $(cat "$T/status.json")"
 
 note "ferry backup --vm vm-two-disks --full --json"
 ctl backup --vm vm-two-disks --transport hotadd --full --json >"$T/backup.json" 2>"$T/backup.err" ||

@@ -188,6 +188,19 @@ static void list_fails(const char *list, unsigned max, int want,
 static void test_lists(void)
 {
 	char longer[200];
+	unsigned i;
+
+	/* The table is indexed by its modes, and each name finds its entry. */
+	for (i = 0; i < FY_TRANSPORT_N_MODES; i++) {
+		CHECK(fy_transports[i].mode == (enum fy_transport_mode)i);
+		CHECK(fy_transports[i].possible && fy_transports[i].open);
+		CHECK(fy_transports[i].open_file || fy_transports[i].file_why);
+		CHECK(fy_transport_find(fy_transports[i].name,
+					strlen(fy_transports[i].name)) ==
+		      &fy_transports[i]);
+	}
+	CHECK(fy_transport_find("nbds", 4) == NULL);
+	CHECK(fy_transport_find("nbdssl", 3) == &fy_transports[FY_TRANSPORT_NBD]);
 
 	list_ok(NULL, "san:hotadd:nbdssl:nbd");
 	list_ok("", "san:hotadd:nbdssl:nbd");

@@ -8,6 +8,9 @@
 #    says so in its notes and backs up (advisory, as VDDK's sample does);
 #    with ferry.vcenter.prepareForAccess=required it fails before any
 #    snapshot; a value that is neither is refused.
+#  - --snapshot MOREF: the disks are decided on that snapshot's frozen
+#    files (its flat bases: https reads them); without it, a VM with an
+#    older snapshot is refused by https before a new snapshot is taken.
 #  - RemoveSnapshot leaving runtime.consolidationNeeded (the simulator's
 #    leave_consolidation rule, as when a frozen file is still locked): the
 #    job consolidates and says so; when ConsolidateVMDisks fails too, the
@@ -120,6 +123,20 @@ cat "$T/cleanup.json"; echo
 [[ $(json "$T/cleanup.json" 'j["numRemaining"]') == 0 ]] || fail "$(cat "$T/cleanup.json")"
 [[ $(json "$T/cleanup.json" 'j["log"]') == *"consolidated the disks of vm-two-disks"* ]] || fail "$(cat "$T/cleanup.json")"
 [[ $(needs_consolidation vm-two-disks) == False ]] || fail "cleanup did not consolidate"
+[[ $(journal_entries) == 0 ]] || fail "journal: $(cat "$T/state/journal")"
+
+note "--snapshot: decided on the snapshot's own frozen disks"
+snap=$(python3 "$SOAP" "$T/vcready.json" snapshot "$(ready "R['vms']['vm-two-disks']['moref']")" admin-snap)
+job --snapshot "$snap" >"$T/job.json" 2>"$T/err" || fail "--snapshot $snap over https: $(cat "$T/err")"
+[[ $(json "$T/job.json" '",".join(d["transport"] for d in j["disks"])') == https,https ]] || fail "$(cat "$T/job.json")"
+[[ $(chain_len vm-two-disks) == 2 ]] || fail "the caller's snapshot was removed"
+note "... and without it, the VM's next snapshot would freeze deltas: https refuses up front"
+if job >"$T/job.json" 2>"$T/err"; then fail "https read a delta"; fi
+grep -qF "2 of 2 disk(s) of vm-two-disks cannot be read by any transport of \"https\"; nothing was done to the VM" "$T/err" ||
+  fail "$(cat "$T/err")"
+grep -qF "the VM has older snapshots, and delta chains are not supported by the https transport yet" "$T/err" ||
+  fail "$(cat "$T/err")"
+[[ $(chain_len vm-two-disks) == 2 ]] || fail "a snapshot was taken"
 [[ $(journal_entries) == 0 ]] || fail "journal: $(cat "$T/state/journal")"
 
 start_vc --esx
