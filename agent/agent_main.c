@@ -25,6 +25,7 @@
 #include "agent/inventory.h"
 #include "agent/transport.h"
 #include "nbd/nbd.h"
+#include "san/san.h"
 #include "vsphere/vsphere.h"
 
 struct backup_args {
@@ -89,6 +90,8 @@ static void print_json(const char *id, const char *name,
 /* ---- transports: which way a VM disk is read ---------------------------- */
 
 #define VM_DISK_PREFIX "vsphere-ds:"
+/* A flat file straight off a VMFS6 volume's LUNs (san/san.h). */
+#define VMFS_PREFIX "vmfs:"
 
 /* The mode an NBD URI is read with: nbds, or TLS required, is nbdssl. */
 static enum fy_transport_mode nbd_uri_mode(const char *uri,
@@ -159,6 +162,32 @@ static int open_vm_disk(const char *spec, const struct fy_transport *const *m,
 			  reasons);
 }
 
+/* "vmfs:LUN[,LUN2...]:PATH": the san source, whatever else the proxy
+ * could do; a --transport list must allow san. */
+static int open_vmfs(const char *spec, const struct fy_settings *s,
+		     const char *transport, const struct fy_transport *const *m,
+		     unsigned n_modes, struct fy_source **out)
+{
+	struct fy_file_source_opts fo = {
+		.queue_depth = s->queue_depth,
+		.io_size = s->io_size,
+	};
+	const char *luns[FY_VMFS_MAX_LUNS], *path;
+	char buf[4096];
+	size_t n;
+	int rc;
+
+	if (transport && !list_has(m, n_modes, FY_TRANSPORT_SAN))
+		return fy_err_set(-ENOTSUP, "vmfs:%s is read with the san "
+				  "transport, which --transport %s does not "
+				  "allow", spec, transport);
+	rc = fy_san_parse_spec(spec, buf, sizeof(buf), luns, FY_VMFS_MAX_LUNS,
+			       &n, &path);
+	if (rc < 0)
+		return rc;
+	return fy_san_source_open(luns, n, path, &fo, out);
+}
+
 static int open_source(const char *path, const struct fy_config *cfg,
 		       const struct fy_settings *s, const char *transport,
 		       struct fy_transport_env *env, struct fy_source **out)
@@ -176,6 +205,9 @@ static int open_source(const char *path, const struct fy_config *cfg,
 		return rc;
 	if (!strncmp(path, VM_DISK_PREFIX, strlen(VM_DISK_PREFIX)))
 		return open_vm_disk(path, m, n, env, out);
+	if (!strncmp(path, VMFS_PREFIX, strlen(VMFS_PREFIX)))
+		return open_vmfs(path + strlen(VMFS_PREFIX), s, transport, m,
+				 n, out);
 	if (fy_nbd_is_uri(path)) {
 		enum fy_transport_mode um = nbd_uri_mode(path, cfg);
 		struct fy_nbd_opts no;
@@ -360,7 +392,8 @@ static int cmd_backup(int argc, char **argv)
 	goto out;
 
 usage:
-	fprintf(stderr, "usage: ferry-agent backup [--config FILE] --source PATH|URI "
+	fprintf(stderr, "usage: ferry-agent backup [--config FILE] --source PATH|URI|"
+		"vmfs:LUN[,LUN2...]:PATH "
 		"[--source ...]\n"
 		"       ferry-agent backup --config FILE --vm VM [--disk N ...]\n"
 		"         [--transport LIST (default san:hotadd:nbdssl:nbd; "

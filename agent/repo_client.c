@@ -20,6 +20,7 @@
 #include "agent/control.h"
 #include "hotadd/hotadd.h"
 #include "nbd/nbd.h"
+#include "san/san.h"
 #include "vsphere/vsphere.h"
 
 const char *const fy_known_keys[] = {
@@ -57,7 +58,7 @@ static void build_all_keys(void)
 	static const char *const *const lists[] = {
 		fy_known_keys, fy_nbd_config_keys, fy_vs_config_keys,
 		fy_hotadd_config_keys, fy_service_config_keys,
-		fy_job_config_keys,
+		fy_job_config_keys, fy_san_config_keys,
 	};
 	size_t l, i, n = 0;
 

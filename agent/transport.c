@@ -4,7 +4,8 @@
  * transport lists. https reads the datastore's /folder access
  * (vsphere/ds_source.c); nbdssl and nbd are NFC through VDDK, which
  * nbdkit's vddk plugin speaks (nbd/vddk.c); hotadd attaches the frozen
- * disk to this proxy (hotadd/); san is not built yet. docs/TRANSPORTS.md.
+ * disk to this proxy (hotadd/); san reads the datastore's LUNs (san/,
+ * docs/SAN.md). docs/TRANSPORTS.md.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 
 #include "agent/transport.h"
 #include "nbd/nbd.h"
+#include "san/san.h"
 
 /* ---- the env ---------------------------------------------------------------- */
 
@@ -396,18 +398,155 @@ static bool snapshot_freezes(const struct fy_vs_vm *vm,
 	return true;
 }
 
+/* The san mode's verdict on disk d of vm: the datastore's LUNs as found
+ * on this proxy and the flat file's path inside the volume. Reads the
+ * inventory, sysfs and the volume (the disk's descriptor); writes nothing.
+ * false with why. */
+struct san_where {
+	char luns[FY_VMFS_MAX_LUNS][FY_ERR_MAX / 4];
+	size_t n;
+	char flat[FY_VMFS_MAX_PATH];
+};
+
+static bool san_locate(struct fy_transport_env *env, const struct fy_vs_vm *vm,
+		       const struct fy_vs_disk *d, struct san_where *w,
+		       char *why, size_t len)
+{
+	const char *sysfs = fy_config_get(env->cfg, "ferry.san.sysfsRoot");
+	const char *devr = fy_config_get(env->cfg, "ferry.san.devRoot");
+	const struct fy_vs_inventory *inv;
+	const struct fy_vs_datastore *ds;
+	const char *lunp[FY_VMFS_MAX_LUNS];
+	struct fy_vmdk_descriptor *desc = NULL;
+	struct fy_source *src = NULL;
+	char dsname[256], path[FY_VMFS_MAX_PATH], *text = NULL, *slash;
+	size_t i;
+	bool ok = false;
+
+	if (!snapshot_freezes(vm, d, why, len))
+		return false;
+	if (d->rdm) {
+		snprintf(why, len, "disk %d (%s) of %s is a raw device mapping: "
+			 "its data is on its own LUN, not in the datastore",
+			 (int)d->key, d->file_name, vm->name);
+		return false;
+	}
+	if (d->chain_len > 1) {
+		snprintf(why, len, "disk %d (%s) of %s is a delta disk on %s: "
+			 "the VM has older snapshots, and san reads flat base "
+			 "disks only", (int)d->key, d->file_name, vm->name,
+			 d->chain[d->chain_len - 1].file_name);
+		return false;
+	}
+	if (!(inv = env_inventory(env, why, len)))
+		return false;
+	ds = fy_vs_inventory_datastore(inv, &d->datastore);
+	if (!ds) {
+		snprintf(why, len, "the datastore of %s is not in the inventory",
+			 d->file_name);
+		return false;
+	}
+	if (strcmp(ds->type, "VMFS")) {
+		snprintf(why, len, "datastore %s is %s, not VMFS: san reads "
+			 "VMFS datastores only", ds->name,
+			 ds->type[0] ? ds->type : "of an unknown type");
+		return false;
+	}
+	if (!ds->n_vmfs_extents) {
+		snprintf(why, len, "VMFS datastore %s lists no extents "
+			 "(info.vmfs.extent)", ds->name);
+		return false;
+	}
+	w->n = ds->n_vmfs_extents;
+	for (i = 0; i < w->n; i++) {
+		if (fy_san_find_lun(sysfs, devr, ds->vmfs_extents[i].disk_name,
+				    0, w->luns[i], sizeof(w->luns[i])) < 0) {
+			snprintf(why, len, "datastore %s, extent %zu: %s",
+				 ds->name, i, fy_err_msg() + (strncmp(fy_err_msg(),
+					"san: ", 5) ? 0 : 5));
+			return false;
+		}
+		lunp[i] = w->luns[i];
+	}
+	if (fy_vs_ds_path_split(d->file_name, dsname, sizeof(dsname), path,
+				sizeof(path)) < 0) {
+		snprintf(why, len, "%s", fy_err_msg());
+		return false;
+	}
+	/* The descriptor on the volume names the flat extent, and says
+	 * whether the disk is encrypted. */
+	desc = malloc(sizeof(*desc));
+	/* O_DIRECT underneath: an aligned buffer. */
+	text = fy_aligned_alloc(FY_VMDK_MAX_DESCRIPTOR + 4096);
+	if (!desc || !text) {
+		snprintf(why, len, "out of memory");
+		goto out;
+	}
+	if (fy_san_source_open(lunp, w->n, path, &env->file_opts, &src) < 0) {
+		snprintf(why, len, "%s", fy_err_msg());
+		goto out;
+	}
+	if (src->size > FY_VMDK_MAX_DESCRIPTOR) {
+		snprintf(why, len, "%s on datastore %s is %llu bytes: not a "
+			 "descriptor", path, ds->name,
+			 (unsigned long long)src->size);
+		goto out;
+	}
+	memset(text, 0, FY_VMDK_MAX_DESCRIPTOR + 4096);
+	if (fy_source_read(src, text, (src->size + 4095) & ~(uint64_t)4095,
+			   0) < 0 ||
+	    fy_vmdk_parse(text, (size_t)src->size, d->file_name, desc) < 0 ||
+	    fy_vmdk_check_flat(desc, d->file_name) < 0) {
+		const char *m = fy_err_msg();
+
+		snprintf(why, len, "%s", !strncmp(m, "https: ", 7) ? m + 7 : m);
+		goto out;
+	}
+	if (strstr(text, "encryption.keySafe") || strstr(text, "encryption =")) {
+		snprintf(why, len, "disk %d (%s) of %s is encrypted: only the "
+			 "host holds its key", (int)d->key, d->file_name,
+			 vm->name);
+		goto out;
+	}
+	if (desc->n_extents != 1 || desc->extents[0].offset) {
+		snprintf(why, len, "%s has %zu extents: san reads disks of one "
+			 "flat extent", d->file_name, desc->n_extents);
+		goto out;
+	}
+	slash = strrchr(path, '/');
+	snprintf(w->flat, sizeof(w->flat), "%.*s%s",
+		 slash ? (int)(slash - path + 1) : 0, path,
+		 desc->extents[0].file);
+	ok = true;
+out:
+	fy_source_close(src);
+	free(text);
+	free(desc);
+	return ok;
+}
+
 static bool san_possible(struct fy_transport_env *env,
 			 const struct fy_vs_vm *vm, const struct fy_vs_disk *d,
 			 char *why, size_t len)
 {
-	(void)env;
-	(void)vm;
-	(void)d;
-	snprintf(why, len, "not built yet: it needs the datastore's LUN "
-		 "visible to this proxy (found by the VMFS extents' NAA IDs) "
-		 "and a VMFS reader to find the disk's blocks on it, which "
-		 "Ferry does not have yet");
-	return false;
+	struct san_where *w;
+	bool ok;
+
+	if (!vm || !d) {
+		/* Whether any VMFS LUN is visible here: a proxy without LUN
+		 * access cannot read any disk with san. */
+		return fy_san_any_vmfs_lun(
+			fy_config_get(env->cfg, "ferry.san.sysfsRoot"),
+			fy_config_get(env->cfg, "ferry.san.devRoot"), why, len);
+	}
+	w = malloc(sizeof(*w));
+	if (!w) {
+		snprintf(why, len, "out of memory");
+		return false;
+	}
+	ok = san_locate(env, vm, d, w, why, len);
+	free(w);
+	return ok;
 }
 
 static bool hotadd_possible(struct fy_transport_env *env,
@@ -500,11 +639,31 @@ static int san_open(struct fy_transport_env *env, const struct fy_vs_vm *vm,
 		    const struct fy_vs_disk *d, struct fy_source **out)
 {
 	char why[FY_ERR_MAX];
+	const char *lunp[FY_VMFS_MAX_LUNS];
+	struct san_where *w = malloc(sizeof(*w));
+	size_t i;
+	int rc;
 
 	(void)snapshot;
 	*out = NULL;
-	san_possible(env, vm, d, why, sizeof(why));
-	return mode_err(-ENOTSUP, "san", "%s", why);
+	if (!w)
+		return mode_err(-ENOMEM, "san", "out of memory");
+	/* d is the snapshot's frozen disk: its flat file does not change
+	 * while the snapshot exists. */
+	if (!san_locate(env, vm, d, w, why, sizeof(why))) {
+		free(w);
+		return mode_err(-ENOTSUP, "san", "%s", why);
+	}
+	for (i = 0; i < w->n; i++)
+		lunp[i] = w->luns[i];
+	rc = fy_san_source_open(lunp, w->n, w->flat, &env->file_opts, out);
+	if (rc < 0)
+		rc = mode_err(rc, "san", "%s", fy_err_msg());
+	else
+		fy_info("san: %s read from %zu LUN(s), %s first", d->file_name,
+			w->n, w->luns[0]);
+	free(w);
+	return rc;
 }
 
 static int hotadd_open(struct fy_transport_env *env, const struct fy_vs_vm *vm,
@@ -640,7 +799,9 @@ const struct fy_transport fy_transports[FY_TRANSPORT_N_MODES] = {
 	[FY_TRANSPORT_SAN] = {
 		.mode = FY_TRANSPORT_SAN, .name = "san",
 		.possible = san_possible, .open = san_open,
-		.file_why = "not built yet",
+		.file_why = "reads the disks of a VM job (backup --vm), or a "
+			    "flat file given as vmfs:LUN[,LUN2]:PATH, not a "
+			    "vsphere-ds: file",
 	},
 	[FY_TRANSPORT_HOTADD] = {
 		.mode = FY_TRANSPORT_HOTADD, .name = "hotadd", .attaches = true,

@@ -30,7 +30,7 @@ static const char *const host_paths[] = {
 	"runtime.inMaintenanceMode", NULL,
 };
 static const char *const ds_paths[] = {
-	"name", "parent", "summary", "host", NULL,
+	"name", "parent", "summary", "host", "info", NULL,
 };
 
 /* ---- entities: names and parents --------------------------------------- */
@@ -225,6 +225,32 @@ static int add_datastore(struct sweep *s, const struct vs_node *o,
 	x = vs_child_i64(sum, "freeSpace", 0);
 	d->free_space = x > 0 ? (uint64_t)x : 0;
 	d->accessible = vs_child_bool(sum, "accessible", true);
+	/* VmfsDatastoreInfo.vmfs.extent[]: which LUNs a san proxy reads. */
+	v = vs_path(vs_prop(o, "info"), "vmfs/extent");
+	for (m = v, n = 0; m; m = vs_next_same(m))
+		n++;
+	if (n > FY_VS_VMFS_MAX_EXTENTS)
+		return fy_err_set(-EPROTO, "vsphere: datastore %s lists %zu VMFS "
+				  "extents (at most %d)", d->name, n,
+				  FY_VS_VMFS_MAX_EXTENTS);
+	if (n) {
+		d->vmfs_extents = vs_arena_array(s->arena, n,
+						 sizeof(*d->vmfs_extents));
+		if (!d->vmfs_extents)
+			return fy_err_set(-ENOMEM, "out of memory");
+		for (m = v; m; m = vs_next_same(m)) {
+			struct fy_vs_vmfs_extent *e =
+				&d->vmfs_extents[d->n_vmfs_extents++];
+			int64_t part = vs_child_i64(m, "partition", 0);
+			const char *dn = vs_child_text(m, "diskName");
+
+			e->disk_name = vs_arena_strdup(s->arena, dn ? dn : "");
+			if (!e->disk_name)
+				return fy_err_set(-ENOMEM, "out of memory");
+			e->partition = part > 0 && part < 128 ? (int32_t)part : 0;
+		}
+		n = 0;
+	}
 	/* Room for the datastore's own mounts now and the hosts' later. */
 	v = vs_prop(o, "host");
 	for (m = vs_first(v); m; m = m->next)

@@ -281,10 +281,22 @@ struct fy_vs_host {
 	size_t n_datastores;
 };
 
+/* A VMFS datastore's extent: a partition of a SCSI LUN
+ * (VmfsDatastoreInfo.vmfs.extent[], HostScsiDiskPartition). */
+#define FY_VS_VMFS_MAX_EXTENTS 32
+struct fy_vs_vmfs_extent {
+	char *disk_name;         /* the LUN's canonical name: "naa.6000c29..." */
+	int32_t partition;
+};
+
 struct fy_vs_datastore {
 	struct fy_vs_moref moref;
 	char *name;
 	char *type;              /* "VMFS", "NFS", "vsan" */
+	/* VMFS only: the LUNs the volume spans, in extent order; at most
+	 * FY_VS_VMFS_MAX_EXTENTS (more are refused as a malformed reply). */
+	struct fy_vs_vmfs_extent *vmfs_extents;
+	size_t n_vmfs_extents;
 	char *url;
 	uint64_t capacity;
 	uint64_t free_space;

@@ -63,12 +63,15 @@ backup_vm() {
 }
 
 note "ferry-agent transports"
+# No LUN of this machine must count: san looks at an empty sysfs.
+mkdir -p "$T/nosan/sys/block"
+echo "ferry.san.sysfsRoot=$T/nosan" >>"$T/agent.conf"
 out=$("$AGENT" transports --config "$T/agent.conf")
 [[ "$out" == https ]] || fail "transports: '$out'"
 out=$("$AGENT" transports --config "$T/agent.conf" --verbose)
 # hotadd's reason is the job's own: this machine is no VM of the simulator.
 grep -q "^hotadd: .*ferry.proxy.moref" <<<"$out" || fail "no hotadd reason: $out"
-grep -q "^san: not built yet" <<<"$out" || fail "no san reason: $out"
+grep -q "^san: no VMFS LUN is visible on this proxy" <<<"$out" || fail "no san reason: $out"
 grep -q "^nbd: needs VMware's VDDK, which is not configured: set libDir" <<<"$out" || fail "no nbd reason: $out"
 "$AGENT" transports --config "$T/agent.conf" --json >"$T/tr.json"
 [[ $(json "$T/tr.json" 'j["modes"]') == https ]] || fail "json: $(cat "$T/tr.json")"
@@ -143,7 +146,7 @@ if "$AGENT" backup --config "$T/agent.conf" --repository 127.0.0.1:1 --source "v
 grep -qF "hotadd: reads whole VMs (ferry-agent backup --vm), not a single disk file" "$T/err" || fail "$(cat "$T/err")"
 if "$AGENT" backup --config "$T/agent.conf" --repository 127.0.0.1:1 --source "vsphere-ds:$FILE" \
   --transport san:nbd --quiet 2>"$T/err"; then fail "san:nbd claimed to work"; fi
-grep -qF "san: not built yet" "$T/err" && grep -qF "nbd: needs VMware's VDDK, which is not configured" "$T/err" || fail "$(cat "$T/err")"
+grep -qF "san: no VMFS LUN is visible on this proxy" "$T/err" && grep -qF "nbd: needs VMware's VDDK, which is not configured" "$T/err" || fail "$(cat "$T/err")"
 if "$AGENT" backup --config "$T/agent.conf" --source "vsphere-ds:$FILE" --transport https:bogus \
   --quiet 2>"$T/err"; then fail "a bogus mode was accepted"; fi
 grep -qF "'bogus' is not a transport mode (san, hotadd, nbdssl, nbd, https)" "$T/err" || fail "$(cat "$T/err")"

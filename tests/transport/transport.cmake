@@ -47,7 +47,7 @@ set_tests_properties(transport.https transport.https_esx PROPERTIES
 # whole ferry_agent library: it needs only nbd, vsphere and hotadd.
 add_executable(test_vm_transport transport/test_vm_transport.c
   ${CMAKE_SOURCE_DIR}/agent/transport.c)
-target_link_libraries(test_vm_transport PRIVATE ferry_nbd ferry_vsphere ferry_hotadd)
+target_link_libraries(test_vm_transport PRIVATE ferry_nbd ferry_vsphere ferry_hotadd ferry_san)
 set_target_properties(test_vm_transport PROPERTIES
   RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 add_test(NAME transport.vm_disk

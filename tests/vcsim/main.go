@@ -33,6 +33,9 @@ type config struct {
 	trace       bool
 	guestRoot   string
 	guestNoWWID bool
+	sanLUNs     map[string]*sanVolume // --san-lun, by datastore
+	mkvmfs6     string
+	sanThick    map[string]bool // --san-thick: VMs laid out thick
 }
 
 // Disks must hold whole 64 KiB change-tracking blocks and stay small enough
@@ -58,8 +61,20 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.trace, "trace", false, "log every SOAP request and response to stderr")
 	fs.BoolVar(&cfg.guestNoWWID, "guest-no-wwid", false, "with --guest-root: the proxy's disks have no device/wwid (disk.EnableUUID off); found by PCI slot and unit only")
 	fs.StringVar(&cfg.guestRoot, "guest-root", "", "emulate the proxy's guest under this directory: hot-added disks appear as loop devices in DIR/sys/block and DIR/dev (needs root; docs/VCSIM.md)")
+	fs.Func("san-lun", "DATASTORE=IMAGE[,IMAGE2]: that datastore is VMFS on these LUN images, rebuilt with --mkvmfs6 whenever a snapshot freezes a disk (repeatable; docs/VCSIM.md)", func(v string) error { return parseSanLUN(cfg, v) })
+	fs.StringVar(&cfg.mkvmfs6, "mkvmfs6", "", "tests/tools/mkvmfs6, for --san-lun")
+	fs.Func("san-thick", "VM whose disks --san-lun volumes hold thick (eager-zeroed) rather than thin (repeatable)", func(v string) error {
+		if cfg.sanThick == nil {
+			cfg.sanThick = map[string]bool{}
+		}
+		cfg.sanThick[v] = true
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if len(cfg.sanLUNs) > 0 && cfg.mkvmfs6 == "" {
+		return nil, errors.New("--san-lun needs --mkvmfs6 PATH")
 	}
 	if fs.NArg() != 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -121,6 +136,9 @@ func run(cfg *config) error {
 		return err
 	}
 	h.setCertificate(cert, certPath)
+	if err := h.setupSAN(); err != nil {
+		return err
+	}
 	if cfg.guestRoot != "" {
 		if err := h.startGuest(cfg.guestRoot, cfg.guestNoWWID); err != nil {
 			return err

@@ -57,6 +57,10 @@ func (h *harness) createSnapshot(c *soapCall) soapReply {
 			h.syncVM(st)
 			return nil, tf
 		}
+		if err := h.rebuildSANFor(st); err != nil {
+			h.syncVM(st)
+			return nil, fileFault(c.this.Value, err)
+		}
 		h.syncVM(st)
 		return snap, nil
 	})
