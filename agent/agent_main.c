@@ -641,6 +641,8 @@ static const struct command {
 	  "VMs, disks, datastores, CBT, snapshots, hot-add checks" },
 	{ "transports", cmd_transports,
 	  "the transport modes this build and proxy can use, in order" },
+	{ "ovf-env", agent_cmd_ovf_env,
+	  "the appliance: OVF properties (ovf-env.xml) to configuration" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,17 @@
+# The proxy appliance (docs/APPLIANCE.md).
+#
+# Label appliance: `ferry-agent ovf-env` against good and broken OVF
+# environments; needs only the build.
+# Label ova: tests of the built .ova (scripts/appliance makes it first;
+# scripts/test runs them after it): its structure as vSphere reads it, and
+# the appliance booted in QEMU (TCG). A missing .ova fails them, it never
+# skips them.
+set(FERRY_OVA ${CMAKE_SOURCE_DIR}/build-appliance/ferry-proxy-${PROJECT_VERSION}.ova)
+
+add_test(NAME appliance.ovf_env
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/appliance/ovf_env.sh ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(appliance.ovf_env PROPERTIES LABELS appliance TIMEOUT 120)
+
+add_test(NAME ova.structure
+  COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/appliance/check_ova.py ${FERRY_OVA})
+set_tests_properties(ova.structure PROPERTIES LABELS ova TIMEOUT 300)
