@@ -383,6 +383,9 @@ func (h *harness) reconfigVM(c *soapCall) soapReply {
 		if tf := h.checkDeviceChanges(vm, &req.Spec); tf != nil {
 			return nil, tf
 		}
+		if tf := h.unplugRemoved(vm, &req.Spec); tf != nil {
+			return nil, tf
+		}
 		wasTracking := trackingEnabled(vm.Config)
 		cbt := req.Spec.ChangeTrackingEnabled
 		toggled := cbt != nil && *cbt != wasTracking
@@ -410,6 +413,7 @@ func (h *harness) reconfigVM(c *soapCall) soapReply {
 			h.syncVM(st)
 		}
 		h.syncProxy(vm)
+		h.syncQMPGuest(vm)
 		return nil, nil
 	})
 }
