@@ -20,7 +20,8 @@ What the guest gets, and what is emulated:
   product "VMware Virtual Platform", serial VMware-xx xx ...), -uuid;
 - the OVF environment as an ISO 9660 CD holding ovf-env.xml (the OVF
   "iso" transport; QEMU's vmport has no guestinfo RPC);
-- a QMP socket DIR/qmp.sock, the serial console in DIR/serial.log,
+- QMP sockets DIR/qmp.sock (for ferry-vcsim) and DIR/qmp-test.sock (for
+  this script's qmp and stop), the serial console in DIR/serial.log,
   the pid in DIR/qemu.pid.
 Boot: exit 0 once TEXT (default: the setup unit's "configured" line, or its
 "NOT CONFIGURED") is on the serial console; 1 with the console's tail when
@@ -99,7 +100,11 @@ def qemu_command(a, vmdk_overlay, iso):
         "-device", "ide-cd,bus=ide.1,unit=0,drive=ovfenv",
         "-netdev", ",".join(net),
         "-device", f"vmxnet3,id=nic0,netdev=net0,mac={a.mac}",
+        # Two QMP monitors: qmp.sock for ferry-vcsim (the hypervisor's
+        # side), qmp-test.sock for the harness (reset, quit); QEMU serves
+        # one client per monitor.
         "-qmp", f"unix:{d}/qmp.sock,server=on,wait=off",
+        "-qmp", f"unix:{d}/qmp-test.sock,server=on,wait=off",
         "-pidfile", f"{d}/qemu.pid", "-daemonize",
     ]
 
@@ -178,7 +183,7 @@ class QMP:
 
 
 def qmp(a):
-    q = QMP(os.path.join(a.dir, "qmp.sock"))
+    q = QMP(os.path.join(a.dir, "qmp-test.sock"))
     r = q.cmd(a.command, json.loads(a.args) if a.args else None)
     print(json.dumps(r))
 
@@ -190,7 +195,7 @@ def stop(a):
     except (FileNotFoundError, ValueError):
         return 0
     try:
-        QMP(os.path.join(a.dir, "qmp.sock"), timeout=5).cmd("quit")
+        QMP(os.path.join(a.dir, "qmp-test.sock"), timeout=5).cmd("quit")
     except Exception:
         pass
     for _ in range(50):
