@@ -19,5 +19,5 @@ set_tests_properties(ova.structure PROPERTIES LABELS ova TIMEOUT 300)
 # One boot serves the status, backup and restore checks; the reset case
 # reboots once more. Needs root, qemu-system-x86_64 and ferry-vcsim.
 add_test(NAME ova.guest
-  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/appliance/guest.sh ${FERRY_OVA} ${CMAKE_BINARY_DIR}/bin)
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/appliance/guest.sh ${FERRY_OVA} ${CMAKE_BINARY_DIR}/bin --reset)
 set_tests_properties(ova.guest PROPERTIES LABELS ova TIMEOUT 1500)

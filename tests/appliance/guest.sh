@@ -15,8 +15,8 @@
 #    SCSI controller, the guest's kernel and udev show them, the agent finds
 #    them by their serial (VPD 0x80), reads them, detaches them; the restore
 #    on the host is byte-identical to the frozen files;
-# 3. only with --reset, NOT YET PASSING (so not in scripts/test): QMP
-#    system_reset while a disk is attached: after the reboot the
+# 3. with --reset (as ctest runs it): QMP system_reset while a disk is
+#    attached: after the reboot the
 #    agent's startup cleanup detaches it (ferry-vcsim unplugs it from the
 #    guest), removes the snapshot, re-enables the methods; `ferry agent
 #    status` says numCleanedUp > 0, numRemaining = 0.
@@ -167,7 +167,7 @@ chain_len() { control GET "disks?vm=$1" | python3 -c "import json,sys; D=json.lo
 echo "ok: backup over hot-add in the guest in ${backup_s} s; both disks restored byte-identical"
 
 if [[ "$RESET" != --reset ]]; then
-  echo "PASS (total $((SECONDS - t_start)) s; the reset case runs with --reset and is not finished)"
+  echo "PASS (total $((SECONDS - t_start)) s; without the reset case, which runs with --reset)"
   exit 0
 fi
 phase "QMP system_reset while a disk of vm-two-disks is attached"
@@ -185,9 +185,18 @@ done
 : >"$GUEST/serial.log"
 python3 "$HERE/qemu_guest.py" qmp "$GUEST" system_reset >/dev/null
 t_reset=$SECONDS
-if wait $b2; then fail "the backup survived a reset of the proxy"; fi
-echo "the interrupted backup: $(tail -n 2 "$T/b2.err" | tr '\n' ' ')"
+# Checked at once: the rebooted agent's startup cleanup may detach it
+# before the client below notices the lost connection.
 [[ $(proxy_disks) -gt 1 ]] || fail "the reset did not leave a disk attached (nothing to clean up)"
+# The client would wait minutes for the lost job to time out: the central
+# server's side is not under test here, so stop it (it must not have
+# reported success).
+if ! kill -0 $b2 2>/dev/null; then
+  if wait $b2; then fail "the backup survived a reset of the proxy"; fi
+else
+  kill $b2 2>/dev/null || true
+  wait $b2 2>/dev/null || true
+fi
 python3 "$HERE/qemu_guest.py" wait "$GUEST" --timeout "$BOOT_TIMEOUT" || fail "the guest did not come back after the reset"
 wait_status 180
 for _ in $(seq 1 60); do
