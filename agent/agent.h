@@ -169,6 +169,9 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 int agent_cmd_vm_backup(int argc, char **argv);
 /* ferry-agent cleanup: the crash self-cleanup (numCleanedUp/numRemaining). */
 int agent_cmd_cleanup(int argc, char **argv);
+/* ferry-agent ovf-env (ovf_apply.c): the proxy appliance's OVF properties
+ * become agent.conf, certificates, network, hostname, SSH key. */
+int agent_cmd_ovf_env(int argc, char **argv);
 
 /* A disk's counters as JSON object members (no braces): "size":...,
  * "blocks", "bytes_read", "bytes_zero", "bytes_deduplicated", "bytes_new",

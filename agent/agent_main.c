@@ -567,6 +567,9 @@ static const struct command {
 	  "the transport modes this build and proxy can use, in order",
 	  "transports [--config FILE] [--source URI ...] [--json] [--verbose]\n"
 	  "         [--set KEY=VALUE] [--log-level N]" },
+	{ "ovf-env", agent_cmd_ovf_env,
+	  "the appliance: OVF properties (ovf-env.xml) to configuration",
+	  "ovf-env [--root DIR] FILE|-" },
 };
 
 static void usage(FILE *f)

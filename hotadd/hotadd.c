@@ -474,12 +474,62 @@ static void rescan_scsi_hosts(struct fy_hotadd *h)
 	closedir(d);
 }
 
-/* Looks through /sys/block for wwid. found: the block name. saw_wwid tells
- * whether any disk had a wwid at all (disk.EnableUUID). */
+/* The unit serial number (SCSI VPD page 0x80) the guest's kernel read from
+ * the device (DIR/device/vpd_pg80: a 4-byte header, then the serial, maybe
+ * padded with spaces); "" when the kernel shows none. */
+static void read_vpd_serial(const char *dir, char *out, size_t outlen)
+{
+	char path[PATH_MAX + 320];
+	unsigned char buf[260];
+	size_t len, i, o = 0;
+	ssize_t n;
+	int fd;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "%s/device/vpd_pg80", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n < 4 || buf[1] != 0x80)
+		return;
+	len = ((size_t)buf[2] << 8) | buf[3];
+	if (len > (size_t)n - 4)
+		len = (size_t)n - 4;
+	for (i = 0; i < len && o + 1 < outlen; i++)
+		if (buf[4 + i] > 0x20 && buf[4 + i] < 0x7f)
+			out[o++] = (char)buf[4 + i];
+	out[o] = '\0';
+}
+
+/* Whether the disk under DIR (a /sys/block/sdX) is the vmdk whose wwid is
+ * "naa.<uuid hex>": its device/wwid says so (ESXi with disk.EnableUUID:
+ * the 128-bit NAA id), or its unit serial number (VPD 0x80) is the uuid's
+ * hex (ESXi shows it too; QEMU's scsi-hd carries the whole uuid only
+ * there, its wwn being 64-bit). has_wwid: the disk shows a wwid at all. */
+bool ha_block_is(const char *dir, const char *wwid, bool *has_wwid)
+{
+	char path[PATH_MAX + 320], buf[256];
+
+	snprintf(path, sizeof(path), "%s/device/wwid", dir);
+	if (ha_read_small(path, buf, sizeof(buf)) < 0)
+		return false;
+	if (has_wwid)
+		*has_wwid = true;
+	if (!strcasecmp(buf, wwid))
+		return true;
+	read_vpd_serial(dir, buf, sizeof(buf));
+	return strlen(wwid) > 4 && buf[0] && !strcasecmp(buf, wwid + 4);
+}
+
+/* Looks through /sys/block for wwid (or its serial, see ha_block_is).
+ * found: the block name. saw_wwid tells whether any disk had a wwid at
+ * all (disk.EnableUUID). */
 int ha_find_block(struct fy_hotadd *h, const char *wwid, char *name,
 		  size_t namelen, bool *saw_wwid)
 {
-	char dir[PATH_MAX], path[PATH_MAX + 300], buf[256];
+	char dir[PATH_MAX], path[PATH_MAX + 300];
 	struct dirent *de;
 	DIR *d;
 	int rc = -ENOENT;
@@ -491,13 +541,8 @@ int ha_find_block(struct fy_hotadd *h, const char *wwid, char *name,
 	while ((de = readdir(d))) {
 		if (de->d_name[0] == '.')
 			continue;
-		snprintf(path, sizeof(path), "%s/%s/device/wwid", dir,
-			 de->d_name);
-		if (ha_read_small(path, buf, sizeof(buf)) < 0)
-			continue;
-		if (saw_wwid)
-			*saw_wwid = true;
-		if (!strcasecmp(buf, wwid)) {
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (ha_block_is(path, wwid, saw_wwid)) {
 			snprintf(name, namelen, "%s", de->d_name);
 			rc = 0;
 			break;
@@ -769,7 +814,7 @@ int ha_guest_remove(struct fy_hotadd *h, const char *name,
 		/* The name may have passed to another disk (ours vanished
 		 * and the kernel reused it): never delete someone else's. */
 		ha_wwid_of_uuid(uuid, want, sizeof(want));
-		if (strcasecmp(was.wwid, want))
+		if (!ha_block_is(dir, want, NULL))
 			return fy_err_set(-ESTALE, "hotadd: %s is %s now, not "
 					  "the disk %s", name, was.wwid, want);
 	}

@@ -34,6 +34,9 @@ bool ha_looks_attached(const struct fy_vs_vm *proxy,
 		       const struct fy_vs_disk *d);
 int ha_find_block(struct fy_hotadd *h, const char *wwid, char *name,
 		  size_t namelen, bool *saw_wwid);
+/* Whether /sys/block/sdX at dir is the disk of that wwid: by its wwid, or
+ * by its unit serial number (VPD 0x80) being the uuid's hex. */
+bool ha_block_is(const char *dir, const char *wwid, bool *has_wwid);
 /* The block device at a controller's PCI slot (slotInfo.pciSlotNumber)
  * and unit, for guests that show no wwids; -ENOENT when none. */
 int ha_find_block_at(struct fy_hotadd *h, int32_t pci_slot, int32_t unit,

@@ -476,6 +476,36 @@ enum fy_vs_hotadd_rule fy_vs_hotadd_check(const struct fy_vs_inventory *inv,
  * controller's own, at most 4 controllers). */
 unsigned fy_vs_hotadd_free_slots(const struct fy_vs_vm *proxy);
 
+/* ---- the OVF environment (ovf-env.xml) ----------------------------------- */
+
+/* What vSphere gives a deployed OVF appliance: its ProductSection
+ * properties, from VMware Tools' guestinfo.ovfEnv or the "iso" transport's
+ * CD. Every size is bounded before anything is allocated. */
+#define FY_OVF_ENV_MAX_BYTES (1024 * 1024)
+#define FY_OVF_ENV_MAX_ELEMENTS 4096
+#define FY_OVF_ENV_MAX_PROPERTIES 256
+#define FY_OVF_ENV_MAX_KEY 128
+#define FY_OVF_ENV_MAX_VALUE (64 * 1024)
+
+struct fy_ovf_property {
+	char *key;
+	char *value;
+};
+
+struct fy_ovf_env {
+	size_t n, cap;
+	struct fy_ovf_property *props;
+};
+
+/* Parses ovf-env.xml: -EFBIG over a bound, -EBADMSG for anything else
+ * wrong (not XML, a DOCTYPE, not an Environment, a Property without key or
+ * value, a key given twice), each with one message naming the property or
+ * line. Elements other than PropertySection/Property are ignored. */
+int fy_ovf_env_parse(const char *buf, size_t len, struct fy_ovf_env **out);
+/* The value of key, or NULL when the environment does not have it. */
+const char *fy_ovf_env_get(const struct fy_ovf_env *env, const char *key);
+void fy_ovf_env_free(struct fy_ovf_env *env);
+
 /* ---- VMDK descriptors -------------------------------------------------- */
 
 /* Bounds on a text descriptor: anything larger is not one. */

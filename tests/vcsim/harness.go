@@ -46,6 +46,8 @@ type harness struct {
 	certPath string
 
 	guest *guest // --guest-root: the proxy's emulated guest, or nil
+	// --guest-qmp: the proxy is a QEMU guest, or nil
+	qmpGuest *qmpGuest
 }
 
 type hostInfo struct {

@@ -282,6 +282,9 @@ func scsiController(kind string, bus int32) types.BaseVirtualDevice {
 }
 
 func (h *harness) createVM(ctx context.Context, spec vmSpec) error {
+	if spec.proxy && h.cfg.proxyMAC != "" {
+		spec.mac = h.cfg.proxyMAC
+	}
 	host := h.hosts[0]
 	if spec.host < len(h.hosts) {
 		host = h.hosts[spec.host]
@@ -292,6 +295,9 @@ func (h *harness) createVM(ctx context.Context, spec vmSpec) error {
 		biosUUID:     vmUUID("bios", spec.name, 0x42),
 		instanceUUID: vmUUID("instance", spec.name, 0x50),
 		vmx:          fmt.Sprintf("[ds1] %s/%s.vmx", spec.name, spec.name),
+	}
+	if spec.proxy && h.cfg.proxyBIOSUUID != "" {
+		st.biosUUID = h.cfg.proxyBIOSUUID
 	}
 
 	// The proxy's own disk stays small whatever --disk-size says.

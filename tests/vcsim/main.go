@@ -36,6 +36,10 @@ type config struct {
 	sanLUNs     map[string]*sanVolume // --san-lun, by datastore
 	mkvmfs6     string
 	sanThick    map[string]bool // --san-thick: VMs laid out thick
+	guestQMP    string
+	// With --guest-qmp: the proxy VM's config.uuid and MAC, the guest's.
+	proxyBIOSUUID string
+	proxyMAC      string
 }
 
 // Disks must hold whole 64 KiB change-tracking blocks and stay small enough
@@ -70,6 +74,7 @@ func parseFlags(args []string) (*config, error) {
 		cfg.sanThick[v] = true
 		return nil
 	})
+	fs.StringVar(&cfg.guestQMP, "guest-qmp", "", "the proxy VM is the QEMU guest behind this QMP socket: its BIOS UUID and MAC, disks hot-plugged into its paravirtual SCSI controller (docs/VCSIM.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -78,6 +83,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if fs.NArg() != 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.guestQMP != "" && cfg.guestRoot != "" {
+		return nil, errors.New("--guest-qmp and --guest-root exclude each other")
 	}
 	if cfg.datadir == "" || cfg.readyFile == "" {
 		return nil, errors.New("--datadir and --ready-file are required")
@@ -131,9 +139,29 @@ func run(cfg *config) error {
 		return err
 	}
 
+	var qmp *qmpClient
+	if cfg.guestQMP != "" {
+		if qmp, err = dialQMP(cfg.guestQMP); err != nil {
+			return err
+		}
+		defer qmp.conn.Close()
+		uuid, mac, err := qmp.guestIdentity()
+		if err != nil {
+			return fmt.Errorf("guest: %w", err)
+		}
+		// vSphere's config.uuid is what Linux prints in product_uuid with
+		// the first three fields byte-swapped; QEMU's -uuid is what the
+		// guest prints.
+		cfg.proxyBIOSUUID, cfg.proxyMAC = swappedUUID(uuid), mac
+	}
 	h, err := newHarness(cfg, addr)
 	if err != nil {
 		return err
+	}
+	if qmp != nil {
+		if err := h.startQMPGuest(qmp); err != nil {
+			return err
+		}
 	}
 	h.setCertificate(cert, certPath)
 	if err := h.setupSAN(); err != nil {

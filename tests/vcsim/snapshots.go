@@ -387,6 +387,9 @@ func (h *harness) reconfigVM(c *soapCall) soapReply {
 		if tf := h.checkDeviceChanges(vm, &req.Spec); tf != nil {
 			return nil, tf
 		}
+		if tf := h.unplugRemoved(vm, &req.Spec); tf != nil {
+			return nil, tf
+		}
 		wasTracking := trackingEnabled(vm.Config)
 		cbt := req.Spec.ChangeTrackingEnabled
 		toggled := cbt != nil && *cbt != wasTracking
@@ -414,6 +417,7 @@ func (h *harness) reconfigVM(c *soapCall) soapReply {
 			h.syncVM(st)
 		}
 		h.syncProxy(vm)
+		h.syncQMPGuest(vm)
 		return nil, nil
 	})
 }
