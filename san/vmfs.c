@@ -693,7 +693,7 @@ static int fd_parse(struct fy_vmfs *v, const uint8_t *b, uint32_t addr,
 static int fd_read(struct fy_vmfs *v, uint32_t addr, struct fd *fd)
 {
 	uint8_t *b;
-	uint64_t off;
+	uint64_t off = 0;
 	int rc;
 
 	if (ADDR_TYPE(addr) != ADDR_FD)
@@ -948,7 +948,7 @@ struct sys_blocks {
 static int sys_block_cb(void *opaque, uint64_t index, uint64_t addr)
 {
 	struct sys_blocks *s = opaque;
-	uint64_t off, len;
+	uint64_t off = 0, len = 0;
 	int rc;
 
 	if (!addr) {
@@ -1190,7 +1190,7 @@ struct file_buf {
 static int dir_block_cb(void *opaque, uint64_t index, uint64_t addr)
 {
 	struct file_buf *f = opaque;
-	uint64_t off, len, at = index * f->block_size, n;
+	uint64_t off = 0, len = 0, at = index * f->block_size, n;
 	int rc;
 
 	n = f->size - at < f->block_size ? f->size - at : f->block_size;
