@@ -21,3 +21,10 @@ set_tests_properties(ova.structure PROPERTIES LABELS ova TIMEOUT 300)
 add_test(NAME ova.guest
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/appliance/guest.sh ${FERRY_OVA} ${CMAKE_BINARY_DIR}/bin --reset)
 set_tests_properties(ova.guest PROPERTIES LABELS ova TIMEOUT 1500)
+
+# The first-boot unit run from the .ova's own root file system (chroot on a
+# copy): the guestinfo transport through a stand-in vmtoolsd, the banner of
+# a broken and of a missing environment. Needs root, loop devices, qemu-img.
+add_test(NAME ova.setup
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/appliance/setup.sh ${FERRY_OVA} ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(ova.setup PROPERTIES LABELS ova TIMEOUT 300)
