@@ -41,10 +41,13 @@ def main(argv):
             if len(f) < 3 or not f[0].isdigit() or not f[2].startswith("("):
                 continue
             ino, mode = int(f[0]), f[1]
+            if not all(c in "01234567" for c in mode):
+                continue
             if ino == 0 or ino in seen:
                 continue
             seen.add(ino)
-            if mode.startswith("40"):
+            # A directory whatever its sticky, setuid and setgid bits.
+            if int(mode, 8) & 0o170000 == 0o040000:
                 nxt.append(ino)
         level = nxt
     # Inodes mke2fs owns that the walk does not reach: the journal (8) and
