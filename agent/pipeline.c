@@ -1,9 +1,9 @@
 /*
  * The block pipeline: a disk goes in, the repository gets what it lacks.
  *
- *   reader thread      reads blocks in order (many at once through the
- *                      source's read_batch), skipping holes the source
- *                      reports;
+ *   reader thread      reads blocks in order (a batch at a time, the
+ *                      next batch started before the previous one is
+ *                      waited for), skipping holes the source reports;
  *   worker threads     hash (SHA-256) every block, then compress only the
  *                      blocks the repository said it lacks;
  *   network (caller)   asks the repository which digests it lacks, in
@@ -29,6 +29,8 @@
 #define POOL_MAX 1024
 /* The reader may run this many blocks ahead of the oldest unfinished one. */
 #define WINDOW_FACTOR 4
+/* The reader asks the source for extents this many blocks at a time. */
+#define EXTENT_WINDOW 1024
 /* Queries are batched; a partial batch goes when nothing came for this
  * long. */
 #define QUERY_BATCH 64
@@ -181,108 +183,188 @@ static int load_extents(struct pipeline *p, struct extent_map *em,
 	return rc;
 }
 
+/* Blocks the reader has started reading, in one batch of the source. */
+struct read_batch {
+	struct fy_io *ios;
+	struct blk **blks;
+	unsigned n;
+};
+
+/*
+ * Takes the blocks from *i on into rb, up to depth of them that need
+ * reading; holes go straight to the network thread. Waits for a free slot
+ * only when may_wait (nothing in flight) and rb is still empty: a reader
+ * that waited while holding unread blocks could wait for itself. Sets
+ * *stop when the pipeline stops.
+ */
+static int gather(struct pipeline *p, struct extent_map *em, uint64_t *i,
+		  struct read_batch *rb, unsigned depth, bool may_wait,
+		  bool *stop)
+{
+	int rc = 0;
+
+	rb->n = 0;
+	while (rb->n < depth && *i < p->nblocks) {
+		struct blk *b;
+		bool data;
+
+		if (*i >= em->first + em->count) {
+			uint64_t cnt = p->nblocks - *i < EXTENT_WINDOW
+					       ? p->nblocks - *i
+					       : EXTENT_WINDOW;
+
+			rc = load_extents(p, em, *i, cnt);
+			if (rc < 0)
+				break;
+		}
+		data = em->has_data[*i - em->first];
+		pthread_mutex_lock(&p->lock);
+		/* Do not start blocks the map window cannot hold. */
+		while (!p->stop && (!p->free.head || *i >= p->emit_limit) &&
+		       rb->n == 0 && may_wait)
+			pthread_cond_wait(&p->cond_free, &p->lock);
+		*stop = p->stop;
+		if (p->stop || !p->free.head || *i >= p->emit_limit) {
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		b = q_pop(&p->free);
+		b->index = *i;
+		b->len = p->src->size - *i * p->block_size < p->block_size
+				 ? p->src->size - *i * p->block_size
+				 : p->block_size;
+		if (!data) {
+			b->state = p->opts->parent ? BLK_PARENT : BLK_HOLE;
+			q_push(&p->netq, b);
+			pthread_cond_signal(&p->cond_net);
+		}
+		pthread_mutex_unlock(&p->lock);
+		(*i)++;
+		if (!data)
+			continue;
+		b->state = BLK_READ;
+		rb->blks[rb->n] = b;
+		rb->ios[rb->n].buf = b->buf;
+		/* O_DIRECT needs aligned lengths; the source fills what lies
+		 * past the end with zeros. */
+		rb->ios[rb->n].len = (b->len + p->src->align - 1) /
+				     p->src->align * p->src->align;
+		if (rb->ios[rb->n].len > p->block_size)
+			rb->ios[rb->n].len = p->block_size;
+		rb->ios[rb->n].offset = b->index * p->block_size;
+		rb->n++;
+	}
+	return rc;
+}
+
+/* Hands rb's blocks to the workers when read, else back to the pool. */
+static void deliver(struct pipeline *p, struct read_batch *rb, bool read,
+		    bool *stop)
+{
+	unsigned k;
+
+	pthread_mutex_lock(&p->lock);
+	for (k = 0; k < rb->n; k++) {
+		q_push(read ? &p->hashq : &p->free, rb->blks[k]);
+		if (read)
+			p->bytes_read += rb->blks[k]->len;
+	}
+	if (rb->n)
+		pthread_cond_broadcast(read ? &p->cond_work : &p->cond_free);
+	*stop = p->stop;
+	pthread_mutex_unlock(&p->lock);
+	rb->n = 0;
+}
+
+static int read_failed(struct pipeline *p, struct read_batch *rb, int rc)
+{
+	return fy_err_wrap(rc, "reading %s at offset %" PRIu64, p->src->name,
+			   rb->blks[0]->index * p->block_size);
+}
+
+/* The reader's first failure is the disk's: a later one would overwrite
+ * its message. Returns the failure to keep. */
+static int first_failure(int rc, int new_rc, char *msg, size_t len)
+{
+	if (rc < 0 || new_rc >= 0)
+		return rc;
+	snprintf(msg, len, "%s", fy_err_msg());
+	return new_rc;
+}
+
+/*
+ * Two batches in flight: the next one is started before the previous one
+ * is waited for, so the source's queue stays full while a batch finishes
+ * (start A, start B, wait A, start C, wait B, ...).
+ */
 static void *reader_main(void *arg)
 {
 	struct pipeline *p = arg;
 	unsigned depth = p->opts->queue_depth ? p->opts->queue_depth : 8;
 	struct extent_map em = { .block_size = p->block_size };
-	struct fy_io *ios = calloc(depth, sizeof(*ios));
-	struct blk **batch = calloc(depth, sizeof(*batch));
-	const uint64_t ext_window = 1024;
+	struct read_batch rb[2] = { { 0 } };
+	struct read_batch *cur = &rb[0], *prev = &rb[1];
+	bool in_flight = false; /* prev is started, not waited for */
+	bool stop = false;
+	char msg[FY_ERR_MAX] = "";
 	uint64_t i = 0;
+	unsigned k;
 	int rc = 0;
 
-	em.has_data = malloc(ext_window);
-	if (!ios || !batch || !em.has_data) {
-		rc = fy_err_set(-ENOMEM, "out of memory");
-		goto out;
+	em.has_data = malloc(EXTENT_WINDOW);
+	for (k = 0; k < 2; k++) {
+		rb[k].ios = calloc(depth, sizeof(*rb[k].ios));
+		rb[k].blks = calloc(depth, sizeof(*rb[k].blks));
 	}
+	if (!em.has_data || !rb[0].ios || !rb[0].blks || !rb[1].ios ||
+	    !rb[1].blks)
+		rc = first_failure(rc, fy_err_set(-ENOMEM, "out of memory"),
+				   msg, sizeof(msg));
 	em.count = 0;
-	while (i < p->nblocks && rc == 0) {
-		unsigned n = 0, k;
+	while (rc == 0 || in_flight) {
+		struct read_batch *t;
+		bool started = false;
+		int r;
 
-		/* Gather up to depth blocks that need reading. */
-		while (n < depth && i < p->nblocks) {
-			struct blk *b;
-			bool data;
-
-			if (i >= em.first + em.count) {
-				uint64_t cnt = p->nblocks - i < ext_window
-						       ? p->nblocks - i
-						       : ext_window;
-
-				rc = load_extents(p, &em, i, cnt);
-				if (rc < 0)
-					break;
-			}
-			data = em.has_data[i - em.first];
-			pthread_mutex_lock(&p->lock);
-			/* Do not start blocks the map window cannot hold; do
-			 * not wait for a slot while holding unread ones. */
-			while (!p->stop && (!p->free.head || i >= p->emit_limit) && n == 0)
-				pthread_cond_wait(&p->cond_free, &p->lock);
-			if (p->stop || !p->free.head || i >= p->emit_limit) {
-				pthread_mutex_unlock(&p->lock);
-				break;
-			}
-			b = q_pop(&p->free);
-			b->index = i;
-			b->len = p->src->size - i * p->block_size < p->block_size
-					 ? p->src->size - i * p->block_size
-					 : p->block_size;
-			if (!data) {
-				b->state = p->opts->parent ? BLK_PARENT
-							   : BLK_HOLE;
-				q_push(&p->netq, b);
-				pthread_cond_signal(&p->cond_net);
-			}
-			pthread_mutex_unlock(&p->lock);
-			i++;
-			if (!data)
-				continue;
-			b->state = BLK_READ;
-			batch[n] = b;
-			ios[n].buf = b->buf;
-			/* O_DIRECT needs aligned lengths; the source fills
-			 * what lies past the end with zeros. */
-			ios[n].len = (b->len + p->src->align - 1) /
-				     p->src->align * p->src->align;
-			if (ios[n].len > p->block_size)
-				ios[n].len = p->block_size;
-			ios[n].offset = b->index * p->block_size;
-			n++;
+		if (rc == 0 && !stop && i < p->nblocks)
+			rc = first_failure(rc, gather(p, &em, &i, cur, depth,
+						      !in_flight, &stop),
+					   msg, sizeof(msg));
+		if (rc == 0 && cur->n) {
+			r = fy_source_start(p->src, cur->ios, cur->n);
+			if (r < 0)
+				r = read_failed(p, cur, r);
+			rc = first_failure(rc, r, msg, sizeof(msg));
+			started = r == 0;
 		}
-		if (n && rc == 0)
-			rc = fy_source_read_batch(p->src, ios, n);
-		pthread_mutex_lock(&p->lock);
-		for (k = 0; k < n; k++) {
-			q_push(rc == 0 ? &p->hashq : &p->free, batch[k]);
-			if (rc == 0)
-				p->bytes_read += batch[k]->len;
+		if (!started)
+			deliver(p, cur, false, &stop);
+		if (in_flight) {
+			r = fy_source_wait(p->src, prev->ios, prev->n);
+			if (r < 0)
+				r = read_failed(p, prev, r);
+			deliver(p, prev, r == 0 && rc == 0, &stop);
+			rc = first_failure(rc, r, msg, sizeof(msg));
 		}
-		if (n)
-			pthread_cond_broadcast(&p->cond_work);
-		if (p->stop) {
-			pthread_mutex_unlock(&p->lock);
+		in_flight = started;
+		if (!in_flight && (stop || i >= p->nblocks))
 			break;
-		}
-		pthread_mutex_unlock(&p->lock);
-		if (rc < 0)
-			rc = fy_err_wrap(rc, "reading %s at offset %" PRIu64,
-					 p->src->name,
-					 batch[0]->index * p->block_size);
+		t = cur;
+		cur = prev;
+		prev = t;
 	}
-out:
 	pthread_mutex_lock(&p->lock);
 	p->read_done = true;
 	if (rc < 0) {
 		p->read_error = rc;
-		snprintf(p->read_msg, sizeof(p->read_msg), "%s", fy_err_msg());
+		snprintf(p->read_msg, sizeof(p->read_msg), "%s", msg);
 	}
 	pthread_cond_broadcast(&p->cond_net);
 	pthread_mutex_unlock(&p->lock);
-	free(ios);
-	free(batch);
+	for (k = 0; k < 2; k++) {
+		free(rb[k].ios);
+		free(rb[k].blks);
+	}
 	free(em.has_data);
 	return NULL;
 }
@@ -852,6 +934,20 @@ static int area_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
 	return fy_source_read_batch(a->inner, ios, n);
 }
 
+static int area_start(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	struct area_source *a = (struct area_source *)src;
+
+	return fy_source_start(a->inner, ios, n);
+}
+
+static int area_wait(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	struct area_source *a = (struct area_source *)src;
+
+	return fy_source_wait(a->inner, ios, n);
+}
+
 /* Reports [offset, offset+length) as the areas' data and zeros between. */
 static int area_extents(struct fy_source *src, uint64_t offset,
 			uint64_t length, fy_extent_cb cb, void *opaque)
@@ -909,6 +1005,8 @@ int fy_area_source_wrap(struct fy_source *src, struct fy_area *areas,
 	a->ops.name = src->ops->name;
 	a->ops.read = area_read;
 	a->ops.read_batch = area_read_batch;
+	a->ops.start = area_start;
+	a->ops.wait = area_wait;
 	a->ops.extents = area_extents;
 	a->ops.close = area_close;
 	a->base = *src;

@@ -151,6 +151,13 @@ struct fy_source_ops {
 	/* Optional: many reads at once (libaio, NBD cookies). Returns 0 when
 	 * every io succeeded, else the first failure; each io has result. */
 	int (*read_batch)(struct fy_source *src, struct fy_io *ios, size_t n);
+	/* Optional, both or neither: start begins a batch's reads and
+	 * returns without waiting for them; wait finishes the oldest batch
+	 * started, which must be ios, and returns as read_batch does. With
+	 * the next batch started before the previous one is waited for, the
+	 * device's queue does not run dry between batches. */
+	int (*start)(struct fy_source *src, struct fy_io *ios, size_t n);
+	int (*wait)(struct fy_source *src, struct fy_io *ios, size_t n);
 	/* Optional: reports extents covering [offset, offset+length) in order
 	 * through cb. A source that does not know reports nothing. */
 	int (*extents)(struct fy_source *src, uint64_t offset, uint64_t length,
@@ -189,6 +196,18 @@ int fy_file_source_open(const char *path,
 int fy_source_read(struct fy_source *src, void *buf, size_t len,
 		   uint64_t offset);
 int fy_source_read_batch(struct fy_source *src, struct fy_io *ios, size_t n);
+/*
+ * read_batch in two halves, so a reader can keep two batches in flight:
+ * start(A), start(B), wait(A), start(C), wait(B), ... At most
+ * FY_SOURCE_MAX_STARTED batches are started and not waited for; their ios
+ * and buffers belong to the source until waited for, and no read or
+ * read_batch may come between. A batch whose start fails (every result
+ * set) is not started and is not waited for. A source without start and
+ * wait reads the batch synchronously in fy_source_wait.
+ */
+#define FY_SOURCE_MAX_STARTED 2
+int fy_source_start(struct fy_source *src, struct fy_io *ios, size_t n);
+int fy_source_wait(struct fy_source *src, struct fy_io *ios, size_t n);
 int fy_source_extents(struct fy_source *src, uint64_t offset, uint64_t length,
 		      fy_extent_cb cb, void *opaque);
 void fy_source_close(struct fy_source *src);

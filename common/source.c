@@ -1,7 +1,8 @@
 /*
  * The dispatcher in front of every source: it checks the caller's side of
  * the contract (alignment, offset overflow) once, so each source can trust
- * what reaches its table, and supplies read_batch for sources without one.
+ * what reaches its table, and supplies read_batch for sources without one
+ * and start / wait for sources that read only synchronously.
  */
 #include "common/common.h"
 
@@ -41,24 +42,33 @@ int fy_source_read(struct fy_source *src, void *buf, size_t len,
 	return src->ops->read(src, buf, len, offset);
 }
 
-int fy_source_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
+/* A contract violation fails the whole batch before any I/O. */
+static int check_batch(const struct fy_source *src, struct fy_io *ios,
+		       size_t n)
 {
-	int first = 0;
-	size_t i;
+	size_t i, j;
 
-	/* A contract violation fails the whole batch before any I/O. */
 	for (i = 0; i < n; i++) {
 		int rc = check_io(src, ios[i].buf, ios[i].len, ios[i].offset);
 
 		if (rc < 0) {
-			size_t j;
-
 			for (j = 0; j < n; j++)
 				ios[j].result = -ECANCELED;
 			ios[i].result = rc;
 			return rc;
 		}
 	}
+	return 0;
+}
+
+int fy_source_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	int first = 0, rc;
+	size_t i;
+
+	rc = check_batch(src, ios, n);
+	if (rc < 0)
+		return rc;
 	if (src->ops->read_batch)
 		return src->ops->read_batch(src, ios, n);
 	for (i = 0; i < n; i++) {
@@ -69,6 +79,23 @@ int fy_source_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
 			first = ios[i].result;
 	}
 	return first;
+}
+
+int fy_source_start(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	int rc = check_batch(src, ios, n);
+
+	if (rc < 0 || !src->ops->start)
+		return rc;
+	return src->ops->start(src, ios, n);
+}
+
+int fy_source_wait(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	/* Without start, nothing was read yet: read it all now. */
+	if (!src->ops->wait)
+		return fy_source_read_batch(src, ios, n);
+	return src->ops->wait(src, ios, n);
 }
 
 int fy_source_extents(struct fy_source *src, uint64_t offset, uint64_t length,

@@ -3,6 +3,9 @@
  * O_DIRECT so a full disk backup neither pollutes nor waits on the page
  * cache; filesystems that refuse O_DIRECT (tmpfs) are read with pread,
  * and so is a source opened with the read cache on (EnableCache).
+ * Up to queue_depth requests are in flight, refilled as each completes;
+ * with two batches started (fy_source_start) the second one's requests
+ * follow the first one's without the queue draining in between.
  * A source is used by one thread at a time.
  */
 #include "common/common.h"
@@ -26,9 +29,22 @@
 /* Retries of a request that returned EAGAIN or made no progress. */
 #define MAX_STALLS 8
 
+/* A batch started and not yet waited for. */
+struct batch {
+	struct fy_io *ios;
+	size_t n;
+	size_t next_io;	   /* the io the next piece comes from */
+	uint64_t next_pos; /* where in it the next piece starts */
+	size_t busy;	   /* its pieces held by requests */
+	int first_error;
+	/* first_error's message, kept while another batch is read. */
+	char msg[FY_ERR_MAX];
+};
+
 /* One libaio request: a piece of at most io_size of one fy_io. */
 struct request {
 	struct iocb iocb;
+	struct batch *batch;
 	struct fy_io *io;
 	uint64_t pos; /* next file offset to read */
 	uint64_t end; /* end of the piece, never beyond the source size */
@@ -50,18 +66,16 @@ struct file_source {
 	struct request *reqs;	 /* queue_depth of them */
 	struct iocb **ready;	 /* built, waiting for io_submit */
 	struct io_event *events; /* queue_depth of them */
-};
-
-/* The progress of one read_batch call. */
-struct batch {
-	struct fy_io *ios;
-	size_t n;
-	size_t next_io;	   /* the io the next piece comes from */
-	uint64_t next_pos; /* where in it the next piece starts */
 	struct request *free;
 	size_t nready;
 	size_t inflight;
-	int first_error;
+	/*
+	 * The batches started and not yet waited for, oldest first, in a
+	 * ring. Free requests take the oldest batch's pieces first, then the
+	 * next one's: while one batch finishes, the next keeps the queue full.
+	 */
+	struct batch started[FY_SOURCE_MAX_STARTED];
+	unsigned oldest, nstarted;
 };
 
 static uint64_t align_down(uint64_t x)
@@ -88,10 +102,10 @@ static void fail(struct file_source *fs, struct batch *b, struct fy_io *io,
 	if (b->first_error)
 		return;
 	b->first_error = rc;
-	fy_err_set(rc, "%s: read of %zu bytes at offset %llu failed at "
-		   "offset %llu: %s", fs->base.name, io->len,
-		   (unsigned long long)io->offset, (unsigned long long)pos,
-		   why ? why : strerror(-rc));
+	snprintf(b->msg, sizeof(b->msg), "%s: read of %zu bytes at offset "
+		 "%llu failed at offset %llu: %s", fs->base.name, io->len,
+		 (unsigned long long)io->offset, (unsigned long long)pos,
+		 why ? why : strerror(-rc));
 }
 
 /*
@@ -236,26 +250,26 @@ static bool next_piece(const struct file_source *fs, struct batch *b,
 	return true;
 }
 
-static void release(struct batch *b, struct request *req)
+/* The request is done with its piece: back to the free list. */
+static void release(struct file_source *fs, struct request *req)
 {
 	req->inflight = false;
-	req->next_free = b->free;
-	b->free = req;
+	req->batch->busy--;
+	req->next_free = fs->free;
+	fs->free = req;
 }
 
-static void queue(struct file_source *fs, struct batch *b,
-		  struct request *req)
+static void queue(struct file_source *fs, struct request *req)
 {
 	io_prep_pread(&req->iocb, fs->fd, buf_at(req->io, req->pos),
 		      request_len(fs, req->pos, req->end), (long long)req->pos);
 	req->iocb.data = req;
 	req->direct = fs->direct;
-	fs->ready[b->nready++] = &req->iocb;
+	fs->ready[fs->nready++] = &req->iocb;
 }
 
 /* Handles res for req, from a completion or a refused submission. */
-static void complete(struct file_source *fs, struct batch *b,
-		     struct request *req, long res)
+static void complete(struct file_source *fs, struct request *req, long res)
 {
 	const char *why;
 	int rc;
@@ -264,46 +278,46 @@ static void complete(struct file_source *fs, struct batch *b,
 	rc = advance(fs, req->io, &req->pos, req->end, res, req->direct,
 		     &req->stalls, &why);
 	if (rc == 0 && fs->use_aio) {
-		queue(fs, b, req);
+		queue(fs, req);
 		return;
 	}
 	if (rc == 0)
-		read_sync(fs, b, req->io, req->pos, req->end);
+		read_sync(fs, req->batch, req->io, req->pos, req->end);
 	else if (rc < 0)
-		fail(fs, b, req->io, req->pos, rc, why);
-	release(b, req);
+		fail(fs, req->batch, req->io, req->pos, rc, why);
+	release(fs, req);
 }
 
-static void submit(struct file_source *fs, struct batch *b)
+static void submit(struct file_source *fs)
 {
 	struct request *req;
 	int got;
 	size_t i;
 
-	got = io_submit(fs->aio, (long)b->nready, fs->ready);
+	got = io_submit(fs->aio, (long)fs->nready, fs->ready);
 	if (got > 0) {
 		for (i = 0; i < (size_t)got; i++)
 			((struct request *)fs->ready[i]->data)->inflight = true;
-		b->inflight += (size_t)got;
-		b->nready -= (size_t)got;
+		fs->inflight += (size_t)got;
+		fs->nready -= (size_t)got;
 		memmove(fs->ready, fs->ready + got,
-			b->nready * sizeof(fs->ready[0]));
+			fs->nready * sizeof(fs->ready[0]));
 		return;
 	}
 	/* Out of kernel resources with requests in flight: reap first. */
-	if ((got == -EAGAIN || got == 0) && b->inflight > 0)
+	if ((got == -EAGAIN || got == 0) && fs->inflight > 0)
 		return;
 	/* An error of io_submit belongs to the first request. */
 	req = fs->ready[0]->data;
-	b->nready--;
-	memmove(fs->ready, fs->ready + 1, b->nready * sizeof(fs->ready[0]));
+	fs->nready--;
+	memmove(fs->ready, fs->ready + 1, fs->nready * sizeof(fs->ready[0]));
 	if (got == -EAGAIN || got == 0) {
 		/* Nothing in flight to wait for: read this one directly. */
-		read_sync(fs, b, req->io, req->pos, req->end);
-		release(b, req);
+		read_sync(fs, req->batch, req->io, req->pos, req->end);
+		release(fs, req);
 		return;
 	}
-	complete(fs, b, req, got);
+	complete(fs, req, got);
 }
 
 /*
@@ -311,7 +325,7 @@ static void submit(struct file_source *fs, struct batch *b)
  * waits for what is in flight, so no buffer is written after we return,
  * and the source goes on with pread.
  */
-static void abandon_aio(struct file_source *fs, struct batch *b, int rc)
+static void abandon_aio(struct file_source *fs, int rc)
 {
 	size_t i;
 
@@ -323,28 +337,28 @@ static void abandon_aio(struct file_source *fs, struct batch *b, int rc)
 
 		if (!req->inflight)
 			continue;
-		fail(fs, b, req->io, req->pos, rc, NULL);
-		release(b, req);
+		fail(fs, req->batch, req->io, req->pos, rc, NULL);
+		release(fs, req);
 	}
-	b->inflight = 0;
+	fs->inflight = 0;
 	fy_warn("%s: asynchronous I/O failed (%s); using synchronous reads",
 		fs->base.name, strerror(-rc));
 }
 
-static void reap(struct file_source *fs, struct batch *b)
+static void reap(struct file_source *fs)
 {
 	int got, i;
 
-	got = io_getevents(fs->aio, 1, (long)b->inflight, fs->events, NULL);
+	got = io_getevents(fs->aio, 1, (long)fs->inflight, fs->events, NULL);
 	if (got == -EINTR)
 		return;
 	if (got < 0) {
-		abandon_aio(fs, b, got);
+		abandon_aio(fs, got);
 		return;
 	}
-	b->inflight -= (size_t)got;
+	fs->inflight -= (size_t)got;
 	for (i = 0; i < got; i++)
-		complete(fs, b, fs->events[i].data, (long)fs->events[i].res);
+		complete(fs, fs->events[i].data, (long)fs->events[i].res);
 }
 
 /*
@@ -379,14 +393,42 @@ static void read_ahead(struct file_source *fs, const struct fy_io *ios,
 			    POSIX_FADV_WILLNEED);
 }
 
-static int file_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
+/* Hands every free request a piece, the oldest started batch's first. */
+static void fill(struct file_source *fs)
+{
+	unsigned k;
+
+	for (k = 0; k < fs->nstarted && fs->use_aio && fs->free; k++) {
+		struct batch *b =
+			&fs->started[(fs->oldest + k) % FY_SOURCE_MAX_STARTED];
+		struct request *req;
+		struct fy_io *io;
+		uint64_t pos, end;
+
+		while (fs->free && next_piece(fs, b, &io, &pos, &end)) {
+			req = fs->free;
+			fs->free = req->next_free;
+			*req = (struct request){ .batch = b, .io = io,
+						 .pos = pos, .end = end };
+			b->busy++;
+			queue(fs, req);
+		}
+	}
+}
+
+static int file_start(struct fy_source *src, struct fy_io *ios, size_t n)
 {
 	struct file_source *fs = (struct file_source *)src;
-	struct batch b = { .ios = ios, .n = n };
+	struct batch *b;
 	struct fy_io *io;
-	uint64_t pos, end;
 	size_t i;
 
+	if (fs->nstarted == FY_SOURCE_MAX_STARTED) {
+		for (i = 0; i < n; i++)
+			ios[i].result = -EBUSY;
+		return fy_err_set(-EBUSY, "%s: %u batches started already",
+				  src->name, fs->nstarted);
+	}
 	for (i = 0; i < n; i++) {
 		const char *why = NULL;
 		size_t j;
@@ -421,43 +463,75 @@ static int file_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
 	}
 	if (fs->cached)
 		read_ahead(fs, ios, n);
+	b = &fs->started[(fs->oldest + fs->nstarted) % FY_SOURCE_MAX_STARTED];
+	*b = (struct batch){ .ios = ios, .n = n };
 	if (n > 0)
-		b.next_pos = ios[0].offset;
-	for (i = 0; i < fs->queue_depth; i++)
-		release(&b, &fs->reqs[i]);
+		b->next_pos = ios[0].offset;
+	fs->nstarted++;
+	fill(fs);
+	if (fs->nready > 0)
+		submit(fs);
+	return 0;
+}
 
+static int file_wait(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	struct file_source *fs = (struct file_source *)src;
+	struct batch *b = &fs->started[fs->oldest];
+	struct fy_io *io;
+	uint64_t pos, end;
+	size_t i;
+	int rc;
+
+	if (fs->nstarted == 0 || b->ios != ios || b->n != n)
+		return fy_err_set(-EINVAL, "%s: wait for a batch that is not "
+				  "the oldest one started", src->name);
 	for (;;) {
-		while (fs->use_aio && b.free &&
-		       next_piece(fs, &b, &io, &pos, &end)) {
-			struct request *req = b.free;
-
-			b.free = req->next_free;
-			req->io = io;
-			req->pos = pos;
-			req->end = end;
-			req->stalls = 0;
-			queue(fs, &b, req);
-		}
+		fill(fs);
 		if (!fs->use_aio) {
-			/* Buffered, or O_DIRECT refused during this batch. */
-			for (i = 0; i < b.nready; i++) {
+			/* Buffered, or O_DIRECT refused on the way. */
+			for (i = 0; i < fs->nready; i++) {
 				struct request *req = fs->ready[i]->data;
 
-				read_sync(fs, &b, req->io, req->pos, req->end);
-				release(&b, req);
+				read_sync(fs, req->batch, req->io, req->pos,
+					  req->end);
+				release(fs, req);
 			}
-			b.nready = 0;
-			while (next_piece(fs, &b, &io, &pos, &end))
-				read_sync(fs, &b, io, pos, end);
+			fs->nready = 0;
+			while (next_piece(fs, b, &io, &pos, &end))
+				read_sync(fs, b, io, pos, end);
 		}
-		if (b.nready > 0)
-			submit(fs, &b);
-		if (b.inflight > 0)
-			reap(fs, &b);
-		else if (b.nready == 0 && !more_pieces(fs, &b))
+		/* Submitted before returning, so the next batch's pieces
+		 * are read while the caller works on this one. */
+		if (fs->nready > 0)
+			submit(fs);
+		if (b->busy == 0 && !more_pieces(fs, b))
 			break;
+		if (fs->inflight > 0)
+			reap(fs);
 	}
-	return b.first_error;
+	rc = b->first_error;
+	if (rc)
+		fy_err_set(rc, "%s", b->msg);
+	fs->oldest = (fs->oldest + 1) % FY_SOURCE_MAX_STARTED;
+	fs->nstarted--;
+	return rc;
+}
+
+static int file_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	struct file_source *fs = (struct file_source *)src;
+	size_t i;
+	int rc;
+
+	if (fs->nstarted > 0) {
+		for (i = 0; i < n; i++)
+			ios[i].result = -EBUSY;
+		return fy_err_set(-EBUSY, "%s: read while %u batches are "
+				  "started", src->name, fs->nstarted);
+	}
+	rc = file_start(src, ios, n);
+	return rc < 0 ? rc : file_wait(src, ios, n);
 }
 
 static int file_read(struct fy_source *src, void *buf, size_t len,
@@ -601,6 +675,8 @@ static const struct fy_source_ops file_ops = {
 	.name = "file",
 	.read = file_read,
 	.read_batch = file_read_batch,
+	.start = file_start,
+	.wait = file_wait,
 	.extents = file_extents,
 	.close = file_close,
 };
@@ -610,6 +686,8 @@ static const struct fy_source_ops block_device_ops = {
 	.name = "file",
 	.read = file_read,
 	.read_batch = file_read_batch,
+	.start = file_start,
+	.wait = file_wait,
 	.close = file_close,
 };
 
@@ -621,6 +699,7 @@ int fy_file_source_open(const char *path,
 	struct file_source *fs;
 	struct stat st;
 	int flags = O_RDONLY | O_CLOEXEC;
+	unsigned i;
 	int rc;
 
 	if (opts)
@@ -712,6 +791,10 @@ int fy_file_source_open(const char *path,
 	if (!fs->reqs || !fs->ready || !fs->events) {
 		rc = fy_err_set(-ENOMEM, "%s: out of memory", path);
 		goto out;
+	}
+	for (i = 0; i < fs->queue_depth; i++) {
+		fs->reqs[i].next_free = fs->free;
+		fs->free = &fs->reqs[i];
 	}
 	*out = &fs->base;
 	return 0;

@@ -988,6 +988,20 @@ static int hs_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
 	return fy_source_read_batch(s->inner, ios, n);
 }
 
+static int hs_start(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	struct hotadd_source *s = (struct hotadd_source *)src;
+
+	return fy_source_start(s->inner, ios, n);
+}
+
+static int hs_wait(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	struct hotadd_source *s = (struct hotadd_source *)src;
+
+	return fy_source_wait(s->inner, ios, n);
+}
+
 static int hs_extents(struct fy_source *src, uint64_t offset, uint64_t length,
 		      fy_extent_cb cb, void *opaque)
 {
@@ -1024,6 +1038,8 @@ static const struct fy_source_ops hotadd_ops = {
 	.name = "hotadd",
 	.read = hs_read,
 	.read_batch = hs_read_batch,
+	.start = hs_start,
+	.wait = hs_wait,
 	.extents = hs_extents,
 	.close = hs_close,
 };

@@ -2,8 +2,9 @@
  * The san source: a flat file on a VMFS6 volume, read through its extent
  * map. Each LUN is one of common's file sources (O_RDONLY | O_DIRECT,
  * libaio); a batch of reads becomes, per LUN, one batch of pieces at the
- * mapped offsets, so several requests are in flight. Holes and
- * to-be-zeroed ranges are zero-filled and never read from the LUN.
+ * mapped offsets, started on every LUN before any is waited for, so
+ * several requests are in flight on each. Holes and to-be-zeroed ranges
+ * are zero-filled and never read from the LUN.
  */
 #include "san/san.h"
 
@@ -13,8 +14,22 @@
 #include <string.h>
 
 #define SAN_ALIGN 4096
-/* The most pieces one batch may split into (bounded, allocated per call). */
+/* The most pieces one batch may split into (bounded, grown as needed). */
 #define MAX_PIECES (1u << 16)
+
+/* One LUN's share of a batch: the pieces handed to its file source. */
+struct lun_pieces {
+	struct fy_io *ios;
+	size_t *owner; /* the index of the caller's io each piece is of */
+	size_t n, cap;
+};
+
+/* A batch started on the LUNs and not yet waited for. */
+struct san_batch {
+	struct fy_io *ios;
+	size_t n;
+	struct lun_pieces lun[FY_VMFS_MAX_LUNS];
+};
 
 struct san_source {
 	struct fy_source base; /* first: the table's functions cast back */
@@ -23,6 +38,9 @@ struct san_source {
 	char lun_names[FY_VMFS_MAX_LUNS][256];
 	size_t nluns;
 	struct fy_vmfs_map map;
+	/* Oldest first, in a ring; the piece arrays are kept for reuse. */
+	struct san_batch started[FY_SOURCE_MAX_STARTED];
+	unsigned oldest, nstarted;
 };
 
 /* Metadata reads of the reader: any offset and length, through the
@@ -63,20 +81,53 @@ static size_t run_find(const struct fy_vmfs_map *m, uint64_t offset)
 	return lo;
 }
 
-static int san_read_batch(struct fy_source *base, struct fy_io *ios, size_t n)
+/* Appends a piece for the caller's io number owner to lp. */
+static int add_piece(struct san_source *s, struct lun_pieces *lp,
+		     size_t total, struct fy_io piece, size_t owner)
 {
-	struct san_source *s = (struct san_source *)base;
-	const struct fy_vmfs_map *m = &s->map;
-	struct fy_io *pieces = NULL;
-	size_t *owner = NULL, np = 0, cap = 0, i, l;
-	int first = 0, rc;
+	if (total >= MAX_PIECES)
+		return fy_err_set(-E2BIG, "%s: a batch of reads is in more "
+				  "than %u pieces", s->base.name, MAX_PIECES);
+	if (lp->n == lp->cap) {
+		size_t nc = lp->cap ? lp->cap * 2 : 64;
+		void *p;
 
-	for (i = 0; i < n; i++) {
-		struct fy_io *io = &ios[i];
+		p = realloc(lp->ios, nc * sizeof(*lp->ios));
+		if (!p)
+			return fy_err_set(-ENOMEM, "out of memory");
+		lp->ios = p;
+		p = realloc(lp->owner, nc * sizeof(*lp->owner));
+		if (!p)
+			return fy_err_set(-ENOMEM, "out of memory");
+		lp->owner = p;
+		lp->cap = nc;
+	}
+	lp->ios[lp->n] = piece;
+	lp->owner[lp->n] = owner;
+	lp->n++;
+	return 0;
+}
+
+/*
+ * Fills b's ios from the map: holes and to-be-zeroed ranges with zeros,
+ * resident data from the descriptor, and the data runs as pieces of the
+ * LUNs that hold them.
+ */
+static int split(struct san_source *s, struct san_batch *b)
+{
+	const struct fy_vmfs_map *m = &s->map;
+	size_t i, l, total = 0;
+	int rc;
+
+	for (l = 0; l < s->nluns; l++)
+		b->lun[l].n = 0;
+	for (i = 0; i < b->n; i++)
+		b->ios[i].result = 0;
+	for (i = 0; i < b->n; i++) {
+		struct fy_io *io = &b->ios[i];
 		uint64_t pos = io->offset, end = io->offset + io->len;
 		size_t r = run_find(m, pos);
 
-		io->result = 0;
 		/* Past the end of the file: zeros. */
 		if (end > m->size) {
 			uint64_t from = pos > m->size ? pos : m->size;
@@ -87,93 +138,140 @@ static int san_read_batch(struct fy_source *base, struct fy_io *ios, size_t n)
 		}
 		for (; pos < end && r < m->n; r++) {
 			const struct fy_vmfs_run *run = &m->runs[r];
-			uint64_t a = pos, b = run->offset + run->length;
+			uint64_t a = pos, e = run->offset + run->length;
 			char *dst = (char *)io->buf + (a - io->offset);
+			struct fy_io piece;
 
-			if (b > end)
-				b = end;
+			if (e > end)
+				e = end;
 			switch (run->kind) {
 			case FY_VMFS_RUN_DATA:
-				if (np == cap) {
-					size_t nc = cap ? cap * 2 : 64;
-					void *p1, *p2;
-
-					if (nc > MAX_PIECES) {
-						first = fy_err_set(-E2BIG,
-							"%s: a batch of %zu reads "
-							"is in more than %u pieces",
-							base->name, n, MAX_PIECES);
-						goto out;
-					}
-					p1 = realloc(pieces, nc * sizeof(*pieces));
-					if (p1)
-						pieces = p1;
-					p2 = realloc(owner, nc * sizeof(*owner));
-					if (p2)
-						owner = p2;
-					if (!p1 || !p2) {
-						first = fy_err_set(-ENOMEM,
-							"out of memory");
-						goto out;
-					}
-					cap = nc;
-				}
 				/* The last piece of the file is rounded up
 				 * to the alignment; its tail is zeroed after
 				 * the read. */
-				pieces[np].buf = dst;
-				pieces[np].len = (size_t)(b - a);
-				if (b == m->size)
-					pieces[np].len = (pieces[np].len +
-							  SAN_ALIGN - 1) &
-							 ~(size_t)(SAN_ALIGN - 1);
-				pieces[np].offset = run->lun_offset +
-						    (a - run->offset);
-				pieces[np].result = (int)run->lun;
-				owner[np] = i;
-				np++;
+				piece = (struct fy_io){
+					.buf = dst,
+					.len = (size_t)(e - a),
+					.offset = run->lun_offset +
+						  (a - run->offset),
+				};
+				if (e == m->size)
+					piece.len = (piece.len + SAN_ALIGN - 1) &
+						    ~(size_t)(SAN_ALIGN - 1);
+				rc = add_piece(s, &b->lun[run->lun], total,
+					       piece, i);
+				if (rc < 0)
+					return rc;
+				total++;
 				break;
 			case FY_VMFS_RUN_RESIDENT:
-				memcpy(dst, s->map.resident + a, (size_t)(b - a));
+				memcpy(dst, s->map.resident + a, (size_t)(e - a));
 				break;
 			default:
-				memset(dst, 0, (size_t)(b - a));
+				memset(dst, 0, (size_t)(e - a));
 				break;
 			}
-			pos = b;
+			pos = e;
 		}
 	}
-	/* One batch per LUN, all of its pieces in flight together. */
-	for (l = 0; l < s->nluns; l++) {
-		struct fy_io *mine;
-		size_t k, nm = 0;
+	return 0;
+}
 
-		for (k = 0; k < np; k++)
-			nm += pieces[k].result == (int)l;
-		if (!nm)
+/*
+ * Waits for b's pieces on every LUN, in LUN order, and gives each caller's
+ * io its pieces' first failure. Returns the first LUN's failure, with its
+ * message.
+ */
+static int wait_luns(struct san_source *s, struct san_batch *b, size_t nluns)
+{
+	char msg[FY_ERR_MAX] = "";
+	size_t l, k;
+	int first = 0, rc;
+
+	for (l = 0; l < nluns; l++) {
+		struct lun_pieces *lp = &b->lun[l];
+
+		if (!lp->n)
 			continue;
-		mine = malloc(nm * sizeof(*mine));
-		if (!mine) {
-			first = fy_err_set(-ENOMEM, "out of memory");
-			goto out;
+		rc = fy_source_wait(s->lun_src[l], lp->ios, lp->n);
+		for (k = 0; k < lp->n; k++)
+			if (lp->ios[k].result < 0 &&
+			    b->ios[lp->owner[k]].result == 0)
+				b->ios[lp->owner[k]].result = lp->ios[k].result;
+		if (rc < 0 && !first) {
+			first = fy_err_wrap(rc, "%s", s->base.name);
+			snprintf(msg, sizeof(msg), "%s", fy_err_msg());
 		}
-		nm = 0;
-		for (k = 0; k < np; k++)
-			if (pieces[k].result == (int)l)
-				mine[nm++] = pieces[k];
-		rc = fy_source_read_batch(s->lun_src[l], mine, nm);
-		nm = 0;
-		for (k = 0; k < np; k++) {
-			if (pieces[k].result != (int)l)
-				continue;
-			if (mine[nm].result < 0 && ios[owner[k]].result == 0)
-				ios[owner[k]].result = mine[nm].result;
-			nm++;
-		}
-		free(mine);
-		if (rc < 0 && !first)
-			first = fy_err_wrap(rc, "%s", base->name);
 	}
+	if (first)
+		fy_err_set(first, "%s", msg);
+	return first;
+}
+
+/* Every io of b without a failure of its own gets the batch's. */
+static int fail_batch(struct san_batch *b, int rc)
+{
+	size_t i;
+
+	for (i = 0; i < b->n; i++)
+		if (b->ios[i].result == 0)
+			b->ios[i].result = rc;
+	return rc;
+}
+
+static int san_start(struct fy_source *base, struct fy_io *ios, size_t n)
+{
+	struct san_source *s = (struct san_source *)base;
+	struct san_batch *b;
+	char msg[FY_ERR_MAX];
+	size_t l;
+	int rc;
+
+	if (s->nstarted == FY_SOURCE_MAX_STARTED) {
+		rc = fy_err_set(-EBUSY, "%s: %u batches started already",
+				base->name, s->nstarted);
+		for (l = 0; l < n; l++)
+			ios[l].result = rc;
+		return rc;
+	}
+	b = &s->started[(s->oldest + s->nstarted) % FY_SOURCE_MAX_STARTED];
+	b->ios = ios;
+	b->n = n;
+	rc = split(s, b);
+	if (rc < 0)
+		return fail_batch(b, rc);
+	for (l = 0; l < s->nluns; l++) {
+		if (!b->lun[l].n)
+			continue;
+		rc = fy_source_start(s->lun_src[l], b->lun[l].ios, b->lun[l].n);
+		if (rc < 0)
+			break;
+	}
+	if (rc < 0) {
+		/* The LUNs started before this one read into the caller's
+		 * buffers: they are waited for before the batch fails. */
+		rc = fy_err_wrap(rc, "%s", base->name);
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		wait_luns(s, b, l);
+		fy_err_set(rc, "%s", msg);
+		return fail_batch(b, rc);
+	}
+	s->nstarted++;
+	return 0;
+}
+
+static int san_wait(struct fy_source *base, struct fy_io *ios, size_t n)
+{
+	struct san_source *s = (struct san_source *)base;
+	const struct fy_vmfs_map *m = &s->map;
+	struct san_batch *b = &s->started[s->oldest];
+	size_t i;
+	int rc;
+
+	if (s->nstarted == 0 || b->ios != ios || b->n != n)
+		return fy_err_set(-EINVAL, "%s: wait for a batch that is not "
+				  "the oldest one started", base->name);
+	rc = wait_luns(s, b, s->nluns);
 	/* Zero what lies past the file's end inside the rounded last piece. */
 	for (i = 0; i < n; i++) {
 		uint64_t end = ios[i].offset + ios[i].len;
@@ -182,14 +280,25 @@ static int san_read_batch(struct fy_source *base, struct fy_io *ios, size_t n)
 			memset((char *)ios[i].buf + (m->size - ios[i].offset), 0,
 			       (size_t)(end - m->size));
 	}
-out:
-	if (first)
+	s->oldest = (s->oldest + 1) % FY_SOURCE_MAX_STARTED;
+	s->nstarted--;
+	return rc < 0 ? fail_batch(b, rc) : 0;
+}
+
+static int san_read_batch(struct fy_source *base, struct fy_io *ios, size_t n)
+{
+	struct san_source *s = (struct san_source *)base;
+	size_t i;
+	int rc;
+
+	if (s->nstarted > 0) {
 		for (i = 0; i < n; i++)
-			if (ios[i].result == 0)
-				ios[i].result = first;
-	free(pieces);
-	free(owner);
-	return first;
+			ios[i].result = -EBUSY;
+		return fy_err_set(-EBUSY, "%s: read while %u batches are "
+				  "started", base->name, s->nstarted);
+	}
+	rc = san_start(base, ios, n);
+	return rc < 0 ? rc : san_wait(base, ios, n);
 }
 
 static int san_read(struct fy_source *base, void *buf, size_t len,
@@ -229,10 +338,16 @@ static int san_extents(struct fy_source *base, uint64_t offset,
 static void san_close(struct fy_source *base)
 {
 	struct san_source *s = (struct san_source *)base;
-	size_t i;
+	size_t i, l;
 
 	for (i = 0; i < s->nluns; i++)
 		fy_source_close(s->lun_src[i]);
+	for (i = 0; i < FY_SOURCE_MAX_STARTED; i++) {
+		for (l = 0; l < FY_VMFS_MAX_LUNS; l++) {
+			free(s->started[i].lun[l].ios);
+			free(s->started[i].lun[l].owner);
+		}
+	}
 	fy_vmfs_map_release(&s->map);
 	free(s);
 }
@@ -241,6 +356,8 @@ static const struct fy_source_ops san_ops = {
 	.name = "san",
 	.read = san_read,
 	.read_batch = san_read_batch,
+	.start = san_start,
+	.wait = san_wait,
 	.extents = san_extents,
 	.close = san_close,
 };

@@ -450,6 +450,163 @@ static void test_errors(const char *dir)
 	CHECK(strstr(fy_err_msg(), "/nonexistent/x") != NULL);
 }
 
+/* ios of len bytes each from off on, buffers filled with garbage. */
+static void make_ios(struct fy_io *ios, size_t n, uint64_t off, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		ios[i].buf = fy_aligned_alloc(len);
+		memset(ios[i].buf, 0xa5, len);
+		ios[i].len = len;
+		ios[i].offset = off + i * len;
+		ios[i].result = 1;
+	}
+}
+
+static void check_ios(struct fy_io *ios, size_t n, const uint8_t *expect)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		CHECK(ios[i].result == 0);
+		CHECK(!memcmp(ios[i].buf, expect + ios[i].offset, ios[i].len));
+		free(ios[i].buf);
+	}
+}
+
+/*
+ * Two batches in flight (start A, start B, wait A, start C, wait B, wait
+ * C), with more pieces than requests, O_DIRECT and buffered: the bytes
+ * are the file's, and the contract (oldest first, at most two, no read
+ * between) is enforced by name.
+ */
+static void test_two_batches(const char *dir)
+{
+	static const bool no_direct[] = { false, true };
+	char path[512];
+	struct fy_io a[5], b[5], c[3], extra;
+	uint8_t *expect;
+	size_t k, i;
+
+	snprintf(path, sizeof(path), "%s/test_file_source_two.img", dir);
+	expect = make_file(path);
+	for (k = 0; k < 2; k++) {
+		struct fy_file_source_opts opts = { .queue_depth = 4,
+						    .io_size = 64 * KiB,
+						    .no_direct = no_direct[k] };
+		struct fy_source *src = NULL;
+
+		CHECK_RC(fy_file_source_open(path, &opts, &src));
+		if (!src)
+			continue;
+		make_ios(a, 5, 0, 1 * MiB);
+		make_ios(b, 5, 5 * MiB, 512 * KiB);
+		/* The last batch runs past the end: zeros. */
+		make_ios(c, 3, 7 * MiB + 512 * KiB, 1 * MiB);
+		CHECK_RC(fy_source_start(src, a, 5));
+		CHECK_RC(fy_source_start(src, b, 5));
+
+		make_ios(&extra, 1, 0, 4096);
+		CHECK(fy_source_start(src, &extra, 1) == -EBUSY);
+		CHECK(extra.result == -EBUSY);
+		CHECK(strstr(fy_err_msg(), "2 batches started") != NULL);
+		CHECK(fy_source_read_batch(src, &extra, 1) == -EBUSY);
+		CHECK(fy_source_read(src, extra.buf, 4096, 0) == -EBUSY);
+		CHECK(strstr(fy_err_msg(), "started") != NULL);
+		free(extra.buf);
+		CHECK(fy_source_wait(src, b, 5) == -EINVAL);
+		CHECK(strstr(fy_err_msg(), "oldest") != NULL);
+
+		CHECK_RC(fy_source_wait(src, a, 5));
+		check_ios(a, 5, expect);
+		CHECK_RC(fy_source_start(src, c, 3));
+		CHECK_RC(fy_source_wait(src, b, 5));
+		check_ios(b, 5, expect);
+		CHECK_RC(fy_source_wait(src, c, 3));
+		check_ios(c, 3, expect);
+		/* Nothing started: reads work again. */
+		read_and_compare(src, expect, FILE_SIZE);
+		fy_source_close(src);
+	}
+	unlink(path);
+	free(expect);
+
+	/* Each batch has its own failure and message: a batch cut short
+	 * by a truncation fails, the batch started after it does not. */
+	{
+		struct fy_source *src = NULL;
+		uint8_t *buf = fy_aligned_alloc(64 * KiB);
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/test_file_source_two_short.img",
+			 dir);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		memset(buf, 7, 64 * KiB);
+		CHECK_RC(fy_pwrite_all(fd, buf, 64 * KiB, 0));
+		CHECK_RC(fy_file_source_open(path, NULL, &src));
+		CHECK(ftruncate(fd, 16 * KiB) == 0);
+		close(fd);
+		free(buf);
+		if (src) {
+			make_ios(a, 2, 32 * KiB, 16 * KiB);
+			make_ios(b, 2, 0, 8 * KiB);
+			CHECK_RC(fy_source_start(src, a, 2));
+			CHECK_RC(fy_source_start(src, b, 2));
+			CHECK(fy_source_wait(src, a, 2) == -EIO);
+			CHECK(a[0].result == -EIO && a[1].result == -EIO);
+			CHECK(strstr(fy_err_msg(), "read of 16384 bytes at "
+					"offset 32768") != NULL);
+			CHECK(strstr(fy_err_msg(), "truncated") != NULL);
+			fy_err_clear();
+			CHECK_RC(fy_source_wait(src, b, 2));
+			for (i = 0; i < 2; i++) {
+				CHECK(b[i].result == 0);
+				CHECK(((uint8_t *)b[i].buf)[0] == 7);
+				free(a[i].buf);
+				free(b[i].buf);
+			}
+			fy_source_close(src);
+		}
+		unlink(path);
+	}
+}
+
+/* A source that only reads one io at a time. */
+static int counting_read(struct fy_source *src, void *buf, size_t len,
+			 uint64_t offset)
+{
+	(void)src;
+	memset(buf, (int)(offset / 4096) + 1, len);
+	return 0;
+}
+
+/* Without start and wait, the dispatcher reads the batch in wait. */
+static void test_start_fallback(void)
+{
+	static const struct fy_source_ops ops = { .name = "plain",
+						  .read = counting_read };
+	struct fy_source src = { .ops = &ops, .size = 1 * MiB, .align = 4096 };
+	struct fy_io ios[2];
+	size_t i;
+
+	make_ios(ios, 2, 8192, 4096);
+	CHECK_RC(fy_source_start(&src, ios, 2));
+	/* Started, not read yet. */
+	CHECK(((uint8_t *)ios[0].buf)[0] == 0xa5);
+	CHECK_RC(fy_source_wait(&src, ios, 2));
+	for (i = 0; i < 2; i++) {
+		CHECK(ios[i].result == 0);
+		CHECK(((uint8_t *)ios[i].buf)[4095] == 3 + i);
+		free(ios[i].buf);
+	}
+	/* The contract is checked at start, before anything is started. */
+	make_ios(ios, 1, 100, 4096);
+	CHECK(fy_source_start(&src, ios, 1) == -EINVAL);
+	CHECK(ios[0].result == -EINVAL);
+	free(ios[0].buf);
+}
+
 /* Pages of [off, off+len) of path in the page cache (mincore). */
 static size_t resident_pages(const char *path, uint64_t off, uint64_t len)
 {
@@ -572,5 +729,7 @@ int main(void)
 	test_fallback();
 	test_loop_device(dir);
 	test_errors(dir);
+	test_two_batches(dir);
+	test_start_fallback();
 	CHECK_DONE();
 }
