@@ -6,10 +6,11 @@ answered, one line: "REFUSED <code> <message>" or "ACCEPTED <detail>".
 The calling test decides which answer it wants.
 
 usage: forge_client.py ADDR PKI CERT_NAME ACTION ARGS...
-  backup SOURCE KIND PARENT_ID DISK_ID CHANGE_ID PAYLOAD_FILE
+  backup SOURCE KIND PARENT_ID DISK_ID CHANGE_ID PAYLOAD_FILE [VM_CONFIG_FILE]
       a whole backup of one disk holding PAYLOAD_FILE's bytes (one block
       of 1 MiB, padded with zeros), with the ids given (copied from the
-      victim's `ferry list --json`); ACCEPTED <backup id> if committed
+      victim's `ferry list --json`); ACCEPTED <backup id> if committed.
+      VM_CONFIG_FILE's bytes go in Commit.vm_config as they are.
   getmap BACKUP_ID     the block map of someone's backup
   getblocks DIGEST_HEX a block by digest, without a map first
   list                 ACCEPTED <n> <ids...>: what the server lists
@@ -105,7 +106,7 @@ def session(addr, pki, name):
     return conn
 
 
-def backup(conn, source, kind, parent, disk_id, change_id, payload_file):
+def backup(conn, source, kind, parent, disk_id, change_id, payload_file, vm_config_file=None):
     data = open(payload_file, "rb").read()[:BLOCK]
     data += b"\0" * (BLOCK - len(data))
     digest = hashlib.sha256(data).digest()
@@ -122,7 +123,8 @@ def backup(conn, source, kind, parent, disk_id, change_id, payload_file):
                        + field_bytes(4, data)))
     conn.sendall(frame(9, field_int(1, 0) + field_int(2, 0) + field_bytes(3, digest)))
     conn.sendall(frame(10, field_int(1, 0)))
-    conn.sendall(frame(11, b""))
+    record = open(vm_config_file, "rb").read() if vm_config_file else b""
+    conn.sendall(frame(11, field_bytes(1, record) if record else b""))
     num, body = recv_frame(conn)
     body = refused_or(num, body, 12)
     if body is not None:
