@@ -72,21 +72,20 @@ struct fy_vmconfig *fy_vmconfig_new(void)
 
 /* ---- checks ------------------------------------------------------------ */
 
+static bool word_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	       (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+}
+
 /* Names of types, modes and the like: short, no spaces, nothing to escape. */
 static bool is_word(const char *s, bool may_be_empty)
 {
-	size_t i;
-
 	if (!*s)
 		return may_be_empty;
-	for (i = 0; s[i]; i++) {
-		char ch = s[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-		      ch == '-'))
+	for (; *s; s++)
+		if (!word_char(*s))
 			return false;
-	}
 	return true;
 }
 
@@ -102,14 +101,13 @@ static bool is_text(const char *s)
 	return true;
 }
 
+/* extraConfig keys add ':' ("scsi0:0.ctkEnabled"). */
 static bool is_extra_key(const char *s)
 {
-	size_t i;
-
 	if (!*s)
 		return false;
-	for (i = 0; s[i]; i++)
-		if (!is_word((char[]){ s[i], 0 }, false) && s[i] != ':')
+	for (; *s; s++)
+		if (!word_char(*s) && *s != ':')
 			return false;
 	return true;
 }
