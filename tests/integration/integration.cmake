@@ -23,3 +23,4 @@ ferry_integration_test(progress)
 # VM configuration records (issue 13) against ferry-vcsim; 77 without it.
 ferry_integration_test(vm_config)
 set_tests_properties(integration.vm_config PROPERTIES LABELS "integration;vcsim")
+ferry_integration_test(list_pages)
