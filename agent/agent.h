@@ -141,7 +141,10 @@ int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
  * for waits between disks longer than the repository's idle limit. */
 int fy_client_keepalive(struct fy_conn *conn);
 void fy_parent_map_free(struct fy_parent_map *m);
-int fy_client_commit(struct fy_conn *conn, char *id, size_t idlen);
+/* Commits the session's backup; vm_config (may be NULL) is a VM
+ * configuration record (fy_vmconfig_encode) stored with it. */
+int fy_client_commit(struct fy_conn *conn, const uint8_t *vm_config,
+		     size_t vm_config_len, char *id, size_t idlen);
 /* Lists backups; cb gets each summary. */
 /* Refuses a server whose certificate carries another role than want (one
  * without a role is accepted, with a warning once). what: "repository". */

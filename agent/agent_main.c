@@ -371,7 +371,7 @@ static int cmd_backup(int argc, char **argv)
 		if (rc < 0)
 			goto fail;
 	}
-	rc = fy_client_commit(conn, id, sizeof(id));
+	rc = fy_client_commit(conn, NULL, 0, id, sizeof(id));
 	if (rc < 0)
 		goto fail;
 	if (a.json) {

@@ -2,6 +2,7 @@
  * ferry: the command line for admins and for the central backup server.
  *
  *   ferry [--config FILE] list [--namespace NS|--all-namespaces] [--json]
+ *   ferry [--config FILE] show BACKUP [--json]
  *   ferry [--config FILE] restore BACKUP --disk N --output PATH|-
  *                [--namespace NS]
  *   ferry ca init DIR
@@ -161,32 +162,64 @@ struct list_state {
 	unsigned n;
 };
 
-static int list_one(void *opaque, const Ferry__BackupSummary *b)
+/* A backup's VM configuration record, decoded here again: the bytes come
+ * from the repository, and this client trusts no peer's bounds. *c is
+ * NULL when the backup has none. */
+static int decode_record(const Ferry__BackupSummary *b, struct fy_vmconfig **c)
 {
-	struct list_state *ls = opaque;
-	char when[32], size[32];
+	*c = NULL;
+	if (!b->vm_config.len)
+		return 0;
+	return fy_vmconfig_decode(b->vm_config.data, b->vm_config.len, c);
+}
+
+/* What list's CONFIG column says: the record is there ("yes"), from a
+ * later Ferry ("newer"), damaged ("bad"), missing from a VM backup
+ * ("none": made before records existed), or not a VM backup ("-"). */
+static const char *record_state(const Ferry__BackupSummary *b)
+{
+	struct fy_vmconfig *c = NULL;
+	const char *state;
+
+	if (!b->vm_config.len)
+		return strcmp(b->source_kind, "vm") ? "-" : "none";
+	if (decode_record(b, &c) < 0)
+		return "bad";
+	state = c->newer ? "newer" : "yes";
+	fy_vmconfig_free(c);
+	return state;
+}
+
+static void backup_time(const Ferry__BackupSummary *b, char *when, size_t len)
+{
 	time_t t = b->created_unix;
 	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(when, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static uint64_t backup_size(const Ferry__BackupSummary *b)
+{
 	uint64_t total = 0;
 	size_t i;
 
 	for (i = 0; i < b->n_disks; i++)
 		total += b->disks[i]->size;
-	gmtime_r(&t, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	if (!ls->json) {
-		if (ls->n == 0)
-			printf("%-26s %-20s %5s %10s  %-16s %s\n", "ID",
-			       "TIME (UTC)", "DISKS", "SIZE", "OWNER", "SOURCE");
-		fy_format_bytes(total, size, sizeof(size));
-		printf("%-26s %-20s %5zu %10s  %-16s %s%s%s\n", b->id, when,
-		       b->n_disks, size, b->owner[0] ? b->owner : "-",
-		       b->namespace_[0] ? b->namespace_ : "",
-		       b->namespace_[0] ? "/" : "", b->source);
-		ls->n++;
-		return 0;
-	}
-	printf("%s{\"id\":", ls->n++ ? "," : "");
+	return total;
+}
+
+/* One backup as the JSON object list --json and show --json print;
+ * vm_config is null without a record, {"error": ...} for one this build
+ * cannot read. */
+static void backup_json(const Ferry__BackupSummary *b)
+{
+	struct fy_vmconfig *c = NULL;
+	char when[32];
+	size_t i;
+
+	backup_time(b, when, sizeof(when));
+	printf("{\"id\":");
 	fy_json_string(stdout, b->id);
 	printf(",\"source\":");
 	fy_json_string(stdout, b->source);
@@ -201,7 +234,7 @@ static int list_one(void *opaque, const Ferry__BackupSummary *b)
 	printf(",\"created_unix\":%" PRId64 ",\"parent_id\":", b->created_unix);
 	fy_json_string(stdout, b->parent_id);
 	printf(",\"block_size\":%u,\"size\":%" PRIu64 ",\"disks\":[",
-	       b->block_size, total);
+	       b->block_size, backup_size(b));
 	for (i = 0; i < b->n_disks; i++) {
 		const Ferry__DiskSummary *d = b->disks[i];
 
@@ -217,7 +250,42 @@ static int list_one(void *opaque, const Ferry__BackupSummary *b)
 		fy_json_string(stdout, d->disk_id);
 		printf("}");
 	}
-	printf("]}");
+	printf("],\"vm_config\":");
+	if (!b->vm_config.len) {
+		printf("null");
+	} else if (decode_record(b, &c) < 0) {
+		printf("{\"error\":");
+		fy_json_string(stdout, fy_err_msg());
+		printf("}");
+	} else {
+		fy_vmconfig_print(c, stdout, true);
+		fy_vmconfig_free(c);
+	}
+	printf("}");
+}
+
+static int list_one(void *opaque, const Ferry__BackupSummary *b)
+{
+	struct list_state *ls = opaque;
+	char when[32], size[32];
+
+	if (ls->json) {
+		if (ls->n++)
+			printf(",");
+		backup_json(b);
+		return 0;
+	}
+	if (ls->n == 0)
+		printf("%-26s %-20s %5s %10s %-6s  %-16s %s\n", "ID",
+		       "TIME (UTC)", "DISKS", "SIZE", "CONFIG", "OWNER",
+		       "SOURCE");
+	backup_time(b, when, sizeof(when));
+	fy_format_bytes(backup_size(b), size, sizeof(size));
+	printf("%-26s %-20s %5zu %10s %-6s  %-16s %s%s%s\n", b->id, when,
+	       b->n_disks, size, record_state(b),
+	       b->owner[0] ? b->owner : "-", b->namespace_[0] ? b->namespace_ : "",
+	       b->namespace_[0] ? "/" : "", b->source);
+	ls->n++;
 	return 0;
 }
 
@@ -244,6 +312,96 @@ static int cmd_list(struct cli *cli, int argc, char **argv)
 		printf("no backups\n");
 	fy_conn_close(conn);
 	return rc < 0 ? fail("list") : 0;
+}
+
+struct show_state {
+	const char *id;
+	bool json, found;
+};
+
+static void show_text(const Ferry__BackupSummary *b)
+{
+	struct fy_vmconfig *c = NULL;
+	char when[32], size[32];
+	size_t i;
+
+	backup_time(b, when, sizeof(when));
+	fy_format_bytes(backup_size(b), size, sizeof(size));
+	printf("backup      %s\n", b->id);
+	printf("source      %s (%s)\n", b->source, b->source_kind);
+	printf("namespace   %s\n", b->namespace_[0] ? b->namespace_ : "-");
+	printf("owner       %s\n", b->owner[0] ? b->owner : "- (legacy)");
+	printf("time        %s\n", when);
+	printf("parent      %s\n", b->parent_id[0] ? b->parent_id : "-");
+	printf("block size  %u\n", b->block_size);
+	printf("disks       %zu, %s\n", b->n_disks, size);
+	for (i = 0; i < b->n_disks; i++) {
+		const Ferry__DiskSummary *d = b->disks[i];
+
+		fy_format_bytes(d->size, size, sizeof(size));
+		printf("  %-3u %10s  %-8s %s\n", d->index, size,
+		       d->transport[0] ? d->transport : "-", d->label);
+	}
+	if (!b->vm_config.len) {
+		if (strcmp(b->source_kind, "vm"))
+			printf("VM configuration: none (not a VM backup)\n");
+		else
+			printf("VM configuration: not recorded (made before "
+			       "Ferry recorded it); the disks restore as "
+			       "usual\n");
+		return;
+	}
+	if (decode_record(b, &c) < 0) {
+		printf("VM configuration: cannot be read: %s\n", fy_err_msg());
+		return;
+	}
+	fy_vmconfig_print(c, stdout, false);
+	fy_vmconfig_free(c);
+}
+
+static int show_one(void *opaque, const Ferry__BackupSummary *b)
+{
+	struct show_state *ss = opaque;
+
+	if (ss->found || strcmp(b->id, ss->id))
+		return 0;
+	ss->found = true;
+	if (ss->json) {
+		backup_json(b);
+		printf("\n");
+	} else {
+		show_text(b);
+	}
+	return 0;
+}
+
+/* The repository has no "get one backup" request: the listing already
+ * carries all a backup is, and the client may read only what it lists. */
+static int cmd_show(struct cli *cli, int argc, char **argv)
+{
+	struct show_state ss = { .json = cli->json };
+	struct fy_conn *conn = NULL;
+	int rc;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: ferry [--config FILE] show BACKUP "
+			"[--json]\n");
+		return 2;
+	}
+	ss.id = argv[0];
+	rc = connect_repo(cli, &conn);
+	if (rc < 0)
+		return fail("show");
+	rc = fy_client_list_ex(conn, true, show_one, &ss);
+	fy_conn_close(conn);
+	if (rc < 0)
+		return fail("show");
+	if (!ss.found) {
+		fprintf(stderr, "ferry: show: no backup %s that this "
+			"certificate may read\n", ss.id);
+		return 1;
+	}
+	return 0;
 }
 
 static int cmd_restore(struct cli *cli, int argc, char **argv)
@@ -1045,6 +1203,7 @@ static const struct command {
 	const char *usage;
 } commands[] = {
 	{ "list", cmd_list, "list [--namespace NS|--all-namespaces] [--json]" },
+	{ "show", cmd_show, "show BACKUP [--json]" },
 	{ "restore", cmd_restore, "restore BACKUP --disk N --output PATH|- "
 	  "[--force] [--namespace NS]" },
 	{ "mount", cmd_mount, "mount BACKUP --disk N (--listen HOST:PORT [--tls] "

@@ -686,6 +686,33 @@ static int consolidate(struct job *j)
 	return rc;
 }
 
+/*
+ * The VM's configuration as the snapshot froze it, recorded with the
+ * backup (docs/FORMAT.md). A backup without it still restores every disk,
+ * so a configuration that cannot be read or recorded is a note, not a
+ * failed job.
+ */
+static void record_config(struct job *j, uint8_t **rec, size_t *len)
+{
+	struct fy_vs_vm_config *vc = NULL;
+	int32_t keys[FY_JOB_DISKS_MAX];
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < j->n; i++)
+		keys[i] = j->plan[i].frozen->key;
+	rc = fy_vs_snapshot_config(j->vc, &j->snapshot, &vc);
+	if (rc == 0)
+		rc = fy_vm_record_build(vc, j->vm->name, keys, j->n, rec, len);
+	fy_vs_vm_config_free(vc);
+	if (rc < 0) {
+		fy_warn("%s: the VM's configuration is not recorded: %s",
+			j->vm->name, fy_err_msg());
+		note(j, "the VM's configuration is not recorded (%s); the "
+		     "disks are", fy_err_msg());
+	}
+}
+
 /* Undoes freeze(): every step whose undo fails stays in the journal for
  * the next cleanup. */
 static void thaw(struct job *j)
@@ -1067,6 +1094,8 @@ static int run(struct job *j)
 	struct fy_conn *conn = NULL;
 	const char *name, *access;
 	char repo_id[128];
+	uint8_t *rec = NULL;
+	size_t rec_len = 0;
 	int64_t window = 2;
 	unsigned i;
 	int rc;
@@ -1182,8 +1211,11 @@ static int run(struct job *j)
 	if (i == j->n)
 		res->parent_id[0] = '\0';
 	phase(j, "commit", NULL);
-	rc = fy_client_commit(conn, res->backup_id, sizeof(res->backup_id));
+	record_config(j, &rec, &rec_len);
+	rc = fy_client_commit(conn, rec, rec_len, res->backup_id,
+			      sizeof(res->backup_id));
 out:
+	free(rec);
 	if (rc < 0 && conn) {
 		char msg[FY_ERR_MAX];
 

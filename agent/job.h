@@ -134,4 +134,12 @@ int fy_job_cleanup(const struct fy_config *cfg, bool own_jobs_running,
 /* The cleanup report as JSON: {"numCleanedUp":N,"numRemaining":N,"log":..}. */
 void fy_job_cleanup_json(FILE *f, const struct fy_hotadd_cleanup_report *rep);
 
+/* The VM configuration record of a backup (agent/vm_record.c): built from
+ * the configuration the snapshot froze; disk backup_keys[i] (a device key)
+ * is backup disk i. Returns fy_vmconfig_encode's bytes in *out (freed by
+ * the caller). */
+int fy_vm_record_build(const struct fy_vs_vm_config *vc, const char *vm_name,
+		       const int32_t *backup_keys, unsigned n_backup,
+		       uint8_t **out, size_t *len);
+
 #endif

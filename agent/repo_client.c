@@ -286,13 +286,16 @@ int fy_client_begin_backup(struct fy_conn *conn, const char *source,
 	return 0;
 }
 
-int fy_client_commit(struct fy_conn *conn, char *id, size_t idlen)
+int fy_client_commit(struct fy_conn *conn, const uint8_t *vm_config,
+		     size_t vm_config_len, char *id, size_t idlen)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__Commit c = FERRY__COMMIT__INIT;
 	fy_frame *r = NULL;
 	int rc;
 
+	c.vm_config.data = (uint8_t *)vm_config;
+	c.vm_config.len = vm_config ? vm_config_len : 0;
 	f.body_case = FERRY__FRAME__BODY_COMMIT;
 	f.commit = &c;
 	rc = fy_conn_send(conn, &f);

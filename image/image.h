@@ -76,6 +76,10 @@ struct fy_manifest {
 	struct fy_manifest_disk *disks; /* disk_count entries, index order */
 	char owner[FY_OWNER_MAX];       /* "": a legacy backup */
 	char namespace_[FY_NAMESPACE_MAX];
+	/* The VM configuration record as stored (checked by
+	 * fy_vmconfig_decode on every open), NULL when there is none. */
+	uint8_t *vm_config;
+	size_t vm_config_len;
 	/* private: where the block maps are read from */
 	void *priv;
 };
@@ -106,6 +110,11 @@ int fy_manifest_builder_add(struct fy_manifest_builder *b, uint32_t disk,
 			    const uint8_t (*digests)[FY_DIGEST_LEN],
 			    size_t count);
 int fy_manifest_builder_end_disk(struct fy_manifest_builder *b, uint32_t disk);
+/* Stores a VM configuration record (fy_vmconfig_encode's bytes, which it
+ * decodes and checks) in the manifest; finish checks its backup disks
+ * against the disks the manifest has. */
+int fy_manifest_builder_set_vm_config(struct fy_manifest_builder *b,
+				      const void *data, size_t len);
 /* Calls cb for every non-hole digest referenced so far (with repeats). */
 int fy_manifest_builder_for_each(struct fy_manifest_builder *b,
 				 int (*cb)(void *opaque,
@@ -118,6 +127,105 @@ int fy_manifest_builder_finish(struct fy_manifest_builder *b, char *path,
 			       size_t pathlen);
 /* Removes the builder's temporary files. NULL is a no-op. */
 void fy_manifest_builder_free(struct fy_manifest_builder *b);
+
+/* ---- a VM's configuration (image/vmconfig.c, docs/FORMAT.md) ----------- */
+
+/* What a VM backup records of the VM so that it can be built again. Bytes
+ * of a VmConfig message (proto/manifest.proto) on the wire and in the
+ * manifest; this struct once decoded, every count and string bounded. */
+#define FY_VMCONFIG_VERSION 1
+#define FY_VMCONFIG_MAX (64u << 10)            /* encoded bytes */
+#define FY_VMCONFIG_CONTROLLERS_MAX 32
+#define FY_VMCONFIG_DISKS_MAX 512
+#define FY_VMCONFIG_NICS_MAX 16                /* vSphere allows 10 */
+#define FY_VMCONFIG_CDROMS_MAX 32
+#define FY_VMCONFIG_EXTRA_MAX 32
+#define FY_VMCONFIG_WORD_MAX 64                /* types, modes, guest id */
+#define FY_VMCONFIG_NAME_MAX 512               /* VM and network names */
+#define FY_VMCONFIG_KEY_MAX 128                /* an extraConfig key */
+#define FY_VMCONFIG_VALUE_MAX 1024             /* an extraConfig value */
+#define FY_VMCONFIG_CPUS_MAX 768
+#define FY_VMCONFIG_MEMORY_MB_MAX (24ull << 20) /* 24 TiB */
+#define FY_VMCONFIG_BUS_MAX 63
+#define FY_VMCONFIG_UNIT_MAX 63
+
+struct fy_vmconfig_controller {
+	int32_t key;
+	char type[FY_VMCONFIG_WORD_MAX];    /* "pvscsi" */
+	uint32_t bus;
+	char sharing[FY_VMCONFIG_WORD_MAX]; /* SCSI: "noSharing"; else "" */
+};
+
+struct fy_vmconfig_disk {
+	int32_t key, controller_key;
+	uint32_t unit;
+	uint64_t capacity;                       /* bytes */
+	char provisioning[FY_VMCONFIG_WORD_MAX]; /* "thin", "thick-eager" */
+	char mode[FY_VMCONFIG_WORD_MAX];         /* "persistent" */
+	bool in_backup;
+	uint32_t backup_disk;                    /* the manifest's index */
+};
+
+struct fy_vmconfig_nic {
+	int32_t key;
+	char adapter[FY_VMCONFIG_WORD_MAX];  /* "vmxnet3" */
+	char network[FY_VMCONFIG_NAME_MAX];
+	char mac_type[FY_VMCONFIG_WORD_MAX]; /* "manual", "generated" */
+	char mac[18];                        /* "00:50:56:aa:bb:01" or "" */
+};
+
+struct fy_vmconfig_cdrom {
+	int32_t key, controller_key;
+	uint32_t unit;
+};
+
+struct fy_vmconfig_option {
+	char key[FY_VMCONFIG_KEY_MAX];
+	char value[FY_VMCONFIG_VALUE_MAX];
+};
+
+struct fy_vmconfig {
+	uint32_t version;
+	/* A version after FY_VMCONFIG_VERSION: nothing else is filled (its
+	 * fields may mean something else); shown as "newer". */
+	bool newer;
+	char name[FY_VMCONFIG_NAME_MAX];
+	char guest_id[FY_VMCONFIG_WORD_MAX];
+	char hardware_version[FY_VMCONFIG_WORD_MAX]; /* "vmx-19" */
+	char firmware[FY_VMCONFIG_WORD_MAX];         /* "bios" or "efi" */
+	bool secure_boot;
+	uint32_t cpus, cores_per_socket;
+	uint64_t memory_mb;
+	size_t n_controllers, n_disks, n_nics, n_cdroms, n_extra;
+	struct fy_vmconfig_controller controllers[FY_VMCONFIG_CONTROLLERS_MAX];
+	struct fy_vmconfig_disk disks[FY_VMCONFIG_DISKS_MAX];
+	struct fy_vmconfig_nic nics[FY_VMCONFIG_NICS_MAX];
+	struct fy_vmconfig_cdrom cdroms[FY_VMCONFIG_CDROMS_MAX];
+	struct fy_vmconfig_option extra[FY_VMCONFIG_EXTRA_MAX];
+};
+
+/* The extraConfig keys a record keeps (NULL-terminated; docs/RESTORE.md
+ * says why each). */
+extern const char *const fy_vmconfig_extra_keys[];
+bool fy_vmconfig_extra_allowed(const char *key);
+/* An empty record of this version (about 130 KiB: allocate, never on the
+ * stack). NULL with a message when out of memory. */
+struct fy_vmconfig *fy_vmconfig_new(void);
+void fy_vmconfig_free(struct fy_vmconfig *c);
+/* Every bound and rule of docs/FORMAT.md; -EBADMSG naming the first
+ * violation. */
+int fy_vmconfig_check(const struct fy_vmconfig *c);
+/* The record's backup disks exist in a backup of disk_count disks. */
+int fy_vmconfig_check_backup(const struct fy_vmconfig *c, uint32_t disk_count);
+/* Checks, then packs into a new buffer (the caller frees it). */
+int fy_vmconfig_encode(const struct fy_vmconfig *c, uint8_t **out,
+		       size_t *len);
+/* Bounded: at most FY_VMCONFIG_MAX bytes, counts checked on the wire
+ * before unpacking, then fy_vmconfig_check. A later version decodes as
+ * newer. -EBADMSG with a message for anything else. */
+int fy_vmconfig_decode(const void *data, size_t len, struct fy_vmconfig **out);
+/* Human-readable (for ferry show) or one JSON object. */
+void fy_vmconfig_print(const struct fy_vmconfig *c, FILE *f, bool json);
 
 /* ---- the repository ---------------------------------------------------- */
 

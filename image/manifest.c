@@ -260,6 +260,30 @@ static int fill_disk(const struct src *s, uint32_t i,
 	return 0;
 }
 
+/* The record is kept as the bytes stored, but only once it decodes and
+ * its backup disks are this manifest's. */
+static int fill_vm_config(const struct src *s, const Ferry__ManifestHeader *h,
+			  struct fy_manifest *m)
+{
+	struct fy_vmconfig *c = NULL;
+	int rc;
+
+	if (!h->vm_config.len)
+		return 0;
+	rc = fy_vmconfig_decode(h->vm_config.data, h->vm_config.len, &c);
+	if (rc == 0)
+		rc = fy_vmconfig_check_backup(c, m->disk_count);
+	fy_vmconfig_free(c);
+	if (rc < 0)
+		return fy_err_wrap(-EBADMSG, "%s", s->name);
+	m->vm_config = malloc(h->vm_config.len);
+	if (!m->vm_config)
+		return fy_err_set(-ENOMEM, "%s: out of memory", s->name);
+	memcpy(m->vm_config, h->vm_config.data, h->vm_config.len);
+	m->vm_config_len = h->vm_config.len;
+	return 0;
+}
+
 static int fill_header(const struct src *s, const Ferry__ManifestHeader *h,
 		       struct fy_manifest *m)
 {
@@ -313,7 +337,7 @@ static int fill_header(const struct src *s, const Ferry__ManifestHeader *h,
 		if (rc)
 			return rc;
 	}
-	return 0;
+	return fill_vm_config(s, h, m);
 }
 
 /* Counts holes of the maps while they stream past, one digest at a time. */
@@ -514,6 +538,7 @@ static int parse(struct src *s, struct manifest_priv *priv,
 	m = NULL;
 out:
 	if (m) {
+		free(m->vm_config);
 		free(m->disks);
 		free(m);
 	}
@@ -615,6 +640,7 @@ void fy_manifest_free(struct fy_manifest *m)
 		free(priv->map_off);
 		free(priv);
 	}
+	free(m->vm_config);
 	free(m->disks);
 	free(m);
 }
@@ -700,6 +726,8 @@ struct fy_manifest_builder {
 	struct fy_manifest hdr; /* disks, disk_count unused */
 	struct builder_disk *disks[FY_DISKS_MAX];
 	uint32_t disk_count;
+	uint8_t *vm_config; /* a checked record, or NULL */
+	size_t vm_config_len;
 	bool finished;
 };
 
@@ -919,6 +947,48 @@ int fy_manifest_builder_end_disk(struct fy_manifest_builder *b, uint32_t disk)
 	return 0;
 }
 
+int fy_manifest_builder_set_vm_config(struct fy_manifest_builder *b,
+				      const void *data, size_t len)
+{
+	struct fy_vmconfig *c = NULL;
+	uint8_t *copy;
+	int rc;
+
+	if (b->finished)
+		return fy_err_set(-EINVAL, "manifest %s: already finished",
+				  b->hdr.id);
+	rc = fy_vmconfig_decode(data, len, &c);
+	fy_vmconfig_free(c);
+	if (rc < 0)
+		return fy_err_wrap(rc, "manifest %s", b->hdr.id);
+	copy = malloc(len);
+	if (!copy)
+		return fy_err_set(-ENOMEM, "manifest builder: out of memory");
+	memcpy(copy, data, len);
+	free(b->vm_config);
+	b->vm_config = copy;
+	b->vm_config_len = len;
+	return 0;
+}
+
+/* The record's backup disks must be disks of this manifest: checked when
+ * every disk has been given. */
+static int check_vm_config_disks(struct fy_manifest_builder *b)
+{
+	struct fy_vmconfig *c = NULL;
+	int rc;
+
+	if (!b->vm_config)
+		return 0;
+	rc = fy_vmconfig_decode(b->vm_config, b->vm_config_len, &c);
+	if (rc == 0)
+		rc = fy_vmconfig_check_backup(c, b->disk_count);
+	fy_vmconfig_free(c);
+	if (rc < 0)
+		return fy_err_wrap(-EINVAL, "manifest %s", b->hdr.id);
+	return 0;
+}
+
 int fy_manifest_builder_for_each(struct fy_manifest_builder *b,
 				 int (*cb)(void *opaque,
 					   const uint8_t digest[FY_DIGEST_LEN]),
@@ -1000,6 +1070,8 @@ static int pack_header(struct fy_manifest_builder *b, uint8_t **out,
 	h.block_size = b->hdr.block_size;
 	h.n_disks = b->disk_count;
 	h.disks = pdp;
+	h.vm_config.data = b->vm_config;
+	h.vm_config.len = b->vm_config_len;
 	for (i = 0; i < b->disk_count; i++) {
 		const struct fy_manifest_disk *d = &b->disks[i]->d;
 
@@ -1061,6 +1133,9 @@ int fy_manifest_builder_finish(struct fy_manifest_builder *b, char *path,
 			return fy_err_set(-EINVAL,
 					  "manifest %s: disk %u not ended",
 					  b->hdr.id, i);
+	rc = check_vm_config_disks(b);
+	if (rc)
+		goto out;
 	rc = pack_header(b, &hdr, &hdr_len);
 	if (rc)
 		goto out;
@@ -1151,6 +1226,7 @@ void fy_manifest_builder_free(struct fy_manifest_builder *b)
 		unlink(bd->path);
 		free(bd);
 	}
+	free(b->vm_config);
 	free(b);
 }
 

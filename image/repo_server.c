@@ -340,12 +340,35 @@ static int send_committed(struct session *sess, const char *id)
 	return fy_conn_send(sess->conn, &f);
 }
 
+_Static_assert(FY_VM_CONFIG_WIRE_MAX == FY_VMCONFIG_MAX,
+	       "the wire carries whole VM configuration records");
+
+/* A VM backup's configuration record is decoded and checked (bounded)
+ * before anything is committed: a record the repository cannot read
+ * would fail every later list of the backup. */
+static int take_vm_config(struct fy_manifest_builder *mb,
+			  const Ferry__BeginBackup *bb, const Ferry__Commit *c)
+{
+	if (!c->vm_config.len)
+		return 0;
+	if (strcmp(bb->source_kind, "vm"))
+		return fy_err_set(-EPROTO, "a VM configuration record in a "
+				  "backup of kind '%s'", bb->source_kind);
+	return fy_manifest_builder_set_vm_config(mb, c->vm_config.data,
+						 c->vm_config.len);
+}
+
 static int commit_backup(struct session *sess, struct fy_manifest_builder *mb,
-			 const char *id)
+			 const char *id, const Ferry__BeginBackup *bb,
+			 const Ferry__Commit *c)
 {
 	struct commit_check cc = { .srv = sess->srv };
 	char path[4096], hex[FY_DIGEST_HEX];
 	int rc;
+
+	rc = take_vm_config(mb, bb, c);
+	if (rc < 0)
+		return fy_err_wrap(rc, "refused");
 
 	rc = drain_session(sess);
 	if (rc < 0)
@@ -600,12 +623,15 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 						disks_done, bb->disk_count);
 				break;
 			}
-			rc = commit_backup(sess, mb, id);
+			rc = commit_backup(sess, mb, id, bb, in->commit);
 			if (rc == 0) {
 				fy_info("backup %s of %s committed: %" PRIu64
-					" blocks (%" PRIu64 " bytes) received",
+					" blocks (%" PRIu64 " bytes) received%s",
 					id, bb->source, sess->blocks_received,
-					sess->bytes_received);
+					sess->bytes_received,
+					in->commit->vm_config.len
+						? ", VM configuration recorded"
+						: "");
 				fy_repo_audit(srv->repo, sess->id.name,
 					      sess->id.address, "backup",
 					      "committed %s of group '%s'%s%s "
@@ -656,9 +682,30 @@ out:
 
 /* ---- listing and restore ----------------------------------------------- */
 
+/* What a backup adds to a BackupList frame, generously: its strings,
+ * record and disks plus protobuf's framing. */
+static size_t summary_bytes(const struct fy_manifest *m)
+{
+	size_t n = 128 + strlen(m->id) + strlen(m->source) +
+		   strlen(m->source_kind) + strlen(m->parent_id) +
+		   FY_OWNER_MAX + strlen(m->namespace_) + m->vm_config_len;
+	uint32_t i;
+
+	for (i = 0; i < m->disk_count; i++)
+		n += 96 + strlen(m->disks[i].label) +
+		     strlen(m->disks[i].change_id) +
+		     strlen(m->disks[i].transport) +
+		     strlen(m->disks[i].disk_id);
+	return n;
+}
+
+/* Half a frame: a page always fits, whatever its backups carry. */
+#define LIST_PAGE_BYTES (FY_FRAME_MAX / 2)
+
 /* Pages are filled with backups the client may read, so a client that
  * may read few of many still gets them all; ids sort by time, and the
- * next page starts after the last id sent. */
+ * next page starts after the last id sent. A page ends at FY_LIST_PAGE
+ * backups or LIST_PAGE_BYTES, whichever comes first. */
 static int send_list(struct session *sess, const Ferry__ListBackups *req)
 {
 	struct server *srv = sess->srv;
@@ -669,6 +716,7 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 	struct fy_manifest **ms = NULL;
 	char (*ids)[FY_ID_MAX] = NULL;
 	size_t count = 0, i, j, nd = 0, total_disks = 0, shown = 0;
+	size_t page_bytes = 0;
 	int rc;
 
 	rc = fy_repo_list_ids(srv->repo, &ids, &count);
@@ -696,11 +744,13 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 			fy_manifest_free(m);
 			continue;
 		}
-		if (shown == FY_LIST_PAGE) {
+		if (shown == FY_LIST_PAGE ||
+		    (shown && page_bytes + summary_bytes(m) > LIST_PAGE_BYTES)) {
 			fy_manifest_free(m);
 			bl.more = true;
 			break;
 		}
+		page_bytes += summary_bytes(m);
 		ms[shown++] = m;
 		total_disks += m->disk_count;
 	}
@@ -723,6 +773,8 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 		s->block_size = m->block_size;
 		s->owner = (char *)fy_acl_owner_of(sess->acl, m);
 		s->namespace_ = m->namespace_;
+		s->vm_config.data = m->vm_config;
+		s->vm_config.len = m->vm_config_len;
 		s->disks = &diskp[nd];
 		s->n_disks = m->disk_count;
 		for (j = 0; j < m->disk_count; j++, nd++) {

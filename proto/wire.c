@@ -54,6 +54,10 @@ static int check_summary(const Ferry__BackupSummary *b)
 		rc = check_string(b->source_kind, "BackupSummary.source_kind");
 	if (!rc)
 		rc = check_string(b->parent_id, "BackupSummary.parent_id");
+	if (!rc && b->vm_config.len > FY_VM_CONFIG_WIRE_MAX)
+		rc = fy_err_set(-EBADMSG, "BackupSummary.vm_config of %zu bytes "
+				"is over %u", b->vm_config.len,
+				FY_VM_CONFIG_WIRE_MAX);
 	if (!rc && b->n_disks > 256)
 		rc = fy_err_set(-EBADMSG, "BackupSummary lists %zu disks",
 				b->n_disks);
@@ -193,8 +197,13 @@ int fy_frame_check(const fy_frame *f)
 	case FERRY__FRAME__BODY_ERROR:
 		rc = check_string(f->error->message, "Error.message");
 		break;
-	case FERRY__FRAME__BODY_END_DISK:
 	case FERRY__FRAME__BODY_COMMIT:
+		if (f->commit->vm_config.len > FY_VM_CONFIG_WIRE_MAX)
+			rc = fy_err_set(-EBADMSG, "Commit.vm_config of %zu bytes "
+					"is over %u", f->commit->vm_config.len,
+					FY_VM_CONFIG_WIRE_MAX);
+		break;
+	case FERRY__FRAME__BODY_END_DISK:
 	case FERRY__FRAME__BODY_MAP_END:
 		break;
 	default:

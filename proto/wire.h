@@ -25,6 +25,9 @@
 #define FY_GET_MAX 64          /* digests in one GetBlocks */
 #define FY_LIST_PAGE 256       /* backups in one BackupList */
 #define FY_STRING_MAX 4096     /* any string field */
+/* A VM configuration record (Commit, BackupSummary): its bytes, decoded
+ * only by image/vmconfig.c; equal to image's FY_VMCONFIG_MAX. */
+#define FY_VM_CONFIG_WIRE_MAX (64u << 10)
 
 typedef Ferry__Frame fy_frame;
 

@@ -791,6 +791,76 @@ void fy_vs_devices_free(struct fy_vs_devices *d)
 	free(both);
 }
 
+/* ---- a snapshot's configuration ---------------------------------------- */
+
+struct snap_config {
+	struct fy_vs_vm_config *cfg;
+	struct vs_arena *arena;
+	bool found;
+};
+
+static int snap_config_object(void *opaque, const struct vs_node *o)
+{
+	struct snap_config *x = opaque;
+
+	x->found = true;
+	return vs_parse_vm_config(o, x->arena, x->cfg);
+}
+
+int fy_vs_snapshot_config(struct fy_vs_client *c,
+			  const struct fy_vs_moref *snapshot,
+			  struct fy_vs_vm_config **out)
+{
+	/* Only what a record keeps: the whole config is large (vApp
+	 * properties, tools, resource allocations). */
+	static const char *const paths[] = {
+		"config.name", "config.guestId", "config.version",
+		"config.firmware", "config.bootOptions",
+		"config.hardware.numCPU", "config.hardware.numCoresPerSocket",
+		"config.hardware.memoryMB", "config.hardware.device",
+		"config.extraConfig", NULL,
+	};
+	struct vs_prop_spec spec = { "VirtualMachineSnapshot", paths };
+	struct fy_vs_moref m = *snapshot;
+	struct { struct fy_vs_vm_config cfg; struct dev_priv p; } *both;
+	struct snap_config x;
+	int rc;
+
+	vs_fault_clear();
+	*out = NULL;
+	if (!m.type[0])
+		snprintf(m.type, sizeof(m.type), "VirtualMachineSnapshot");
+	both = calloc(1, sizeof(*both));
+	if (!both)
+		return fy_err_set(-ENOMEM, "out of memory");
+	vs_arena_init(&both->p.arena, 0);
+	x.cfg = &both->cfg;
+	x.arena = &both->p.arena;
+	x.found = false;
+	rc = vs_retrieve(c, &m, false, &spec, 1, snap_config_object, &x);
+	if (rc == 0 && !x.found)
+		rc = fy_err_set(-ENOENT, "no snapshot %s", m.value);
+	if (rc < 0) {
+		vs_arena_release(&both->p.arena);
+		free(both);
+		return fy_err_wrap(rc, "reading the configuration of "
+				   "snapshot %s", m.value);
+	}
+	*out = &both->cfg;
+	return 0;
+}
+
+void fy_vs_vm_config_free(struct fy_vs_vm_config *cfg)
+{
+	struct { struct fy_vs_vm_config cfg; struct dev_priv p; } *both;
+
+	if (!cfg)
+		return;
+	both = (void *)cfg;
+	vs_arena_release(&both->p.arena);
+	free(both);
+}
+
 /* ---- finding a VM ------------------------------------------------------ */
 
 static int find_by_moref(struct fy_vs_client *c, const char *value,

@@ -79,6 +79,7 @@ static int parse_backing(const struct vs_node *bn, struct vs_arena *a,
 	b->compatibility_mode =
 	    vs_arena_strdup(a, child_str(bn, "compatibilityMode"));
 	b->thin = vs_child_bool(bn, "thinProvisioned", false);
+	b->eagerly_scrub = vs_child_bool(bn, "eagerlyScrub", false);
 	if (ds)
 		vs_node_moref(ds, &b->datastore);
 	if (!b->type || !b->file_name || !b->disk_mode || !b->uuid ||
@@ -173,12 +174,61 @@ static int parse_controller(const struct vs_node *dev,
 	return 0;
 }
 
+/* Every VirtualEthernetCard subtype has addressType; its types are
+ * listed too for servers that leave it out. */
+static bool is_nic(const struct vs_node *dev)
+{
+	static const char *const types[] = {
+		"VirtualE1000", "VirtualE1000e", "VirtualPCNet32",
+		"VirtualVmxnet", "VirtualVmxnet2", "VirtualVmxnet3",
+		"VirtualVmxnet3Vrdma", "VirtualSriovEthernetCard", NULL,
+	};
+	const char *t = vs_node_type(dev);
+	size_t i;
+
+	if (vs_child(dev, "addressType") || vs_child(dev, "macAddress"))
+		return true;
+	for (i = 0; types[i]; i++)
+		if (!strcmp(t, types[i]))
+			return true;
+	return false;
+}
+
+/* Which network a NIC's backing names: a standard port group by name, a
+ * distributed one by key, an opaque network by id. */
+static const char *nic_network(const struct vs_node *dev)
+{
+	const struct vs_node *b = vs_child(dev, "backing");
+	const char *t;
+
+	if (!b)
+		return "";
+	if ((t = vs_child_text(vs_child(b, "port"), "portgroupKey")))
+		return t;
+	if ((t = vs_child_text(b, "opaqueNetworkId")))
+		return t;
+	return child_str(b, "deviceName");
+}
+
+static int parse_nic(const struct vs_node *dev, struct vs_arena *a,
+		     struct fy_vs_nic *n)
+{
+	n->key = (int32_t)vs_child_i64(dev, "key", 0);
+	n->type = vs_arena_strdup(a, vs_node_type(dev));
+	n->network = vs_arena_strdup(a, nic_network(dev));
+	n->address_type = vs_arena_strdup(a, child_str(dev, "addressType"));
+	n->mac = vs_arena_strdup(a, child_str(dev, "macAddress"));
+	if (!n->type || !n->network || !n->address_type || !n->mac)
+		return oom();
+	return 0;
+}
+
 int vs_parse_devices(const struct vs_node *array, struct vs_arena *a,
 		     struct fy_vs_devices *d)
 {
 	const struct vs_node *dev;
 	enum fy_vs_controller_kind kind;
-	size_t n_ctrl = 0, n_disk = 0, i, j;
+	size_t n_ctrl = 0, n_disk = 0, n_nic = 0, n_cd = 0, i, j;
 	int rc;
 
 	memset(d, 0, sizeof(*d));
@@ -189,11 +239,17 @@ int vs_parse_devices(const struct vs_node *array, struct vs_arena *a,
 			n_disk++;
 		else if (controller_kind(dev, &kind))
 			n_ctrl++;
+		else if (!strcmp(vs_node_type(dev), "VirtualCdrom"))
+			n_cd++;
+		else if (is_nic(dev))
+			n_nic++;
 	}
 	d->controllers = vs_arena_array(a, n_ctrl ? n_ctrl : 1,
 					sizeof(*d->controllers));
 	d->disks = vs_arena_array(a, n_disk ? n_disk : 1, sizeof(*d->disks));
-	if (!d->controllers || !d->disks)
+	d->nics = vs_arena_array(a, n_nic ? n_nic : 1, sizeof(*d->nics));
+	d->cdroms = vs_arena_array(a, n_cd ? n_cd : 1, sizeof(*d->cdroms));
+	if (!d->controllers || !d->disks || !d->nics || !d->cdroms)
 		return oom();
 	for (dev = array->first; dev; dev = dev->next) {
 		if (!strcmp(vs_node_type(dev), "VirtualDisk")) {
@@ -201,6 +257,18 @@ int vs_parse_devices(const struct vs_node *array, struct vs_arena *a,
 		} else if (controller_kind(dev, &kind)) {
 			rc = parse_controller(dev, kind, a,
 					      &d->controllers[d->n_controllers++]);
+		} else if (!strcmp(vs_node_type(dev), "VirtualCdrom")) {
+			struct fy_vs_cdrom *cd = &d->cdroms[d->n_cdroms++];
+
+			cd->key = (int32_t)vs_child_i64(dev, "key", 0);
+			cd->controller_key =
+			    (int32_t)vs_child_i64(dev, "controllerKey", -1);
+			cd->unit = (int32_t)vs_child_i64(dev, "unitNumber", -1);
+			d->n_other++;
+			rc = 0;
+		} else if (is_nic(dev)) {
+			rc = parse_nic(dev, a, &d->nics[d->n_nics++]);
+			d->n_other++;
 		} else {
 			d->n_other++;
 			rc = 0;
@@ -411,6 +479,68 @@ int vs_parse_vm(const struct vs_node *o, struct vs_arena *a, struct fy_vs_vm *vm
 				vm->n_datastores++;
 	}
 	return 0;
+}
+
+/* config.extraConfig: OptionValue {key, value}; values of other types
+ * than strings are kept as their text. */
+static int parse_options(const struct vs_node *array, struct vs_arena *a,
+			 struct fy_vs_vm_config *cfg)
+{
+	const struct vs_node *o;
+	size_t n = 0;
+
+	for (o = vs_first(array); o; o = o->next)
+		n++;
+	if (!n)
+		return 0;
+	cfg->extra = vs_arena_array(a, n, sizeof(*cfg->extra));
+	if (!cfg->extra)
+		return oom();
+	for (o = vs_first(array); o; o = o->next) {
+		struct fy_vs_option *e = &cfg->extra[cfg->n_extra];
+		const char *key = vs_child_text(o, "key");
+
+		if (!key)
+			continue;
+		e->key = vs_arena_strdup(a, key);
+		e->value = vs_arena_strdup(a, child_str(o, "value"));
+		if (!e->key || !e->value)
+			return oom();
+		cfg->n_extra++;
+	}
+	return 0;
+}
+
+int vs_parse_vm_config(const struct vs_node *o, struct vs_arena *a,
+		       struct fy_vs_vm_config *cfg)
+{
+	const struct vs_node *v;
+	int64_t n;
+	int rc;
+
+	cfg->name = vs_arena_strdup(a, prop_text(o, "config.name"));
+	cfg->guest_id = vs_arena_strdup(a, prop_text(o, "config.guestId"));
+	cfg->version = vs_arena_strdup(a, prop_text(o, "config.version"));
+	cfg->firmware = vs_arena_strdup(a, prop_text(o, "config.firmware"));
+	if (!cfg->name || !cfg->guest_id || !cfg->version || !cfg->firmware)
+		return oom();
+	cfg->secure_boot = vs_child_bool(vs_prop(o, "config.bootOptions"),
+					 "efiSecureBootEnabled", false);
+	if (vs_parse_i64(prop_text(o, "config.hardware.numCPU"), &n) == 0 &&
+	    n > 0 && n <= INT32_MAX)
+		cfg->num_cpu = (int32_t)n;
+	if (vs_parse_i64(prop_text(o, "config.hardware.numCoresPerSocket"),
+			 &n) == 0 && n > 0 && n <= INT32_MAX)
+		cfg->cores_per_socket = (int32_t)n;
+	if (vs_parse_i64(prop_text(o, "config.hardware.memoryMB"), &n) == 0 &&
+	    n > 0)
+		cfg->memory_mb = n;
+	rc = vs_parse_devices(vs_prop(o, "config.hardware.device"), a,
+			      &cfg->devices);
+	if (rc < 0)
+		return rc;
+	v = vs_prop(o, "config.extraConfig");
+	return v ? parse_options(v, a, cfg) : 0;
 }
 
 /* ---- changed areas and tasks ------------------------------------------- */

@@ -279,6 +279,9 @@ void vs_view_destroy(struct fy_vs_client *c, const struct fy_vs_moref *view);
 /* config.hardware.device (an ArrayOfVirtualDevice) into d, strings in a. */
 int vs_parse_devices(const struct vs_node *array, struct vs_arena *a,
 		     struct fy_vs_devices *d);
+/* A snapshot's config.* properties (fy_vs_snapshot_config) into cfg. */
+int vs_parse_vm_config(const struct vs_node *object, struct vs_arena *a,
+		       struct fy_vs_vm_config *cfg);
 /* The "snapshot" property (VirtualMachineSnapshotInfo) into vm. */
 int vs_parse_snapshots(const struct vs_node *info, struct vs_arena *a,
 		       struct fy_vs_vm *vm);

@@ -151,6 +151,7 @@ struct fy_vs_backing {
 	char *content_id;
 	char *compatibility_mode; /* RDM: "physicalMode" / "virtualMode" */
 	bool thin;
+	bool eagerly_scrub;  /* thick, zeroed when created */
 };
 
 struct fy_vs_disk {
@@ -174,11 +175,32 @@ struct fy_vs_disk {
 	size_t chain_len;
 };
 
+/* A network adapter (any VirtualEthernetCard). */
+struct fy_vs_nic {
+	int32_t key;
+	char *type;                /* "VirtualVmxnet3" */
+	/* A standard port group's name, a distributed port group's key or
+	 * an opaque network's id; "" when the backing names none. */
+	char *network;
+	char *address_type;        /* "manual", "generated", "assigned" */
+	char *mac;                 /* as the server wrote it, or "" */
+};
+
+struct fy_vs_cdrom {
+	int32_t key;
+	int32_t controller_key;
+	int32_t unit;              /* -1 when unknown */
+};
+
 struct fy_vs_devices {
 	struct fy_vs_controller *controllers;
 	size_t n_controllers;
 	struct fy_vs_disk *disks;
 	size_t n_disks;
+	struct fy_vs_nic *nics;
+	size_t n_nics;
+	struct fy_vs_cdrom *cdroms;
+	size_t n_cdroms;
 	size_t n_other;            /* devices of other kinds (NICs, CD...) */
 };
 
@@ -258,6 +280,33 @@ int fy_vs_snapshot_devices(struct fy_vs_client *c,
 			   const struct fy_vs_moref *snapshot,
 			   struct fy_vs_devices **out);
 void fy_vs_devices_free(struct fy_vs_devices *d);
+
+/* A VM's configuration as a snapshot froze it (the snapshot's config):
+ * what a backup records so that the VM can be built again. */
+struct fy_vs_option {
+	char *key;
+	char *value;
+};
+
+struct fy_vs_vm_config {
+	char *name;
+	char *guest_id;            /* config.guestId */
+	char *version;             /* config.version: "vmx-19" */
+	char *firmware;            /* "bios", "efi" */
+	bool secure_boot;          /* bootOptions.efiSecureBootEnabled */
+	int32_t num_cpu;
+	int32_t cores_per_socket;  /* 0 when the server did not say */
+	int64_t memory_mb;
+	struct fy_vs_devices devices;
+	struct fy_vs_option *extra; /* config.extraConfig, all of it */
+	size_t n_extra;
+};
+
+/* The configuration a snapshot froze. Free with fy_vs_vm_config_free. */
+int fy_vs_snapshot_config(struct fy_vs_client *c,
+			  const struct fy_vs_moref *snapshot,
+			  struct fy_vs_vm_config **out);
+void fy_vs_vm_config_free(struct fy_vs_vm_config *cfg);
 
 /* Looks a device up by key; NULL when absent. */
 const struct fy_vs_disk *fy_vs_devices_disk(const struct fy_vs_devices *d,

@@ -40,6 +40,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (holes != d->hole_blocks)
 			__builtin_trap();
 	}
+	/* An accepted manifest's VM record decodes again. */
+	if (m->vm_config) {
+		struct fy_vmconfig *c = NULL;
+
+		if (fy_vmconfig_decode(m->vm_config, m->vm_config_len, &c) ||
+		    fy_vmconfig_check_backup(c, m->disk_count))
+			__builtin_trap();
+		fy_vmconfig_free(c);
+	}
 	fy_manifest_free(m);
 	return 0;
 }

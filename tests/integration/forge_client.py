@@ -6,10 +6,14 @@ answered, one line: "REFUSED <code> <message>" or "ACCEPTED <detail>".
 The calling test decides which answer it wants.
 
 usage: forge_client.py ADDR PKI CERT_NAME ACTION ARGS...
-  backup SOURCE KIND PARENT_ID DISK_ID CHANGE_ID PAYLOAD_FILE
+  backup SOURCE KIND PARENT_ID DISK_ID CHANGE_ID PAYLOAD_FILE [VM_CONFIG_FILE]
       a whole backup of one disk holding PAYLOAD_FILE's bytes (one block
       of 1 MiB, padded with zeros), with the ids given (copied from the
-      victim's `ferry list --json`); ACCEPTED <backup id> if committed
+      victim's `ferry list --json`); ACCEPTED <backup id> if committed.
+      VM_CONFIG_FILE's bytes go in Commit.vm_config as they are.
+  wide N SOURCE        N backups of 256 disks of one hole each, every disk
+      with the longest label, change id and disk id the protocol allows:
+      listings of them need several pages; ACCEPTED <N> when all committed
   getmap BACKUP_ID     the block map of someone's backup
   getblocks DIGEST_HEX a block by digest, without a map first
   list                 ACCEPTED <n> <ids...>: what the server lists
@@ -105,7 +109,7 @@ def session(addr, pki, name):
     return conn
 
 
-def backup(conn, source, kind, parent, disk_id, change_id, payload_file):
+def backup(conn, source, kind, parent, disk_id, change_id, payload_file, vm_config_file=None):
     data = open(payload_file, "rb").read()[:BLOCK]
     data += b"\0" * (BLOCK - len(data))
     digest = hashlib.sha256(data).digest()
@@ -122,12 +126,35 @@ def backup(conn, source, kind, parent, disk_id, change_id, payload_file):
                        + field_bytes(4, data)))
     conn.sendall(frame(9, field_int(1, 0) + field_int(2, 0) + field_bytes(3, digest)))
     conn.sendall(frame(10, field_int(1, 0)))
-    conn.sendall(frame(11, b""))
+    record = open(vm_config_file, "rb").read() if vm_config_file else b""
+    conn.sendall(frame(11, field_bytes(1, record) if record else b""))
     num, body = recv_frame(conn)
     body = refused_or(num, body, 12)
     if body is not None:
         bid = [v for f, _, v in fields(body) if f == 1][0]
         print(f"ACCEPTED {bid.decode()}")
+
+
+def wide(conn, n, source):
+    disks = 256
+    for _ in range(int(n)):
+        conn.sendall(frame(3, field_bytes(1, source.encode()) + field_bytes(2, b"vm")
+                           + field_int(5, 1 << 16) + field_int(6, disks)))
+        num, body = recv_frame(conn)
+        if refused_or(num, body, 4) is None:
+            return
+        for d in range(disks):
+            label = (f"[ds1] {d:03d}/" + "x" * 1023)[:1023].encode()
+            conn.sendall(frame(5, field_int(1, d) + field_bytes(2, label) + field_int(3, 1 << 16)
+                               + field_bytes(4, b"c" * 255) + field_bytes(5, b"https")
+                               + field_bytes(6, b"u" * 127)))
+            conn.sendall(frame(9, field_int(1, d) + field_bytes(3, b"")))
+            conn.sendall(frame(10, field_int(1, d)))
+        conn.sendall(frame(11, b""))
+        num, body = recv_frame(conn)
+        if refused_or(num, body, 12) is None:
+            return
+    print(f"ACCEPTED {n}")
 
 
 def main():
@@ -136,6 +163,8 @@ def main():
     conn = session(addr, pki, name)
     if action == "backup":
         backup(conn, *args)
+    elif action == "wide":
+        wide(conn, *args)
     elif action == "getmap":
         conn.sendall(frame(15, field_bytes(1, args[0].encode()) + field_int(2, 0)))
         num, body = recv_frame(conn)

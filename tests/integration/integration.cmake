@@ -20,3 +20,7 @@ ferry_integration_test(forgery_vm)
 ferry_integration_test(mount)
 ferry_integration_test(file_restore)
 ferry_integration_test(progress)
+# VM configuration records (issue 13) against ferry-vcsim; 77 without it.
+ferry_integration_test(vm_config)
+set_tests_properties(integration.vm_config PROPERTIES LABELS "integration;vcsim")
+ferry_integration_test(list_pages)

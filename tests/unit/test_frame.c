@@ -1,6 +1,7 @@
 /* Frame decoding and the bounds every received frame is checked against. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "proto/wire.h"
 #include "check.h"
@@ -116,6 +117,34 @@ int main(void)
 		Ferry__Frame empty = FERRY__FRAME__INIT;
 
 		CHECK(decode_rc(&empty) < 0);
+	}
+	/* A VM configuration record: at most FY_VM_CONFIG_WIRE_MAX bytes, in
+	 * a Commit and in a listed backup alike (its content is image's to
+	 * check). */
+	{
+		static uint8_t rec[FY_VM_CONFIG_WIRE_MAX + 1];
+		Ferry__Commit commit = FERRY__COMMIT__INIT;
+		Ferry__BackupList bl = FERRY__BACKUP_LIST__INIT;
+		Ferry__BackupSummary sum = FERRY__BACKUP_SUMMARY__INIT, *sp = &sum;
+
+		commit.vm_config.data = rec;
+		commit.vm_config.len = FY_VM_CONFIG_WIRE_MAX;
+		f.body_case = FERRY__FRAME__BODY_COMMIT;
+		f.commit = &commit;
+		CHECK(decode_rc(&f) == 0);
+		commit.vm_config.len = FY_VM_CONFIG_WIRE_MAX + 1;
+		CHECK(decode_rc(&f) == -EBADMSG);
+		CHECK(strstr(fy_err_msg(), "Commit.vm_config of 65537 bytes"));
+		sum.vm_config.data = rec;
+		sum.vm_config.len = FY_VM_CONFIG_WIRE_MAX;
+		bl.backups = &sp;
+		bl.n_backups = 1;
+		f.body_case = FERRY__FRAME__BODY_BACKUP_LIST;
+		f.backup_list = &bl;
+		CHECK(decode_rc(&f) == 0);
+		sum.vm_config.len = FY_VM_CONFIG_WIRE_MAX + 1;
+		CHECK(decode_rc(&f) == -EBADMSG);
+		CHECK(strstr(fy_err_msg(), "BackupSummary.vm_config"));
 	}
 	CHECK_DONE();
 }

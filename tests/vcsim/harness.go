@@ -88,10 +88,11 @@ type diskState struct {
 	uuid          string
 	capacity      int64
 	mode          types.VirtualDiskMode
-	controller    string // lsilogic, pvscsi, ide
+	controller    string // lsilogic, lsilogic-sas, pvscsi, ide
 	controllerKey int32
 	bus           int32
 	unit          int32
+	thick, eager  bool // provisioning its backing reports
 
 	// chain holds the disk's files from the base (index 0) to the live top.
 	// Every file is a full flat image: a snapshot freezes the top file and
@@ -191,8 +192,8 @@ func (h *harness) backing(d *diskState, i int) *types.VirtualDiskFlatVer2Backing
 		DiskMode:        string(d.mode),
 		Split:           types.NewBool(false),
 		WriteThrough:    types.NewBool(false),
-		ThinProvisioned: types.NewBool(true),
-		EagerlyScrub:    types.NewBool(false),
+		ThinProvisioned: types.NewBool(!d.thick),
+		EagerlyScrub:    types.NewBool(d.thick && d.eager),
 		DigestEnabled:   types.NewBool(false),
 		Uuid:            d.uuid,
 		ContentId:       fmt.Sprintf("%032x", stableBytes(fmt.Sprintf("%s/%08x", d.uuid, f.cid), 16)),

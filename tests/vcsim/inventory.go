@@ -30,10 +30,40 @@ const (
 
 type diskSpec struct {
 	datastore  string
-	controller string // lsilogic, pvscsi, ide
+	controller string // lsilogic, lsilogic-sas, pvscsi, ide
 	bus        int32
 	unit       int32
 	mode       types.VirtualDiskMode
+	thick      bool // thick provisioned (else thin)
+	eager      bool // thick, eagerly zeroed
+}
+
+// hardwareSpec is what a VM has beyond the defaults (2 vCPU, 2048 MB,
+// BIOS, one vmxnet3): the VM configuration record's test case.
+type hardwareSpec struct {
+	cpus, coresPerSocket int32
+	memoryMB             int64
+	version, firmware    string
+	secureBoot           bool
+	scsiSharing          types.VirtualSCSISharing // of every SCSI controller
+	sata                 bool                     // a SATA (AHCI) controller, key 15000
+	nics                 []nicSpec                // after the first (vmxnet3, manual MAC)
+	cdroms               []cdromSpec
+	extra                []types.BaseOptionValue
+}
+
+type nicSpec struct {
+	key         int32
+	adapter     string // e1000e, e1000
+	addressType types.VirtualEthernetCardMacType
+	mac         string
+}
+
+// An empty CD-ROM drive (no medium) on IDE or SATA bus 0.
+type cdromSpec struct {
+	key        int32
+	controller string // ide (key 200 + bus) or sata (key 15000)
+	bus, unit  int32
 }
 
 type vmSpec struct {
@@ -43,6 +73,7 @@ type vmSpec struct {
 	mac   string
 	proxy bool
 	disks []diskSpec
+	hw    *hardwareSpec
 }
 
 // inventory is the fixed set of VMs. In ESX mode every VM lands on the one
@@ -51,13 +82,33 @@ func inventory() []vmSpec {
 	persistent := types.VirtualDiskModePersistent
 	return []vmSpec{
 		{name: proxyVM, host: 0, guest: "otherLinux64Guest", mac: "00:50:56:aa:bb:01", proxy: true,
-			disks: []diskSpec{{"ds1", "pvscsi", 0, 0, persistent}}},
+			disks: []diskSpec{{"ds1", "pvscsi", 0, 0, persistent, false, false}}},
 		{name: "vm-two-disks", host: 0, guest: "otherLinux64Guest", mac: "00:50:56:aa:bb:11",
-			disks: []diskSpec{{"ds1", "lsilogic", 0, 0, persistent}, {"ds1", "pvscsi", 1, 0, persistent}}},
+			disks: []diskSpec{{"ds1", "lsilogic", 0, 0, persistent, false, false}, {"ds1", "pvscsi", 1, 0, persistent, false, false}}},
 		{name: "vm-three-disks", host: 1, guest: "otherLinux64Guest", mac: "00:50:56:aa:bb:12",
-			disks: []diskSpec{{"ds1", "pvscsi", 0, 0, persistent}, {"ds2", "pvscsi", 0, 1, persistent}, {"ds1", "ide", 0, 0, persistent}}},
+			disks: []diskSpec{{"ds1", "pvscsi", 0, 0, persistent, false, false}, {"ds2", "pvscsi", 0, 1, persistent, false, false}, {"ds1", "ide", 0, 0, persistent, false, false}}},
 		{name: "vm-independent", host: 0, guest: "otherLinux64Guest", mac: "00:50:56:aa:bb:13",
-			disks: []diskSpec{{"ds1", "lsilogic", 0, 0, persistent}, {"ds1", "lsilogic", 0, 1, types.VirtualDiskModeIndependent_persistent}}},
+			disks: []diskSpec{{"ds1", "lsilogic", 0, 0, persistent, false, false}, {"ds1", "lsilogic", 0, 1, types.VirtualDiskModeIndependent_persistent, false, false}}},
+		// Every kind of device a VM configuration record holds.
+		{name: "vm-hardware", host: 0, guest: "windows9_64Guest", mac: "00:50:56:aa:bb:14",
+			disks: []diskSpec{
+				{"ds1", "lsilogic-sas", 0, 0, persistent, true, true},
+				{"ds1", "lsilogic-sas", 0, 1, persistent, true, false},
+				{"ds1", "pvscsi", 1, 0, types.VirtualDiskModeIndependent_persistent, false, false},
+			},
+			hw: &hardwareSpec{
+				cpus: 4, coresPerSocket: 2, memoryMB: 4096, version: "vmx-19",
+				firmware: "efi", secureBoot: true, scsiSharing: types.VirtualSCSISharingVirtualSharing,
+				sata: true,
+				nics: []nicSpec{{4001, "e1000e", types.VirtualEthernetCardMacTypeGenerated, "00:50:56:aa:bb:15"}},
+				cdroms: []cdromSpec{{3002, "ide", 1, 0}, {16000, "sata", 0, 0}},
+				extra: []types.BaseOptionValue{
+					&types.OptionValue{Key: "disk.EnableUUID", Value: "TRUE"},
+					&types.OptionValue{Key: "svga.present", Value: "FALSE"},
+					// Never recorded: cloud-init data may hold secrets.
+					&types.OptionValue{Key: "guestinfo.userdata", Value: "cGFzc3dvcmQ6IHNlY3JldA=="},
+				}},
+		},
 	}
 }
 
@@ -258,7 +309,10 @@ func scsiPCISlot(bus int32) int32 {
 	return [...]int32{160, 224, 256, 1184}[bus&3]
 }
 
-func scsiController(kind string, bus int32) types.BaseVirtualDevice {
+func scsiController(kind string, bus int32, sharing types.VirtualSCSISharing) types.BaseVirtualDevice {
+	if sharing == "" {
+		sharing = types.VirtualSCSISharingNoSharing
+	}
 	scsi := types.VirtualSCSIController{
 		VirtualController: types.VirtualController{
 			VirtualDevice: types.VirtualDevice{
@@ -266,17 +320,20 @@ func scsiController(kind string, bus int32) types.BaseVirtualDevice {
 				SlotInfo: &types.VirtualDevicePciBusSlotInfo{PciSlotNumber: scsiPCISlot(bus)},
 				DeviceInfo: &types.Description{
 					Label:   fmt.Sprintf("SCSI controller %d", bus),
-					Summary: map[string]string{"lsilogic": "LSI Logic", "pvscsi": "VMware paravirtual SCSI"}[kind],
+					Summary: map[string]string{"lsilogic": "LSI Logic", "lsilogic-sas": "LSI Logic SAS", "pvscsi": "VMware paravirtual SCSI"}[kind],
 				},
 			},
 			BusNumber: bus,
 		},
 		HotAddRemove:       types.NewBool(true),
-		SharedBus:          types.VirtualSCSISharingNoSharing,
+		SharedBus:          sharing,
 		ScsiCtlrUnitNumber: 7,
 	}
-	if kind == "lsilogic" {
+	switch kind {
+	case "lsilogic":
 		return &types.VirtualLsiLogicController{VirtualSCSIController: scsi}
+	case "lsilogic-sas":
+		return &types.VirtualLsiLogicSASController{VirtualSCSIController: scsi}
 	}
 	return &types.ParaVirtualSCSIController{VirtualSCSIController: scsi}
 }
@@ -312,7 +369,11 @@ func (h *harness) createVM(ctx context.Context, spec vmSpec) error {
 	for i, ds := range spec.disks {
 		ckey := controllerKey(ds.controller, ds.bus)
 		if ds.controller != "ide" && !haveController[ckey] {
-			devices = append(devices, scsiController(ds.controller, ds.bus))
+			var sharing types.VirtualSCSISharing
+			if spec.hw != nil {
+				sharing = spec.hw.scsiSharing
+			}
+			devices = append(devices, scsiController(ds.controller, ds.bus, sharing))
 			haveController[ckey] = true
 		}
 		// vSphere names a VM's disks vm.vmdk, vm_1.vmdk, ... per datastore.
@@ -336,6 +397,8 @@ func (h *harness) createVM(ctx context.Context, spec vmSpec) error {
 			controllerKey: ckey,
 			bus:           ds.bus,
 			unit:          ds.unit,
+			thick:         ds.thick,
+			eager:         ds.eager,
 			states:        map[string][]blockHash{},
 		}
 		f := &diskFile{rel: path.Join(spec.name, base+".vmdk"), cid: uint32(stableSeed(d.uuid))}
@@ -382,6 +445,12 @@ func (h *harness) createVM(ctx context.Context, spec vmSpec) error {
 	}}
 	devices = append(devices, nic)
 	st.nics = []nicInfo{{Key: 4000, MAC: spec.mac}}
+	if spec.hw != nil {
+		devices = append(devices, h.extraDevices(spec.hw)...)
+		for _, n := range spec.hw.nics {
+			st.nics = append(st.nics, nicInfo{Key: n.key, MAC: n.mac})
+		}
+	}
 
 	// The disk files exist already: no fileOperation, as when attaching.
 	var deviceChange []types.BaseVirtualDeviceConfigSpec
@@ -403,6 +472,17 @@ func (h *harness) createVM(ctx context.Context, spec vmSpec) error {
 	}
 	if spec.proxy {
 		cspec.ExtraConfig = []types.BaseOptionValue{&types.OptionValue{Key: "disk.EnableUUID", Value: "TRUE"}}
+	}
+	if hw := spec.hw; hw != nil {
+		cspec.NumCPUs = hw.cpus
+		cspec.NumCoresPerSocket = hw.coresPerSocket
+		cspec.MemoryMB = hw.memoryMB
+		cspec.Version = hw.version
+		cspec.Firmware = hw.firmware
+		cspec.ExtraConfig = hw.extra
+		if hw.secureBoot {
+			cspec.BootOptions = &types.VirtualMachineBootOptions{EfiSecureBootEnabled: types.NewBool(true)}
+		}
 	}
 
 	dcRef := h.datacenterRef()
@@ -449,6 +529,62 @@ func (h *harness) createVM(ctx context.Context, spec vmSpec) error {
 	return nil
 }
 
+// extraDevices are a hardwareSpec's devices beyond disks, their SCSI
+// controllers and the first NIC.
+func (h *harness) extraDevices(hw *hardwareSpec) []types.BaseVirtualDevice {
+	var devices []types.BaseVirtualDevice
+	if hw.sata {
+		devices = append(devices, &types.VirtualAHCIController{VirtualSATAController: types.VirtualSATAController{
+			VirtualController: types.VirtualController{
+				VirtualDevice: types.VirtualDevice{
+					Key:        15000,
+					DeviceInfo: &types.Description{Label: "SATA controller 0", Summary: "AHCI"},
+				},
+				BusNumber: 0,
+			},
+		}})
+	}
+	for i, n := range hw.nics {
+		card := types.VirtualEthernetCard{
+			VirtualDevice: types.VirtualDevice{
+				Key:        n.key,
+				DeviceInfo: &types.Description{Label: fmt.Sprintf("Network adapter %d", i+2), Summary: "VM Network"},
+				Backing: &types.VirtualEthernetCardNetworkBackingInfo{
+					VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: "VM Network"},
+				},
+				Connectable: &types.VirtualDeviceConnectInfo{StartConnected: true, Connected: true, AllowGuestControl: true, Status: "ok"},
+			},
+			AddressType: string(n.addressType),
+			MacAddress:  n.mac,
+		}
+		switch n.adapter {
+		case "e1000":
+			devices = append(devices, &types.VirtualE1000{VirtualEthernetCard: card})
+		default:
+			devices = append(devices, &types.VirtualE1000e{VirtualEthernetCard: card})
+		}
+	}
+	for i, cd := range hw.cdroms {
+		ckey := 200 + cd.bus
+		if cd.controller == "sata" {
+			ckey = 15000
+		}
+		unit := cd.unit
+		devices = append(devices, &types.VirtualCdrom{VirtualDevice: types.VirtualDevice{
+			Key:           cd.key,
+			DeviceInfo:    &types.Description{Label: fmt.Sprintf("CD/DVD drive %d", i+1), Summary: "Remote device"},
+			ControllerKey: ckey,
+			UnitNumber:    &unit,
+			// An empty client device: the drive has no medium.
+			Backing: &types.VirtualCdromRemotePassthroughBackingInfo{
+				VirtualDeviceRemoteDeviceBackingInfo: types.VirtualDeviceRemoteDeviceBackingInfo{DeviceName: ""},
+			},
+			Connectable: &types.VirtualDeviceConnectInfo{AllowGuestControl: true, Status: "untried"},
+		}})
+	}
+	return devices
+}
+
 func (h *harness) datacenterRef() types.ManagedObjectReference {
 	if h.cfg.esx {
 		return esx.Datacenter.Reference()
@@ -464,7 +600,7 @@ func (h *harness) datacenterRef() types.ManagedObjectReference {
 // descriptorFor renders the descriptor of chain[i].
 func (h *harness) descriptorFor(d *diskState, i int) descriptorInfo {
 	f := d.chain[i]
-	adapter := map[string]string{"lsilogic": "lsilogic", "pvscsi": "pvscsi", "ide": "ide"}[d.controller]
+	adapter := map[string]string{"lsilogic": "lsilogic", "lsilogic-sas": "lsilogic", "pvscsi": "pvscsi", "ide": "ide"}[d.controller]
 	di := descriptorInfo{
 		capacity:    d.capacity,
 		flatName:    path.Base(flatName(f.rel)),

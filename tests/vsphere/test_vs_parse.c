@@ -284,6 +284,7 @@ static void test_rich_vm(void)
 	CHECK(vm.devices.n_disks == 5);
 	/* PCI controller, CD-ROM, NIC and an unknown future device. */
 	CHECK(vm.devices.n_other == 4);
+	CHECK(vm.devices.n_nics == 1 && vm.devices.n_cdroms == 1);
 	CHECK(vm.n_macs == 1 && !strcmp(vm.macs[0], "00:50:56:aa:bb:cc"));
 	ct = &vm.devices.controllers[1];
 	CHECK(ct->key == 1000 && ct->kind == FY_VS_CTRL_SCSI && ct->bus == 0 &&
