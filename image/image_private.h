@@ -31,6 +31,14 @@
  * deepest is blocks/ab/cd/<64 hex>) fits in PATH_MAX. */
 #define FY_REPO_ROOT_MAX (PATH_MAX - 128)
 
+/*
+ * Protobuf's wire format, for counting a message's repeated fields before
+ * protobuf-c unpacks it (the unpacker allocates every entry first): reads
+ * the field key at *i and steps past its value. -1 when the bytes end
+ * inside the field or the wire type is unknown. manifest.c.
+ */
+int fy_pb_next_field(const uint8_t *p, size_t len, size_t *i, uint64_t *key);
+
 static inline void fy_put_be32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);

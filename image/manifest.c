@@ -117,6 +117,35 @@ static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
 	return -1;
 }
 
+int fy_pb_next_field(const uint8_t *p, size_t len, size_t *i, uint64_t *key)
+{
+	uint64_t v;
+
+	if (read_varint(p, len, i, key))
+		return -1;
+	switch (*key & 7) {
+	case 0: /* varint */
+		return read_varint(p, len, i, &v);
+	case 1: /* 64-bit */
+		if (len - *i < 8)
+			return -1;
+		*i += 8;
+		return 0;
+	case 2: /* length-delimited */
+		if (read_varint(p, len, i, &v) || v > len - *i)
+			return -1;
+		*i += (size_t)v;
+		return 0;
+	case 5: /* 32-bit */
+		if (len - *i < 4)
+			return -1;
+		*i += 4;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 /*
  * Counts the disks a header lists before protobuf-c unpacks it: the
  * unpacker allocates every repeated entry first, and a 1 MiB header can
@@ -129,33 +158,10 @@ static int count_disks(const struct src *s, const uint8_t *p, size_t len)
 
 	while (i < len) {
 		size_t at = i;
-		uint64_t key, v;
+		uint64_t key;
 
-		if (read_varint(p, len, &i, &key))
+		if (fy_pb_next_field(p, len, &i, &key))
 			goto bad;
-		switch (key & 7) {
-		case 0:
-			if (read_varint(p, len, &i, &v))
-				goto bad;
-			break;
-		case 1:
-			if (len - i < 8)
-				goto bad;
-			i += 8;
-			break;
-		case 2:
-			if (read_varint(p, len, &i, &v) || v > len - i)
-				goto bad;
-			i += (size_t)v;
-			break;
-		case 5:
-			if (len - i < 4)
-				goto bad;
-			i += 4;
-			break;
-		default:
-			goto bad;
-		}
 		if ((key >> 3) == 7 && ++disks > FY_DISKS_MAX)
 			return fy_err_set(-EBADMSG,
 					  "%s: header lists more than %u disks",

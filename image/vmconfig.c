@@ -383,23 +383,6 @@ int fy_vmconfig_check_backup(const struct fy_vmconfig *c, uint32_t disk_count)
 
 /* ---- decoding ---------------------------------------------------------- */
 
-static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
-{
-	uint64_t r = 0;
-	unsigned shift;
-
-	for (shift = 0; shift < 64; shift += 7) {
-		if (*i >= len)
-			return -1;
-		r |= (uint64_t)(p[*i] & 0x7f) << shift;
-		if (!(p[(*i)++] & 0x80)) {
-			*v = r;
-			return 0;
-		}
-	}
-	return -1;
-}
-
 /*
  * Counts the repeated fields on the wire before protobuf-c unpacks them:
  * the unpacker allocates every entry first, whatever the bounds say.
@@ -423,33 +406,10 @@ static int count_fields(const uint8_t *p, size_t len)
 
 	while (i < len) {
 		size_t at = i;
-		uint64_t key, v;
+		uint64_t key;
 
-		if (read_varint(p, len, &i, &key))
+		if (fy_pb_next_field(p, len, &i, &key))
 			goto bad;
-		switch (key & 7) {
-		case 0:
-			if (read_varint(p, len, &i, &v))
-				goto bad;
-			break;
-		case 1:
-			if (len - i < 8)
-				goto bad;
-			i += 8;
-			break;
-		case 2:
-			if (read_varint(p, len, &i, &v) || v > len - i)
-				goto bad;
-			i += (size_t)v;
-			break;
-		case 5:
-			if (len - i < 4)
-				goto bad;
-			i += 4;
-			break;
-		default:
-			goto bad;
-		}
 		for (b = 0; b < sizeof(bounds) / sizeof(bounds[0]); b++)
 			if ((key >> 3) == bounds[b].field &&
 			    ++counts[b] > bounds[b].max)

@@ -744,21 +744,41 @@ static int snap_object(void *opaque, const struct vs_node *o)
 				x->d);
 }
 
+/* Reads PATHS of a snapshot (a moref without a type is a
+ * VirtualMachineSnapshot); *found says whether CB saw it. WHAT names the
+ * read in the error. */
+static int snap_retrieve(struct fy_vs_client *c,
+			 const struct fy_vs_moref *snapshot,
+			 const char *const *paths,
+			 int (*cb)(void *, const struct vs_node *), void *x,
+			 const bool *found, const char *what)
+{
+	struct vs_prop_spec spec = { "VirtualMachineSnapshot", paths };
+	struct fy_vs_moref m = *snapshot;
+	int rc;
+
+	if (!m.type[0])
+		snprintf(m.type, sizeof(m.type), "VirtualMachineSnapshot");
+	rc = vs_retrieve(c, &m, false, &spec, 1, cb, x);
+	if (rc == 0 && !*found)
+		rc = fy_err_set(-ENOENT, "no snapshot %s", m.value);
+	if (rc < 0)
+		return fy_err_wrap(rc, "reading %s of snapshot %s", what,
+				   m.value);
+	return 0;
+}
+
 int fy_vs_snapshot_devices(struct fy_vs_client *c,
 			   const struct fy_vs_moref *snapshot,
 			   struct fy_vs_devices **out)
 {
 	static const char *const paths[] = { "config.hardware.device", NULL };
-	struct vs_prop_spec spec = { "VirtualMachineSnapshot", paths };
-	struct fy_vs_moref m = *snapshot;
 	struct { struct fy_vs_devices d; struct dev_priv p; } *both;
 	struct snap_devs x;
 	int rc;
 
 	vs_fault_clear();
 	*out = NULL;
-	if (!m.type[0])
-		snprintf(m.type, sizeof(m.type), "VirtualMachineSnapshot");
 	/* One allocation: the devices and the arena behind them. */
 	both = calloc(1, sizeof(*both));
 	if (!both)
@@ -767,14 +787,12 @@ int fy_vs_snapshot_devices(struct fy_vs_client *c,
 	x.d = &both->d;
 	x.arena = &both->p.arena;
 	x.found = false;
-	rc = vs_retrieve(c, &m, false, &spec, 1, snap_object, &x);
-	if (rc == 0 && !x.found)
-		rc = fy_err_set(-ENOENT, "no snapshot %s", m.value);
+	rc = snap_retrieve(c, snapshot, paths, snap_object, &x, &x.found,
+			   "the devices");
 	if (rc < 0) {
 		vs_arena_release(&both->p.arena);
 		free(both);
-		return fy_err_wrap(rc, "reading the devices of snapshot %s",
-				   m.value);
+		return rc;
 	}
 	*out = &both->d;
 	return 0;
@@ -820,16 +838,12 @@ int fy_vs_snapshot_config(struct fy_vs_client *c,
 		"config.hardware.memoryMB", "config.hardware.device",
 		"config.extraConfig", NULL,
 	};
-	struct vs_prop_spec spec = { "VirtualMachineSnapshot", paths };
-	struct fy_vs_moref m = *snapshot;
 	struct { struct fy_vs_vm_config cfg; struct dev_priv p; } *both;
 	struct snap_config x;
 	int rc;
 
 	vs_fault_clear();
 	*out = NULL;
-	if (!m.type[0])
-		snprintf(m.type, sizeof(m.type), "VirtualMachineSnapshot");
 	both = calloc(1, sizeof(*both));
 	if (!both)
 		return fy_err_set(-ENOMEM, "out of memory");
@@ -837,14 +851,12 @@ int fy_vs_snapshot_config(struct fy_vs_client *c,
 	x.cfg = &both->cfg;
 	x.arena = &both->p.arena;
 	x.found = false;
-	rc = vs_retrieve(c, &m, false, &spec, 1, snap_config_object, &x);
-	if (rc == 0 && !x.found)
-		rc = fy_err_set(-ENOENT, "no snapshot %s", m.value);
+	rc = snap_retrieve(c, snapshot, paths, snap_config_object, &x,
+			   &x.found, "the configuration");
 	if (rc < 0) {
 		vs_arena_release(&both->p.arena);
 		free(both);
-		return fy_err_wrap(rc, "reading the configuration of "
-				   "snapshot %s", m.value);
+		return rc;
 	}
 	*out = &both->cfg;
 	return 0;
