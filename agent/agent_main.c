@@ -544,7 +544,8 @@ static const struct command {
 	  "       ferry-agent backup --config FILE --vm NAME|MOREF [--disk N ...]\n"
 	  "         [--transport LIST] [--snapshot MOREF] [--full|--incremental]\n"
 	  "         [--enable-cbt] [--quiesce] [--json] [--quiet] [--name NAME]\n"
-	  "         [--repository HOST:PORT] [--set KEY=VALUE] [--log-level N]" },
+	  "         [--repository HOST:PORT] [--namespace NS]\n"
+	  "         [--compression-level N] [--set KEY=VALUE] [--log-level N]" },
 	{ "cleanup", agent_cmd_cleanup,
 	  "undo what a crashed agent left: attached disks, snapshots",
 	  "cleanup --config FILE [--json] [--set KEY=VALUE] [--log-level N]\n"

@@ -21,7 +21,7 @@
 enum {
 	VO_CONFIG = 2000, VO_VM, VO_DISK, VO_TRANSPORT, VO_JSON, VO_QUIET,
 	VO_SET, VO_NAME, VO_LOG_LEVEL, VO_REPOSITORY, VO_SNAPSHOT, VO_FULL,
-	VO_NAMESPACE,
+	VO_NAMESPACE, VO_LEVEL,
 	VO_INCREMENTAL, VO_ENABLE_CBT, VO_QUIESCE,
 };
 
@@ -146,6 +146,7 @@ int agent_cmd_vm_backup(int argc, char **argv)
 		{ "name", required_argument, NULL, VO_NAME },
 		{ "repository", required_argument, NULL, VO_REPOSITORY },
 		{ "namespace", required_argument, NULL, VO_NAMESPACE },
+		{ "compression-level", required_argument, NULL, VO_LEVEL },
 		{ "log-level", required_argument, NULL, VO_LOG_LEVEL },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -155,7 +156,7 @@ int agent_cmd_vm_backup(int argc, char **argv)
 	struct fy_config *cfg = fy_config_new();
 	struct fy_job_events ev = { 0 };
 	const char *config = NULL, *sets[64];
-	char repo_override[300], ns_override[300];
+	char repo_override[300], ns_override[300], level_override[64];
 	unsigned n_sets = 0;
 	bool json = false, quiet = false, full = false, incr = false;
 	int c, rc = 0, level = -1;
@@ -201,6 +202,7 @@ int agent_cmd_vm_backup(int argc, char **argv)
 		}
 		case VO_REPOSITORY:
 		case VO_NAMESPACE:
+		case VO_LEVEL:
 		case VO_SET:
 			if (n_sets == 63) {
 				rc = -E2BIG;
@@ -214,6 +216,18 @@ int agent_cmd_vm_backup(int argc, char **argv)
 				snprintf(ns_override, sizeof(ns_override),
 					 "ferry.repository.namespace=%s", optarg);
 				sets[n_sets++] = ns_override;
+			} else if (c == VO_LEVEL) {
+				/* Checked where the key is, as for backup
+				 * --source. */
+				if (snprintf(level_override,
+					     sizeof(level_override),
+					     "ferry.compressionLevel=%s",
+					     optarg) >=
+				    (int)sizeof(level_override)) {
+					rc = -EINVAL;
+					goto usage;
+				}
+				sets[n_sets++] = level_override;
 			} else {
 				sets[n_sets++] = optarg;
 			}

@@ -45,9 +45,17 @@ grep -q "^VM configuration: not recorded (made before Ferry recorded it); the di
 cmp "$T/old0.img" "$(ready "R['vms']['vm-two-disks']['disks'][0]['flat_path']")" ||
   fail "old backup differs from the simulator's disk"
 
+note "backup --vm takes --compression-level as backup --source does"
+if "$AGENT" backup --config "$T/agent.conf" --vm vm-hardware --transport https \
+  --compression-level 99 --json --quiet >"$T/bad.json" 2>"$T/bad.log"; then
+  fail "--compression-level 99 was taken with --vm"
+fi
+grep -q "compressionLevel" "$T/bad.log" "$T/bad.json" ||
+  fail "--compression-level 99 refused without naming the key: $(cat "$T/bad.log" "$T/bad.json")"
+
 note "backup --vm vm-hardware records its configuration"
 "$AGENT" backup --config "$T/agent.conf" --vm vm-hardware --disk 0 --disk 1 --transport https \
-  --json --quiet >"$T/b.json" 2>"$T/b.log" || { cat "$T/b.log"; fail "backup failed"; }
+  --compression-level 19 --json --quiet >"$T/b.json" 2>"$T/b.log" || { cat "$T/b.log"; fail "backup failed"; }
 id=$(json "$T/b.json" 'j["backup_id"]')
 grep -q "not recorded" "$T/b.json" && fail "the job noted no record: $(cat "$T/b.json")"
 "$FERRY" --config "$T/agent.conf" show "$id" --json >"$T/s.json"
