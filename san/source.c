@@ -29,6 +29,12 @@ struct san_batch {
 	struct fy_io *ios;
 	size_t n;
 	struct lun_pieces lun[FY_VMFS_MAX_LUNS];
+	/* A start that failed on a LUN after others had started: those
+	 * read into the caller's buffers, so the batch stays started, is
+	 * waited for in its turn, and fails then with this. */
+	size_t nluns_started;
+	int start_rc;
+	char start_msg[FY_ERR_MAX];
 };
 
 struct san_source {
@@ -223,9 +229,8 @@ static int san_start(struct fy_source *base, struct fy_io *ios, size_t n)
 {
 	struct san_source *s = (struct san_source *)base;
 	struct san_batch *b;
-	char msg[FY_ERR_MAX];
-	size_t l;
-	int rc;
+	size_t l, k;
+	int rc = 0;
 
 	if (s->nstarted == FY_SOURCE_MAX_STARTED) {
 		rc = fy_err_set(-EBUSY, "%s: %u batches started already",
@@ -247,14 +252,21 @@ static int san_start(struct fy_source *base, struct fy_io *ios, size_t n)
 		if (rc < 0)
 			break;
 	}
+	b->nluns_started = l;
+	b->start_rc = 0;
 	if (rc < 0) {
-		/* The LUNs started before this one read into the caller's
-		 * buffers: they are waited for before the batch fails. */
 		rc = fy_err_wrap(rc, "%s", base->name);
-		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
-		wait_luns(s, b, l);
-		fy_err_set(rc, "%s", msg);
-		return fail_batch(b, rc);
+		for (k = 0; k < l; k++)
+			if (b->lun[k].n)
+				break;
+		if (k == l)
+			return fail_batch(b, rc); /* nothing was started */
+		/* The LUNs started before this one read into the caller's
+		 * buffers, behind any batch started earlier: the batch is
+		 * waited for in its turn (san_wait), and fails then. */
+		b->start_rc = rc;
+		snprintf(b->start_msg, sizeof(b->start_msg), "%s",
+			 fy_err_msg());
 	}
 	s->nstarted++;
 	return 0;
@@ -271,7 +283,13 @@ static int san_wait(struct fy_source *base, struct fy_io *ios, size_t n)
 	if (s->nstarted == 0 || b->ios != ios || b->n != n)
 		return fy_err_set(-EINVAL, "%s: wait for a batch that is not "
 				  "the oldest one started", base->name);
-	rc = wait_luns(s, b, s->nluns);
+	rc = wait_luns(s, b, b->nluns_started);
+	if (b->start_rc < 0) {
+		rc = fy_err_set(b->start_rc, "%s", b->start_msg);
+		s->oldest = (s->oldest + 1) % FY_SOURCE_MAX_STARTED;
+		s->nstarted--;
+		return fail_batch(b, rc);
+	}
 	/* Zero what lies past the file's end inside the rounded last piece. */
 	for (i = 0; i < n; i++) {
 		uint64_t end = ios[i].offset + ios[i].len;
@@ -408,6 +426,22 @@ int fy_san_source_open(const char *const *luns, size_t n, const char *path,
 	fy_vmfs_free(v);
 	if (rc < 0)
 		goto fail;
+	/* Data is read with O_DIRECT in SAN_ALIGN units: a volume whose
+	 * data sits off that grid (a partition at sector 63, an LVM data
+	 * offset of 512-byte units) is refused here, not mid-backup. */
+	for (i = 0; i < s->map.n; i++) {
+		const struct fy_vmfs_run *run = &s->map.runs[i];
+
+		if (run->kind == FY_VMFS_RUN_DATA &&
+		    run->lun_offset % SAN_ALIGN) {
+			rc = fy_err_set(-ENOTSUP, "vmfs: %s: data at LUN "
+					"offset %" PRIu64 " of %s is not %u-byte "
+					"aligned: not supported", path,
+					run->lun_offset, s->lun_names[run->lun],
+					SAN_ALIGN);
+			goto fail;
+		}
+	}
 	s->base.size = s->map.size;
 	snprintf(s->base.name, sizeof(s->base.name), "vmfs:%s:%s", luns[0],
 		 path);
