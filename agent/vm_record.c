@@ -256,22 +256,29 @@ static void add_extra(const struct fy_vs_vm_config *vc, struct fy_vmconfig *c)
 
 	for (i = 0; i < vc->n_extra; i++) {
 		const struct fy_vs_option *e = &vc->extra[i];
-		const unsigned char *p;
+		const char *key = fy_vmconfig_extra_canonical(e->key);
+		size_t j;
 
-		if (!fy_vmconfig_extra_allowed(e->key))
+		if (!key)
 			continue;
-		for (p = (const unsigned char *)e->value; *p; p++)
-			if (*p < 0x20 || *p == 0x7f)
+		for (j = 0; j < c->n_extra; j++)
+			if (!strcmp(c->extra[j].key, key))
 				break;
-		if (*p || strlen(e->value) >= FY_VMCONFIG_VALUE_MAX ||
+		if (j < c->n_extra) {
+			fy_warn("extraConfig %s is not recorded: %s was "
+				"recorded already", e->key, key);
+			continue;
+		}
+		if (!fy_vmconfig_text_ok(e->value) ||
+		    strlen(e->value) >= FY_VMCONFIG_VALUE_MAX ||
 		    c->n_extra == FY_VMCONFIG_EXTRA_MAX) {
 			fy_warn("extraConfig %s is not recorded: its value "
-				"is over %d bytes or has control characters",
-				e->key, FY_VMCONFIG_VALUE_MAX - 1);
+				"is over %d bytes or not UTF-8 without control "
+				"characters", e->key, FY_VMCONFIG_VALUE_MAX - 1);
 			continue;
 		}
 		snprintf(c->extra[c->n_extra].key, FY_VMCONFIG_KEY_MAX, "%s",
-			 e->key);
+			 key);
 		snprintf(c->extra[c->n_extra].value, FY_VMCONFIG_VALUE_MAX,
 			 "%s", e->value);
 		c->n_extra++;

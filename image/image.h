@@ -208,6 +208,12 @@ struct fy_vmconfig {
  * says why each). */
 extern const char *const fy_vmconfig_extra_keys[];
 bool fy_vmconfig_extra_allowed(const char *key);
+/* The list's spelling of KEY, matched without regard to case as VMX keys
+ * are, or NULL when it is not on the list. */
+const char *fy_vmconfig_extra_canonical(const char *key);
+/* Whether S may stand in a record's free text: UTF-8 without control
+ * characters (C0, DEL, C1). */
+bool fy_vmconfig_text_ok(const char *s);
 /* An empty record of this version (about 130 KiB: allocate, never on the
  * stack). NULL with a message when out of memory. */
 struct fy_vmconfig *fy_vmconfig_new(void);

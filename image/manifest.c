@@ -276,6 +276,10 @@ static int fill_vm_config(const struct src *s, const Ferry__ManifestHeader *h,
 
 	if (!h->vm_config.len)
 		return 0;
+	if (strcmp(m->source_kind, "vm"))
+		return fy_err_set(-EBADMSG, "%s: a VM configuration record on "
+				  "a backup of kind '%.31s'", s->name,
+				  m->source_kind);
 	rc = fy_vmconfig_decode(h->vm_config.data, h->vm_config.len, &c);
 	if (rc == 0)
 		rc = fy_vmconfig_check_backup(c, m->disk_count);

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "image/image_private.h"
 #include "proto/manifest.pb-c.h"
@@ -43,15 +44,53 @@ const char *const fy_vmconfig_extra_keys[] = {
 	NULL,
 };
 
-bool fy_vmconfig_extra_allowed(const char *key)
+/* VMX keys are case-insensitive ("disk.enableUUID" is common): the list's
+ * spelling, or NULL for a key not on it. */
+const char *fy_vmconfig_extra_canonical(const char *key)
 {
 	size_t i;
 
 	for (i = 0; fy_vmconfig_extra_keys[i]; i++)
-		if (!strcmp(key, fy_vmconfig_extra_keys[i]))
+		if (!strcasecmp(key, fy_vmconfig_extra_keys[i]))
+			return fy_vmconfig_extra_keys[i];
+	return NULL;
+}
+
+bool fy_vmconfig_extra_allowed(const char *key)
+{
+	return fy_vmconfig_extra_canonical(key) != NULL;
+}
+
+/* The documented values of a field (docs/FORMAT.md). */
+static bool one_of(const char *v, const char *const *list)
+{
+	for (; *list; list++)
+		if (!strcmp(v, *list))
 			return true;
 	return false;
 }
+
+static const char *const controller_types[] = {
+	"lsilogic", "lsilogic-sas", "pvscsi", "buslogic", "ide", "sata",
+	"nvme", "other", NULL,
+};
+static const char *const scsi_types[] = {
+	"lsilogic", "lsilogic-sas", "pvscsi", "buslogic", NULL,
+};
+static const char *const sharings[] = {
+	"noSharing", "virtualSharing", "physicalSharing", "other", NULL,
+};
+static const char *const provisionings[] = {
+	"thin", "thick-lazy", "thick-eager", "rdm-virtual", "rdm-physical",
+	"other", NULL,
+};
+static const char *const nic_adapters[] = {
+	"vmxnet3", "vmxnet3-vrdma", "vmxnet2", "vmxnet", "e1000", "e1000e",
+	"pcnet32", "sriov", "other", NULL,
+};
+static const char *const mac_types[] = {
+	"assigned", "generated", "manual", "other", NULL,
+};
 
 void fy_vmconfig_free(struct fy_vmconfig *c)
 {
@@ -89,16 +128,53 @@ static bool is_word(const char *s, bool may_be_empty)
 	return true;
 }
 
-/* Free text (VM and network names, extraConfig values): any bytes but
- * control characters, which a terminal would act on. */
+/* Free text (VM and network names, extraConfig values): UTF-8 without
+ * control characters (C0, DEL and C1, which a terminal would act on), so
+ * that it prints and goes into JSON as it is. */
 static bool is_text(const char *s)
 {
-	const unsigned char *p;
+	const unsigned char *p = (const unsigned char *)s;
 
-	for (p = (const unsigned char *)s; *p; p++)
-		if (*p < 0x20 || *p == 0x7f)
+	while (*p) {
+		uint32_t cp;
+		int n, k;
+
+		if (*p < 0x80) {
+			if (*p < 0x20 || *p == 0x7f)
+				return false;
+			p++;
+			continue;
+		}
+		if (*p >= 0xc2 && *p <= 0xdf) {
+			n = 1;
+			cp = *p & 0x1f;
+		} else if (*p >= 0xe0 && *p <= 0xef) {
+			n = 2;
+			cp = *p & 0x0f;
+		} else if (*p >= 0xf0 && *p <= 0xf4) {
+			n = 3;
+			cp = *p & 0x07;
+		} else {
 			return false;
+		}
+		for (k = 1; k <= n; k++) {
+			if ((p[k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[k] & 0x3f);
+		}
+		/* Overlong forms, surrogates, past U+10FFFF, C1 controls. */
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff ||
+		    (cp >= 0x80 && cp <= 0x9f))
+			return false;
+		p += n + 1;
+	}
 	return true;
+}
+
+bool fy_vmconfig_text_ok(const char *s)
+{
+	return is_text(s);
 }
 
 /* extraConfig keys add ':' ("scsi0:0.ctkEnabled"). */
@@ -225,6 +301,9 @@ static int check_disks(const struct fy_vmconfig *c)
 			return BAD("disk %d: provisioning and mode must be "
 				   "1 to %d characters of [A-Za-z0-9._-]",
 				   d->key, FY_VMCONFIG_WORD_MAX - 1);
+		if (!one_of(d->provisioning, provisionings))
+			return BAD("disk %d: provisioning %s is not one of "
+				   "docs/FORMAT.md's", d->key, d->provisioning);
 		if (!d->in_backup) {
 			if (d->backup_disk)
 				return BAD("disk %d is not in the backup but "
@@ -263,6 +342,17 @@ static int check_others(const struct fy_vmconfig *c)
 		if (k->bus > FY_VMCONFIG_BUS_MAX)
 			return BAD("controller %d on bus %u, the last is %u",
 				   k->key, k->bus, FY_VMCONFIG_BUS_MAX);
+		if (!one_of(k->type, controller_types))
+			return BAD("controller %d: type %s is not one of "
+				   "docs/FORMAT.md's", k->key, k->type);
+		/* Only SCSI buses are shared; an unknown type may be SCSI. */
+		if (k->sharing[0] ? !one_of(k->sharing, sharings) ||
+					    (!one_of(k->type, scsi_types) &&
+					     strcmp(k->type, "other"))
+				  : one_of(k->type, scsi_types))
+			return BAD("controller %d: sharing '%s' does not go "
+				   "with type %s", k->key, k->sharing,
+				   k->type);
 	}
 	for (i = 0; i < c->n_nics; i++) {
 		const struct fy_vmconfig_nic *n = &c->nics[i];
@@ -275,6 +365,11 @@ static int check_others(const struct fy_vmconfig *c)
 				   "must be 1 to %d characters of "
 				   "[A-Za-z0-9._-]", n->key,
 				   FY_VMCONFIG_WORD_MAX - 1);
+		if (!one_of(n->adapter, nic_adapters) ||
+		    !one_of(n->mac_type, mac_types))
+			return BAD("network adapter %d: adapter %s or MAC type "
+				   "%s is not one of docs/FORMAT.md's", n->key,
+				   n->adapter, n->mac_type);
 		if (!fits(n->network, sizeof(n->network)) ||
 		    !is_text(n->network))
 			return BAD("network adapter %d: network name longer "
@@ -302,9 +397,15 @@ static int check_others(const struct fy_vmconfig *c)
 			return BAD("extraConfig key %zu is not 1 to %d "
 				   "characters of [A-Za-z0-9._:-]", i,
 				   FY_VMCONFIG_KEY_MAX - 1);
+		/* Only the allow-list is kept (guestinfo.* may hold secrets),
+		 * in its spelling: what a restore applies is known. */
+		if (!one_of(o->key, fy_vmconfig_extra_keys))
+			return BAD("extraConfig %s is not on the allow-list "
+				   "(docs/RESTORE.md)", o->key);
 		if (!fits(o->value, sizeof(o->value)) || !is_text(o->value))
 			return BAD("extraConfig %s: value longer than %d "
-				   "bytes or with control characters", o->key,
+				   "bytes or not UTF-8 without control "
+				   "characters", o->key,
 				   FY_VMCONFIG_VALUE_MAX - 1);
 		for (j = 0; j < i; j++)
 			if (!strcmp(c->extra[j].key, o->key))
@@ -346,8 +447,7 @@ int fy_vmconfig_check(const struct fy_vmconfig *c)
 			   FY_VMCONFIG_WORD_MAX - 1);
 	if (!fits(c->firmware, sizeof(c->firmware)) ||
 	    (strcmp(c->firmware, "bios") && strcmp(c->firmware, "efi")))
-		return BAD("firmware '%.*s' is neither bios nor efi",
-			   FY_VMCONFIG_WORD_MAX - 1, c->firmware);
+		return BAD("firmware is neither bios nor efi");
 	if (c->secure_boot && strcmp(c->firmware, "efi"))
 		return BAD("secure boot needs efi firmware");
 	if (c->cpus < 1 || c->cpus > FY_VMCONFIG_CPUS_MAX)

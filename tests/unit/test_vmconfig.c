@@ -89,6 +89,16 @@ static void test_roundtrip(void)
 	CHECK(fy_vmconfig_extra_allowed("disk.EnableUUID"));
 	CHECK(!fy_vmconfig_extra_allowed("guestinfo.userdata"));
 	CHECK(!fy_vmconfig_extra_allowed("ctkEnabled"));
+	/* VMX keys are case-insensitive; the record keeps the list's
+	 * spelling. */
+	CHECK(fy_vmconfig_extra_canonical("disk.enableUUID") &&
+	      !strcmp(fy_vmconfig_extra_canonical("disk.enableUUID"),
+		      "disk.EnableUUID"));
+	CHECK(!fy_vmconfig_extra_canonical("guestinfo.ovfEnv"));
+	CHECK(fy_vmconfig_text_ok("web01 \xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+	CHECK(!fy_vmconfig_text_ok("\xc2\x85"));
+	CHECK(!fy_vmconfig_text_ok("\xf4\x90\x80\x80"));
+	CHECK(!fy_vmconfig_text_ok("\xe2\x82"));
 }
 
 /* One rule broken at a time: encode refuses it (EINVAL) and says which. */
@@ -148,6 +158,21 @@ static void extra_ctl(struct fy_vmconfig *c) { strcpy(c->extra[1].value, "a\x1b[
 static void many_disks(struct fy_vmconfig *c) { c->n_disks = FY_VMCONFIG_DISKS_MAX + 1; }
 static void many_nics(struct fy_vmconfig *c) { c->n_nics = FY_VMCONFIG_NICS_MAX + 1; }
 static void old_version(struct fy_vmconfig *c) { c->version = 0; }
+/* A firmware full of escapes must not come back in the message. */
+static void fw_escape(struct fy_vmconfig *c) { strcpy(c->firmware, "\x1b[31m\n"); }
+static void extra_secret(struct fy_vmconfig *c) { strcpy(c->extra[1].key, "guestinfo.password"); }
+static void extra_case(struct fy_vmconfig *c) { strcpy(c->extra[0].key, "disk.enableUUID"); }
+static void ctrl_bogus(struct fy_vmconfig *c) { strcpy(c->controllers[0].type, "totally-bogus"); }
+static void sata_shared(struct fy_vmconfig *c) { strcpy(c->controllers[2].sharing, "noSharing"); }
+static void scsi_unshared(struct fy_vmconfig *c) { c->controllers[0].sharing[0] = 0; }
+static void odd_sharing(struct fy_vmconfig *c) { strcpy(c->controllers[0].sharing, "sharing"); }
+static void odd_provisioning(struct fy_vmconfig *c) { strcpy(c->disks[0].provisioning, "sparse"); }
+static void odd_adapter(struct fy_vmconfig *c) { strcpy(c->nics[0].adapter, "rtl8139"); }
+static void odd_mac_type(struct fy_vmconfig *c) { strcpy(c->nics[0].mac_type, "static"); }
+static void name_c1(struct fy_vmconfig *c) { strcpy(c->name, "a\xc2\x9b" "31mb"); }
+static void name_latin1(struct fy_vmconfig *c) { strcpy(c->name, "caf\xe9"); }
+static void name_overlong(struct fy_vmconfig *c) { strcpy(c->name, "a\xc0\xaf" "b"); }
+static void net_surrogate(struct fy_vmconfig *c) { strcpy(c->nics[0].network, "a\xed\xa0\x80"); }
 
 static void test_rules(void)
 {
@@ -156,7 +181,26 @@ static void test_rules(void)
 	expect_refused(odd_cores, "3 cores per socket do not divide 8 CPUs");
 	expect_refused(no_memory, "memory of 0 MB");
 	expect_refused(huge_memory, "memory of");
-	expect_refused(uefi, "firmware 'uefi' is neither bios nor efi");
+	expect_refused(uefi, "firmware is neither bios nor efi");
+	expect_refused(fw_escape, "firmware is neither bios nor efi");
+	CHECK(!strchr(fy_err_msg(), '\x1b') && !strchr(fy_err_msg(), '\n'));
+	expect_refused(extra_secret, "extraConfig guestinfo.password is not "
+				     "on the allow-list");
+	expect_refused(extra_case, "extraConfig disk.enableUUID is not on the "
+				   "allow-list");
+	expect_refused(ctrl_bogus, "controller 1000: type totally-bogus is not");
+	expect_refused(sata_shared, "controller 15000: sharing 'noSharing' "
+				    "does not go with type sata");
+	expect_refused(scsi_unshared, "controller 1000: sharing '' does not go");
+	expect_refused(odd_sharing, "controller 1000: sharing 'sharing'");
+	expect_refused(odd_provisioning, "disk 2000: provisioning sparse is "
+					 "not");
+	expect_refused(odd_adapter, "network adapter 4000: adapter rtl8139");
+	expect_refused(odd_mac_type, "MAC type static is not");
+	expect_refused(name_c1, "the VM's name must be");
+	expect_refused(name_latin1, "the VM's name must be");
+	expect_refused(name_overlong, "the VM's name must be");
+	expect_refused(net_surrogate, "network adapter 4000: network name");
 	expect_refused(bios_secure, "secure boot needs efi firmware");
 	expect_refused(no_name, "the VM's name must be 1 to 511 bytes");
 	expect_refused(name_newline, "without control characters");

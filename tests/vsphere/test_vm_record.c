@@ -151,7 +151,9 @@ static void test_parse_and_build(void)
 		      c->cdroms[1].unit == 1);
 	}
 	/* The allow-list: no guestinfo (secrets), no change tracking, no
-	 * host-specific NUMA placement. */
+	 * host-specific NUMA placement. The sample spells the key
+	 * disk.enableUUID, as Kubernetes' guides set it: VMX keys are
+	 * case-insensitive, and the record keeps the list's spelling. */
 	CHECK(c->n_extra == 3);
 	CHECK(extra(c, "disk.EnableUUID") &&
 	      !strcmp(extra(c, "disk.EnableUUID"), "TRUE"));
