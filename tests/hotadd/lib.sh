@@ -49,7 +49,11 @@ ferry.hotadd.sysfsRoot=$T/guest
 ferry.hotadd.devRoot=$T/guest
 ferry.hotadd.discoverTimeoutSeconds=20
 ferry.hotadd.runDirectory=$T/run
+ferry.san.sysfsRoot=$T/nosan
 CONF
+  # No LUN of this machine counts for san (the san tests attach VMFS loop
+  # devices, maybe while this test runs): san looks at an empty sysfs.
+  mkdir -p "$T/nosan/sys/block"
 }
 
 ready() { python3 -c "import json,sys; R=json.load(open('$T/vcready.json')); print($1)"; }
