@@ -912,41 +912,11 @@ out:
 /* ---- a source whose extents come from CBT ------------------------------- */
 
 struct area_source {
-	struct fy_source base;
+	struct fy_source_wrap w; /* first: reads go to the inner source */
 	struct fy_source_ops ops; /* the inner source's, but for extents */
-	struct fy_source *inner;
 	struct fy_area *areas;
 	size_t n;
 };
-
-static int area_read(struct fy_source *src, void *buf, size_t len,
-		     uint64_t off)
-{
-	struct area_source *a = (struct area_source *)src;
-
-	return fy_source_read(a->inner, buf, len, off);
-}
-
-static int area_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
-{
-	struct area_source *a = (struct area_source *)src;
-
-	return fy_source_read_batch(a->inner, ios, n);
-}
-
-static int area_start(struct fy_source *src, struct fy_io *ios, size_t n)
-{
-	struct area_source *a = (struct area_source *)src;
-
-	return fy_source_start(a->inner, ios, n);
-}
-
-static int area_wait(struct fy_source *src, struct fy_io *ios, size_t n)
-{
-	struct area_source *a = (struct area_source *)src;
-
-	return fy_source_wait(a->inner, ios, n);
-}
 
 /* Reports [offset, offset+length) as the areas' data and zeros between. */
 static int area_extents(struct fy_source *src, uint64_t offset,
@@ -998,19 +968,19 @@ int fy_area_source_wrap(struct fy_source *src, struct fy_area *areas,
 
 	if (!a)
 		return fy_err_set(-ENOMEM, "out of memory");
-	a->inner = src;
+	a->w.inner = src;
 	a->areas = areas;
 	a->n = n;
 	/* Users see the transport that really reads. */
 	a->ops.name = src->ops->name;
-	a->ops.read = area_read;
-	a->ops.read_batch = area_read_batch;
-	a->ops.start = area_start;
-	a->ops.wait = area_wait;
+	a->ops.read = fy_source_wrap_read;
+	a->ops.read_batch = fy_source_wrap_read_batch;
+	a->ops.start = fy_source_wrap_start;
+	a->ops.wait = fy_source_wrap_wait;
 	a->ops.extents = area_extents;
 	a->ops.close = area_close;
-	a->base = *src;
-	a->base.ops = &a->ops;
-	*out = &a->base;
+	a->w.base = *src;
+	a->w.base.ops = &a->ops;
+	*out = &a->w.base;
 	return 0;
 }

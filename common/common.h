@@ -211,6 +211,22 @@ int fy_source_wait(struct fy_source *src, struct fy_io *ios, size_t n);
 int fy_source_extents(struct fy_source *src, uint64_t offset, uint64_t length,
 		      fy_extent_cb cb, void *opaque);
 void fy_source_close(struct fy_source *src);
+/*
+ * A source in front of another (the CBT areas of a disk, a hot-added
+ * disk): it starts with struct fy_source_wrap, and its table takes these
+ * for the reads, which go to inner as they are; it supplies its own
+ * extents and close.
+ */
+struct fy_source_wrap {
+	struct fy_source base; /* first: the table's functions cast back */
+	struct fy_source *inner;
+};
+int fy_source_wrap_read(struct fy_source *src, void *buf, size_t len,
+			uint64_t offset);
+int fy_source_wrap_read_batch(struct fy_source *src, struct fy_io *ios,
+			      size_t n);
+int fy_source_wrap_start(struct fy_source *src, struct fy_io *ios, size_t n);
+int fy_source_wrap_wait(struct fy_source *src, struct fy_io *ios, size_t n);
 /* Allocates a buffer aligned for O_DIRECT (4096). */
 void *fy_aligned_alloc(size_t len);
 

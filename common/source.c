@@ -135,3 +135,32 @@ void *fy_aligned_alloc(size_t len)
 	}
 	return p;
 }
+
+/* ---- a source in front of another ------------------------------------- */
+
+static struct fy_source *inner_of(struct fy_source *src)
+{
+	return ((struct fy_source_wrap *)src)->inner;
+}
+
+int fy_source_wrap_read(struct fy_source *src, void *buf, size_t len,
+			uint64_t offset)
+{
+	return fy_source_read(inner_of(src), buf, len, offset);
+}
+
+int fy_source_wrap_read_batch(struct fy_source *src, struct fy_io *ios,
+			      size_t n)
+{
+	return fy_source_read_batch(inner_of(src), ios, n);
+}
+
+int fy_source_wrap_start(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	return fy_source_start(inner_of(src), ios, n);
+}
+
+int fy_source_wrap_wait(struct fy_source *src, struct fy_io *ios, size_t n)
+{
+	return fy_source_wait(inner_of(src), ios, n);
+}

@@ -963,8 +963,7 @@ int ha_detach(struct fy_hotadd *h, int32_t key, const char *file)
 }
 
 struct hotadd_source {
-	struct fy_source base;
-	struct fy_source *inner;
+	struct fy_source_wrap w; /* first: reads go to the local disk */
 	struct fy_hotadd *h;
 	char block[64];
 	char file[FY_JOURNAL_MAX_FIELD];
@@ -973,41 +972,12 @@ struct hotadd_source {
 	uint64_t journal_id;
 };
 
-static int hs_read(struct fy_source *src, void *buf, size_t len,
-		   uint64_t offset)
-{
-	struct hotadd_source *s = (struct hotadd_source *)src;
-
-	return fy_source_read(s->inner, buf, len, offset);
-}
-
-static int hs_read_batch(struct fy_source *src, struct fy_io *ios, size_t n)
-{
-	struct hotadd_source *s = (struct hotadd_source *)src;
-
-	return fy_source_read_batch(s->inner, ios, n);
-}
-
-static int hs_start(struct fy_source *src, struct fy_io *ios, size_t n)
-{
-	struct hotadd_source *s = (struct hotadd_source *)src;
-
-	return fy_source_start(s->inner, ios, n);
-}
-
-static int hs_wait(struct fy_source *src, struct fy_io *ios, size_t n)
-{
-	struct hotadd_source *s = (struct hotadd_source *)src;
-
-	return fy_source_wait(s->inner, ios, n);
-}
-
 static int hs_extents(struct fy_source *src, uint64_t offset, uint64_t length,
 		      fy_extent_cb cb, void *opaque)
 {
 	struct hotadd_source *s = (struct hotadd_source *)src;
 
-	return fy_source_extents(s->inner, offset, length, cb, opaque);
+	return fy_source_extents(s->w.inner, offset, length, cb, opaque);
 }
 
 /* Guest first, then vSphere: a disk pulled from under a live SCSI device
@@ -1017,7 +987,7 @@ static void hs_close(struct fy_source *src)
 	struct hotadd_source *s = (struct hotadd_source *)src;
 	int rc;
 
-	fy_source_close(s->inner);
+	fy_source_close(s->w.inner);
 	rc = ha_guest_remove(s->h, s->block, s->uuid);
 	if (rc == 0)
 		rc = ha_detach(s->h, s->key, s->file);
@@ -1036,10 +1006,10 @@ static void hs_close(struct fy_source *src)
 
 static const struct fy_source_ops hotadd_ops = {
 	.name = "hotadd",
-	.read = hs_read,
-	.read_batch = hs_read_batch,
-	.start = hs_start,
-	.wait = hs_wait,
+	.read = fy_source_wrap_read,
+	.read_batch = fy_source_wrap_read_batch,
+	.start = fy_source_wrap_start,
+	.wait = fy_source_wrap_wait,
 	.extents = hs_extents,
 	.close = hs_close,
 };
@@ -1143,15 +1113,15 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 		rc = fy_err_set(-ENOMEM, "out of memory");
 		goto undo_guest;
 	}
-	rc = fy_file_source_open(node, opts, &s->inner);
+	rc = fy_file_source_open(node, opts, &s->w.inner);
 	if (rc < 0) {
 		free(s);
 		goto undo_guest;
 	}
-	s->base.ops = &hotadd_ops;
-	s->base.size = s->inner->size;
-	s->base.align = s->inner->align;
-	snprintf(s->base.name, sizeof(s->base.name), "%s", file_name);
+	s->w.base.ops = &hotadd_ops;
+	s->w.base.size = s->w.inner->size;
+	s->w.base.align = s->w.inner->align;
+	snprintf(s->w.base.name, sizeof(s->w.base.name), "%s", file_name);
 	s->h = h;
 	snprintf(s->block, sizeof(s->block), "%s", block);
 	snprintf(s->file, sizeof(s->file), "%s", file_name);
@@ -1159,7 +1129,7 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 	snprintf(s->uuid, sizeof(s->uuid), "%s", att.uuid);
 	s->journal_id = e.id;
 	fy_info("hotadd: %s is %s in the guest", file_name, node);
-	*out = &s->base;
+	*out = &s->w.base;
 	return 0;
 
 undo_guest:
