@@ -164,12 +164,19 @@ int fy_client_list(struct fy_conn *conn,
 int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, const char *path, bool progress,
 		      bool overwrite, uint64_t *bytes_written);
+/* The same into fd, which the caller owns (a pipe: an upload), in order,
+ * holes as zeros; the backup's disk must be size bytes. */
+int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
+			 uint32_t disk, int fd, uint64_t size, bool progress,
+			 uint64_t *bytes_written);
 
 /* ---- VM disks (vm_backup.c) -------------------------------------------- */
 
 /* ferry-agent backup --vm ...: a VM's disks over the transport table's
  * modes (agent/job.c). */
 int agent_cmd_vm_backup(int argc, char **argv);
+/* ferry-agent restore-vm (restore_vm.c): a whole VM from a backup. */
+int agent_cmd_restore_vm(int argc, char **argv);
 /* ferry-agent cleanup: the crash self-cleanup (numCleanedUp/numRemaining). */
 int agent_cmd_cleanup(int argc, char **argv);
 /* ferry-agent ovf-env (ovf_apply.c): the proxy appliance's OVF properties

@@ -546,6 +546,15 @@ static const struct command {
 	  "         [--enable-cbt] [--quiesce] [--json] [--quiet] [--name NAME]\n"
 	  "         [--repository HOST:PORT] [--namespace NS]\n"
 	  "         [--compression-level N] [--set KEY=VALUE] [--log-level N]" },
+	{ "restore-vm", agent_cmd_restore_vm,
+	  "restore a whole VM from a backup: create it, write its disks",
+	  "restore-vm --config FILE BACKUP --name NEW [--datastore DS]\n"
+	  "         [--host H | --resource-pool PATH] [--folder PATH]\n"
+	  "         [--network OLD=NEW ...] [--disk-provisioning thin|thick|same]\n"
+	  "         [--keep-mac] [--power-on] [--transport LIST] [--json] [--quiet]\n"
+	  "         [--set KEY=VALUE] [--log-level N]\n"
+	  "  Creates VM NEW with the backup's recorded hardware and writes its\n"
+	  "  disks (transport https; docs/RESTORE.md). Never replaces a VM." },
 	{ "cleanup", agent_cmd_cleanup,
 	  "undo what a crashed agent left: attached disks, snapshots",
 	  "cleanup --config FILE [--json] [--set KEY=VALUE] [--log-level N]\n"

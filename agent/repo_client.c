@@ -370,6 +370,8 @@ struct restore {
 	uint64_t written;
 	bool progress;
 	bool overwrite;    /* an existing regular file may be replaced */
+	int given_fd;      /* the caller's output (not opened, not closed) */
+	uint64_t want_size; /* the output's size, or 0 for any */
 	double start, last;
 };
 
@@ -511,6 +513,11 @@ static int open_output(struct restore *r, const char *path)
 {
 	struct stat st;
 
+	if (r->given_fd >= 0) {
+		/* A pipe (an upload): everything in order, holes as zeros. */
+		r->fd = r->given_fd;
+		return 0;
+	}
 	if (!strcmp(path, "-")) {
 		r->fd = STDOUT_FILENO;
 		return 0;
@@ -552,6 +559,10 @@ static int restore_start(struct restore *r, const Ferry__MapEnd *me,
 {
 	int rc;
 
+	if (r->want_size && me->size != r->want_size)
+		return fy_err_set(-EINVAL, "the backup's disk %u is %" PRIu64
+				  " bytes, its destination %" PRIu64, me->disk,
+				  me->size, r->want_size);
 	r->size = me->size;
 	r->block_size = me->block_size;
 	r->plain = malloc(r->block_size);
@@ -673,41 +684,61 @@ static int restore_walk_chunk(void *opaque, const Ferry__MapChunk *mc)
 	return restore_chunk(rw->r, mc);
 }
 
-int fy_client_restore(struct fy_conn *conn, const char *backup_id,
-		      uint32_t disk, const char *path, bool progress,
-		      bool overwrite, uint64_t *bytes_written)
+static int restore_run(struct restore *r, const char *backup_id,
+		       uint32_t disk, const char *path,
+		       uint64_t *bytes_written)
 {
-	struct restore r = { .conn = conn, .fd = -1, .progress = progress,
-			     .overwrite = overwrite };
-	struct restore_walk rw = { .r = &r, .path = path };
+	struct restore_walk rw = { .r = r, .path = path };
 	const struct map_walk w = {
 		.start = restore_walk_start, .chunk = restore_walk_chunk,
 		.opaque = &rw,
 	};
-	bool started;
+	bool started, own_fd = r->given_fd < 0;
 	int rc;
 
-	r.start = r.last = fy_now();
-	rc = map_walk(conn, backup_id, disk, &w);
+	r->fd = -1;
+	r->start = r->last = fy_now();
+	rc = map_walk(r->conn, backup_id, disk, &w);
 	started = rw.started;
 
 	/* A sequential output gets the zeros of trailing holes too. */
-	if (rc == 0 && started && !r.seekable && !r.zero_holes && r.pos < r.size)
-		rc = out_write(&r, r.zeros, 0, r.size);
-	if (rc == 0 && r.fd >= 0 && r.fd != STDOUT_FILENO && fsync(r.fd) < 0 &&
-	    errno != EINVAL)
+	if (rc == 0 && started && !r->seekable && !r->zero_holes &&
+	    r->pos < r->size)
+		rc = out_write(r, r->zeros, 0, r->size);
+	if (own_fd && rc == 0 && r->fd >= 0 && r->fd != STDOUT_FILENO &&
+	    fsync(r->fd) < 0 && errno != EINVAL)
 		rc = fy_err_set(-errno, "cannot sync %s: %s", path,
 				strerror(errno));
-	if (r.fd >= 0 && r.fd != STDOUT_FILENO)
-		close(r.fd);
-	if (progress && started)
+	if (own_fd && r->fd >= 0 && r->fd != STDOUT_FILENO)
+		close(r->fd);
+	if (r->progress && started)
 		fprintf(stderr, "\r\033[K");
-	free(r.plain);
-	free(r.zeros);
-	*bytes_written = r.written;
+	free(r->plain);
+	free(r->zeros);
+	*bytes_written = r->written;
 	if (rc < 0)
 		fy_err_wrap(rc, "restore of backup %s disk %u", backup_id, disk);
 	return rc;
+}
+
+int fy_client_restore(struct fy_conn *conn, const char *backup_id,
+		      uint32_t disk, const char *path, bool progress,
+		      bool overwrite, uint64_t *bytes_written)
+{
+	struct restore r = { .conn = conn, .progress = progress,
+			     .overwrite = overwrite, .given_fd = -1 };
+
+	return restore_run(&r, backup_id, disk, path, bytes_written);
+}
+
+int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
+			 uint32_t disk, int fd, uint64_t size, bool progress,
+			 uint64_t *bytes_written)
+{
+	struct restore r = { .conn = conn, .progress = progress,
+			     .given_fd = fd, .want_size = size };
+
+	return restore_run(&r, backup_id, disk, "the upload", bytes_written);
 }
 
 /* ---- what an incremental needs: the parent and its maps ----------------- */

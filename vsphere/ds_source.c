@@ -32,10 +32,12 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #define DS_MAX_IN_FLIGHT 64
@@ -1052,4 +1054,172 @@ int fy_vs_find_disk_vm(struct fy_vs_client *c, const char *ds_file,
 		return fy_err_set(-EEXIST, "several VMs have %s in their disks' "
 				  "backing chains: %s", ds_file, names);
 	return 0;
+}
+
+/* ---- writing a whole disk: PUT of its flat file ------------------------- */
+
+struct fy_vs_ds_put {
+	struct ds_source *s;        /* descriptor and extent, slot 0 */
+	const struct ds_extent *e;
+	int rfd, wfd;               /* the pipe the restore writes into */
+	pthread_t thread;
+	bool started;
+	volatile bool abort;        /* set before the write end closes */
+	CURLcode cc;
+	uint64_t sent;
+};
+
+static size_t put_read(char *buf, size_t size, size_t nitems, void *opaque)
+{
+	struct fy_vs_ds_put *p = opaque;
+	ssize_t n;
+
+	for (;;) {
+		n = read(p->rfd, buf, size * nitems);
+		if (n >= 0 || errno != EINTR)
+			break;
+	}
+	if (n < 0 || p->abort)
+		return CURL_READFUNC_ABORT;
+	/* A short body (the writer stopped early) is an error curl reports
+	 * against the announced length. */
+	p->sent += (uint64_t)n;
+	return (size_t)n;
+}
+
+static void *put_thread(void *opaque)
+{
+	struct fy_vs_ds_put *p = opaque;
+	struct xfer *x = &p->s->xfers[0];
+	struct curl_slist *hdr;
+	CURL *e = x->easy;
+
+	x->url = p->e->url;
+	x->label = p->e->label;
+	x->file_off = 0;
+	x->len = 0;
+	x->buf = NULL;
+	xfer_setup(p->s, x, p->e->url);
+	hdr = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+	curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+	curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, put_read);
+	curl_easy_setopt(e, CURLOPT_READDATA, p);
+	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+			 (curl_off_t)p->e->file_size);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdr);
+	/* A whole disk takes as long as it takes; a stall still ends it. */
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);
+	p->cc = curl_easy_perform(e);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(hdr);
+	/* Whatever happened, the writer must not block on a full pipe. */
+	close(p->rfd);
+	p->rfd = -1;
+	return NULL;
+}
+
+int fy_vs_datastore_put_open(struct fy_vs_client *c,
+			     const char *datacenter_path, const char *ds_file,
+			     uint64_t size, int *fd, struct fy_vs_ds_put **out)
+{
+	struct fy_vs_ds_opts o;
+	struct fy_vs_ds_put *p;
+	struct fy_source *src = NULL;
+	int pfd[2], rc;
+
+	*out = NULL;
+	*fd = -1;
+	fy_vs_ds_opts_default(&o);
+	o.max_in_flight = 1;
+	rc = fy_vs_datastore_source_open(c, datacenter_path, ds_file, &o, &src);
+	if (rc < 0)
+		return rc;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		src->ops->close(src);
+		return fy_err_set(-ENOMEM, "out of memory");
+	}
+	p->s = (struct ds_source *)src;
+	p->rfd = p->wfd = -1;
+	if (p->s->n_ext != 1 || !p->s->ext[0].url ||
+	    p->s->ext[0].file_offset != 0 ||
+	    p->s->ext[0].file_size != p->s->ext[0].length) {
+		rc = fy_err_set(-ENOTSUP, "https: %s is not one flat file of "
+				"the disk's size; writing it over https is not "
+				"supported", ds_file);
+		goto fail;
+	}
+	p->e = &p->s->ext[0];
+	if (p->e->length != size) {
+		rc = fy_err_set(-EINVAL, "https: %s holds %" PRIu64 " bytes, "
+				"the backup's disk %" PRIu64, ds_file,
+				p->e->length, size);
+		goto fail;
+	}
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		rc = fy_err_set(-errno, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	p->rfd = pfd[0];
+	p->wfd = pfd[1];
+	/* Larger pipe writes, fewer wakeups (best effort). */
+	(void)fcntl(p->wfd, F_SETPIPE_SZ, 1 << 20);
+	rc = -pthread_create(&p->thread, NULL, put_thread, p);
+	if (rc < 0) {
+		rc = fy_err_set(rc, "cannot start the upload thread");
+		goto fail;
+	}
+	p->started = true;
+	fy_info("https: writing %s (%" PRIu64 " bytes) by PUT of %s",
+		ds_file, size, p->e->label);
+	*fd = p->wfd;
+	*out = p;
+	return 0;
+fail:
+	if (p->rfd >= 0)
+		close(p->rfd);
+	if (p->wfd >= 0)
+		close(p->wfd);
+	ds_free(p->s);
+	free(p);
+	return rc;
+}
+
+int fy_vs_datastore_put_finish(struct fy_vs_ds_put *p, bool ok)
+{
+	struct xfer *x;
+	int rc = 0;
+
+	if (!p)
+		return 0;
+	if (!ok)
+		p->abort = true;
+	if (p->wfd >= 0)
+		close(p->wfd);
+	pthread_join(p->thread, NULL);
+	x = &p->s->xfers[0];
+	if (!ok) {
+		rc = -ECANCELED;
+	} else if (p->cc != CURLE_OK) {
+		rc = xfer_curl_error(p->s, x, p->cc);
+		rc = fy_err_wrap(rc, "https: PUT of %s after %" PRIu64 " of %"
+				 PRIu64 " bytes", p->e->label, p->sent,
+				 p->e->length);
+	} else if (x->status != 200 && x->status != 201 && x->status != 204) {
+		rc = fy_err_set(x->status == 401 || x->status == 403 ? -EACCES
+								      : -EIO,
+				"https: PUT of %s: HTTP %ld", p->e->label,
+				x->status);
+	} else if (p->sent != p->e->length) {
+		rc = fy_err_set(-EIO, "https: PUT of %s sent %" PRIu64 " of %"
+				PRIu64 " bytes", p->e->label, p->sent,
+				p->e->length);
+	} else {
+		fy_info("https: wrote %s (%" PRIu64 " bytes)", p->e->label,
+			p->sent);
+	}
+	ds_free(p->s);
+	free(p);
+	return rc;
 }

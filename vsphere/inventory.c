@@ -895,8 +895,8 @@ static int find_by_moref(struct fy_vs_client *c, const char *value,
 	return 0;
 }
 
-static int find_by_path(struct fy_vs_client *c, const char *path,
-			struct fy_vs_moref *out)
+int vs_find_by_inventory_path(struct fy_vs_client *c, const char *path,
+			      const char *what, struct fy_vs_moref *out)
 {
 	struct vs_reply r;
 	struct vs_buf b;
@@ -915,11 +915,21 @@ static int find_by_path(struct fy_vs_client *c, const char *path,
 		return rc;
 	if (!r.returnval) {
 		vs_reply_release(&r);
-		return fy_err_set(-ENOENT, "no virtual machine at inventory path "
-				  "/%s", path);
+		return fy_err_set(-ENOENT, "no %s at inventory path /%s", what,
+				  path);
 	}
 	rc = vs_node_moref(r.returnval, out);
 	vs_reply_release(&r);
+	return rc;
+}
+
+static int find_by_path(struct fy_vs_client *c, const char *path,
+			struct fy_vs_moref *out)
+{
+	int rc = vs_find_by_inventory_path(c, path, "virtual machine", out);
+
+	while (*path == '/')
+		path++;
 	if (rc == 0 && strcmp(out->type, "VirtualMachine"))
 		rc = fy_err_set(-ENOENT, "/%s is a %s, not a virtual machine",
 				path, out->type);

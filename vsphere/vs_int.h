@@ -267,6 +267,10 @@ typedef int (*vs_object_cb)(void *opaque, const struct vs_node *object);
 int vs_retrieve(struct fy_vs_client *c, const struct fy_vs_moref *obj,
 		bool view, const struct vs_prop_spec *specs, size_t n_specs,
 		vs_object_cb cb, void *opaque);
+/* SearchIndex.FindByInventoryPath: -ENOENT naming what when nothing is
+ * there. */
+int vs_find_by_inventory_path(struct fy_vs_client *c, const char *path,
+			      const char *what, struct fy_vs_moref *out);
 /* The value node of property name in an ObjectContent, or NULL. */
 const struct vs_node *vs_prop(const struct vs_node *object, const char *name);
 /* CreateContainerView(root, types, recursive) and DestroyView. */

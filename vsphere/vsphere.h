@@ -383,6 +383,88 @@ const struct fy_vs_host *fy_vs_inventory_host(const struct fy_vs_inventory *inv,
 bool fy_vs_datastore_mounted_on(const struct fy_vs_datastore *ds,
 				const struct fy_vs_moref *host);
 
+/* ---- building a VM again (create.c): the whole-VM restore -------------- */
+
+/* Where a new VM goes. */
+struct fy_vs_placement {
+	struct fy_vs_moref folder;     /* a VM folder */
+	struct fy_vs_moref pool;       /* a resource pool (or vApp) */
+	struct fy_vs_moref host;       /* empty: the pool's cluster picks */
+	char host_name[256];
+	char datastore[256];
+	char datacenter_path[1024];    /* "/DC0" */
+};
+
+/* Resolves a placement: host by name (it must mount the datastore),
+ * resource pool and folder by inventory path ("/DC0/host/C0/Resources",
+ * "/DC0/vm/restored"). Unset host and pool: the first connected host
+ * outside maintenance mode that mounts the datastore, and its cluster's
+ * or its own root pool; unset folder: the datastore's datacenter's VM
+ * folder. */
+int fy_vs_placement_resolve(struct fy_vs_client *c, const char *host,
+			    const char *pool, const char *folder,
+			    const char *datastore,
+			    struct fy_vs_placement *out);
+
+/* A new VM's hardware, in the words of a VM configuration record
+ * (docs/FORMAT.md): controller types "pvscsi", "lsilogic",
+ * "lsilogic-sas", "buslogic", "sata", "nvme", "ide"; disk provisioning
+ * "thin", "thick-lazy", "thick-eager"; adapters "vmxnet3", "e1000e", ...
+ * Keys are the record's; disks and CD-ROMs name their controller by them. */
+struct fy_vs_new_controller {
+	int32_t key;
+	const char *type;
+	uint32_t bus;
+	const char *sharing;         /* SCSI: "noSharing"...; else NULL */
+};
+
+struct fy_vs_new_disk {
+	int32_t key, controller_key;
+	uint32_t unit;
+	uint64_t capacity;           /* bytes, a whole number of KiB */
+	const char *provisioning;
+	const char *mode;            /* "persistent", ... */
+};
+
+struct fy_vs_new_nic {
+	int32_t key;
+	const char *adapter;
+	const char *network;         /* a standard port group's name */
+	const char *mac;             /* NULL or "": vSphere generates one */
+};
+
+struct fy_vs_new_cdrom {
+	int32_t key, controller_key;
+	uint32_t unit;
+};
+
+struct fy_vs_new_vm {
+	const char *name, *guest_id, *version, *firmware;
+	bool secure_boot;
+	uint32_t cpus, cores_per_socket;
+	uint64_t memory_mb;
+	const char *datastore;       /* every disk goes here */
+	const struct fy_vs_new_controller *controllers;
+	size_t n_controllers;
+	const struct fy_vs_new_disk *disks;
+	size_t n_disks;
+	const struct fy_vs_new_nic *nics;
+	size_t n_nics;
+	const struct fy_vs_new_cdrom *cdroms;   /* created empty */
+	size_t n_cdroms;
+	const struct fy_vs_option *extra;        /* extraConfig */
+	size_t n_extra;
+};
+
+/* CreateVM_Task: the VM with new, empty disks of the given sizes
+ * (fileOperation create), powered off. A name in use fails with the
+ * server's DuplicateName fault. */
+int fy_vs_vm_create(struct fy_vs_client *c, const struct fy_vs_new_vm *spec,
+		    const struct fy_vs_placement *p, struct fy_vs_moref *vm);
+int fy_vs_vm_power_on(struct fy_vs_client *c, const struct fy_vs_moref *vm);
+/* Destroy_Task: unregisters the VM and deletes its files. */
+int fy_vs_vm_destroy(struct fy_vs_client *c, const struct fy_vs_moref *vm);
+
 /* ---- tasks ------------------------------------------------------------- */
 
 /* Waits for a task (progress through the client's callback) at most
@@ -650,6 +732,18 @@ int fy_vs_datastore_source_open(struct fy_vs_client *c,
  * sentence when it is not a datastore path (".." is refused). */
 int fy_vs_ds_path_split(const char *ds_file, char *ds, size_t dslen,
 			char *path, size_t pathlen);
+
+/* Writes a whole disk through the datastore's /folder access: one PUT of
+ * the flat extent file of descriptor ds_file ("[ds1] vm/vm.vmdk"), which
+ * must be one file of exactly size bytes. The caller writes the disk's
+ * bytes in order, all of them (holes as zeros: HTTP has no holes), into
+ * *fd, then calls finish, which closes *fd and waits for the server's
+ * answer; ok false aborts the upload. */
+struct fy_vs_ds_put;
+int fy_vs_datastore_put_open(struct fy_vs_client *c,
+			     const char *datacenter_path, const char *ds_file,
+			     uint64_t size, int *fd, struct fy_vs_ds_put **out);
+int fy_vs_datastore_put_finish(struct fy_vs_ds_put *p, bool ok);
 
 /* The VM whose disk backing chain names ds_file (its live file or a
  * parent: a snapshot's frozen file). -ENOENT when none, -EEXIST when

@@ -23,4 +23,7 @@ ferry_integration_test(progress)
 # VM configuration records (issue 13) against ferry-vcsim; 77 without it.
 ferry_integration_test(vm_config)
 set_tests_properties(integration.vm_config PROPERTIES LABELS "integration;vcsim")
+# The whole-VM restore (issue 13) into ferry-vcsim.
+ferry_integration_test(restore_vm)
+set_tests_properties(integration.restore_vm PROPERTIES LABELS "integration;vcsim")
 ferry_integration_test(list_pages)

@@ -99,8 +99,8 @@ func inventory() []vmSpec {
 			hw: &hardwareSpec{
 				cpus: 4, coresPerSocket: 2, memoryMB: 4096, version: "vmx-19",
 				firmware: "efi", secureBoot: true, scsiSharing: types.VirtualSCSISharingVirtualSharing,
-				sata: true,
-				nics: []nicSpec{{4001, "e1000e", types.VirtualEthernetCardMacTypeGenerated, "00:50:56:aa:bb:15"}},
+				sata:   true,
+				nics:   []nicSpec{{4001, "e1000e", types.VirtualEthernetCardMacTypeGenerated, "00:50:56:aa:bb:15"}},
 				cdroms: []cdromSpec{{3002, "ide", 1, 0}, {16000, "sata", 0, 0}},
 				extra: []types.BaseOptionValue{
 					&types.OptionValue{Key: "disk.EnableUUID", Value: "TRUE"},

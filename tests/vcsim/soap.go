@@ -68,6 +68,7 @@ var handlers = map[string]handlerFunc{
 	"ReconfigVM_Task":              (*harness).reconfigVM,
 	"Destroy_Task":                 (*harness).destroyVM,
 	"FindByUuid":                   (*harness).findByUUID,
+	"CreateVM_Task":                (*harness).createVMTask,
 }
 
 // anonymous lists the methods the simulator serves without a session.

@@ -1,0 +1,765 @@
+/*
+ * The whole-VM restore (docs/RESTORE.md):
+ *
+ *   ferry-agent restore-vm --config FILE BACKUP --name NEW
+ *        [--datastore DS] [--host H | --resource-pool PATH] [--folder PATH]
+ *        [--network OLD=NEW ...] [--disk-provisioning thin|thick|same]
+ *        [--keep-mac] [--power-on] [--transport LIST] [--json]
+ *
+ * Reads the backup's VM configuration record, creates the VM with that
+ * hardware (CreateVM_Task; new, empty disks of the recorded sizes; new MAC
+ * addresses unless --keep-mac), writes every backed-up disk, and powers
+ * the VM on when asked. It never touches an existing VM: a name in use is
+ * refused before anything is created. When anything fails after the VM
+ * was created, the half-restored VM is destroyed, and named in the error
+ * when even that fails.
+ *
+ * Writing disks: "https" (one PUT of each flat file through the
+ * datastore's /folder access, every byte, holes as zeros) is built.
+ * "hotadd" (write mode) and "nbdssl"/"nbd" (VDDK) are not yet: a list that
+ * names them goes on to the next mode and says why.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "image/image.h"
+#include "vsphere/vsphere.h"
+
+#define RV_NETWORKS_MAX 16
+#define RV_DEFAULT_TRANSPORTS "https"
+
+struct rv_spec {
+	const char *backup_id, *name, *datastore, *host, *pool, *folder;
+	const char *networks[RV_NETWORKS_MAX]; /* "OLD=NEW" */
+	size_t n_networks;
+	const char *provisioning;              /* thin, thick, same */
+	const char *transports;
+	bool power_on, keep_mac, progress;
+};
+
+struct rv_disk {
+	uint32_t backup_disk;
+	bool in_backup;
+	char file[1024];          /* the new VM's descriptor */
+	uint64_t capacity, written;
+	char transport[16];
+};
+
+struct rv_result {
+	char backup_id[FY_ID_MAX];
+	char source[512];
+	char vm_name[512];
+	char vm_moref[64];
+	char datastore[256];
+	char host[256];
+	bool powered_on;
+	size_t n_disks;
+	struct rv_disk disks[FY_VMCONFIG_DISKS_MAX];
+	char notes[1024];
+	double seconds;
+};
+
+/* ---- the backup and its record ----------------------------------------- */
+
+struct find_backup {
+	const char *id;
+	struct fy_vmconfig *record;
+	char source[512];
+	char kind[32];
+	uint64_t sizes[FY_VMCONFIG_DISKS_MAX];
+	size_t n_disks;
+	bool found;
+	int rc;
+};
+
+static int find_backup_cb(void *opaque, const Ferry__BackupSummary *b)
+{
+	struct find_backup *f = opaque;
+	size_t i;
+
+	if (f->found || strcmp(b->id, f->id))
+		return 0;
+	f->found = true;
+	snprintf(f->source, sizeof(f->source), "%s", b->source);
+	snprintf(f->kind, sizeof(f->kind), "%s", b->source_kind);
+	if (b->n_disks > FY_VMCONFIG_DISKS_MAX)
+		return f->rc = fy_err_set(-E2BIG, "backup %s has %zu disks",
+					  b->id, b->n_disks);
+	for (i = 0; i < b->n_disks; i++) {
+		if (b->disks[i]->index >= FY_VMCONFIG_DISKS_MAX)
+			return f->rc = fy_err_set(-EBADMSG, "backup %s: disk "
+						  "index %u", b->id,
+						  b->disks[i]->index);
+		f->sizes[b->disks[i]->index] = b->disks[i]->size;
+	}
+	f->n_disks = b->n_disks;
+	if (!b->vm_config.len)
+		return 0;
+	/* The bytes come from the repository: decoded with every bound. */
+	f->rc = fy_vmconfig_decode(b->vm_config.data, b->vm_config.len,
+				   &f->record);
+	return 0;
+}
+
+static int load_backup(struct fy_conn *conn, const char *id,
+		       struct find_backup *f)
+{
+	int rc;
+
+	f->id = id;
+	rc = fy_client_list_ex(conn, true, find_backup_cb, f);
+	if (rc == 0)
+		rc = f->rc;
+	if (rc < 0)
+		return rc;
+	if (!f->found)
+		return fy_err_set(-ENOENT, "no backup %s that this certificate "
+				  "may read", id);
+	if (strcmp(f->kind, "vm"))
+		return fy_err_set(-EINVAL, "backup %s is of a %s, not a VM: "
+				  "restore its disks with ferry restore", id,
+				  f->kind);
+	if (!f->record)
+		return fy_err_set(-ENOENT, "backup %s has no VM configuration "
+				  "record (it was made before Ferry recorded "
+				  "one): restore its disks with ferry restore",
+				  id);
+	if (f->record->newer)
+		return fy_err_set(-ENOTSUP, "backup %s's VM record is of "
+				  "version %u, made by a newer Ferry", id,
+				  f->record->version);
+	return 0;
+}
+
+/* ---- the new VM's hardware from the record ------------------------------ */
+
+struct rv_build {
+	struct fy_vs_new_vm vm;
+	struct fy_vs_new_controller controllers[FY_VMCONFIG_CONTROLLERS_MAX];
+	struct fy_vs_new_disk disks[FY_VMCONFIG_DISKS_MAX];
+	const struct fy_vmconfig_disk *from[FY_VMCONFIG_DISKS_MAX];
+	struct fy_vs_new_nic nics[FY_VMCONFIG_NICS_MAX];
+	struct fy_vs_new_cdrom cdroms[FY_VMCONFIG_CDROMS_MAX];
+	struct fy_vs_option extra[FY_VMCONFIG_EXTRA_MAX];
+};
+
+__attribute__((format(printf, 2, 3)))
+static void note(struct rv_result *res, const char *fmt, ...)
+{
+	size_t n = strlen(res->notes);
+	char line[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fy_info("restore-vm: %s", line);
+	snprintf(res->notes + n, sizeof(res->notes) - n, "%s%s",
+		 n ? "; " : "", line);
+}
+
+static const struct fy_vmconfig_controller *
+record_controller(const struct fy_vmconfig *c, int32_t key)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_controllers; i++)
+		if (c->controllers[i].key == key)
+			return &c->controllers[i];
+	return NULL;
+}
+
+static const char *map_network(const struct rv_spec *sp, const char *old)
+{
+	size_t i, n = strlen(old);
+
+	for (i = 0; i < sp->n_networks; i++)
+		if (!strncmp(sp->networks[i], old, n) &&
+		    sp->networks[i][n] == '=')
+			return sp->networks[i] + n + 1;
+	return old;
+}
+
+static const char *provisioning(const struct rv_spec *sp,
+				const struct fy_vmconfig_disk *d,
+				struct rv_result *res)
+{
+	const char *p = d->provisioning;
+
+	if (!strcmp(sp->provisioning, "thin"))
+		return "thin";
+	if (!strcmp(sp->provisioning, "thick"))
+		return strcmp(p, "thick-eager") ? "thick-lazy" : "thick-eager";
+	if (strcmp(p, "thin") && strcmp(p, "thick-lazy") &&
+	    strcmp(p, "thick-eager")) {
+		note(res, "disk %d was recorded as %s: restored as a thin "
+		     "flat disk", d->key, p);
+		return "thin";
+	}
+	return p;
+}
+
+static int build_vm(const struct fy_vmconfig *c, const struct rv_spec *sp,
+		    struct rv_build *b, struct rv_result *res)
+{
+	size_t i;
+
+	memset(b, 0, sizeof(*b));
+	b->vm.name = sp->name;
+	b->vm.guest_id = c->guest_id;
+	b->vm.version = c->hardware_version;
+	b->vm.firmware = c->firmware;
+	b->vm.secure_boot = c->secure_boot;
+	b->vm.cpus = c->cpus;
+	b->vm.cores_per_socket = c->cores_per_socket;
+	b->vm.memory_mb = c->memory_mb;
+	b->vm.datastore = res->datastore;
+	for (i = 0; i < c->n_controllers; i++) {
+		const struct fy_vmconfig_controller *k = &c->controllers[i];
+		struct fy_vs_new_controller *o =
+			&b->controllers[b->vm.n_controllers];
+
+		if (!strcmp(k->type, "other")) {
+			note(res, "controller %d is of a kind this build does "
+			     "not know: left out", k->key);
+			continue;
+		}
+		o->key = k->key;
+		o->type = k->type;
+		o->bus = k->bus;
+		o->sharing = k->sharing[0] ? k->sharing : NULL;
+		b->vm.n_controllers++;
+	}
+	for (i = 0; i < c->n_disks; i++) {
+		const struct fy_vmconfig_disk *d = &c->disks[i];
+		const struct fy_vmconfig_controller *k =
+			record_controller(c, d->controller_key);
+		struct fy_vs_new_disk *o = &b->disks[b->vm.n_disks];
+
+		if (!k || !strcmp(k->type, "other"))
+			return fy_err_set(-ENOTSUP, "disk %d is on controller "
+					  "%d, of a kind this build cannot "
+					  "create", d->key, d->controller_key);
+		o->key = d->key;
+		o->controller_key = d->controller_key;
+		o->unit = d->unit;
+		o->capacity = d->capacity;
+		o->provisioning = provisioning(sp, d, res);
+		o->mode = d->mode;
+		b->from[b->vm.n_disks++] = d;
+	}
+	for (i = 0; i < c->n_nics; i++) {
+		const struct fy_vmconfig_nic *n = &c->nics[i];
+		struct fy_vs_new_nic *o = &b->nics[b->vm.n_nics];
+
+		if (!strcmp(n->adapter, "other") || !strcmp(n->adapter, "sriov")) {
+			note(res, "network adapter %d (%s) is left out",
+			     n->key, n->adapter);
+			continue;
+		}
+		o->key = n->key;
+		o->adapter = n->adapter;
+		o->network = map_network(sp, n->network);
+		o->mac = sp->keep_mac && n->mac[0] ? n->mac : NULL;
+		b->vm.n_nics++;
+	}
+	for (i = 0; i < c->n_cdroms; i++) {
+		const struct fy_vmconfig_cdrom *d = &c->cdroms[i];
+		const struct fy_vmconfig_controller *k =
+			record_controller(c, d->controller_key);
+
+		if (!k || !strcmp(k->type, "other"))
+			continue;
+		b->cdroms[b->vm.n_cdroms].key = d->key;
+		b->cdroms[b->vm.n_cdroms].controller_key = d->controller_key;
+		b->cdroms[b->vm.n_cdroms].unit = d->unit;
+		b->vm.n_cdroms++;
+	}
+	for (i = 0; i < c->n_extra; i++) {
+		b->extra[i].key = (char *)c->extra[i].key;
+		b->extra[i].value = (char *)c->extra[i].value;
+	}
+	b->vm.n_extra = c->n_extra;
+	b->vm.controllers = b->controllers;
+	b->vm.disks = b->disks;
+	b->vm.nics = b->nics;
+	b->vm.cdroms = b->cdroms;
+	b->vm.extra = b->extra;
+	return 0;
+}
+
+static enum fy_vs_controller_kind record_kind(const char *type)
+{
+	if (!strcmp(type, "ide"))
+		return FY_VS_CTRL_IDE;
+	if (!strcmp(type, "sata"))
+		return FY_VS_CTRL_SATA;
+	if (!strcmp(type, "nvme"))
+		return FY_VS_CTRL_NVME;
+	return FY_VS_CTRL_SCSI;
+}
+
+/* The new VM's disk that stands where the record's disk d stood: same
+ * controller kind and bus, same unit. */
+static const struct fy_vs_disk *new_disk(const struct fy_vs_vm *vm,
+					 const struct fy_vmconfig *c,
+					 const struct fy_vmconfig_disk *d)
+{
+	const struct fy_vmconfig_controller *k =
+		record_controller(c, d->controller_key);
+	size_t i, j;
+
+	for (i = 0; k && i < vm->devices.n_disks; i++) {
+		const struct fy_vs_disk *nd = &vm->devices.disks[i];
+
+		if (nd->unit != (int32_t)d->unit)
+			continue;
+		for (j = 0; j < vm->devices.n_controllers; j++) {
+			const struct fy_vs_controller *nk =
+				&vm->devices.controllers[j];
+
+			if (nk->key == nd->controller_key &&
+			    nk->bus == (int32_t)k->bus &&
+			    nk->kind == record_kind(k->type))
+				return nd;
+		}
+	}
+	return NULL;
+}
+
+/* ---- transports ---------------------------------------------------------- */
+
+/* The first mode of the list that can write here; the others say why
+ * not. */
+static int pick_transport(const char *list, char *out, size_t outlen)
+{
+	char buf[256], *save = NULL, *t;
+	char why[512] = "";
+
+	if (snprintf(buf, sizeof(buf), "%s", list) >= (int)sizeof(buf) ||
+	    !buf[0])
+		return fy_err_set(-EINVAL, "--transport: a list such as "
+				  "\"https\" or \"hotadd:https\"");
+	for (t = strtok_r(buf, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
+		size_t n = strlen(why);
+
+		if (!strcmp(t, "https")) {
+			snprintf(out, outlen, "%s", t);
+			return 0;
+		}
+		if (strcmp(t, "hotadd") && strcmp(t, "nbdssl") && strcmp(t, "nbd"))
+			return fy_err_set(-EINVAL, "--transport: unknown mode "
+					  "\"%s\" (hotadd, https, nbdssl, nbd)",
+					  t);
+		fy_warn("restore-vm: writing over %s is not built yet; trying "
+			"the next mode", t);
+		snprintf(why + n, sizeof(why) - n, "%s%s", n ? ", " : "", t);
+	}
+	return fy_err_set(-ENOTSUP, "not yet: writing disks over %s is not "
+			  "built; use --transport https", why);
+}
+
+/* ---- the job ------------------------------------------------------------- */
+
+static int write_disks(struct fy_vs_client *vc, struct fy_conn *conn,
+		       const struct rv_spec *sp, const struct fy_vmconfig *c,
+		       const struct rv_build *b, const struct fy_vs_vm *vm,
+		       const struct fy_vs_placement *pl,
+		       const struct find_backup *fb, struct rv_result *res)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < b->vm.n_disks; i++) {
+		const struct fy_vmconfig_disk *d = b->from[i];
+		const struct fy_vs_disk *nd = new_disk(vm, c, d);
+		struct rv_disk *rd = &res->disks[res->n_disks++];
+		struct fy_vs_ds_put *put = NULL;
+		int fd = -1;
+
+		if (!nd)
+			return fy_err_set(-EIO, "the new VM has no disk on the "
+					  "recorded controller's bus at unit "
+					  "%u", d->unit);
+		snprintf(rd->file, sizeof(rd->file), "%s", nd->file_name);
+		rd->capacity = nd->capacity;
+		rd->in_backup = d->in_backup;
+		rd->backup_disk = d->backup_disk;
+		if (!d->in_backup) {
+			fy_info("restore-vm: %s left empty: the backup did not "
+				"hold it (independent or excluded)", rd->file);
+			continue;
+		}
+		if (d->backup_disk >= FY_VMCONFIG_DISKS_MAX ||
+		    fb->sizes[d->backup_disk] != nd->capacity)
+			return fy_err_set(-EINVAL, "backup disk %u is %" PRIu64
+					  " bytes, the new disk %s %" PRIu64,
+					  d->backup_disk,
+					  d->backup_disk < FY_VMCONFIG_DISKS_MAX
+						  ? fb->sizes[d->backup_disk]
+						  : 0,
+					  rd->file, nd->capacity);
+		snprintf(rd->transport, sizeof(rd->transport), "https");
+		rc = fy_vs_datastore_put_open(vc, pl->datacenter_path,
+					      nd->file_name, nd->capacity, &fd,
+					      &put);
+		if (rc < 0)
+			return rc;
+		if (sp->progress)
+			fprintf(stderr, "disk %u -> %s\n", d->backup_disk,
+				rd->file);
+		rc = fy_client_restore_fd(conn, sp->backup_id, d->backup_disk,
+					  fd, nd->capacity, sp->progress,
+					  &rd->written);
+		if (rc < 0) {
+			char msg[FY_ERR_MAX];
+
+			snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+			fy_vs_datastore_put_finish(put, false);
+			return fy_err_set(rc, "%s", msg);
+		}
+		rc = fy_vs_datastore_put_finish(put, true);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Where the disks go when --datastore is not given: where the backed-up
+ * VM's files are, if it still exists. */
+static int default_datastore(struct fy_vs_client *vc, const char *source,
+			     char *out, size_t outlen)
+{
+	struct fy_vs_moref m;
+	struct fy_vs_vm *vm = NULL;
+	const char *end;
+	int rc;
+
+	rc = fy_vs_find_vm(vc, FY_VS_BY_NAME, source, &m);
+	if (rc == 0)
+		rc = fy_vs_vm_get(vc, &m, &vm);
+	if (rc < 0)
+		return fy_err_set(-EINVAL, "--datastore is needed: the backed-up "
+				  "VM %s is not there to take its datastore "
+				  "from", source);
+	end = vm->vmx_path[0] == '[' ? strchr(vm->vmx_path, ']') : NULL;
+	if (!end) {
+		fy_vs_vm_free(vm);
+		return fy_err_set(-EINVAL, "--datastore is needed");
+	}
+	snprintf(out, outlen, "%.*s", (int)(end - vm->vmx_path - 1),
+		 vm->vmx_path + 1);
+	fy_vs_vm_free(vm);
+	return 0;
+}
+
+static int restore_vm(const struct fy_config *cfg, const struct rv_spec *sp,
+		      struct rv_result *res)
+{
+	struct find_backup fb = { 0 };
+	struct fy_settings s;
+	struct fy_conn *conn = NULL;
+	struct fy_vs_client *vc = NULL;
+	struct fy_vs_placement pl;
+	struct fy_vs_moref vmref = { 0 }, exist;
+	struct fy_vs_vm *vm = NULL;
+	struct rv_build *b = calloc(1, sizeof(*b));
+	char transport[16];
+	double t0 = fy_now();
+	int rc;
+
+	snprintf(res->backup_id, sizeof(res->backup_id), "%s", sp->backup_id);
+	snprintf(res->vm_name, sizeof(res->vm_name), "%s", sp->name);
+	if (!b)
+		return fy_err_set(-ENOMEM, "out of memory");
+	if ((rc = pick_transport(sp->transports, transport,
+				 sizeof(transport))) < 0)
+		goto out;
+	if ((rc = fy_settings_load(cfg, &s)) < 0 ||
+	    (rc = fy_repo_connect(&s, "ferry-agent " FERRY_VERSION, &conn,
+				  NULL, 0)) < 0)
+		goto out;
+	if ((rc = load_backup(conn, sp->backup_id, &fb)) < 0)
+		goto out;
+	snprintf(res->source, sizeof(res->source), "%s", fb.source);
+	if ((rc = fy_vs_client_open(cfg, &vc)) < 0)
+		goto out;
+	rc = fy_vs_find_vm(vc, FY_VS_BY_NAME, sp->name, &exist);
+	if (rc == 0 || rc == -EEXIST) {
+		rc = fy_err_set(-EEXIST, "a VM named %s exists: restore-vm "
+				"never overwrites a VM; choose another --name",
+				sp->name);
+		goto out;
+	}
+	if (rc != -ENOENT)
+		goto out;
+	if (sp->datastore)
+		snprintf(res->datastore, sizeof(res->datastore), "%s",
+			 sp->datastore);
+	else if ((rc = default_datastore(vc, fb.source, res->datastore,
+					 sizeof(res->datastore))) < 0)
+		goto out;
+	rc = fy_vs_placement_resolve(vc, sp->host, sp->pool, sp->folder,
+				     res->datastore, &pl);
+	if (rc < 0)
+		goto out;
+	snprintf(res->host, sizeof(res->host), "%s", pl.host_name);
+	if ((rc = build_vm(fb.record, sp, b, res)) < 0)
+		goto out;
+	if ((rc = fy_vs_vm_create(vc, &b->vm, &pl, &vmref)) < 0)
+		goto out;
+	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s", vmref.value);
+	rc = fy_vs_vm_get(vc, &vmref, &vm);
+	if (rc == 0)
+		rc = write_disks(vc, conn, sp, fb.record, b, vm, &pl, &fb, res);
+	if (rc == 0 && sp->power_on) {
+		rc = fy_vs_vm_power_on(vc, &vmref);
+		res->powered_on = rc == 0;
+	}
+	if (rc < 0) {
+		/* Never leave a half-restored VM behind as if it were one. */
+		char msg[FY_ERR_MAX];
+		int drc;
+
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		drc = fy_vs_vm_destroy(vc, &vmref);
+		if (drc < 0)
+			rc = fy_err_set(rc, "%s; the half-restored VM %s (%s) "
+					"could not be destroyed (%s): delete it "
+					"by hand", msg, sp->name, vmref.value,
+					fy_err_msg());
+		else
+			rc = fy_err_set(rc, "%s; the half-restored VM %s was "
+					"destroyed", msg, sp->name);
+	}
+out:
+	res->seconds = fy_now() - t0;
+	fy_vs_vm_free(vm);
+	if (vc) {
+		fy_vs_client_logout(vc);
+		fy_vs_client_free(vc);
+	}
+	if (conn)
+		fy_conn_close(conn);
+	fy_vmconfig_free(fb.record);
+	free(b);
+	return rc;
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+static void print_json(FILE *f, const struct rv_result *r, int rc,
+		       const char *err)
+{
+	size_t i;
+
+	fprintf(f, "{\"ok\":%s,", rc == 0 ? "true" : "false");
+	if (rc < 0) {
+		fprintf(f, "\"error\":");
+		fy_json_string(f, err);
+		fprintf(f, ",");
+	}
+	fprintf(f, "\"backup\":");
+	fy_json_string(f, r->backup_id);
+	fprintf(f, ",\"source\":");
+	fy_json_string(f, r->source);
+	fprintf(f, ",\"vm\":");
+	fy_json_string(f, r->vm_name);
+	fprintf(f, ",\"moref\":");
+	fy_json_string(f, r->vm_moref);
+	fprintf(f, ",\"datastore\":");
+	fy_json_string(f, r->datastore);
+	fprintf(f, ",\"host\":");
+	fy_json_string(f, r->host);
+	fprintf(f, ",\"powered_on\":%s,\"seconds\":%.3f,\"disks\":[",
+		r->powered_on ? "true" : "false", r->seconds);
+	for (i = 0; i < r->n_disks; i++) {
+		const struct rv_disk *d = &r->disks[i];
+
+		fprintf(f, "%s{\"file\":", i ? "," : "");
+		fy_json_string(f, d->file);
+		fprintf(f, ",\"capacity\":%" PRIu64 ",\"restored\":%s",
+			d->capacity, d->in_backup ? "true" : "false");
+		if (d->in_backup) {
+			fprintf(f, ",\"backup_disk\":%u,\"bytes_written\":%"
+				PRIu64 ",\"transport\":", d->backup_disk,
+				d->written);
+			fy_json_string(f, d->transport);
+		}
+		fprintf(f, "}");
+	}
+	fprintf(f, "],\"notes\":");
+	fy_json_string(f, r->notes);
+	fprintf(f, "}\n");
+}
+
+static void print_text(FILE *f, const struct rv_result *r)
+{
+	size_t i;
+
+	fprintf(f, "restored backup %s (VM %s) as VM %s (%s) on datastore %s"
+		"%s%s, %.1f s%s\n", r->backup_id, r->source, r->vm_name,
+		r->vm_moref, r->datastore, r->host[0] ? ", host " : "",
+		r->host, r->seconds, r->powered_on ? ", powered on" : "");
+	for (i = 0; i < r->n_disks; i++) {
+		const struct rv_disk *d = &r->disks[i];
+		char cap[32];
+
+		fy_format_bytes(d->capacity, cap, sizeof(cap));
+		if (d->in_backup)
+			fprintf(f, "  %s (%s): backup disk %u over %s\n",
+				d->file, cap, d->backup_disk, d->transport);
+		else
+			fprintf(f, "  %s (%s): empty, not in the backup\n",
+				d->file, cap);
+	}
+	if (r->notes[0])
+		fprintf(f, "  note: %s\n", r->notes);
+}
+
+/* ---- ferry-agent restore-vm ---------------------------------------------- */
+
+enum {
+	RO_CONFIG = 3000, RO_NAME, RO_DATASTORE, RO_HOST, RO_POOL, RO_FOLDER,
+	RO_NETWORK, RO_PROVISIONING, RO_KEEP_MAC, RO_POWER_ON, RO_TRANSPORT,
+	RO_JSON, RO_QUIET, RO_SET, RO_LOG_LEVEL,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ferry-agent restore-vm --config FILE BACKUP --name "
+		"NEW\n"
+		"         [--datastore DS] [--host H | --resource-pool PATH] "
+		"[--folder PATH]\n"
+		"         [--network OLD=NEW ...] [--disk-provisioning "
+		"thin|thick|same]\n"
+		"         [--keep-mac] [--power-on] [--transport LIST] "
+		"[--json] [--quiet]\n"
+		"         [--set KEY=VALUE] [--log-level N]\n");
+}
+
+int agent_cmd_restore_vm(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, RO_CONFIG },
+		{ "name", required_argument, NULL, RO_NAME },
+		{ "datastore", required_argument, NULL, RO_DATASTORE },
+		{ "host", required_argument, NULL, RO_HOST },
+		{ "resource-pool", required_argument, NULL, RO_POOL },
+		{ "folder", required_argument, NULL, RO_FOLDER },
+		{ "network", required_argument, NULL, RO_NETWORK },
+		{ "disk-provisioning", required_argument, NULL, RO_PROVISIONING },
+		{ "keep-mac", no_argument, NULL, RO_KEEP_MAC },
+		{ "power-on", no_argument, NULL, RO_POWER_ON },
+		{ "transport", required_argument, NULL, RO_TRANSPORT },
+		{ "json", no_argument, NULL, RO_JSON },
+		{ "quiet", no_argument, NULL, RO_QUIET },
+		{ "set", required_argument, NULL, RO_SET },
+		{ "log-level", required_argument, NULL, RO_LOG_LEVEL },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct rv_spec sp = { .provisioning = "same",
+			      .transports = RV_DEFAULT_TRANSPORTS };
+	struct rv_result *res = calloc(1, sizeof(*res));
+	struct fy_config *cfg = fy_config_new();
+	const char *config = NULL, *sets[64];
+	unsigned n_sets = 0, i;
+	bool json = false, quiet = false;
+	int c, rc = 0, level = -1;
+
+	if (!res || !cfg) {
+		fprintf(stderr, "ferry-agent: out of memory\n");
+		rc = -ENOMEM;
+		goto out;
+	}
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case RO_CONFIG: config = optarg; break;
+		case RO_NAME: sp.name = optarg; break;
+		case RO_DATASTORE: sp.datastore = optarg; break;
+		case RO_HOST: sp.host = optarg; break;
+		case RO_POOL: sp.pool = optarg; break;
+		case RO_FOLDER: sp.folder = optarg; break;
+		case RO_PROVISIONING: sp.provisioning = optarg; break;
+		case RO_KEEP_MAC: sp.keep_mac = true; break;
+		case RO_POWER_ON: sp.power_on = true; break;
+		case RO_TRANSPORT: sp.transports = optarg; break;
+		case RO_JSON: json = true; break;
+		case RO_QUIET: quiet = true; break;
+		case RO_LOG_LEVEL:
+			if ((rc = fy_cli_log_level(optarg, &level)) < 0)
+				goto bad;
+			break;
+		case RO_NETWORK:
+			if (sp.n_networks == RV_NETWORKS_MAX ||
+			    !strchr(optarg, '=') || optarg[0] == '=') {
+				fprintf(stderr, "ferry-agent: restore-vm: "
+					"--network OLD=NEW, at most %d\n",
+					RV_NETWORKS_MAX);
+				rc = -EINVAL;
+				goto bad;
+			}
+			sp.networks[sp.n_networks++] = optarg;
+			break;
+		case RO_SET:
+			if (n_sets == 63) {
+				rc = -E2BIG;
+				goto bad;
+			}
+			sets[n_sets++] = optarg;
+			break;
+		default:
+			rc = -EINVAL;
+			goto bad;
+		}
+	}
+	if (optind + 1 != argc || !config || !sp.name || !sp.name[0] ||
+	    (sp.host && sp.pool)) {
+		rc = -EINVAL;
+		goto bad;
+	}
+	if (strcmp(sp.provisioning, "thin") && strcmp(sp.provisioning, "thick") &&
+	    strcmp(sp.provisioning, "same")) {
+		fprintf(stderr, "ferry-agent: restore-vm: --disk-provisioning "
+			"thin, thick or same\n");
+		rc = -EINVAL;
+		goto bad;
+	}
+	sp.backup_id = argv[optind];
+	sp.progress = !quiet && !json && isatty(STDERR_FILENO);
+	if ((rc = fy_config_load(cfg, config)) < 0)
+		goto fail;
+	for (i = 0; i < n_sets; i++)
+		if ((rc = fy_config_set_pair(cfg, sets[i])) < 0)
+			goto fail;
+	if ((rc = fy_agent_setup_logging(cfg, level)) < 0)
+		goto fail;
+	rc = restore_vm(cfg, &sp, res);
+	if (json)
+		print_json(stdout, res, rc, rc < 0 ? fy_err_msg() : "");
+	if (rc < 0)
+		goto fail;
+	if (!json && !quiet)
+		print_text(stdout, res);
+	goto out;
+bad:
+	usage(stderr);
+	rc = rc ? rc : -EINVAL;
+	fy_config_free(cfg);
+	free(res);
+	return 2;
+fail:
+	fprintf(stderr, "ferry-agent: restore-vm failed: %s\n", fy_err_msg());
+out:
+	fy_config_free(cfg);
+	free(res);
+	return rc < 0 ? 1 : 0;
+}

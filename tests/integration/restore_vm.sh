@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# integration.restore_vm: a whole VM back from a backup (issue 13), on the
+# simulated vCenter. `ferry-agent restore-vm` creates the VM from the
+# backup's record (CreateVM_Task, ferry-vcsim creating the disk files) and
+# writes its disks over https (/folder PUT). Then the restored VM is backed
+# up again: every disk of the second backup equals the first's, block for
+# block, and its recorded hardware equals the original's but for the name
+# and the MAC addresses. Refused: a name in use, a transport not built yet,
+# a backup without a record. A corrupt repository block fails the restore
+# by name and the half-restored VM is destroyed.
+source "$(dirname "$0")/lib.sh"
+[[ -x "$BIN/ferry-vcsim" ]] || { echo "ferry-vcsim not built"; exit 77; }
+
+make_certs
+start_repo
+start_vcsim --disk-size 4194304
+mkdir -p "$T/state"
+grep -v '^test\.' "$T/test.conf" >>"$T/agent.conf"
+echo "ferry.stateDirectory=$T/state" >>"$T/agent.conf"
+CERT=$(python3 -c "import json; print(json.load(open('$T/ready.json'))['cert_file'])")
+URL=$(python3 -c "import json; print(json.load(open('$T/ready.json'))['url'].replace('/sdk', ''))")
+vmdisks() { curl -sS --fail --cacert "$CERT" "$URL/ferry-test/disks?vm=$1"; }
+restore_vm() { "$AGENT" restore-vm --config "$T/agent.conf" "$@"; }
+backup_vm() {
+  "$AGENT" backup --config "$T/agent.conf" --vm "$@" --transport https --json --quiet >"$T/b-$1.json" 2>"$T/b-$1.log" ||
+    { cat "$T/b-$1.log" "$T/b-$1.json" >&2; fail "backup of $1 failed"; }
+  json "$T/b-$1.json" 'j["backup_id"]'
+}
+vm_count() { "$AGENT" inventory --config "$T/agent.conf" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["vms"]))'; }
+
+note "back up two VMs"
+# vm-two-disks' disks get some changes first, so holes and data both move.
+printf 'ferry restore-vm test' | curl -sS --fail --cacert "$CERT" --data-binary @- \
+  "$URL/ferry-test/write?vm=vm-two-disks&disk=2000&offset=1048576" >/dev/null
+two=$(backup_vm vm-two-disks)
+# Its independent disk cannot be in a backup (snapshots leave it out).
+hw=$(backup_vm vm-hardware --disk 0 --disk 1)
+
+note "restore-vm vm-two-disks as a new VM over https"
+before=$(vm_count)
+restore_vm "$two" --name two-restored --transport hotadd:https --json >"$T/r1.json" 2>"$T/r1.log" ||
+  { cat "$T/r1.log" "$T/r1.json"; fail "restore-vm failed"; }
+[[ $(json "$T/r1.json" '(j["ok"], j["vm"], j["source"], j["datastore"], j["powered_on"], [(d["restored"], d["backup_disk"], d["transport"]) for d in j["disks"]])') == \
+  "(True, 'two-restored', 'vm-two-disks', 'ds1', False, [(True, 0, 'https'), (True, 1, 'https')])" ]] ||
+  fail "result: $(cat "$T/r1.json")"
+grep -q "writing over hotadd is not built yet" "$T/r1.log" || fail "hotadd was not reported as not built: $(cat "$T/r1.log")"
+[[ $(vm_count) == $((before + 1)) ]] || fail "expected one more VM"
+vmdisks two-restored >"$T/d1.json"
+[[ $(json "$T/d1.json" 'j["power_state"]') == poweredOff ]] || fail "the restored VM is not powered off: $(cat "$T/d1.json")"
+vmdisks vm-two-disks >"$T/d0.json"
+for i in 0 1; do
+  cmp "$(json "$T/d0.json" "j['disks'][$i]['live']['flat_path']")" \
+      "$(json "$T/d1.json" "j['disks'][$i]['live']['flat_path']")" || fail "restored disk $i differs from the original"
+done
+
+note "the restored VM backs up to the same blocks"
+again=$(backup_vm two-restored)
+for i in 0 1; do
+  "$FERRY" --config "$T/agent.conf" restore "$two" --disk $i --output "$T/a$i.img"
+  "$FERRY" --config "$T/agent.conf" restore "$again" --disk $i --output "$T/b$i.img"
+  cmp "$T/a$i.img" "$T/b$i.img" || fail "disk $i of the second backup differs from the first"
+done
+"$FERRY" --config "$T/agent.conf" list --json >"$T/l.json"
+python3 - "$T/l.json" "$two" "$again" <<'PY' || fail "block maps differ"
+import json, sys
+by_id = {b["id"]: b for b in json.load(open(sys.argv[1]))}
+a, b = by_id[sys.argv[2]], by_id[sys.argv[3]]
+for da, db in zip(a["disks"], b["disks"]):
+    for k in ("size", "data_blocks", "hole_blocks"):
+        assert da[k] == db[k], (k, da, db)
+PY
+
+note "restore-vm vm-hardware: the recorded hardware comes back, with new MACs"
+restore_vm "$hw" --name hw-restored --datastore ds2 --power-on --json >"$T/r2.json" 2>"$T/r2.log" ||
+  { cat "$T/r2.log" "$T/r2.json"; fail "restore-vm of vm-hardware failed"; }
+[[ $(json "$T/r2.json" '(j["datastore"], j["powered_on"], [d["restored"] for d in j["disks"]])') == \
+  "('ds2', True, [True, True, False])" ]] || fail "result: $(cat "$T/r2.json")"
+vmdisks hw-restored >"$T/d2.json"
+[[ $(json "$T/d2.json" 'j["power_state"]') == poweredOn ]] || fail "not powered on: $(cat "$T/d2.json")"
+hw2=$(backup_vm hw-restored --disk 0 --disk 1)
+"$FERRY" --config "$T/agent.conf" show "$hw" --json >"$T/s1.json"
+"$FERRY" --config "$T/agent.conf" show "$hw2" --json >"$T/s2.json"
+python3 - "$T/s1.json" "$T/s2.json" <<'PY' || fail "records differ: $(cat "$T/s1.json" "$T/s2.json")"
+import json, sys
+a, b = (json.load(open(p))["vm_config"] for p in sys.argv[1:3])
+assert b["name"] == "hw-restored", b["name"]
+for k in ("guest_id", "hardware_version", "firmware", "secure_boot", "cpus", "cores_per_socket",
+          "memory_mb", "extra_config"):
+    assert a[k] == b[k], (k, a[k], b[k])
+ctl = lambda c: sorted((x["type"], x["bus"], x.get("sharing", "")) for x in c["controllers"])
+assert ctl(a) == ctl(b), (ctl(a), ctl(b))
+dsk = lambda c: [(d["unit"], d["capacity"], d["provisioning"], d["mode"]) for d in c["disks"]]
+assert dsk(a) == dsk(b), (dsk(a), dsk(b))
+assert [n["adapter"] for n in a["nics"]] == [n["adapter"] for n in b["nics"]]
+assert not set(n["mac"] for n in a["nics"]) & set(n["mac"] for n in b["nics"]), "MACs kept without --keep-mac"
+assert len(a["cdroms"]) == len(b["cdroms"])
+PY
+for i in 0 1; do
+  "$FERRY" --config "$T/agent.conf" restore "$hw" --disk $i --output "$T/h$i.img"
+  "$FERRY" --config "$T/agent.conf" restore "$hw2" --disk $i --output "$T/k$i.img"
+  cmp "$T/h$i.img" "$T/k$i.img" || fail "vm-hardware disk $i came back different"
+done
+
+note "refused: a name in use, a transport not built yet, unknown options"
+before=$(vm_count)
+rc=0; restore_vm "$two" --name vm-two-disks 2>"$T/e1" || rc=$?
+[[ $rc == 1 ]] && grep -q "a VM named vm-two-disks exists: restore-vm never overwrites a VM" "$T/e1" ||
+  fail "name in use: exit $rc: $(cat "$T/e1")"
+rc=0; restore_vm "$two" --name x1 --transport hotadd 2>"$T/e2" || rc=$?
+[[ $rc == 1 ]] && grep -q "not yet: writing disks over hotadd is not built" "$T/e2" ||
+  fail "hotadd only: exit $rc: $(cat "$T/e2")"
+rc=0; restore_vm "$two" --name x2 --disk-provisioning fat 2>"$T/e3" || rc=$?
+[[ $rc == 2 ]] || fail "--disk-provisioning fat: exit $rc"
+rc=0; restore_vm "$two" --name x3 --host esx-nowhere 2>"$T/e4" || rc=$?
+[[ $rc == 1 ]] && grep -q "no host named esx-nowhere" "$T/e4" || fail "unknown host: exit $rc: $(cat "$T/e4")"
+[[ $(vm_count) == "$before" ]] || fail "a refused restore left a VM"
+
+note "a backup without a record is refused"
+printf 'not a vm' >"$T/f.img"
+"$AGENT" backup --config "$T/agent.conf" --source "$T/f.img" --json --quiet >"$T/bf.json"
+fid=$(json "$T/bf.json" 'j["backup_id"]')
+rc=0; restore_vm "$fid" --name x4 2>"$T/e5" || rc=$?
+[[ $rc == 1 ]] && grep -q "is of a file, not a VM" "$T/e5" || fail "file backup: exit $rc: $(cat "$T/e5")"
+
+note "a corrupt block fails the restore by name; the half-restored VM is destroyed"
+# The first data block of disk 0 of vm-two-disks' backup, damaged on disk.
+"$FERRY" --config "$T/agent.conf" restore "$two" --disk 0 --output "$T/c0.img"
+bs=$(json "$T/l.json" "[b['block_size'] for b in j if b['id'] == '$two'][0]")
+digest=$(python3 - "$T/c0.img" "$bs" <<'PY'
+import hashlib, sys
+d = open(sys.argv[1], "rb").read()
+bs = int(sys.argv[2])
+for off in range(0, len(d), bs):
+    b = d[off:off + bs]
+    if any(b):
+        print(hashlib.sha256(b).hexdigest()); break
+PY
+)
+f="$T/repo/blocks/${digest:0:2}/${digest:2:2}/$digest"
+[[ -f $f ]] || fail "block file $f not found"
+printf '\xff\xff\xff\xff' | dd of="$f" bs=1 seek=20 conv=notrunc status=none
+rc=0; restore_vm "$two" --name broken --json >"$T/r3.json" 2>"$T/r3.log" || rc=$?
+[[ $rc == 1 ]] || fail "restore from a corrupt block: exit $rc"
+grep -q "half-restored VM broken was destroyed" "$T/r3.log" || fail "not destroyed: $(cat "$T/r3.log")"
+grep -qi "block" "$T/r3.log" || fail "the error does not name the block: $(cat "$T/r3.log")"
+[[ $(json "$T/r3.json" 'j["ok"]') == False ]] || fail "--json said ok"
+rc=0; "$AGENT" inventory --config "$T/agent.conf" --vm broken >/dev/null 2>&1 || rc=$?
+[[ $rc != 0 ]] || fail "the half-restored VM is still there"
+echo "restore_vm: OK"
