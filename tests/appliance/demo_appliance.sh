@@ -62,8 +62,19 @@ t_agent=$(secs "$t0" "$(now)")
 
 step "ferry backup --vm vm-two-disks through the appliance: hot-add into the guest's kernel"
 t0=$(now)
+vm2_rc=0
 "$BIN/ferry" --config "$D/central2.conf" backup --vm vm-two-disks --transport hotadd --json \
-  >"$D/vm2.json" 2> >(while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done >"$D/vm2.err")
+  >"$D/vm2.json" 2> >(while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done >"$D/vm2.err") || vm2_rc=$?
+if [[ $vm2_rc != 0 ]]; then
+  sleep 0.2
+  echo "the backup through the appliance failed (exit $vm2_rc):" >&2
+  cat "$D/vm2.err" "$D/vm2.json" >&2
+  echo "--- ferry-vcsim (the appliance's vCenter), last 40 lines" >&2
+  tail -n 40 "$D/vcsim2.log" >&2
+  echo "--- the appliance's serial console, last 40 lines" >&2
+  tr -d '\000' <"$D/qemu/serial.log" | tail -n 40 >&2
+  exit 1
+fi
 t_backup=$(secs "$t0" "$(now)")
 sleep 0.2
 python3 - "$t0" "$D/vm2.err" "$D/vcsim2.log" <<'PY'
