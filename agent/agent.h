@@ -165,10 +165,20 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, const char *path, bool progress,
 		      bool overwrite, uint64_t *bytes_written);
 /* The same into fd, which the caller owns (a pipe: an upload), in order,
- * holes as zeros; the backup's disk must be size bytes. */
+ * holes as zeros; the backup's disk must be size bytes. hooks (may be
+ * NULL): cancel polled between batches of blocks (-ECANCELED), progress
+ * called a few times a second and once at the end with the data and the
+ * zeros written so far. */
+struct fy_restore_hooks {
+	atomic_bool *cancel;
+	void (*progress)(void *opaque, uint64_t data, uint64_t zeros,
+			 uint64_t size);
+	void *opaque;
+};
 int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
-			 uint32_t disk, int fd, uint64_t size, bool progress,
-			 uint64_t *bytes_written);
+			 uint32_t disk, int fd, uint64_t size,
+			 const struct fy_restore_hooks *hooks,
+			 uint64_t *bytes_written, uint64_t *zeros_written);
 
 /* ---- VM disks (vm_backup.c) -------------------------------------------- */
 

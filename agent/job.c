@@ -1281,10 +1281,62 @@ int fy_job_run(const struct fy_config *cfg, const struct fy_job_spec *spec,
 	return rc;
 }
 
+/* A restore's result: what it read, what it made. */
+static void restore_result_json(FILE *f, const struct fy_job_result *res)
+{
+	unsigned i;
+
+	fprintf(f, "{\"kind\":\"%s\",\"ok\":%s,\"cancelled\":%s,"
+		"\"error\":", FY_JOB_KIND_RESTORE_VM,
+		res->rc < 0 ? "false" : "true",
+		res->cancelled ? "true" : "false");
+	fy_json_string(f, res->error);
+	fprintf(f, ",\"backup\":");
+	fy_json_string(f, res->backup_id);
+	fprintf(f, ",\"source\":");
+	fy_json_string(f, res->source);
+	fprintf(f, ",\"vm\":");
+	fy_json_string(f, res->vm_name);
+	fprintf(f, ",\"moref\":");
+	fy_json_string(f, res->vm_moref);
+	fprintf(f, ",\"datastore\":");
+	fy_json_string(f, res->datastore);
+	fprintf(f, ",\"host\":");
+	fy_json_string(f, res->host);
+	fprintf(f, ",\"powered_on\":%s,\"notes\":",
+		res->powered_on ? "true" : "false");
+	fy_json_string(f, res->notes);
+	fprintf(f, ",\"seconds\":%.3f,\"disks\":[", res->seconds);
+	for (i = 0; i < res->n; i++) {
+		const struct fy_job_disk_result *d = &res->disks[i];
+
+		fprintf(f, "%s{\"file\":", i ? "," : "");
+		fy_json_string(f, d->file);
+		fprintf(f, ",\"capacity\":%" PRIu64 ",\"restored\":%s",
+			d->st.size, d->skipped ? "false" : "true");
+		if (!d->skipped) {
+			fprintf(f, ",\"backup_disk\":%u,\"transport\":",
+				d->index);
+			fy_json_string(f, d->transport);
+			fprintf(f, ",\"bytes_data\":%" PRIu64 ",\"bytes_zero\":%"
+				PRIu64 ",\"bytes_written\":%" PRIu64
+				",\"seconds\":%.3f", d->st.bytes_read,
+				d->st.bytes_zero, d->st.bytes_sent,
+				d->st.seconds);
+		}
+		fprintf(f, "}");
+	}
+	fprintf(f, "]}");
+}
+
 void fy_job_result_json(FILE *f, const struct fy_job_result *res)
 {
 	unsigned i;
 
+	if (!strcmp(res->kind, FY_JOB_KIND_RESTORE_VM)) {
+		restore_result_json(f, res);
+		return;
+	}
 	fprintf(f, "{\"backup_id\":");
 	fy_json_string(f, res->backup_id);
 	fprintf(f, ",\"parent_id\":");

@@ -59,13 +59,29 @@ struct fy_job_disk_result {
 	bool incremental;                 /* read only CBT's changed areas */
 	char full_reason[FY_JOB_TEXT_MAX]; /* why it was read in full, or "" */
 	char change_id[128];              /* recorded in the manifest */
+	/* restore-vm: a disk the backup did not hold, created empty */
+	bool skipped;
 	struct fy_disk_stats st;
 };
+
+/* What a job's result describes: a backup (fy_job_run) or a whole-VM
+ * restore (fy_restore_vm_run). A restore's backup_id is the backup it
+ * read, vm_name and vm_moref the VM it created, source the backed-up VM;
+ * its disks' index is the backup's disk, st.size the disk's capacity,
+ * st.bytes_read the data restored, st.bytes_zero the zeros written over
+ * holes, st.bytes_sent what was written. */
+#define FY_JOB_KIND_BACKUP "backup"
+#define FY_JOB_KIND_RESTORE_VM "restore-vm"
 
 struct fy_job_result {
 	int rc;                           /* 0, or the negative errno */
 	char error[FY_ERR_MAX];           /* when rc < 0 */
 	bool cancelled;
+	char kind[16];                    /* FY_JOB_KIND_* ("": backup) */
+	char source[256];                 /* restore-vm: the backed-up VM */
+	char datastore[256];              /* restore-vm: where it went */
+	char host[256];
+	bool powered_on;
 	char backup_id[FY_ID_MAX];
 	char parent_id[FY_ID_MAX];        /* "" for a full backup */
 	char vm_name[256];
@@ -101,6 +117,39 @@ int fy_job_run(const struct fy_config *cfg, const struct fy_job_spec *spec,
  * seconds, notes, error, disks [{index, file, transport, incremental,
  * full_reason, change_id, counters}]). */
 void fy_job_result_json(FILE *f, const struct fy_job_result *res);
+
+/* ---- the whole-VM restore (restore_vm.c) ------------------------------ */
+
+#define FY_RESTORE_NETWORKS_MAX 16
+
+struct fy_restore_vm_spec {
+	const char *backup_id;
+	const char *name;             /* the new VM's */
+	const char *datastore;        /* NULL: the backed-up VM's, if there */
+	const char *host;             /* by name; NULL with pool: picked */
+	const char *pool;             /* resource pool inventory path */
+	const char *folder;           /* VM folder inventory path */
+	const char *networks[FY_RESTORE_NETWORKS_MAX]; /* "OLD=NEW" */
+	unsigned n_networks;
+	const char *provisioning;     /* "thin", "thick", "same" (NULL) */
+	const char *transports;       /* NULL: "https" */
+	bool keep_mac, power_on;
+};
+
+/* Phases reported to fy_job_events.phase by a restore, in order. */
+#define FY_RESTORE_VM_PHASES "connect, create, write, power-on, done"
+
+/* Checks what needs no server: names, the provisioning word, the
+ * networks' OLD=NEW form, the transport list. -EINVAL with a message. */
+int fy_restore_vm_check(const struct fy_restore_vm_spec *spec);
+/* Restores a whole VM (docs/RESTORE.md) as fy_job_run runs a backup:
+ * cancel polled between blocks, events, res always filled. */
+int fy_restore_vm_run(const struct fy_config *cfg,
+		      const struct fy_restore_vm_spec *spec,
+		      atomic_bool *cancel, const struct fy_job_events *ev,
+		      struct fy_job_result *res);
+/* A restore's result as the one-shot command and ferry print it. */
+void fy_restore_vm_result_text(FILE *f, const struct fy_job_result *res);
 
 /* What decides whether a disk can be read incrementally. */
 struct fy_incr_check {

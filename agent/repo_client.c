@@ -372,6 +372,8 @@ struct restore {
 	bool overwrite;    /* an existing regular file may be replaced */
 	int given_fd;      /* the caller's output (not opened, not closed) */
 	uint64_t want_size; /* the output's size, or 0 for any */
+	const struct fy_restore_hooks *hooks; /* or NULL */
+	uint64_t zeros_written;
 	double start, last;
 };
 
@@ -392,6 +394,7 @@ static int out_write(struct restore *r, const void *buf, size_t len,
 			if (rc < 0)
 				return rc;
 			r->pos += n;
+			r->zeros_written += n;
 		}
 		rc = fy_write_all(r->fd, buf, len);
 		r->pos = off + len;
@@ -495,6 +498,16 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 				}
 			}
 			inflight--;
+		}
+		if (r->hooks && r->hooks->cancel &&
+		    atomic_load(r->hooks->cancel)) {
+			rc = fy_err_set(-ECANCELED, "cancelled");
+			goto out;
+		}
+		if (r->hooks && r->hooks->progress && fy_now() - r->last > 0.25) {
+			r->last = fy_now();
+			r->hooks->progress(r->hooks->opaque, r->written,
+					   r->zeros_written, r->size);
 		}
 		if (r->progress && fy_now() - r->last > 0.5) {
 			char w[32];
@@ -732,13 +745,19 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 }
 
 int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
-			 uint32_t disk, int fd, uint64_t size, bool progress,
-			 uint64_t *bytes_written)
+			 uint32_t disk, int fd, uint64_t size,
+			 const struct fy_restore_hooks *hooks,
+			 uint64_t *bytes_written, uint64_t *zeros_written)
 {
-	struct restore r = { .conn = conn, .progress = progress,
-			     .given_fd = fd, .want_size = size };
+	struct restore r = { .conn = conn, .given_fd = fd, .want_size = size,
+			     .hooks = hooks };
+	int rc = restore_run(&r, backup_id, disk, "the upload", bytes_written);
 
-	return restore_run(&r, backup_id, disk, "the upload", bytes_written);
+	*zeros_written = r.zeros_written;
+	if (rc == 0 && hooks && hooks->progress)
+		hooks->progress(hooks->opaque, r.written, r.zeros_written,
+				r.size);
+	return rc;
 }
 
 /* ---- what an incremental needs: the parent and its maps ----------------- */

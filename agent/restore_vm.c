@@ -28,43 +28,32 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agent/agent.h"
+#include "agent/job.h"
 #include "image/image.h"
 #include "vsphere/vsphere.h"
 
-#define RV_NETWORKS_MAX 16
 #define RV_DEFAULT_TRANSPORTS "https"
 
-struct rv_spec {
-	const char *backup_id, *name, *datastore, *host, *pool, *folder;
-	const char *networks[RV_NETWORKS_MAX]; /* "OLD=NEW" */
-	size_t n_networks;
-	const char *provisioning;              /* thin, thick, same */
-	const char *transports;
-	bool power_on, keep_mac, progress;
+/* What the job thread passes around. */
+struct rv {
+	const struct fy_restore_vm_spec *sp;
+	atomic_bool *cancel;
+	const struct fy_job_events *ev;
+	struct fy_job_result *res;
+	unsigned disk, n_disks;       /* the one being written */
+	double disk_t0;
 };
 
-struct rv_disk {
-	uint32_t backup_disk;
-	bool in_backup;
-	char file[1024];          /* the new VM's descriptor */
-	uint64_t capacity, written;
-	char transport[16];
-};
+static void phase(struct rv *x, const char *name, const char *detail)
+{
+	if (x->ev && x->ev->phase)
+		x->ev->phase(x->ev->opaque, name, detail ? detail : "");
+}
 
-struct rv_result {
-	char backup_id[FY_ID_MAX];
-	char source[512];
-	char vm_name[512];
-	char vm_moref[64];
-	char datastore[256];
-	char host[256];
-	bool powered_on;
-	size_t n_disks;
-	struct rv_disk disks[FY_VMCONFIG_DISKS_MAX];
-	char notes[1024];
-	double seconds;
-};
+static bool cancelled(struct rv *x)
+{
+	return x->cancel && atomic_load(x->cancel);
+}
 
 /* ---- the backup and its record ----------------------------------------- */
 
@@ -151,7 +140,7 @@ struct rv_build {
 };
 
 __attribute__((format(printf, 2, 3)))
-static void note(struct rv_result *res, const char *fmt, ...)
+static void note(struct fy_job_result *res, const char *fmt, ...)
 {
 	size_t n = strlen(res->notes);
 	char line[256];
@@ -176,7 +165,7 @@ record_controller(const struct fy_vmconfig *c, int32_t key)
 	return NULL;
 }
 
-static const char *map_network(const struct rv_spec *sp, const char *old)
+static const char *map_network(const struct fy_restore_vm_spec *sp, const char *old)
 {
 	size_t i, n = strlen(old);
 
@@ -187,15 +176,16 @@ static const char *map_network(const struct rv_spec *sp, const char *old)
 	return old;
 }
 
-static const char *provisioning(const struct rv_spec *sp,
+static const char *provisioning(const struct fy_restore_vm_spec *sp,
 				const struct fy_vmconfig_disk *d,
-				struct rv_result *res)
+				struct fy_job_result *res)
 {
 	const char *p = d->provisioning;
+	const char *want = sp->provisioning ? sp->provisioning : "same";
 
-	if (!strcmp(sp->provisioning, "thin"))
+	if (!strcmp(want, "thin"))
 		return "thin";
-	if (!strcmp(sp->provisioning, "thick"))
+	if (!strcmp(want, "thick"))
 		return strcmp(p, "thick-eager") ? "thick-lazy" : "thick-eager";
 	if (strcmp(p, "thin") && strcmp(p, "thick-lazy") &&
 	    strcmp(p, "thick-eager")) {
@@ -206,8 +196,9 @@ static const char *provisioning(const struct rv_spec *sp,
 	return p;
 }
 
-static int build_vm(const struct fy_vmconfig *c, const struct rv_spec *sp,
-		    struct rv_build *b, struct rv_result *res)
+static int build_vm(const struct fy_vmconfig *c,
+		    const struct fy_restore_vm_spec *sp,
+		    struct rv_build *b, struct fy_job_result *res)
 {
 	size_t i;
 
@@ -368,35 +359,67 @@ static int pick_transport(const char *list, char *out, size_t outlen)
 
 /* ---- the job ------------------------------------------------------------- */
 
-static int write_disks(struct fy_vs_client *vc, struct fy_conn *conn,
-		       const struct rv_spec *sp, const struct fy_vmconfig *c,
+static void disk_progress(void *opaque, uint64_t data, uint64_t zeros,
+			  uint64_t size)
+{
+	struct rv *x = opaque;
+	struct fy_job_disk_result *d = &x->res->disks[x->res->n - 1];
+
+	d->st.size = size;
+	d->st.bytes_read = data;
+	d->st.bytes_zero = zeros;
+	d->st.bytes_sent = data + zeros;
+	d->st.seconds = fy_now() - x->disk_t0;
+	if (x->ev && x->ev->progress)
+		x->ev->progress(x->ev->opaque, x->disk, x->n_disks, &d->st,
+				data + zeros >= size);
+}
+
+static int write_disks(struct rv *x, struct fy_vs_client *vc,
+		       struct fy_conn *conn, const struct fy_vmconfig *c,
 		       const struct rv_build *b, const struct fy_vs_vm *vm,
 		       const struct fy_vs_placement *pl,
-		       const struct find_backup *fb, struct rv_result *res)
+		       const struct find_backup *fb)
 {
+	struct fy_job_result *res = x->res;
+	const struct fy_restore_hooks hooks = {
+		.cancel = x->cancel, .progress = disk_progress, .opaque = x,
+	};
 	size_t i;
 	int rc;
 
+	x->n_disks = 0;
+	for (i = 0; i < b->vm.n_disks; i++)
+		x->n_disks += b->from[i]->in_backup;
+	x->disk = 0;
 	for (i = 0; i < b->vm.n_disks; i++) {
 		const struct fy_vmconfig_disk *d = b->from[i];
 		const struct fy_vs_disk *nd = new_disk(vm, c, d);
-		struct rv_disk *rd = &res->disks[res->n_disks++];
+		struct fy_job_disk_result *rd;
 		struct fy_vs_ds_put *put = NULL;
+		uint64_t written = 0, zeros = 0;
+		char detail[FY_JOB_TEXT_MAX + 64];
 		int fd = -1;
 
+		if (res->n == FY_JOB_DISKS_MAX)
+			return fy_err_set(-E2BIG, "a restore reports at most %d "
+					  "disks", FY_JOB_DISKS_MAX);
 		if (!nd)
 			return fy_err_set(-EIO, "the new VM has no disk on the "
 					  "recorded controller's bus at unit "
 					  "%u", d->unit);
+		rd = &res->disks[res->n++];
 		snprintf(rd->file, sizeof(rd->file), "%s", nd->file_name);
-		rd->capacity = nd->capacity;
-		rd->in_backup = d->in_backup;
-		rd->backup_disk = d->backup_disk;
+		rd->st.size = nd->capacity;
+		rd->skipped = !d->in_backup;
+		rd->index = d->backup_disk;
 		if (!d->in_backup) {
 			fy_info("restore-vm: %s left empty: the backup did not "
 				"hold it (independent or excluded)", rd->file);
 			continue;
 		}
+		if (cancelled(x))
+			return fy_err_set(-ECANCELED, "cancelled");
 		if (d->backup_disk >= FY_VMCONFIG_DISKS_MAX ||
 		    fb->sizes[d->backup_disk] != nd->capacity)
 			return fy_err_set(-EINVAL, "backup disk %u is %" PRIu64
@@ -407,17 +430,18 @@ static int write_disks(struct fy_vs_client *vc, struct fy_conn *conn,
 						  : 0,
 					  rd->file, nd->capacity);
 		snprintf(rd->transport, sizeof(rd->transport), "https");
+		snprintf(detail, sizeof(detail), "backup disk %u to %s over %s",
+			 d->backup_disk, rd->file, rd->transport);
+		phase(x, "write", detail);
 		rc = fy_vs_datastore_put_open(vc, pl->datacenter_path,
 					      nd->file_name, nd->capacity, &fd,
 					      &put);
 		if (rc < 0)
 			return rc;
-		if (sp->progress)
-			fprintf(stderr, "disk %u -> %s\n", d->backup_disk,
-				rd->file);
-		rc = fy_client_restore_fd(conn, sp->backup_id, d->backup_disk,
-					  fd, nd->capacity, sp->progress,
-					  &rd->written);
+		x->disk_t0 = fy_now();
+		rc = fy_client_restore_fd(conn, x->sp->backup_id,
+					  d->backup_disk, fd, nd->capacity,
+					  &hooks, &written, &zeros);
 		if (rc < 0) {
 			char msg[FY_ERR_MAX];
 
@@ -428,6 +452,7 @@ static int write_disks(struct fy_vs_client *vc, struct fy_conn *conn,
 		rc = fy_vs_datastore_put_finish(put, true);
 		if (rc < 0)
 			return rc;
+		x->disk++;
 	}
 	return 0;
 }
@@ -460,9 +485,56 @@ static int default_datastore(struct fy_vs_client *vc, const char *source,
 	return 0;
 }
 
-static int restore_vm(const struct fy_config *cfg, const struct rv_spec *sp,
-		      struct rv_result *res)
+int fy_restore_vm_check(const struct fy_restore_vm_spec *sp)
 {
+	unsigned i;
+
+	if (!sp->backup_id || !sp->backup_id[0])
+		return fy_err_set(-EINVAL, "restore-vm: no backup given");
+	if (!sp->name || !sp->name[0] ||
+	    strlen(sp->name) >= FY_VMCONFIG_NAME_MAX - 1 ||
+	    !fy_vmconfig_text_ok(sp->name))
+		return fy_err_set(-EINVAL, "restore-vm: --name: the new VM's "
+				  "name, 1 to %d bytes of UTF-8 without control "
+				  "characters", FY_VMCONFIG_NAME_MAX - 2);
+	if (sp->host && sp->pool)
+		return fy_err_set(-EINVAL, "restore-vm: --host or "
+				  "--resource-pool, not both");
+	if (sp->provisioning && strcmp(sp->provisioning, "thin") &&
+	    strcmp(sp->provisioning, "thick") && strcmp(sp->provisioning, "same"))
+		return fy_err_set(-EINVAL, "restore-vm: --disk-provisioning "
+				  "thin, thick or same");
+	if (sp->n_networks > FY_RESTORE_NETWORKS_MAX)
+		return fy_err_set(-EINVAL, "restore-vm: at most %d --network",
+				  FY_RESTORE_NETWORKS_MAX);
+	for (i = 0; i < sp->n_networks; i++)
+		if (!strchr(sp->networks[i], '=') || sp->networks[i][0] == '=')
+			return fy_err_set(-EINVAL, "restore-vm: --network "
+					  "OLD=NEW, not \"%s\"",
+					  sp->networks[i]);
+	if (sp->transports) {
+		/* Only the form: "not yet" modes are the run's to report. */
+		char buf[256], *save = NULL, *t;
+
+		if (snprintf(buf, sizeof(buf), "%s", sp->transports) >=
+			    (int)sizeof(buf) || !buf[0])
+			return fy_err_set(-EINVAL, "--transport: a list such as "
+					  "\"https\" or \"hotadd:https\"");
+		for (t = strtok_r(buf, ":", &save); t;
+		     t = strtok_r(NULL, ":", &save))
+			if (strcmp(t, "https") && strcmp(t, "hotadd") &&
+			    strcmp(t, "nbdssl") && strcmp(t, "nbd"))
+				return fy_err_set(-EINVAL, "--transport: unknown "
+						  "mode \"%s\" (hotadd, https, "
+						  "nbdssl, nbd)", t);
+	}
+	return 0;
+}
+
+static int run(struct rv *x, const struct fy_config *cfg)
+{
+	const struct fy_restore_vm_spec *sp = x->sp;
+	struct fy_job_result *res = x->res;
 	struct find_backup fb = { 0 };
 	struct fy_settings s;
 	struct fy_conn *conn = NULL;
@@ -472,15 +544,15 @@ static int restore_vm(const struct fy_config *cfg, const struct rv_spec *sp,
 	struct fy_vs_vm *vm = NULL;
 	struct rv_build *b = calloc(1, sizeof(*b));
 	char transport[16];
-	double t0 = fy_now();
 	int rc;
 
-	snprintf(res->backup_id, sizeof(res->backup_id), "%s", sp->backup_id);
-	snprintf(res->vm_name, sizeof(res->vm_name), "%s", sp->name);
 	if (!b)
 		return fy_err_set(-ENOMEM, "out of memory");
-	if ((rc = pick_transport(sp->transports, transport,
-				 sizeof(transport))) < 0)
+	phase(x, "connect", sp->backup_id);
+	if ((rc = fy_restore_vm_check(sp)) < 0 ||
+	    (rc = pick_transport(sp->transports ? sp->transports
+						: RV_DEFAULT_TRANSPORTS,
+				 transport, sizeof(transport))) < 0)
 		goto out;
 	if ((rc = fy_settings_load(cfg, &s)) < 0 ||
 	    (rc = fy_repo_connect(&s, "ferry-agent " FERRY_VERSION, &conn,
@@ -513,22 +585,32 @@ static int restore_vm(const struct fy_config *cfg, const struct rv_spec *sp,
 	snprintf(res->host, sizeof(res->host), "%s", pl.host_name);
 	if ((rc = build_vm(fb.record, sp, b, res)) < 0)
 		goto out;
+	if (cancelled(x)) {
+		rc = fy_err_set(-ECANCELED, "cancelled before the VM was "
+				"created");
+		goto out;
+	}
+	phase(x, "create", sp->name);
 	if ((rc = fy_vs_vm_create(vc, &b->vm, &pl, &vmref)) < 0)
 		goto out;
 	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s", vmref.value);
 	rc = fy_vs_vm_get(vc, &vmref, &vm);
 	if (rc == 0)
-		rc = write_disks(vc, conn, sp, fb.record, b, vm, &pl, &fb, res);
-	if (rc == 0 && sp->power_on) {
+		rc = write_disks(x, vc, conn, fb.record, b, vm, &pl, &fb);
+	if (rc == 0 && sp->power_on && !cancelled(x)) {
+		phase(x, "power-on", sp->name);
 		rc = fy_vs_vm_power_on(vc, &vmref);
 		res->powered_on = rc == 0;
 	}
+	if (rc == 0 && cancelled(x))
+		rc = fy_err_set(-ECANCELED, "cancelled");
 	if (rc < 0) {
 		/* Never leave a half-restored VM behind as if it were one. */
 		char msg[FY_ERR_MAX];
 		int drc;
 
 		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		phase(x, "cleanup", sp->name);
 		drc = fy_vs_vm_destroy(vc, &vmref);
 		if (drc < 0)
 			rc = fy_err_set(rc, "%s; the half-restored VM %s (%s) "
@@ -540,7 +622,6 @@ static int restore_vm(const struct fy_config *cfg, const struct rv_spec *sp,
 					"destroyed", msg, sp->name);
 	}
 out:
-	res->seconds = fy_now() - t0;
 	fy_vs_vm_free(vm);
 	if (vc) {
 		fy_vs_client_logout(vc);
@@ -553,69 +634,50 @@ out:
 	return rc;
 }
 
-/* ---- output -------------------------------------------------------------- */
-
-static void print_json(FILE *f, const struct rv_result *r, int rc,
-		       const char *err)
+int fy_restore_vm_run(const struct fy_config *cfg,
+		      const struct fy_restore_vm_spec *spec,
+		      atomic_bool *cancel, const struct fy_job_events *ev,
+		      struct fy_job_result *res)
 {
-	size_t i;
+	struct rv x = { .sp = spec, .cancel = cancel, .ev = ev, .res = res };
+	double t0 = fy_now();
+	int rc;
 
-	fprintf(f, "{\"ok\":%s,", rc == 0 ? "true" : "false");
+	memset(res, 0, sizeof(*res));
+	snprintf(res->kind, sizeof(res->kind), "%s", FY_JOB_KIND_RESTORE_VM);
+	snprintf(res->backup_id, sizeof(res->backup_id), "%s",
+		 spec->backup_id ? spec->backup_id : "");
+	snprintf(res->vm_name, sizeof(res->vm_name), "%s",
+		 spec->name ? spec->name : "");
+	rc = run(&x, cfg);
+	res->seconds = fy_now() - t0;
+	res->rc = rc < 0 ? rc : 0;
 	if (rc < 0) {
-		fprintf(f, "\"error\":");
-		fy_json_string(f, err);
-		fprintf(f, ",");
+		res->cancelled = rc == -ECANCELED;
+		snprintf(res->error, sizeof(res->error), "%s", fy_err_msg());
 	}
-	fprintf(f, "\"backup\":");
-	fy_json_string(f, r->backup_id);
-	fprintf(f, ",\"source\":");
-	fy_json_string(f, r->source);
-	fprintf(f, ",\"vm\":");
-	fy_json_string(f, r->vm_name);
-	fprintf(f, ",\"moref\":");
-	fy_json_string(f, r->vm_moref);
-	fprintf(f, ",\"datastore\":");
-	fy_json_string(f, r->datastore);
-	fprintf(f, ",\"host\":");
-	fy_json_string(f, r->host);
-	fprintf(f, ",\"powered_on\":%s,\"seconds\":%.3f,\"disks\":[",
-		r->powered_on ? "true" : "false", r->seconds);
-	for (i = 0; i < r->n_disks; i++) {
-		const struct rv_disk *d = &r->disks[i];
-
-		fprintf(f, "%s{\"file\":", i ? "," : "");
-		fy_json_string(f, d->file);
-		fprintf(f, ",\"capacity\":%" PRIu64 ",\"restored\":%s",
-			d->capacity, d->in_backup ? "true" : "false");
-		if (d->in_backup) {
-			fprintf(f, ",\"backup_disk\":%u,\"bytes_written\":%"
-				PRIu64 ",\"transport\":", d->backup_disk,
-				d->written);
-			fy_json_string(f, d->transport);
-		}
-		fprintf(f, "}");
-	}
-	fprintf(f, "],\"notes\":");
-	fy_json_string(f, r->notes);
-	fprintf(f, "}\n");
+	phase(&x, "done", rc < 0 ? res->error : "");
+	return rc;
 }
 
-static void print_text(FILE *f, const struct rv_result *r)
+/* ---- output -------------------------------------------------------------- */
+
+void fy_restore_vm_result_text(FILE *f, const struct fy_job_result *r)
 {
-	size_t i;
+	unsigned i;
 
 	fprintf(f, "restored backup %s (VM %s) as VM %s (%s) on datastore %s"
 		"%s%s, %.1f s%s\n", r->backup_id, r->source, r->vm_name,
 		r->vm_moref, r->datastore, r->host[0] ? ", host " : "",
 		r->host, r->seconds, r->powered_on ? ", powered on" : "");
-	for (i = 0; i < r->n_disks; i++) {
-		const struct rv_disk *d = &r->disks[i];
+	for (i = 0; i < r->n; i++) {
+		const struct fy_job_disk_result *d = &r->disks[i];
 		char cap[32];
 
-		fy_format_bytes(d->capacity, cap, sizeof(cap));
-		if (d->in_backup)
+		fy_format_bytes(d->st.size, cap, sizeof(cap));
+		if (!d->skipped)
 			fprintf(f, "  %s (%s): backup disk %u over %s\n",
-				d->file, cap, d->backup_disk, d->transport);
+				d->file, cap, d->index, d->transport);
 		else
 			fprintf(f, "  %s (%s): empty, not in the backup\n",
 				d->file, cap);
@@ -645,6 +707,22 @@ static void usage(FILE *f)
 		"         [--set KEY=VALUE] [--log-level N]\n");
 }
 
+static void tty_progress(void *opaque, unsigned disk, unsigned n_disks,
+			 const struct fy_disk_stats *st, bool done)
+{
+	char w[32], size[32];
+
+	(void)opaque;
+	fy_format_bytes(st->bytes_sent, w, sizeof(w));
+	fy_format_bytes(st->size, size, sizeof(size));
+	fprintf(stderr, "\r\033[Kdisk %u/%u  %3.0f%%  wrote %s of %s", disk + 1,
+		n_disks, st->size ? 100.0 * st->bytes_sent / st->size : 100.0,
+		w, size);
+	if (done)
+		fprintf(stderr, "\n");
+	fflush(stderr);
+}
+
 int agent_cmd_restore_vm(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -665,10 +743,10 @@ int agent_cmd_restore_vm(int argc, char **argv)
 		{ "log-level", required_argument, NULL, RO_LOG_LEVEL },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct rv_spec sp = { .provisioning = "same",
-			      .transports = RV_DEFAULT_TRANSPORTS };
-	struct rv_result *res = calloc(1, sizeof(*res));
+	struct fy_restore_vm_spec sp = { 0 };
+	struct fy_job_result *res = calloc(1, sizeof(*res));
 	struct fy_config *cfg = fy_config_new();
+	struct fy_job_events ev = { 0 };
 	const char *config = NULL, *sets[64];
 	unsigned n_sets = 0, i;
 	bool json = false, quiet = false;
@@ -695,46 +773,35 @@ int agent_cmd_restore_vm(int argc, char **argv)
 		case RO_JSON: json = true; break;
 		case RO_QUIET: quiet = true; break;
 		case RO_LOG_LEVEL:
-			if ((rc = fy_cli_log_level(optarg, &level)) < 0)
+			if (fy_cli_log_level(optarg, &level) < 0)
 				goto bad;
 			break;
 		case RO_NETWORK:
-			if (sp.n_networks == RV_NETWORKS_MAX ||
-			    !strchr(optarg, '=') || optarg[0] == '=') {
-				fprintf(stderr, "ferry-agent: restore-vm: "
-					"--network OLD=NEW, at most %d\n",
-					RV_NETWORKS_MAX);
-				rc = -EINVAL;
+			if (sp.n_networks == FY_RESTORE_NETWORKS_MAX) {
+				fy_err_set(-EINVAL, "at most %d --network",
+					   FY_RESTORE_NETWORKS_MAX);
 				goto bad;
 			}
 			sp.networks[sp.n_networks++] = optarg;
 			break;
 		case RO_SET:
-			if (n_sets == 63) {
-				rc = -E2BIG;
+			if (n_sets == 63)
 				goto bad;
-			}
 			sets[n_sets++] = optarg;
 			break;
 		default:
-			rc = -EINVAL;
 			goto bad;
 		}
 	}
-	if (optind + 1 != argc || !config || !sp.name || !sp.name[0] ||
-	    (sp.host && sp.pool)) {
-		rc = -EINVAL;
+	if (optind + 1 != argc || !config)
 		goto bad;
-	}
-	if (strcmp(sp.provisioning, "thin") && strcmp(sp.provisioning, "thick") &&
-	    strcmp(sp.provisioning, "same")) {
-		fprintf(stderr, "ferry-agent: restore-vm: --disk-provisioning "
-			"thin, thick or same\n");
-		rc = -EINVAL;
-		goto bad;
-	}
 	sp.backup_id = argv[optind];
-	sp.progress = !quiet && !json && isatty(STDERR_FILENO);
+	if (fy_restore_vm_check(&sp) < 0) {
+		fprintf(stderr, "ferry-agent: %s\n", fy_err_msg());
+		goto bad;
+	}
+	if (!quiet && !json && isatty(STDERR_FILENO))
+		ev.progress = tty_progress;
 	if ((rc = fy_config_load(cfg, config)) < 0)
 		goto fail;
 	for (i = 0; i < n_sets; i++)
@@ -742,17 +809,18 @@ int agent_cmd_restore_vm(int argc, char **argv)
 			goto fail;
 	if ((rc = fy_agent_setup_logging(cfg, level)) < 0)
 		goto fail;
-	rc = restore_vm(cfg, &sp, res);
-	if (json)
-		print_json(stdout, res, rc, rc < 0 ? fy_err_msg() : "");
+	rc = fy_restore_vm_run(cfg, &sp, NULL, &ev, res);
+	if (json) {
+		fy_job_result_json(stdout, res);
+		printf("\n");
+	}
 	if (rc < 0)
 		goto fail;
 	if (!json && !quiet)
-		print_text(stdout, res);
+		fy_restore_vm_result_text(stdout, res);
 	goto out;
 bad:
 	usage(stderr);
-	rc = rc ? rc : -EINVAL;
 	fy_config_free(cfg);
 	free(res);
 	return 2;

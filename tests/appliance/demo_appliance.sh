@@ -63,7 +63,10 @@ t_agent=$(secs "$t0" "$(now)")
 step "ferry backup --vm vm-two-disks through the appliance: hot-add into the guest's kernel"
 t0=$(now)
 vm2_rc=0
-"$BIN/ferry" --config "$D/central2.conf" backup --vm vm-two-disks --transport hotadd --json \
+# Its own group name: the demo's first part backed vm-two-disks up as
+# demo-agent, and a group belongs to the certificate that made it.
+"$BIN/ferry" --config "$D/central2.conf" backup --vm vm-two-disks --name appliance-vm-two-disks \
+  --transport hotadd --json \
   >"$D/vm2.json" 2> >(while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done >"$D/vm2.err") || vm2_rc=$?
 if [[ $vm2_rc != 0 ]]; then
   sleep 0.2
