@@ -74,6 +74,11 @@ void fy_control_result_msg(struct fy_control_result_msg *m,
 	m->r.vm_moref = (char *)res->vm_moref;
 	m->r.notes = (char *)res->notes;
 	m->r.seconds = res->seconds;
+	m->r.kind = (char *)res->kind;
+	m->r.source = (char *)res->source;
+	m->r.datastore = (char *)res->datastore;
+	m->r.host = (char *)res->host;
+	m->r.powered_on = res->powered_on;
 	for (i = 0; i < n; i++) {
 		const struct fy_job_disk_result *d = &res->disks[i];
 
@@ -84,6 +89,7 @@ void fy_control_result_msg(struct fy_control_result_msg *m,
 		m->d[i].incremental = d->incremental;
 		m->d[i].full_reason = (char *)d->full_reason;
 		m->d[i].change_id = (char *)d->change_id;
+		m->d[i].skipped = d->skipped;
 		fy_control_progress_msg(&m->c[i], i, n, &d->st, true);
 		m->d[i].counters = &m->c[i];
 		m->dp[i] = &m->d[i];
@@ -109,6 +115,11 @@ void fy_control_result_from(const Ferry__Control__JobResult *m,
 	COPY(res->vm_moref, m->vm_moref);
 	COPY(res->notes, m->notes);
 	res->seconds = m->seconds;
+	COPY(res->kind, m->kind);
+	COPY(res->source, m->source);
+	COPY(res->datastore, m->datastore);
+	COPY(res->host, m->host);
+	res->powered_on = m->powered_on;
 	for (i = 0; i < m->n_disks && i < FY_JOB_DISKS_MAX; i++) {
 		const Ferry__Control__DiskResult *d = m->disks[i];
 		struct fy_job_disk_result *r = &res->disks[i];
@@ -119,6 +130,7 @@ void fy_control_result_from(const Ferry__Control__JobResult *m,
 		r->incremental = d->incremental;
 		COPY(r->full_reason, d->full_reason);
 		COPY(r->change_id, d->change_id);
+		r->skipped = d->skipped;
 		fy_control_progress_from(d->counters, &r->st);
 	}
 	res->n = (unsigned)i;

@@ -20,6 +20,7 @@
  *   ferry jobs [--json]
  *   ferry watch JOB [--json]
  *   ferry cancel JOB [--wait]
+ *   ferry restore-vm BACKUP --name NEW [...] [--detach]
  *   ferry cleanup [--json]
  */
 #include <errno.h>
@@ -59,6 +60,11 @@ struct cli {
 	unsigned n_disks;
 	int mode;                /* FY_JOB_AUTO, FY_JOB_FULL, FY_JOB_INCREMENTAL */
 	bool enable_cbt, quiesce, wait, quiet, detach;
+	/* restore-vm */
+	const char *datastore, *host, *pool, *folder, *provisioning;
+	const char *networks[FY_RESTORE_NETWORKS_MAX];
+	unsigned n_networks;
+	bool keep_mac, power_on;
 };
 
 enum {
@@ -68,6 +74,8 @@ enum {
 	OPT_NAME, OPT_SNAPSHOT, OPT_WAIT, OPT_QUIET, OPT_DETACH, OPT_ROLE,
 	OPT_NAMESPACE, OPT_ALL_NAMESPACES, OPT_LISTEN, OPT_SOCKET, OPT_TLS,
 	OPT_CACHE_MB, OPT_READY_FILE, OPT_NBD_CERT, OPT_NBD_KEY, OPT_FORCE,
+	OPT_DATASTORE, OPT_HOST, OPT_POOL, OPT_FOLDER, OPT_NETWORK,
+	OPT_PROVISIONING, OPT_KEEP_MAC, OPT_POWER_ON,
 	OPT_HELP,
 };
 
@@ -106,6 +114,14 @@ static const struct option cli_opts[] = {
 	{ "ready-file", required_argument, NULL, OPT_READY_FILE },
 	{ "nbd-cert", required_argument, NULL, OPT_NBD_CERT },
 	{ "nbd-key", required_argument, NULL, OPT_NBD_KEY },
+	{ "datastore", required_argument, NULL, OPT_DATASTORE },
+	{ "host", required_argument, NULL, OPT_HOST },
+	{ "resource-pool", required_argument, NULL, OPT_POOL },
+	{ "folder", required_argument, NULL, OPT_FOLDER },
+	{ "network", required_argument, NULL, OPT_NETWORK },
+	{ "disk-provisioning", required_argument, NULL, OPT_PROVISIONING },
+	{ "keep-mac", no_argument, NULL, OPT_KEEP_MAC },
+	{ "power-on", no_argument, NULL, OPT_POWER_ON },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -672,6 +688,8 @@ static void job_info_json(const Ferry__Control__JobInfo *j)
 {
 	printf("{\"job_id\":");
 	fy_json_string(stdout, j->job_id);
+	printf(",\"kind\":");
+	fy_json_string(stdout, j->kind[0] ? j->kind : FY_JOB_KIND_BACKUP);
 	printf(",\"vm\":");
 	fy_json_string(stdout, j->vm);
 	printf(",\"vm_moref\":");
@@ -927,6 +945,8 @@ static int follow_and_report(struct cli *cli, struct fy_conn *c,
 	if (cli->json) {
 		fy_job_result_json(stdout, res);
 		printf("\n");
+	} else if (res->rc == 0 && !strcmp(res->kind, FY_JOB_KIND_RESTORE_VM)) {
+		fy_restore_vm_result_text(stdout, res);
 	} else if (res->rc == 0) {
 		printf("backup %s: VM %s, %u disk(s)", res->backup_id,
 		       res->vm_name, res->n);
@@ -945,7 +965,9 @@ static int follow_and_report(struct cli *cli, struct fy_conn *c,
 		printf(", %.1f s (job %s)\n", res->seconds, job);
 	}
 	if (res->rc < 0) {
-		fprintf(stderr, "ferry: backup %s: %s\n",
+		fprintf(stderr, "ferry: %s %s: %s\n",
+			!strcmp(res->kind, FY_JOB_KIND_RESTORE_VM) ? "restore-vm"
+								   : "backup",
 			res->cancelled ? "cancelled" : "failed", res->error);
 		return 1;
 	}
@@ -986,17 +1008,115 @@ static int cmd_watch(struct cli *cli, int argc, char **argv)
 	return status;
 }
 
+/* Shared by backup and restore-vm: asks for a job, then follows it, or
+ * prints its id with --detach. */
+static int start_and_follow(struct cli *cli, fy_control_frame *req,
+			    const char *what, struct fy_job_result *res)
+{
+	fy_control_frame *r = NULL;
+	struct fy_conn *c = NULL;
+	char job[FY_CONTROL_NAME_MAX + 1] = "";
+	int status = 1;
+
+	if (ask(cli, req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED, &r,
+		&c) < 0) {
+		fail(!strcmp(res->kind, FY_JOB_KIND_RESTORE_VM) ? "restore-vm"
+								: "backup");
+		goto out;
+	}
+	snprintf(job, sizeof(job), "%s", r->job_started->job_id);
+	fy_control_free(r);
+	if (cli->detach) {
+		/* The job runs on without us: ferry watch, jobs, cancel. */
+		if (cli->json) {
+			printf("{\"job_id\":");
+			fy_json_string(stdout, job);
+			printf("}\n");
+		} else {
+			printf("%s\n", job);
+		}
+		status = 0;
+		goto out;
+	}
+	if (!cli->quiet)
+		fprintf(stderr, "job %s: %s started (ferry cancel %s stops "
+			"it)\n", job, what, job);
+	status = follow_and_report(cli, c, job, res);
+out:
+	fy_conn_close(c);
+	return status;
+}
+
+/* ferry restore-vm: the agent service creates the VM and writes its
+ * disks (docs/RESTORE.md); the same as ferry-agent restore-vm there. */
+static int cmd_restore_vm(struct cli *cli, int argc, char **argv)
+{
+	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__StartRestoreVm m = FERRY__CONTROL__START_RESTORE_VM__INIT;
+	struct fy_restore_vm_spec sp = { 0 };
+	struct fy_job_result *res;
+	char what[2 * FY_CONTROL_NAME_MAX];
+	unsigned i;
+	int status;
+
+	if (argc != 1 || !cli->name) {
+		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
+			"restore-vm BACKUP --name NEW [...]\n"
+			"       (ferry restore-vm --help)\n");
+		return 2;
+	}
+	sp.backup_id = argv[0];
+	sp.name = cli->name;
+	sp.host = cli->host;
+	sp.pool = cli->pool;
+	sp.provisioning = cli->provisioning;
+	sp.transports = cli->transport;
+	sp.n_networks = cli->n_networks;
+	for (i = 0; i < cli->n_networks; i++)
+		sp.networks[i] = cli->networks[i];
+	/* What needs no agent is checked here, with the agent's words. */
+	if (fy_restore_vm_check(&sp) < 0) {
+		fprintf(stderr, "ferry: %s\n", fy_err_msg());
+		return 2;
+	}
+	res = calloc(1, sizeof(*res));
+	if (!res) {
+		fprintf(stderr, "ferry: out of memory\n");
+		return 1;
+	}
+	snprintf(res->kind, sizeof(res->kind), "%s", FY_JOB_KIND_RESTORE_VM);
+	m.backup_id = argv[0];
+	m.name = (char *)cli->name;
+	m.datastore = (char *)(cli->datastore ? cli->datastore : "");
+	m.host = (char *)(cli->host ? cli->host : "");
+	m.resource_pool = (char *)(cli->pool ? cli->pool : "");
+	m.folder = (char *)(cli->folder ? cli->folder : "");
+	m.n_networks = cli->n_networks;
+	m.networks = (char **)cli->networks;
+	m.disk_provisioning = (char *)(cli->provisioning ? cli->provisioning
+							 : "");
+	m.keep_mac = cli->keep_mac;
+	m.power_on = cli->power_on;
+	m.transports = (char *)(cli->transport ? cli->transport : "");
+	m.watch = !cli->detach;
+	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_START_RESTORE_VM;
+	req.start_restore_vm = &m;
+	snprintf(what, sizeof(what), "restore of backup %s as VM %s", argv[0],
+		 cli->name);
+	status = start_and_follow(cli, &req, what, res);
+	free(res);
+	return status;
+}
+
 static int cmd_backup(struct cli *cli, int argc, char **argv)
 {
 	fy_control_frame req = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__StartBackup sb = FERRY__CONTROL__START_BACKUP__INIT;
-	struct fy_job_result *res = calloc(1, sizeof(*res));
-	fy_control_frame *r = NULL;
-	struct fy_conn *c = NULL;
+	struct fy_job_result *res;
 	uint32_t disks[FY_JOB_DISKS_MAX];
-	char job[FY_CONTROL_NAME_MAX + 1] = "";
+	char what[FY_CONTROL_NAME_MAX + 32];
 	unsigned i;
-	int rc, status = 1;
+	int status;
 
 	(void)argv;
 	if (argc || !cli->vm) {
@@ -1007,9 +1127,9 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
 			"         [--name NAME] [--snapshot MOREF] "
 			"[--repository HOST:PORT] [--json] [--quiet] "
 			"[--detach]\n");
-		free(res);
 		return 2;
 	}
+	res = calloc(1, sizeof(*res));
 	if (!res) {
 		fprintf(stderr, "ferry: out of memory\n");
 		return 1;
@@ -1032,32 +1152,8 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
 	sb.watch = !cli->detach;
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_START_BACKUP;
 	req.start_backup = &sb;
-	rc = ask(cli, &req, FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED, &r,
-		 &c);
-	if (rc < 0) {
-		fail("backup");
-		goto out;
-	}
-	snprintf(job, sizeof(job), "%s", r->job_started->job_id);
-	fy_control_free(r);
-	if (cli->detach) {
-		/* The job runs on without us: ferry watch, jobs, cancel. */
-		if (cli->json) {
-			printf("{\"job_id\":");
-			fy_json_string(stdout, job);
-			printf("}\n");
-		} else {
-			printf("%s\n", job);
-		}
-		status = 0;
-		goto out;
-	}
-	if (!cli->quiet)
-		fprintf(stderr, "job %s: backup of VM %s started (ferry cancel "
-			"%s stops it)\n", job, cli->vm, job);
-	status = follow_and_report(cli, c, job, res);
-out:
-	fy_conn_close(c);
+	snprintf(what, sizeof(what), "backup of VM %s", cli->vm);
+	status = start_and_follow(cli, &req, what, res);
 	free(res);
 	return status;
 }
@@ -1197,67 +1293,6 @@ static int cmd_cleanup(struct cli *cli, int argc, char **argv)
 	return status;
 }
 
-/* The whole-VM restore runs on the proxy (ferry-agent restore-vm); the
- * agent service does not take it as a job yet. Its options are the
- * one-shot command's, so a command line written for it is answered with
- * "not yet", not with a usage error; unknown options are still one. */
-#define RESTORE_VM_USAGE                                                   \
-	"restore-vm BACKUP --name NEW [--datastore DS] [--host H | "          \
-	"--resource-pool PATH]\n          [--folder PATH] [--network OLD=NEW "  \
-	"...] [--disk-provisioning thin|thick|same]\n          [--keep-mac] "   \
-	"[--power-on] [--transport LIST] [--json]: not yet through the\n"     \
-	"          agent service; ferry-agent restore-vm on the proxy"
-
-static int restore_vm_not_yet(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "set", required_argument, NULL, 'c' },
-		{ "log-level", required_argument, NULL, 'c' },
-		{ "agent", required_argument, NULL, 'c' },
-		{ "name", required_argument, NULL, 'c' },
-		{ "datastore", required_argument, NULL, 'c' },
-		{ "host", required_argument, NULL, 'c' },
-		{ "resource-pool", required_argument, NULL, 'c' },
-		{ "folder", required_argument, NULL, 'c' },
-		{ "network", required_argument, NULL, 'c' },
-		{ "disk-provisioning", required_argument, NULL, 'c' },
-		{ "transport", required_argument, NULL, 'c' },
-		{ "keep-mac", no_argument, NULL, 'c' },
-		{ "power-on", no_argument, NULL, 'c' },
-		{ "json", no_argument, NULL, 'c' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool help = false;
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (c == 'h')
-			help = true;
-		else if (c != 'c')
-			return 2;
-	}
-	if (help) {
-		printf("usage: ferry %s\n", RESTORE_VM_USAGE);
-		return 0;
-	}
-	fprintf(stderr, "ferry: restore-vm: not yet through the agent "
-		"service; on the proxy, run\n  ferry-agent restore-vm --config "
-		"/etc/ferry/agent.conf BACKUP --name NEW [...]\n"
-		"(docs/RESTORE.md)\n");
-	return 1;
-}
-
-static int cmd_restore_vm(struct cli *cli, int argc, char **argv)
-{
-	(void)cli;
-	(void)argc;
-	(void)argv;
-	return 1; /* main hands restore-vm to restore_vm_not_yet */
-}
-
 static const struct command {
 	const char *name;
 	int (*run)(struct cli *cli, int argc, char **argv);
@@ -1267,7 +1302,11 @@ static const struct command {
 	{ "show", cmd_show, "show BACKUP [--json]" },
 	{ "restore", cmd_restore, "restore BACKUP --disk N --output PATH|- "
 	  "[--force] [--namespace NS]" },
-	{ "restore-vm", cmd_restore_vm, RESTORE_VM_USAGE },
+	{ "restore-vm", cmd_restore_vm, "restore-vm BACKUP --name NEW "
+	  "[--datastore DS] [--host H | --resource-pool PATH]\n          "
+	  "[--folder PATH] [--network OLD=NEW ...] "
+	  "[--disk-provisioning thin|thick|same]\n          [--keep-mac] "
+	  "[--power-on] [--transport LIST] [--json] [--detach]" },
 	{ "mount", cmd_mount, "mount BACKUP --disk N (--listen HOST:PORT [--tls] "
 	  "| --socket PATH) [--cache-mb N]" },
 	{ "ca", cmd_ca, "ca init DIR | ca issue DIR NAME --role ROLE "
@@ -1316,9 +1355,6 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	for (i = 1; i < argc; i++)
-		if (!strcmp(argv[i], "restore-vm"))
-			return restore_vm_not_yet(argc, argv);
 	/* Options may come before or after the command's words. */
 	while ((c = getopt_long(argc, argv, "h", cli_opts, NULL)) != -1) {
 		const char *key = NULL;
@@ -1376,6 +1412,21 @@ int main(int argc, char **argv)
 		case OPT_READY_FILE: cli.ready_file = optarg; break;
 		case OPT_NBD_CERT: cli.nbd_cert = optarg; break;
 		case OPT_NBD_KEY: cli.nbd_key = optarg; break;
+		case OPT_DATASTORE: cli.datastore = optarg; break;
+		case OPT_HOST: cli.host = optarg; break;
+		case OPT_POOL: cli.pool = optarg; break;
+		case OPT_FOLDER: cli.folder = optarg; break;
+		case OPT_PROVISIONING: cli.provisioning = optarg; break;
+		case OPT_KEEP_MAC: cli.keep_mac = true; break;
+		case OPT_POWER_ON: cli.power_on = true; break;
+		case OPT_NETWORK:
+			if (cli.n_networks == FY_RESTORE_NETWORKS_MAX) {
+				fprintf(stderr, "ferry: at most %d --network\n",
+					FY_RESTORE_NETWORKS_MAX);
+				return 2;
+			}
+			cli.networks[cli.n_networks++] = optarg;
+			break;
 		case OPT_CACHE_MB:
 			errno = 0;
 			cli.cache_mb = strtol(optarg, &end, 10);

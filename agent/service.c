@@ -80,10 +80,39 @@ struct phase_event {
 
 /* One job. Its fields are read and written under svc->lock, except
  * cancel (atomic) and what only the job thread touches before it ends. */
+struct svc_job;
+
+/* What the service runs: one entry per kind of job. A job's events,
+ * counters, result, cancel and listing are the same whatever its kind. */
+struct job_kind {
+	const char *name;             /* FY_JOB_KIND_*, JobInfo.kind */
+	int (*run)(struct svc_job *j, const struct fy_job_events *ev,
+		   struct fy_job_result *res);
+};
+
+/* A restore-vm job's request, copied out of its frame. */
+struct restore_req {
+	char backup_id[FY_CONTROL_NAME_MAX + 1];
+	char datastore[FY_CONTROL_NAME_MAX + 1];
+	char host[FY_CONTROL_NAME_MAX + 1];
+	char pool[FY_CONTROL_NAME_MAX + 1];
+	char folder[FY_CONTROL_NAME_MAX + 1];
+	char provisioning[16];
+	char networks[FY_CONTROL_NETWORKS_MAX][FY_CONTROL_NAME_MAX + 1];
+	struct fy_restore_vm_spec spec;
+};
+
 struct svc_job {
 	struct svc_job *next;
 	struct svc *svc;
 	unsigned refs;                /* the list, the job thread, watchers */
+	const struct job_kind *kind;
+	/* What the logs and the one-job-per-VM rule call it: "backup of VM
+	 * web01", "restore of backup B as VM web01-restored"; key: the VM's
+	 * moref for a backup, "restore:" and the new name for a restore. */
+	char what[2 * FY_CONTROL_NAME_MAX + 64];
+	char key[FY_CONTROL_NAME_MAX + 16];
+	struct restore_req *restore;  /* restore-vm only */
 	char id[64];
 	char client[320];
 	char vm[FY_CONTROL_NAME_MAX + 1];   /* as the controller named it */
@@ -267,7 +296,9 @@ static void job_unref_locked(struct svc_job *j)
 {
 	if (--j->refs)
 		return;
-	cfg_unref(j->cfg);
+	if (j->cfg)
+		cfg_unref(j->cfg);
+	free(j->restore);
 	free(j->result);
 	free(j);
 }
@@ -359,10 +390,9 @@ static void *job_main(void *arg)
 		snprintf(res->error, sizeof(res->error), "cancelled before "
 			 "it started");
 	} else {
-		fy_warn("job %s: backup of VM %s started by %s", j->id, j->vm,
-			j->client);
+		fy_warn("job %s: %s started by %s", j->id, j->what, j->client);
 		ran = true;
-		rc = fy_job_run(j->cfg->cfg, &j->spec, &j->cancel, &ev, res);
+		rc = j->kind->run(j, &ev, res);
 		if (rc < 0 && res->rc == 0) {
 			res->rc = rc;
 			snprintf(res->error, sizeof(res->error), "%s",
@@ -370,14 +400,13 @@ static void *job_main(void *arg)
 		}
 	}
 	if (rc == 0)
-		fy_warn("job %s: backup %s of VM %s done in %.1f s", j->id,
-			res->backup_id, j->vm, res->seconds);
+		fy_warn("job %s: %s done in %.1f s", j->id, j->what,
+			res->seconds);
 	else if (res->cancelled)
 		fy_warn("job %s: cancelled; what it did is undone%s%s", j->id,
 			res->error[0] ? ": " : "", res->error);
 	else
-		fy_error("job %s: backup of VM %s failed: %s", j->id, j->vm,
-			 res->error);
+		fy_error("job %s: %s failed: %s", j->id, j->what, res->error);
 
 	pthread_mutex_lock(&svc->lock);
 	j->res = res;
@@ -458,6 +487,7 @@ static void job_info_locked(const struct svc_job *j,
 	m->backup_id = (char *)(j->res ? j->res->backup_id : "");
 	m->error = (char *)(j->res && j->res->rc < 0 ? j->res->error : "");
 	m->client = (char *)j->client;
+	m->kind = (char *)j->kind->name;
 }
 
 static void cleanup_msg(const struct cleanup_state *c,
@@ -797,18 +827,34 @@ static void copy_field(char *dst, size_t len, const char *src)
 
 static int repository_allowed(struct svc *svc, const char *repo);
 
+static int launch(struct svc *svc, struct fy_conn *c, struct svc_job *j,
+		  bool watch);
+
+static int run_backup(struct svc_job *j, const struct fy_job_events *ev,
+		      struct fy_job_result *res)
+{
+	int rc = fy_job_run(j->cfg->cfg, &j->spec, &j->cancel, ev, res);
+
+	snprintf(res->kind, sizeof(res->kind), "%s", FY_JOB_KIND_BACKUP);
+	return rc;
+}
+
+static int run_restore_vm(struct svc_job *j, const struct fy_job_events *ev,
+			  struct fy_job_result *res)
+{
+	return fy_restore_vm_run(j->cfg->cfg, &j->restore->spec, &j->cancel,
+				 ev, res);
+}
+
+static const struct job_kind kind_backup = { FY_JOB_KIND_BACKUP, run_backup };
+static const struct job_kind kind_restore_vm = { FY_JOB_KIND_RESTORE_VM,
+						 run_restore_vm };
+
 static int start_backup(struct svc *svc, struct fy_conn *c,
 			const Ferry__Control__StartBackup *sb)
 {
-	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
-	Ferry__Control__JobStarted js = FERRY__CONTROL__JOB_STARTED__INIT;
-	struct svc_job *j, *other;
+	struct svc_job *j;
 	struct svc_cfg *cfg;
-	pthread_attr_t attr;
-	pthread_t t;
-	char stamp[32];
-	struct tm tm;
-	time_t now;
 	unsigned i;
 	int rc;
 
@@ -845,6 +891,7 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 	}
 	j->svc = svc;
 	j->refs = 1;
+	j->kind = &kind_backup;
 	atomic_init(&j->cancel, false);
 	snprintf(j->client, sizeof(j->client), "%s", fy_conn_peer(c));
 	copy_field(j->vm, sizeof(j->vm), sb->vm);
@@ -887,6 +934,90 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 	}
 	snprintf(j->vm_spec, sizeof(j->vm_spec), "moref:%s", j->vm_moref);
 	j->spec.vm = j->vm_spec;
+	snprintf(j->what, sizeof(j->what), "backup of VM %s", j->vm);
+	snprintf(j->key, sizeof(j->key), "%s", j->vm_moref);
+	return launch(svc, c, j, sb->watch);
+}
+
+static int start_restore_vm(struct svc *svc, struct fy_conn *c,
+			    const Ferry__Control__StartRestoreVm *m)
+{
+	struct svc_job *j = calloc(1, sizeof(*j));
+	struct restore_req *r = calloc(1, sizeof(*r));
+	struct fy_restore_vm_spec *sp;
+	size_t i;
+
+	if (!j || !r || !(j->result = calloc(1, sizeof(*j->result)))) {
+		free(j);
+		free(r);
+		return fy_err_set(-ENOMEM, "out of memory");
+	}
+	j->svc = svc;
+	j->refs = 1;
+	j->kind = &kind_restore_vm;
+	j->restore = r;
+	atomic_init(&j->cancel, false);
+	snprintf(j->client, sizeof(j->client), "%s", fy_conn_peer(c));
+	copy_field(j->vm, sizeof(j->vm), m->name);
+	copy_field(j->transports, sizeof(j->transports), m->transports);
+	copy_field(r->backup_id, sizeof(r->backup_id), m->backup_id);
+	copy_field(r->datastore, sizeof(r->datastore), m->datastore);
+	copy_field(r->host, sizeof(r->host), m->host);
+	copy_field(r->pool, sizeof(r->pool), m->resource_pool);
+	copy_field(r->folder, sizeof(r->folder), m->folder);
+	copy_field(r->provisioning, sizeof(r->provisioning),
+		   m->disk_provisioning);
+	sp = &r->spec;
+	sp->backup_id = r->backup_id;
+	sp->name = j->vm;
+	sp->datastore = r->datastore[0] ? r->datastore : NULL;
+	sp->host = r->host[0] ? r->host : NULL;
+	sp->pool = r->pool[0] ? r->pool : NULL;
+	sp->folder = r->folder[0] ? r->folder : NULL;
+	sp->provisioning = r->provisioning[0] ? r->provisioning : NULL;
+	sp->transports = j->transports[0] ? j->transports : NULL;
+	sp->keep_mac = m->keep_mac;
+	sp->power_on = m->power_on;
+	for (i = 0; i < m->n_networks && i < FY_CONTROL_NETWORKS_MAX; i++) {
+		copy_field(r->networks[i], sizeof(r->networks[i]),
+			   m->networks[i]);
+		sp->networks[i] = r->networks[i];
+	}
+	sp->n_networks = (unsigned)i;
+	snprintf(j->what, sizeof(j->what), "restore of backup %s as VM %s",
+		 r->backup_id, j->vm);
+	snprintf(j->key, sizeof(j->key), "restore:%s", j->vm);
+	if (fy_restore_vm_check(sp) < 0) {
+		fy_warn("refused a %s asked by %s: %s", j->what, j->client,
+			fy_err_msg());
+		fy_control_send_error(c, -EINVAL, fy_err_msg());
+		pthread_mutex_lock(&svc->lock);
+		job_unref_locked(j);
+		pthread_mutex_unlock(&svc->lock);
+		return 0;
+	}
+	pthread_mutex_lock(&svc->lock);
+	j->cfg = svc->cfg;
+	j->cfg->refs++;
+	pthread_mutex_unlock(&svc->lock);
+	return launch(svc, c, j, m->watch);
+}
+
+/* Starts a job whose request was checked and copied: at most
+ * ferry.jobs.max at once and one per key, then JobStarted and, with
+ * watch, its events. Takes the caller's reference on j. */
+static int launch(struct svc *svc, struct fy_conn *c, struct svc_job *j,
+		  bool watch)
+{
+	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__JobStarted js = FERRY__CONTROL__JOB_STARTED__INIT;
+	struct svc_job *other;
+	pthread_attr_t attr;
+	pthread_t t;
+	char stamp[32];
+	struct tm tm;
+	time_t now;
+	int rc;
 
 	pthread_mutex_lock(&svc->lock);
 	rc = 0;
@@ -899,17 +1030,16 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 				"ends", svc->active);
 	} else {
 		for (other = svc->jobs; other; other = other->next)
-			if (!other->res && !strcmp(other->vm_moref, j->vm_moref))
+			if (!other->res && !strcmp(other->key, j->key))
 				break;
 		if (other)
-			rc = fy_err_set(-EBUSY, "VM %s (%s) already has job %s "
-					"running", j->vm, j->vm_moref,
-					other->id);
+			rc = fy_err_set(-EBUSY, "VM %s already has job %s "
+					"running", j->vm, other->id);
 	}
 	if (rc < 0) {
 		pthread_mutex_unlock(&svc->lock);
-		fy_warn("refused a backup of VM %s asked by %s: %s", j->vm,
-			j->client, fy_err_msg());
+		fy_warn("refused a %s asked by %s: %s", j->what, j->client,
+			fy_err_msg());
 		fy_control_send_error(c, rc, fy_err_msg());
 		pthread_mutex_lock(&svc->lock);
 		job_unref_locked(j);
@@ -945,7 +1075,7 @@ static int start_backup(struct svc *svc, struct fy_conn *c,
 	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED;
 	f.job_started = &js;
 	rc = send_frame(c, &f);
-	if (rc == 0 && sb->watch)
+	if (rc == 0 && watch)
 		rc = watch_job(svc, c, j, 0);
 	pthread_mutex_lock(&svc->lock);
 	job_unref_locked(j);
@@ -1278,6 +1408,9 @@ static void *client_main(void *arg)
 			break;
 		case FERRY__CONTROL__CONTROL_FRAME__BODY_START_BACKUP:
 			rc = start_backup(svc, c, in->start_backup);
+			break;
+		case FERRY__CONTROL__CONTROL_FRAME__BODY_START_RESTORE_VM:
+			rc = start_restore_vm(svc, c, in->start_restore_vm);
 			break;
 		case FERRY__CONTROL__CONTROL_FRAME__BODY_WATCH:
 			rc = watch(svc, c, in->watch->job_id);

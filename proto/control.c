@@ -88,7 +88,8 @@ static int check_job_info(const Ferry__Control__JobInfo *j)
 	    (rc = check_name(j->phase, "JobInfo.phase")) < 0 ||
 	    (rc = check_name(j->backup_id, "JobInfo.backup_id")) < 0 ||
 	    (rc = check_str(j->error, FY_STRING_MAX, "JobInfo.error")) < 0 ||
-	    (rc = check_name(j->client, "JobInfo.client")) < 0)
+	    (rc = check_name(j->client, "JobInfo.client")) < 0 ||
+	    (rc = check_name(j->kind, "JobInfo.kind")) < 0)
 		return rc;
 	if (j->n_disks > FY_CONTROL_DISKS_MAX)
 		return fy_err_set(-EBADMSG, "JobInfo has %u disks, more than %u",
@@ -120,6 +121,10 @@ static int check_result(const Ferry__Control__JobResult *r)
 	    (rc = check_name(r->vm_name, "JobResult.vm_name")) < 0 ||
 	    (rc = check_name(r->vm_moref, "JobResult.vm_moref")) < 0 ||
 	    (rc = check_name(r->notes, "JobResult.notes")) < 0 ||
+	    (rc = check_name(r->kind, "JobResult.kind")) < 0 ||
+	    (rc = check_name(r->source, "JobResult.source")) < 0 ||
+	    (rc = check_name(r->datastore, "JobResult.datastore")) < 0 ||
+	    (rc = check_name(r->host, "JobResult.host")) < 0 ||
 	    (rc = check_count(r->n_disks, FY_CONTROL_DISKS_MAX,
 			      "JobResult.disks")) < 0)
 		return rc;
@@ -158,6 +163,31 @@ static int check_start(const Ferry__Control__StartBackup *s)
 		return fy_err_set(-EBADMSG, "StartBackup.mode %d is unknown",
 				  (int)s->mode);
 	}
+}
+
+static int check_restore(const Ferry__Control__StartRestoreVm *s)
+{
+	size_t i;
+	int rc;
+
+	if ((rc = check_name(s->backup_id, "StartRestoreVm.backup_id")) < 0 ||
+	    (rc = check_name(s->name, "StartRestoreVm.name")) < 0 ||
+	    (rc = check_name(s->datastore, "StartRestoreVm.datastore")) < 0 ||
+	    (rc = check_name(s->host, "StartRestoreVm.host")) < 0 ||
+	    (rc = check_name(s->resource_pool,
+			     "StartRestoreVm.resource_pool")) < 0 ||
+	    (rc = check_name(s->folder, "StartRestoreVm.folder")) < 0 ||
+	    (rc = check_count(s->n_networks, FY_CONTROL_NETWORKS_MAX,
+			      "StartRestoreVm.networks")) < 0 ||
+	    (rc = check_name(s->disk_provisioning,
+			     "StartRestoreVm.disk_provisioning")) < 0 ||
+	    (rc = check_name(s->transports, "StartRestoreVm.transports")) < 0)
+		return rc;
+	for (i = 0; i < s->n_networks; i++)
+		if ((rc = check_name(s->networks[i],
+				     "StartRestoreVm.networks")) < 0)
+			return rc;
+	return 0;
 }
 
 int fy_control_check(const fy_control_frame *f)
@@ -199,6 +229,9 @@ int fy_control_check(const fy_control_frame *f)
 	}
 	case FERRY__CONTROL__CONTROL_FRAME__BODY_START_BACKUP:
 		rc = check_start(f->start_backup);
+		break;
+	case FERRY__CONTROL__CONTROL_FRAME__BODY_START_RESTORE_VM:
+		rc = check_restore(f->start_restore_vm);
 		break;
 	case FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED:
 		rc = check_name(f->job_started->job_id, "JobStarted.job_id");
@@ -287,6 +320,8 @@ const char *fy_control_name(const fy_control_frame *f)
 	case FERRY__CONTROL__CONTROL_FRAME__BODY_STATUS: return "Status";
 	case FERRY__CONTROL__CONTROL_FRAME__BODY_START_BACKUP:
 		return "StartBackup";
+	case FERRY__CONTROL__CONTROL_FRAME__BODY_START_RESTORE_VM:
+		return "StartRestoreVm";
 	case FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED: return "JobStarted";
 	case FERRY__CONTROL__CONTROL_FRAME__BODY_WATCH: return "Watch";
 	case FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_EVENT: return "JobEvent";

@@ -181,6 +181,7 @@ void fy_conn_set_rx_error(struct fy_conn *c, int code);
 #define FY_CONTROL_LOG_MAX 16384   /* CleanupResult.log */
 #define FY_CONTROL_DISKS_MAX 64    /* StartBackup.disks, JobResult.disks */
 #define FY_CONTROL_JOBS_MAX 128    /* JobList.jobs, Status.jobs */
+#define FY_CONTROL_NETWORKS_MAX 16 /* StartRestoreVm.networks */
 #define FY_CONTROL_MODES_MAX 16    /* Status.transport_modes */
 #define FY_CONTROL_NAME_MAX 1024   /* vm, name, repository, job id, ... */
 

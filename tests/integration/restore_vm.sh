@@ -113,9 +113,6 @@ rc=0; restore_vm "$two" --name x2 --disk-provisioning fat 2>"$T/e3" || rc=$?
 [[ $rc == 2 ]] || fail "--disk-provisioning fat: exit $rc"
 rc=0; restore_vm "$two" --name x3 --host esx-nowhere 2>"$T/e4" || rc=$?
 [[ $rc == 1 ]] && grep -q "no host named esx-nowhere" "$T/e4" || fail "unknown host: exit $rc: $(cat "$T/e4")"
-rc=0; "$FERRY" --config "$T/agent.conf" restore-vm "$two" --name x5 --datastore ds1 2>"$T/e6" || rc=$?
-[[ $rc == 1 ]] && grep -q "restore-vm: not yet through the agent service" "$T/e6" ||
-  fail "ferry restore-vm: exit $rc: $(cat "$T/e6")"
 [[ $(vm_count) == "$before" ]] || fail "a refused restore left a VM"
 
 note "a backup without a record is refused"

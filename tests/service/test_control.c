@@ -103,6 +103,8 @@ static void bounds(void)
 {
 	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__StartBackup sb = FERRY__CONTROL__START_BACKUP__INIT;
+	Ferry__Control__StartRestoreVm rv = FERRY__CONTROL__START_RESTORE_VM__INIT;
+	char *nets[FY_CONTROL_NETWORKS_MAX + 1];
 	Ferry__Control__JobEvent e = FERRY__CONTROL__JOB_EVENT__INIT;
 	Ferry__Control__DiskProgress p = FERRY__CONTROL__DISK_PROGRESS__INIT;
 	Ferry__Control__JobList l = FERRY__CONTROL__JOB_LIST__INIT;
@@ -135,6 +137,29 @@ static void bounds(void)
 	sb.mode = (Ferry__Control__Mode)9;
 	CHECK(decode_rc(&f) == -EBADMSG);
 	CHECK(strstr(fy_err_msg(), "StartBackup.mode 9") != NULL);
+
+	/* A good StartRestoreVm, then its bounds. */
+	for (i = 0; i <= FY_CONTROL_NETWORKS_MAX; i++)
+		nets[i] = "VM Network=restore-net";
+	rv.backup_id = "20261205T000000Z-00000000";
+	rv.name = "web01-restored";
+	rv.networks = nets;
+	rv.n_networks = FY_CONTROL_NETWORKS_MAX;
+	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_START_RESTORE_VM;
+	f.start_restore_vm = &rv;
+	CHECK_RC(decode_rc(&f));
+	rv.n_networks = FY_CONTROL_NETWORKS_MAX + 1;
+	CHECK(decode_rc(&f) == -EBADMSG);
+	CHECK(strstr(fy_err_msg(), "StartRestoreVm.networks") != NULL);
+	rv.n_networks = 1;
+	nets[0] = long_name;
+	CHECK(decode_rc(&f) == -EBADMSG);
+	CHECK(strstr(fy_err_msg(), "StartRestoreVm.networks is longer") != NULL);
+	nets[0] = "a=b";
+	rv.folder = long_name;
+	CHECK(decode_rc(&f) == -EBADMSG);
+	CHECK(strstr(fy_err_msg(), "StartRestoreVm.folder is longer") != NULL);
+	rv.folder = "";
 
 	/* A final event must carry its result; a disk is within its job. */
 	e.job_id = "j";

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# service.restore_vm: `ferry restore-vm` asks `ferry-agent run` for a
+# whole-VM restore, as `ferry backup` asks for a backup: the job's phases
+# and JSON result come back, `ferry jobs` lists it as a restore-vm job, the
+# restored VM's disks equal the original's. A name in use is refused by the
+# job; a bad option by ferry itself. `ferry cancel` in the middle of the
+# write phase (the simulator's /folder slowed down) stops the job and the
+# half-restored VM is destroyed. Emulated: the vCenter (ferry-vcsim) and
+# the proxy's guest (tests/service/lib.sh); disks are written over https.
+source "$(dirname "$0")/lib.sh"
+
+make_certs
+service_certs
+start_repo
+start_vcsim_guest
+start_service
+vm_exists() { "$AGENT" inventory --config "$T/agent.conf" --vm "$1" >/dev/null 2>&1; }
+
+note "a backup to restore from"
+ctl backup --vm vm-two-disks --transport https --json >"$T/b.json" 2>"$T/b.err" ||
+  fail "backup failed: $(cat "$T/b.err")"
+id=$(json "$T/b.json" 'j["backup_id"]')
+
+note "ferry restore-vm through the agent service"
+ctl restore-vm "$id" --name svc-restored --json >"$T/r.json" 2>"$T/r.err" ||
+  fail "restore-vm failed: $(cat "$T/r.err" "$T/r.json")"
+[[ $(json "$T/r.json" '(j["kind"], j["ok"], j["vm"], j["source"], [(d["restored"], d["backup_disk"], d["transport"]) for d in j["disks"]])') == \
+  "('restore-vm', True, 'svc-restored', 'vm-two-disks', [(True, 0, 'https'), (True, 1, 'https')])" ]] ||
+  fail "result: $(cat "$T/r.json")"
+[[ $(json "$T/r.json" 'all(d["bytes_written"] == d["capacity"] for d in j["disks"])') == True ]] ||
+  fail "not every byte written: $(cat "$T/r.json")"
+for phase in connect create write; do
+  grep -q "job .*: $phase" "$T/r.err" || fail "phase $phase not reported: $(cat "$T/r.err")"
+done
+control GET "disks?vm=vm-two-disks" >"$T/d0.json"
+control GET "disks?vm=svc-restored" >"$T/d1.json"
+for i in 0 1; do
+  cmp "$(json "$T/d0.json" "j['disks'][$i]['live']['flat_path']")" \
+      "$(json "$T/d1.json" "j['disks'][$i]['live']['flat_path']")" || fail "restored disk $i differs"
+done
+ctl jobs --json >"$T/jobs.json"
+[[ $(json "$T/jobs.json" '[(x["kind"], x["vm"], x["state"]) for x in j]') == \
+  "[('restore-vm', 'svc-restored', 'succeeded'), ('backup', 'vm-two-disks', 'succeeded')]" ]] ||
+  fail "jobs: $(cat "$T/jobs.json")"
+ctl restore-vm "$id" --name svc-text >"$T/t.out" 2>/dev/null || fail "restore-vm (text) failed"
+grep -q "^restored backup $id (VM vm-two-disks) as VM svc-text" "$T/t.out" || fail "text: $(cat "$T/t.out")"
+
+note "refused: a name in use (by the job), a bad option (by ferry)"
+rc=0; ctl restore-vm "$id" --name vm-two-disks 2>"$T/e1" || rc=$?
+[[ $rc == 1 ]] && grep -q "a VM named vm-two-disks exists" "$T/e1" || fail "name in use: exit $rc: $(cat "$T/e1")"
+rc=0; ctl restore-vm "$id" --name x --disk-provisioning fat 2>"$T/e2" || rc=$?
+[[ $rc == 2 ]] && grep -q "disk-provisioning" "$T/e2" || fail "bad provisioning: exit $rc: $(cat "$T/e2")"
+rc=0; ctl restore-vm "$id" 2>"$T/e3" || rc=$?
+[[ $rc == 2 ]] || fail "no --name: exit $rc"
+
+note "ferry cancel in the write phase: the half-restored VM is destroyed"
+control POST "faults?method=folder&delay_ms=1500&count=-1" >/dev/null
+job=$(ctl restore-vm "$id" --name svc-cancelled --detach)
+wait_for "the write phase" bash -c "'$FERRY' --config '$T/central.conf' jobs --json | grep -q '\"phase\":\"write\"'"
+ctl cancel "$job" --wait >"$T/c.out" || fail "cancel failed: $(cat "$T/c.out")"
+control DELETE faults >/dev/null
+ctl jobs --json >"$T/jobs2.json"
+[[ $(json "$T/jobs2.json" "[x['state'] for x in j if x['job_id'] == '$job']") == "['cancelled']" ]] ||
+  fail "not cancelled: $(cat "$T/jobs2.json")"
+ctl watch "$job" --json >"$T/w.json" 2>/dev/null && fail "watch of a cancelled job exited 0"
+grep -q "half-restored VM svc-cancelled was destroyed" "$T/w.json" || fail "not destroyed: $(cat "$T/w.json")"
+vm_exists svc-cancelled && fail "the cancelled restore's VM is still there"
+vm_exists svc-restored || fail "the restored VM is gone"
+echo "restore_vm: OK"
