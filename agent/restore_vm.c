@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "agent/job.h"
+#include "hotadd/hotadd.h"
 #include "image/image.h"
 #include "vsphere/vsphere.h"
 
@@ -543,6 +544,9 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	struct fy_vs_moref vmref = { 0 }, exist;
 	struct fy_vs_vm *vm = NULL;
 	struct rv_build *b = calloc(1, sizeof(*b));
+	struct fy_journal_file *jf = NULL;
+	struct fy_journal_entry je = { .kind = FY_JOURNAL_RESTORE,
+				       .device_key = -1 };
 	char transport[16];
 	int rc;
 
@@ -585,6 +589,10 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	snprintf(res->host, sizeof(res->host), "%s", pl.host_name);
 	if ((rc = build_vm(fb.record, sp, b, res)) < 0)
 		goto out;
+	/* The same journal as backups: a VM created and not finished is
+	 * the self-cleanup's to destroy if this process dies. */
+	if ((rc = fy_hotadd_journal_open(cfg, &jf)) < 0)
+		goto out;
 	if (cancelled(x)) {
 		rc = fy_err_set(-ECANCELED, "cancelled before the VM was "
 				"created");
@@ -594,7 +602,12 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	if ((rc = fy_vs_vm_create(vc, &b->vm, &pl, &vmref)) < 0)
 		goto out;
 	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s", vmref.value);
-	rc = fy_vs_vm_get(vc, &vmref, &vm);
+	je.pid = (int32_t)getpid();
+	snprintf(je.vm, sizeof(je.vm), "%s", vmref.value);
+	snprintf(je.file, sizeof(je.file), "%s", sp->name);
+	rc = fy_journal_add(jf, &je);
+	if (rc == 0)
+		rc = fy_vs_vm_get(vc, &vmref, &vm);
 	if (rc == 0)
 		rc = write_disks(x, vc, conn, fb.record, b, vm, &pl, &fb);
 	if (rc == 0 && sp->power_on && !cancelled(x)) {
@@ -612,16 +625,24 @@ static int run(struct rv *x, const struct fy_config *cfg)
 		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
 		phase(x, "cleanup", sp->name);
 		drc = fy_vs_vm_destroy(vc, &vmref);
-		if (drc < 0)
+		if (drc < 0) {
 			rc = fy_err_set(rc, "%s; the half-restored VM %s (%s) "
-					"could not be destroyed (%s): delete it "
+					"could not be destroyed (%s): the next "
+					"self-cleanup tries again, or delete it "
 					"by hand", msg, sp->name, vmref.value,
 					fy_err_msg());
-		else
+		} else {
 			rc = fy_err_set(rc, "%s; the half-restored VM %s was "
 					"destroyed", msg, sp->name);
+			drc = 0;
+		}
+		if (drc == 0 && je.id)
+			fy_journal_remove(jf, je.id);
+	} else if (je.id && fy_journal_remove(jf, je.id) < 0) {
+		fy_warn("restore-vm: %s", fy_err_msg());
 	}
 out:
+	fy_journal_close(jf);
 	fy_vs_vm_free(vm);
 	if (vc) {
 		fy_vs_client_logout(vc);
@@ -809,6 +830,18 @@ int agent_cmd_restore_vm(int argc, char **argv)
 			goto fail;
 	if ((rc = fy_agent_setup_logging(cfg, level)) < 0)
 		goto fail;
+	/* A crashed run's leftovers first, as backup --vm does. */
+	{
+		struct fy_hotadd_cleanup_report *rep = calloc(1, sizeof(*rep));
+
+		if (rep && fy_job_cleanup(cfg, false, rep) < 0)
+			fy_info("self-cleanup skipped: %s", fy_err_msg());
+		else if (rep && (rep->cleaned || rep->remaining))
+			fprintf(stderr, "%scleanup: numCleanedUp=%u "
+				"numRemaining=%u\n", rep->log, rep->cleaned,
+				rep->remaining);
+		free(rep);
+	}
 	rc = fy_restore_vm_run(cfg, &sp, NULL, &ev, res);
 	if (json) {
 		fy_job_result_json(stdout, res);

@@ -48,6 +48,55 @@ static bool writer_alive(bool own_live, int32_t pid)
 	return ha_pid_is_agent(pid);
 }
 
+/* A VM a dead restore created: destroyed when it is still what the
+ * restore made (its name, powered off); else left and named. 0 when the
+ * entry can go. */
+static int clean_restore(struct fy_vs_client *vc,
+			 const struct fy_journal_entry *e,
+			 struct fy_hotadd_cleanup_report *rep)
+{
+	struct fy_vs_moref m = { "VirtualMachine", "" };
+	struct fy_vs_vm *vm = NULL;
+	int rc;
+
+	snprintf(m.value, sizeof(m.value), "%s", e->vm);
+	rc = fy_vs_vm_get(vc, &m, &vm);
+	if (rc == -ENOENT) {
+		say(rep, true, "the half-restored VM %s (%s) is gone already",
+		    e->file, e->vm);
+		return 0;
+	}
+	if (rc < 0) {
+		say(rep, false, "half-restored VM %s (%s): %s", e->file, e->vm,
+		    fy_err_msg());
+		return rc;
+	}
+	if (strcmp(vm->name, e->file)) {
+		say(rep, false, "half-restored VM %s (%s) is now named %s: "
+		    "left for the admin to check and delete", e->file, e->vm,
+		    vm->name);
+		fy_vs_vm_free(vm);
+		return -EEXIST;
+	}
+	if (strcmp(vm->power_state, "poweredOff")) {
+		say(rep, false, "half-restored VM %s (%s) is %s: its disks "
+		    "were not all written; left for the admin to delete",
+		    e->file, e->vm, vm->power_state);
+		fy_vs_vm_free(vm);
+		return -EBUSY;
+	}
+	fy_vs_vm_free(vm);
+	rc = fy_vs_vm_destroy(vc, &m);
+	if (rc < 0) {
+		say(rep, false, "destroying the half-restored VM %s (%s): %s",
+		    e->file, e->vm, fy_err_msg());
+		return rc;
+	}
+	say(rep, true, "destroyed the half-restored VM %s (%s) that a "
+	    "crashed restore left", e->file, e->vm);
+	return 0;
+}
+
 static const struct fy_journal_entry *
 find_attach(const struct fy_journal *j, const char *proxy,
 	    const struct fy_vs_disk *d)
@@ -276,6 +325,19 @@ int fy_journal_cleanup(struct fy_vs_client *vc, struct fy_journal_file *jf,
 		fy_journal_remove(jf, e->id);
 		say(rep, true, "re-enabled the methods %s disabled on %s",
 		    e->file, e->vm);
+	}
+	for (i = 0; i < j.n; i++) {
+		const struct fy_journal_entry *e = &j.entries[i];
+
+		if (e->kind != FY_JOURNAL_RESTORE)
+			continue;
+		if (writer_alive(own_live, e->pid)) {
+			say(rep, false, "VM %s (%s): being restored by the "
+			    "running agent pid %d", e->file, e->vm, e->pid);
+			continue;
+		}
+		if (clean_restore(vc, e, rep) == 0)
+			fy_journal_remove(jf, e->id);
 	}
 	fy_journal_release(&j);
 	return 0;

@@ -41,6 +41,8 @@ enum fy_journal_kind {
 	FY_JOURNAL_SNAPSHOT,   /* a snapshot Ferry took */
 	FY_JOURNAL_DISABLE,    /* methods disabled by PrepareForAccess */
 	FY_JOURNAL_OWN,        /* one of the proxy's own disks: never touched */
+	FY_JOURNAL_RESTORE,    /* a VM a restore created and has not finished:
+				* vm its moref, file its name */
 };
 
 struct fy_journal_entry {
@@ -148,7 +150,9 @@ struct fy_hotadd_cleanup_report {
 
 /* Undoes what the journal says a dead agent left: disks it attached (and
  * nonpersistent disks outside the proxy's own folder), its snapshots
- * (consolidating when the VM says so), its disabled methods. Entries of a
+ * (consolidating when the VM says so), its disabled methods, and the VMs
+ * its restores created and never finished (destroyed while still powered
+ * off and of the name the restore gave; else named as remaining). Entries of a
  * live agent process are left alone and counted as remaining. The proxy's
  * own disks are never touched. */
 int fy_hotadd_cleanup(struct fy_hotadd *h,

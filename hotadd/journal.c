@@ -25,7 +25,8 @@
 #define JOURNAL_NAME "journal"
 
 static const char *const kind_names[] = { "attach", "snapshot", "disable",
-					  "own" };
+					  "own", "restore" };
+#define N_KINDS (sizeof(kind_names) / sizeof(kind_names[0]))
 
 struct fy_journal_file {
 	char dir[PATH_MAX];
@@ -118,11 +119,11 @@ static int parse_line(const char *line, size_t len,
 	if (take_int(f[0], fl[0], 1, INT64_MAX, &v) < 0)
 		return -1;
 	e->id = (uint64_t)v;
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < N_KINDS; i++)
 		if (fl[1] == strlen(kind_names[i]) &&
 		    !memcmp(f[1], kind_names[i], fl[1]))
 			break;
-	if (i == 4)
+	if (i == N_KINDS)
 		return -1;
 	e->kind = (enum fy_journal_kind)i;
 	if (take_int(f[2], fl[2], 0, INT32_MAX, &v) < 0)
@@ -348,7 +349,7 @@ static bool entry_valid(const struct fy_journal_entry *e)
 	const char *s[3] = { e->vm, e->object, e->file };
 	size_t i;
 
-	if (!e->vm[0] || (unsigned)e->kind > FY_JOURNAL_OWN)
+	if (!e->vm[0] || (unsigned)e->kind >= N_KINDS)
 		return false;
 	for (i = 0; i < 3; i++)
 		if (s[i][0] && take_field(s[i], strlen(s[i]), tmp, sizeof(tmp),

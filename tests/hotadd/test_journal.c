@@ -34,6 +34,9 @@ int main(void)
 	CHECK(parse("ferry-journal 1\n") == 0);
 	CHECK(parse("ferry-journal 2\n") == -EBADMSG);
 	CHECK(parse("ferry-journal 1\n1\tattach\t5\t2001\tvm-1\t-\t[ds1] a.vmdk\n") == 0);
+	/* A VM a restore created (kind "restore"): its moref and its name. */
+	CHECK(parse("ferry-journal 1\n1\trestore\t5\t-1\tvm-54\t-\tweb01 restored\n") == 0);
+	CHECK(parse("ferry-journal 1\n1\trestore\t5\t-1\t-\t-\tweb01\n") == -EBADMSG);
 	/* torn last line, unknown kind, bad pid, empty vm, duplicate id */
 	CHECK(parse("ferry-journal 1\n1\tattach\t5\t2001\tvm-1\t-\tx") == -EBADMSG);
 	CHECK(parse("ferry-journal 1\n1\tdestroy\t5\t2001\tvm-1\t-\tx\n") == -EBADMSG);

@@ -146,4 +146,22 @@ grep -qi "block" "$T/r3.log" || fail "the error does not name the block: $(cat "
 [[ $(json "$T/r3.json" 'j["ok"]') == False ]] || fail "--json said ok"
 rc=0; "$AGENT" inventory --config "$T/agent.conf" --vm broken >/dev/null 2>&1 || rc=$?
 [[ $rc != 0 ]] || fail "the half-restored VM is still there"
+note "kill -9 in the write phase: the next self-cleanup destroys the half-restored VM"
+curl -sS --fail --cacert "$CERT" -X POST "$URL/ferry-test/faults?method=folder&delay_ms=1500&count=-1" >/dev/null
+"$AGENT" restore-vm --config "$T/agent.conf" "$two" --name crashed --quiet >/dev/null 2>"$T/crash.log" &
+pid=$!
+for _ in $(seq 1 300); do
+  grep -qP '\trestore\t' "$T/state/journal" 2>/dev/null && break
+  sleep 0.1
+done
+grep -qP '\trestore\t' "$T/state/journal" || fail "no restore entry journaled: $(cat "$T/crash.log")"
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+curl -sS --fail --cacert "$CERT" -X DELETE "$URL/ferry-test/faults" >/dev/null
+"$AGENT" inventory --config "$T/agent.conf" --vm crashed >/dev/null 2>&1 || fail "the crashed restore's VM is not there"
+"$AGENT" cleanup --config "$T/agent.conf" >"$T/cleanup.out" 2>&1 || fail "cleanup failed: $(cat "$T/cleanup.out")"
+grep -q "destroyed the half-restored VM crashed" "$T/cleanup.out" || fail "cleanup: $(cat "$T/cleanup.out")"
+grep -q "numCleanedUp=1 numRemaining=0" "$T/cleanup.out" || fail "cleanup counts: $(cat "$T/cleanup.out")"
+rc=0; "$AGENT" inventory --config "$T/agent.conf" --vm crashed >/dev/null 2>&1 || rc=$?
+[[ $rc != 0 ]] || fail "the half-restored VM survived the cleanup"
+grep -qP '\trestore\t' "$T/state/journal" && fail "the restore entry stayed: $(cat "$T/state/journal")"
 echo "restore_vm: OK"
