@@ -179,6 +179,14 @@ int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
 			 uint32_t disk, int fd, uint64_t size,
 			 const struct fy_restore_hooks *hooks,
 			 uint64_t *bytes_written, uint64_t *zeros_written);
+/* Into path, the block device of a new disk of exactly size bytes (a
+ * disk hot-added for a restore): opened O_DIRECT, whole blocks written
+ * from aligned buffers, holes skipped (a new disk reads as zeros), fsync
+ * at the end. hooks as above. */
+int fy_client_restore_new_device(struct fy_conn *conn, const char *backup_id,
+				 uint32_t disk, const char *path, uint64_t size,
+				 const struct fy_restore_hooks *hooks,
+				 uint64_t *bytes_written);
 
 /* ---- VM disks (vm_backup.c) -------------------------------------------- */
 

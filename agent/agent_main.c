@@ -554,7 +554,8 @@ static const struct command {
 	  "         [--keep-mac] [--power-on] [--transport LIST] [--json] [--quiet]\n"
 	  "         [--set KEY=VALUE] [--log-level N]\n"
 	  "  Creates VM NEW with the backup's recorded hardware and writes its\n"
-	  "  disks (transport https; docs/RESTORE.md). Never replaces a VM." },
+	  "  disks (hotadd:https by default; docs/RESTORE.md). Never replaces\n"
+	  "  a VM." },
 	{ "cleanup", agent_cmd_cleanup,
 	  "undo what a crashed agent left: attached disks, snapshots",
 	  "cleanup --config FILE [--json] [--set KEY=VALUE] [--log-level N]\n"

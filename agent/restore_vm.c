@@ -14,10 +14,14 @@
  * was created, the half-restored VM is destroyed, and named in the error
  * when even that fails.
  *
- * Writing disks: "https" (one PUT of each flat file through the
- * datastore's /folder access, every byte, holes as zeros) is built.
- * "hotadd" (write mode) and "nbdssl"/"nbd" (VDDK) are not yet: a list that
- * names them goes on to the next mode and says why.
+ * Writing disks, by the first mode of the list that can here: "hotadd"
+ * (each new disk attached to this proxy VM persistent, written through
+ * the guest's block device with O_DIRECT, holes skipped, detached; the
+ * attach journaled as a backup's), "https" (one PUT of each flat file
+ * through the datastore's /folder access, every byte, holes as zeros).
+ * "nbdssl"/"nbd" (VDDK) are not yet: a list that names them goes on to
+ * the next mode and says why. The created VM is journaled until its disks
+ * are written, so that the self-cleanup destroys what a dead agent left.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,7 +37,7 @@
 #include "image/image.h"
 #include "vsphere/vsphere.h"
 
-#define RV_DEFAULT_TRANSPORTS "https"
+#define RV_DEFAULT_TRANSPORTS "hotadd:https"
 
 /* What the job thread passes around. */
 struct rv {
@@ -43,6 +47,8 @@ struct rv {
 	struct fy_job_result *res;
 	unsigned disk, n_disks;       /* the one being written */
 	double disk_t0;
+	char transport[16];           /* the mode the disks are written by */
+	struct fy_hotadd *h;          /* hotadd: this proxy */
 };
 
 static void phase(struct rv *x, const char *name, const char *detail)
@@ -330,11 +336,17 @@ static const struct fy_vs_disk *new_disk(const struct fy_vs_vm *vm,
 
 /* The first mode of the list that can write here; the others say why
  * not. */
-static int pick_transport(const char *list, char *out, size_t outlen)
+/* The first mode of the list that can write here: hotadd when this
+ * machine is a proxy VM of the vCenter (*h is then its handle), https
+ * always; nbdssl and nbd are not built. Each mode passed over says why. */
+static int pick_transport(const char *list, struct fy_vs_client *vc,
+			  const struct fy_config *cfg, struct fy_hotadd **h,
+			  char *out, size_t outlen)
 {
 	char buf[256], *save = NULL, *t;
-	char why[512] = "";
+	char why[1024] = "";
 
+	*h = NULL;
 	if (snprintf(buf, sizeof(buf), "%s", list) >= (int)sizeof(buf) ||
 	    !buf[0])
 		return fy_err_set(-EINVAL, "--transport: a list such as "
@@ -346,16 +358,29 @@ static int pick_transport(const char *list, char *out, size_t outlen)
 			snprintf(out, outlen, "%s", t);
 			return 0;
 		}
-		if (strcmp(t, "hotadd") && strcmp(t, "nbdssl") && strcmp(t, "nbd"))
+		if (!strcmp(t, "hotadd")) {
+			if (fy_hotadd_open(vc, cfg, h) == 0) {
+				snprintf(out, outlen, "%s", t);
+				return 0;
+			}
+			*h = NULL;
+			fy_warn("restore-vm: hotadd cannot write here: %s; trying "
+				"the next mode", fy_err_msg());
+			snprintf(why + n, sizeof(why) - n, "%shotadd (%s)",
+				 n ? ", " : "", fy_err_msg());
+			continue;
+		}
+		if (strcmp(t, "nbdssl") && strcmp(t, "nbd"))
 			return fy_err_set(-EINVAL, "--transport: unknown mode "
 					  "\"%s\" (hotadd, https, nbdssl, nbd)",
 					  t);
 		fy_warn("restore-vm: writing over %s is not built yet; trying "
 			"the next mode", t);
-		snprintf(why + n, sizeof(why) - n, "%s%s", n ? ", " : "", t);
+		snprintf(why + n, sizeof(why) - n, "%s%s (not yet: not built)",
+			 n ? ", " : "", t);
 	}
-	return fy_err_set(-ENOTSUP, "not yet: writing disks over %s is not "
-			  "built; use --transport https", why);
+	return fy_err_set(-ENOTSUP, "no mode of the list can write the disks "
+			  "here: %s", why);
 }
 
 /* ---- the job ------------------------------------------------------------- */
@@ -430,16 +455,36 @@ static int write_disks(struct rv *x, struct fy_vs_client *vc,
 						  ? fb->sizes[d->backup_disk]
 						  : 0,
 					  rd->file, nd->capacity);
-		snprintf(rd->transport, sizeof(rd->transport), "https");
+		snprintf(rd->transport, sizeof(rd->transport), "%s",
+			 x->transport);
 		snprintf(detail, sizeof(detail), "backup disk %u to %s over %s",
 			 d->backup_disk, rd->file, rd->transport);
 		phase(x, "write", detail);
+		x->disk_t0 = fy_now();
+		if (x->h) {
+			struct fy_hotadd_rw *rw = NULL;
+			const char *node;
+
+			rc = fy_hotadd_attach_rw(x->h, nd->file_name,
+						 nd->capacity, &rw, &node);
+			if (rc < 0)
+				return rc;
+			rc = fy_client_restore_new_device(conn, x->sp->backup_id,
+							  d->backup_disk, node,
+							  nd->capacity, &hooks,
+							  &written);
+			if (fy_hotadd_detach_rw(rw) < 0 && rc == 0)
+				rc = -EIO; /* detach says why */
+			if (rc < 0)
+				return rc;
+			x->disk++;
+			continue;
+		}
 		rc = fy_vs_datastore_put_open(vc, pl->datacenter_path,
 					      nd->file_name, nd->capacity, &fd,
 					      &put);
 		if (rc < 0)
 			return rc;
-		x->disk_t0 = fy_now();
 		rc = fy_client_restore_fd(conn, x->sp->backup_id,
 					  d->backup_disk, fd, nd->capacity,
 					  &hooks, &written, &zeros);
@@ -547,16 +592,12 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	struct fy_journal_file *jf = NULL;
 	struct fy_journal_entry je = { .kind = FY_JOURNAL_RESTORE,
 				       .device_key = -1 };
-	char transport[16];
 	int rc;
 
 	if (!b)
 		return fy_err_set(-ENOMEM, "out of memory");
 	phase(x, "connect", sp->backup_id);
-	if ((rc = fy_restore_vm_check(sp)) < 0 ||
-	    (rc = pick_transport(sp->transports ? sp->transports
-						: RV_DEFAULT_TRANSPORTS,
-				 transport, sizeof(transport))) < 0)
+	if ((rc = fy_restore_vm_check(sp)) < 0)
 		goto out;
 	if ((rc = fy_settings_load(cfg, &s)) < 0 ||
 	    (rc = fy_repo_connect(&s, "ferry-agent " FERRY_VERSION, &conn,
@@ -566,6 +607,11 @@ static int run(struct rv *x, const struct fy_config *cfg)
 		goto out;
 	snprintf(res->source, sizeof(res->source), "%s", fb.source);
 	if ((rc = fy_vs_client_open(cfg, &vc)) < 0)
+		goto out;
+	if ((rc = pick_transport(sp->transports ? sp->transports
+						: RV_DEFAULT_TRANSPORTS,
+				 vc, cfg, &x->h, x->transport,
+				 sizeof(x->transport))) < 0)
 		goto out;
 	rc = fy_vs_find_vm(vc, FY_VS_BY_NAME, sp->name, &exist);
 	if (rc == 0 || rc == -EEXIST) {
@@ -643,6 +689,8 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	}
 out:
 	fy_journal_close(jf);
+	fy_hotadd_free(x->h);
+	x->h = NULL;
 	fy_vs_vm_free(vm);
 	if (vc) {
 		fy_vs_client_logout(vc);

@@ -962,14 +962,23 @@ int ha_detach(struct fy_hotadd *h, int32_t key, const char *file)
 	return 0;
 }
 
-struct hotadd_source {
-	struct fy_source_wrap w; /* first: reads go to the local disk */
-	struct fy_hotadd *h;
+/* One attachment as a job holds it: where it is in vSphere, in the guest
+ * and in the journal. */
+struct attachment {
 	char block[64];
+	char node[PATH_MAX + 80];
 	char file[FY_JOURNAL_MAX_FIELD];
 	char uuid[64];
 	int32_t key;
 	uint64_t journal_id;
+};
+
+static int detach_release(struct fy_hotadd *h, const struct attachment *t);
+
+struct hotadd_source {
+	struct fy_source_wrap w; /* first: reads go to the local disk */
+	struct fy_hotadd *h;
+	struct attachment t;
 };
 
 static int hs_extents(struct fy_source *src, uint64_t offset, uint64_t length,
@@ -980,27 +989,12 @@ static int hs_extents(struct fy_source *src, uint64_t offset, uint64_t length,
 	return fy_source_extents(s->w.inner, offset, length, cb, opaque);
 }
 
-/* Guest first, then vSphere: a disk pulled from under a live SCSI device
- * leaves the guest with I/O errors and a stale sdX. */
 static void hs_close(struct fy_source *src)
 {
 	struct hotadd_source *s = (struct hotadd_source *)src;
-	int rc;
 
 	fy_source_close(s->w.inner);
-	rc = ha_guest_remove(s->h, s->block, s->uuid);
-	if (rc == 0)
-		rc = ha_detach(s->h, s->key, s->file);
-	if (rc == 0) {
-		ha_marker_set(s->h, s->uuid, false);
-		rc = fy_journal_remove(s->h->journal, s->journal_id);
-	}
-	if (rc < 0)
-		fy_error("hotadd: %s; the journal keeps it for ferry-agent "
-			 "cleanup", fy_err_msg());
-	else
-		fy_info("hotadd: detached %s (%s) from the proxy", s->file,
-			s->block);
+	detach_release(s->h, &s->t);
 	free(s);
 }
 
@@ -1014,22 +1008,22 @@ static const struct fy_source_ops hotadd_ops = {
 	.close = hs_close,
 };
 
-int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
-			uint64_t capacity,
-			const struct fy_file_source_opts *opts,
-			struct fy_source **out)
+/* Attaches file_name to the proxy in disk_mode (journaled first, within
+ * ferry.hotadd.maxAttached) and finds it in the guest. Undone on failure. */
+static int attach_find(struct fy_hotadd *h, const char *file_name,
+		       const char *disk_mode, uint64_t capacity,
+		       struct attachment *out)
 {
 	struct fy_journal_entry e = { .kind = FY_JOURNAL_ATTACH,
 				      .device_key = -1 };
 	struct fy_vs_disk_attach a = { .file_name = file_name,
+				       .disk_mode = disk_mode,
 				       .controller_key = -1, .unit = -1 };
 	struct fy_vs_attached att;
-	struct hotadd_source *s = NULL;
-	char block[64], node[PATH_MAX + 80];
 	const char *hold;
 	int rc, fd;
 
-	*out = NULL;
+	memset(out, 0, sizeof(*out));
 	e.pid = (int32_t)getpid();
 	snprintf(e.vm, sizeof(e.vm), "%s", h->proxy.value);
 	snprintf(e.file, sizeof(e.file), "%s", file_name);
@@ -1084,8 +1078,9 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 	if (fy_journal_update(h->journal, &e) < 0)
 		fy_warn("hotadd: %s", fy_err_msg());
 	fy_info("hotadd: attached %s to proxy %s as key %d (controller %d "
-		"unit %d, uuid %s)", file_name, h->proxy.value, att.key,
-		att.controller_key, att.unit, att.uuid);
+		"unit %d, uuid %s, %s)", file_name, h->proxy.value, att.key,
+		att.controller_key, att.unit, att.uuid,
+		disk_mode ? disk_mode : "independent_nonpersistent");
 
 	/* Test hook (docs/HOTADD.md): hold here while this file exists, so a
 	 * test can kill the agent with the disk attached. */
@@ -1103,37 +1098,15 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 				"guest");
 		goto undo;
 	}
-	rc = discover(h, &att, capacity ? capacity : att.capacity, block,
-		      sizeof(block), node, sizeof(node));
+	rc = discover(h, &att, capacity ? capacity : att.capacity, out->block,
+		      sizeof(out->block), out->node, sizeof(out->node));
 	if (rc < 0)
 		goto undo;
-	set_read_only(node);
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		rc = fy_err_set(-ENOMEM, "out of memory");
-		goto undo_guest;
-	}
-	rc = fy_file_source_open(node, opts, &s->w.inner);
-	if (rc < 0) {
-		free(s);
-		goto undo_guest;
-	}
-	s->w.base.ops = &hotadd_ops;
-	s->w.base.size = s->w.inner->size;
-	s->w.base.align = s->w.inner->align;
-	snprintf(s->w.base.name, sizeof(s->w.base.name), "%s", file_name);
-	s->h = h;
-	snprintf(s->block, sizeof(s->block), "%s", block);
-	snprintf(s->file, sizeof(s->file), "%s", file_name);
-	s->key = att.key;
-	snprintf(s->uuid, sizeof(s->uuid), "%s", att.uuid);
-	s->journal_id = e.id;
-	fy_info("hotadd: %s is %s in the guest", file_name, node);
-	*out = &s->w.base;
+	snprintf(out->file, sizeof(out->file), "%s", file_name);
+	snprintf(out->uuid, sizeof(out->uuid), "%s", att.uuid);
+	out->key = att.key;
+	out->journal_id = e.id;
 	return 0;
-
-undo_guest:
-	ha_guest_remove(h, block, att.uuid);
 undo:
 	{
 		char msg[FY_ERR_MAX];
@@ -1147,5 +1120,105 @@ undo:
 			fy_error("hotadd: %s", fy_err_msg());
 		fy_err_set(rc, "%s", msg);
 	}
+	return rc;
+}
+
+/* Guest first, then vSphere: a disk pulled from under a live SCSI device
+ * leaves the guest with I/O errors and a stale sdX. The journal keeps
+ * what could not be undone. */
+static int detach_release(struct fy_hotadd *h, const struct attachment *t)
+{
+	int rc = ha_guest_remove(h, t->block, t->uuid);
+
+	if (rc == 0)
+		rc = ha_detach(h, t->key, t->file);
+	if (rc == 0) {
+		ha_marker_set(h, t->uuid, false);
+		rc = fy_journal_remove(h->journal, t->journal_id);
+	}
+	if (rc < 0)
+		fy_error("hotadd: %s; the journal keeps it for ferry-agent "
+			 "cleanup", fy_err_msg());
+	else
+		fy_info("hotadd: detached %s (%s) from the proxy", t->file,
+			t->block);
+	return rc;
+}
+
+int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
+			uint64_t capacity,
+			const struct fy_file_source_opts *opts,
+			struct fy_source **out)
+{
+	struct hotadd_source *s;
+	int rc;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return fy_err_set(-ENOMEM, "out of memory");
+	rc = attach_find(h, file_name, NULL, capacity, &s->t);
+	if (rc < 0) {
+		free(s);
+		return rc;
+	}
+	set_read_only(s->t.node);
+	rc = fy_file_source_open(s->t.node, opts, &s->w.inner);
+	if (rc < 0) {
+		char msg[FY_ERR_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		detach_release(h, &s->t);
+		free(s);
+		return fy_err_set(rc, "%s", msg);
+	}
+	s->w.base.ops = &hotadd_ops;
+	s->w.base.size = s->w.inner->size;
+	s->w.base.align = s->w.inner->align;
+	snprintf(s->w.base.name, sizeof(s->w.base.name), "%s", file_name);
+	s->h = h;
+	fy_info("hotadd: %s is %s in the guest", file_name, s->t.node);
+	*out = &s->w.base;
+	return 0;
+}
+
+/* ---- write mode: restores ----------------------------------------------- */
+
+struct fy_hotadd_rw {
+	struct fy_hotadd *h;
+	struct attachment t;
+};
+
+int fy_hotadd_attach_rw(struct fy_hotadd *h, const char *file_name,
+			uint64_t capacity, struct fy_hotadd_rw **out,
+			const char **node)
+{
+	struct fy_hotadd_rw *d = calloc(1, sizeof(*d));
+	int rc;
+
+	*out = NULL;
+	if (!d)
+		return fy_err_set(-ENOMEM, "out of memory");
+	d->h = h;
+	rc = attach_find(h, file_name, "persistent", capacity, &d->t);
+	if (rc < 0) {
+		free(d);
+		return rc;
+	}
+	fy_info("hotadd: %s is %s in the guest, for writing", file_name,
+		d->t.node);
+	*node = d->t.node;
+	*out = d;
+	return 0;
+}
+
+int fy_hotadd_detach_rw(struct fy_hotadd_rw *d)
+{
+	int rc;
+
+	if (!d)
+		return 0;
+	rc = detach_release(d->h, &d->t);
+	free(d);
 	return rc;
 }

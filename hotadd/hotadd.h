@@ -139,6 +139,18 @@ int fy_hotadd_open_disk(struct fy_hotadd *h, const char *file_name,
 			const struct fy_file_source_opts *opts,
 			struct fy_source **out);
 
+/* Write mode, for restores: attaches file_name (a disk of a powered-off
+ * VM, never a snapshot's) to the proxy as a persistent disk, journaled as
+ * any attach, and finds it in the guest; *node is its block device there,
+ * for the caller to open and write. capacity as for fy_hotadd_open_disk.
+ * Detach removes it from the guest, detaches it and clears the journal
+ * entry (kept for ferry-agent cleanup when that fails). */
+struct fy_hotadd_rw;
+int fy_hotadd_attach_rw(struct fy_hotadd *h, const char *file_name,
+			uint64_t capacity, struct fy_hotadd_rw **out,
+			const char **node);
+int fy_hotadd_detach_rw(struct fy_hotadd_rw *d);
+
 /* ---- self-cleanup (VixDiskLib_Cleanup done properly) -------------------- */
 
 struct fy_hotadd_cleanup_report {

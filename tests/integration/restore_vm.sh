@@ -5,7 +5,8 @@
 # writes its disks over https (/folder PUT). Then the restored VM is backed
 # up again: every disk of the second backup equals the first's, block for
 # block, and its recorded hardware equals the original's but for the name
-# and the MAC addresses. Refused: a name in use, a transport not built yet,
+# and the MAC addresses. Refused: a name in use, transports that cannot write
+# here (hotadd without a proxy VM; nbd, not built),
 # a backup without a record. A corrupt repository block fails the restore
 # by name and the half-restored VM is destroyed.
 source "$(dirname "$0")/lib.sh"
@@ -43,7 +44,8 @@ restore_vm "$two" --name two-restored --transport hotadd:https --json >"$T/r1.js
 [[ $(json "$T/r1.json" '(j["ok"], j["vm"], j["source"], j["datastore"], j["powered_on"], [(d["restored"], d["backup_disk"], d["transport"]) for d in j["disks"]])') == \
   "(True, 'two-restored', 'vm-two-disks', 'ds1', False, [(True, 0, 'https'), (True, 1, 'https')])" ]] ||
   fail "result: $(cat "$T/r1.json")"
-grep -q "writing over hotadd is not built yet" "$T/r1.log" || fail "hotadd was not reported as not built: $(cat "$T/r1.log")"
+# No proxy VM here (no emulated guest): hotadd says why and https writes.
+grep -q "hotadd cannot write here" "$T/r1.log" || fail "hotadd was not reported as impossible: $(cat "$T/r1.log")"
 [[ $(vm_count) == $((before + 1)) ]] || fail "expected one more VM"
 vmdisks two-restored >"$T/d1.json"
 [[ $(json "$T/d1.json" 'j["power_state"]') == poweredOff ]] || fail "the restored VM is not powered off: $(cat "$T/d1.json")"
@@ -106,9 +108,9 @@ before=$(vm_count)
 rc=0; restore_vm "$two" --name vm-two-disks 2>"$T/e1" || rc=$?
 [[ $rc == 1 ]] && grep -q "a VM named vm-two-disks exists: restore-vm never overwrites a VM" "$T/e1" ||
   fail "name in use: exit $rc: $(cat "$T/e1")"
-rc=0; restore_vm "$two" --name x1 --transport hotadd 2>"$T/e2" || rc=$?
-[[ $rc == 1 ]] && grep -q "not yet: writing disks over hotadd is not built" "$T/e2" ||
-  fail "hotadd only: exit $rc: $(cat "$T/e2")"
+rc=0; restore_vm "$two" --name x1 --transport hotadd:nbd 2>"$T/e2" || rc=$?
+[[ $rc == 1 ]] && grep -q "no mode of the list can write the disks here: hotadd (.*), nbd (not yet: not built)" "$T/e2" ||
+  fail "hotadd:nbd: exit $rc: $(cat "$T/e2")"
 rc=0; restore_vm "$two" --name x2 --disk-provisioning fat 2>"$T/e3" || rc=$?
 [[ $rc == 2 ]] || fail "--disk-provisioning fat: exit $rc"
 rc=0; restore_vm "$two" --name x3 --host esx-nowhere 2>"$T/e4" || rc=$?

@@ -5,8 +5,10 @@
 # restored VM's disks equal the original's. A name in use is refused by the
 # job; a bad option by ferry itself. `ferry cancel` in the middle of the
 # write phase (the simulator's /folder slowed down) stops the job and the
-# half-restored VM is destroyed. Emulated: the vCenter (ferry-vcsim) and
-# the proxy's guest (tests/service/lib.sh); disks are written over https.
+# half-restored VM is destroyed. Disks are written over hotadd (attached
+# to the proxy persistent, written through the guest's block device; the
+# proxy is left as it was) and over https. Emulated: the vCenter
+# (ferry-vcsim) and the proxy's guest (tests/service/lib.sh).
 source "$(dirname "$0")/lib.sh"
 
 make_certs
@@ -21,14 +23,16 @@ ctl backup --vm vm-two-disks --transport https --json >"$T/b.json" 2>"$T/b.err" 
   fail "backup failed: $(cat "$T/b.err")"
 id=$(json "$T/b.json" 'j["backup_id"]')
 
-note "ferry restore-vm through the agent service"
+note "ferry restore-vm through the agent service: hotadd, the new disks attached to this proxy"
 ctl restore-vm "$id" --name svc-restored --json >"$T/r.json" 2>"$T/r.err" ||
   fail "restore-vm failed: $(cat "$T/r.err" "$T/r.json")"
 [[ $(json "$T/r.json" '(j["kind"], j["ok"], j["vm"], j["source"], [(d["restored"], d["backup_disk"], d["transport"]) for d in j["disks"]])') == \
-  "('restore-vm', True, 'svc-restored', 'vm-two-disks', [(True, 0, 'https'), (True, 1, 'https')])" ]] ||
+  "('restore-vm', True, 'svc-restored', 'vm-two-disks', [(True, 0, 'hotadd'), (True, 1, 'hotadd')])" ]] ||
   fail "result: $(cat "$T/r.json")"
-[[ $(json "$T/r.json" 'all(d["bytes_written"] == d["capacity"] for d in j["disks"])') == True ]] ||
-  fail "not every byte written: $(cat "$T/r.json")"
+# Holes are not written over hotadd: a new disk reads as zeros already.
+[[ $(json "$T/r.json" 'all(0 < d["bytes_written"] < d["capacity"] and d["bytes_zero"] == 0 for d in j["disks"])') == True ]] ||
+  fail "holes written over hotadd: $(cat "$T/r.json")"
+nothing_left svc-restored
 for phase in connect create write; do
   grep -q "job .*: $phase" "$T/r.err" || fail "phase $phase not reported: $(cat "$T/r.err")"
 done
@@ -42,8 +46,14 @@ ctl jobs --json >"$T/jobs.json"
 [[ $(json "$T/jobs.json" '[(x["kind"], x["vm"], x["state"]) for x in j]') == \
   "[('restore-vm', 'svc-restored', 'succeeded'), ('backup', 'vm-two-disks', 'succeeded')]" ]] ||
   fail "jobs: $(cat "$T/jobs.json")"
-ctl restore-vm "$id" --name svc-text >"$T/t.out" 2>/dev/null || fail "restore-vm (text) failed"
+ctl restore-vm "$id" --name svc-text --transport https >"$T/t.out" 2>/dev/null || fail "restore-vm (text) failed"
 grep -q "^restored backup $id (VM vm-two-disks) as VM svc-text" "$T/t.out" || fail "text: $(cat "$T/t.out")"
+grep -q "backup disk 1 over https" "$T/t.out" || fail "text: $(cat "$T/t.out")"
+control GET "disks?vm=svc-text" >"$T/d2.json"
+for i in 0 1; do
+  cmp "$(json "$T/d0.json" "j['disks'][$i]['live']['flat_path']")" \
+      "$(json "$T/d2.json" "j['disks'][$i]['live']['flat_path']")" || fail "disk $i written over https differs"
+done
 
 note "refused: a name in use (by the job), a bad option (by ferry)"
 rc=0; ctl restore-vm "$id" --name vm-two-disks 2>"$T/e1" || rc=$?
@@ -55,7 +65,7 @@ rc=0; ctl restore-vm "$id" 2>"$T/e3" || rc=$?
 
 note "ferry cancel in the write phase: the half-restored VM is destroyed"
 control POST "faults?method=folder&delay_ms=1500&count=-1" >/dev/null
-job=$(ctl restore-vm "$id" --name svc-cancelled --detach)
+job=$(ctl restore-vm "$id" --name svc-cancelled --transport https --detach)
 wait_for "the write phase" bash -c "'$FERRY' --config '$T/central.conf' jobs --json | grep -q '\"phase\":\"write\"'"
 ctl cancel "$job" --wait >"$T/c.out" || fail "cancel failed: $(cat "$T/c.out")"
 control DELETE faults >/dev/null

@@ -3,7 +3,8 @@ package main
 // The proxy's guest, emulated for the hotadd transport (--guest-root DIR).
 // On a real proxy the hypervisor presents a hot-added disk as a new SCSI
 // device; here, when ReconfigVM_Task adds a disk to the proxy VM, the disk's
-// flat file is attached read-only to a loop device (losetup -r) and
+// flat file is attached to a loop device (read-only, losetup -r, unless it
+// was attached persistent, as a restore attaches a new VM's disk) and
 // published under DIR with the identifiers a real Linux guest shows:
 //
 //	DIR/sys/block/sdX/{dev,size,device/wwid,device/delete}
@@ -49,6 +50,9 @@ type guestDisk struct {
 	loop     string // /dev/loopN once published
 	devDir   string // its SCSI device directory under sys/devices
 	deleted  bool   // removed from the guest: a rescan does not bring it back
+	// writable: attached persistent (a restore writing a new VM's disk);
+	// its loop device is read-write. Other modes are published read-only.
+	writable bool
 }
 
 type guest struct {
@@ -175,7 +179,7 @@ func (h *harness) syncProxy(vm *simulator.VirtualMachine) {
 			continue
 		}
 		gd := &guestDisk{key: disk.Key, file: b.FileName, uuid: b.Uuid, capacity: disk.CapacityInBytes,
-			ctrlKey: disk.ControllerKey}
+			ctrlKey: disk.ControllerKey, writable: writableMode(b.DiskMode)}
 		if disk.UnitNumber != nil {
 			gd.unit = *disk.UnitNumber
 		}
@@ -228,9 +232,13 @@ func (g *guest) publish(gd *guestDisk) error {
 	if name == "" {
 		return fmt.Errorf("out of sd names")
 	}
-	out, err := exec.Command("losetup", "-r", "-f", "--show", gd.flat).Output()
+	args := []string{"-r", "-f", "--show", gd.flat}
+	if gd.writable {
+		args = args[1:]
+	}
+	out, err := exec.Command("losetup", args...).Output()
 	if err != nil {
-		return fmt.Errorf("losetup -r %s: %w", gd.flat, err)
+		return fmt.Errorf("losetup %v: %w", args, err)
 	}
 	loop := strings.TrimSpace(string(out))
 	var st syscall.Stat_t
