@@ -173,20 +173,24 @@ struct fy_restore_hooks {
 	atomic_bool *cancel;
 	void (*progress)(void *opaque, uint64_t data, uint64_t zeros,
 			 uint64_t size);
+	/* NULL: every block; else only the blocks it says yes to (offset
+	 * and length in the disk), the others left as the output has them. */
+	bool (*want)(void *opaque, uint64_t offset, uint64_t length);
 	void *opaque;
 };
 int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
 			 uint32_t disk, int fd, uint64_t size,
 			 const struct fy_restore_hooks *hooks,
 			 uint64_t *bytes_written, uint64_t *zeros_written);
-/* Into path, the block device of a new disk of exactly size bytes (a
- * disk hot-added for a restore): opened O_DIRECT, whole blocks written
- * from aligned buffers, holes skipped (a new disk reads as zeros), fsync
- * at the end. hooks as above. */
-int fy_client_restore_new_device(struct fy_conn *conn, const char *backup_id,
-				 uint32_t disk, const char *path, uint64_t size,
-				 const struct fy_restore_hooks *hooks,
-				 uint64_t *bytes_written);
+/* Into path, the block device of a VM disk of exactly size bytes (a disk
+ * hot-added for a restore): opened O_DIRECT, whole blocks written from
+ * aligned buffers, fsync at the end. new_disk: a new disk, which reads as
+ * zeros, so holes are skipped; else holes are written as zeros. hooks as
+ * above (want: a rollback writes only what changed). */
+int fy_client_restore_device(struct fy_conn *conn, const char *backup_id,
+			     uint32_t disk, const char *path, uint64_t size,
+			     bool new_disk, const struct fy_restore_hooks *hooks,
+			     uint64_t *bytes_written, uint64_t *zeros_written);
 
 /* ---- VM disks (vm_backup.c) -------------------------------------------- */
 

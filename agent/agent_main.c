@@ -553,9 +553,12 @@ static const struct command {
 	  "         [--network OLD=NEW ...] [--disk-provisioning thin|thick|same]\n"
 	  "         [--keep-mac] [--power-on] [--transport LIST] [--json] [--quiet]\n"
 	  "         [--set KEY=VALUE] [--log-level N]\n"
+	  "       ferry-agent restore-vm --config FILE BACKUP --into VM [--disk N ...]\n"
+	  "         [--power-on] [--transport LIST] [--json] [--quiet]\n"
 	  "  Creates VM NEW with the backup's recorded hardware and writes its\n"
 	  "  disks (hotadd:https by default; docs/RESTORE.md). Never replaces\n"
-	  "  a VM." },
+	  "  a VM. --into: overwrites a powered-off VM's disks, only what\n"
+	  "  changed since the backup where CBT says." },
 	{ "cleanup", agent_cmd_cleanup,
 	  "undo what a crashed agent left: attached disks, snapshots",
 	  "cleanup --config FILE [--json] [--set KEY=VALUE] [--log-level N]\n"

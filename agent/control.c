@@ -79,6 +79,7 @@ void fy_control_result_msg(struct fy_control_result_msg *m,
 	m->r.datastore = (char *)res->datastore;
 	m->r.host = (char *)res->host;
 	m->r.powered_on = res->powered_on;
+	m->r.into = res->into;
 	for (i = 0; i < n; i++) {
 		const struct fy_job_disk_result *d = &res->disks[i];
 
@@ -120,6 +121,7 @@ void fy_control_result_from(const Ferry__Control__JobResult *m,
 	COPY(res->datastore, m->datastore);
 	COPY(res->host, m->host);
 	res->powered_on = m->powered_on;
+	res->into = m->into;
 	for (i = 0; i < m->n_disks && i < FY_JOB_DISKS_MAX; i++) {
 		const Ferry__Control__DiskResult *d = m->disks[i];
 		struct fy_job_disk_result *r = &res->disks[i];

@@ -37,7 +37,7 @@ struct cli {
 	int mode;                /* FY_JOB_AUTO, FY_JOB_FULL, FY_JOB_INCREMENTAL */
 	bool enable_cbt, quiesce, wait, quiet, detach;
 	/* restore-vm */
-	const char *datastore, *host, *pool, *folder, *provisioning;
+	const char *datastore, *host, *pool, *folder, *provisioning, *into;
 	const char *networks[FY_RESTORE_NETWORKS_MAX];
 	unsigned n_networks;
 	bool keep_mac, power_on;

@@ -529,24 +529,32 @@ int ferry_cmd_restore_vm(struct cli *cli, int argc, char **argv)
 	struct fy_restore_vm_spec sp = { 0 };
 	struct fy_job_result *res;
 	char what[2 * FY_CONTROL_NAME_MAX];
+	uint32_t disks[FY_JOB_DISKS_MAX];
 	unsigned i;
 	int status;
 
-	if (argc != 1 || !cli->name) {
+	if (argc != 1 || (!cli->name && !cli->into)) {
 		fprintf(stderr, "usage: ferry [--config FILE] [--agent HOST:PORT] "
-			"restore-vm BACKUP --name NEW [...]\n"
+			"restore-vm BACKUP (--name NEW | --into VM) [...]\n"
 			"       (ferry restore-vm --help)\n");
 		return 2;
 	}
 	sp.backup_id = argv[0];
 	sp.name = cli->name;
+	sp.into = cli->into;
+	sp.datastore = cli->datastore;
 	sp.host = cli->host;
 	sp.pool = cli->pool;
+	sp.folder = cli->folder;
+	sp.keep_mac = cli->keep_mac;
 	sp.provisioning = cli->provisioning;
 	sp.transports = cli->transport;
 	sp.n_networks = cli->n_networks;
 	for (i = 0; i < cli->n_networks; i++)
 		sp.networks[i] = cli->networks[i];
+	sp.n_disks = cli->n_disks;
+	for (i = 0; i < cli->n_disks; i++)
+		disks[i] = sp.disks[i] = cli->disks[i];
 	/* What needs no agent is checked here, with the agent's words. */
 	if (fy_restore_vm_check(&sp) < 0) {
 		fprintf(stderr, "ferry: %s\n", fy_err_msg());
@@ -559,7 +567,10 @@ int ferry_cmd_restore_vm(struct cli *cli, int argc, char **argv)
 	}
 	snprintf(res->kind, sizeof(res->kind), "%s", FY_JOB_KIND_RESTORE_VM);
 	m.backup_id = argv[0];
-	m.name = (char *)cli->name;
+	m.name = (char *)(cli->name ? cli->name : "");
+	m.into = (char *)(cli->into ? cli->into : "");
+	m.n_disks = cli->n_disks;
+	m.disks = disks;
 	m.datastore = (char *)(cli->datastore ? cli->datastore : "");
 	m.host = (char *)(cli->host ? cli->host : "");
 	m.resource_pool = (char *)(cli->pool ? cli->pool : "");
@@ -574,8 +585,8 @@ int ferry_cmd_restore_vm(struct cli *cli, int argc, char **argv)
 	m.watch = !cli->detach;
 	req.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_START_RESTORE_VM;
 	req.start_restore_vm = &m;
-	snprintf(what, sizeof(what), "restore of backup %s as VM %s", argv[0],
-		 cli->name);
+	snprintf(what, sizeof(what), "restore of backup %s %s VM %s", argv[0],
+		 cli->into ? "into" : "as", cli->into ? cli->into : cli->name);
 	status = start_and_follow(cli, &req, what, res);
 	free(res);
 	return status;

@@ -44,7 +44,7 @@ enum {
 	OPT_NAMESPACE, OPT_ALL_NAMESPACES, OPT_LISTEN, OPT_SOCKET, OPT_TLS,
 	OPT_CACHE_MB, OPT_READY_FILE, OPT_NBD_CERT, OPT_NBD_KEY, OPT_FORCE,
 	OPT_DATASTORE, OPT_HOST, OPT_POOL, OPT_FOLDER, OPT_NETWORK,
-	OPT_PROVISIONING, OPT_KEEP_MAC, OPT_POWER_ON,
+	OPT_PROVISIONING, OPT_KEEP_MAC, OPT_POWER_ON, OPT_INTO,
 	OPT_HELP,
 };
 
@@ -91,6 +91,7 @@ static const struct option cli_opts[] = {
 	{ "disk-provisioning", required_argument, NULL, OPT_PROVISIONING },
 	{ "keep-mac", no_argument, NULL, OPT_KEEP_MAC },
 	{ "power-on", no_argument, NULL, OPT_POWER_ON },
+	{ "into", required_argument, NULL, OPT_INTO },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -521,7 +522,9 @@ static const struct command {
 	  "[--datastore DS] [--host H | --resource-pool PATH]\n          "
 	  "[--folder PATH] [--network OLD=NEW ...] "
 	  "[--disk-provisioning thin|thick|same]\n          [--keep-mac] "
-	  "[--power-on] [--transport LIST] [--json] [--detach]" },
+	  "[--power-on] [--transport LIST] [--json] [--detach]\n"
+	  "       ferry restore-vm BACKUP --into VM [--disk N ...] [--power-on] "
+	  "[--transport LIST] [--json]" },
 	{ "mount", cmd_mount, "mount BACKUP --disk N (--listen HOST:PORT [--tls] "
 	  "| --socket PATH) [--cache-mb N]" },
 	{ "ca", cmd_ca, "ca init DIR | ca issue DIR NAME --role ROLE "
@@ -634,6 +637,7 @@ int main(int argc, char **argv)
 		case OPT_PROVISIONING: cli.provisioning = optarg; break;
 		case OPT_KEEP_MAC: cli.keep_mac = true; break;
 		case OPT_POWER_ON: cli.power_on = true; break;
+		case OPT_INTO: cli.into = optarg; break;
 		case OPT_NETWORK:
 			if (cli.n_networks == FY_RESTORE_NETWORKS_MAX) {
 				fprintf(stderr, "ferry: at most %d --network\n",

@@ -1303,7 +1303,8 @@ static void restore_result_json(FILE *f, const struct fy_job_result *res)
 	fy_json_string(f, res->datastore);
 	fprintf(f, ",\"host\":");
 	fy_json_string(f, res->host);
-	fprintf(f, ",\"powered_on\":%s,\"notes\":",
+	fprintf(f, ",\"into\":%s,\"powered_on\":%s,\"notes\":",
+		res->into ? "true" : "false",
 		res->powered_on ? "true" : "false");
 	fy_json_string(f, res->notes);
 	fprintf(f, ",\"seconds\":%.3f,\"disks\":[", res->seconds);
@@ -1318,6 +1319,12 @@ static void restore_result_json(FILE *f, const struct fy_job_result *res)
 			fprintf(f, ",\"backup_disk\":%u,\"transport\":",
 				d->index);
 			fy_json_string(f, d->transport);
+			if (res->into) {
+				fprintf(f, ",\"changed_only\":%s,"
+					"\"full_reason\":",
+					d->incremental ? "true" : "false");
+				fy_json_string(f, d->full_reason);
+			}
 			fprintf(f, ",\"bytes_data\":%" PRIu64 ",\"bytes_zero\":%"
 				PRIu64 ",\"bytes_written\":%" PRIu64
 				",\"seconds\":%.3f", d->st.bytes_read,

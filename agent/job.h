@@ -82,6 +82,7 @@ struct fy_job_result {
 	char datastore[256];              /* restore-vm: where it went */
 	char host[256];
 	bool powered_on;
+	bool into;                        /* restore-vm --into an existing VM */
 	char backup_id[FY_ID_MAX];
 	char parent_id[FY_ID_MAX];        /* "" for a full backup */
 	char vm_name[256];
@@ -132,8 +133,16 @@ struct fy_restore_vm_spec {
 	const char *networks[FY_RESTORE_NETWORKS_MAX]; /* "OLD=NEW" */
 	unsigned n_networks;
 	const char *provisioning;     /* "thin", "thick", "same" (NULL) */
-	const char *transports;       /* NULL: "https" */
+	const char *transports;       /* NULL: "hotadd:https" */
 	bool keep_mac, power_on;
+	/* Into an existing, powered-off VM instead of a new one (name, the
+	 * placement, networks, provisioning and keep_mac then unset): its
+	 * disks are overwritten with the backup's, only the blocks changed
+	 * since the backup where CBT can tell. disks: the backup's disks
+	 * (positions) to write; none: all. */
+	const char *into;
+	unsigned disks[FY_JOB_DISKS_MAX];
+	unsigned n_disks;
 };
 
 /* Phases reported to fy_job_events.phase by a restore, in order. */

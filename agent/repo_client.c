@@ -374,9 +374,10 @@ struct restore {
 	uint64_t want_size; /* the output's size, or 0 for any */
 	const struct fy_restore_hooks *hooks; /* or NULL */
 	uint64_t zeros_written;
-	/* A new disk's block device (restore-vm over hotadd): O_DIRECT, and
-	 * holes skipped, for a new disk reads as zeros already. */
-	bool new_device;
+	/* A VM disk's block device (restore-vm over hotadd): O_DIRECT;
+	 * new_device: a new disk, which reads as zeros already, so its holes
+	 * are skipped. */
+	bool device, new_device;
 	double start, last;
 };
 
@@ -431,6 +432,11 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 	for (i = 0; i < mc->n_digests; i++) {
 		uint64_t index = mc->first_block + i;
 
+		/* Only the blocks asked for (a rollback: what changed). */
+		if (r->hooks && r->hooks->want &&
+		    !r->hooks->want(r->hooks->opaque, index * r->block_size,
+				    block_len(r, index)))
+			continue;
 		if (mc->digests[i].len) {
 			idx[ndata++] = i;
 		} else if (r->zero_holes) {
@@ -438,6 +444,9 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 				       index * r->block_size);
 			if (rc < 0)
 				goto out;
+			/* Counted as zeros, not as restored data. */
+			r->written -= block_len(r, index);
+			r->zeros_written += block_len(r, index);
 		}
 	}
 	while (got < ndata) {
@@ -538,7 +547,7 @@ static int open_output(struct restore *r, const char *path)
 		r->fd = STDOUT_FILENO;
 		return 0;
 	}
-	if (r->new_device) {
+	if (r->device) {
 		r->fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
 		if (r->fd < 0)
 			return fy_err_set(-errno, "cannot open %s: %s", path,
@@ -784,17 +793,20 @@ int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
 	return rc;
 }
 
-int fy_client_restore_new_device(struct fy_conn *conn, const char *backup_id,
-				 uint32_t disk, const char *path, uint64_t size,
-				 const struct fy_restore_hooks *hooks,
-				 uint64_t *bytes_written)
+int fy_client_restore_device(struct fy_conn *conn, const char *backup_id,
+			     uint32_t disk, const char *path, uint64_t size,
+			     bool new_disk, const struct fy_restore_hooks *hooks,
+			     uint64_t *bytes_written, uint64_t *zeros_written)
 {
 	struct restore r = { .conn = conn, .given_fd = -1, .want_size = size,
-			     .hooks = hooks, .new_device = true };
+			     .hooks = hooks, .device = true,
+			     .new_device = new_disk };
 	int rc = restore_run(&r, backup_id, disk, path, bytes_written);
 
+	*zeros_written = r.zeros_written;
 	if (rc == 0 && hooks && hooks->progress)
-		hooks->progress(hooks->opaque, r.written, 0, r.size);
+		hooks->progress(hooks->opaque, r.written, r.zeros_written,
+				r.size);
 	return rc;
 }
 

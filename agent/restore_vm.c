@@ -64,12 +64,21 @@ static bool cancelled(struct rv *x)
 
 /* ---- the backup and its record ----------------------------------------- */
 
+/* A backup's disk, by its position in the backup (what GetMap names). */
+struct backup_disk {
+	uint32_t index;          /* the VM's disk index when it was backed up */
+	uint64_t size;
+	char disk_id[128];       /* the disk's UUID then */
+	char change_id[128];     /* its CBT change ID then, or "" */
+	char label[512];
+};
+
 struct find_backup {
 	const char *id;
 	struct fy_vmconfig *record;
 	char source[512];
 	char kind[32];
-	uint64_t sizes[FY_VMCONFIG_DISKS_MAX];
+	struct backup_disk disks[FY_VMCONFIG_DISKS_MAX];
 	size_t n_disks;
 	bool found;
 	int rc;
@@ -89,11 +98,14 @@ static int find_backup_cb(void *opaque, const Ferry__BackupSummary *b)
 		return f->rc = fy_err_set(-E2BIG, "backup %s has %zu disks",
 					  b->id, b->n_disks);
 	for (i = 0; i < b->n_disks; i++) {
-		if (b->disks[i]->index >= FY_VMCONFIG_DISKS_MAX)
-			return f->rc = fy_err_set(-EBADMSG, "backup %s: disk "
-						  "index %u", b->id,
-						  b->disks[i]->index);
-		f->sizes[b->disks[i]->index] = b->disks[i]->size;
+		const Ferry__DiskSummary *d = b->disks[i];
+		struct backup_disk *o = &f->disks[i];
+
+		o->index = d->index;
+		o->size = d->size;
+		snprintf(o->disk_id, sizeof(o->disk_id), "%s", d->disk_id);
+		snprintf(o->change_id, sizeof(o->change_id), "%s", d->change_id);
+		snprintf(o->label, sizeof(o->label), "%s", d->label);
 	}
 	f->n_disks = b->n_disks;
 	if (!b->vm_config.len)
@@ -105,7 +117,7 @@ static int find_backup_cb(void *opaque, const Ferry__BackupSummary *b)
 }
 
 static int load_backup(struct fy_conn *conn, const char *id,
-		       struct find_backup *f)
+		       bool need_record, struct find_backup *f)
 {
 	int rc;
 
@@ -122,6 +134,8 @@ static int load_backup(struct fy_conn *conn, const char *id,
 		return fy_err_set(-EINVAL, "backup %s is of a %s, not a VM: "
 				  "restore its disks with ferry restore", id,
 				  f->kind);
+	if (!need_record)
+		return 0;
 	if (!f->record)
 		return fy_err_set(-ENOENT, "backup %s has no VM configuration "
 				  "record (it was made before Ferry recorded "
@@ -446,13 +460,13 @@ static int write_disks(struct rv *x, struct fy_vs_client *vc,
 		}
 		if (cancelled(x))
 			return fy_err_set(-ECANCELED, "cancelled");
-		if (d->backup_disk >= FY_VMCONFIG_DISKS_MAX ||
-		    fb->sizes[d->backup_disk] != nd->capacity)
+		if (d->backup_disk >= fb->n_disks ||
+		    fb->disks[d->backup_disk].size != nd->capacity)
 			return fy_err_set(-EINVAL, "backup disk %u is %" PRIu64
 					  " bytes, the new disk %s %" PRIu64,
 					  d->backup_disk,
-					  d->backup_disk < FY_VMCONFIG_DISKS_MAX
-						  ? fb->sizes[d->backup_disk]
+					  d->backup_disk < fb->n_disks
+						  ? fb->disks[d->backup_disk].size
 						  : 0,
 					  rd->file, nd->capacity);
 		snprintf(rd->transport, sizeof(rd->transport), "%s",
@@ -469,10 +483,11 @@ static int write_disks(struct rv *x, struct fy_vs_client *vc,
 						 nd->capacity, &rw, &node);
 			if (rc < 0)
 				return rc;
-			rc = fy_client_restore_new_device(conn, x->sp->backup_id,
-							  d->backup_disk, node,
-							  nd->capacity, &hooks,
-							  &written);
+			rc = fy_client_restore_device(conn, x->sp->backup_id,
+						      d->backup_disk, node,
+						      nd->capacity, true,
+						      &hooks, &written,
+						      &zeros);
 			if (fy_hotadd_detach_rw(rw) < 0 && rc == 0)
 				rc = -EIO; /* detach says why */
 			if (rc < 0)
@@ -537,12 +552,42 @@ int fy_restore_vm_check(const struct fy_restore_vm_spec *sp)
 
 	if (!sp->backup_id || !sp->backup_id[0])
 		return fy_err_set(-EINVAL, "restore-vm: no backup given");
-	if (!sp->name || !sp->name[0] ||
-	    strlen(sp->name) >= FY_VMCONFIG_NAME_MAX - 1 ||
-	    !fy_vmconfig_text_ok(sp->name))
+	if (sp->into) {
+		if (sp->name || sp->datastore || sp->host || sp->pool ||
+		    sp->folder || sp->n_networks || sp->provisioning ||
+		    sp->keep_mac)
+			return fy_err_set(-EINVAL, "restore-vm --into VM writes "
+					  "an existing VM's disks: --name, "
+					  "--datastore, --host, --resource-pool, "
+					  "--folder, --network, "
+					  "--disk-provisioning and --keep-mac "
+					  "are for a new VM");
+		if (!sp->into[0])
+			return fy_err_set(-EINVAL, "restore-vm: --into names "
+					  "the VM to write");
+		if (sp->n_disks > FY_JOB_DISKS_MAX)
+			return fy_err_set(-EINVAL, "restore-vm: at most %d "
+					  "--disk", FY_JOB_DISKS_MAX);
+		for (i = 0; i < sp->n_disks; i++) {
+			unsigned k;
+
+			for (k = 0; k < i; k++)
+				if (sp->disks[k] == sp->disks[i])
+					return fy_err_set(-EINVAL, "restore-vm: "
+							  "--disk %u given "
+							  "twice", sp->disks[i]);
+		}
+	} else if (sp->n_disks) {
+		return fy_err_set(-EINVAL, "restore-vm: --disk goes with --into "
+				  "(a new VM gets every disk of the backup)");
+	} else if (!sp->name || !sp->name[0] ||
+		   strlen(sp->name) >= FY_VMCONFIG_NAME_MAX - 1 ||
+		   !fy_vmconfig_text_ok(sp->name)) {
 		return fy_err_set(-EINVAL, "restore-vm: --name: the new VM's "
 				  "name, 1 to %d bytes of UTF-8 without control "
-				  "characters", FY_VMCONFIG_NAME_MAX - 2);
+				  "characters (or --into an existing VM)",
+				  FY_VMCONFIG_NAME_MAX - 2);
+	}
 	if (sp->host && sp->pool)
 		return fy_err_set(-EINVAL, "restore-vm: --host or "
 				  "--resource-pool, not both");
@@ -581,7 +626,7 @@ static int run(struct rv *x, const struct fy_config *cfg)
 {
 	const struct fy_restore_vm_spec *sp = x->sp;
 	struct fy_job_result *res = x->res;
-	struct find_backup fb = { 0 };
+	struct find_backup *fbp = calloc(1, sizeof(*fbp));
 	struct fy_settings s;
 	struct fy_conn *conn = NULL;
 	struct fy_vs_client *vc = NULL;
@@ -594,8 +639,11 @@ static int run(struct rv *x, const struct fy_config *cfg)
 				       .device_key = -1 };
 	int rc;
 
-	if (!b)
+	if (!b || !fbp) {
+		free(b);
+		free(fbp);
 		return fy_err_set(-ENOMEM, "out of memory");
+	}
 	phase(x, "connect", sp->backup_id);
 	if ((rc = fy_restore_vm_check(sp)) < 0)
 		goto out;
@@ -603,9 +651,9 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	    (rc = fy_repo_connect(&s, "ferry-agent " FERRY_VERSION, &conn,
 				  NULL, 0)) < 0)
 		goto out;
-	if ((rc = load_backup(conn, sp->backup_id, &fb)) < 0)
+	if ((rc = load_backup(conn, sp->backup_id, true, fbp)) < 0)
 		goto out;
-	snprintf(res->source, sizeof(res->source), "%s", fb.source);
+	snprintf(res->source, sizeof(res->source), "%s", fbp->source);
 	if ((rc = fy_vs_client_open(cfg, &vc)) < 0)
 		goto out;
 	if ((rc = pick_transport(sp->transports ? sp->transports
@@ -625,7 +673,7 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	if (sp->datastore)
 		snprintf(res->datastore, sizeof(res->datastore), "%s",
 			 sp->datastore);
-	else if ((rc = default_datastore(vc, fb.source, res->datastore,
+	else if ((rc = default_datastore(vc, fbp->source, res->datastore,
 					 sizeof(res->datastore))) < 0)
 		goto out;
 	rc = fy_vs_placement_resolve(vc, sp->host, sp->pool, sp->folder,
@@ -633,7 +681,7 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	if (rc < 0)
 		goto out;
 	snprintf(res->host, sizeof(res->host), "%s", pl.host_name);
-	if ((rc = build_vm(fb.record, sp, b, res)) < 0)
+	if ((rc = build_vm(fbp->record, sp, b, res)) < 0)
 		goto out;
 	/* The same journal as backups: a VM created and not finished is
 	 * the self-cleanup's to destroy if this process dies. */
@@ -655,7 +703,7 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	if (rc == 0)
 		rc = fy_vs_vm_get(vc, &vmref, &vm);
 	if (rc == 0)
-		rc = write_disks(x, vc, conn, fb.record, b, vm, &pl, &fb);
+		rc = write_disks(x, vc, conn, fbp->record, b, vm, &pl, fbp);
 	if (rc == 0 && sp->power_on && !cancelled(x)) {
 		phase(x, "power-on", sp->name);
 		rc = fy_vs_vm_power_on(vc, &vmref);
@@ -698,8 +746,294 @@ out:
 	}
 	if (conn)
 		fy_conn_close(conn);
-	fy_vmconfig_free(fb.record);
+	fy_vmconfig_free(fbp->record);
+	free(fbp);
 	free(b);
+	return rc;
+}
+
+/* ---- into an existing VM: the rollback ----------------------------------- */
+
+static bool in_areas(void *opaque, uint64_t off, uint64_t len)
+{
+	const struct fy_vs_areas *a = opaque;
+	size_t lo = 0, hi = a->n;
+
+	/* The first area that ends after off. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (a->areas[mid].start + a->areas[mid].length <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < a->n && a->areas[lo].start < off + len;
+}
+
+struct into_progress {
+	struct rv *x;
+	const struct fy_vs_areas *areas;
+};
+
+static void into_progress_cb(void *opaque, uint64_t data, uint64_t zeros,
+			     uint64_t size)
+{
+	struct into_progress *p = opaque;
+
+	disk_progress(p->x, data, zeros, size);
+}
+
+static bool into_want(void *opaque, uint64_t off, uint64_t len)
+{
+	struct into_progress *p = opaque;
+
+	return !p->areas || in_areas((void *)p->areas, off, len);
+}
+
+/* The VM's disk that backup disk bd goes into: the one it was read from
+ * (its UUID; *same), else the one at the index it had in its VM (another
+ * VM, or a disk replaced since: written whole). */
+static const struct fy_vs_disk *target_disk(const struct fy_vs_vm *vm,
+					    const struct backup_disk *bd,
+					    bool *same)
+{
+	size_t i;
+
+	*same = false;
+	for (i = 0; bd->disk_id[0] && i < vm->devices.n_disks; i++)
+		if (!strcasecmp(vm->devices.disks[i].uuid, bd->disk_id)) {
+			*same = true;
+			return &vm->devices.disks[i];
+		}
+	if (bd->index >= vm->devices.n_disks)
+		return NULL;
+	return &vm->devices.disks[bd->index];
+}
+
+static int write_into(struct rv *x, struct fy_vs_client *vc,
+		      struct fy_conn *conn, const struct fy_vs_vm *vm,
+		      const struct find_backup *fb, unsigned pos)
+{
+	const struct backup_disk *bd = &fb->disks[pos];
+	struct fy_job_result *res = x->res;
+	struct fy_job_disk_result *rd = &res->disks[res->n];
+	struct fy_vs_areas *areas = NULL;
+	struct into_progress ip = { .x = x };
+	const struct fy_restore_hooks hooks = {
+		.cancel = x->cancel, .progress = into_progress_cb,
+		.want = into_want, .opaque = &ip,
+	};
+	const struct fy_vs_disk *d;
+	char detail[FY_JOB_TEXT_MAX + 64];
+	uint64_t written = 0, zeros = 0;
+	bool same;
+	int rc;
+
+	d = target_disk(vm, bd, &same);
+	if (!d)
+		return fy_err_set(-ENOENT, "VM %s has neither disk %s nor a "
+				  "disk %u (backup disk %u, %s): nothing to "
+				  "restore it into", vm->name, bd->disk_id,
+				  bd->index, pos, bd->label);
+	if (d->capacity != bd->size)
+		return fy_err_set(-EINVAL, "backup disk %u is %" PRIu64 " bytes, "
+				  "the VM's disk %s %" PRIu64, pos, bd->size,
+				  d->file_name, d->capacity);
+	if (d->independent || d->rdm)
+		return fy_err_set(-ENOTSUP, "the VM's disk %s is %s: not "
+				  "restored into", d->file_name,
+				  d->rdm ? "a raw device mapping" : "independent");
+	res->n++;
+	snprintf(rd->file, sizeof(rd->file), "%s", d->file_name);
+	snprintf(rd->transport, sizeof(rd->transport), "%s", x->transport);
+	rd->index = pos;
+	rd->st.size = d->capacity;
+	/* Only what changed since the backup, when CBT can say it. */
+	if (!x->h)
+		snprintf(rd->full_reason, sizeof(rd->full_reason), "https "
+			 "writes whole disks");
+	else if (!same)
+		snprintf(rd->full_reason, sizeof(rd->full_reason), "the disk "
+			 "is not the one backed up (another disk UUID)");
+	else if (!vm->cbt_enabled)
+		snprintf(rd->full_reason, sizeof(rd->full_reason), "changed "
+			 "block tracking is off on %s", vm->name);
+	else if (!bd->change_id[0])
+		snprintf(rd->full_reason, sizeof(rd->full_reason), "the backup "
+			 "recorded no change ID for this disk");
+	else if (fy_vs_changed_areas_get(vc, &vm->moref, NULL, d->key,
+					 d->capacity, bd->change_id,
+					 &areas) < 0)
+		snprintf(rd->full_reason, sizeof(rd->full_reason), "CBT cannot "
+			 "say what changed since the backup: %s", fy_err_msg());
+	if (areas) {
+		ip.areas = areas;
+		rd->incremental = true;
+	}
+	snprintf(detail, sizeof(detail), "backup disk %u into %s over %s (%s)",
+		 pos, rd->file, rd->transport,
+		 areas ? "only what changed" : "whole disk");
+	phase(x, "write", detail);
+	fy_info("restore-vm: %s", detail);
+	x->disk_t0 = fy_now();
+	if (x->h) {
+		struct fy_hotadd_rw *rw = NULL;
+		const char *node;
+
+		rc = fy_hotadd_attach_rw(x->h, d->file_name, d->capacity, &rw,
+					 &node);
+		if (rc == 0) {
+			rc = fy_client_restore_device(conn, x->sp->backup_id, pos,
+						      node, d->capacity, false,
+						      &hooks, &written, &zeros);
+			if (fy_hotadd_detach_rw(rw) < 0 && rc == 0)
+				rc = -EIO;
+		}
+	} else {
+		struct fy_vs_ds_put *put = NULL;
+		int fd = -1;
+
+		/* The datastore's datacenter, found from the inventory. */
+		rc = fy_vs_datastore_put_open(vc, NULL, d->file_name,
+					      d->capacity, &fd, &put);
+		if (rc == 0) {
+			rc = fy_client_restore_fd(conn, x->sp->backup_id, pos,
+						  fd, d->capacity, &hooks,
+						  &written, &zeros);
+			if (rc < 0) {
+				char msg[FY_ERR_MAX];
+
+				snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+				fy_vs_datastore_put_finish(put, false);
+				rc = fy_err_set(rc, "%s", msg);
+			} else {
+				rc = fy_vs_datastore_put_finish(put, true);
+			}
+		}
+	}
+	fy_vs_areas_free(areas);
+	return rc;
+}
+
+static int run_into(struct rv *x, const struct fy_config *cfg)
+{
+	const struct fy_restore_vm_spec *sp = x->sp;
+	struct fy_job_result *res = x->res;
+	struct find_backup *fb = calloc(1, sizeof(*fb));
+	struct fy_settings s;
+	struct fy_conn *conn = NULL;
+	struct fy_vs_client *vc = NULL;
+	struct fy_vs_moref ref;
+	struct fy_vs_vm *vm = NULL;
+	unsigned i;
+	int rc;
+
+	if (!fb)
+		return fy_err_set(-ENOMEM, "out of memory");
+	res->into = true;
+	phase(x, "connect", sp->backup_id);
+	if ((rc = fy_restore_vm_check(sp)) < 0)
+		goto out;
+	if ((rc = fy_settings_load(cfg, &s)) < 0 ||
+	    (rc = fy_repo_connect(&s, "ferry-agent " FERRY_VERSION, &conn,
+				  NULL, 0)) < 0)
+		goto out;
+	if ((rc = load_backup(conn, sp->backup_id, false, fb)) < 0)
+		goto out;
+	snprintf(res->source, sizeof(res->source), "%s", fb->source);
+	for (i = 0; i < sp->n_disks; i++)
+		if (sp->disks[i] >= fb->n_disks) {
+			rc = fy_err_set(-EINVAL, "backup %s has %zu disks: no "
+					"--disk %u", sp->backup_id, fb->n_disks,
+					sp->disks[i]);
+			goto out;
+		}
+	if ((rc = fy_vs_client_open(cfg, &vc)) < 0)
+		goto out;
+	if ((rc = fy_vs_find_vm_spec(vc, sp->into, &ref)) < 0 ||
+	    (rc = fy_vs_vm_get(vc, &ref, &vm)) < 0)
+		goto out;
+	snprintf(res->vm_name, sizeof(res->vm_name), "%s", vm->name);
+	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s", vm->moref.value);
+	snprintf(res->host, sizeof(res->host), "%s", vm->host_name);
+	if (strcmp(vm->power_state, "poweredOff")) {
+		rc = fy_err_set(-EBUSY, "VM %s is %s: restore-vm --into writes "
+				"only a powered-off VM's disks; power it off "
+				"first", vm->name, vm->power_state);
+		goto out;
+	}
+	if (vm->n_snapshots) {
+		rc = fy_err_set(-EBUSY, "VM %s has %zu snapshot(s): restore-vm "
+				"--into writes a VM without snapshots (delete "
+				"or revert them first)", vm->name,
+				vm->n_snapshots);
+		goto out;
+	}
+	if (vm->is_template) {
+		rc = fy_err_set(-EINVAL, "%s is a template", vm->name);
+		goto out;
+	}
+	if ((rc = pick_transport(sp->transports ? sp->transports
+						: RV_DEFAULT_TRANSPORTS,
+				 vc, cfg, &x->h, x->transport,
+				 sizeof(x->transport))) < 0)
+		goto out;
+	x->n_disks = sp->n_disks ? sp->n_disks : (unsigned)fb->n_disks;
+	if (x->n_disks > FY_JOB_DISKS_MAX) {
+		rc = fy_err_set(-E2BIG, "a restore writes at most %d disks",
+				FY_JOB_DISKS_MAX);
+		goto out;
+	}
+	for (x->disk = 0; x->disk < x->n_disks && rc == 0; x->disk++) {
+		unsigned pos = sp->n_disks ? sp->disks[x->disk] : x->disk;
+
+		if (cancelled(x)) {
+			rc = fy_err_set(-ECANCELED, "cancelled");
+			break;
+		}
+		rc = write_into(x, vc, conn, vm, fb, pos);
+	}
+	/* Writes through the proxy are not the VM's own: its change IDs no
+	 * longer describe its disks. A reset makes the next backup read them
+	 * in full, as after any restore. Also after a failure: the disks may
+	 * be half written. */
+	if (vm->cbt_enabled && res->n) {
+		char msg[FY_ERR_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", rc < 0 ? fy_err_msg() : "");
+		if (fy_vs_cbt_set(vc, &vm->moref, false) < 0 ||
+		    fy_vs_cbt_set(vc, &vm->moref, true) < 0)
+			note(res, "changed block tracking could not be reset "
+			     "(%s): run the next backup with --full",
+			     fy_err_msg());
+		else
+			note(res, "changed block tracking was reset: the next "
+			     "backup of %s reads its disks in full", vm->name);
+		if (rc < 0)
+			fy_err_set(rc, "%s", msg);
+	}
+	if (rc == 0 && sp->power_on && !cancelled(x)) {
+		phase(x, "power-on", vm->name);
+		rc = fy_vs_vm_power_on(vc, &vm->moref);
+		res->powered_on = rc == 0;
+	}
+	if (rc < 0 && res->n)
+		rc = fy_err_set(rc, "%s; the disks of VM %s are partly "
+				"written: restore again before using it",
+				fy_err_msg(), vm->name);
+out:
+	fy_vs_vm_free(vm);
+	fy_hotadd_free(x->h);
+	x->h = NULL;
+	if (vc) {
+		fy_vs_client_logout(vc);
+		fy_vs_client_free(vc);
+	}
+	if (conn)
+		fy_conn_close(conn);
+	fy_vmconfig_free(fb->record);
+	free(fb);
 	return rc;
 }
 
@@ -717,8 +1051,8 @@ int fy_restore_vm_run(const struct fy_config *cfg,
 	snprintf(res->backup_id, sizeof(res->backup_id), "%s",
 		 spec->backup_id ? spec->backup_id : "");
 	snprintf(res->vm_name, sizeof(res->vm_name), "%s",
-		 spec->name ? spec->name : "");
-	rc = run(&x, cfg);
+		 spec->name ? spec->name : spec->into ? spec->into : "");
+	rc = spec->into ? run_into(&x, cfg) : run(&x, cfg);
 	res->seconds = fy_now() - t0;
 	res->rc = rc < 0 ? rc : 0;
 	if (rc < 0) {
@@ -735,21 +1069,37 @@ void fy_restore_vm_result_text(FILE *f, const struct fy_job_result *r)
 {
 	unsigned i;
 
-	fprintf(f, "restored backup %s (VM %s) as VM %s (%s) on datastore %s"
-		"%s%s, %.1f s%s\n", r->backup_id, r->source, r->vm_name,
-		r->vm_moref, r->datastore, r->host[0] ? ", host " : "",
-		r->host, r->seconds, r->powered_on ? ", powered on" : "");
+	if (r->into)
+		fprintf(f, "restored backup %s (VM %s) into VM %s (%s), %.1f s%s\n",
+			r->backup_id, r->source, r->vm_name, r->vm_moref,
+			r->seconds, r->powered_on ? ", powered on" : "");
+	else
+		fprintf(f, "restored backup %s (VM %s) as VM %s (%s) on "
+			"datastore %s%s%s, %.1f s%s\n", r->backup_id, r->source,
+			r->vm_name, r->vm_moref, r->datastore,
+			r->host[0] ? ", host " : "", r->host, r->seconds,
+			r->powered_on ? ", powered on" : "");
 	for (i = 0; i < r->n; i++) {
 		const struct fy_job_disk_result *d = &r->disks[i];
-		char cap[32];
+		char cap[32], w[32];
 
 		fy_format_bytes(d->st.size, cap, sizeof(cap));
-		if (!d->skipped)
-			fprintf(f, "  %s (%s): backup disk %u over %s\n",
-				d->file, cap, d->index, d->transport);
-		else
+		fy_format_bytes(d->st.bytes_read + d->st.bytes_zero, w,
+				sizeof(w));
+		if (d->skipped)
 			fprintf(f, "  %s (%s): empty, not in the backup\n",
 				d->file, cap);
+		else if (r->into && d->incremental)
+			fprintf(f, "  %s (%s): backup disk %u over %s, only "
+				"what changed since the backup: %s written\n",
+				d->file, cap, d->index, d->transport, w);
+		else if (r->into)
+			fprintf(f, "  %s (%s): backup disk %u over %s, whole "
+				"disk (%s)\n", d->file, cap, d->index,
+				d->transport, d->full_reason);
+		else
+			fprintf(f, "  %s (%s): backup disk %u over %s\n",
+				d->file, cap, d->index, d->transport);
 	}
 	if (r->notes[0])
 		fprintf(f, "  note: %s\n", r->notes);
@@ -760,7 +1110,7 @@ void fy_restore_vm_result_text(FILE *f, const struct fy_job_result *r)
 enum {
 	RO_CONFIG = 3000, RO_NAME, RO_DATASTORE, RO_HOST, RO_POOL, RO_FOLDER,
 	RO_NETWORK, RO_PROVISIONING, RO_KEEP_MAC, RO_POWER_ON, RO_TRANSPORT,
-	RO_JSON, RO_QUIET, RO_SET, RO_LOG_LEVEL,
+	RO_JSON, RO_QUIET, RO_SET, RO_LOG_LEVEL, RO_INTO, RO_DISK,
 };
 
 static void usage(FILE *f)
@@ -773,7 +1123,10 @@ static void usage(FILE *f)
 		"thin|thick|same]\n"
 		"         [--keep-mac] [--power-on] [--transport LIST] "
 		"[--json] [--quiet]\n"
-		"         [--set KEY=VALUE] [--log-level N]\n");
+		"         [--set KEY=VALUE] [--log-level N]\n"
+		"       ferry-agent restore-vm --config FILE BACKUP --into VM "
+		"[--disk N ...]\n"
+		"         [--power-on] [--transport LIST] [--json] [--quiet]\n");
 }
 
 static void tty_progress(void *opaque, unsigned disk, unsigned n_disks,
@@ -810,6 +1163,8 @@ int agent_cmd_restore_vm(int argc, char **argv)
 		{ "quiet", no_argument, NULL, RO_QUIET },
 		{ "set", required_argument, NULL, RO_SET },
 		{ "log-level", required_argument, NULL, RO_LOG_LEVEL },
+		{ "into", required_argument, NULL, RO_INTO },
+		{ "disk", required_argument, NULL, RO_DISK },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct fy_restore_vm_spec sp = { 0 };
@@ -839,6 +1194,17 @@ int agent_cmd_restore_vm(int argc, char **argv)
 		case RO_KEEP_MAC: sp.keep_mac = true; break;
 		case RO_POWER_ON: sp.power_on = true; break;
 		case RO_TRANSPORT: sp.transports = optarg; break;
+		case RO_INTO: sp.into = optarg; break;
+		case RO_DISK: {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || !*optarg || v < 0 || v >= 4096 ||
+			    sp.n_disks == FY_JOB_DISKS_MAX)
+				goto bad;
+			sp.disks[sp.n_disks++] = (unsigned)v;
+			break;
+		}
 		case RO_JSON: json = true; break;
 		case RO_QUIET: quiet = true; break;
 		case RO_LOG_LEVEL:

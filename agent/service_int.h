@@ -74,6 +74,7 @@ struct restore_req {
 	char pool[FY_CONTROL_NAME_MAX + 1];
 	char folder[FY_CONTROL_NAME_MAX + 1];
 	char provisioning[16];
+	char into[FY_CONTROL_NAME_MAX + 1];
 	char networks[FY_CONTROL_NETWORKS_MAX][FY_CONTROL_NAME_MAX + 1];
 	struct fy_restore_vm_spec spec;
 };

@@ -535,7 +535,8 @@ int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
 	j->restore = r;
 	atomic_init(&j->cancel, false);
 	snprintf(j->client, sizeof(j->client), "%s", fy_conn_peer(c));
-	copy_field(j->vm, sizeof(j->vm), m->name);
+	copy_field(j->vm, sizeof(j->vm), m->into && m->into[0] ? m->into
+								 : m->name);
 	copy_field(j->transports, sizeof(j->transports), m->transports);
 	copy_field(r->backup_id, sizeof(r->backup_id), m->backup_id);
 	copy_field(r->datastore, sizeof(r->datastore), m->datastore);
@@ -544,9 +545,14 @@ int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
 	copy_field(r->folder, sizeof(r->folder), m->folder);
 	copy_field(r->provisioning, sizeof(r->provisioning),
 		   m->disk_provisioning);
+	copy_field(r->into, sizeof(r->into), m->into);
 	sp = &r->spec;
 	sp->backup_id = r->backup_id;
-	sp->name = j->vm;
+	sp->into = r->into[0] ? r->into : NULL;
+	sp->name = sp->into ? NULL : j->vm;
+	for (i = 0; i < m->n_disks && i < FY_JOB_DISKS_MAX; i++)
+		sp->disks[i] = m->disks[i];
+	sp->n_disks = (unsigned)i;
 	sp->datastore = r->datastore[0] ? r->datastore : NULL;
 	sp->host = r->host[0] ? r->host : NULL;
 	sp->pool = r->pool[0] ? r->pool : NULL;
@@ -561,8 +567,8 @@ int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
 		sp->networks[i] = r->networks[i];
 	}
 	sp->n_networks = (unsigned)i;
-	snprintf(j->what, sizeof(j->what), "restore of backup %s as VM %s",
-		 r->backup_id, j->vm);
+	snprintf(j->what, sizeof(j->what), "restore of backup %s %s VM %s",
+		 r->backup_id, sp->into ? "into" : "as", j->vm);
 	snprintf(j->key, sizeof(j->key), "restore:%s", j->vm);
 	if (fy_restore_vm_check(sp) < 0) {
 		fy_warn("refused a %s asked by %s: %s", j->what, j->client,
@@ -577,6 +583,26 @@ int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
 	j->cfg = svc->cfg;
 	j->cfg->refs++;
 	pthread_mutex_unlock(&svc->lock);
+	if (sp->into) {
+		/* Keyed by the VM's moref, as its backups are: a backup and a
+		 * rollback of one VM never run at once. */
+		if (resolve_vm(j->cfg->cfg, sp->into, j->vm_moref,
+			       sizeof(j->vm_moref)) < 0) {
+			char msg[FY_ERR_MAX + 64];
+
+			snprintf(msg, sizeof(msg), "cannot restore into VM %s: "
+				 "%s", sp->into, fy_err_msg());
+			fy_control_send_error(c, -ENOENT, msg);
+			pthread_mutex_lock(&svc->lock);
+			job_unref_locked(j);
+			pthread_mutex_unlock(&svc->lock);
+			return 0;
+		}
+		snprintf(j->vm_spec, sizeof(j->vm_spec), "moref:%s",
+			 j->vm_moref);
+		sp->into = j->vm_spec;
+		snprintf(j->key, sizeof(j->key), "%s", j->vm_moref);
+	}
 	return launch(svc, c, j, m->watch);
 }
 

@@ -181,7 +181,10 @@ static int check_restore(const Ferry__Control__StartRestoreVm *s)
 			      "StartRestoreVm.networks")) < 0 ||
 	    (rc = check_name(s->disk_provisioning,
 			     "StartRestoreVm.disk_provisioning")) < 0 ||
-	    (rc = check_name(s->transports, "StartRestoreVm.transports")) < 0)
+	    (rc = check_name(s->transports, "StartRestoreVm.transports")) < 0 ||
+	    (rc = check_name(s->into, "StartRestoreVm.into")) < 0 ||
+	    (rc = check_count(s->n_disks, FY_CONTROL_DISKS_MAX,
+			      "StartRestoreVm.disks")) < 0)
 		return rc;
 	for (i = 0; i < s->n_networks; i++)
 		if ((rc = check_name(s->networks[i],

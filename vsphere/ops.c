@@ -271,17 +271,25 @@ int fy_vs_changed_areas(struct fy_vs_client *c,
 {
 	struct fy_vs_moref vmm = vs_typed(vmref, "VirtualMachine");
 	const struct fy_vs_moref *vm = &vmm;
-	struct fy_vs_moref snap = *snapshot;
+	struct fy_vs_moref snap = { "", "" };
 	uint64_t offset = 0;
 	unsigned calls = 0;
 	char what[512];
 	int rc = 0;
 
 	vs_fault_clear();
-	if (!snap.type[0])
+	/* No snapshot: the live disk, which vSphere answers for a
+	 * powered-off VM only. */
+	if (snapshot)
+		snap = *snapshot;
+	if (snapshot && !snap.type[0])
 		snprintf(snap.type, sizeof(snap.type), "VirtualMachineSnapshot");
-	snprintf(what, sizeof(what), "%s disk %d of snapshot %s", vm->value,
-		 (int)device_key, snap.value);
+	if (snapshot)
+		snprintf(what, sizeof(what), "%s disk %d of snapshot %s",
+			 vm->value, (int)device_key, snap.value);
+	else
+		snprintf(what, sizeof(what), "%s disk %d (no snapshot)",
+			 vm->value, (int)device_key);
 	while (offset < capacity) {
 		struct vs_change_info ci;
 		const struct vs_node *a;
@@ -293,7 +301,8 @@ int fy_vs_changed_areas(struct fy_vs_client *c,
 			return fy_err_set(-EPROTO, "QueryChangedDiskAreas on %s: "
 					  "no end after %u calls", what, calls);
 		vs_buf_init(&b, 4096);
-		vs_buf_moref(&b, "snapshot", &snap);
+		if (snapshot)
+			vs_buf_moref(&b, "snapshot", &snap);
 		vs_buf_printf(&b, "<deviceKey>%d</deviceKey>"
 			      "<startOffset>%llu</startOffset>",
 			      (int)device_key, (unsigned long long)offset);

@@ -517,7 +517,8 @@ typedef int (*fy_vs_area_cb)(void *opaque, uint64_t start, uint64_t length);
 
 /* QueryChangedDiskAreas from 0 until capacity is covered, in order, each
  * area checked to be inside the range the server said it covered. change_id
- * "*" gives the allocated areas (a full backup). */
+ * "*" gives the allocated areas (a full backup). snapshot NULL: the live
+ * disk, which vSphere answers for a powered-off VM only. */
 int fy_vs_changed_areas(struct fy_vs_client *c, const struct fy_vs_moref *vm,
 			const struct fy_vs_moref *snapshot, int32_t device_key,
 			uint64_t capacity, const char *change_id,

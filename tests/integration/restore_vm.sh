@@ -72,6 +72,20 @@ for da, db in zip(a["disks"], b["disks"]):
         assert da[k] == db[k], (k, da, db)
 PY
 
+note "restore-vm --into the restored VM, disk 0, over https: the whole disk"
+printf 'scribbled after the restore' | curl -sS --fail --cacert "$CERT" --data-binary @- \
+  "$URL/ferry-test/write?vm=two-restored&disk=$(json "$T/d1.json" "j['disks'][0]['key']")&offset=4096" >/dev/null
+restore_vm "$two" --into two-restored --disk 0 --json >"$T/into.json" 2>"$T/into.log" ||
+  { cat "$T/into.log" "$T/into.json"; fail "restore-vm --into failed"; }
+[[ $(json "$T/into.json" '(j["into"], [(d["backup_disk"], d["transport"], d["changed_only"], d["full_reason"]) for d in j["disks"]])') == \
+  "(True, [(0, 'https', False, 'https writes whole disks')])" ]] || fail "into: $(cat "$T/into.json")"
+cmp "$(json "$T/d0.json" "j['disks'][0]['live']['flat_path']")" \
+    "$(json "$T/d1.json" "j['disks'][0]['live']['flat_path']")" || fail "disk 0 not rolled back"
+rc=0; restore_vm "$two" --into two-restored --datastore ds1 2>"$T/e0" || rc=$?
+[[ $rc == 2 ]] && grep -q "are for a new VM" "$T/e0" || fail "--into with --datastore: exit $rc: $(cat "$T/e0")"
+rc=0; restore_vm "$two" --name x0 --disk 0 2>"$T/e0" || rc=$?
+[[ $rc == 2 ]] && grep -q "\-\-disk goes with \-\-into" "$T/e0" || fail "--disk without --into: exit $rc: $(cat "$T/e0")"
+
 note "restore-vm vm-hardware: the recorded hardware comes back, with new MACs"
 restore_vm "$hw" --name hw-restored --datastore ds2 --power-on --json >"$T/r2.json" 2>"$T/r2.log" ||
   { cat "$T/r2.log" "$T/r2.json"; fail "restore-vm of vm-hardware failed"; }

@@ -3,7 +3,10 @@
 # whole-VM restore, as `ferry backup` asks for a backup: the job's phases
 # and JSON result come back, `ferry jobs` lists it as a restore-vm job, the
 # restored VM's disks equal the original's. A name in use is refused by the
-# job; a bad option by ferry itself. `ferry cancel` in the middle of the
+# job; a bad option by ferry itself. `restore-vm --into` rolls a
+# powered-off VM back: over hotadd only the blocks CBT reports changed since
+# the backup, over https the whole disk; the disks then equal the backup's
+# and CBT is reset; a running VM is refused. `ferry cancel` in the middle of the
 # write phase (the simulator's /folder slowed down) stops the job and the
 # half-restored VM is destroyed. Disks are written over hotadd (attached
 # to the proxy persistent, written through the guest's block device; the
@@ -62,6 +65,44 @@ rc=0; ctl restore-vm "$id" --name x --disk-provisioning fat 2>"$T/e2" || rc=$?
 [[ $rc == 2 ]] && grep -q "disk-provisioning" "$T/e2" || fail "bad provisioning: exit $rc: $(cat "$T/e2")"
 rc=0; ctl restore-vm "$id" 2>"$T/e3" || rc=$?
 [[ $rc == 2 ]] || fail "no --name: exit $rc"
+
+note "restore-vm --into: vm-two-disks rolled back, only what changed since the backup (CBT)"
+ctl backup --vm vm-two-disks --transport https --enable-cbt --json >"$T/b2.json" 2>"$T/b2.err" ||
+  fail "backup with CBT failed: $(cat "$T/b2.err")"
+id2=$(json "$T/b2.json" 'j["backup_id"]')
+key0=$(json "$T/d0.json" 'j["disks"][0]["key"]')
+head -c 65536 /dev/urandom >"$T/w1"
+curl -sS -k --fail -X POST --data-binary @"$T/w1" \
+  "$(ready "R['control']")/write?vm=vm-two-disks&disk=$key0&offset=$((5 * 1048576 + 8192))" >/dev/null ||
+  fail "write into vm-two-disks failed"
+rc=0; ctl restore-vm "$id2" --into vm-two-disks 2>"$T/e4" || rc=$?
+[[ $rc == 1 ]] && grep -q "VM vm-two-disks is poweredOn: restore-vm --into writes only a powered-off VM" "$T/e4" ||
+  fail "into a running VM: exit $rc: $(cat "$T/e4")"
+control POST "power?vm=vm-two-disks&state=off" >/dev/null || fail "power off failed"
+ctl restore-vm "$id2" --into vm-two-disks --json >"$T/i.json" 2>"$T/i.err" ||
+  fail "restore-vm --into failed: $(cat "$T/i.err" "$T/i.json")"
+[[ $(json "$T/i.json" '(j["into"], j["vm"], [(d["backup_disk"], d["transport"], d["changed_only"]) for d in j["disks"]])') == \
+  "(True, 'vm-two-disks', [(0, 'hotadd', True), (1, 'hotadd', True)])" ]] || fail "into: $(cat "$T/i.json")"
+# One backup block (1 MiB) held the write on disk 0; nothing changed on disk 1.
+[[ $(json "$T/i.json" '[d["bytes_written"] for d in j["disks"]]') == "[1048576, 0]" ]] ||
+  fail "not only what changed was written: $(cat "$T/i.json")"
+grep -q "changed block tracking was reset" "$T/i.json" || fail "CBT reset not noted: $(cat "$T/i.json")"
+control GET "disks?vm=vm-two-disks" >"$T/d3.json"
+for i in 0 1; do
+  ctl restore "$id2" --disk $i --output "$T/id2-$i.img" 2>/dev/null
+  cmp "$T/id2-$i.img" "$(json "$T/d3.json" "j['disks'][$i]['live']['flat_path']")" ||
+    fail "disk $i after the rollback differs from the backup"
+done
+nothing_left vm-two-disks
+note "restore-vm --into over https, disk 1 only: the whole disk"
+ctl restore-vm "$id" --into vm-two-disks --disk 1 --transport https --json >"$T/i2.json" 2>"$T/i2.err" ||
+  fail "restore-vm --into over https failed: $(cat "$T/i2.err" "$T/i2.json")"
+[[ $(json "$T/i2.json" '[(d["backup_disk"], d["changed_only"], d["full_reason"], d["bytes_written"] == d["capacity"]) for d in j["disks"]]') == \
+  "[(1, False, 'https writes whole disks', True)]" ]] || fail "into over https: $(cat "$T/i2.json")"
+ctl restore "$id" --disk 1 --output "$T/id-1.img" 2>/dev/null
+cmp "$T/id-1.img" "$(json "$T/d3.json" "j['disks'][1]['live']['flat_path']")" || fail "disk 1 differs after the https rollback"
+rc=0; ctl restore-vm "$id" --into vm-two-disks --name x 2>"$T/e5" || rc=$?
+[[ $rc == 2 ]] && grep -q "are for a new VM" "$T/e5" || fail "--into with --name: exit $rc: $(cat "$T/e5")"
 
 note "ferry cancel in the write phase: the half-restored VM is destroyed"
 control POST "faults?method=folder&delay_ms=1500&count=-1" >/dev/null
