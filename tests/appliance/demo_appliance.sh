@@ -76,6 +76,8 @@ if [[ $vm2_rc != 0 ]]; then
   tail -n 40 "$D/vcsim2.log" >&2
   echo "--- the appliance's serial console, last 40 lines" >&2
   tr -d '\000' <"$D/qemu/serial.log" | tail -n 40 >&2
+  python3 tests/appliance/qemu_guest.py stop "$D/qemu" || true
+  kill "$vcsim2_pid" 2>/dev/null; wait "$vcsim2_pid" 2>/dev/null || true
   exit 1
 fi
 t_backup=$(secs "$t0" "$(now)")
