@@ -6,7 +6,9 @@
 # job; a bad option by ferry itself. `restore-vm --into` rolls a
 # powered-off VM back: over hotadd only the blocks CBT reports changed since
 # the backup, over https the whole disk; the disks then equal the backup's
-# and CBT is reset; a running VM is refused. `ferry cancel` in the middle of the
+# and CBT is reset; a running VM is refused. The agent killed with a hotadd
+# restore's disk attached: its next start detaches it and destroys the
+# half-restored VM. `ferry cancel` in the middle of the
 # write phase (the simulator's /folder slowed down) stops the job and the
 # half-restored VM is destroyed. Disks are written over hotadd (attached
 # to the proxy persistent, written through the guest's block device; the
@@ -117,4 +119,20 @@ ctl watch "$job" --json >"$T/w.json" 2>/dev/null && fail "watch of a cancelled j
 grep -q "half-restored VM svc-cancelled was destroyed" "$T/w.json" || fail "not destroyed: $(cat "$T/w.json")"
 vm_exists svc-cancelled && fail "the cancelled restore's VM is still there"
 vm_exists svc-restored || fail "the restored VM is gone"
+note "kill -9 of the agent with a hotadd restore's disk attached: the next start cleans up"
+stop_agent
+touch "$T/hold"
+start_service FERRY_HOTADD_TEST_HOLD="$T/hold"
+job=$(ctl restore-vm "$id" --name svc-crashed --detach)
+wait_for "the new disk's attach" attach_journaled
+grep -qP '\trestore\t' "$T/state/journal" || fail "the new VM is not journaled: $(cat "$T/state/journal")"
+stop_agent
+rm -f "$T/hold"
+[[ $(proxy_disk_count_vs) == 2 ]] || fail "the killed restore had no disk attached"
+start_service
+grep -q "destroyed the half-restored VM svc-crashed" "$T/service.log" || fail "not cleaned at start: $(tail -n 20 "$T/service.log")"
+vm_exists svc-crashed && fail "the crashed restore's VM is still there"
+[[ $(proxy_disk_count_vs) == 1 ]] || fail "the proxy still has $(proxy_disk_count_vs) disks"
+[[ $(our_loops) == 0 ]] || fail "loop devices left: $(losetup -l)"
+[[ $(journal_entries) == 0 ]] || fail "journal not empty: $(cat "$T/state/journal")"
 echo "restore_vm: OK"
