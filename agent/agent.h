@@ -172,7 +172,7 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 struct fy_restore_hooks {
 	atomic_bool *cancel;
 	void (*progress)(void *opaque, uint64_t data, uint64_t zeros,
-			 uint64_t size);
+			 uint64_t size, bool done);
 	/* NULL: every block; else only the blocks it says yes to (offset
 	 * and length in the disk), the others left as the output has them. */
 	bool (*want)(void *opaque, uint64_t offset, uint64_t length);

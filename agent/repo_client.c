@@ -429,6 +429,10 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 	idx = malloc(mc->n_digests * sizeof(*idx) + 1);
 	if (!idx)
 		return fy_err_set(-ENOMEM, "out of memory");
+	if (r->hooks && r->hooks->cancel && atomic_load(r->hooks->cancel)) {
+		rc = fy_err_set(-ECANCELED, "cancelled");
+		goto out;
+	}
 	for (i = 0; i < mc->n_digests; i++) {
 		uint64_t index = mc->first_block + i;
 
@@ -440,6 +444,12 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 		if (mc->digests[i].len) {
 			idx[ndata++] = i;
 		} else if (r->zero_holes) {
+			/* A chunk of holes is up to 16384 block writes. */
+			if ((i & 255) == 255 && r->hooks && r->hooks->cancel &&
+			    atomic_load(r->hooks->cancel)) {
+				rc = fy_err_set(-ECANCELED, "cancelled");
+				goto out;
+			}
 			rc = out_write(r, r->zeros, block_len(r, index),
 				       index * r->block_size);
 			if (rc < 0)
@@ -519,7 +529,7 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 		if (r->hooks && r->hooks->progress && fy_now() - r->last > 0.25) {
 			r->last = fy_now();
 			r->hooks->progress(r->hooks->opaque, r->written,
-					   r->zeros_written, r->size);
+					   r->zeros_written, r->size, false);
 		}
 		if (r->progress && fy_now() - r->last > 0.5) {
 			char w[32];
@@ -789,7 +799,7 @@ int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
 	*zeros_written = r.zeros_written;
 	if (rc == 0 && hooks && hooks->progress)
 		hooks->progress(hooks->opaque, r.written, r.zeros_written,
-				r.size);
+				r.size, true);
 	return rc;
 }
 
@@ -806,7 +816,7 @@ int fy_client_restore_device(struct fy_conn *conn, const char *backup_id,
 	*zeros_written = r.zeros_written;
 	if (rc == 0 && hooks && hooks->progress)
 		hooks->progress(hooks->opaque, r.written, r.zeros_written,
-				r.size);
+				r.size, true);
 	return rc;
 }
 

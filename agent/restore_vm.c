@@ -49,6 +49,9 @@ struct rv {
 	double disk_t0;
 	char transport[16];           /* the mode the disks are written by */
 	struct fy_hotadd *h;          /* hotadd: this proxy */
+	bool https_next;              /* hotadd, then https in the list */
+	bool attached_left;           /* a detach failed: a disk is still on
+				       * the proxy */
 };
 
 static void phase(struct rv *x, const char *name, const char *detail)
@@ -355,7 +358,7 @@ static const struct fy_vs_disk *new_disk(const struct fy_vs_vm *vm,
  * always; nbdssl and nbd are not built. Each mode passed over says why. */
 static int pick_transport(const char *list, struct fy_vs_client *vc,
 			  const struct fy_config *cfg, struct fy_hotadd **h,
-			  char *out, size_t outlen)
+			  char *out, size_t outlen, bool *https_next)
 {
 	char buf[256], *save = NULL, *t;
 	char why[1024] = "";
@@ -374,6 +377,11 @@ static int pick_transport(const char *list, struct fy_vs_client *vc,
 		}
 		if (!strcmp(t, "hotadd")) {
 			if (fy_hotadd_open(vc, cfg, h) == 0) {
+				/* A disk hotadd cannot attach (the proxy's host
+				 * does not see its datastore...) may still go
+				 * over https when the list names it next. */
+				*https_next = strstr(save ? save : "", "https") !=
+					      NULL;
 				snprintf(out, outlen, "%s", t);
 				return 0;
 			}
@@ -400,7 +408,7 @@ static int pick_transport(const char *list, struct fy_vs_client *vc,
 /* ---- the job ------------------------------------------------------------- */
 
 static void disk_progress(void *opaque, uint64_t data, uint64_t zeros,
-			  uint64_t size)
+			  uint64_t size, bool done)
 {
 	struct rv *x = opaque;
 	struct fy_job_disk_result *d = &x->res->disks[x->res->n - 1];
@@ -412,7 +420,7 @@ static void disk_progress(void *opaque, uint64_t data, uint64_t zeros,
 	d->st.seconds = fy_now() - x->disk_t0;
 	if (x->ev && x->ev->progress)
 		x->ev->progress(x->ev->opaque, x->disk, x->n_disks, &d->st,
-				data + zeros >= size);
+				done);
 }
 
 static int write_disks(struct rv *x, struct fy_vs_client *vc,
@@ -481,6 +489,13 @@ static int write_disks(struct rv *x, struct fy_vs_client *vc,
 
 			rc = fy_hotadd_attach_rw(x->h, nd->file_name,
 						 nd->capacity, &rw, &node);
+			if (rc < 0 && x->https_next) {
+				note(res, "%s went over https: hotadd could not "
+				     "attach it (%s)", rd->file, fy_err_msg());
+				snprintf(rd->transport, sizeof(rd->transport),
+					 "https");
+				goto https;
+			}
 			if (rc < 0)
 				return rc;
 			rc = fy_client_restore_device(conn, x->sp->backup_id,
@@ -488,13 +503,19 @@ static int write_disks(struct rv *x, struct fy_vs_client *vc,
 						      nd->capacity, true,
 						      &hooks, &written,
 						      &zeros);
-			if (fy_hotadd_detach_rw(rw) < 0 && rc == 0)
-				rc = -EIO; /* detach says why */
+			if (fy_hotadd_detach_rw(rw) < 0) {
+				/* Still on the proxy: the VM must not be
+				 * destroyed under it (the journal has both). */
+				x->attached_left = true;
+				if (rc == 0)
+					rc = -EIO; /* detach said why */
+			}
 			if (rc < 0)
 				return rc;
 			x->disk++;
 			continue;
 		}
+https:
 		rc = fy_vs_datastore_put_open(vc, pl->datacenter_path,
 					      nd->file_name, nd->capacity, &fd,
 					      &put);
@@ -505,9 +526,14 @@ static int write_disks(struct rv *x, struct fy_vs_client *vc,
 					  &hooks, &written, &zeros);
 		if (rc < 0) {
 			char msg[FY_ERR_MAX];
+			int prc;
 
+			/* The upload's own failure, when it came first, is
+			 * the cause (the restore then saw a broken pipe). */
 			snprintf(msg, sizeof(msg), "%s", fy_err_msg());
-			fy_vs_datastore_put_finish(put, false);
+			prc = fy_vs_datastore_put_finish(put, false);
+			if (prc < 0 && prc != -ECANCELED)
+				return prc;
 			return fy_err_set(rc, "%s", msg);
 		}
 		rc = fy_vs_datastore_put_finish(put, true);
@@ -659,7 +685,7 @@ static int run(struct rv *x, const struct fy_config *cfg)
 	if ((rc = pick_transport(sp->transports ? sp->transports
 						: RV_DEFAULT_TRANSPORTS,
 				 vc, cfg, &x->h, x->transport,
-				 sizeof(x->transport))) < 0)
+				 sizeof(x->transport), &x->https_next)) < 0)
 		goto out;
 	rc = fy_vs_find_vm(vc, FY_VS_BY_NAME, sp->name, &exist);
 	if (rc == 0 || rc == -EEXIST) {
@@ -693,47 +719,72 @@ static int run(struct rv *x, const struct fy_config *cfg)
 		goto out;
 	}
 	phase(x, "create", sp->name);
-	if ((rc = fy_vs_vm_create(vc, &b->vm, &pl, &vmref)) < 0)
-		goto out;
+	if ((rc = fy_vs_vm_create(vc, &b->vm, &pl, &vmref)) < 0) {
+		/* The task may have created the VM before its wait failed
+		 * (a timeout, a lost connection): the name was free before,
+		 * so a VM of that name now is this one, to be undone. */
+		char msg[FY_ERR_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		if (fy_vs_find_vm(vc, FY_VS_BY_NAME, sp->name, &vmref) < 0) {
+			fy_err_set(rc, "%s", msg);
+			goto out;
+		}
+		fy_err_set(rc, "%s", msg);
+	}
 	snprintf(res->vm_moref, sizeof(res->vm_moref), "%s", vmref.value);
 	je.pid = (int32_t)getpid();
 	snprintf(je.vm, sizeof(je.vm), "%s", vmref.value);
 	snprintf(je.file, sizeof(je.file), "%s", sp->name);
-	rc = fy_journal_add(jf, &je);
+	if (rc == 0)
+		rc = fy_journal_add(jf, &je);
 	if (rc == 0)
 		rc = fy_vs_vm_get(vc, &vmref, &vm);
 	if (rc == 0)
 		rc = write_disks(x, vc, conn, fbp->record, b, vm, &pl, fbp);
-	if (rc == 0 && sp->power_on && !cancelled(x)) {
-		phase(x, "power-on", sp->name);
-		rc = fy_vs_vm_power_on(vc, &vmref);
-		res->powered_on = rc == 0;
-	}
-	if (rc == 0 && cancelled(x))
-		rc = fy_err_set(-ECANCELED, "cancelled");
 	if (rc < 0) {
 		/* Never leave a half-restored VM behind as if it were one. */
 		char msg[FY_ERR_MAX];
 		int drc;
 
 		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		if (x->attached_left) {
+			rc = fy_err_set(rc, "%s; a disk of the half-restored VM "
+					"%s (%s) is still attached to this proxy: "
+					"the next self-cleanup detaches it and "
+					"destroys the VM", msg, sp->name,
+					vmref.value);
+			goto out;
+		}
 		phase(x, "cleanup", sp->name);
 		drc = fy_vs_vm_destroy(vc, &vmref);
 		if (drc < 0) {
 			rc = fy_err_set(rc, "%s; the half-restored VM %s (%s) "
-					"could not be destroyed (%s): the next "
-					"self-cleanup tries again, or delete it "
-					"by hand", msg, sp->name, vmref.value,
-					fy_err_msg());
+					"could not be destroyed (%s): %s", msg,
+					sp->name, vmref.value, fy_err_msg(),
+					je.id ? "the next self-cleanup tries "
+						"again, or delete it by hand"
+					      : "delete it by hand");
 		} else {
 			rc = fy_err_set(rc, "%s; the half-restored VM %s was "
 					"destroyed", msg, sp->name);
-			drc = 0;
+			if (je.id)
+				fy_journal_remove(jf, je.id);
 		}
-		if (drc == 0 && je.id)
-			fy_journal_remove(jf, je.id);
-	} else if (je.id && fy_journal_remove(jf, je.id) < 0) {
+		goto out;
+	}
+	/* Every disk is written: the VM is whole, no longer the
+	 * self-cleanup's. A cancel from now on has nothing to undo. */
+	if (fy_journal_remove(jf, je.id) < 0)
 		fy_warn("restore-vm: %s", fy_err_msg());
+	if (sp->power_on) {
+		phase(x, "power-on", sp->name);
+		rc = fy_vs_vm_power_on(vc, &vmref);
+		res->powered_on = rc == 0;
+		if (rc < 0)
+			rc = fy_err_set(rc, "VM %s is restored and kept, but "
+					"powering it on failed: %s", sp->name,
+					fy_err_msg());
 	}
 out:
 	fy_journal_close(jf);
@@ -777,11 +828,11 @@ struct into_progress {
 };
 
 static void into_progress_cb(void *opaque, uint64_t data, uint64_t zeros,
-			     uint64_t size)
+			     uint64_t size, bool done)
 {
 	struct into_progress *p = opaque;
 
-	disk_progress(p->x, data, zeros, size);
+	disk_progress(p->x, data, zeros, size, done);
 }
 
 static bool into_want(void *opaque, uint64_t off, uint64_t len)
@@ -811,69 +862,99 @@ static const struct fy_vs_disk *target_disk(const struct fy_vs_vm *vm,
 	return &vm->devices.disks[bd->index];
 }
 
-static int write_into(struct rv *x, struct fy_vs_client *vc,
-		      struct fy_conn *conn, const struct fy_vs_vm *vm,
-		      const struct find_backup *fb, unsigned pos)
+/* One disk of a rollback, decided before anything is written. */
+struct into_plan {
+	unsigned pos;                  /* the backup's disk */
+	const struct fy_vs_disk *d;    /* the VM's disk it goes into */
+	struct fy_vs_areas *areas;     /* only these (CBT), or NULL: all */
+	char why_full[FY_JOB_TEXT_MAX];
+};
+
+/* Finds every target disk and asks CBT what changed, touching nothing:
+ * a disk that cannot be written fails the rollback before any is. */
+static int plan_into(struct rv *x, struct fy_vs_client *vc,
+		     const struct fy_vs_vm *vm, const struct find_backup *fb,
+		     struct into_plan *plan, unsigned n)
 {
-	const struct backup_disk *bd = &fb->disks[pos];
+	unsigned i, k;
+
+	for (i = 0; i < n; i++) {
+		struct into_plan *p = &plan[i];
+		const struct backup_disk *bd = &fb->disks[p->pos];
+		bool same;
+
+		p->d = target_disk(vm, bd, &same);
+		if (!p->d)
+			return fy_err_set(-ENOENT, "VM %s has neither disk %s "
+					  "nor a disk %u (backup disk %u, %s): "
+					  "nothing to restore it into",
+					  vm->name, bd->disk_id, bd->index,
+					  p->pos, bd->label);
+		for (k = 0; k < i; k++)
+			if (plan[k].d == p->d)
+				return fy_err_set(-EINVAL, "backup disks %u and "
+						  "%u would both go into %s",
+						  plan[k].pos, p->pos,
+						  p->d->file_name);
+		if (p->d->capacity != bd->size)
+			return fy_err_set(-EINVAL, "backup disk %u is %" PRIu64
+					  " bytes, the VM's disk %s %" PRIu64,
+					  p->pos, bd->size, p->d->file_name,
+					  p->d->capacity);
+		if (p->d->independent || p->d->rdm)
+			return fy_err_set(-ENOTSUP, "the VM's disk %s is %s: "
+					  "not restored into", p->d->file_name,
+					  p->d->rdm ? "a raw device mapping"
+						    : "independent");
+		/* Only what changed since the backup, when CBT can say. */
+		if (!x->h)
+			snprintf(p->why_full, sizeof(p->why_full), "https "
+				 "writes whole disks");
+		else if (!same)
+			snprintf(p->why_full, sizeof(p->why_full), "the disk "
+				 "is not the one backed up (another disk UUID)");
+		else if (!vm->cbt_enabled)
+			snprintf(p->why_full, sizeof(p->why_full), "changed "
+				 "block tracking is off on %s", vm->name);
+		else if (!bd->change_id[0])
+			snprintf(p->why_full, sizeof(p->why_full), "the backup "
+				 "recorded no change ID for this disk");
+		else if (fy_vs_changed_areas_get(vc, &vm->moref, NULL,
+						 p->d->key, p->d->capacity,
+						 bd->change_id, &p->areas) < 0)
+			snprintf(p->why_full, sizeof(p->why_full), "CBT cannot "
+				 "say what changed since the backup: %s",
+				 fy_err_msg());
+	}
+	return 0;
+}
+
+static int write_into(struct rv *x, struct fy_vs_client *vc,
+		      struct fy_conn *conn, const struct into_plan *p)
+{
 	struct fy_job_result *res = x->res;
 	struct fy_job_disk_result *rd = &res->disks[res->n];
-	struct fy_vs_areas *areas = NULL;
-	struct into_progress ip = { .x = x };
+	const struct fy_vs_disk *d = p->d;
+	unsigned pos = p->pos;
+	struct into_progress ip = { .x = x, .areas = p->areas };
 	const struct fy_restore_hooks hooks = {
 		.cancel = x->cancel, .progress = into_progress_cb,
 		.want = into_want, .opaque = &ip,
 	};
-	const struct fy_vs_disk *d;
 	char detail[FY_JOB_TEXT_MAX + 64];
 	uint64_t written = 0, zeros = 0;
-	bool same;
 	int rc;
 
-	d = target_disk(vm, bd, &same);
-	if (!d)
-		return fy_err_set(-ENOENT, "VM %s has neither disk %s nor a "
-				  "disk %u (backup disk %u, %s): nothing to "
-				  "restore it into", vm->name, bd->disk_id,
-				  bd->index, pos, bd->label);
-	if (d->capacity != bd->size)
-		return fy_err_set(-EINVAL, "backup disk %u is %" PRIu64 " bytes, "
-				  "the VM's disk %s %" PRIu64, pos, bd->size,
-				  d->file_name, d->capacity);
-	if (d->independent || d->rdm)
-		return fy_err_set(-ENOTSUP, "the VM's disk %s is %s: not "
-				  "restored into", d->file_name,
-				  d->rdm ? "a raw device mapping" : "independent");
 	res->n++;
 	snprintf(rd->file, sizeof(rd->file), "%s", d->file_name);
 	snprintf(rd->transport, sizeof(rd->transport), "%s", x->transport);
+	snprintf(rd->full_reason, sizeof(rd->full_reason), "%s", p->why_full);
 	rd->index = pos;
 	rd->st.size = d->capacity;
-	/* Only what changed since the backup, when CBT can say it. */
-	if (!x->h)
-		snprintf(rd->full_reason, sizeof(rd->full_reason), "https "
-			 "writes whole disks");
-	else if (!same)
-		snprintf(rd->full_reason, sizeof(rd->full_reason), "the disk "
-			 "is not the one backed up (another disk UUID)");
-	else if (!vm->cbt_enabled)
-		snprintf(rd->full_reason, sizeof(rd->full_reason), "changed "
-			 "block tracking is off on %s", vm->name);
-	else if (!bd->change_id[0])
-		snprintf(rd->full_reason, sizeof(rd->full_reason), "the backup "
-			 "recorded no change ID for this disk");
-	else if (fy_vs_changed_areas_get(vc, &vm->moref, NULL, d->key,
-					 d->capacity, bd->change_id,
-					 &areas) < 0)
-		snprintf(rd->full_reason, sizeof(rd->full_reason), "CBT cannot "
-			 "say what changed since the backup: %s", fy_err_msg());
-	if (areas) {
-		ip.areas = areas;
-		rd->incremental = true;
-	}
+	rd->incremental = p->areas != NULL;
 	snprintf(detail, sizeof(detail), "backup disk %u into %s over %s (%s)",
 		 pos, rd->file, rd->transport,
-		 areas ? "only what changed" : "whole disk");
+		 p->areas ? "only what changed" : "whole disk");
 	phase(x, "write", detail);
 	fy_info("restore-vm: %s", detail);
 	x->disk_t0 = fy_now();
@@ -903,16 +984,18 @@ static int write_into(struct rv *x, struct fy_vs_client *vc,
 						  &written, &zeros);
 			if (rc < 0) {
 				char msg[FY_ERR_MAX];
+				int prc;
 
 				snprintf(msg, sizeof(msg), "%s", fy_err_msg());
-				fy_vs_datastore_put_finish(put, false);
-				rc = fy_err_set(rc, "%s", msg);
+				prc = fy_vs_datastore_put_finish(put, false);
+				rc = prc < 0 && prc != -ECANCELED
+					     ? prc
+					     : fy_err_set(rc, "%s", msg);
 			} else {
 				rc = fy_vs_datastore_put_finish(put, true);
 			}
 		}
 	}
-	fy_vs_areas_free(areas);
 	return rc;
 }
 
@@ -926,6 +1009,7 @@ static int run_into(struct rv *x, const struct fy_config *cfg)
 	struct fy_vs_client *vc = NULL;
 	struct fy_vs_moref ref;
 	struct fy_vs_vm *vm = NULL;
+	struct into_plan *plan = NULL;
 	unsigned i;
 	int rc;
 
@@ -977,7 +1061,7 @@ static int run_into(struct rv *x, const struct fy_config *cfg)
 	if ((rc = pick_transport(sp->transports ? sp->transports
 						: RV_DEFAULT_TRANSPORTS,
 				 vc, cfg, &x->h, x->transport,
-				 sizeof(x->transport))) < 0)
+				 sizeof(x->transport), &x->https_next)) < 0)
 		goto out;
 	x->n_disks = sp->n_disks ? sp->n_disks : (unsigned)fb->n_disks;
 	if (x->n_disks > FY_JOB_DISKS_MAX) {
@@ -985,28 +1069,39 @@ static int run_into(struct rv *x, const struct fy_config *cfg)
 				FY_JOB_DISKS_MAX);
 		goto out;
 	}
+	plan = calloc(x->n_disks ? x->n_disks : 1, sizeof(*plan));
+	if (!plan) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < x->n_disks; i++)
+		plan[i].pos = sp->n_disks ? sp->disks[i] : i;
+	if ((rc = plan_into(x, vc, vm, fb, plan, x->n_disks)) < 0)
+		goto out;
+	/* Writes through the proxy are not the VM's own: its change IDs
+	 * would no longer describe its disks. CBT goes off before the first
+	 * write (a crash then leaves it off: the next backup reads in full)
+	 * and on again at the end, with new change IDs. */
+	if (vm->cbt_enabled && (rc = fy_vs_cbt_set(vc, &vm->moref, false)) < 0) {
+		rc = fy_err_wrap(rc, "turning changed block tracking off on %s "
+				 "before writing its disks", vm->name);
+		goto out;
+	}
 	for (x->disk = 0; x->disk < x->n_disks && rc == 0; x->disk++) {
-		unsigned pos = sp->n_disks ? sp->disks[x->disk] : x->disk;
-
 		if (cancelled(x)) {
 			rc = fy_err_set(-ECANCELED, "cancelled");
 			break;
 		}
-		rc = write_into(x, vc, conn, vm, fb, pos);
+		rc = write_into(x, vc, conn, &plan[x->disk]);
 	}
-	/* Writes through the proxy are not the VM's own: its change IDs no
-	 * longer describe its disks. A reset makes the next backup read them
-	 * in full, as after any restore. Also after a failure: the disks may
-	 * be half written. */
-	if (vm->cbt_enabled && res->n) {
+	if (vm->cbt_enabled) {
 		char msg[FY_ERR_MAX];
 
 		snprintf(msg, sizeof(msg), "%s", rc < 0 ? fy_err_msg() : "");
-		if (fy_vs_cbt_set(vc, &vm->moref, false) < 0 ||
-		    fy_vs_cbt_set(vc, &vm->moref, true) < 0)
-			note(res, "changed block tracking could not be reset "
-			     "(%s): run the next backup with --full",
-			     fy_err_msg());
+		if (fy_vs_cbt_set(vc, &vm->moref, true) < 0)
+			note(res, "changed block tracking is off on %s and "
+			     "could not be turned on again (%s): turn it on "
+			     "before its next backup", vm->name, fy_err_msg());
 		else
 			note(res, "changed block tracking was reset: the next "
 			     "backup of %s reads its disks in full", vm->name);
@@ -1032,6 +1127,9 @@ out:
 	}
 	if (conn)
 		fy_conn_close(conn);
+	for (i = 0; plan && i < x->n_disks; i++)
+		fy_vs_areas_free(plan[i].areas);
+	free(plan);
 	fy_vmconfig_free(fb->record);
 	free(fb);
 	return rc;

@@ -546,6 +546,15 @@ int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
 	copy_field(r->provisioning, sizeof(r->provisioning),
 		   m->disk_provisioning);
 	copy_field(r->into, sizeof(r->into), m->into);
+	if (r->into[0] && m->name && m->name[0]) {
+		fy_control_send_error(c, -EINVAL, "StartRestoreVm: name (a new "
+				      "VM) and into (an existing one) both "
+				      "given");
+		pthread_mutex_lock(&svc->lock);
+		job_unref_locked(j);
+		pthread_mutex_unlock(&svc->lock);
+		return 0;
+	}
 	sp = &r->spec;
 	sp->backup_id = r->backup_id;
 	sp->into = r->into[0] ? r->into : NULL;

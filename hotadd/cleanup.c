@@ -326,11 +326,30 @@ int fy_journal_cleanup(struct fy_vs_client *vc, struct fy_journal_file *jf,
 		say(rep, true, "re-enabled the methods %s disabled on %s",
 		    e->file, e->vm);
 	}
+	/* What the steps above could not undo is still in the journal: a
+	 * VM whose disk is still attached to the proxy is not destroyed
+	 * (its disk would go with it while the proxy holds it). */
+	fy_journal_release(&j);
+	rc = fy_journal_read(jf, &j);
+	if (rc < 0)
+		return rc;
 	for (i = 0; i < j.n; i++) {
 		const struct fy_journal_entry *e = &j.entries[i];
+		size_t k;
 
 		if (e->kind != FY_JOURNAL_RESTORE)
 			continue;
+		for (k = 0; k < j.n; k++)
+			if (j.entries[k].kind == FY_JOURNAL_ATTACH &&
+			    j.entries[k].pid == e->pid)
+				break;
+		if (k < j.n) {
+			say(rep, false, "half-restored VM %s (%s): a disk the "
+			    "restore attached (%s) is still on the proxy; "
+			    "left until it is detached", e->file, e->vm,
+			    j.entries[k].file);
+			continue;
+		}
 		if (writer_alive(own_live, e->pid)) {
 			say(rep, false, "VM %s (%s): being restored by the "
 			    "running agent pid %d", e->file, e->vm, e->pid);

@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 #include <strings.h>
@@ -314,8 +315,9 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *opaque)
 	struct xfer *x = opaque;
 	size_t n = size * nmemb;
 
-	/* An error page is counted, bounded and thrown away. */
-	if (x->status < 200 || x->status > 299) {
+	/* An error page, or any answer to a PUT (no buffer), is counted,
+	 * bounded and thrown away. */
+	if (x->status < 200 || x->status > 299 || !x->buf) {
 		x->got += n;
 		return x->got > DS_ERROR_BODY_MAX ? 0 : n;
 	}
@@ -1064,7 +1066,8 @@ struct fy_vs_ds_put {
 	int rfd, wfd;               /* the pipe the restore writes into */
 	pthread_t thread;
 	bool started;
-	volatile bool abort;        /* set before the write end closes */
+	atomic_bool abort;          /* set before the write end closes */
+	atomic_bool ended;          /* the upload ended by itself */
 	CURLcode cc;
 	uint64_t sent;
 };
@@ -1079,7 +1082,7 @@ static size_t put_read(char *buf, size_t size, size_t nitems, void *opaque)
 		if (n >= 0 || errno != EINTR)
 			break;
 	}
-	if (n < 0 || p->abort)
+	if (n < 0 || atomic_load(&p->abort))
 		return CURL_READFUNC_ABORT;
 	/* A short body (the writer stopped early) is an error curl reports
 	 * against the announced length. */
@@ -1114,6 +1117,7 @@ static void *put_thread(void *opaque)
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(hdr);
 	/* Whatever happened, the writer must not block on a full pipe. */
+	atomic_store(&p->ended, true);
 	close(p->rfd);
 	p->rfd = -1;
 	return NULL;
@@ -1186,39 +1190,63 @@ fail:
 	return rc;
 }
 
+/* What the upload's own end says, as an error (0: the server took it). */
+static int put_outcome(struct fy_vs_ds_put *p)
+{
+	struct xfer *x = &p->s->xfers[0];
+
+	if (p->cc != CURLE_OK) {
+		const char *why = x->errbuf[0] ? x->errbuf
+					       : curl_easy_strerror(p->cc);
+
+		if (vs_http_tls_failed(&x->tls, p->cc))
+			return vs_http_tls_error(&x->tls, x->url, why);
+		return fy_err_set(p->cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+								    : -EIO,
+				  "https: PUT of %s failed after %" PRIu64
+				  " of %" PRIu64 " bytes%s%.0ld: %s",
+				  p->e->label, p->sent, p->e->length,
+				  x->status ? ", HTTP " : "", x->status, why);
+	}
+	if (x->status != 200 && x->status != 201 && x->status != 204)
+		return fy_err_set(x->status == 401 || x->status == 403
+					  ? -EACCES
+				  : x->status == 404 ? -ENOENT
+						     : -EIO,
+				  "https: PUT of %s: HTTP %ld", p->e->label,
+				  x->status);
+	if (p->sent != p->e->length)
+		return fy_err_set(-EIO, "https: PUT of %s sent %" PRIu64 " of %"
+				  PRIu64 " bytes", p->e->label, p->sent,
+				  p->e->length);
+	return 0;
+}
+
 int fy_vs_datastore_put_finish(struct fy_vs_ds_put *p, bool ok)
 {
-	struct xfer *x;
-	int rc = 0;
+	bool by_itself;
+	int rc;
 
 	if (!p)
 		return 0;
+	/* An upload that ended before the writer gave up is the cause of
+	 * the writer's failure (EPIPE): its error is the one to report. */
+	by_itself = atomic_load(&p->ended);
 	if (!ok)
-		p->abort = true;
+		atomic_store(&p->abort, true);
 	if (p->wfd >= 0)
 		close(p->wfd);
 	pthread_join(p->thread, NULL);
-	x = &p->s->xfers[0];
-	if (!ok) {
+	if (!ok && !by_itself) {
 		rc = -ECANCELED;
-	} else if (p->cc != CURLE_OK) {
-		rc = xfer_curl_error(p->s, x, p->cc);
-		rc = fy_err_wrap(rc, "https: PUT of %s after %" PRIu64 " of %"
-				 PRIu64 " bytes", p->e->label, p->sent,
-				 p->e->length);
-	} else if (x->status != 200 && x->status != 201 && x->status != 204) {
-		rc = fy_err_set(x->status == 401 || x->status == 403 ? -EACCES
-								      : -EIO,
-				"https: PUT of %s: HTTP %ld", p->e->label,
-				x->status);
-	} else if (p->sent != p->e->length) {
-		rc = fy_err_set(-EIO, "https: PUT of %s sent %" PRIu64 " of %"
-				PRIu64 " bytes", p->e->label, p->sent,
-				p->e->length);
 	} else {
+		rc = put_outcome(p);
+		if (rc == 0 && !ok)
+			rc = -ECANCELED;
+	}
+	if (rc == 0)
 		fy_info("https: wrote %s (%" PRIu64 " bytes)", p->e->label,
 			p->sent);
-	}
 	ds_free(p->s);
 	free(p);
 	return rc;

@@ -272,7 +272,7 @@ int fy_vs_changed_areas(struct fy_vs_client *c,
 	struct fy_vs_moref vmm = vs_typed(vmref, "VirtualMachine");
 	const struct fy_vs_moref *vm = &vmm;
 	struct fy_vs_moref snap = { "", "" };
-	uint64_t offset = 0;
+	uint64_t offset = 0, prev;
 	unsigned calls = 0;
 	char what[512];
 	int rc = 0;
@@ -329,19 +329,37 @@ int fy_vs_changed_areas(struct fy_vs_client *c,
 					  (unsigned long long)ci.start,
 					  (unsigned long long)ci.length);
 		}
+		prev = ci.start;
 		for (a = ci.first_area; a && rc == 0; a = vs_next_same(a)) {
-			uint64_t s = (uint64_t)vs_child_i64(a, "start", 0);
-			uint64_t l = (uint64_t)vs_child_i64(a, "length", 0);
-			uint64_t e = s + l;
+			int64_t si = vs_child_i64(a, "start", -1);
+			int64_t li = vs_child_i64(a, "length", -1);
+			uint64_t sa, e;
 
+			/* In order, not overlapping, no wrap-around: a
+			 * rollback writes only these areas, so a malformed
+			 * answer must not silently drop one. */
+			if (si < 0 || li < 0 ||
+			    (uint64_t)si > UINT64_MAX - (uint64_t)li ||
+			    (uint64_t)si < prev) {
+				rc = fy_err_set(-EPROTO, "QueryChangedDiskAreas "
+						"on %s: area %lld+%lld is negative, "
+						"wraps or is out of order", what,
+						(long long)si, (long long)li);
+				break;
+			}
+			sa = (uint64_t)si;
+			e = sa + (uint64_t)li;
+			prev = e;
 			/* Clip to what this call covers beyond what earlier
 			 * calls did, and to the disk. */
-			if (s < offset)
-				s = offset;
+			if (sa < offset)
+				sa = offset;
+			if (e > end)
+				e = end;
 			if (e > capacity)
 				e = capacity;
-			if (e > s)
-				rc = cb(opaque, s, e - s);
+			if (e > sa)
+				rc = cb(opaque, sa, e - sa);
 		}
 		vs_reply_release(&r);
 		if (rc < 0)

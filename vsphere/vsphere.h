@@ -739,7 +739,9 @@ int fy_vs_ds_path_split(const char *ds_file, char *ds, size_t dslen,
  * must be one file of exactly size bytes. The caller writes the disk's
  * bytes in order, all of them (holes as zeros: HTTP has no holes), into
  * *fd, then calls finish, which closes *fd and waits for the server's
- * answer; ok false aborts the upload. */
+ * answer; ok false aborts the upload and returns -ECANCELED, unless the
+ * upload had already failed by itself: then its error (the cause of the
+ * writer's EPIPE) is returned, with its message. */
 struct fy_vs_ds_put;
 int fy_vs_datastore_put_open(struct fy_vs_client *c,
 			     const char *datacenter_path, const char *ds_file,
