@@ -22,12 +22,19 @@
 
 /* Cache slots at most, whatever --cache-mb says: lookups are linear. */
 #define CACHE_SLOTS_MAX 4096
+/* Connections to the repository: reads of different blocks fetch and
+ * decode at once, up to this many (the NBD server runs a thread per
+ * client connection: nbdcopy opens 4). */
+#define POOL_MAX 4
+
+enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
 
 struct slot {
-	uint64_t index; /* block index; valid only when used */
-	bool used;
-	uint64_t stamp; /* last use, for eviction */
-	uint8_t *data;  /* block_size bytes, decoded and verified */
+	uint64_t index;         /* block index; meaningful unless EMPTY */
+	enum slot_state state;
+	unsigned refs;          /* reads that need it: not evicted */
+	uint64_t stamp;         /* last use, for eviction */
+	uint8_t *data;          /* block_size bytes, decoded and verified */
 };
 
 struct mount {
@@ -38,8 +45,12 @@ struct mount {
 	uint64_t size;
 	uint32_t block_size;
 
-	pthread_mutex_t lock; /* the connection and the cache */
-	struct fy_conn *conn; /* NULL after a failure: reconnect */
+	/* The cache and the pool's bookkeeping; never held over the
+	 * network or a decode. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;    /* a slot loaded or freed, a connection back */
+	struct fy_conn *pool[POOL_MAX]; /* NULL: connect when taken */
+	bool pool_busy[POOL_MAX];
 	struct slot *slots;
 	unsigned n_slots;
 	uint64_t clock;
@@ -54,31 +65,19 @@ static void on_signal(int sig)
 	stop_requested = 1;
 }
 
-static int reconnect(struct mount *m)
-{
-	if (m->conn)
-		return 0;
-	return fy_repo_connect(m->settings, "ferry " FERRY_VERSION, &m->conn,
-			       NULL, 0);
-}
-
 static struct slot *cache_find(struct mount *m, uint64_t index)
 {
 	unsigned i;
 
 	for (i = 0; i < m->n_slots; i++)
-		if (m->slots[i].used && m->slots[i].index == index) {
-			m->slots[i].stamp = ++m->clock;
-			m->hits++;
+		if (m->slots[i].state != SLOT_EMPTY &&
+		    m->slots[i].index == index)
 			return &m->slots[i];
-		}
 	return NULL;
 }
 
-/* The least recently used slot, given up for a new block. pinned are the
- * slots of the read in progress, which must stay. */
-static struct slot *cache_victim(struct mount *m, uint64_t first,
-				 uint64_t last)
+/* The least recently used slot nobody needs, or NULL. */
+static struct slot *cache_victim(struct mount *m)
 {
 	struct slot *best = NULL;
 	unsigned i;
@@ -86,14 +85,23 @@ static struct slot *cache_victim(struct mount *m, uint64_t first,
 	for (i = 0; i < m->n_slots; i++) {
 		struct slot *s = &m->slots[i];
 
-		if (s->used && s->index >= first && s->index <= last)
+		if (s->refs || s->state == SLOT_LOADING)
 			continue;
-		if (!s->used)
+		if (s->state == SLOT_EMPTY)
 			return s;
 		if (!best || s->stamp < best->stamp)
 			best = s;
 	}
 	return best;
+}
+
+static unsigned cache_free_slots(struct mount *m)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < m->n_slots; i++)
+		n += !m->slots[i].refs && m->slots[i].state != SLOT_LOADING;
+	return n;
 }
 
 static uint32_t block_len(const struct mount *m, uint64_t index)
@@ -104,49 +112,85 @@ static uint32_t block_len(const struct mount *m, uint64_t index)
 					     : m->block_size;
 }
 
-/* Fetches blocks [first, last] that are data and not cached, in GetBlocks
- * requests of up to FY_GET_MAX, and decodes each into a slot. */
-static int fetch(struct mount *m, uint64_t first, uint64_t last)
+/* A connection of the pool (connected when needed), or -errno. */
+static int pool_take(struct mount *m, int *which)
+{
+	int i, rc = 0;
+
+	pthread_mutex_lock(&m->lock);
+	for (;;) {
+		for (i = 0; i < POOL_MAX && m->pool_busy[i]; i++)
+			;
+		if (i < POOL_MAX)
+			break;
+		pthread_cond_wait(&m->cond, &m->lock);
+	}
+	m->pool_busy[i] = true;
+	pthread_mutex_unlock(&m->lock);
+	if (!m->pool[i])
+		rc = fy_repo_connect(m->settings, "ferry " FERRY_VERSION,
+				     &m->pool[i], NULL, 0);
+	if (rc < 0) {
+		pthread_mutex_lock(&m->lock);
+		m->pool_busy[i] = false;
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+		return rc;
+	}
+	*which = i;
+	return 0;
+}
+
+/* Gives a connection back; one whose stream broke is closed (the next
+ * taker connects again). */
+static void pool_give(struct mount *m, int i, bool broken)
+{
+	if (broken) {
+		fy_conn_close(m->pool[i]);
+		m->pool[i] = NULL;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->pool_busy[i] = false;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Fetches the n blocks of slots[] (LOADING, owned by this read) in
+ * GetBlocks requests of up to FY_GET_MAX, decoding each into its slot;
+ * ok[k] says which arrived whole and verified. Outside the cache lock. */
+static int fetch(struct mount *m, struct slot **slots, bool *ok, size_t n)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__GetBlocks gb = FERRY__GET_BLOCKS__INIT;
 	ProtobufCBinaryData bins[FY_GET_MAX];
-	uint64_t want[FY_GET_MAX], i = first;
-	int rc;
+	size_t done = 0;
+	int rc = 0, bad = 0, c;
 
-	while (i <= last) {
-		size_t n = 0, k;
+	rc = pool_take(m, &c);
+	if (rc < 0)
+		return rc;
+	while (done < n && rc == 0) {
+		size_t k, batch = n - done < FY_GET_MAX ? n - done : FY_GET_MAX;
 
-		for (; i <= last && n < FY_GET_MAX; i++) {
-			if (m->map.hole[i])
-				continue;
-			/* A cached block is refreshed, so it is not evicted
-			 * by the others of this read. */
-			if (cache_find(m, i))
-				continue;
-			want[n] = i;
-			bins[n].data = m->map.digest[i];
-			bins[n].len = FY_DIGEST_LEN;
-			n++;
+		for (k = 0; k < batch; k++) {
+			bins[k].data = m->map.digest[slots[done + k]->index];
+			bins[k].len = FY_DIGEST_LEN;
 		}
-		if (!n)
-			continue;
-		rc = reconnect(m);
-		if (rc < 0)
-			return rc;
 		gb.digests = bins;
-		gb.n_digests = n;
+		gb.n_digests = batch;
 		f.body_case = FERRY__FRAME__BODY_GET_BLOCKS;
 		f.get_blocks = &gb;
-		rc = fy_conn_send(m->conn, &f);
+		rc = fy_conn_send(m->pool[c], &f);
 		if (rc == 0)
-			rc = fy_conn_flush(m->conn);
-		for (k = 0; rc == 0 && k < n; k++) {
+			rc = fy_conn_flush(m->pool[c]);
+		for (k = 0; rc == 0 && k < batch; k++) {
+			struct slot *s = slots[done + k];
+			uint32_t want = block_len(m, s->index);
 			fy_frame *b = NULL;
-			struct slot *s;
 			char hex[FY_DIGEST_HEX];
+			int brc;
 
-			rc = fy_conn_recv(m->conn, &b);
+			rc = fy_conn_recv(m->pool[c], &b);
 			if (rc < 0)
 				break;
 			if (b->body_case == FERRY__FRAME__BODY_ERROR) {
@@ -162,45 +206,36 @@ static int fetch(struct mount *m, uint64_t first, uint64_t last)
 				rc = fy_err_set(-EPROTO, "repository sent %s "
 						"for another block",
 						fy_frame_name(b));
-			} else if (b->block->plain_size !=
-				   block_len(m, want[k])) {
+			} else if (b->block->plain_size != want) {
 				fy_hex(bins[k].data, FY_DIGEST_LEN, hex);
-				rc = fy_err_set(-EIO, "block %s is %u bytes, "
-						"not %u", hex,
-						b->block->plain_size,
-						block_len(m, want[k]));
+				brc = fy_err_set(-EIO, "block %s is %u bytes, "
+						 "not %u", hex,
+						 b->block->plain_size, want);
+				bad = bad ? bad : brc;
 			} else {
-				s = cache_victim(m, first, last);
-				s->used = false;
-				rc = fy_block_decode(
+				/* Decoding re-hashes: a corrupt block is an
+				 * error for the reads that need it, and the
+				 * stream stays in order. */
+				brc = fy_block_decode(
 					(enum fy_codec)b->block->codec,
 					b->block->data.data, b->block->data.len,
 					b->block->plain_size, bins[k].data,
 					s->data, m->block_size);
-				if (rc == 0) {
-					s->used = true;
-					s->index = want[k];
-					s->stamp = ++m->clock;
-					m->fetched++;
-				}
-				/* A corrupt block leaves the stream in
-				 * order: the next answers are still good. */
+				if (brc == 0)
+					ok[done + k] = true;
+				else if (!bad)
+					bad = fy_err_wrap(-EIO, "block %" PRIu64
+							  " of the disk",
+							  s->index);
 			}
 			fy_frame_free(b);
-			if (rc == -EBADMSG)
-				return fy_err_wrap(-EIO, "block %" PRIu64
-						   " of the disk",
-						   want[k]);
 		}
-		if (rc < 0) {
-			/* The stream is out of step or closed: start again
-			 * on the next read. */
-			fy_conn_close(m->conn);
-			m->conn = NULL;
-			return rc;
-		}
+		done += batch;
 	}
-	return 0;
+	/* A bad block leaves the stream in order: only a broken stream
+	 * closes the connection. */
+	pool_give(m, c, rc < 0);
+	return rc < 0 ? rc : bad;
 }
 
 static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
@@ -208,35 +243,103 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 	struct mount *m = opaque;
 	uint64_t first = offset / m->block_size;
 	uint64_t last = (offset + len - 1) / m->block_size;
+	size_t nb = (size_t)(last - first + 1), mine = 0, k;
+	struct slot **pin = calloc(nb, sizeof(*pin));
+	struct slot **load = calloc(nb, sizeof(*load));
+	bool *ok = calloc(nb, sizeof(*ok));
 	uint64_t i, pos = offset, end = offset + len;
 	uint8_t *out = buf;
-	int rc;
+	int rc = 0;
 
-	/* A read must fit the cache with room to spare: the NBD server
-	 * caps reads at 32 MiB, and the cache holds more (mount_run). */
+	if (!pin || !load || !ok) {
+		free(pin);
+		free(load);
+		free(ok);
+		return fy_err_set(-ENOMEM, "out of memory");
+	}
+	/* Pin every block of the read at once: cached or loading ones are
+	 * shared, missing ones get a slot this read loads. A read fits the
+	 * cache (mount_run sizes it so); when too many slots are pinned by
+	 * other reads, wait for them rather than evict what they need. */
 	pthread_mutex_lock(&m->lock);
-	rc = fetch(m, first, last);
+	for (;;) {
+		unsigned need = 0;
+
+		for (i = first; i <= last; i++)
+			if (!m->map.hole[i] && !cache_find(m, i))
+				need++;
+		if (need <= cache_free_slots(m))
+			break;
+		pthread_cond_wait(&m->cond, &m->lock);
+	}
+	for (i = first; i <= last; i++) {
+		struct slot *s;
+
+		if (m->map.hole[i])
+			continue;
+		s = cache_find(m, i);
+		if (s) {
+			m->hits += s->state == SLOT_READY;
+		} else {
+			s = cache_victim(m);
+			s->index = i;
+			s->state = SLOT_LOADING;
+			load[mine++] = s;
+		}
+		s->refs++;
+		s->stamp = ++m->clock;
+		pin[i - first] = s;
+	}
+	pthread_mutex_unlock(&m->lock);
+
+	if (mine)
+		rc = fetch(m, load, ok, mine);
+
+	pthread_mutex_lock(&m->lock);
+	for (k = 0; k < mine; k++) {
+		load[k]->state = ok[k] ? SLOT_READY : SLOT_EMPTY;
+		m->fetched += ok[k];
+	}
+	if (mine)
+		pthread_cond_broadcast(&m->cond);
+	/* Blocks other reads are loading. */
+	for (i = first; rc == 0 && i <= last; i++) {
+		struct slot *s = pin[i - first];
+
+		while (s && s->state == SLOT_LOADING)
+			pthread_cond_wait(&m->cond, &m->lock);
+		if (s && (s->state != SLOT_READY || s->index != i))
+			rc = fy_err_set(-EIO, "block %" PRIu64 " of the disk "
+					"could not be read", i);
+	}
+	pthread_mutex_unlock(&m->lock);
+
+	/* Pinned slots stay as they are: copied without the lock. */
 	for (i = first; rc == 0 && i <= last; i++) {
 		uint64_t bstart = i * m->block_size;
 		uint64_t from = pos - bstart;
 		uint64_t n = block_len(m, i) - from;
-		struct slot *s;
+		struct slot *s = pin[i - first];
 
 		if (n > end - pos)
 			n = end - pos;
-		if (m->map.hole[i]) {
+		if (!s)
 			memset(out, 0, n);
-		} else if ((s = cache_find(m, i))) {
+		else
 			memcpy(out, s->data + from, n);
-		} else {
-			rc = fy_err_set(-EIO, "block %" PRIu64 " was not "
-					"fetched", i);
-			break;
-		}
 		out += n;
 		pos += n;
 	}
+
+	pthread_mutex_lock(&m->lock);
+	for (k = 0; k < nb; k++)
+		if (pin[k])
+			pin[k]->refs--;
+	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
+	free(pin);
+	free(load);
+	free(ok);
 	if (rc < 0)
 		fy_warn("mount: read of %u bytes at %" PRIu64 ": %s", len,
 			offset, fy_err_msg());
@@ -304,11 +407,12 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 	int rc;
 
 	pthread_mutex_init(&m.lock, NULL);
-	rc = fy_repo_connect(s, "ferry " FERRY_VERSION, &m.conn, NULL, 0);
+	pthread_cond_init(&m.cond, NULL);
+	rc = fy_repo_connect(s, "ferry " FERRY_VERSION, &m.pool[0], NULL, 0);
 	if (rc < 0)
 		return rc;
 	/* size 0: take the backup's own size and block size. */
-	rc = fy_client_get_map(m.conn, o->backup_id, o->disk, 0, 0, &m.map);
+	rc = fy_client_get_map(m.pool[0], o->backup_id, o->disk, 0, 0, &m.map);
 	if (rc < 0)
 		goto out;
 	m.size = m.map.size;
@@ -358,7 +462,8 @@ out:
 			free(m.slots[i].data);
 		free(m.slots);
 		fy_parent_map_free(&m.map);
-		fy_conn_close(m.conn);
+		for (i = 0; i < POOL_MAX; i++)
+			fy_conn_close(m.pool[i]);
 	}
 	return rc;
 }
