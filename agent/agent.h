@@ -161,6 +161,11 @@ int fy_client_list(struct fy_conn *conn,
  * block's digest end to end. An existing non-empty regular file is
  * replaced only with overwrite (-EEXIST otherwise); a block device is
  * always written. */
+/* Opens one disk of a backup for reading on conn (the repository serves
+ * a connection blocks only after a map it may read): a GetMap of one
+ * entry. */
+int fy_client_open_disk(struct fy_conn *conn, const char *backup_id,
+			uint32_t disk);
 int fy_client_restore(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, const char *path, bool progress,
 		      bool overwrite, uint64_t *bytes_written);

@@ -127,9 +127,17 @@ static int pool_take(struct mount *m, int *which)
 	}
 	m->pool_busy[i] = true;
 	pthread_mutex_unlock(&m->lock);
-	if (!m->pool[i])
+	if (!m->pool[i]) {
 		rc = fy_repo_connect(m->settings, "ferry " FERRY_VERSION,
 				     &m->pool[i], NULL, 0);
+		if (rc == 0)
+			rc = fy_client_open_disk(m->pool[i], m->backup_id,
+						 m->disk);
+		if (rc < 0 && m->pool[i]) {
+			fy_conn_close(m->pool[i]);
+			m->pool[i] = NULL;
+		}
+	}
 	if (rc < 0) {
 		pthread_mutex_lock(&m->lock);
 		m->pool_busy[i] = false;

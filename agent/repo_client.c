@@ -820,6 +820,42 @@ int fy_client_restore_device(struct fy_conn *conn, const char *backup_id,
 	return rc;
 }
 
+int fy_client_open_disk(struct fy_conn *conn, const char *backup_id,
+			uint32_t disk)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__GetMap gm = FERRY__GET_MAP__INIT;
+	fy_frame *r = NULL;
+	int rc;
+
+	gm.backup_id = (char *)backup_id;
+	gm.disk = disk;
+	gm.first_block = 0;
+	gm.count = 1;
+	f.body_case = FERRY__FRAME__BODY_GET_MAP;
+	f.get_map = &gm;
+	rc = fy_conn_send(conn, &f);
+	/* MapChunks, then MapEnd (or an Error). */
+	while (rc == 0) {
+		rc = fy_conn_recv(conn, &r);
+		if (rc < 0)
+			break;
+		if (r->body_case == FERRY__FRAME__BODY_MAP_END) {
+			fy_frame_free(r);
+			return 0;
+		}
+		if (r->body_case == FERRY__FRAME__BODY_ERROR)
+			rc = fy_err_set(r->error->code < 0 ? r->error->code
+							   : -EPROTO,
+					"repository: %s", r->error->message);
+		else if (r->body_case != FERRY__FRAME__BODY_MAP_CHUNK)
+			rc = fy_err_set(-EPROTO, "repository answered GetMap "
+					"with %s", fy_frame_name(r));
+		fy_frame_free(r);
+	}
+	return rc;
+}
+
 /* ---- what an incremental needs: the parent and its maps ----------------- */
 
 struct latest {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # integration.mount: instant access. `ferry mount` serves one disk of a
 # backup read-only over NBD, straight from the repository; real clients
-# from Debian read it: nbdcopy and qemu-img convert give exactly the
+# from Debian read it (nbdcopy also with 4 connections x 64 requests at
+# once): nbdcopy and qemu-img convert give exactly the
 # backed-up bytes, nbdinfo --map shows the backup's holes as holes, a
 # write is refused, TLS is mutual with the Ferry CA (a client of another
 # CA is refused), a corrupt block is an EIO on the reads that touch it and
@@ -50,6 +51,21 @@ cmp -n $((9 * 1048576 + 12345)) "$T/d.img" "$T/qemu.img" || fail "qemu-img read 
 [[ $(nbdinfo --size "$URI") == $((9 * 1048576 + 12345)) ]] || fail "size: $(nbdinfo --size "$URI")"
 nbdinfo --json "$URI" >"$T/info.json"
 [[ $(json "$T/info.json" 'j["exports"][0]["is_read_only"]') == True ]] || fail "not read-only: $(cat "$T/info.json")"
+
+note "4 connections x 64 requests at once, a cache of 34 MiB for 40 MiB: reads share, pin and wait for blocks"
+head -c $((40 * 1048576)) /dev/urandom >"$T/big.img"
+backup_json "$T/big.img"
+id_small=$id
+id=$(json "$T/last.json" 'j["backup_id"]')
+mount_stop
+mount_start "$T/agent.conf" --listen 127.0.0.1:0 --cache-mb 34 || fail "mount did not start: $(cat "$T/mount.log")"
+BURI="nbd://$(cat "$T/mount.ready")/"
+nbdcopy --connections=4 --requests=64 "$BURI" "$T/big-copy.img"
+same_file "$T/big.img" "$T/big-copy.img"
+mount_stop
+id=$id_small
+mount_start "$T/agent.conf" --listen 127.0.0.1:0 || fail "mount did not start: $(cat "$T/mount.log")"
+URI="nbd://$(cat "$T/mount.ready")/"
 
 note "nbdinfo --map: the backup's holes (every all-zero block) are holes"
 nbdinfo --map --json "$URI" >"$T/map.json"
