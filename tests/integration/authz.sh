@@ -22,7 +22,10 @@ conf() { # conf NAME: a configuration for certificate NAME
 }
 for n in agent1 agent2 reader alice central; do conf "$n"; done
 as() { local who=$1; shift; "$FERRY" --config "$T/$who.conf" "$@"; }
-ids_of() { as "$1" list --json "${@:2}" | python3 -c 'import json,sys; print(" ".join(b["id"] for b in json.load(sys.stdin)))'; }
+# Ids sort by time, then by their random part: backups made in the same
+# second list in either order, so lists are compared sorted.
+ids_of() { as "$1" list --json "${@:2}" | python3 -c 'import json,sys; print(" ".join(sorted(b["id"] for b in json.load(sys.stdin))))'; }
+set_of() { printf '%s\n' "$@" | sort | xargs; }
 forge() { python3 "$FORGE" "$ADDR" "$T/pki" "$@"; }
 
 mkimage create "$T/a.img" $((3 * 1024 * 1024)) --seed 31
@@ -44,9 +47,11 @@ created=$(json "$T/l1.json" 'j[1]["created_unix"]')
 (( created <= now && created > now - 120 )) || fail "created_unix $created"
 
 note "read isolation: each agent lists and reads only its own"
-[[ $(ids_of agent1) == "$a1 $a2" ]] || fail "agent1 lists: $(ids_of agent1)"
+[[ $(ids_of agent1) == "$(set_of "$a1" "$a2")" ]] || fail "agent1 lists: $(ids_of agent1)"
 [[ $(ids_of agent2) == "$b1" ]] || fail "agent2 lists: $(ids_of agent2)"
-[[ $(ids_of alice) == "$a1 $a2 $b1" ]] || fail "the admin lists: $(ids_of alice)"
+# Ids sort by time and then by their random part: two backups of the same
+# second list in either order, so the admin's three are compared as a set.
+[[ $(ids_of alice) == "$(set_of "$a1" "$a2" "$b1")" ]] || fail "the admin lists: $(ids_of alice)"
 [[ -z $(ids_of central) ]] || fail "a controller without a grant lists: $(ids_of central)"
 if as agent2 restore "$a2" --disk 0 --output "$T/stolen.img" 2>"$T/e1"; then fail "agent2 restored agent1's backup"; fi
 grep -q "no backup $a2 that agent2 may read" "$T/e1" || fail "refusal: $(cat "$T/e1")"
@@ -70,7 +75,7 @@ out=$(forge agent2 backup "evil-own-group" file "$a2" "" "" "$T/evil")
 out=$(forge agent2 backup "evil-own-group" file "" "" "" "$T/evil")
 [[ "$out" == "ACCEPTED "* ]] || fail "agent2's own group: $out"
 evil=${out#ACCEPTED }
-[[ $(ids_of agent1) == "$a1 $a2" ]] || fail "agent1 sees: $(ids_of agent1)"
+[[ $(ids_of agent1) == "$(set_of "$a1" "$a2")" ]] || fail "agent1 sees: $(ids_of agent1)"
 # agent1 goes on: its newest backup is still its own, byte-identical.
 backup_json "$T/a.img"; a3=$(json "$T/last.json" 'j["backup_id"]')
 as agent1 restore "$a3" --disk 0 --output "$T/a3.img"
@@ -107,7 +112,7 @@ grep -q "presents a certificate of role agent, not repository" "$T/e4" || fail "
 note "grants: reader may read agent1's a.img group and nothing else"
 "$REPO" acl grant --root "$T/repo" --client reader --owner agent1 --group "$T/a.img" >/dev/null
 "$REPO" acl list --root "$T/repo" | grep -q "^grant reader ~ agent1 " || fail "acl list: $("$REPO" acl list --root "$T/repo")"
-[[ $(ids_of reader) == "$a1 $a2 $a3" ]] || fail "reader lists: $(ids_of reader)"
+[[ $(ids_of reader) == "$(set_of "$a1" "$a2" "$a3")" ]] || fail "reader lists: $(ids_of reader)"
 as reader restore "$a1" --disk 0 --output "$T/granted.img"
 same_file "$T/a.img" "$T/granted.img"
 if as reader restore "$b1" --disk 0 --output "$T/x.img" 2>/dev/null; then fail "reader read agent2's backup"; fi
@@ -122,9 +127,9 @@ if "$REPO" acl revoke --root "$T/repo" --client reader --owner agent1 2>/dev/nul
 note "namespaces separate sites; a namespace grant opens one"
 "$AGENT" backup --config "$T/agent2.conf" --namespace site2 --source "$T/a.img" --json --quiet >"$T/s2.json"
 s2=$(json "$T/s2.json" 'j["backup_id"]')
-[[ $(ids_of agent2) == "$b1 $evil" ]] || fail "root namespace of agent2: $(ids_of agent2)"
+[[ $(ids_of agent2) == "$(set_of "$b1" "$evil")" ]] || fail "root namespace of agent2: $(ids_of agent2)"
 [[ $(ids_of agent2 --namespace site2) == "$s2" ]] || fail "site2 of agent2: $(ids_of agent2 --namespace site2)"
-[[ $(ids_of alice --all-namespaces) == "$a1 $a2 $b1 $evil $a3 $s2" ]] || fail "admin, all: $(ids_of alice --all-namespaces)"
+[[ $(ids_of alice --all-namespaces) == "$(set_of "$a1" "$a2" "$b1" "$evil" "$a3" "$s2")" ]] || fail "admin, all: $(ids_of alice --all-namespaces)"
 "$REPO" acl grant --root "$T/repo" --client reader --namespace site2 >/dev/null
 [[ $(ids_of reader --namespace site2) == "$s2" ]] || fail "namespace grant: $(ids_of reader --namespace site2)"
 [[ -z $(ids_of reader) ]] || fail "the namespace grant leaked the root namespace"
@@ -134,7 +139,7 @@ grep -q "a namespace is 1 to 63 characters" "$T/e6" || fail "bad namespace: $(ca
 note "retention never crosses owners: agent2's site2 copy of a.img is its own group"
 "$REPO" prune --root "$T/repo" --keep-last 1 >"$T/p"
 cat "$T/p"
-[[ $(ids_of alice --all-namespaces) == "$b1 $evil $a3 $s2" ]] || fail "prune kept: $(ids_of alice --all-namespaces)"
+[[ $(ids_of alice --all-namespaces) == "$(set_of "$b1" "$evil" "$a3" "$s2")" ]] || fail "prune kept: $(ids_of alice --all-namespaces)"
 "$REPO" prune --root "$T/repo" --keep-last 1 --owner agent2 --dry-run | grep -q "would remove 0" ||
   fail "prune --owner"
 
