@@ -710,6 +710,8 @@ static int discover(struct fy_hotadd *h, const struct fy_vs_attached *att,
 			rescan_scsi_hosts(h);
 			last_scan = fy_now();
 		}
+		bool by_slot = false;
+
 		rc = ha_find_block(h, wwid, name, namelen, &saw_wwid);
 		/* Without disk.EnableUUID no disk has a wwid: the controller's
 		 * PCI slot and the unit number tell the disk instead. */
@@ -717,17 +719,21 @@ static int discover(struct fy_hotadd *h, const struct fy_vs_attached *att,
 			if (!slot.looked_up)
 				slot_look_up(h, att, &slot);
 			rc = find_block_by_slot(h, &slot, name, namelen);
-			if (rc == 0)
-				fy_info("hotadd: no wwids in the guest; %s found "
-					"by PCI slot %d (%s) unit %d", name,
-					(int)slot.pci_slot, slot.address,
-					(int)slot.unit);
+			by_slot = rc == 0;
 		}
 		if (rc == 0) {
 			rc = check_block(h, name, capacity, node, nodelen);
-			if (rc == 0)
+			if (rc == 0) {
+				if (by_slot)
+					fy_info("hotadd: no wwids in the "
+						"guest; %s found by PCI slot "
+						"%d (%s) unit %d", name,
+						(int)slot.pci_slot,
+						slot.address, (int)slot.unit);
 				return 0;
-			/* udev may not have made the node yet. */
+			}
+			/* udev may not have made the node yet: once it
+			 * has, the disk is named (once). */
 		}
 		if (fy_now() > deadline)
 			break;
