@@ -21,6 +21,8 @@ struct options {
 	bool json;
 	/* acl */
 	const char *client, *owner, *group, *namespace_;
+	int format;          /* init */
+	const char *digest;  /* locate */
 };
 
 enum {
@@ -29,7 +31,7 @@ enum {
 	OPT_KEEP_DAILY, OPT_KEEP_WEEKLY, OPT_KEEP_MONTHLY, OPT_DRY_RUN,
 	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR, OPT_CRL, OPT_CLIENT,
 	OPT_OWNER, OPT_GROUP, OPT_NAMESPACE, OPT_JSON, OPT_HANDSHAKE_TIMEOUT,
-	OPT_MAX_HANDSHAKES, OPT_MAX_PER_ADDRESS,
+	OPT_MAX_HANDSHAKES, OPT_MAX_PER_ADDRESS, OPT_FORMAT, OPT_DIGEST,
 };
 
 static const struct option long_opts[] = {
@@ -60,6 +62,8 @@ static const struct option long_opts[] = {
 	{ "group", required_argument, NULL, OPT_GROUP },
 	{ "namespace", required_argument, NULL, OPT_NAMESPACE },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "format", required_argument, NULL, OPT_FORMAT },
+	{ "digest", required_argument, NULL, OPT_DIGEST },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -151,6 +155,17 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_REPAIR:
 			o->repair = true;
 			break;
+		case OPT_FORMAT:
+			rc = parse_count(optarg, "--format", 2, &o->format);
+			if (rc == 0 && o->format < 1) {
+				fprintf(stderr, "ferry-repo: --format takes 1 "
+					"or 2\n");
+				rc = -EINVAL;
+			}
+			break;
+		case OPT_DIGEST:
+			o->digest = optarg;
+			break;
 		case OPT_DRY_RUN:
 			o->dry_run = true;
 			o->prune.dry_run = true;
@@ -178,9 +193,44 @@ static int fail(void)
 
 static int cmd_init(struct options *o)
 {
-	if (fy_repo_init(o->root) < 0)
+	if (fy_repo_init_format(o->root, o->format ? (unsigned)o->format
+						   : FY_REPO_FORMAT_CURRENT) < 0)
 		return fail();
 	printf("initialised repository %s\n", o->root);
+	return 0;
+}
+
+static int cmd_migrate(struct options *o)
+{
+	if (fy_repo_migrate(o->root, stdout) < 0)
+		return fail();
+	return 0;
+}
+
+/* Where a block's bytes are: for support, and for tests that damage one
+ * block on purpose. */
+static int cmd_locate(struct options *o)
+{
+	uint8_t digest[FY_DIGEST_LEN];
+	struct fy_repo *repo;
+	char path[4096];
+	uint64_t offset, length;
+	int rc;
+
+	if (!o->digest || strlen(o->digest) != 2 * FY_DIGEST_LEN ||
+	    fy_unhex(o->digest, digest, FY_DIGEST_LEN)) {
+		fprintf(stderr, "ferry-repo locate: --digest takes 64 hex "
+			"digits\n");
+		return 2;
+	}
+	if (fy_repo_open(o->root, 0, &repo) < 0)
+		return fail();
+	rc = fy_repo_block_locate(repo, digest, path, sizeof(path), &offset,
+				  &length);
+	fy_repo_close(repo);
+	if (rc < 0)
+		return fail();
+	printf("%s %" PRIu64 " %" PRIu64 "\n", path, offset, length);
 	return 0;
 }
 
@@ -370,7 +420,9 @@ static const struct command {
 	int (*run)(struct options *o);
 	const char *usage;
 } commands[] = {
-	{ "init", cmd_init, "--root DIR" },
+	{ "init", cmd_init, "--root DIR [--format 1|2]" },
+	{ "migrate", cmd_migrate, "--root DIR" },
+	{ "locate", cmd_locate, "--root DIR --digest HEX" },
 	{ "serve", cmd_serve,
 	  "--root DIR --listen HOST:PORT --cert F --key F --ca F [--crl F]\n"
 	  "        [--workers N] [--max-clients N] [--idle-timeout S] "

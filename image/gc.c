@@ -60,35 +60,6 @@ static int gc_block(void *opaque, const uint8_t digest[FY_DIGEST_LEN])
 	return 0;
 }
 
-/* Takes the exclusive lock, saying so when backups make it wait. */
-static int lock_exclusive(struct fy_repo *repo)
-{
-	int fd, rc;
-
-	fd = open(repo->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return fy_err_set(-errno, "gc: %s: %s", repo->lock_path,
-				  strerror(errno));
-	if (!flock(fd, LOCK_EX | LOCK_NB))
-		return fd;
-	if (errno != EWOULDBLOCK) {
-		rc = fy_err_set(-errno, "gc: lock %s: %s", repo->lock_path,
-				strerror(errno));
-		close(fd);
-		return rc;
-	}
-	fy_info("gc: waiting for running backups of %s to finish", repo->root);
-	while (flock(fd, LOCK_EX)) {
-		if (errno == EINTR)
-			continue;
-		rc = fy_err_set(-errno, "gc: lock %s: %s", repo->lock_path,
-				strerror(errno));
-		close(fd);
-		return rc;
-	}
-	return fd;
-}
-
 int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
 	       struct fy_gc_result *res)
 {
@@ -101,7 +72,7 @@ int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
 
 	memset(res, 0, sizeof(*res));
 	fy_digest_set_init(&refs);
-	lock = lock_exclusive(repo);
+	lock = fy_repo_lock_as(repo, true, "gc");
 	if (lock < 0)
 		return lock;
 
@@ -112,7 +83,11 @@ int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
 		goto out;
 	}
 	res->referenced = refs.count;
-	rc = repo->store->ops->block_list(repo->store, gc_block, &g);
+	if (repo->store->ops->collect)
+		rc = repo->store->ops->collect(repo->store, &refs, dry_run,
+					       res);
+	else
+		rc = repo->store->ops->block_list(repo->store, gc_block, &g);
 	if (rc) {
 		fy_err_wrap(rc, "gc");
 		goto out;
@@ -126,6 +101,8 @@ int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
 			goto out;
 		}
 	}
+	if (repo->store->ops->collect)
+		g.found = res->stored - res->deleted;
 	if (g.found < res->referenced)
 		fy_warn("gc: %" PRIu64 " referenced blocks are missing; run "
 			"verify to see which backups are damaged",
@@ -139,6 +116,21 @@ int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
 			backups, res->referenced, res->stored,
 			dry_run ? "would delete" : "deleted", res->deleted,
 			freed);
+		if (res->packs) {
+			char written[32];
+
+			fy_format_bytes(res->bytes_written, written,
+					sizeof(written));
+			fprintf(out,
+				"gc: %" PRIu64 " packs; %s %" PRIu64
+				" without a referenced block and repack%s %"
+				PRIu64 " mostly unreferenced ones (%s copied "
+				"into %" PRIu64 " new packs)\n",
+				res->packs, dry_run ? "would delete" : "deleted",
+				res->packs_deleted, dry_run ? "" : "ed",
+				res->packs_repacked, written,
+				res->packs_written);
+		}
 		if (removed)
 			fprintf(out, "gc: removed %" PRIu64
 				" temporary files\n", removed);

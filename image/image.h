@@ -237,8 +237,17 @@ void fy_vmconfig_print(const struct fy_vmconfig *c, FILE *f, bool json);
 
 struct fy_repo;
 
-/* Creates the layout under root (which may exist, empty). */
+/* Creates the layout under root (which may exist, empty), in the
+ * current format (2, pack files); fy_repo_init_format also makes format 1
+ * repositories, for tests of migrate and of old repositories. */
+#define FY_REPO_FORMAT_CURRENT 2
 int fy_repo_init(const char *root);
+int fy_repo_init_format(const char *root, unsigned format);
+/* Converts a format 1 repository to format 2 in place (exclusive lock;
+ * crash-safe: the config switches only when every block is in a
+ * durable pack and the index is written; a second run finishes the
+ * removal of the old block files). Reports to out. */
+int fy_repo_migrate(const char *root, FILE *out);
 /* Opens an initialised repository. FY_REPO_CLEAN_TMP clears leftovers of
  * a crash from tmp/ (the server does it at start, under the exclusive
  * lock). */
@@ -270,6 +279,40 @@ int fy_repo_block_list(struct fy_repo *repo,
 /* Makes everything written so far durable (syncfs). */
 int fy_repo_sync(struct fy_repo *repo);
 
+/* A backup's blocks (the server's backup session). Puts may come from
+ * many threads. What a session stores is visible to others only after
+ * fy_repo_session_commit, which makes it durable; ending a session that
+ * did not commit removes what it stored (format 2; format 1 leaves it to
+ * gc). exists() answers for the repository and for this session's own
+ * blocks, remembered up to FY_SESSION_SEEN_MAX digests (past that, a
+ * repeated block of the session is stored again: correct, only larger). */
+#define FY_SESSION_SEEN_MAX (1u << 20)
+struct fy_repo_session;
+int fy_repo_session_begin(struct fy_repo *repo, struct fy_repo_session **out);
+/* Before the block is stored: exists() answers 1 for it from now on. */
+void fy_repo_session_note(struct fy_repo_session *s,
+			  const uint8_t digest[FY_DIGEST_LEN]);
+int fy_repo_session_exists(struct fy_repo_session *s,
+			   const uint8_t digest[FY_DIGEST_LEN]);
+int fy_repo_session_put(struct fy_repo_session *s,
+			const uint8_t digest[FY_DIGEST_LEN],
+			enum fy_codec codec, uint32_t plain_size,
+			const void *data, size_t len);
+int fy_repo_session_commit(struct fy_repo_session *s);
+void fy_repo_session_end(struct fy_repo_session *s);
+/* The file that holds a block's stored object, and where in it (a block
+ * file at 0 in format 1, a place in a pack in format 2). */
+int fy_repo_block_locate(struct fy_repo *repo,
+			 const uint8_t digest[FY_DIGEST_LEN], char *path,
+			 size_t pathlen, uint64_t *offset, uint64_t *length);
+/* The format 2 parsers of outside data, for fuzzing and tests: a whole
+ * pack file in memory (header and trailer, every bound), and an index
+ * file (docs/FORMAT.md). 0, or -EBADMSG with a message. */
+int fy_pack_check(const uint8_t *file, size_t len);
+int fy_index_check(const uint8_t *file, size_t len);
+/* The repository's format: 1 (a file per block) or 2 (pack files). */
+unsigned fy_repo_format(const struct fy_repo *repo);
+
 /* Backups. A new id: "YYYYMMDDTHHMMSSZ-xxxxxxxx" (sorts by time). */
 void fy_repo_new_backup_id(char id[FY_ID_MAX]);
 /* Moves a finished manifest (from fy_manifest_builder_finish) into
@@ -286,6 +329,9 @@ int fy_repo_backup_delete(struct fy_repo *repo, const char *id);
 /* Coordination between backups (shared) and gc (exclusive): flock on
  * root/lock. Returns an fd to pass to unlock, or -errno. */
 int fy_repo_lock(struct fy_repo *repo, bool exclusive);
+/* The same; an exclusive caller that must wait says so as who. Waiting
+ * exclusive callers hold back shared ones that arrive after them. */
+int fy_repo_lock_as(struct fy_repo *repo, bool exclusive, const char *who);
 void fy_repo_unlock(int fd);
 
 /* ---- who may do what (image/acl.c, docs/SECURITY.md) -------------------- */
@@ -382,6 +428,10 @@ int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 
 struct fy_gc_result {
 	uint64_t referenced, stored, deleted, bytes_freed;
+	/* format 2: packs seen, deleted whole, repacked (their live blocks
+	 * copied into packs_written new ones, bytes_written bytes) */
+	uint64_t packs, packs_deleted, packs_repacked, packs_written;
+	uint64_t bytes_written;
 };
 /* Deletes blocks no backup references, under the exclusive lock. */
 int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,

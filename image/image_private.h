@@ -23,7 +23,6 @@
 #define FY_MANIFEST_PREAMBLE_LEN 16 /* magic, version, header_len */
 
 #define FY_REPO_CONFIG_LINE "ferry-repository"
-#define FY_REPO_VERSION 1
 #define FY_REPO_ID_HEX 32
 #define FY_REPO_CONFIG_MAX 4096
 
@@ -52,6 +51,12 @@ static inline uint32_t fy_get_be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
 	       (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
+
+/* The block object's header (docs/FORMAT.md) for what is to be stored;
+ * -EINVAL when out of bounds. repo.c. */
+int fy_block_header(const uint8_t digest[FY_DIGEST_LEN], enum fy_codec codec,
+		    uint32_t plain_size, size_t len,
+		    uint8_t hdr[FY_BLOCK_HDR_LEN]);
 
 /* ---- identifiers ------------------------------------------------------- */
 
@@ -87,6 +92,8 @@ typedef int (*fy_digest_cb)(void *opaque, const uint8_t digest[FY_DIGEST_LEN]);
 typedef int (*fy_id_cb)(void *opaque, const char *id);
 
 struct fy_store;
+struct fy_store_session;
+struct fy_digest_set;
 
 struct fy_store_ops {
 	const char *name;
@@ -128,6 +135,35 @@ struct fy_store_ops {
 	/* Makes everything put so far durable. */
 	int (*sync)(struct fy_store *st);
 	void (*close)(struct fy_store *st);
+
+	/* A backup's blocks. session_put may be called from many threads;
+	 * what it stores becomes visible to block_stat/block_get only at
+	 * session_commit (durably); session_end without a commit removes
+	 * what the session stored. */
+	int (*session_begin)(struct fy_store *st,
+			     struct fy_store_session **out);
+	int (*session_put)(struct fy_store_session *ss,
+			   const uint8_t digest[FY_DIGEST_LEN],
+			   const void *hdr, size_t hdrlen, const void *data,
+			   size_t len);
+	int (*session_commit)(struct fy_store_session *ss);
+	void (*session_end)(struct fy_store_session *ss);
+	/* Catches up with what other processes changed (after taking the
+	 * repository lock); NULL when the store keeps no state. */
+	int (*refresh)(struct fy_store *st);
+	/* gc of unreferenced blocks under the exclusive lock; NULL: gc
+	 * walks block_list and deletes block by block. */
+	int (*collect)(struct fy_store *st, const struct fy_digest_set *refs,
+		       bool dry_run, struct fy_gc_result *res);
+	/* Where the block's object is: a file, and the object's offset and
+	 * length in it (ferry-repo locate). 0 or -ENOENT. */
+	int (*block_locate)(struct fy_store *st,
+			    const uint8_t digest[FY_DIGEST_LEN], char *path,
+			    size_t pathlen, uint64_t *offset,
+			    uint64_t *length);
+	/* Forgets many blocks at once (verify --repair). */
+	int (*block_forget)(struct fy_store *st,
+			    const uint8_t (*digests)[FY_DIGEST_LEN], size_t n);
 };
 
 /* Every store embeds this first. */
@@ -140,8 +176,147 @@ struct fy_store {
 int fy_store_posix_open(const char *root, const char *tmpdir,
 			struct fy_store **out);
 
+/* ---- repository format 2: pack files (pack.c) -------------------------- */
+
+#define FY_REPO_VERSION_BLOCKS 1 /* one file per block (store.c) */
+#define FY_REPO_VERSION_PACKS 2  /* pack files and an index (packstore.c) */
+
+#define FY_PACK_MAGIC "FYPACK01"
+#define FY_PACK_VERSION 1
+#define FY_PACK_HDR_LEN 16 /* magic, version u32, reserved u32 */
+#define FY_PACK_END_MAGIC "FYPKEND1"
+/* count u32, reserved u32, SHA-256 of the entries, end magic */
+#define FY_PACK_FOOTER_LEN 48
+/* digest, offset u32, length u32 */
+#define FY_PACK_ENTRY_LEN 40
+#define FY_PACK_ID_LEN 16
+#define FY_PACK_SUFFIX ".pack"
+/* A writer closes its pack once this much is written or this many
+ * objects are in it. */
+#define FY_PACK_TARGET (32u << 20)
+#define FY_PACK_ENTRIES_MAX 65536u
+/* One block object: its header and at most FY_STORED_MAX bytes. */
+#define FY_PACK_OBJECT_MAX (FY_BLOCK_HDR_LEN + FY_STORED_MAX)
+/* Target + one object + the largest trailer, rounded up. */
+#define FY_PACK_FILE_MAX (64u << 20)
+
+struct fy_pack_entry {
+	uint8_t digest[FY_DIGEST_LEN];
+	uint32_t offset; /* of the object (block header first) */
+	uint32_t length; /* of the object, header included */
+};
+
+struct fy_pack_writer;
+
+void fy_pack_id_hex(const uint8_t id[FY_PACK_ID_LEN], char *out /* 33 */);
+bool fy_pack_id_unhex(const char *hex, uint8_t id[FY_PACK_ID_LEN]);
+/* packs_dir/<2 hex>/<32 hex>.pack and tmpdir/<32 hex>.pack */
+int fy_pack_path(const char *packs_dir, const uint8_t id[FY_PACK_ID_LEN],
+		 char *path, size_t len);
+int fy_pack_tmp_path(const char *tmpdir, const uint8_t id[FY_PACK_ID_LEN],
+		     char *path, size_t len);
+
+/* A new pack with a random id in tmpdir. Not thread-safe: one user. */
+int fy_pack_create(const char *tmpdir, struct fy_pack_writer **out);
+const uint8_t *fy_pack_writer_id(const struct fy_pack_writer *w);
+size_t fy_pack_writer_count(const struct fy_pack_writer *w);
+/* True once the pack should be finished (size or entry count). */
+bool fy_pack_writer_full(const struct fy_pack_writer *w);
+int fy_pack_append(struct fy_pack_writer *w,
+		   const uint8_t digest[FY_DIGEST_LEN], const void *hdr,
+		   size_t hdrlen, const void *data, size_t len);
+/* Writes the trailer and fdatasyncs; the file stays in tmpdir. */
+int fy_pack_finish(struct fy_pack_writer *w);
+void fy_pack_writer_free(struct fy_pack_writer *w);
+/* Removes the temporary file too. */
+void fy_pack_discard(struct fy_pack_writer *w);
+
+/* The trailer from the last tail_len bytes of a file of file_size bytes:
+ * every bound checked (entries tile the data area exactly); -EBADMSG
+ * naming the pack. *out is malloc'd (NULL for an empty pack). */
+int fy_pack_parse_trailer(const uint8_t *tail, size_t tail_len,
+			  uint64_t file_size, const char *name,
+			  struct fy_pack_entry **out, size_t *count);
+int fy_pack_read_trailer(const char *path, struct fy_pack_entry **out,
+			 size_t *count);
+/* One object: its first hdrlen bytes into hdr, the rest into buf.
+ * -ENOENT (without a message) when the pack is gone. */
+int fy_pack_read_object(const char *path, uint32_t offset, uint32_t length,
+			void *hdr, size_t hdrlen, void *buf, size_t bufcap);
+
+/* ---- the repository index of format 2 (index.c) ------------------------ */
+
+#define FY_INDEX_MAGIC "FYINDEX1"
+#define FY_INDEX_VERSION 1
+#define FY_INDEX_HDR_LEN 32 /* magic, version, reserved, packs u64, entries u64 */
+#define FY_INDEX_ENTRY_LEN 48 /* digest, pack u32, offset u32, length u32, 0 */
+#define FY_INDEX_PACKS_MAX (1u << 24)
+#define FY_INDEX_ENTRIES_MAX (1ull << 32)
+/* Entries kept in memory before they are merged into the mapped file. */
+#define FY_INDEX_DELTA_MAX (1u << 20)
+
+struct fy_index;
+
+struct fy_index_loc {
+	uint8_t pack[FY_PACK_ID_LEN];
+	uint32_t offset, length;
+};
+
+/* root/index/main.idx mapped, plus the trailers of every pack under
+ * root/packs it does not cover. A missing or damaged index (or one naming
+ * a pack that is gone) is rebuilt from every trailer and written again. */
+int fy_index_open(const char *root, const char *tmpdir, struct fy_index **out);
+/* Writes the entries added since the file was mapped into it, when there
+ * are some and no other process rewrote it meanwhile; then frees. */
+void fy_index_close(struct fy_index *ix, bool save);
+/* 1 and where, or 0. Thread-safe. */
+int fy_index_lookup(struct fy_index *ix, const uint8_t digest[FY_DIGEST_LEN],
+		    struct fy_index_loc *loc);
+/* A pack now under packs/: its entries become visible. With replace, they
+ * win over entries of the same digests (a repack), else the first stays. */
+int fy_index_add_pack(struct fy_index *ix, const uint8_t id[FY_PACK_ID_LEN],
+		      const struct fy_pack_entry *e, size_t n, bool replace);
+/* Catches up with other processes: a rewritten index file is loaded
+ * again; packs that appeared are read. */
+int fy_index_refresh(struct fy_index *ix);
+/* Everything again from disk (after packs were deleted). */
+int fy_index_reload(struct fy_index *ix);
+/* Every entry, in no particular order, under the read lock (cb must not
+ * call back into the index). */
+int fy_index_for_each(struct fy_index *ix,
+		      int (*cb)(void *opaque,
+				const uint8_t digest[FY_DIGEST_LEN],
+				const struct fy_index_loc *loc),
+		      void *opaque);
+/* Every known pack. */
+int fy_index_for_each_pack(struct fy_index *ix,
+			   int (*cb)(void *opaque,
+				     const uint8_t id[FY_PACK_ID_LEN]),
+			   void *opaque);
+/* Rewrites the file with every entry that keep() accepts (NULL: all),
+ * without the packs keep_pack() refuses (NULL: none), durably, and maps
+ * it. Holds the index's write lock throughout. */
+int fy_index_rewrite(struct fy_index *ix,
+		     bool (*keep)(void *opaque,
+				  const uint8_t digest[FY_DIGEST_LEN],
+				  const struct fy_index_loc *loc),
+		     bool (*keep_pack)(void *opaque,
+				       const uint8_t id[FY_PACK_ID_LEN]),
+		     void *opaque);
+uint64_t fy_index_count(struct fy_index *ix);
+/* The file's validation on a buffer (fuzzing, tests): -EBADMSG with a
+ * message, or 0 and the counts. */
+int fy_index_parse(const uint8_t *buf, size_t len, const char *name,
+		   uint64_t *packs, uint64_t *entries);
+
+/* ---- sessions and the format 2 store (packstore.c) ---------------------- */
+
+int fy_store_pack_open(const char *root, const char *tmpdir,
+		       struct fy_store **out);
+
 struct fy_repo {
 	char root[PATH_MAX];
+	unsigned version; /* FY_REPO_VERSION_BLOCKS or _PACKS */
 	char tmpdir[PATH_MAX];
 	char lock_path[PATH_MAX];
 	char id[FY_REPO_ID_HEX + 1];

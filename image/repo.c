@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +272,11 @@ static int make_dir(const char *root, const char *name)
 
 int fy_repo_init(const char *root)
 {
+	return fy_repo_init_format(root, FY_REPO_FORMAT_CURRENT);
+}
+
+int fy_repo_init_format(const char *root, unsigned format)
+{
 	char path[PATH_MAX], tmpdir[PATH_MAX];
 	char config[128], id[FY_REPO_ID_HEX + 1];
 	struct stat st;
@@ -310,7 +316,18 @@ int fy_repo_init(const char *root)
 					  root);
 	}
 
-	rc = make_dir(root, "blocks");
+	if (format != FY_REPO_VERSION_BLOCKS && format != FY_REPO_VERSION_PACKS)
+		return fy_err_set(-EINVAL, "repository init: format %u is "
+				  "neither %d nor %d", format,
+				  FY_REPO_VERSION_BLOCKS,
+				  FY_REPO_VERSION_PACKS);
+	if (format == FY_REPO_VERSION_BLOCKS) {
+		rc = make_dir(root, "blocks");
+	} else {
+		rc = make_dir(root, "packs");
+		if (!rc)
+			rc = make_dir(root, "index");
+	}
 	if (!rc)
 		rc = make_dir(root, "backups");
 	if (!rc)
@@ -329,8 +346,8 @@ int fy_repo_init(const char *root)
 	 * also makes the directories above durable): a crash before it
 	 * leaves no half repository that open would accept. */
 	random_hex(id, FY_REPO_ID_HEX / 2);
-	n = snprintf(config, sizeof(config), "%s %d\nid=%s\n",
-		     FY_REPO_CONFIG_LINE, FY_REPO_VERSION, id);
+	n = snprintf(config, sizeof(config), "%s %u\nid=%s\n",
+		     FY_REPO_CONFIG_LINE, format, id);
 	rc = path_join(tmpdir, sizeof(tmpdir), root, "tmp");
 	if (rc)
 		return rc;
@@ -341,8 +358,9 @@ int fy_repo_init(const char *root)
 	return 0;
 }
 
-/* "ferry-repository N": N must be the version this build reads. */
-static int parse_version_line(const char *root, const char *line, size_t n)
+/* "ferry-repository N": N must be a version this build reads. */
+static int parse_version_line(const char *root, const char *line, size_t n,
+			      unsigned *out)
 {
 	const size_t magic = strlen(FY_REPO_CONFIG_LINE);
 	char version[16], *tail;
@@ -361,11 +379,13 @@ static int parse_version_line(const char *root, const char *line, size_t n)
 		return fy_err_set(-EINVAL,
 				  "repository %s: bad version \"%s\" in config",
 				  root, version);
-	if (v != FY_REPO_VERSION)
+	if (v != FY_REPO_VERSION_BLOCKS && v != FY_REPO_VERSION_PACKS)
 		return fy_err_set(-ENOTSUP,
 				  "repository %s has format version %ld; this "
-				  "build reads %d",
-				  root, v, FY_REPO_VERSION);
+				  "build reads %d and %d",
+				  root, v, FY_REPO_VERSION_BLOCKS,
+				  FY_REPO_VERSION_PACKS);
+	*out = (unsigned)v;
 	return 0;
 }
 
@@ -391,7 +411,7 @@ bad:
 }
 
 static int parse_config(const char *root, const char *text, size_t len,
-			char id[FY_REPO_ID_HEX + 1])
+			char id[FY_REPO_ID_HEX + 1], unsigned *version)
 {
 	const char *line, *end = text + len, *nl;
 	int rc;
@@ -405,7 +425,7 @@ static int parse_config(const char *root, const char *text, size_t len,
 			nl = end;
 		n = (size_t)(nl - line);
 		if (line == text)
-			rc = parse_version_line(root, line, n);
+			rc = parse_version_line(root, line, n, version);
 		else if (n >= 3 && !memcmp(line, "id=", 3))
 			rc = parse_id_line(root, line, n, id);
 		else
@@ -490,7 +510,7 @@ int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
 		fy_err_wrap(rc, "repository %s", root);
 		goto out;
 	}
-	rc = parse_config(root, config, len, repo->id);
+	rc = parse_config(root, config, len, repo->id, &repo->version);
 	if (rc)
 		goto out;
 	if (stat(repo->tmpdir, &st) || !S_ISDIR(st.st_mode)) {
@@ -498,14 +518,18 @@ int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
 				root);
 		goto out;
 	}
-	rc = fy_store_posix_open(root, repo->tmpdir, &repo->store);
-	if (rc)
-		goto out;
+	/* tmp/ first: a crashed backup's packs there are not the index's. */
 	if (flags & FY_REPO_CLEAN_TMP) {
 		rc = clean_tmp(repo);
 		if (rc)
 			goto out;
 	}
+	if (repo->version == FY_REPO_VERSION_PACKS)
+		rc = fy_store_pack_open(root, repo->tmpdir, &repo->store);
+	else
+		rc = fy_store_posix_open(root, repo->tmpdir, &repo->store);
+	if (rc)
+		goto out;
 	*out = repo;
 	repo = NULL;
 out:
@@ -546,6 +570,36 @@ int fy_repo_block_exists(struct fy_repo *repo,
 	return rc ? rc : 1;
 }
 
+/* The block file's header (docs/FORMAT.md) for what is to be stored. */
+int fy_block_header(const uint8_t digest[FY_DIGEST_LEN],
+			enum fy_codec codec, uint32_t plain_size, size_t len,
+			uint8_t hdr[FY_BLOCK_HDR_LEN])
+{
+	char hex[FY_DIGEST_HEX];
+
+	if (codec != FY_CODEC_NONE && codec != FY_CODEC_ZSTD) {
+		fy_digest_hex(digest, hex);
+		return fy_err_set(-EINVAL, "block %s: unknown codec %d", hex,
+				  (int)codec);
+	}
+	if (plain_size > FY_BLOCK_MAX || len > FY_STORED_MAX ||
+	    (codec == FY_CODEC_NONE && len != plain_size)) {
+		fy_digest_hex(digest, hex);
+		return fy_err_set(-EINVAL,
+				  "block %s: %zu stored bytes for %u plain "
+				  "bytes is out of bounds",
+				  hex, len, plain_size);
+	}
+	memcpy(hdr, FY_BLOCK_MAGIC, 4);
+	hdr[4] = FY_BLOCK_VERSION;
+	hdr[5] = (uint8_t)codec;
+	hdr[6] = 0;
+	hdr[7] = 0;
+	fy_put_be32(hdr + 8, plain_size);
+	fy_put_be32(hdr + 12, (uint32_t)len);
+	return 0;
+}
+
 int fy_repo_block_put(struct fy_repo *repo,
 		      const uint8_t digest[FY_DIGEST_LEN], enum fy_codec codec,
 		      uint32_t plain_size, const void *data, size_t len)
@@ -555,22 +609,9 @@ int fy_repo_block_put(struct fy_repo *repo,
 	int rc;
 
 	fy_digest_hex(digest, hex);
-	if (codec != FY_CODEC_NONE && codec != FY_CODEC_ZSTD)
-		return fy_err_set(-EINVAL, "block %s: unknown codec %d", hex,
-				  (int)codec);
-	if (plain_size > FY_BLOCK_MAX || len > FY_STORED_MAX ||
-	    (codec == FY_CODEC_NONE && len != plain_size))
-		return fy_err_set(-EINVAL,
-				  "block %s: %zu stored bytes for %u plain "
-				  "bytes is out of bounds",
-				  hex, len, plain_size);
-	memcpy(hdr, FY_BLOCK_MAGIC, 4);
-	hdr[4] = FY_BLOCK_VERSION;
-	hdr[5] = (uint8_t)codec;
-	hdr[6] = 0;
-	hdr[7] = 0;
-	fy_put_be32(hdr + 8, plain_size);
-	fy_put_be32(hdr + 12, (uint32_t)len);
+	rc = fy_block_header(digest, codec, plain_size, len, hdr);
+	if (rc)
+		return rc;
 	rc = repo->store->ops->block_put(repo->store, digest, hdr, sizeof(hdr),
 					 data, len);
 	if (rc)
@@ -670,6 +711,177 @@ int fy_repo_block_list(struct fy_repo *repo,
 int fy_repo_sync(struct fy_repo *repo)
 {
 	return repo->store->ops->sync(repo->store);
+}
+
+int fy_repo_block_locate(struct fy_repo *repo,
+			 const uint8_t digest[FY_DIGEST_LEN], char *path,
+			 size_t pathlen, uint64_t *offset, uint64_t *length)
+{
+	char hex[FY_DIGEST_HEX];
+	int rc = repo->store->ops->block_locate(repo->store, digest, path,
+						pathlen, offset, length);
+
+	if (rc == -ENOENT) {
+		fy_digest_hex(digest, hex);
+		return fy_err_set(rc, "block %s is not in the repository",
+				  hex);
+	}
+	return rc;
+}
+
+unsigned fy_repo_format(const struct fy_repo *repo)
+{
+	return repo->version;
+}
+
+/* ---- backup sessions --------------------------------------------------- */
+
+struct fy_repo_session {
+	struct fy_repo *repo;
+	struct fy_store_session *ss;
+	pthread_mutex_t lock;
+	/* digests this session stored or is storing: open addressing */
+	uint8_t (*seen)[FY_DIGEST_LEN];
+	size_t seen_cap, seen_count;
+};
+
+static bool seen_slot(const struct fy_repo_session *s,
+		      const uint8_t digest[FY_DIGEST_LEN], size_t *at)
+{
+	static const uint8_t zero[FY_DIGEST_LEN];
+	size_t mask = s->seen_cap - 1, i;
+	uint64_t k;
+
+	memcpy(&k, digest, sizeof(k));
+	for (i = k & mask;; i = (i + 1) & mask) {
+		if (!memcmp(s->seen[i], digest, FY_DIGEST_LEN)) {
+			*at = i;
+			return true;
+		}
+		if (!memcmp(s->seen[i], zero, FY_DIGEST_LEN)) {
+			*at = i;
+			return false;
+		}
+	}
+}
+
+int fy_repo_session_begin(struct fy_repo *repo, struct fy_repo_session **out)
+{
+	struct fy_repo_session *s;
+	int rc;
+
+	*out = NULL;
+	/* What other processes committed or gc'd since we last looked. */
+	if (repo->store->ops->refresh) {
+		rc = repo->store->ops->refresh(repo->store);
+		if (rc)
+			return rc;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return fy_err_set(-ENOMEM, "out of memory");
+	s->repo = repo;
+	pthread_mutex_init(&s->lock, NULL);
+	rc = repo->store->ops->session_begin(repo->store, &s->ss);
+	if (rc) {
+		pthread_mutex_destroy(&s->lock);
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+void fy_repo_session_note(struct fy_repo_session *s,
+			  const uint8_t digest[FY_DIGEST_LEN])
+{
+	size_t at, i;
+
+	/* The all-zero digest is the empty slot (and a hole, never put). */
+	if (fy_digest_is_hole(digest))
+		return;
+	pthread_mutex_lock(&s->lock);
+	if ((s->seen_count + 1) * 2 > s->seen_cap &&
+	    s->seen_count < FY_SESSION_SEEN_MAX) {
+		size_t cap = s->seen_cap ? s->seen_cap * 2 : 1024;
+		uint8_t (*old)[FY_DIGEST_LEN] = s->seen;
+		size_t old_cap = s->seen_cap;
+		void *p = calloc(cap, FY_DIGEST_LEN);
+
+		if (p) {
+			s->seen = p;
+			s->seen_cap = cap;
+			for (i = 0; i < old_cap; i++)
+				if (!fy_digest_is_hole(old[i])) {
+					seen_slot(s, old[i], &at);
+					memcpy(s->seen[at], old[i],
+					       FY_DIGEST_LEN);
+				}
+			free(old);
+		}
+	}
+	/* Full (or out of memory): forgetting only costs a second copy. */
+	if (s->seen_cap && (s->seen_count + 1) * 2 <= s->seen_cap &&
+	    !seen_slot(s, digest, &at)) {
+		memcpy(s->seen[at], digest, FY_DIGEST_LEN);
+		s->seen_count++;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int fy_repo_session_exists(struct fy_repo_session *s,
+			   const uint8_t digest[FY_DIGEST_LEN])
+{
+	bool seen = false;
+	size_t at;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->seen_cap)
+		seen = seen_slot(s, digest, &at);
+	pthread_mutex_unlock(&s->lock);
+	if (seen)
+		return 1;
+	return fy_repo_block_exists(s->repo, digest);
+}
+
+int fy_repo_session_put(struct fy_repo_session *s,
+			const uint8_t digest[FY_DIGEST_LEN],
+			enum fy_codec codec, uint32_t plain_size,
+			const void *data, size_t len)
+{
+	uint8_t hdr[FY_BLOCK_HDR_LEN];
+	char hex[FY_DIGEST_HEX];
+	int rc;
+
+	rc = fy_block_header(digest, codec, plain_size, len, hdr);
+	if (rc)
+		return rc;
+	rc = s->repo->store->ops->session_put(s->ss, digest, hdr, sizeof(hdr),
+					      data, len);
+	if (rc) {
+		fy_digest_hex(digest, hex);
+		return fy_err_wrap(rc, "block %s", hex);
+	}
+	return 0;
+}
+
+int fy_repo_session_commit(struct fy_repo_session *s)
+{
+	int rc = s->repo->store->ops->session_commit(s->ss);
+
+	if (rc)
+		return fy_err_wrap(rc, "storing the backup's blocks");
+	return 0;
+}
+
+void fy_repo_session_end(struct fy_repo_session *s)
+{
+	if (!s)
+		return;
+	s->repo->store->ops->session_end(s->ss);
+	free(s->seen);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
 }
 
 /* ---- backups ----------------------------------------------------------- */
@@ -807,25 +1019,65 @@ int fy_repo_backup_delete(struct fy_repo *repo, const char *id)
 
 /* ---- locking ----------------------------------------------------------- */
 
-int fy_repo_lock(struct fy_repo *repo, bool exclusive)
+static int flock_wait(int fd, int op)
 {
-	int fd;
+	while (flock(fd, op))
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
 
-	/* O_CREAT: a repository whose lock file was lost still locks. */
-	fd = open(repo->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
+/*
+ * Backups take root/lock shared, gc (and migrate, verify --repair)
+ * exclusive. flock alone would let a steady stream of backups starve an
+ * exclusive waiter, so both pass root/gate first: the exclusive side holds
+ * the gate while it waits, and backups that arrive meanwhile queue behind
+ * it instead of overtaking.
+ */
+int fy_repo_lock_as(struct fy_repo *repo, bool exclusive, const char *who)
+{
+	char gate_path[PATH_MAX];
+	int fd, gate, rc;
+
+	rc = path_join(gate_path, sizeof(gate_path), repo->root, "gate");
+	if (rc)
+		return rc;
+	gate = open(gate_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (gate < 0)
 		return fy_err_set(-errno, "repository %s: lock: %s",
 				  repo->root, strerror(errno));
-	while (flock(fd, exclusive ? LOCK_EX : LOCK_SH)) {
-		int rc = -errno;
-
-		if (rc == -EINTR)
-			continue;
-		close(fd);
-		return fy_err_set(rc, "repository %s: lock: %s", repo->root,
-				  strerror(-rc));
+	/* O_CREAT: a repository whose lock file was lost still locks. */
+	fd = open(repo->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail;
 	}
+	rc = flock_wait(gate, exclusive ? LOCK_EX : LOCK_SH);
+	if (rc)
+		goto fail;
+	if (exclusive && flock(fd, LOCK_EX | LOCK_NB)) {
+		if (who)
+			fy_info("%s: waiting for running backups of %s to "
+				"finish", who, repo->root);
+		rc = flock_wait(fd, LOCK_EX);
+	} else if (!exclusive) {
+		rc = flock_wait(fd, LOCK_SH);
+	}
+	if (rc)
+		goto fail;
+	close(gate); /* releases it */
 	return fd;
+fail:
+	close(gate);
+	if (fd >= 0)
+		close(fd);
+	return fy_err_set(rc, "repository %s: lock: %s", repo->root,
+			  strerror(-rc));
+}
+
+int fy_repo_lock(struct fy_repo *repo, bool exclusive)
+{
+	return fy_repo_lock_as(repo, exclusive, NULL);
 }
 
 void fy_repo_unlock(int fd)

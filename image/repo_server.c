@@ -35,14 +35,6 @@ struct job {
 	struct job *next;
 };
 
-/* Digests a worker is writing now. A query from any session answers
- * "present" for them; commit waits until they are on disk. */
-struct pending {
-	uint8_t digest[FY_DIGEST_LEN];
-	unsigned refs;
-	struct pending *next;
-};
-
 struct server {
 	struct fy_repo *repo;
 	struct fy_tls *tls;
@@ -54,7 +46,6 @@ struct server {
 	struct job *head, *tail;
 	unsigned queued;
 	bool stopping;
-	struct pending *pending;
 	unsigned clients;
 	pthread_t *workers;
 	unsigned n_workers;
@@ -64,6 +55,7 @@ struct session {
 	struct server *srv;
 	struct fy_conn *conn;
 	unsigned outstanding; /* jobs of this session not finished */
+	struct fy_repo_session *rs; /* the backup's blocks */
 	int error;            /* first worker failure */
 	char error_msg[FY_ERR_MAX];
 	uint64_t blocks_received, bytes_received;
@@ -89,53 +81,6 @@ static void on_signal(int sig)
 	stop_requested = 1;
 }
 
-/* ---- pending digests (under srv->lock) --------------------------------- */
-
-static struct pending *pending_find(struct server *srv, const uint8_t *d)
-{
-	struct pending *p;
-
-	for (p = srv->pending; p; p = p->next)
-		if (memcmp(p->digest, d, FY_DIGEST_LEN) == 0)
-			return p;
-	return NULL;
-}
-
-static int pending_add(struct server *srv, const uint8_t *d)
-{
-	struct pending *p = pending_find(srv, d);
-
-	if (p) {
-		p->refs++;
-		return 0;
-	}
-	p = calloc(1, sizeof(*p));
-	if (!p)
-		return fy_err_set(-ENOMEM, "out of memory");
-	memcpy(p->digest, d, FY_DIGEST_LEN);
-	p->refs = 1;
-	p->next = srv->pending;
-	srv->pending = p;
-	return 0;
-}
-
-static void pending_del(struct server *srv, const uint8_t *d)
-{
-	struct pending **pp;
-
-	for (pp = &srv->pending; *pp; pp = &(*pp)->next) {
-		if (memcmp((*pp)->digest, d, FY_DIGEST_LEN) == 0) {
-			struct pending *p = *pp;
-
-			if (--p->refs == 0) {
-				*pp = p->next;
-				free(p);
-			}
-			return;
-		}
-	}
-}
-
 /* ---- workers ----------------------------------------------------------- */
 
 static void run_job(struct job *job, uint8_t *scratch)
@@ -150,17 +95,16 @@ static void run_job(struct job *job, uint8_t *scratch)
 			     put->data.len, put->plain_size, put->digest.data,
 			     scratch, FY_BLOCK_MAX);
 	if (rc == 0)
-		rc = fy_repo_block_put(srv->repo, put->digest.data,
-				       (enum fy_codec)put->codec,
-				       put->plain_size, put->data.data,
-				       put->data.len);
+		rc = fy_repo_session_put(sess->rs, put->digest.data,
+					 (enum fy_codec)put->codec,
+					 put->plain_size, put->data.data,
+					 put->data.len);
 	pthread_mutex_lock(&srv->lock);
 	if (rc < 0 && !sess->error) {
 		sess->error = rc;
 		snprintf(sess->error_msg, sizeof(sess->error_msg), "%s",
 			 fy_err_msg());
 	}
-	pending_del(srv, put->digest.data);
 	sess->outstanding--;
 	pthread_cond_broadcast(&srv->done_cond);
 	pthread_mutex_unlock(&srv->lock);
@@ -200,7 +144,6 @@ static void *worker_main(void *arg)
 					 sizeof(job->sess->error_msg), "%s",
 					 fy_err_msg());
 			}
-			pending_del(srv, job->frame->put_block->digest.data);
 			job->sess->outstanding--;
 			pthread_cond_broadcast(&srv->done_cond);
 			pthread_mutex_unlock(&srv->lock);
@@ -219,7 +162,6 @@ static int submit_put(struct session *sess, fy_frame *frame)
 {
 	struct server *srv = sess->srv;
 	struct job *job = calloc(1, sizeof(*job));
-	int rc;
 
 	if (!job)
 		return fy_err_set(-ENOMEM, "out of memory");
@@ -228,12 +170,9 @@ static int submit_put(struct session *sess, fy_frame *frame)
 	pthread_mutex_lock(&srv->lock);
 	while (srv->queued >= QUEUE_MAX)
 		pthread_cond_wait(&srv->queue_cond, &srv->lock);
-	rc = pending_add(srv, frame->put_block->digest.data);
-	if (rc < 0) {
-		pthread_mutex_unlock(&srv->lock);
-		free(job);
-		return rc;
-	}
+	/* From now on this session's queries answer "present" for it (a
+	 * failure to store it fails the session). */
+	fy_repo_session_note(sess->rs, frame->put_block->digest.data);
 	if (srv->tail)
 		srv->tail->next = job;
 	else
@@ -272,21 +211,12 @@ struct commit_check {
 	uint8_t first_missing[FY_DIGEST_LEN];
 };
 
-/* Every referenced block must be stored; one another session is still
- * writing counts once that write is done. */
+/* Every referenced block must be stored, the session's own committed. */
 static int check_stored(void *opaque, const uint8_t digest[FY_DIGEST_LEN])
 {
 	struct commit_check *cc = opaque;
-	struct server *srv = cc->srv;
-	int rc = fy_repo_block_exists(srv->repo, digest);
+	int rc = fy_repo_block_exists(cc->srv->repo, digest);
 
-	if (rc == 0) {
-		pthread_mutex_lock(&srv->lock);
-		while (pending_find(srv, digest))
-			pthread_cond_wait(&srv->done_cond, &srv->lock);
-		pthread_mutex_unlock(&srv->lock);
-		rc = fy_repo_block_exists(srv->repo, digest);
-	}
 	if (rc < 0)
 		return rc;
 	if (rc == 0 && cc->missing++ == 0)
@@ -296,7 +226,6 @@ static int check_stored(void *opaque, const uint8_t digest[FY_DIGEST_LEN])
 
 static int answer_query(struct session *sess, const Ferry__QueryBlocks *q)
 {
-	struct server *srv = sess->srv;
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__QueryReply r = FERRY__QUERY_REPLY__INIT;
 	uint8_t bitmap[(FY_QUERY_MAX + 7) / 8] = { 0 };
@@ -304,19 +233,10 @@ static int answer_query(struct session *sess, const Ferry__QueryBlocks *q)
 	int rc;
 
 	for (i = 0; i < q->n_digests; i++) {
-		const uint8_t *d = q->digests[i].data;
-		bool present;
-
-		pthread_mutex_lock(&srv->lock);
-		present = pending_find(srv, d) != NULL;
-		pthread_mutex_unlock(&srv->lock);
-		if (!present) {
-			rc = fy_repo_block_exists(srv->repo, d);
-			if (rc < 0)
-				return rc;
-			present = rc == 1;
-		}
-		if (!present)
+		rc = fy_repo_session_exists(sess->rs, q->digests[i].data);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
 			bitmap[i / 8] |= 1u << (i % 8);
 	}
 	r.seq = q->seq;
@@ -373,6 +293,11 @@ static int commit_backup(struct session *sess, struct fy_manifest_builder *mb,
 	rc = drain_session(sess);
 	if (rc < 0)
 		return fy_err_wrap(rc, "storing a block");
+	/* The session's blocks durable and visible first (format 2: its
+	 * packs fdatasync'd, moved into packs/, indexed). */
+	rc = fy_repo_session_commit(sess->rs);
+	if (rc < 0)
+		return rc;
 	rc = fy_manifest_builder_for_each(mb, check_stored, &cc);
 	if (rc < 0)
 		return rc;
@@ -481,6 +406,11 @@ static int backup_session(struct session *sess, const Ferry__BeginBackup *bb)
 	lock_fd = fy_repo_lock(srv->repo, false);
 	if (lock_fd < 0)
 		return lock_fd;
+	rc = fy_repo_session_begin(srv->repo, &sess->rs);
+	if (rc < 0) {
+		fy_repo_unlock(lock_fd);
+		return rc;
+	}
 	fy_repo_new_backup_id(id);
 	snprintf(hdr.id, sizeof(hdr.id), "%s", id);
 	/* The server is the truth for what it stores: who made the backup
@@ -673,6 +603,9 @@ out:
 
 		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
 		drain_session(sess);
+		/* Not committed: the session's new blocks go (format 2). */
+		fy_repo_session_end(sess->rs);
+		sess->rs = NULL;
 		fy_err_set(saved, "%s", msg);
 	}
 	fy_manifest_builder_free(mb);

@@ -572,6 +572,72 @@ static void posix_close(struct fy_store *st)
 	free(ps);
 }
 
+/* Format 1 has no sessions of its own: a block is visible as soon as it
+ * is renamed into place, and a failed backup's blocks stay for gc. */
+struct posix_session {
+	struct fy_store *st;
+};
+
+static int posix_session_begin(struct fy_store *st,
+			       struct fy_store_session **out)
+{
+	struct posix_session *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return fy_err_set(-ENOMEM, "out of memory");
+	s->st = st;
+	*out = (struct fy_store_session *)s;
+	return 0;
+}
+
+static int posix_session_put(struct fy_store_session *ss,
+			     const uint8_t digest[FY_DIGEST_LEN],
+			     const void *hdr, size_t hdrlen, const void *data,
+			     size_t len)
+{
+	struct posix_session *s = (struct posix_session *)ss;
+
+	return posix_block_put(s->st, digest, hdr, hdrlen, data, len);
+}
+
+static int posix_session_commit(struct fy_store_session *ss)
+{
+	return posix_sync(((struct posix_session *)ss)->st);
+}
+
+static void posix_session_end(struct fy_store_session *ss)
+{
+	free(ss);
+}
+
+static int posix_block_forget(struct fy_store *st,
+			      const uint8_t (*digests)[FY_DIGEST_LEN], size_t n)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		rc = posix_block_delete(st, digests[i]);
+		if (rc && rc != -ENOENT)
+			return rc;
+	}
+	return 0;
+}
+
+static int posix_block_locate(struct fy_store *st,
+			      const uint8_t digest[FY_DIGEST_LEN], char *path,
+			      size_t pathlen, uint64_t *offset,
+			      uint64_t *length)
+{
+	int rc = posix_block_stat(st, digest, length);
+
+	if (rc)
+		return rc;
+	block_path(to_posix(st), digest, path, pathlen);
+	*offset = 0;
+	return 0;
+}
+
 static const struct fy_store_ops posix_ops = {
 	.name = "posix",
 	.block_put = posix_block_put,
@@ -586,6 +652,12 @@ static const struct fy_store_ops posix_ops = {
 	.manifest_delete = posix_manifest_delete,
 	.sync = posix_sync,
 	.close = posix_close,
+	.session_begin = posix_session_begin,
+	.session_put = posix_session_put,
+	.session_commit = posix_session_commit,
+	.session_end = posix_session_end,
+	.block_forget = posix_block_forget,
+	.block_locate = posix_block_locate,
 };
 
 int fy_store_posix_open(const char *root, const char *tmpdir,

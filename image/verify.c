@@ -257,12 +257,24 @@ static int repair_blocks(struct verify *v)
 	size_t i;
 	int rc;
 
+	uint8_t (*bad)[FY_DIGEST_LEN] = malloc((v->bad_count + 1) *
+					       FY_DIGEST_LEN);
+	size_t n = 0;
+
+	if (!bad)
+		return fy_err_set(-ENOMEM, "verify --repair: out of memory");
+	for (i = 0; i < v->bad_count; i++)
+		if (v->bad[i].reason) /* not the missing ones */
+			memcpy(bad[n++], v->bad[i].digest, FY_DIGEST_LEN);
+	/* One call: format 2 rewrites its index once for all of them. */
+	rc = v->repo->store->ops->block_forget(
+		v->repo->store, (const uint8_t (*)[FY_DIGEST_LEN])bad, n);
+	free(bad);
+	if (rc < 0)
+		return fy_err_wrap(rc, "verify --repair");
 	for (i = 0; i < v->bad_count; i++) {
 		if (!v->bad[i].reason)
 			continue; /* missing */
-		rc = fy_repo_block_delete(v->repo, v->bad[i].digest);
-		if (rc < 0 && rc != -ENOENT)
-			return fy_err_wrap(rc, "verify --repair");
 		v->res->blocks_deleted++;
 		fy_hex(v->bad[i].digest, FY_DIGEST_LEN, hex);
 		if (v->out)

@@ -11,6 +11,13 @@ endfunction()
 ferry_integration_test(roundtrip)
 ferry_integration_test(hostile)
 ferry_integration_test(crash)
+ferry_integration_test(packs)
+# The same crashes on a format 1 repository (a file per block).
+add_test(NAME integration.crash_format1
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/crash.sh)
+set_tests_properties(integration.crash_format1 PROPERTIES
+  LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;REPO_FORMAT=1")
 ferry_integration_test(repo_ops)
 ferry_integration_test(loopdev)
 ferry_integration_test(nbd_source)

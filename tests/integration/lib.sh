@@ -41,9 +41,25 @@ make_certs() {
   "$FERRY" ca issue "$T/other" intruder --role agent >/dev/null
 }
 
+# corrupt_block HEX AT BYTES: overwrites BYTES (a printf format) AT bytes
+# into the stored object of block HEX (its 16-byte header first,
+# docs/FORMAT.md), wherever the repository keeps it: a block file
+# (format 1) or a place in a pack (format 2), as 'ferry-repo locate' says.
+corrupt_block() {
+  local loc file off len
+  loc=$("$REPO" locate --root "$T/repo" --digest "$1") || fail "block $1 is not stored"
+  read -r file off len <<<"$loc"
+  [[ -f $file && $2 -lt $len ]] || fail "locate gave '$loc' for block $1"
+  printf "$3" | dd of="$file" bs=1 seek=$((off + $2)) conv=notrunc status=none
+}
+
+# block_stored HEX: whether the repository has block HEX.
+block_stored() { "$REPO" locate --root "$T/repo" --digest "$1" >/dev/null 2>&1; }
+
 # start_repo [extra serve flags]: starts ferry-repo on a free loopback port.
 start_repo() {
-  [[ -d "$T/repo" ]] || "$REPO" init --root "$T/repo" >/dev/null
+  # REPO_FORMAT=1: a repository of the old format (a file per block).
+  [[ -d "$T/repo" ]] || "$REPO" init --root "$T/repo" ${REPO_FORMAT:+--format "$REPO_FORMAT"} >/dev/null
   rm -f "$T/ready"
   "$REPO" serve --root "$T/repo" --listen 127.0.0.1:0 \
     --cert "$T/pki/127.0.0.1.crt" --key "$T/pki/127.0.0.1.key" \

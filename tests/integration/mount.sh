@@ -132,9 +132,7 @@ mount_stop
 
 note "a corrupt block: EIO on its reads, the others still served"
 hex=$(dd if="$T/d.img" bs=1M skip=7 count=1 status=none | sha256sum | cut -d' ' -f1)
-victim="$T/repo/blocks/${hex:0:2}/${hex:2:2}/$hex"
-[[ -f "$victim" ]] || fail "block of MiB 7 not stored as $victim"
-printf 'XXXX' | dd of="$victim" bs=1 seek=40 conv=notrunc status=none
+corrupt_block "$hex" 40 'XXXX'
 mount_start "$T/agent.conf" --socket "$T/nbd.sock" || fail "unix mount: $(cat "$T/mount.log")"
 SURI="nbd+unix:///?socket=$T/nbd.sock"
 if nbdcopy "$SURI" "$T/corrupt.img" 2>"$T/c.err"; then fail "a corrupt block was copied"; fi

@@ -24,12 +24,9 @@ note "verify: clean, then a corrupted block is found and named"
 # Corrupt the block holding the first MiB of a.img as its last backup saw
 # it ("version 3"): blocks are stored under their SHA-256.
 hex=$(head -c 1048576 "$T/a.img" | sha256sum | cut -d' ' -f1)
-victim="$T/repo/blocks/${hex:0:2}/${hex:2:2}/$hex"
-[[ -f "$victim" ]] || fail "block $hex is not where docs/FORMAT.md says"
-cp "$victim" "$T/victim.bak"
-printf 'XXXX' | dd of="$victim" bs=1 seek=40 conv=notrunc status=none
+corrupt_block "$hex" 40 'XXXX'
 if "$REPO" verify --root "$T/repo" >"$T/v2"; then fail "verify missed a corrupt block"; fi
-grep -q "$(basename "$victim")" "$T/v2" || { cat "$T/v2"; fail "verify did not name the block"; }
+grep -q "$hex" "$T/v2" || { cat "$T/v2"; fail "verify did not name the block"; }
 grep -q "${ids[2]}" "$T/v2" || { cat "$T/v2"; fail "verify did not name the damaged backup"; }
 # A restore of the damaged backup fails instead of writing bad data.
 if "$FERRY" --config "$T/agent.conf" restore "${ids[2]}" --disk 0 --output "$T/bad.img" 2>"$T/err"; then
@@ -39,7 +36,7 @@ cat "$T/err"
 note "verify --repair deletes the corrupt block; the next backup stores it again"
 if "$REPO" verify --root "$T/repo" --repair >"$T/v3"; then fail "verify --repair hid the damage"; fi
 grep -q "repair: deleted corrupt block $hex" "$T/v3" || { cat "$T/v3"; fail "repair did not delete the block"; }
-[[ ! -e "$victim" ]] || fail "corrupt block still stored"
+if block_stored "$hex"; then fail "corrupt block still stored"; fi
 grep -q '"action":"repair","detail":"deleted 1 corrupt blocks' "$T/repo/audit.log" || fail "repair not audited"
 backup_json "$T/a.img"
 [[ $(json "$T/last.json" 'j["disks"][0]["blocks_sent"]') == 1 ]] || fail "the repaired block was not sent again"
@@ -61,12 +58,17 @@ kept=$(json "$T/list.json" '" ".join(sorted(b["id"] for b in j))')
 [[ "$kept" == "$(printf '%s\n' "${ids[3]}" "$idb" | sort | tr '\n' ' ' | sed 's/ $//')" ]] || fail "prune kept: $kept"
 
 note "gc frees the blocks only the pruned backups used"
-blocks_before=$(find "$T/repo/blocks" -type f | wc -l)
+# How many blocks the repository holds, as gc counts them.
+stored_blocks() {
+  "$REPO" gc --root "$T/repo" --dry-run | sed -n 's/.* blocks; \([0-9]*\) stored;.*/\1/p'
+}
+blocks_before=$(stored_blocks)
 "$REPO" gc --root "$T/repo" --dry-run >"$T/g0"
-[[ $(find "$T/repo/blocks" -type f | wc -l) == "$blocks_before" ]] || fail "gc dry run deleted blocks"
+grep -q "would delete 2 unreferenced blocks" "$T/g0" || { cat "$T/g0"; fail "gc dry run: not 2 blocks to delete"; }
+[[ $(stored_blocks) == "$blocks_before" ]] || fail "gc dry run deleted blocks"
 "$REPO" gc --root "$T/repo" >"$T/g1"
 cat "$T/g1"
-blocks_after=$(find "$T/repo/blocks" -type f | wc -l)
+blocks_after=$(stored_blocks)
 [[ "$blocks_after" -eq $((blocks_before - 2)) ]] || fail "gc deleted $((blocks_before - blocks_after)) blocks, expected 2"
 for id in "${ids[3]}" "$idb"; do
   "$FERRY" --config "$T/agent.conf" restore "$id" --disk 0 --output "$T/r.img" --force
@@ -76,12 +78,12 @@ same_file "$T/b.img" "$T/r.img"
 
 note "gc during a backup waits for it and frees none of its blocks"
 head -c $((48 * 1024 * 1024)) /dev/urandom >"$T/c.img"
-before=$(find "$T/repo/blocks" -type f | wc -l)
 "$AGENT" backup --config "$T/agent.conf" --source "$T/c.img" --quiet --json \
   --compression-level 19 >"$T/c.json" 2>"$T/c.err" &
 agent=$!
+# Under way once its first 4 MiB are in its pack in tmp/.
 for _ in $(seq 1 600); do
-  [[ $(find "$T/repo/blocks" -type f | wc -l) -ge $((before + 4)) ]] && break
+  [[ $(du -sb "$T/repo/tmp" | cut -f1) -ge $((4 * 1048576)) ]] && break
   sleep 0.05
 done
 "$REPO" gc --root "$T/repo" --log-level 4 >"$T/g2" 2>&1

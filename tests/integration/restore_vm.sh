@@ -152,9 +152,7 @@ for off in range(0, len(d), bs):
         print(hashlib.sha256(b).hexdigest()); break
 PY
 )
-f="$T/repo/blocks/${digest:0:2}/${digest:2:2}/$digest"
-[[ -f $f ]] || fail "block file $f not found"
-printf '\xff\xff\xff\xff' | dd of="$f" bs=1 seek=20 conv=notrunc status=none
+corrupt_block "$digest" 20 '\xff\xff\xff\xff'
 rc=0; restore_vm "$two" --name broken --json >"$T/r3.json" 2>"$T/r3.log" || rc=$?
 [[ $rc == 1 ]] || fail "restore from a corrupt block: exit $rc"
 grep -q "half-restored VM broken was destroyed" "$T/r3.log" || fail "not destroyed: $(cat "$T/r3.log")"

@@ -1,5 +1,6 @@
-/* The repository: layout, the block store, tmp cleaning, and the
- * repository-wide operations verify, prune and gc on real files. */
+/* The repository in format 1 (a file per block; test_pack.c has format
+ * 2): layout, the block store, tmp cleaning, and the repository-wide
+ * operations verify, prune and gc on real files. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -163,10 +164,10 @@ static void test_init_open(void)
 	/* Config versions this build does not know are refused. */
 	sub(path, sizeof(path), "full/config");
 	write_file(path,
-		   "ferry-repository 2\nid=0123456789abcdef0123456789abcdef\n",
+		   "ferry-repository 3\nid=0123456789abcdef0123456789abcdef\n",
 		   54);
 	CHECK(fy_repo_open(root, 0, &repo) == -ENOTSUP);
-	CHECK(strstr(fy_err_msg(), "version 2") != NULL);
+	CHECK(strstr(fy_err_msg(), "version 3") != NULL);
 	write_file(path, "something else\n", 15);
 	CHECK(fy_repo_open(root, 0, &repo) == -EINVAL);
 	write_file(path, "ferry-repository 1\nid=xyz\n", 26);
@@ -247,7 +248,7 @@ static void test_blocks(void)
 	FILE *f;
 
 	sub(root, sizeof(root), "blocks");
-	CHECK_RC(fy_repo_init(root));
+	CHECK_RC(fy_repo_init_format(root, 1));
 	CHECK_RC(fy_repo_open(root, 0, &repo));
 	if (!repo)
 		return;
@@ -395,7 +396,7 @@ static void test_parallel_put(void)
 	unsigned i;
 
 	sub(root, sizeof(root), "parallel");
-	CHECK_RC(fy_repo_init(root));
+	CHECK_RC(fy_repo_init_format(root, 1));
 	CHECK_RC(fy_repo_open(root, 0, &repo));
 	if (!repo)
 		return;
@@ -427,7 +428,7 @@ static void test_clean_tmp(void)
 	int lock;
 
 	sub(root, sizeof(root), "clean");
-	CHECK_RC(fy_repo_init(root));
+	CHECK_RC(fy_repo_init_format(root, 1));
 	pf(tmp, sizeof(tmp), "%s/tmp", root);
 	pf(path, sizeof(path), "%s/block.abc123", tmp);
 	write_file(path, "half a block", 12);
@@ -808,7 +809,7 @@ int main(void)
 	test_clean_tmp();
 
 	sub(root, sizeof(root), "ops");
-	CHECK_RC(fy_repo_init(root));
+	CHECK_RC(fy_repo_init_format(root, 1));
 	CHECK_RC(fy_repo_open(root, 0, &repo));
 	if (repo) {
 		test_verify(repo, root, shared);
