@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -354,8 +356,60 @@ int fy_client_list_ex(struct fy_conn *conn, bool all_namespaces,
 
 /* ---- restore ----------------------------------------------------------- */
 
-/* Blocks requested at once: GetBlocks frames in flight times their size. */
+/*
+ * A restore runs on three kinds of threads around one ring of slots:
+ *
+ *   receiver (caller)  walks the block map, asks for the data blocks with a
+ *                      few GetBlocks frames in flight, and fills the ring in
+ *                      disk order: each received Block, and each run of
+ *                      blocks the output gets as zeros, takes the next slot;
+ *   decode workers     decompress and re-hash the received blocks (the
+ *                      end-to-end check), in whatever order they finish;
+ *   writer             empties the ring strictly in order: the ready slots
+ *                      at its head that follow each other on the disk go
+ *                      out in one write, then their slots are free again.
+ *
+ * Memory is the ring, whatever the disk size: a slot holds one frame as
+ * received until it is decoded, and one decoded block until it is written
+ * (docs/ARCHITECTURE.md, "Memory bounds"). A block that fails to decode
+ * fails the restore when the writer reaches it: everything before it is
+ * written, and the error names the first bad block in disk order.
+ */
+
+/* GetBlocks frames in flight, of up to FY_GET_MAX digests each. */
 #define RESTORE_INFLIGHT 4
+/* Decode workers: the online CPUs, at most this many. */
+#define RESTORE_WORKERS_MAX 8
+/* One write carries at most this much: adjacent decoded blocks, or a run
+ * of zeros. */
+#define RESTORE_WRITE_MAX (8u << 20)
+_Static_assert(RESTORE_WRITE_MAX >= FY_BLOCK_MAX, "a block fits a write");
+/* A write's pieces are whole blocks (the disk's last may be shorter). */
+#define RESTORE_IOV_MAX (RESTORE_WRITE_MAX / FY_BLOCK_MIN + 1)
+/* Decoded blocks in the ring at most, unless the workers need more. */
+#define RESTORE_RING_BYTES (64u << 20)
+/* How often the receiver, waiting for the writer, checks for
+ * cancellation and reports progress. */
+#define RESTORE_TICK_NS (100 * 1000 * 1000)
+
+enum slot_state {
+	SLOT_FREE,
+	SLOT_RECEIVED,  /* a Block frame, waiting for a worker */
+	SLOT_DECODING,
+	SLOT_READY,     /* decoded and verified, or zeros: to be written */
+	SLOT_FAILED,    /* did not decode: rc and msg say why */
+};
+
+struct restore_slot {
+	enum slot_state state;
+	uint64_t index;  /* the first block it covers */
+	uint64_t count;  /* blocks: 1, or a run of zeros */
+	bool zeros;      /* written from the zero buffer, not decoded */
+	fy_frame *frame; /* the Block as received, until decoded */
+	uint8_t *plain;  /* block_size bytes, aligned for O_DIRECT outputs */
+	int rc;
+	char msg[FY_ERR_MAX];
+};
 
 struct restore {
 	struct fy_conn *conn;
@@ -364,49 +418,43 @@ struct restore {
 	bool zero_holes;   /* a block device: holes are written as zeros */
 	uint64_t size;
 	uint32_t block_size;
-	uint64_t pos;      /* next byte for sequential outputs */
-	uint8_t *plain;
-	uint8_t *zeros;
-	uint64_t written;
+	uint8_t *zeros;    /* block_size bytes */
 	bool progress;
 	bool overwrite;    /* an existing regular file may be replaced */
 	int given_fd;      /* the caller's output (not opened, not closed) */
 	uint64_t want_size; /* the output's size, or 0 for any */
 	const struct fy_restore_hooks *hooks; /* or NULL */
-	uint64_t zeros_written;
 	/* A VM disk's block device (restore-vm over hotadd): O_DIRECT;
 	 * new_device: a new disk, which reads as zeros already, so its holes
 	 * are skipped. */
 	bool device, new_device;
 	double start, last;
+
+	/* The receiver's: blocks to write as zeros, not in the ring yet (a
+	 * run of up to zeros_max takes one slot). */
+	uint64_t zeros_first, zeros_count, zeros_max;
+
+	/* The ring. lock guards the slots' states and the fields below; a
+	 * slot's contents belong to whoever its state says: the receiver
+	 * (FREE), a worker (DECODING), the writer (READY, FAILED). */
+	pthread_mutex_t lock;
+	pthread_cond_t cond_work;  /* a slot received; stop */
+	pthread_cond_t cond_write; /* a slot decoded or failed; stop */
+	pthread_cond_t cond_free;  /* slots written; a thread failed */
+	struct restore_slot *slots;
+	unsigned nslots;
+	pthread_t *threads;        /* the writer, then the workers */
+	unsigned nthreads;         /* started */
+	/* Ring positions counted from the start of the restore:
+	 * flushed <= claimed <= filled <= flushed + nslots. */
+	uint64_t filled;           /* filled by the receiver */
+	uint64_t claimed;          /* taken by a worker, or zeros passed */
+	uint64_t flushed;          /* written and free again */
+	bool stop;                 /* every thread: leave */
+	int error;                 /* a worker's or the writer's, the first */
+	char error_msg[FY_ERR_MAX];
+	uint64_t written, zeros_written;
 };
-
-static int out_write(struct restore *r, const void *buf, size_t len,
-		     uint64_t off)
-{
-	int rc;
-
-	if (r->seekable || r->zero_holes) {
-		rc = fy_pwrite_all(r->fd, buf, len, off);
-	} else {
-		/* stdout or a pipe: everything in order, holes as zeros. */
-		while (r->pos < off) {
-			size_t n = off - r->pos < r->block_size ? off - r->pos
-								: r->block_size;
-
-			rc = fy_write_all(r->fd, r->zeros, n);
-			if (rc < 0)
-				return rc;
-			r->pos += n;
-			r->zeros_written += n;
-		}
-		rc = fy_write_all(r->fd, buf, len);
-		r->pos = off + len;
-	}
-	if (rc == 0)
-		r->written += len;
-	return rc;
-}
 
 static size_t block_len(const struct restore *r, uint64_t index)
 {
@@ -415,24 +463,363 @@ static size_t block_len(const struct restore *r, uint64_t index)
 	return r->size - off < r->block_size ? r->size - off : r->block_size;
 }
 
-/* Fetches and writes the data blocks of one map chunk. */
+/* Records the first failure of a thread and stops them all. The lock is
+ * held. */
+static void ring_fail(struct restore *r, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void ring_fail(struct restore *r, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!r->error) {
+		r->error = rc;
+		va_start(ap, fmt);
+		vsnprintf(r->error_msg, sizeof(r->error_msg), fmt, ap);
+		va_end(ap);
+	}
+	r->stop = true;
+	pthread_cond_broadcast(&r->cond_work);
+	pthread_cond_broadcast(&r->cond_write);
+	pthread_cond_broadcast(&r->cond_free);
+}
+
+static void *restore_worker(void *opaque)
+{
+	struct restore *r = opaque;
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->stop) {
+		struct restore_slot *s;
+		const Ferry__Block *b;
+		int rc;
+
+		while (r->claimed < r->filled &&
+		       r->slots[r->claimed % r->nslots].zeros)
+			r->claimed++;
+		if (r->claimed == r->filled) {
+			pthread_cond_wait(&r->cond_work, &r->lock);
+			continue;
+		}
+		s = &r->slots[r->claimed++ % r->nslots];
+		s->state = SLOT_DECODING;
+		pthread_mutex_unlock(&r->lock);
+
+		b = s->frame->block;
+		/* Decoding re-hashes: end-to-end check. */
+		rc = fy_block_decode((enum fy_codec)b->codec, b->data.data,
+				     b->data.len, b->plain_size, b->digest.data,
+				     s->plain, r->block_size);
+		if (rc < 0)
+			snprintf(s->msg, sizeof(s->msg), "%s", fy_err_msg());
+		fy_frame_free(s->frame);
+		s->frame = NULL;
+
+		pthread_mutex_lock(&r->lock);
+		s->rc = rc;
+		s->state = rc < 0 ? SLOT_FAILED : SLOT_READY;
+		pthread_cond_signal(&r->cond_write);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* Adds a slot's bytes to a write; returns how many. */
+static uint64_t slot_iov(const struct restore *r, const struct restore_slot *s,
+			 struct iovec *iov, int *iovcnt)
+{
+	uint64_t i, total = 0;
+
+	for (i = 0; i < s->count; i++) {
+		size_t len = block_len(r, s->index + i);
+
+		iov[*iovcnt].iov_base = s->zeros ? r->zeros : s->plain;
+		iov[*iovcnt].iov_len = len;
+		(*iovcnt)++;
+		total += len;
+	}
+	return total;
+}
+
+/* Writes one run of adjacent blocks at off: in place for files and block
+ * devices; in order for a stream, which is given every block. */
+static int out_write(struct restore *r, struct iovec *iov, int iovcnt,
+		     uint64_t off)
+{
+	if (r->seekable || r->zero_holes)
+		return fy_pwritev_all(r->fd, iov, iovcnt, off);
+	return fy_writev_all(r->fd, iov, iovcnt);
+}
+
+static void *restore_writer(void *opaque)
+{
+	struct restore *r = opaque;
+	struct iovec iov[RESTORE_IOV_MAX];
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->stop) {
+		struct restore_slot *s = &r->slots[r->flushed % r->nslots];
+		uint64_t off = s->index * r->block_size, end = off;
+		uint64_t data = 0, zeros = 0;
+		unsigned n, i;
+		int iovcnt = 0, rc;
+
+		if (r->flushed == r->filled ||
+		    (s->state != SLOT_READY && s->state != SLOT_FAILED)) {
+			pthread_cond_wait(&r->cond_write, &r->lock);
+			continue;
+		}
+		if (s->state == SLOT_FAILED) {
+			ring_fail(r, s->rc, "block %" PRIu64 ": %s", s->index,
+				  s->msg);
+			break;
+		}
+		/* The ready slots at the head that follow each other on the
+		 * disk, up to one write. */
+		for (n = 0; r->flushed + n < r->filled; n++) {
+			const struct restore_slot *t =
+				&r->slots[(r->flushed + n) % r->nslots];
+			uint64_t t_off = t->index * r->block_size;
+
+			if (t->state != SLOT_READY || t_off != end ||
+			    (n && end - off + (t->count * r->block_size) >
+					  RESTORE_WRITE_MAX))
+				break;
+			end += slot_iov(r, t, iov, &iovcnt);
+			if (t->zeros)
+				zeros += end - t_off;
+			else
+				data += end - t_off;
+		}
+		pthread_mutex_unlock(&r->lock);
+		rc = out_write(r, iov, iovcnt, off);
+		pthread_mutex_lock(&r->lock);
+		if (rc < 0) {
+			ring_fail(r, rc, "block %" PRIu64 ": %s", s->index,
+				  fy_err_msg());
+			break;
+		}
+		for (i = 0; i < n; i++)
+			r->slots[(r->flushed + i) % r->nslots].state =
+				SLOT_FREE;
+		r->flushed += n;
+		/* Zeros the workers have not passed yet need no worker. */
+		if (r->claimed < r->flushed)
+			r->claimed = r->flushed;
+		r->written += data;
+		r->zeros_written += zeros;
+		pthread_cond_signal(&r->cond_free);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* Cancellation, and progress a few times a second; the receiver's, without
+ * the lock. */
+static int restore_tick(struct restore *r)
+{
+	uint64_t written, zeros;
+	double now;
+
+	if (r->hooks && r->hooks->cancel && atomic_load(r->hooks->cancel))
+		return fy_err_set(-ECANCELED, "cancelled");
+	now = fy_now();
+	if (!(r->hooks && r->hooks->progress && now - r->last > 0.25) &&
+	    !(r->progress && now - r->last > 0.5))
+		return 0;
+	r->last = now;
+	pthread_mutex_lock(&r->lock);
+	written = r->written;
+	zeros = r->zeros_written;
+	pthread_mutex_unlock(&r->lock);
+	if (r->hooks && r->hooks->progress)
+		r->hooks->progress(r->hooks->opaque, written, zeros, r->size,
+				   false);
+	if (r->progress) {
+		char w[32];
+
+		fy_format_bytes(written, w, sizeof(w));
+		fprintf(stderr, "\rrestored %s ", w);
+	}
+	return 0;
+}
+
+/* Waits, the lock held, until the ring has a free slot (all: until every
+ * slot is written), a thread failed (its error becomes the caller's) or
+ * the restore is cancelled. */
+static int ring_wait(struct restore *r, bool all)
+{
+	int rc = 0;
+
+	for (;;) {
+		struct timespec ts;
+
+		if (r->error)
+			return fy_err_set(r->error, "%s", r->error_msg);
+		if (all ? r->flushed == r->filled
+			: r->filled - r->flushed < r->nslots)
+			return 0;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += RESTORE_TICK_NS;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&r->cond_free, &r->lock, &ts);
+		pthread_mutex_unlock(&r->lock);
+		rc = restore_tick(r);
+		pthread_mutex_lock(&r->lock);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+/* Puts a received Block (its frame now the ring's, whatever happens) or,
+ * frame NULL, count blocks of zeros into the next slot. */
+static int ring_put(struct restore *r, uint64_t index, uint64_t count,
+		    fy_frame *frame)
+{
+	struct restore_slot *s;
+	int rc;
+
+	pthread_mutex_lock(&r->lock);
+	rc = ring_wait(r, false);
+	if (rc == 0) {
+		s = &r->slots[r->filled % r->nslots];
+		s->index = index;
+		s->count = count;
+		s->zeros = !frame;
+		s->frame = frame;
+		s->state = frame ? SLOT_RECEIVED : SLOT_READY;
+		frame = NULL;
+		r->filled++;
+		pthread_cond_signal(s->zeros ? &r->cond_write : &r->cond_work);
+	}
+	pthread_mutex_unlock(&r->lock);
+	fy_frame_free(frame);
+	return rc;
+}
+
+static int put_pending_zeros(struct restore *r)
+{
+	int rc = 0;
+
+	if (r->zeros_count)
+		rc = ring_put(r, r->zeros_first, r->zeros_count, NULL);
+	r->zeros_count = 0;
+	return rc;
+}
+
+/* A block the output gets as zeros: joins the pending run if it can. */
+static int put_zero_block(struct restore *r, uint64_t index)
+{
+	int rc = 0;
+
+	if (r->zeros_count && (index != r->zeros_first + r->zeros_count ||
+			       r->zeros_count == r->zeros_max))
+		rc = put_pending_zeros(r);
+	if (!r->zeros_count)
+		r->zeros_first = index;
+	r->zeros_count++;
+	return rc;
+}
+
+/* Starts the writer and the workers, once the block size is known. The
+ * ring: two slots per worker (one decoding, one waiting to be written)
+ * and one write's worth, within RESTORE_RING_BYTES unless the workers
+ * need more. */
+static int ring_start(struct restore *r)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned workers, per_write, max, i;
+
+	workers = cpus < 1 ? 1 : cpus > RESTORE_WORKERS_MAX
+				 ? RESTORE_WORKERS_MAX : (unsigned)cpus;
+	per_write = RESTORE_WRITE_MAX / r->block_size;
+	max = RESTORE_RING_BYTES / r->block_size;
+	if (max < workers + 2)
+		max = workers + 2;
+	r->nslots = 2 * workers + per_write;
+	if (r->nslots > max)
+		r->nslots = max;
+	r->zeros_max = per_write;
+	r->slots = calloc(r->nslots, sizeof(*r->slots));
+	r->threads = calloc(workers + 1, sizeof(*r->threads));
+	if (!r->slots || !r->threads)
+		return fy_err_set(-ENOMEM, "out of memory");
+	for (i = 0; i < r->nslots; i++)
+		if (posix_memalign((void **)&r->slots[i].plain, 4096,
+				   r->block_size))
+			return fy_err_set(-ENOMEM, "out of memory for %u "
+					  "blocks of %u bytes", r->nslots,
+					  r->block_size);
+	if (pthread_create(&r->threads[0], NULL, restore_writer, r))
+		return fy_err_set(-EAGAIN, "cannot start the restore's writer "
+				  "thread");
+	for (r->nthreads = 1; r->nthreads <= workers; r->nthreads++)
+		if (pthread_create(&r->threads[r->nthreads], NULL,
+				   restore_worker, r))
+			break;
+	if (r->nthreads == 1)
+		return fy_err_set(-EAGAIN, "cannot start the restore's decode "
+				  "threads");
+	return 0;
+}
+
+/* Stops and joins every thread started, whatever they were doing, and
+ * frees the ring. */
+static void ring_stop(struct restore *r)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_broadcast(&r->cond_work);
+	pthread_cond_broadcast(&r->cond_write);
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < r->nthreads; i++)
+		pthread_join(r->threads[i], NULL);
+	r->nthreads = 0;
+	for (i = 0; r->slots && i < r->nslots; i++) {
+		fy_frame_free(r->slots[i].frame);
+		free(r->slots[i].plain);
+	}
+	free(r->slots);
+	free(r->threads);
+	r->slots = NULL;
+	r->threads = NULL;
+}
+
+/* What the output gets for an entry of a map chunk. */
+enum entry_kind {
+	ENTRY_SKIP,  /* nothing: left as the output has it */
+	ENTRY_ZEROS,
+	ENTRY_DATA,  /* the block, fetched */
+};
+
+/* Fetches the data blocks of one map chunk and puts them, with the zeros
+ * between them, into the ring in disk order. */
 static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__GetBlocks gb = FERRY__GET_BLOCKS__INIT;
 	ProtobufCBinaryData bins[FY_GET_MAX];
-	uint64_t *idx;   /* block index of every data entry, in order */
-	size_t ndata = 0, sent = 0, got = 0, i;
+	/* A stream has no holes: it is given every block. */
+	bool stream = !r->seekable && !r->zero_holes;
+	uint8_t *kind;   /* an enum entry_kind for every map entry */
+	size_t *idx;     /* the map position of every data entry, in order */
+	size_t ndata = 0, sent = 0, got = 0, next = 0, i;
 	unsigned inflight = 0;
 	int rc = 0;
 
 	idx = malloc(mc->n_digests * sizeof(*idx) + 1);
-	if (!idx)
-		return fy_err_set(-ENOMEM, "out of memory");
-	if (r->hooks && r->hooks->cancel && atomic_load(r->hooks->cancel)) {
-		rc = fy_err_set(-ECANCELED, "cancelled");
+	kind = malloc(mc->n_digests + 1);
+	if (!idx || !kind) {
+		rc = fy_err_set(-ENOMEM, "out of memory");
 		goto out;
 	}
+	rc = restore_tick(r);
+	if (rc < 0)
+		goto out;
 	for (i = 0; i < mc->n_digests; i++) {
 		uint64_t index = mc->first_block + i;
 
@@ -440,26 +827,18 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 		if (r->hooks && r->hooks->want &&
 		    !r->hooks->want(r->hooks->opaque, index * r->block_size,
 				    block_len(r, index)))
-			continue;
-		if (mc->digests[i].len) {
+			kind[i] = stream ? ENTRY_ZEROS : ENTRY_SKIP;
+		else if (mc->digests[i].len)
+			kind[i] = ENTRY_DATA;
+		else
+			kind[i] = stream || r->zero_holes ? ENTRY_ZEROS
+							   : ENTRY_SKIP;
+		if (kind[i] == ENTRY_DATA)
 			idx[ndata++] = i;
-		} else if (r->zero_holes) {
-			/* A chunk of holes is up to 16384 block writes. */
-			if ((i & 255) == 255 && r->hooks && r->hooks->cancel &&
-			    atomic_load(r->hooks->cancel)) {
-				rc = fy_err_set(-ECANCELED, "cancelled");
-				goto out;
-			}
-			rc = out_write(r, r->zeros, block_len(r, index),
-				       index * r->block_size);
-			if (rc < 0)
-				goto out;
-			/* Counted as zeros, not as restored data. */
-			r->written -= block_len(r, index);
-			r->zeros_written += block_len(r, index);
-		}
 	}
 	while (got < ndata) {
+		size_t batch_end;
+
 		/* Keep a few requests in flight, never one per block. */
 		while (sent < ndata && inflight < RESTORE_INFLIGHT) {
 			size_t n = ndata - sent < FY_GET_MAX ? ndata - sent
@@ -481,65 +860,51 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 		if (rc < 0)
 			goto out;
 		/* Answers come in the order asked. */
-		{
-			size_t batch_end = got + FY_GET_MAX < ndata ? got + FY_GET_MAX
-								    : ndata;
+		batch_end = got + FY_GET_MAX < ndata ? got + FY_GET_MAX : ndata;
+		for (; got < batch_end; got++) {
+			fy_frame *b = NULL;
+			uint64_t index = mc->first_block + idx[got];
+			const ProtobufCBinaryData *want =
+				&mc->digests[idx[got]];
 
-			for (; got < batch_end; got++) {
-				fy_frame *b = NULL;
-				uint64_t index = mc->first_block + idx[got];
-				const ProtobufCBinaryData *want =
-					&mc->digests[idx[got]];
-				size_t len = block_len(r, index);
-
-				rc = recv_expect(r->conn, FERRY__FRAME__BODY_BLOCK,
-						 "Block", &b);
-				if (rc < 0)
-					goto out;
-				if (memcmp(b->block->digest.data, want->data,
-					   FY_DIGEST_LEN) ||
-				    b->block->plain_size != len) {
-					rc = fy_err_set(-EPROTO, "repository sent "
-							"the wrong block for "
-							"block %" PRIu64, index);
-				} else {
-					/* Decoding re-hashes: end-to-end check. */
-					rc = fy_block_decode((enum fy_codec)b->block->codec,
-							     b->block->data.data,
-							     b->block->data.len,
-							     len, want->data,
-							     r->plain, r->block_size);
-				}
+			for (; next < idx[got] && rc == 0; next++)
+				if (kind[next] == ENTRY_ZEROS)
+					rc = put_zero_block(r, mc->first_block +
+							       next);
+			next = idx[got] + 1;
+			if (rc == 0)
+				rc = put_pending_zeros(r);
+			if (rc < 0)
+				goto out;
+			rc = recv_expect(r->conn, FERRY__FRAME__BODY_BLOCK,
+					 "Block", &b);
+			if (rc < 0)
+				goto out;
+			if (memcmp(b->block->digest.data, want->data,
+				   FY_DIGEST_LEN) ||
+			    b->block->plain_size != block_len(r, index)) {
 				fy_frame_free(b);
-				if (rc == 0)
-					rc = out_write(r, r->plain, len,
-						       index * r->block_size);
-				if (rc < 0) {
-					rc = fy_err_wrap(rc, "block %" PRIu64, index);
-					goto out;
-				}
+				rc = fy_err_set(-EPROTO, "repository sent the "
+						"wrong block for block %"
+						PRIu64, index);
+				rc = fy_err_wrap(rc, "block %" PRIu64, index);
+				goto out;
 			}
-			inflight--;
+			/* The ring's failures name their own block. */
+			rc = ring_put(r, index, 1, b);
+			if (rc < 0)
+				goto out;
 		}
-		if (r->hooks && r->hooks->cancel &&
-		    atomic_load(r->hooks->cancel)) {
-			rc = fy_err_set(-ECANCELED, "cancelled");
+		inflight--;
+		rc = restore_tick(r);
+		if (rc < 0)
 			goto out;
-		}
-		if (r->hooks && r->hooks->progress && fy_now() - r->last > 0.25) {
-			r->last = fy_now();
-			r->hooks->progress(r->hooks->opaque, r->written,
-					   r->zeros_written, r->size, false);
-		}
-		if (r->progress && fy_now() - r->last > 0.5) {
-			char w[32];
-
-			r->last = fy_now();
-			fy_format_bytes(r->written, w, sizeof(w));
-			fprintf(stderr, "\rrestored %s ", w);
-		}
 	}
+	for (; next < mc->n_digests && rc == 0; next++)
+		if (kind[next] == ENTRY_ZEROS)
+			rc = put_zero_block(r, mc->first_block + next);
 out:
+	free(kind);
 	free(idx);
 	return rc;
 }
@@ -604,7 +969,8 @@ static int open_output(struct restore *r, const char *path)
 	return 0;
 }
 
-/* Checks what MapEnd says of the disk and prepares the output. */
+/* Checks what MapEnd says of the disk, prepares the output and starts the
+ * threads. */
 static int restore_start(struct restore *r, const Ferry__MapEnd *me,
 			 const char *path)
 {
@@ -617,15 +983,12 @@ static int restore_start(struct restore *r, const Ferry__MapEnd *me,
 	r->size = me->size;
 	r->block_size = me->block_size;
 	/* Aligned for O_DIRECT outputs (a hot-added disk). */
-	if (posix_memalign((void **)&r->plain, 4096, r->block_size))
-		r->plain = NULL;
 	if (posix_memalign((void **)&r->zeros, 4096, r->block_size))
-		r->zeros = NULL;
-	else
-		memset(r->zeros, 0, r->block_size);
-	if (!r->plain || !r->zeros)
 		return fy_err_set(-ENOMEM, "out of memory");
+	memset(r->zeros, 0, r->block_size);
 	rc = open_output(r, path);
+	if (rc == 0)
+		rc = ring_start(r);
 	return rc;
 }
 
@@ -754,13 +1117,26 @@ static int restore_run(struct restore *r, const char *backup_id,
 
 	r->fd = -1;
 	r->start = r->last = fy_now();
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond_work, NULL);
+	pthread_cond_init(&r->cond_write, NULL);
+	pthread_cond_init(&r->cond_free, NULL);
 	rc = map_walk(r->conn, backup_id, disk, &w);
 	started = rw.started;
+	/* The last run of zeros, then everything written. */
+	if (rc == 0 && started)
+		rc = put_pending_zeros(r);
+	if (rc == 0 && started) {
+		pthread_mutex_lock(&r->lock);
+		rc = ring_wait(r, true);
+		pthread_mutex_unlock(&r->lock);
+	}
+	ring_stop(r);
+	pthread_cond_destroy(&r->cond_free);
+	pthread_cond_destroy(&r->cond_write);
+	pthread_cond_destroy(&r->cond_work);
+	pthread_mutex_destroy(&r->lock);
 
-	/* A sequential output gets the zeros of trailing holes too. */
-	if (rc == 0 && started && !r->seekable && !r->zero_holes &&
-	    r->pos < r->size)
-		rc = out_write(r, r->zeros, 0, r->size);
 	if (own_fd && rc == 0 && r->fd >= 0 && r->fd != STDOUT_FILENO &&
 	    fsync(r->fd) < 0 && errno != EINVAL)
 		rc = fy_err_set(-errno, "cannot sync %s: %s", path,
@@ -769,7 +1145,6 @@ static int restore_run(struct restore *r, const char *backup_id,
 		close(r->fd);
 	if (r->progress && started)
 		fprintf(stderr, "\r\033[K");
-	free(r->plain);
 	free(r->zeros);
 	*bytes_written = r->written;
 	if (rc < 0)

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/uio.h>
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -246,6 +247,10 @@ int fy_mkdirs(const char *path, unsigned mode);
 /* write()/pwrite() that retry on EINTR and short writes. */
 int fy_write_all(int fd, const void *buf, size_t len);
 int fy_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
+/* The same for several buffers in one call (writev()/pwritev(); iovcnt at
+ * most IOV_MAX). iov is used up as the writes go: its entries change. */
+int fy_writev_all(int fd, struct iovec *iov, int iovcnt);
+int fy_pwritev_all(int fd, struct iovec *iov, int iovcnt, uint64_t offset);
 
 /* ---- small helpers ----------------------------------------------------- */
 

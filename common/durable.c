@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* Temporary names a process has used: with the pid, unique per host. */
@@ -69,6 +70,72 @@ int fy_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
 		offset += (uint64_t)n;
 	}
 	return 0;
+}
+
+/* Drops the first n bytes from iov, and the empty entries after them. */
+static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
+{
+	while (*iovcnt > 0 && n >= (*iov)->iov_len) {
+		n -= (*iov)->iov_len;
+		(*iov)++;
+		(*iovcnt)--;
+	}
+	if (*iovcnt > 0) {
+		(*iov)->iov_base = (char *)(*iov)->iov_base + n;
+		(*iov)->iov_len -= n;
+	}
+}
+
+/* writev() (positioned false) or pwritev() at offset, until every byte of
+ * iov is written. */
+static int writev_full(int fd, struct iovec *iov, int iovcnt, bool positioned,
+		       uint64_t offset)
+{
+	size_t total = 0;
+	int i;
+
+	for (i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (positioned && (offset > (uint64_t)INT64_MAX ||
+			   total > (uint64_t)INT64_MAX - offset))
+		return fy_err_set(-EOVERFLOW,
+				  "write of %zu bytes at offset %llu: beyond "
+				  "the largest file offset",
+				  total, (unsigned long long)offset);
+	iov_advance(&iov, &iovcnt, 0);
+	while (iovcnt > 0) {
+		ssize_t n = positioned ? pwritev(fd, iov, iovcnt, (off_t)offset)
+				       : writev(fd, iov, iovcnt);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int rc = -errno;
+
+			if (!positioned)
+				return fy_err_set(rc, "write: %s",
+						  strerror(-rc));
+			return fy_err_set(rc, "write at offset %llu: %s",
+					  (unsigned long long)offset,
+					  strerror(-rc));
+		}
+		/* Only an empty write returns 0; never spin on it. */
+		if (n == 0)
+			return fy_err_set(-EIO, "write: no progress");
+		iov_advance(&iov, &iovcnt, (size_t)n);
+		offset += (uint64_t)n;
+	}
+	return 0;
+}
+
+int fy_writev_all(int fd, struct iovec *iov, int iovcnt)
+{
+	return writev_full(fd, iov, iovcnt, false, 0);
+}
+
+int fy_pwritev_all(int fd, struct iovec *iov, int iovcnt, uint64_t offset)
+{
+	return writev_full(fd, iov, iovcnt, true, offset);
 }
 
 int fy_fsync_dir(const char *dir)

@@ -4,9 +4,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void test_err(void)
@@ -355,6 +358,55 @@ static void test_durable(void)
 	CHECK(system(path) == 0);
 }
 
+/* Several buffers in one write, including the rest of a write that
+ * stopped short (a file size limit stops it mid-buffer, then fails). */
+static void test_writev(void)
+{
+	char path[] = "test_writev_XXXXXX";
+	char a[60], b[60], c[60], got[200];
+	struct iovec iov[4];
+	struct rlimit old, lim;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	memset(c, 'c', sizeof(c));
+	iov[0] = (struct iovec){ a, sizeof(a) };
+	iov[1] = (struct iovec){ NULL, 0 };
+	iov[2] = (struct iovec){ b, sizeof(b) };
+	iov[3] = (struct iovec){ c, sizeof(c) };
+	CHECK_RC(fy_pwritev_all(fd, iov, 4, 10));
+	CHECK(pread(fd, got, sizeof(got), 0) == 190);
+	CHECK(!memcmp(got + 10, a, 60) && !memcmp(got + 70, b, 60) &&
+	      !memcmp(got + 130, c, 60));
+	CHECK(lseek(fd, 0, SEEK_SET) == 0);
+	iov[0] = (struct iovec){ c, 5 };
+	iov[1] = (struct iovec){ b, 5 };
+	CHECK_RC(fy_writev_all(fd, iov, 2));
+	CHECK(pread(fd, got, 12, 0) == 12 && !memcmp(got, "cccccbbbbb", 10));
+
+	/* 100 bytes allowed: the first pwritev writes 100 of 180, the second
+	 * (from the middle of b) fails with EFBIG at offset 100. */
+	CHECK(ftruncate(fd, 0) == 0);
+	signal(SIGXFSZ, SIG_IGN);
+	CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+	lim = old;
+	lim.rlim_cur = 100;
+	CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+	iov[0] = (struct iovec){ a, sizeof(a) };
+	iov[1] = (struct iovec){ b, sizeof(b) };
+	iov[2] = (struct iovec){ c, sizeof(c) };
+	CHECK(fy_pwritev_all(fd, iov, 3, 0) == -EFBIG);
+	CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+	signal(SIGXFSZ, SIG_DFL);
+	CHECK(strstr(fy_err_msg(), "offset 100") != NULL);
+	CHECK(pread(fd, got, sizeof(got), 0) == 100);
+	CHECK(!memcmp(got, a, 60) && !memcmp(got + 60, b, 40));
+	close(fd);
+	unlink(path);
+}
+
 int main(void)
 {
 	test_err();
@@ -367,5 +419,6 @@ int main(void)
 	test_now();
 	test_split_hostport();
 	test_durable();
+	test_writev();
 	CHECK_DONE();
 }
