@@ -33,7 +33,6 @@ out += rnd.randbytes(bs // 3)
 open(path, "wb").write(out)
 PY
 
-block_file() { echo "$T/repo/blocks/${1:0:2}/${1:2:2}/$1"; }
 restore() { "$FERRY" --config "$T/agent.conf" restore "$@"; }
 
 for bs in 65536 1048576; do
@@ -67,9 +66,7 @@ for k in sorted(range(n), key=lambda k: abs(k - n // 2)):
 PY
 )
 (( bad > 20 && bad < nblocks - 20 )) || fail "block $bad of $nblocks is not in the middle"
-victim=$(block_file "$hex")
-[[ -f $victim ]] || fail "block $hex is not where docs/FORMAT.md says"
-printf 'XXXX' | dd of="$victim" bs=1 seek=40 conv=notrunc status=none
+corrupt_block "$hex" 40 'XXXX'
 
 for out in file pipe; do
   rc=0
