@@ -745,7 +745,7 @@ void fy_repo_audit(struct fy_repo *repo, const char *who, const char *from,
 		   const char *action, const char *fmt, ...)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	char path[PATH_MAX], detail[2048], when[32];
+	char path[PATH_MAX], detail[2048], when[32], saved[FY_ERR_MAX];
 	char *line = NULL;
 	size_t len = 0;
 	time_t now = time(NULL);
@@ -754,6 +754,9 @@ void fy_repo_audit(struct fy_repo *repo, const char *who, const char *from,
 	FILE *mem;
 	int fd;
 
+	/* Callers audit a failure and then report it: writing the line (or
+	 * failing to, as on a full disk) must not replace their message. */
+	snprintf(saved, sizeof(saved), "%s", fy_err_msg());
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
@@ -792,11 +795,13 @@ void fy_repo_audit(struct fy_repo *repo, const char *who, const char *from,
 	fy_info("audit: %s by %s from %s: %s", action, who ? who : "",
 		from ? from : "", detail);
 	free(line);
+	fy_err_set(0, "%s", saved);
 	return;
 fail:
 	free(line);
 	fy_warn("audit: out of memory for: %s by %s: %s", action,
 		who ? who : "", detail);
+	fy_err_set(0, "%s", saved);
 }
 
 const char *fy_local_user(char *buf, size_t len)

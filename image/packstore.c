@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -208,6 +209,55 @@ static int close_current(struct pack_session *s)
 	return 0;
 }
 
+struct sum_packs {
+	struct pack_store *ps;
+	uint64_t bytes, count;
+};
+
+static int sum_one(void *opaque, const uint8_t id[FY_PACK_ID_LEN])
+{
+	struct sum_packs *sp = opaque;
+	char path[PATH_MAX];
+	struct stat sb;
+
+	if (!fy_pack_path(sp->ps->packs_dir, id, path, sizeof(path)) &&
+	    !stat(path, &sb)) {
+		sp->bytes += (uint64_t)sb.st_size;
+		sp->count++;
+	}
+	return 0;
+}
+
+/* Out of space: say what the repository holds and how to free some, so
+ * the admin is not left with a bare ENOSPC. The session's own packs are
+ * deleted when it ends. */
+static int explain_no_space(struct pack_store *ps, int rc)
+{
+	struct sum_packs sp = { .ps = ps };
+	struct statvfs vfs;
+	char held[32], avail[32], total[32];
+
+	if (rc != -ENOSPC && rc != -EDQUOT)
+		return rc;
+	fy_index_for_each_pack(ps->ix, sum_one, &sp);
+	fy_format_bytes(sp.bytes, held, sizeof(held));
+	if (statvfs(ps->root, &vfs) == 0) {
+		fy_format_bytes((uint64_t)vfs.f_bavail * vfs.f_frsize, avail,
+				sizeof(avail));
+		fy_format_bytes((uint64_t)vfs.f_blocks * vfs.f_frsize, total,
+				sizeof(total));
+	} else {
+		snprintf(avail, sizeof(avail), "?");
+		snprintf(total, sizeof(total), "?");
+	}
+	return fy_err_wrap(rc, "repository %s is out of space (%s free of %s; "
+			   "its %" PRIu64 " packs hold %s). This backup's new "
+			   "blocks are removed; 'ferry-repo prune' then "
+			   "'ferry-repo gc' free space, and 'ferry-repo gc "
+			   "--dry-run' says how much", ps->root, avail, total,
+			   sp.count, held);
+}
+
 static int pack_session_put(struct fy_store_session *ss,
 			    const uint8_t digest[FY_DIGEST_LEN],
 			    const void *hdr, size_t hdrlen, const void *data,
@@ -228,7 +278,7 @@ static int pack_session_put(struct fy_store_session *ss,
 	if (!rc && fy_pack_writer_full(s->cur))
 		rc = close_current(s);
 	pthread_mutex_unlock(&s->lock);
-	return rc;
+	return explain_no_space(s->ps, rc);
 }
 
 /* Moves finished packs from tmp/ into packs/ durably and indexes them,
@@ -299,7 +349,7 @@ static int pack_session_commit(struct fy_store_session *ss)
 	if (!rc)
 		s->committed = true;
 	pthread_mutex_unlock(&s->lock);
-	return rc;
+	return explain_no_space(s->ps, rc);
 }
 
 static void pack_session_end(struct fy_store_session *ss)

@@ -613,6 +613,34 @@ out:
 	return rc;
 }
 
+/* A client still streaming blocks when its session fails would see its
+ * writes reset (the unread data makes our close a RST) before it reads
+ * the Error frame that says why. Read and drop what it sends for a short,
+ * bounded while, until it reads the error and hangs up. */
+#define DISCARD_MS 2000
+
+static void discard_input(struct fy_conn *conn)
+{
+	struct timespec t0, t;
+	fy_frame *f;
+
+	if (fy_conn_flush(conn) < 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		long ms;
+
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		ms = (t.tv_sec - t0.tv_sec) * 1000 +
+		     (t.tv_nsec - t0.tv_nsec) / 1000000;
+		if (ms >= DISCARD_MS ||
+		    fy_conn_wait_readable(conn, (int)(DISCARD_MS - ms)) <= 0 ||
+		    fy_conn_recv(conn, &f) < 0)
+			return;
+		fy_frame_free(f);
+	}
+}
+
 /* ---- listing and restore ----------------------------------------------- */
 
 /* What a backup adds to a BackupList frame, generously: its strings,
@@ -996,6 +1024,7 @@ static void *client_main(void *arg)
 	if (rc != -ECONNRESET) {
 		fy_warn("client %s: %s", fy_conn_peer(sess.conn), fy_err_msg());
 		fy_conn_send_error(sess.conn, rc, fy_err_msg());
+		discard_input(sess.conn);
 	} else {
 		fy_debug("client %s disconnected", fy_conn_peer(sess.conn));
 	}

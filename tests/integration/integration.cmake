@@ -12,6 +12,7 @@ ferry_integration_test(roundtrip)
 ferry_integration_test(hostile)
 ferry_integration_test(crash)
 ferry_integration_test(packs)
+ferry_integration_test(no_space)
 # The same crashes on a format 1 repository (a file per block).
 add_test(NAME integration.crash_format1
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/crash.sh)
