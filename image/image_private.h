@@ -227,6 +227,10 @@ int fy_pack_append(struct fy_pack_writer *w,
 		   size_t hdrlen, const void *data, size_t len);
 /* Writes the trailer and fdatasyncs; the file stays in tmpdir. */
 int fy_pack_finish(struct fy_pack_writer *w);
+/* Without sync: writeback is started, and fy_pack_sync(path) must make
+ * the pack durable before it is published. */
+int fy_pack_finish_ex(struct fy_pack_writer *w, bool sync);
+int fy_pack_sync(const char *path);
 void fy_pack_writer_free(struct fy_pack_writer *w);
 /* Removes the temporary file too. */
 void fy_pack_discard(struct fy_pack_writer *w);

@@ -161,6 +161,11 @@ int fy_pack_append(struct fy_pack_writer *w,
 /* The trailer: the entries, then the footer. */
 int fy_pack_finish(struct fy_pack_writer *w)
 {
+	return fy_pack_finish_ex(w, true);
+}
+
+int fy_pack_finish_ex(struct fy_pack_writer *w, bool sync)
+{
 	size_t tlen = w->count * FY_PACK_ENTRY_LEN + FY_PACK_FOOTER_LEN;
 	uint8_t *t = malloc(tlen), *p;
 	unsigned int dlen = 0;
@@ -181,7 +186,11 @@ int fy_pack_finish(struct fy_pack_writer *w)
 	memcpy(p + 40, FY_PACK_END_MAGIC, 8);
 	rc = fy_pwrite_all(w->fd, t, tlen, w->size);
 	free(t);
-	if (!rc && fdatasync(w->fd))
+	/* Without sync, writeback starts now and the owner's fy_pack_sync
+	 * waits for it later: a backup's workers do not stall on it. */
+	if (!rc && (sync ? fdatasync(w->fd)
+			 : sync_file_range(w->fd, 0, 0,
+					   SYNC_FILE_RANGE_WRITE)))
 		rc = -errno;
 	if (rc)
 		return fy_err_set(rc, "pack: finish %s: %s", w->path,
@@ -190,6 +199,19 @@ int fy_pack_finish(struct fy_pack_writer *w)
 	close(w->fd);
 	w->fd = -1;
 	return 0;
+}
+
+int fy_pack_sync(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return fy_err_set(-errno, "pack %s: %s", path, strerror(errno));
+	if (fdatasync(fd))
+		rc = fy_err_set(-errno, "pack %s: fdatasync: %s", path,
+				strerror(errno));
+	close(fd);
+	return rc;
 }
 
 void fy_pack_writer_free(struct fy_pack_writer *w)

@@ -200,7 +200,8 @@ static int close_current(struct pack_session *s)
 		s->done = p;
 		s->capdone = cap;
 	}
-	rc = fy_pack_finish(w);
+	/* Durable at commit (publish), not here under the session's lock. */
+	rc = fy_pack_finish_ex(w, false);
 	if (rc)
 		return rc;
 	memcpy(s->done[s->ndone++], fy_pack_writer_id(w), FY_PACK_ID_LEN);
@@ -302,6 +303,9 @@ static int publish(struct pack_store *ps, uint8_t (*ids)[FY_PACK_ID_LEN],
 		if (!rc)
 			rc = fy_path_fmt(dir, sizeof(dir), "%s/%.2s",
 					 ps->packs_dir, hex);
+		if (rc)
+			return rc;
+		rc = fy_pack_sync(tmp);
 		if (rc)
 			return rc;
 		if (mkdir(dir, 0755) == 0) {
