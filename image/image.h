@@ -252,6 +252,9 @@ int fy_repo_migrate(const char *root, FILE *out);
  * a crash from tmp/ (the server does it at start, under the exclusive
  * lock). */
 #define FY_REPO_CLEAN_TMP 1u
+/* A server: holds root/serve.lock shared while open, so that migrate can
+ * refuse to change the format under a running server. */
+#define FY_REPO_SERVING 2u
 int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out);
 void fy_repo_close(struct fy_repo *repo);
 const char *fy_repo_id(const struct fy_repo *repo);

@@ -321,6 +321,7 @@ int fy_store_pack_open(const char *root, const char *tmpdir,
 struct fy_repo {
 	char root[PATH_MAX];
 	unsigned version; /* FY_REPO_VERSION_BLOCKS or _PACKS */
+	int serve_fd;     /* shared flock on serve.lock while serving, or -1 */
 	char tmpdir[PATH_MAX];
 	char lock_path[PATH_MAX];
 	char id[FY_REPO_ID_HEX + 1];

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,6 +176,34 @@ static int remove_old_blocks(struct fy_repo *repo, FILE *out)
 	return rc;
 }
 
+/* A running server keeps the format it opened: it would go on writing
+ * block files into a repository that now reads packs. */
+static int no_server(struct fy_repo *repo)
+{
+	char path[PATH_MAX];
+	int fd, rc;
+
+	rc = fy_path_fmt(path, sizeof(path), "%s/serve.lock", repo->root);
+	if (rc)
+		return rc;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fy_err_set(-errno, "migrate: %s: %s", path,
+				  strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		rc = errno == EWOULDBLOCK
+			     ? fy_err_set(-EBUSY, "migrate: a ferry-repo server "
+					  "is serving %s; stop it first",
+					  repo->root)
+			     : fy_err_set(-errno, "migrate: lock %s: %s", path,
+					  strerror(errno));
+		close(fd);
+		return rc;
+	}
+	close(fd);
+	return 0;
+}
+
 int fy_repo_migrate(const char *root, FILE *out)
 {
 	struct migrate m = { 0 };
@@ -187,6 +216,9 @@ int fy_repo_migrate(const char *root, FILE *out)
 	rc = fy_repo_open(root, 0, &repo);
 	if (rc)
 		return rc;
+	rc = no_server(repo);
+	if (rc)
+		goto out;
 	lock = fy_repo_lock_as(repo, true, "migrate");
 	if (lock < 0) {
 		rc = lock;

@@ -492,6 +492,7 @@ int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
 		return fy_err_set(-ENOMEM, "repository %s: out of memory",
 				  root);
 	strcpy(repo->root, root);
+	repo->serve_fd = -1;
 	rc = path_join(repo->tmpdir, sizeof(repo->tmpdir), root, "tmp");
 	if (!rc)
 		rc = path_join(repo->lock_path, sizeof(repo->lock_path), root,
@@ -524,6 +525,17 @@ int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
 		if (rc)
 			goto out;
 	}
+	if (flags & FY_REPO_SERVING) {
+		rc = path_join(path, sizeof(path), root, "serve.lock");
+		if (rc)
+			goto out;
+		repo->serve_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (repo->serve_fd < 0 || flock(repo->serve_fd, LOCK_SH)) {
+			rc = fy_err_set(-errno, "repository %s: %s: %s", root,
+					path, strerror(errno));
+			goto out;
+		}
+	}
 	if (repo->version == FY_REPO_VERSION_PACKS)
 		rc = fy_store_pack_open(root, repo->tmpdir, &repo->store);
 	else
@@ -544,6 +556,8 @@ void fy_repo_close(struct fy_repo *repo)
 		return;
 	if (repo->store)
 		repo->store->ops->close(repo->store);
+	if (repo->serve_fd >= 0)
+		close(repo->serve_fd);
 	free(repo);
 }
 

@@ -1110,7 +1110,8 @@ int repo_server_run(const struct repo_server_opts *opts)
 	pthread_mutex_init(&srv.lock, NULL);
 	pthread_cond_init(&srv.queue_cond, NULL);
 	pthread_cond_init(&srv.done_cond, NULL);
-	rc = fy_repo_open(opts->root, FY_REPO_CLEAN_TMP, &srv.repo);
+	rc = fy_repo_open(opts->root, FY_REPO_CLEAN_TMP | FY_REPO_SERVING,
+			  &srv.repo);
 	if (rc < 0)
 		return rc;
 	rc = fy_tls_new_server(&opts->tls, &srv.tls);

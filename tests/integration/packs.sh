@@ -17,6 +17,9 @@ m1=$(json "$T/last.json" 'j["backup_id"]')
 head -c 1048576 /dev/urandom | dd of="$T/m.img" bs=1M seek=2 conv=notrunc status=none
 backup_json "$T/m.img"
 m2=$(json "$T/last.json" 'j["backup_id"]')
+if "$REPO" migrate --root "$T/repo" >"$T/busy.out" 2>&1; then fail "migrate ran under a running server"; fi
+grep -q "server is serving .*stop it first" "$T/busy.out" || fail "migrate refusal: $(cat "$T/busy.out")"
+[[ $(head -1 "$T/repo/config") == "ferry-repository 1" ]] || fail "the refused migrate changed the format"
 stop_repo
 [[ $(head -1 "$T/repo/config") == "ferry-repository 1" ]] || fail "not a format 1 repository"
 # What a migrate killed before its switch leaves: half-made packs and index.
