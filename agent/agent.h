@@ -30,6 +30,9 @@ struct fy_settings {
 	struct fy_tls_opts tls;
 	uint32_t block_size;
 	int compression_level;
+	/* ferry.compressionProbe: skip zstd on blocks whose sample does not
+	 * shrink (stored raw) */
+	bool compression_probe;
 	unsigned workers;
 	unsigned queue_depth;
 	uint64_t io_size;
@@ -83,6 +86,7 @@ struct fy_parent_map {
 struct fy_pipeline_opts {
 	uint32_t block_size;
 	int compression_level;
+	bool compression_probe; /* fy_block_encode_ex's probe */
 	unsigned workers;
 	unsigned queue_depth; /* blocks read at once */
 	const char *change_id; /* CBT change ID of what is read, or NULL */

@@ -360,6 +360,7 @@ static int cmd_backup(int argc, char **argv)
 		struct fy_pipeline_opts po = {
 			.block_size = s.block_size,
 			.compression_level = s.compression_level,
+			.compression_probe = s.compression_probe,
 			.workers = s.workers,
 			.queue_depth = s.queue_depth,
 			.progress = (!a.quiet && isatty(STDERR_FILENO))

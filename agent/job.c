@@ -1035,6 +1035,7 @@ static int read_disk(struct job *j, struct fy_conn *conn, unsigned i)
 	struct fy_pipeline_opts po = {
 		.block_size = j->s.block_size,
 		.compression_level = j->s.compression_level,
+		.compression_probe = j->s.compression_probe,
 		.workers = j->s.workers,
 		.queue_depth = j->s.queue_depth,
 		.cancel = j->cancel,

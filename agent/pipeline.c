@@ -390,8 +390,9 @@ static void encode_block(struct pipeline *p, struct blk *b)
 {
 	/* cbuf holds block_size: a block that does not shrink is kept raw
 	 * by the codec. */
-	if (fy_block_encode(b->buf, b->len, p->opts->compression_level,
-			    b->cbuf, p->block_size, &b->clen, &b->codec) < 0) {
+	if (fy_block_encode_ex(b->buf, b->len, p->opts->compression_level,
+			       p->opts->compression_probe, b->cbuf,
+			       p->block_size, &b->clen, &b->codec) < 0) {
 		memcpy(b->cbuf, b->buf, b->len);
 		b->clen = b->len;
 		b->codec = FY_CODEC_NONE;

@@ -36,6 +36,7 @@ const char *const fy_known_keys[] = {
 	"ferry.repository.namespace",
 	"ferry.blockSize",
 	"ferry.compressionLevel",
+	"ferry.compressionProbe",
 	"ferry.workers",
 	"ferry.io.queueDepth",
 	"ferry.io.size",
@@ -145,6 +146,10 @@ int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 	if (rc < 0)
 		return rc;
 	s->compression_level = (int)v;
+	rc = fy_config_get_bool(cfg, "ferry.compressionProbe", true,
+				&s->compression_probe);
+	if (rc < 0)
+		return rc;
 	rc = fy_config_get_int(cfg, "ferry.workers", 0, 0, 64, &v);
 	if (rc < 0)
 		return rc;

@@ -80,8 +80,41 @@ static ZSTD_DCtx *thread_dctx(void)
 	return dctx;
 }
 
+/*
+ * The probe: 16 slices of 2 KiB spread over the block, compressed at
+ * level 1 into room for 31/32 of them. When even that does not fit, the
+ * block is random-looking (encrypted, already compressed) and zstd's full
+ * pass over it would be wasted: it is stored raw. A block that mixes
+ * random and compressible parts shows in its slices and is compressed.
+ */
+#define PROBE_MIN (128u << 10)
+#define PROBE_SLICES 16
+#define PROBE_SLICE 2048
+
+static bool looks_incompressible(ZSTD_CCtx *cctx, const uint8_t *plain,
+				 size_t len)
+{
+	uint8_t sample[PROBE_SLICES * PROBE_SLICE];
+	uint8_t packed[PROBE_SLICES * PROBE_SLICE];
+	size_t step = len / PROBE_SLICES, i, n;
+
+	for (i = 0; i < PROBE_SLICES; i++)
+		memcpy(sample + i * PROBE_SLICE, plain + i * step, PROBE_SLICE);
+	n = ZSTD_compressCCtx(cctx, packed, sizeof(sample) / 32 * 31, sample,
+			      sizeof(sample), 1);
+	return ZSTD_isError(n);
+}
+
 int fy_block_encode(const void *plain, size_t len, int level, void *out,
 		    size_t outcap, size_t *outlen, enum fy_codec *codec)
+{
+	return fy_block_encode_ex(plain, len, level, false, out, outcap,
+				  outlen, codec);
+}
+
+int fy_block_encode_ex(const void *plain, size_t len, int level, bool probe,
+		       void *out, size_t outcap, size_t *outlen,
+		       enum fy_codec *codec)
 {
 	ZSTD_CCtx *cctx;
 	size_t n;
@@ -107,6 +140,8 @@ int fy_block_encode(const void *plain, size_t len, int level, void *out,
 	if (!cctx)
 		return fy_err_set(-ENOMEM,
 				  "block encode: cannot create a zstd context");
+	if (probe && len >= PROBE_MIN && looks_incompressible(cctx, plain, len))
+		goto raw;
 	/* Capacity len: a result that would not be smaller than the block
 	 * is useless, and zstd gives up early instead of finishing it. */
 	n = ZSTD_compressCCtx(cctx, out, len, plain, len, level);

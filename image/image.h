@@ -45,6 +45,12 @@ enum fy_codec { FY_CODEC_NONE = 0, FY_CODEC_ZSTD = 1 };
  * FY_CODEC_NONE and copies when compression does not shrink the block. */
 int fy_block_encode(const void *plain, size_t len, int level, void *out,
 		    size_t outcap, size_t *outlen, enum fy_codec *codec);
+/* The same; with probe, a block of 128 KiB or more whose spread sample
+ * does not shrink at zstd's fastest level is stored raw without a full
+ * zstd pass (image/codec.c). */
+int fy_block_encode_ex(const void *plain, size_t len, int level, bool probe,
+		       void *out, size_t outcap, size_t *outlen,
+		       enum fy_codec *codec);
 /* Decodes stored data into out (exactly plain_size bytes) and checks that
  * its SHA-256 equals digest. -EBADMSG (with a message) on any mismatch. */
 int fy_block_decode(enum fy_codec codec, const void *data, size_t len,

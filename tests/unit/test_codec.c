@@ -177,8 +177,42 @@ static void test_threads(void)
 	}
 }
 
+/* The probe: random data is stored raw without a full zstd pass (same
+ * result as without the probe); text, and a block half random and half
+ * text, are still compressed; every result decodes. */
+static void test_probe(void)
+{
+	uint8_t *plain = malloc(LEN), *enc = malloc(LEN), *dec = malloc(LEN);
+	uint8_t digest[FY_DIGEST_LEN];
+	enum fy_codec codec;
+	size_t n = 0, whole = 0;
+
+	fill_random(plain, LEN, 7);
+	fy_sha256(plain, LEN, digest);
+	CHECK_RC(fy_block_encode_ex(plain, LEN, 3, true, enc, LEN, &n, &codec));
+	CHECK(codec == FY_CODEC_NONE && n == LEN && !memcmp(plain, enc, LEN));
+
+	fill_text(plain, LEN);
+	fy_sha256(plain, LEN, digest);
+	CHECK_RC(fy_block_encode_ex(plain, LEN, 3, true, enc, LEN, &n, &codec));
+	CHECK(codec == FY_CODEC_ZSTD && n < LEN / 4);
+	CHECK_RC(fy_block_decode(codec, enc, n, LEN, digest, dec, LEN));
+
+	fill_random(plain, LEN / 2, 8);
+	fy_sha256(plain, LEN, digest);
+	CHECK_RC(fy_block_encode(plain, LEN, 3, enc, LEN, &whole, &codec));
+	CHECK_RC(fy_block_encode_ex(plain, LEN, 3, true, enc, LEN, &n, &codec));
+	CHECK(codec == FY_CODEC_ZSTD && n == whole);
+	CHECK_RC(fy_block_decode(codec, enc, n, LEN, digest, dec, LEN));
+	CHECK(!memcmp(plain, dec, LEN));
+	free(plain);
+	free(enc);
+	free(dec);
+}
+
 int main(void)
 {
+	test_probe();
 	test_compressible();
 	test_random();
 	test_small();
