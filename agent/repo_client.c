@@ -146,7 +146,7 @@ int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 	if (rc < 0)
 		return rc;
 	s->compression_level = (int)v;
-	rc = fy_config_get_bool(cfg, "ferry.compressionProbe", true,
+	rc = fy_config_get_bool(cfg, "ferry.compressionProbe", false,
 				&s->compression_probe);
 	if (rc < 0)
 		return rc;

@@ -102,7 +102,7 @@ int main(int argc, char **argv)
 	CHECK(fy_config_warn_unknown(cfg, known) == 0);
 	CHECK_RC(fy_settings_load(cfg, &s));
 	CHECK(s.block_size == 1048576 && s.compression_level == 3 &&
-	      s.compression_probe && s.queue_depth == 16 && !s.read_cache);
+	      !s.compression_probe && s.queue_depth == 16 && !s.read_cache);
 	fy_config_free(cfg);
 
 	printf("%zu keys known, %zu documented\n", n_known, n_documented);
