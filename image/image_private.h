@@ -231,6 +231,10 @@ int fy_pack_finish(struct fy_pack_writer *w);
  * the pack durable before it is published. */
 int fy_pack_finish_ex(struct fy_pack_writer *w, bool sync);
 int fy_pack_sync(const char *path);
+/* A finished pack from tmpdir into packs_dir/<xx>/, durably: its data,
+ * a new <xx> directory, the rename. */
+int fy_pack_move_in(const char *tmpdir, const char *packs_dir,
+		    const uint8_t id[FY_PACK_ID_LEN]);
 void fy_pack_writer_free(struct fy_pack_writer *w);
 /* Removes the temporary file too. */
 void fy_pack_discard(struct fy_pack_writer *w);

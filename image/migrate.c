@@ -101,33 +101,13 @@ static int copy_block(void *opaque, const uint8_t digest[FY_DIGEST_LEN])
 /* packs/<xx>/ from tmp/, durably. */
 static int move_packs(struct migrate *m, const char *packs_dir)
 {
-	char tmp[PATH_MAX], path[PATH_MAX], dir[PATH_MAX];
 	size_t i;
 	int rc;
 
 	for (i = 0; i < m->nids; i++) {
-		char hex[FY_PACK_ID_LEN * 2 + 1];
-
-		fy_pack_id_hex(m->ids[i], hex);
-		rc = fy_pack_tmp_path(m->repo->tmpdir, m->ids[i], tmp,
-				      sizeof(tmp));
-		if (!rc)
-			rc = fy_pack_path(packs_dir, m->ids[i], path,
-					  sizeof(path));
-		if (!rc)
-			rc = fy_path_fmt(dir, sizeof(dir), "%s/%.2s",
-					 packs_dir, hex);
+		rc = fy_pack_move_in(m->repo->tmpdir, packs_dir, m->ids[i]);
 		if (rc)
-			return rc;
-		if (mkdir(dir, 0755) && errno != EEXIST)
-			return fy_err_set(-errno, "migrate: mkdir %s: %s", dir,
-					  strerror(errno));
-		if (rename(tmp, path))
-			return fy_err_set(-errno, "migrate: rename %s: %s",
-					  tmp, strerror(errno));
-		rc = fy_fsync_dir(dir);
-		if (rc)
-			return rc;
+			return fy_err_wrap(rc, "migrate");
 	}
 	return fy_fsync_dir(packs_dir);
 }

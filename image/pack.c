@@ -214,6 +214,37 @@ int fy_pack_sync(const char *path)
 	return rc;
 }
 
+int fy_pack_move_in(const char *tmpdir, const char *packs_dir,
+		    const uint8_t id[FY_PACK_ID_LEN])
+{
+	char tmp[PATH_MAX], path[PATH_MAX], dir[PATH_MAX];
+	char hex[FY_PACK_ID_LEN * 2 + 1];
+	int rc;
+
+	fy_pack_id_hex(id, hex);
+	rc = fy_pack_tmp_path(tmpdir, id, tmp, sizeof(tmp));
+	if (!rc)
+		rc = fy_pack_path(packs_dir, id, path, sizeof(path));
+	if (!rc)
+		rc = fy_path_fmt(dir, sizeof(dir), "%s/%.2s", packs_dir, hex);
+	if (!rc)
+		rc = fy_pack_sync(tmp);
+	if (rc)
+		return rc;
+	if (mkdir(dir, 0755) == 0) {
+		rc = fy_fsync_dir(packs_dir);
+		if (rc)
+			return rc;
+	} else if (errno != EEXIST) {
+		return fy_err_set(-errno, "pack: mkdir %s: %s", dir,
+				  strerror(errno));
+	}
+	if (rename(tmp, path))
+		return fy_err_set(-errno, "pack: rename %s to %s: %s", tmp,
+				  path, strerror(errno));
+	return fy_fsync_dir(dir);
+}
+
 void fy_pack_writer_free(struct fy_pack_writer *w)
 {
 	if (!w)

@@ -287,40 +287,13 @@ static int pack_session_put(struct fy_store_session *ss,
 static int publish(struct pack_store *ps, uint8_t (*ids)[FY_PACK_ID_LEN],
 		   size_t n, size_t *published, bool replace)
 {
-	char tmp[PATH_MAX], path[PATH_MAX], dir[PATH_MAX];
+	char path[PATH_MAX];
 	struct fy_pack_entry *e;
 	size_t i, cnt;
 	int rc;
 
 	for (i = *published; i < n; i++) {
-		char hex[FY_PACK_ID_LEN * 2 + 1];
-
-		fy_pack_id_hex(ids[i], hex);
-		rc = fy_pack_tmp_path(ps->tmpdir, ids[i], tmp, sizeof(tmp));
-		if (!rc)
-			rc = fy_pack_path(ps->packs_dir, ids[i], path,
-					  sizeof(path));
-		if (!rc)
-			rc = fy_path_fmt(dir, sizeof(dir), "%s/%.2s",
-					 ps->packs_dir, hex);
-		if (rc)
-			return rc;
-		rc = fy_pack_sync(tmp);
-		if (rc)
-			return rc;
-		if (mkdir(dir, 0755) == 0) {
-			rc = fy_fsync_dir(ps->packs_dir);
-			if (rc)
-				return rc;
-		} else if (errno != EEXIST) {
-			return fy_err_set(-errno, "pack store: mkdir %s: %s",
-					  dir, strerror(errno));
-		}
-		if (rename(tmp, path))
-			return fy_err_set(-errno, "pack store: rename %s to "
-					  "%s: %s", tmp, path,
-					  strerror(errno));
-		rc = fy_fsync_dir(dir);
+		rc = fy_pack_move_in(ps->tmpdir, ps->packs_dir, ids[i]);
 		if (rc)
 			return rc;
 		*published = i + 1;
