@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image/image.h"
+#include "image/image_private.h"
 #include "image/repo_server.h"
 
 struct options {
@@ -23,6 +23,11 @@ struct options {
 	const char *client, *owner, *group, *namespace_;
 	int format;          /* init */
 	const char *digest;  /* locate */
+	/* init --s3 */
+	const char *s3_url, *s3_region, *s3_ca, *s3_credentials;
+	const char *lock_mode, *cache_size;
+	bool path_style;
+	int lock_days;
 };
 
 enum {
@@ -32,6 +37,8 @@ enum {
 	OPT_IDLE_TIMEOUT, OPT_LOG_FILE, OPT_REPAIR, OPT_CRL, OPT_CLIENT,
 	OPT_OWNER, OPT_GROUP, OPT_NAMESPACE, OPT_JSON, OPT_HANDSHAKE_TIMEOUT,
 	OPT_MAX_HANDSHAKES, OPT_MAX_PER_ADDRESS, OPT_FORMAT, OPT_DIGEST,
+	OPT_S3, OPT_REGION, OPT_PATH_STYLE, OPT_S3_CA, OPT_S3_CREDENTIALS,
+	OPT_LOCK_DAYS, OPT_LOCK_MODE, OPT_CACHE_SIZE,
 };
 
 static const struct option long_opts[] = {
@@ -64,6 +71,14 @@ static const struct option long_opts[] = {
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "digest", required_argument, NULL, OPT_DIGEST },
+	{ "s3", required_argument, NULL, OPT_S3 },
+	{ "region", required_argument, NULL, OPT_REGION },
+	{ "path-style", no_argument, NULL, OPT_PATH_STYLE },
+	{ "s3-ca", required_argument, NULL, OPT_S3_CA },
+	{ "s3-credentials", required_argument, NULL, OPT_S3_CREDENTIALS },
+	{ "object-lock-days", required_argument, NULL, OPT_LOCK_DAYS },
+	{ "object-lock-mode", required_argument, NULL, OPT_LOCK_MODE },
+	{ "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -166,6 +181,22 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_DIGEST:
 			o->digest = optarg;
 			break;
+		case OPT_S3: o->s3_url = optarg; break;
+		case OPT_REGION: o->s3_region = optarg; break;
+		case OPT_PATH_STYLE: o->path_style = true; break;
+		case OPT_S3_CA: o->s3_ca = optarg; break;
+		case OPT_S3_CREDENTIALS: o->s3_credentials = optarg; break;
+		case OPT_LOCK_MODE: o->lock_mode = optarg; break;
+		case OPT_CACHE_SIZE: o->cache_size = optarg; break;
+		case OPT_LOCK_DAYS:
+			rc = parse_count(optarg, "--object-lock-days", 36500,
+					 &o->lock_days);
+			if (rc == 0 && o->lock_days < 1) {
+				fprintf(stderr, "ferry-repo: "
+					"--object-lock-days takes 1 or more\n");
+				rc = -EINVAL;
+			}
+			break;
 		case OPT_DRY_RUN:
 			o->dry_run = true;
 			o->prune.dry_run = true;
@@ -191,12 +222,95 @@ static int fail(void)
 	return 1;
 }
 
+/* An absolute path for the config (serve may run from elsewhere). */
+static int absolute(const char *flag, const char *path, char *out,
+		    size_t len)
+{
+	if (!realpath(path, out) || strlen(out) >= len) {
+		fprintf(stderr, "ferry-repo: %s %s: %s\n", flag, path,
+			strerror(errno));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The s3.* settings of init, through the same parser the config is read
+ * with, so that init accepts exactly what open will. */
+static int init_s3(struct options *o)
+{
+	struct fy_repo_s3conf conf;
+	char line[PATH_MAX + 64], path[PATH_MAX];
+	struct {
+		const char *key, *value;
+	} set[8];
+	size_t n = 0, i;
+
+	fy_s3conf_init(&conf);
+	conf.path_style = o->path_style;
+	set[n].key = "s3.url";
+	set[n++].value = o->s3_url;
+	if (o->s3_region) {
+		set[n].key = "s3.region";
+		set[n++].value = o->s3_region;
+	}
+	if (o->lock_mode) {
+		set[n].key = "s3.object-lock-mode";
+		set[n++].value = o->lock_mode;
+	}
+	if (o->cache_size) {
+		set[n].key = "s3.cache-size";
+		set[n++].value = o->cache_size;
+	}
+	for (i = 0; i < n; i++) {
+		snprintf(line, sizeof(line), "%s=%s", set[i].key, set[i].value);
+		if (fy_s3conf_line(&conf, o->root, line, strlen(line)) < 0)
+			return fail();
+	}
+	if (o->s3_ca) {
+		if (absolute("--s3-ca", o->s3_ca, path, sizeof(conf.ca)))
+			return 2;
+		strcpy(conf.ca, path);
+	}
+	if (o->s3_credentials) {
+		if (absolute("--s3-credentials", o->s3_credentials, path,
+			     sizeof(conf.credentials)))
+			return 2;
+		strcpy(conf.credentials, path);
+	}
+	conf.lock_days = (unsigned)o->lock_days;
+	if (fy_repo_init_s3(o->root, &conf) < 0)
+		return fail();
+	printf("initialised repository %s in bucket %s\n", o->root,
+	       conf.url);
+	return 0;
+}
+
 static int cmd_init(struct options *o)
 {
+	if (o->s3_url) {
+		if (o->format) {
+			fprintf(stderr, "ferry-repo: --format and --s3 do not "
+				"go together (a bucket holds format 3)\n");
+			return 2;
+		}
+		return init_s3(o);
+	}
+	if (o->s3_region || o->s3_ca || o->s3_credentials || o->lock_days ||
+	    o->lock_mode || o->cache_size || o->path_style) {
+		fprintf(stderr, "ferry-repo: the S3 options need --s3 URL\n");
+		return 2;
+	}
 	if (fy_repo_init_format(o->root, o->format ? (unsigned)o->format
 						   : FY_REPO_FORMAT_CURRENT) < 0)
 		return fail();
 	printf("initialised repository %s\n", o->root);
+	return 0;
+}
+
+static int cmd_rebuild_cache(struct options *o)
+{
+	if (fy_repo_rebuild(o->root, stdout) < 0)
+		return fail();
 	return 0;
 }
 
@@ -420,8 +534,16 @@ static const struct command {
 	int (*run)(struct options *o);
 	const char *usage;
 } commands[] = {
-	{ "init", cmd_init, "--root DIR [--format 1|2]" },
+	{ "init", cmd_init,
+	  "--root DIR [--format 1|2]\n"
+	  "  ferry-repo init --root DIR --s3 https://HOST:PORT/BUCKET "
+	  "[--region R] [--path-style]\n"
+	  "        [--s3-ca FILE] [--s3-credentials FILE] "
+	  "[--object-lock-days N]\n"
+	  "        [--object-lock-mode compliance|governance] "
+	  "[--cache-size SIZE]" },
 	{ "migrate", cmd_migrate, "--root DIR" },
+	{ "rebuild-cache", cmd_rebuild_cache, "--root DIR" },
 	{ "locate", cmd_locate, "--root DIR --digest HEX" },
 	{ "serve", cmd_serve,
 	  "--root DIR --listen HOST:PORT --cert F --key F --ca F [--crl F]\n"

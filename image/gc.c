@@ -131,6 +131,15 @@ int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
 				res->packs_repacked, written,
 				res->packs_written);
 		}
+		if (res->packs_retained)
+			fprintf(out, "gc: %" PRIu64 " packs with unreferenced "
+				"blocks kept: Object Lock retention still "
+				"protects them (a later gc deletes them)\n",
+				res->packs_retained);
+		if (res->retention_extended)
+			fprintf(out, "gc: extended the Object Lock retention "
+				"of %" PRIu64 " objects kept backups still "
+				"need\n", res->retention_extended);
 		if (removed)
 			fprintf(out, "gc: removed %" PRIu64
 				" temporary files\n", removed);

@@ -254,6 +254,9 @@ int fy_repo_init_format(const char *root, unsigned format);
  * durable pack and the index is written; a second run finishes the
  * removal of the old block files). Reports to out. */
 int fy_repo_migrate(const char *root, FILE *out);
+/* Format 3: drops the local cache and builds it again from the bucket
+ * (no server may be serving root). Reports to out. */
+int fy_repo_rebuild(const char *root, FILE *out);
 /* Opens an initialised repository. FY_REPO_CLEAN_TMP clears leftovers of
  * a crash from tmp/ (the server does it at start, under the exclusive
  * lock). */
@@ -261,6 +264,8 @@ int fy_repo_migrate(const char *root, FILE *out);
 /* A server: holds root/serve.lock shared while open, so that migrate can
  * refuse to change the format under a running server. */
 #define FY_REPO_SERVING 2u
+/* The configuration only, no store (a cache that is to be rebuilt). */
+#define FY_REPO_CONFIG_ONLY 4u
 int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out);
 void fy_repo_close(struct fy_repo *repo);
 const char *fy_repo_id(const struct fy_repo *repo);
@@ -318,6 +323,9 @@ int fy_repo_block_locate(struct fy_repo *repo,
  * pack file in memory (header and trailer, every bound), and an index
  * file (docs/FORMAT.md). 0, or -EBADMSG with a message. */
 int fy_pack_check(const uint8_t *file, size_t len);
+/* The lease object of a repository in a bucket (format 3), for fuzzing:
+ * 0 or -EBADMSG. */
+int fy_s3_lease_check(const uint8_t *data, size_t len);
 int fy_index_check(const uint8_t *file, size_t len);
 /* The repository's format: 1 (a file per block) or 2 (pack files). */
 unsigned fy_repo_format(const struct fy_repo *repo);
@@ -441,6 +449,11 @@ struct fy_gc_result {
 	 * copied into packs_written new ones, bytes_written bytes) */
 	uint64_t packs, packs_deleted, packs_repacked, packs_written;
 	uint64_t bytes_written;
+	/* format 3: packs gc would delete or repack that Object Lock
+	 * retention still keeps */
+	uint64_t packs_retained;
+	/* format 3 with Object Lock: objects whose retention gc extended */
+	uint64_t retention_extended;
 };
 /* Deletes blocks no backup references, under the exclusive lock. */
 int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "image/image.h"
+#include "s3/s3.h"
 
 /* ---- on-disk constants (docs/FORMAT.md) -------------------------------- */
 
@@ -164,6 +165,8 @@ struct fy_store_ops {
 	/* Forgets many blocks at once (verify --repair). */
 	int (*block_forget)(struct fy_store *st,
 			    const uint8_t (*digests)[FY_DIGEST_LEN], size_t n);
+	/* A server stopping lets others use what it held; NULL: nothing. */
+	void (*release)(struct fy_store *st);
 };
 
 /* Every store embeds this first. */
@@ -180,6 +183,8 @@ int fy_store_posix_open(const char *root, const char *tmpdir,
 
 #define FY_REPO_VERSION_BLOCKS 1 /* one file per block (store.c) */
 #define FY_REPO_VERSION_PACKS 2  /* pack files and an index (packstore.c) */
+#define FY_REPO_VERSION_S3 3     /* format 2's objects in an S3 bucket, with
+				    a local cache (s3store.c) */
 
 #define FY_PACK_MAGIC "FYPACK01"
 #define FY_PACK_VERSION 1
@@ -252,6 +257,21 @@ int fy_pack_read_trailer(const char *path, struct fy_pack_entry **out,
 int fy_pack_read_object(const char *path, uint32_t offset, uint32_t length,
 			void *hdr, size_t hdrlen, void *buf, size_t bufcap);
 
+/* Packs whose data lives in an object store: the local file is a cache
+ * that may have holes where its data was evicted (s3store.c). */
+/* 1 when bytes [offset, offset + length) are on local disk, 0 when a part
+ * of them is a hole, -ENOENT when the pack is gone. */
+int fy_pack_range_local(const char *path, uint64_t offset, uint64_t length);
+/* Punches out the pack's data area (whole file system blocks between its
+ * header's block and its trailer): the file keeps its size, header and
+ * trailer, so the index still reads it. Bytes freed into *freed. */
+int fy_pack_evict(const char *path, uint64_t *freed);
+/* tmpdir/<id>.pack of size bytes holding only a header and the given
+ * trailer (the pack's last tail_len bytes), the rest a hole; fdatasync'd,
+ * ready for fy_pack_move_in. */
+int fy_pack_write_stub(const char *tmpdir, const uint8_t id[FY_PACK_ID_LEN],
+		       uint64_t size, const void *tail, size_t tail_len);
+
 /* ---- the repository index of format 2 (index.c) ------------------------ */
 
 #define FY_INDEX_MAGIC "FYINDEX1"
@@ -322,6 +342,102 @@ int fy_index_parse(const uint8_t *buf, size_t len, const char *name,
 int fy_store_pack_open(const char *root, const char *tmpdir,
 		       struct fy_store **out);
 
+/*
+ * An object store behind the pack store (repository format 3, s3store.c):
+ * every pack and manifest is stored there before it is visible locally,
+ * so the local packs/, index/ and backups/ are a cache of the bucket.
+ */
+struct fy_pack_remote {
+	void *ctx;
+	/* A finished, durable pack (path) stored remotely: called before it
+	 * is moved into packs/. */
+	int (*pack_put)(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
+			const char *path);
+	/* length bytes at offset of a pack whose local copy has a hole
+	 * there. */
+	int (*pack_read)(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
+			 uint64_t offset, uint32_t length, void *buf);
+	/* 1 when the pack may be deleted now, 0 while retention keeps it
+	 * (counted and said by gc). */
+	int (*pack_deletable)(void *ctx, const uint8_t id[FY_PACK_ID_LEN]);
+	int (*pack_delete)(void *ctx, const uint8_t id[FY_PACK_ID_LEN]);
+	/* A finished manifest file stored remotely as backup id; called
+	 * before it is moved in locally. */
+	int (*manifest_put)(void *ctx, const char *id, const char *path);
+	/* -EPERM with a message while retention keeps it. */
+	int (*manifest_delete)(void *ctx, const char *id);
+	/* After packs were published: keeps the cache within its size. */
+	void (*trim)(void *ctx);
+	/* After gc: the retention of the packs still referenced (and of
+	 * every manifest) extended before it runs out; how many in
+	 * *extended. */
+	int (*upkeep)(void *ctx, const uint8_t (*packs)[FY_PACK_ID_LEN],
+		      size_t n, uint64_t *extended);
+	/* A server stopping: the bucket is let go (its lease released). */
+	void (*release)(void *ctx);
+	void (*close)(void *ctx);
+};
+
+/* The pack store with remote (NULL: a local format 2 repository). The
+ * store owns remote->ctx from now on (its close is called), also on
+ * failure. */
+int fy_store_pack_open_remote(const char *root, const char *tmpdir,
+			      const struct fy_pack_remote *remote,
+			      struct fy_store **out);
+
+/* ---- repository format 3: an S3 bucket and a local cache (s3store.c) ---- */
+
+#define FY_S3_CACHE_DEFAULT (8ull << 30)
+
+/* The s3.* lines of a format 3 repository's config. */
+struct fy_repo_s3conf {
+	char url[FY_S3_URL_MAX + FY_S3_BUCKET_MAX + 2];
+	char region[FY_S3_REGION_MAX];
+	bool path_style;
+	char ca[PATH_MAX];
+	char credentials[PATH_MAX];
+	unsigned lock_days;   /* 0: no Object Lock */
+	bool lock_governance; /* else COMPLIANCE */
+	uint64_t cache_size;  /* bytes of pack data kept locally */
+};
+
+void fy_s3conf_init(struct fy_repo_s3conf *c);
+/* One config line: 0 when it was an s3.* line (taken), 1 when it is not
+ * one, or -EINVAL with a message. */
+int fy_s3conf_line(struct fy_repo_s3conf *c, const char *root,
+		   const char *line, size_t n);
+/* The s3.* lines, for the config file; the length written, or -errno. */
+int fy_s3conf_format(const struct fy_repo_s3conf *c, char *out, size_t len);
+/* A client with the configured credentials. */
+int fy_s3conf_client(const struct fy_repo_s3conf *c, struct fy_s3 **out);
+/* init: checks the bucket (Object Lock when asked) and gives the
+ * repository id: a new one, written to the bucket's identity object, or
+ * the id of the repository the bucket already holds (*adopted). */
+int fy_s3_repo_prepare(const struct fy_repo_s3conf *conf,
+		       char id[FY_REPO_ID_HEX + 1], bool *adopted);
+
+struct lease_view {
+	char owner[33];
+	char host[256];
+	long long pid, expires;
+};
+/* The bucket's lease object, every field bounded (fuzzed). */
+int fy_s3_lease_parse(const char *text, size_t len, struct lease_view *out);
+
+struct fy_repo;
+/* The store of a format 3 repository: the bucket checked against the
+ * repository id, the lease taken, the cache reconciled with the bucket
+ * (always when serving, else when the cache is new or was lost). */
+int fy_store_s3_open(struct fy_repo *repo, const struct fy_repo_s3conf *conf,
+		     unsigned flags, struct fy_store **out);
+/* A new format 3 repository at root (a new or empty directory) for the
+ * bucket of conf: a new repository, or, when the bucket already holds
+ * one, a new cache of it. */
+int fy_repo_init_s3(const char *root, const struct fy_repo_s3conf *conf);
+/* Empties the cache (index, packs, backups): the next open rebuilds it
+ * from the bucket. The caller holds the repository exclusively. */
+int fy_repo_rebuild_cache(const char *root);
+
 struct fy_repo {
 	char root[PATH_MAX];
 	unsigned version; /* FY_REPO_VERSION_BLOCKS or _PACKS */
@@ -330,6 +446,7 @@ struct fy_repo {
 	char lock_path[PATH_MAX];
 	char id[FY_REPO_ID_HEX + 1];
 	struct fy_store *store;
+	struct fy_repo_s3conf *s3; /* format 3, else NULL */
 };
 
 /* Removes everything inside dir (not dir itself). Returns how many entries

@@ -204,6 +204,12 @@ int fy_repo_migrate(const char *root, FILE *out)
 		rc = lock;
 		goto out;
 	}
+	if (repo->version == FY_REPO_VERSION_S3) {
+		rc = fy_err_set(-EINVAL, "migrate: %s is a format %d repository "
+				"(in a bucket); nothing to migrate", root,
+				FY_REPO_VERSION_S3);
+		goto out;
+	}
 	if (repo->version == FY_REPO_VERSION_PACKS) {
 		rc = remove_old_blocks(repo, out);
 		goto out;
@@ -290,4 +296,64 @@ out:
 	fy_repo_unlock(lock);
 	fy_repo_close(repo);
 	return rc;
+}
+
+static int count_block(void *opaque, const uint8_t digest[FY_DIGEST_LEN])
+{
+	(void)digest;
+	(*(uint64_t *)opaque)++;
+	return 0;
+}
+
+int fy_repo_rebuild(const char *root, FILE *out)
+{
+	struct fy_repo *repo = NULL;
+	uint64_t backups = 0, blocks = 0;
+	char (*ids)[FY_ID_MAX] = NULL;
+	size_t n = 0;
+	int lock, rc;
+
+	rc = fy_repo_open(root, FY_REPO_CONFIG_ONLY, &repo);
+	if (rc)
+		return rc;
+	if (repo->version != FY_REPO_VERSION_S3) {
+		rc = fy_err_set(-EINVAL, "rebuild-cache: %s is a format %u "
+				"repository: only a repository in a bucket "
+				"(format %d) has a cache", root, repo->version,
+				FY_REPO_VERSION_S3);
+		goto out;
+	}
+	rc = no_server(repo);
+	if (rc)
+		goto out;
+	lock = fy_repo_lock_as(repo, true, "rebuild-cache");
+	if (lock < 0) {
+		rc = lock;
+		goto out;
+	}
+	rc = fy_repo_rebuild_cache(root);
+	fy_repo_unlock(lock);
+	fy_repo_close(repo);
+	repo = NULL;
+	/* Opening it again builds the cache: the bucket is listed, each
+	 * pack's trailer and each manifest fetched, the index written. */
+	if (!rc)
+		rc = fy_repo_open(root, 0, &repo);
+	if (!rc)
+		rc = fy_repo_list_ids(repo, &ids, &n);
+	if (!rc) {
+		backups = n;
+		rc = repo->store->ops->block_list(repo->store, count_block,
+						  &blocks);
+	}
+	if (!rc) {
+		if (out)
+			fprintf(out, "rebuilt the cache of %s from its bucket: "
+				"%" PRIu64 " backups, %" PRIu64 " blocks\n",
+				root, backups, blocks);
+	}
+	free(ids);
+out:
+	fy_repo_close(repo);
+	return rc ? fy_err_wrap(rc, "rebuild-cache") : 0;
 }

@@ -457,3 +457,120 @@ int fy_pack_check(const uint8_t *file, size_t len)
 	free(e);
 	return rc;
 }
+
+/* ---- packs whose data lives in an object store (s3store.c) ------------- */
+
+int fy_pack_range_local(const char *path, uint64_t offset, uint64_t length)
+{
+	off_t hole;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT
+				       : fy_err_set(-errno, "pack %s: %s", path,
+						    strerror(errno));
+	/* The first hole at or after offset; the end of the file counts as
+	 * one, so a fully local range ends at or before it. */
+	hole = lseek(fd, (off_t)offset, SEEK_HOLE);
+	if (hole < 0)
+		rc = errno == ENXIO ? 0
+				    : fy_err_set(-errno, "pack %s: seek: %s",
+						 path, strerror(errno));
+	else
+		rc = (uint64_t)hole >= offset + length;
+	close(fd);
+	return rc;
+}
+
+/* The length of the pack's trailer (entries and footer), from its footer. */
+static int trailer_len(int fd, uint64_t size, const char *path, uint64_t *len)
+{
+	uint8_t foot[FY_PACK_FOOTER_LEN];
+
+	if (size < FY_PACK_HDR_LEN + FY_PACK_FOOTER_LEN ||
+	    pread(fd, foot, sizeof(foot), (off_t)(size - sizeof(foot))) !=
+		    (ssize_t)sizeof(foot) ||
+	    memcmp(foot + 40, FY_PACK_END_MAGIC, 8) ||
+	    fy_get_be32(foot) > FY_PACK_ENTRIES_MAX)
+		return fy_err_set(-EBADMSG, "pack %s: no valid footer", path);
+	*len = (uint64_t)fy_get_be32(foot) * FY_PACK_ENTRY_LEN +
+	       FY_PACK_FOOTER_LEN;
+	if (*len + FY_PACK_HDR_LEN > size)
+		return fy_err_set(-EBADMSG, "pack %s: trailer larger than the "
+				  "file", path);
+	return 0;
+}
+
+int fy_pack_evict(const char *path, uint64_t *freed)
+{
+	uint64_t tlen, start, end, before;
+	struct stat sb;
+	int fd, rc;
+
+	*freed = 0;
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT
+				       : fy_err_set(-errno, "pack %s: %s", path,
+						    strerror(errno));
+	if (fstat(fd, &sb)) {
+		rc = fy_err_set(-errno, "pack %s: %s", path, strerror(errno));
+		goto out;
+	}
+	rc = trailer_len(fd, (uint64_t)sb.st_size, path, &tlen);
+	if (rc)
+		goto out;
+	/* Whole file system blocks only: a partly punched block would be
+	 * zeroed but stay allocated, and read back as local data. The first
+	 * block keeps the header; the trailer's blocks stay. */
+	start = (uint64_t)sb.st_blksize;
+	end = ((uint64_t)sb.st_size - tlen) / (uint64_t)sb.st_blksize *
+	      (uint64_t)sb.st_blksize;
+	before = (uint64_t)sb.st_blocks * 512;
+	if (end > start &&
+	    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)start, (off_t)(end - start))) {
+		rc = fy_err_set(-errno, "pack %s: cannot free its cached data "
+				"(punch hole): %s", path, strerror(errno));
+		goto out;
+	}
+	if (!fstat(fd, &sb) && before > (uint64_t)sb.st_blocks * 512)
+		*freed = before - (uint64_t)sb.st_blocks * 512;
+out:
+	close(fd);
+	return rc;
+}
+
+int fy_pack_write_stub(const char *tmpdir, const uint8_t id[FY_PACK_ID_LEN],
+		       uint64_t size, const void *tail, size_t tail_len)
+{
+	uint8_t hdr[FY_PACK_HDR_LEN] = { 0 };
+	char path[PATH_MAX];
+	int fd, rc;
+
+	if (size > FY_PACK_FILE_MAX || tail_len + FY_PACK_HDR_LEN > size)
+		return fy_err_set(-EBADMSG, "pack stub: %zu bytes of trailer "
+				  "do not fit a pack of %" PRIu64 " bytes",
+				  tail_len, size);
+	rc = fy_pack_tmp_path(tmpdir, id, path, sizeof(path));
+	if (rc)
+		return rc;
+	memcpy(hdr, FY_PACK_MAGIC, 8);
+	fy_put_be32(hdr + 8, FY_PACK_VERSION);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fy_err_set(-errno, "pack stub %s: %s", path,
+				  strerror(errno));
+	if (ftruncate(fd, (off_t)size) ||
+	    pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+	    pwrite(fd, tail, tail_len, (off_t)(size - tail_len)) !=
+		    (ssize_t)tail_len ||
+	    fdatasync(fd))
+		rc = fy_err_set(errno ? -errno : -EIO, "pack stub %s: %s",
+				path, strerror(errno));
+	close(fd);
+	if (rc)
+		unlink(path);
+	return rc;
+}

@@ -42,6 +42,9 @@ struct pack_store {
 	struct fy_index *ix;
 	pthread_mutex_t refresh_lock;
 	double last_refresh;
+	/* format 3: the object store every pack and manifest goes to first */
+	const struct fy_pack_remote *remote;
+	struct fy_pack_remote remote_ops;
 };
 
 struct pack_session {
@@ -95,6 +98,42 @@ static int pack_refresh(struct fy_store *st)
 
 /* ---- blocks ------------------------------------------------------------ */
 
+/* One object of a pack: from the local file, or, where the cache has a
+ * hole (format 3), from the object store. */
+static int read_object(struct pack_store *ps, const char *path,
+		       const struct fy_index_loc *loc, uint32_t length,
+		       void *hdr, size_t hdrlen, void *buf, size_t bufcap)
+{
+	uint8_t *tmp;
+	int rc;
+
+	if (ps->remote) {
+		rc = fy_pack_range_local(path, loc->offset, length);
+		if (rc < 0)
+			return rc;
+		if (rc == 0) {
+			if (length < hdrlen || length - hdrlen > bufcap)
+				return fy_err_set(-EBADMSG, "pack %s: an "
+						  "object of %u bytes at %u "
+						  "does not fit", path, length,
+						  loc->offset);
+			tmp = malloc(length);
+			if (!tmp)
+				return fy_err_set(-ENOMEM, "out of memory");
+			rc = ps->remote->pack_read(ps->remote->ctx, loc->pack,
+						   loc->offset, length, tmp);
+			if (!rc) {
+				memcpy(hdr, tmp, hdrlen);
+				memcpy(buf, tmp + hdrlen, length - hdrlen);
+			}
+			free(tmp);
+			return rc;
+		}
+	}
+	return fy_pack_read_object(path, loc->offset, length, hdr, hdrlen, buf,
+				   bufcap);
+}
+
 static int pack_block_stat(struct fy_store *st,
 			   const uint8_t digest[FY_DIGEST_LEN], uint64_t *size)
 {
@@ -128,11 +167,10 @@ static int pack_block_get(struct fy_store *st,
 			return rc;
 		/* Too large for buf: the header alone, and the caller, seeing
 		 * the size, refuses. */
-		rc = fy_pack_read_object(path, loc.offset,
-					 loc.length - hdrlen > bufcap
-						 ? (uint32_t)hdrlen
-						 : loc.length,
-					 hdr, hdrlen, buf, bufcap);
+		rc = read_object(ps, path, &loc,
+				 loc.length - hdrlen > bufcap ? (uint32_t)hdrlen
+							      : loc.length,
+				 hdr, hdrlen, buf, bufcap);
 		/* gc in another process moved it: look again. */
 		if (rc == -ENOENT && tries == 0 && !pack_refresh(st))
 			continue;
@@ -293,6 +331,17 @@ static int publish(struct pack_store *ps, uint8_t (*ids)[FY_PACK_ID_LEN],
 	int rc;
 
 	for (i = *published; i < n; i++) {
+		/* Format 3: in the bucket first, so that no local index, and
+		 * so no manifest, ever names a pack the bucket lacks. */
+		if (ps->remote) {
+			rc = fy_pack_tmp_path(ps->tmpdir, ids[i], path,
+					      sizeof(path));
+			if (!rc)
+				rc = ps->remote->pack_put(ps->remote->ctx,
+							  ids[i], path);
+			if (rc)
+				return rc;
+		}
 		rc = fy_pack_move_in(ps->tmpdir, ps->packs_dir, ids[i]);
 		if (rc)
 			return rc;
@@ -311,6 +360,8 @@ static int publish(struct pack_store *ps, uint8_t (*ids)[FY_PACK_ID_LEN],
 		if (rc)
 			return rc;
 	}
+	if (ps->remote && n)
+		ps->remote->trim(ps->remote->ctx);
 	return 0;
 }
 
@@ -510,9 +561,8 @@ static int repack(struct gc_ctx *g)
 		rc = fy_pack_path(ps->packs_dir, c->loc.pack, path,
 				  sizeof(path));
 		if (!rc)
-			rc = fy_pack_read_object(path, c->loc.offset,
-						 c->loc.length, hdr, sizeof(hdr),
-						 buf, FY_STORED_MAX);
+			rc = read_object(ps, path, &c->loc, c->loc.length, hdr,
+					 sizeof(hdr), buf, FY_STORED_MAX);
 		if (rc == -ENOENT)
 			rc = fy_err_set(rc, "gc: pack %s is gone", path);
 		if (!rc && !w)
@@ -606,6 +656,19 @@ static int sweep(struct gc_ctx *g, bool dry_run, bool strict)
 		if (rc)
 			return rc;
 		p->size = stat(path, &sb) ? 0 : (uint64_t)sb.st_size;
+		if (ps->remote && p->live_count < p->count &&
+		    (strict || !p->live_count || p->live_bytes * 2 < p->size)) {
+			/* Object Lock: a pack that cannot be deleted yet is
+			 * neither deleted nor copied (that would only add a
+			 * second copy). */
+			rc = ps->remote->pack_deletable(ps->remote->ctx, p->id);
+			if (rc < 0)
+				return rc;
+			if (!rc) {
+				res->packs_retained++;
+				continue;
+			}
+		}
 		if (!p->live_count) {
 			p->fate = DROP;
 			res->packs_deleted++;
@@ -639,6 +702,14 @@ static int sweep(struct gc_ctx *g, bool dry_run, bool strict)
 		    fy_path_fmt(dir, sizeof(dir), "%s/%.2s", ps->packs_dir,
 				hex))
 			continue;
+		/* Format 3: the bucket's copy first. When that fails the
+		 * local file stays, so the pack is seen (and deleted) again
+		 * by the next gc. */
+		if (ps->remote &&
+		    ps->remote->pack_delete(ps->remote->ctx, g->packs[i].id)) {
+			fy_warn("gc: %s", fy_err_msg());
+			continue;
+		}
 		if (unlink(path) && errno != ENOENT) {
 			fy_warn("gc: cannot delete %s: %s", path,
 				strerror(errno));
@@ -656,6 +727,26 @@ static int pack_collect(struct fy_store *st, const struct fy_digest_set *refs,
 {
 	struct gc_ctx g = { .ps = to_pack(st), .refs = refs, .res = res };
 	int rc = sweep(&g, dry_run, false);
+	size_t i, n = 0;
+
+	/* Object Lock: what kept backups still need stays locked. */
+	if (!rc && !dry_run && g.ps->remote && g.ps->remote->upkeep) {
+		uint8_t (*live)[FY_PACK_ID_LEN] =
+			malloc((g.npacks ? g.npacks : 1) * FY_PACK_ID_LEN);
+
+		if (!live)
+			rc = fy_err_set(-ENOMEM, "gc: out of memory");
+		for (i = 0; live && i < g.npacks; i++)
+			if (g.packs[i].fate == KEEP && g.packs[i].live_count)
+				memcpy(live[n++], g.packs[i].id,
+				       FY_PACK_ID_LEN);
+		if (live)
+			rc = g.ps->remote->upkeep(
+				g.ps->remote->ctx,
+				(const uint8_t (*)[FY_PACK_ID_LEN])live, n,
+				&res->retention_extended);
+		free(live);
+	}
 
 	res->bytes_freed = res->bytes_freed > res->bytes_written
 				   ? res->bytes_freed - res->bytes_written
@@ -722,8 +813,20 @@ static int pack_block_locate(struct fy_store *st,
 static int pack_manifest_put(struct fy_store *st, const char *tmp_path,
 			     const char *id)
 {
-	struct fy_store *m = to_pack(st)->manifests;
+	struct pack_store *ps = to_pack(st);
+	struct fy_store *m = ps->manifests;
+	int rc;
 
+	/* Format 3: listed only once the bucket has it. */
+	if (ps->remote) {
+		rc = m->ops->manifest_exists(m, id);
+		if (rc != -ENOENT)
+			return rc ? rc : fy_err_set(-EEXIST, "backup %s "
+						    "exists", id);
+		rc = ps->remote->manifest_put(ps->remote->ctx, id, tmp_path);
+		if (rc)
+			return rc;
+	}
 	return m->ops->manifest_put(m, tmp_path, id);
 }
 
@@ -751,8 +854,15 @@ static int pack_manifest_list(struct fy_store *st, fy_id_cb cb, void *opaque)
 
 static int pack_manifest_delete(struct fy_store *st, const char *id)
 {
-	struct fy_store *m = to_pack(st)->manifests;
+	struct pack_store *ps = to_pack(st);
+	struct fy_store *m = ps->manifests;
+	int rc;
 
+	if (ps->remote) {
+		rc = ps->remote->manifest_delete(ps->remote->ctx, id);
+		if (rc && rc != -ENOENT)
+			return rc;
+	}
 	return m->ops->manifest_delete(m, id);
 }
 
@@ -773,8 +883,18 @@ static void pack_close(struct fy_store *st)
 	fy_index_close(ps->ix, true);
 	if (ps->manifests)
 		ps->manifests->ops->close(ps->manifests);
+	if (ps->remote)
+		ps->remote->close(ps->remote->ctx);
 	pthread_mutex_destroy(&ps->refresh_lock);
 	free(ps);
+}
+
+static void pack_release(struct fy_store *st)
+{
+	struct pack_store *ps = to_pack(st);
+
+	if (ps->remote && ps->remote->release)
+		ps->remote->release(ps->remote->ctx);
 }
 
 static const struct fy_store_ops pack_ops = {
@@ -799,23 +919,41 @@ static const struct fy_store_ops pack_ops = {
 	.collect = pack_collect,
 	.block_forget = pack_block_forget,
 	.block_locate = pack_block_locate,
+	.release = pack_release,
 };
 
 int fy_store_pack_open(const char *root, const char *tmpdir,
 		       struct fy_store **out)
+{
+	return fy_store_pack_open_remote(root, tmpdir, NULL, out);
+}
+
+int fy_store_pack_open_remote(const char *root, const char *tmpdir,
+			      const struct fy_pack_remote *remote,
+			      struct fy_store **out)
 {
 	struct pack_store *ps;
 	int rc;
 
 	*out = NULL;
 	if (strlen(root) > FY_REPO_ROOT_MAX ||
-	    strlen(tmpdir) > FY_REPO_ROOT_MAX)
+	    strlen(tmpdir) > FY_REPO_ROOT_MAX) {
+		if (remote)
+			remote->close(remote->ctx);
 		return fy_err_set(-ENAMETOOLONG, "repository %s: path too long",
 				  root);
+	}
 	ps = calloc(1, sizeof(*ps));
-	if (!ps)
+	if (!ps) {
+		if (remote)
+			remote->close(remote->ctx);
 		return fy_err_set(-ENOMEM, "repository %s: out of memory",
 				  root);
+	}
+	if (remote) {
+		ps->remote_ops = *remote;
+		ps->remote = &ps->remote_ops;
+	}
 	ps->base.ops = &pack_ops;
 	pthread_mutex_init(&ps->refresh_lock, NULL);
 	strcpy(ps->root, root);
@@ -837,6 +975,8 @@ int fy_store_pack_open(const char *root, const char *tmpdir,
 		fy_err_wrap(rc, "repository %s", root);
 		if (ps->manifests)
 			ps->manifests->ops->close(ps->manifests);
+		if (ps->remote)
+			ps->remote->close(ps->remote->ctx);
 		pthread_mutex_destroy(&ps->refresh_lock);
 		free(ps);
 		return rc;

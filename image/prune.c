@@ -197,6 +197,15 @@ int fy_repo_prune(struct fy_repo *repo, const struct fy_prune_policy *p,
 				rc = fy_repo_backup_delete(repo, b[j].id);
 				if (rc == -ENOENT)
 					rc = 0; /* removed meanwhile */
+				/* Object Lock (format 3): not yet; the next
+				 * prune after the date removes it. */
+				if (rc == -EPERM) {
+					if (out)
+						fprintf(out, "kept %s: %s\n",
+							b[j].id, fy_err_msg());
+					rc = 0;
+					continue;
+				}
 				if (rc) {
 					fy_err_wrap(rc, "prune");
 					goto out;

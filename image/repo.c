@@ -275,10 +275,48 @@ int fy_repo_init(const char *root)
 	return fy_repo_init_format(root, FY_REPO_FORMAT_CURRENT);
 }
 
+static int init_dirs(const char *root, unsigned format, const char *extra,
+		     const char *given_id);
+
 int fy_repo_init_format(const char *root, unsigned format)
 {
+	if (format != FY_REPO_VERSION_BLOCKS && format != FY_REPO_VERSION_PACKS)
+		return fy_err_set(-EINVAL, "repository init: format %u is "
+				  "neither %d nor %d", format,
+				  FY_REPO_VERSION_BLOCKS,
+				  FY_REPO_VERSION_PACKS);
+	return init_dirs(root, format, "", NULL);
+}
+
+int fy_repo_init_s3(const char *root, const struct fy_repo_s3conf *conf)
+{
+	char extra[FY_REPO_CONFIG_MAX - 256], id[FY_REPO_ID_HEX + 1];
+	bool adopted = false;
+	int rc;
+
+	rc = fy_s3conf_format(conf, extra, sizeof(extra));
+	if (rc < 0)
+		return rc;
+	rc = init_dirs(root, FY_REPO_VERSION_S3, extra, NULL);
+	if (rc != -EAGAIN)
+		return rc; /* the directory's checks failed */
+	rc = fy_s3_repo_prepare(conf, id, &adopted);
+	if (rc)
+		return fy_err_wrap(rc, "repository init: bucket %s", conf->url);
+	rc = init_dirs(root, FY_REPO_VERSION_S3, extra, id);
+	if (!rc && adopted)
+		fy_info("repository %s: the bucket already holds repository %s; "
+			"this directory is now its cache (rebuilt from the "
+			"bucket when it is first opened)", root, id);
+	return rc;
+}
+
+/* Without given_id for format 3: only the checks, then -EAGAIN. */
+static int init_dirs(const char *root, unsigned format, const char *extra,
+		     const char *given_id)
+{
 	char path[PATH_MAX], tmpdir[PATH_MAX];
-	char config[128], id[FY_REPO_ID_HEX + 1];
+	char config[FY_REPO_CONFIG_MAX], id[FY_REPO_ID_HEX + 1];
 	struct stat st;
 	int fd, rc, n;
 
@@ -316,11 +354,8 @@ int fy_repo_init_format(const char *root, unsigned format)
 					  root);
 	}
 
-	if (format != FY_REPO_VERSION_BLOCKS && format != FY_REPO_VERSION_PACKS)
-		return fy_err_set(-EINVAL, "repository init: format %u is "
-				  "neither %d nor %d", format,
-				  FY_REPO_VERSION_BLOCKS,
-				  FY_REPO_VERSION_PACKS);
+	if (format == FY_REPO_VERSION_S3 && !given_id)
+		return -EAGAIN;
 	if (format == FY_REPO_VERSION_BLOCKS) {
 		rc = make_dir(root, "blocks");
 	} else {
@@ -345,9 +380,12 @@ int fy_repo_init_format(const char *root, unsigned format)
 	/* The config is written last and durably (it fsyncs root, which
 	 * also makes the directories above durable): a crash before it
 	 * leaves no half repository that open would accept. */
-	random_hex(id, FY_REPO_ID_HEX / 2);
-	n = snprintf(config, sizeof(config), "%s %u\nid=%s\n",
-		     FY_REPO_CONFIG_LINE, format, id);
+	if (given_id)
+		snprintf(id, sizeof(id), "%s", given_id);
+	else
+		random_hex(id, FY_REPO_ID_HEX / 2);
+	n = snprintf(config, sizeof(config), "%s %u\nid=%s\n%s",
+		     FY_REPO_CONFIG_LINE, format, id, extra);
 	rc = path_join(tmpdir, sizeof(tmpdir), root, "tmp");
 	if (rc)
 		return rc;
@@ -379,12 +417,13 @@ static int parse_version_line(const char *root, const char *line, size_t n,
 		return fy_err_set(-EINVAL,
 				  "repository %s: bad version \"%s\" in config",
 				  root, version);
-	if (v != FY_REPO_VERSION_BLOCKS && v != FY_REPO_VERSION_PACKS)
+	if (v != FY_REPO_VERSION_BLOCKS && v != FY_REPO_VERSION_PACKS &&
+	    v != FY_REPO_VERSION_S3)
 		return fy_err_set(-ENOTSUP,
 				  "repository %s has format version %ld; this "
-				  "build reads %d and %d",
+				  "build reads %d, %d and %d",
 				  root, v, FY_REPO_VERSION_BLOCKS,
-				  FY_REPO_VERSION_PACKS);
+				  FY_REPO_VERSION_PACKS, FY_REPO_VERSION_S3);
 	*out = (unsigned)v;
 	return 0;
 }
@@ -411,12 +450,14 @@ bad:
 }
 
 static int parse_config(const char *root, const char *text, size_t len,
-			char id[FY_REPO_ID_HEX + 1], unsigned *version)
+			char id[FY_REPO_ID_HEX + 1], unsigned *version,
+			struct fy_repo_s3conf *s3)
 {
 	const char *line, *end = text + len, *nl;
 	int rc;
 
 	id[0] = 0;
+	fy_s3conf_init(s3);
 	for (line = text; line < end; line = nl + 1) {
 		size_t n;
 
@@ -428,6 +469,9 @@ static int parse_config(const char *root, const char *text, size_t len,
 			rc = parse_version_line(root, line, n, version);
 		else if (n >= 3 && !memcmp(line, "id=", 3))
 			rc = parse_id_line(root, line, n, id);
+		else if (*version == FY_REPO_VERSION_S3)
+			rc = fy_s3conf_line(s3, root, line, n) < 0 ? -EINVAL
+								   : 0;
 		else
 			rc = 0; /* other lines are ignored */
 		if (rc)
@@ -440,6 +484,9 @@ static int parse_config(const char *root, const char *text, size_t len,
 	if (!id[0])
 		return fy_err_set(-EINVAL, "repository %s: config has no id=",
 				  root);
+	if (*version == FY_REPO_VERSION_S3 && !s3->url[0])
+		return fy_err_set(-EINVAL, "repository %s: format 3 config has "
+				  "no s3.url=", root);
 	return 0;
 }
 
@@ -511,9 +558,19 @@ int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
 		fy_err_wrap(rc, "repository %s", root);
 		goto out;
 	}
-	rc = parse_config(root, config, len, repo->id, &repo->version);
+	repo->s3 = malloc(sizeof(*repo->s3));
+	if (!repo->s3) {
+		rc = fy_err_set(-ENOMEM, "repository %s: out of memory", root);
+		goto out;
+	}
+	rc = parse_config(root, config, len, repo->id, &repo->version,
+			  repo->s3);
 	if (rc)
 		goto out;
+	if (repo->version != FY_REPO_VERSION_S3) {
+		free(repo->s3);
+		repo->s3 = NULL;
+	}
 	if (stat(repo->tmpdir, &st) || !S_ISDIR(st.st_mode)) {
 		rc = fy_err_set(-ENOENT, "repository %s: no tmp directory",
 				root);
@@ -536,7 +593,11 @@ int fy_repo_open(const char *root, unsigned flags, struct fy_repo **out)
 			goto out;
 		}
 	}
-	if (repo->version == FY_REPO_VERSION_PACKS)
+	if (flags & FY_REPO_CONFIG_ONLY)
+		rc = 0;
+	else if (repo->version == FY_REPO_VERSION_S3)
+		rc = fy_store_s3_open(repo, repo->s3, flags, &repo->store);
+	else if (repo->version == FY_REPO_VERSION_PACKS)
 		rc = fy_store_pack_open(root, repo->tmpdir, &repo->store);
 	else
 		rc = fy_store_posix_open(root, repo->tmpdir, &repo->store);
@@ -558,6 +619,7 @@ void fy_repo_close(struct fy_repo *repo)
 		repo->store->ops->close(repo->store);
 	if (repo->serve_fd >= 0)
 		close(repo->serve_fd);
+	free(repo->s3);
 	free(repo);
 }
 

@@ -1156,6 +1156,8 @@ int repo_server_run(const struct repo_server_opts *opts)
 		poll(NULL, 0, 200);
 	fy_gate_stop(gate);
 	fy_log(FY_LOG_WARN, "ferry-repo: stopping");
+	if (srv.repo->store->ops->release)
+		srv.repo->store->ops->release(srv.repo->store);
 	rc = 0;
 out_workers:
 	/* Sessions in progress are abandoned: uncommitted, so invisible. */

@@ -317,7 +317,7 @@ int main(void)
 
 	/* A format this build does not know is refused. */
 	snprintf(path, sizeof(path), "%s/config", root);
-	spill(path, "ferry-repository 3\nid=0123456789abcdef0123456789abcdef\n",
+	spill(path, "ferry-repository 4\nid=0123456789abcdef0123456789abcdef\n",
 	      54);
 	CHECK(fy_repo_open(root, 0, &repo) == -ENOTSUP);
 

@@ -164,10 +164,22 @@ static void test_init_open(void)
 	/* Config versions this build does not know are refused. */
 	sub(path, sizeof(path), "full/config");
 	write_file(path,
-		   "ferry-repository 3\nid=0123456789abcdef0123456789abcdef\n",
+		   "ferry-repository 4\nid=0123456789abcdef0123456789abcdef\n",
 		   54);
 	CHECK(fy_repo_open(root, 0, &repo) == -ENOTSUP);
-	CHECK(strstr(fy_err_msg(), "version 3") != NULL);
+	CHECK(strstr(fy_err_msg(), "version 4") != NULL);
+	/* Format 3 (a bucket) needs its s3.url, and knows its keys. */
+	write_file(path,
+		   "ferry-repository 3\nid=0123456789abcdef0123456789abcdef\n",
+		   54);
+	CHECK(fy_repo_open(root, 0, &repo) == -EINVAL);
+	CHECK(strstr(fy_err_msg(), "no s3.url") != NULL);
+	write_file(path,
+		   "ferry-repository 3\nid=0123456789abcdef0123456789abcdef\n"
+		   "s3.url=http://127.0.0.1:1/b\ns3.colour=blue\n",
+		   54 + 28 + 15);
+	CHECK(fy_repo_open(root, 0, &repo) == -EINVAL);
+	CHECK(strstr(fy_err_msg(), "unknown config key s3.colour") != NULL);
 	write_file(path, "something else\n", 15);
 	CHECK(fy_repo_open(root, 0, &repo) == -EINVAL);
 	write_file(path, "ferry-repository 1\nid=xyz\n", 26);
