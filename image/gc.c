@@ -136,6 +136,14 @@ int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,
 				"blocks kept: Object Lock retention still "
 				"protects them (a later gc deletes them)\n",
 				res->packs_retained);
+		if (res->packs_found)
+			fprintf(out, "gc: %" PRIu64 " packs were in the "
+				"bucket but not in the cache (a backup that "
+				"stopped before its commit); now seen\n",
+				res->packs_found);
+		if (res->uploads_aborted)
+			fprintf(out, "gc: aborted %" PRIu64 " unfinished "
+				"multipart uploads\n", res->uploads_aborted);
 		if (res->retention_extended)
 			fprintf(out, "gc: extended the Object Lock retention "
 				"of %" PRIu64 " objects kept backups still "

@@ -454,6 +454,9 @@ struct fy_gc_result {
 	uint64_t packs_retained;
 	/* format 3 with Object Lock: objects whose retention gc extended */
 	uint64_t retention_extended;
+	/* format 3: packs found only in the bucket, multipart uploads
+	 * aborted */
+	uint64_t packs_found, uploads_aborted;
 };
 /* Deletes blocks no backup references, under the exclusive lock. */
 int fy_repo_gc(struct fy_repo *repo, bool dry_run, FILE *out,

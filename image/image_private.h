@@ -368,6 +368,12 @@ struct fy_pack_remote {
 	int (*manifest_delete)(void *ctx, const char *id);
 	/* After packs were published: keeps the cache within its size. */
 	void (*trim)(void *ctx);
+	/* Before gc, under the exclusive lock (no backup is running):
+	 * packs in the bucket the cache does not know (a crash between an
+	 * upload and its commit) are brought in, so gc sees them; multipart
+	 * uploads left behind are aborted (not in a dry run). How many of
+	 * each into the result. */
+	int (*gc_begin)(void *ctx, bool dry_run, struct fy_gc_result *res);
 	/* After gc: the retention of the packs still referenced (and of
 	 * every manifest) extended before it runs out; how many in
 	 * *extended. */

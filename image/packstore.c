@@ -726,8 +726,13 @@ static int pack_collect(struct fy_store *st, const struct fy_digest_set *refs,
 			bool dry_run, struct fy_gc_result *res)
 {
 	struct gc_ctx g = { .ps = to_pack(st), .refs = refs, .res = res };
-	int rc = sweep(&g, dry_run, false);
 	size_t i, n = 0;
+	int rc = 0;
+
+	if (g.ps->remote && g.ps->remote->gc_begin)
+		rc = g.ps->remote->gc_begin(g.ps->remote->ctx, dry_run, res);
+	if (!rc)
+		rc = sweep(&g, dry_run, false);
 
 	/* Object Lock: what kept backups still need stays locked. */
 	if (!rc && !dry_run && g.ps->remote && g.ps->remote->upkeep) {

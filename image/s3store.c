@@ -794,6 +794,37 @@ static int drop_unlisted(struct s3_ctx *c, uint64_t *removed)
 	return rc;
 }
 
+static int abort_upload(void *opaque, const char *key,
+			const char *upload_id, time_t initiated)
+{
+	void **a = opaque;
+	struct s3_ctx *c = a[0];
+	uint64_t *n = a[1];
+
+	(void)initiated;
+	if (fy_s3_abort_upload(c->s3, key, upload_id)) {
+		fy_warn("repository %s: %s", c->root, fy_err_msg());
+		return 0;
+	}
+	(*n)++;
+	return 0;
+}
+
+/* Under the exclusive lock, so no upload of ours is under way. */
+static int s3_gc_begin(void *ctx, bool dry_run, struct fy_gc_result *res)
+{
+	struct s3_ctx *c = ctx;
+	struct recon r = { .c = c };
+	void *a[2] = { c, &res->uploads_aborted };
+	int rc;
+
+	rc = fy_s3_list(c->s3, "packs/", recon_pack, &r);
+	res->packs_found = r.stubs;
+	if (!rc && !dry_run)
+		rc = fy_s3_list_uploads(c->s3, "", abort_upload, a);
+	return rc ? fy_err_wrap(rc, "gc: reading the bucket") : 0;
+}
+
 static int reconcile(struct s3_ctx *c)
 {
 	struct recon r = { .c = c };
@@ -1087,6 +1118,7 @@ int fy_store_s3_open(struct fy_repo *repo, const struct fy_repo_s3conf *conf,
 		.manifest_delete = s3_manifest_delete,
 		.trim = s3_trim,
 		.upkeep = fy_s3_upkeep,
+		.gc_begin = s3_gc_begin,
 		.release = s3_release,
 		.close = s3_close,
 	};

@@ -1,3 +1,9 @@
+# Short and per build tree: admin socket paths below it must stay under
+# 107 bytes (ceph-up allows at most 80 for the directory).
+string(MD5 FERRY_CEPH_HASH "${CMAKE_BINARY_DIR}")
+string(SUBSTRING "${FERRY_CEPH_HASH}" 0 10 FERRY_CEPH_HASH)
+set(FERRY_CEPH_DIR /tmp/ferry-ceph-${FERRY_CEPH_HASH})
+
 # The S3 client's tests (label "s3"): s3tool, a command line over s3/s3.h
 # for tests only, against tests/s3/s3fake.py, a fake S3 server that checks
 # every request's signature and scripts faults (503 SlowDown, connection
@@ -19,18 +25,17 @@ add_test(NAME s3.radosgw COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/s3/radosgw.sh)
 set_tests_properties(s3.radosgw PROPERTIES
   LABELS "s3;ceph" TIMEOUT 400 SKIP_RETURN_CODE 77
   FIXTURES_REQUIRED ceph RESOURCE_LOCK ceph
-  ENVIRONMENT "S3TOOL=${CMAKE_BINARY_DIR}/tests/s3tool;CEPH_ENV=${CMAKE_BINARY_DIR}/ceph-test/env")
+  ENVIRONMENT "S3TOOL=${CMAKE_BINARY_DIR}/tests/s3tool;CEPH_ENV=${FERRY_CEPH_DIR}/env")
 
 # The repository in a bucket (format 3) against one Ceph cluster that the
 # fixture s3.ceph_up starts and s3.ceph_down stops; the tests that use it
 # take it in turn (RESOURCE_LOCK), since one of them restarts radosgw.
-set(FERRY_CEPH_DIR ${CMAKE_BINARY_DIR}/ceph-test)
 add_test(NAME s3.ceph_up COMMAND bash -c
-  "rm -rf '${FERRY_CEPH_DIR}' && '${CMAKE_CURRENT_SOURCE_DIR}/s3/ceph-up' '${FERRY_CEPH_DIR}'")
+  "'${CMAKE_CURRENT_SOURCE_DIR}/s3/ceph-down' --purge '${FERRY_CEPH_DIR}' >/dev/null 2>&1; rm -rf '${FERRY_CEPH_DIR}' && '${CMAKE_CURRENT_SOURCE_DIR}/s3/ceph-up' '${FERRY_CEPH_DIR}'")
 set_tests_properties(s3.ceph_up PROPERTIES FIXTURES_SETUP ceph LABELS "s3;ceph"
   TIMEOUT 200)
 add_test(NAME s3.ceph_down COMMAND
-  ${CMAKE_CURRENT_SOURCE_DIR}/s3/ceph-down ${FERRY_CEPH_DIR})
+  ${CMAKE_CURRENT_SOURCE_DIR}/s3/ceph-down --purge ${FERRY_CEPH_DIR})
 set_tests_properties(s3.ceph_down PROPERTIES FIXTURES_CLEANUP ceph LABELS "s3;ceph"
   TIMEOUT 120)
 function(ferry_s3_test name)
@@ -40,3 +45,4 @@ function(ferry_s3_test name)
     ENVIRONMENT "BIN=${CMAKE_BINARY_DIR}/bin;TOOLS=${CMAKE_CURRENT_SOURCE_DIR}/tools;CEPH_ENV=${FERRY_CEPH_DIR}/env;CEPH_DIR=${FERRY_CEPH_DIR}")
 endfunction()
 ferry_s3_test(repo)
+ferry_s3_test(faults)
