@@ -656,8 +656,12 @@ static int sweep(struct gc_ctx *g, bool dry_run, bool strict)
 		if (rc)
 			return rc;
 		p->size = stat(path, &sb) ? 0 : (uint64_t)sb.st_size;
-		if (ps->remote && p->live_count < p->count &&
-		    (strict || !p->live_count || p->live_bytes * 2 < p->size)) {
+		if (!p->live_count)
+			p->fate = DROP;
+		else if (strict ? p->live_count < p->count
+				: p->live_bytes * 2 < p->size)
+			p->fate = REPACK;
+		if (p->fate != KEEP && ps->remote) {
 			/* Object Lock: a pack that cannot be deleted yet is
 			 * neither deleted nor copied (that would only add a
 			 * second copy). */
@@ -665,20 +669,16 @@ static int sweep(struct gc_ctx *g, bool dry_run, bool strict)
 			if (rc < 0)
 				return rc;
 			if (!rc) {
+				p->fate = KEEP;
 				res->packs_retained++;
-				continue;
 			}
 		}
-		if (!p->live_count) {
-			p->fate = DROP;
+		if (p->fate == DROP)
 			res->packs_deleted++;
-			res->bytes_freed += p->size;
-		} else if (strict ? p->live_count < p->count
-				  : p->live_bytes * 2 < p->size) {
-			p->fate = REPACK;
+		else if (p->fate == REPACK)
 			res->packs_repacked++;
+		if (p->fate != KEEP)
 			res->bytes_freed += p->size;
-		}
 	}
 	res->packs = g->npacks;
 	if (dry_run || (!res->packs_deleted && !res->packs_repacked &&

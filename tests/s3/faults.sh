@@ -105,9 +105,12 @@ for _ in $(seq 1 200); do
   [[ $(grep -c "PUT .*/packs/" "$T/proxy.log") -ge 1 ]] && break
   sleep 0.05
 done
+rgw_pid() { awk '$1 == "client.rgw.a" {print $2}' "$CEPH_DIR/pids"; }
+old_pid=$(rgw_pid)
 "$S3DIR/ceph-rgw-restart" --kill "$CEPH_DIR" >/dev/null
 sleep 1
 "$S3DIR/ceph-rgw-restart" --start "$CEPH_DIR" >/dev/null || fail "radosgw did not come back"
+[[ $(rgw_pid) != "$old_pid" && ! -e /proc/$old_pid/cmdline ]] || fail "radosgw $old_pid was not killed"
 if wait "$agent"; then
   id=$(json "$T/b.json" 'j["backup_id"]')
   images+=("$id:$T/b.img")
@@ -118,6 +121,17 @@ else
 fi
 change_and_backup
 restore_all
+
+note "radosgw down: a backup still in the cache restores, a new one fails cleanly"
+"$S3DIR/ceph-rgw-restart" --kill "$CEPH_DIR" >/dev/null
+last=${images[-1]}
+"$FERRY" --config "$T/agent.conf" restore "${last%%:*}" --disk 0 --output "$T/r.img" --force >/dev/null ||
+  fail "a cached backup did not restore with the store down"
+same_file "${last#*:}" "$T/r.img"
+before=$(backup_count)
+change_and_backup_fails
+[[ $(backup_count) == "$before" ]] || fail "a backup was listed with the store down"
+"$S3DIR/ceph-rgw-restart" --start "$CEPH_DIR" >/dev/null || fail "radosgw did not come back"
 
 note "ferry-repo killed -9 while it uploads a backup's packs"
 # New data (blocks already stored are not uploaded again); the second of

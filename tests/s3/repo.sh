@@ -215,6 +215,13 @@ read -r mode until <<<"$("${ADMIN[@]}" retention "$B2" "$key")"
 left=$(python3 -c 'import sys, datetime as d; u = d.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00")); print(int((u - d.datetime.now(d.timezone.utc)).total_seconds()))' "$until")
 ((left > 40 * 3600)) || fail "retention of $key not extended: $mode $until"
 "$REPO" verify --root "$T/repo" >"$T/v.out" 2>&1 || fail "verify after gc: $(cat "$T/v.out")"
+# A retained pack no backup references (what a backup killed before its
+# commit leaves under Object Lock): gc sees it, keeps it and says so.
+"${ADMIN[@]}" get "$B2" "$key" >"$T/stray.pack"
+boto "s3.put_object(Bucket='$B2', Key='packs/ee/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.pack', Body=open('$T/stray.pack', 'rb').read(), ObjectLockMode='GOVERNANCE', ObjectLockRetainUntilDate=__import__('datetime').datetime.utcnow() + __import__('datetime').timedelta(hours=1))"
+"$REPO" gc --root "$T/repo" >"$T/gc.out" 2>&1 || fail "gc: $(cat "$T/gc.out")"
+grep -q "1 packs with unreferenced blocks kept: Object Lock retention" "$T/gc.out" || fail "gc: $(cat "$T/gc.out")"
+"${ADMIN[@]}" ls "$B2" packs/ | grep -q eeeeeeee || fail "gc deleted a retained pack"
 
 note "the secret key appears in no log and no output"
 if grep -rl -- "$S3_SECRET_KEY" "$T" --exclude=creds 2>/dev/null | grep -v "/creds$"; then
