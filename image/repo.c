@@ -294,6 +294,9 @@ int fy_repo_init_s3(const char *root, const struct fy_repo_s3conf *conf)
 	bool adopted = false;
 	int rc;
 
+	struct stat st;
+	bool existed = stat(root, &st) == 0;
+
 	rc = fy_s3conf_format(conf, extra, sizeof(extra));
 	if (rc < 0)
 		return rc;
@@ -301,8 +304,12 @@ int fy_repo_init_s3(const char *root, const struct fy_repo_s3conf *conf)
 	if (rc != -EAGAIN)
 		return rc; /* the directory's checks failed */
 	rc = fy_s3_repo_prepare(conf, id, &adopted);
-	if (rc)
+	if (rc) {
+		/* A refused init leaves no directory it made. */
+		if (!existed)
+			rmdir(root);
 		return fy_err_wrap(rc, "repository init: bucket %s", conf->url);
+	}
 	rc = init_dirs(root, FY_REPO_VERSION_S3, extra, id);
 	if (!rc && adopted)
 		fy_info("repository %s: the bucket already holds repository %s; "

@@ -573,8 +573,12 @@ static int curl_error(struct s3_request *req, CURLcode cc, const char *errbuf,
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
 	case CURLE_SSL_CONNECT_ERROR:
+		/* The library does not know the flag that set ca_file; the
+		 * repository's messages name --s3-ca / s3.ca. */
 		snprintf(detail, detail_len,
-			 "TLS failed (%s); a private CA goes in ca_file", what);
+			 "TLS failed (%s): the store's certificate is not "
+			 "trusted for this name (a store with a private CA "
+			 "needs that CA's certificate, see --s3-ca)", what);
 		return -EIO;
 	default:
 		snprintf(detail, detail_len, "%s", what);
