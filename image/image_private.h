@@ -205,6 +205,9 @@ int fy_store_posix_open(const char *root, const char *tmpdir,
 /* Target + one object + the largest trailer, rounded up. */
 #define FY_PACK_FILE_MAX (64u << 20)
 
+/* Format 3: threads uploading finished packs while a backup goes on. */
+#define FY_PACK_UPLOADERS 4
+
 struct fy_pack_entry {
 	uint8_t digest[FY_DIGEST_LEN];
 	uint32_t offset; /* of the object (block header first) */

@@ -45,7 +45,27 @@ struct pack_store {
 	/* format 3: the object store every pack and manifest goes to first */
 	const struct fy_pack_remote *remote;
 	struct fy_pack_remote remote_ops;
+	/* format 3: a session's full packs are uploaded by these threads
+	 * while the backup goes on, so that its commit waits only for the
+	 * last one */
+	pthread_mutex_t up_lock;
+	pthread_cond_t up_cond;
+	struct upload_job *up_head, *up_tail;
+	pthread_t up_threads[FY_PACK_UPLOADERS];
+	unsigned n_up;
+	bool up_stop;
 };
+
+struct upload_job {
+	struct pack_session *s;
+	size_t idx; /* in s->done */
+	uint8_t id[FY_PACK_ID_LEN];
+	struct upload_job *next;
+};
+
+enum { UP_NONE, UP_QUEUED, UP_DONE, UP_FAILED };
+
+struct upload_job;
 
 struct pack_session {
 	struct pack_store *ps;
@@ -55,6 +75,14 @@ struct pack_session {
 	size_t ndone, capdone;
 	size_t published; /* done[0..published) are in packs/ */
 	bool committed;
+	/* format 3: each done[i]'s upload (UP_*), how many are under way,
+	 * the first failure; under up_lock */
+	pthread_mutex_t up_lock;
+	pthread_cond_t up_cond;
+	unsigned char *upstate;
+	size_t uploading;
+	int up_rc;
+	char up_msg[FY_ERR_MAX];
 };
 
 static struct pack_store *to_pack(struct fy_store *st)
@@ -212,8 +240,114 @@ static int pack_session_begin(struct fy_store *st,
 		return fy_err_set(-ENOMEM, "out of memory");
 	s->ps = to_pack(st);
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->up_lock, NULL);
+	pthread_cond_init(&s->up_cond, NULL);
 	*out = (struct fy_store_session *)s;
 	return 0;
+}
+
+/* ---- uploads of a session's packs (format 3) ----------------------------- */
+
+static void *uploader_main(void *arg)
+{
+	struct pack_store *ps = arg;
+	struct upload_job *j;
+	char path[PATH_MAX];
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&ps->up_lock);
+		while (!ps->up_head && !ps->up_stop)
+			pthread_cond_wait(&ps->up_cond, &ps->up_lock);
+		j = ps->up_head;
+		if (j) {
+			ps->up_head = j->next;
+			if (!ps->up_head)
+				ps->up_tail = NULL;
+		}
+		pthread_mutex_unlock(&ps->up_lock);
+		if (!j)
+			return NULL;
+		rc = fy_pack_tmp_path(ps->tmpdir, j->id, path, sizeof(path));
+		if (!rc)
+			rc = ps->remote->pack_put(ps->remote->ctx, j->id, path);
+		pthread_mutex_lock(&j->s->up_lock);
+		j->s->upstate[j->idx] = rc ? UP_FAILED : UP_DONE;
+		if (rc && !j->s->up_rc) {
+			j->s->up_rc = rc;
+			snprintf(j->s->up_msg, sizeof(j->s->up_msg), "%s",
+				 fy_err_msg());
+		}
+		j->s->uploading--;
+		pthread_cond_broadcast(&j->s->up_cond);
+		pthread_mutex_unlock(&j->s->up_lock);
+		free(j);
+	}
+}
+
+/* Queues done[idx] for upload. Under s->lock. */
+static int upload_start(struct pack_session *s, size_t idx)
+{
+	struct pack_store *ps = s->ps;
+	struct upload_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return fy_err_set(-ENOMEM, "out of memory");
+	j->s = s;
+	j->idx = idx;
+	memcpy(j->id, s->done[idx], FY_PACK_ID_LEN);
+	pthread_mutex_lock(&s->up_lock);
+	s->upstate[idx] = UP_QUEUED;
+	s->uploading++;
+	pthread_mutex_unlock(&s->up_lock);
+	pthread_mutex_lock(&ps->up_lock);
+	while (ps->n_up < FY_PACK_UPLOADERS) {
+		if (pthread_create(&ps->up_threads[ps->n_up], NULL,
+				   uploader_main, ps))
+			break;
+		ps->n_up++;
+	}
+	if (!ps->n_up) {
+		pthread_mutex_unlock(&ps->up_lock);
+		pthread_mutex_lock(&s->up_lock);
+		s->upstate[idx] = UP_NONE;
+		s->uploading--;
+		pthread_mutex_unlock(&s->up_lock);
+		free(j);
+		return fy_err_set(-EAGAIN, "cannot start an upload thread");
+	}
+	if (ps->up_tail)
+		ps->up_tail->next = j;
+	else
+		ps->up_head = j;
+	ps->up_tail = j;
+	pthread_cond_signal(&ps->up_cond);
+	pthread_mutex_unlock(&ps->up_lock);
+	return 0;
+}
+
+/* Waits for the session's uploads; the first failure, with its message. */
+static int upload_wait(struct pack_session *s)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->up_lock);
+	while (s->uploading)
+		pthread_cond_wait(&s->up_cond, &s->up_lock);
+	rc = s->up_rc;
+	pthread_mutex_unlock(&s->up_lock);
+	return rc ? fy_err_set(rc, "%s", s->up_msg) : 0;
+}
+
+/* A failed upload fails the backup now rather than at its commit. */
+static int upload_failed(struct pack_session *s)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->up_lock);
+	rc = s->up_rc;
+	pthread_mutex_unlock(&s->up_lock);
+	return rc ? fy_err_set(rc, "%s", s->up_msg) : 0;
 }
 
 /* Finishes the open pack and lists it for the commit. Under s->lock. */
@@ -236,6 +370,17 @@ static int close_current(struct pack_session *s)
 		if (!p)
 			return fy_err_set(-ENOMEM, "out of memory");
 		s->done = p;
+		/* The uploaders write upstate: grown under their lock. */
+		pthread_mutex_lock(&s->up_lock);
+		p = realloc(s->upstate, cap);
+		if (p) {
+			memset((unsigned char *)p + s->capdone, UP_NONE,
+			       cap - s->capdone);
+			s->upstate = p;
+		}
+		pthread_mutex_unlock(&s->up_lock);
+		if (!p)
+			return fy_err_set(-ENOMEM, "out of memory");
 		s->capdone = cap;
 	}
 	/* Durable at commit (publish), not here under the session's lock. */
@@ -245,6 +390,8 @@ static int close_current(struct pack_session *s)
 	memcpy(s->done[s->ndone++], fy_pack_writer_id(w), FY_PACK_ID_LEN);
 	fy_pack_writer_free(w);
 	s->cur = NULL;
+	if (s->ps->remote)
+		return upload_start(s, s->ndone - 1);
 	return 0;
 }
 
@@ -310,6 +457,8 @@ static int pack_session_put(struct fy_store_session *ss,
 	pthread_mutex_lock(&s->lock);
 	if (s->committed)
 		rc = fy_err_set(-EINVAL, "block put after the commit");
+	if (!rc && s->ps->remote)
+		rc = upload_failed(s);
 	if (!rc && !s->cur)
 		rc = fy_pack_create(s->ps->tmpdir, &s->cur);
 	if (!rc)
@@ -323,7 +472,7 @@ static int pack_session_put(struct fy_store_session *ss,
 /* Moves finished packs from tmp/ into packs/ durably and indexes them,
  * with replace for a repack. Shared by sessions and gc. */
 static int publish(struct pack_store *ps, uint8_t (*ids)[FY_PACK_ID_LEN],
-		   size_t n, size_t *published, bool replace)
+		   size_t n, size_t *published, bool replace, bool uploaded)
 {
 	char path[PATH_MAX];
 	struct fy_pack_entry *e;
@@ -333,7 +482,7 @@ static int publish(struct pack_store *ps, uint8_t (*ids)[FY_PACK_ID_LEN],
 	for (i = *published; i < n; i++) {
 		/* Format 3: in the bucket first, so that no local index, and
 		 * so no manifest, ever names a pack the bucket lacks. */
-		if (ps->remote) {
+		if (ps->remote && !uploaded) {
 			rc = fy_pack_tmp_path(ps->tmpdir, ids[i], path,
 					      sizeof(path));
 			if (!rc)
@@ -372,8 +521,12 @@ static int pack_session_commit(struct fy_store_session *ss)
 
 	pthread_mutex_lock(&s->lock);
 	rc = close_current(s);
+	/* Format 3: every pack of the backup in the bucket first. */
+	if (!rc && s->ps->remote)
+		rc = upload_wait(s);
 	if (!rc)
-		rc = publish(s->ps, s->done, s->ndone, &s->published, false);
+		rc = publish(s->ps, s->done, s->ndone, &s->published, false,
+			     s->ps->remote != NULL);
 	if (!rc)
 		s->committed = true;
 	pthread_mutex_unlock(&s->lock);
@@ -389,6 +542,18 @@ static void pack_session_end(struct fy_store_session *ss)
 	if (!s)
 		return;
 	fy_pack_discard(s->cur);
+	if (s->ps->remote) {
+		/* Uploads still under way read their files: wait. Packs that
+		 * reached the bucket for a backup that never committed are
+		 * deleted there too (what Object Lock keeps, gc deletes once
+		 * it may). */
+		(void)upload_wait(s);
+		for (i = s->published; i < s->ndone; i++)
+			if (s->upstate[i] == UP_DONE &&
+			    s->ps->remote->pack_delete(s->ps->remote->ctx,
+						       s->done[i]))
+				fy_warn("pack store: %s", fy_err_msg());
+	}
 	/* Not committed: packs still in tmp/ are referenced by nothing.
 	 * (Packs a failed commit already moved stay for gc.) */
 	for (i = s->published; i < s->ndone; i++)
@@ -398,7 +563,10 @@ static void pack_session_end(struct fy_store_session *ss)
 			fy_warn("pack store: cannot remove %s: %s", tmp,
 				strerror(errno));
 	free(s->done);
+	free(s->upstate);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->up_lock);
+	pthread_cond_destroy(&s->up_cond);
 	free(s);
 }
 
@@ -594,7 +762,7 @@ static int repack(struct gc_ctx *g)
 		}
 	}
 	if (!rc)
-		rc = publish(ps, ids, nids, &published, true);
+		rc = publish(ps, ids, nids, &published, true, false);
 	g->res->packs_written += published;
 	if (rc) {
 		fy_pack_discard(w);
@@ -884,6 +1052,14 @@ static void pack_close(struct fy_store *st)
 
 	if (!ps)
 		return;
+	pthread_mutex_lock(&ps->up_lock);
+	ps->up_stop = true;
+	pthread_cond_broadcast(&ps->up_cond);
+	pthread_mutex_unlock(&ps->up_lock);
+	while (ps->n_up)
+		pthread_join(ps->up_threads[--ps->n_up], NULL);
+	pthread_mutex_destroy(&ps->up_lock);
+	pthread_cond_destroy(&ps->up_cond);
 	/* Save what was added, so the next open reads fewer trailers. */
 	fy_index_close(ps->ix, true);
 	if (ps->manifests)
@@ -961,6 +1137,8 @@ int fy_store_pack_open_remote(const char *root, const char *tmpdir,
 	}
 	ps->base.ops = &pack_ops;
 	pthread_mutex_init(&ps->refresh_lock, NULL);
+	pthread_mutex_init(&ps->up_lock, NULL);
+	pthread_cond_init(&ps->up_cond, NULL);
 	strcpy(ps->root, root);
 	strcpy(ps->tmpdir, tmpdir);
 	(void)fy_path_fmt(ps->packs_dir, sizeof(ps->packs_dir), "%s/packs",
@@ -983,6 +1161,8 @@ int fy_store_pack_open_remote(const char *root, const char *tmpdir,
 		if (ps->remote)
 			ps->remote->close(ps->remote->ctx);
 		pthread_mutex_destroy(&ps->refresh_lock);
+		pthread_mutex_destroy(&ps->up_lock);
+		pthread_cond_destroy(&ps->up_cond);
 		free(ps);
 		return rc;
 	}

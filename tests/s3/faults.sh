@@ -96,6 +96,23 @@ no_rules
 change_and_backup
 restore_all
 
+note "one pack of a backup stored, a later one refused: the backup fails, the stored one is deleted"
+# 70 MiB of new data: two packs of 32 MiB (multipart uploads) and a small
+# one, uploaded while the backup goes on. The first CompleteMultipartUpload
+# passes, every later one is answered 503.
+packs_before=$("${ADMIN[@]}" ls "$B" packs/ | wc -l)
+rule '{"match": {"method": "POST", "query_re": "uploadId="}, "action": "503", "skip": 1, "count": -1}'
+head -c $((70 * 1048576)) /dev/urandom >"$T/d.img"
+before=$(backup_count)
+if "$AGENT" backup --config "$T/agent.conf" --source "$T/d.img" --json --quiet >/dev/null 2>"$T/fail.err"; then
+  fail "a backup committed although one of its packs could not be stored"
+fi
+no_rules
+[[ $(backup_count) == "$before" ]] || fail "a failed backup was listed"
+packs_after=$("${ADMIN[@]}" ls "$B" packs/ | wc -l)
+[[ $packs_after == "$packs_before" ]] || fail "the failed backup left $((packs_after - packs_before)) packs in the bucket"
+[[ $(grep -c "POST .*uploadId=.* forward " "$T/proxy.log") -ge 1 ]] || fail "no pack upload completed: $(grep POST "$T/proxy.log")"
+
 note "radosgw killed in the middle of a backup and started again"
 head -c $((160 * 1048576)) /dev/urandom >"$T/b.img"
 "$AGENT" backup --config "$T/agent.conf" --source "$T/b.img" --json --quiet >"$T/b.json" 2>"$T/b.err" &
