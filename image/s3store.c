@@ -54,6 +54,20 @@
 /* A pack's trailer is fetched with one ranged GET of this much of its
  * tail when it fits (most do), else with a second GET. */
 #define TAIL_GUESS (256u << 10)
+/* Reads of evicted data fetch a window of this much from the object's
+ * start (clipped to the pack), and keep the last few windows: a restore
+ * reads a pack front to back, so one GET serves several blocks. */
+#define WINDOW_SIZE (8u << 20)
+#define WINDOWS 8
+
+struct window {
+	uint8_t pack[FY_PACK_ID_LEN];
+	uint64_t start;
+	size_t len;
+	uint8_t *data; /* WINDOW_SIZE bytes, allocated on first use */
+	uint64_t used; /* LRU tick */
+	enum { W_EMPTY, W_LOADING, W_READY } state;
+};
 
 struct s3_ctx {
 	struct fy_s3 *s3;
@@ -63,6 +77,11 @@ struct s3_ctx {
 	char packs_dir[PATH_MAX];
 	char cache_id[CACHE_ID_HEX + 1];
 	pthread_mutex_t trim_lock;
+	/* read-ahead windows of evicted pack data */
+	pthread_mutex_t win_lock;
+	pthread_cond_t win_cond;
+	struct window win[WINDOWS];
+	uint64_t win_tick;
 	/* the serving process renews the lease */
 	bool serving, renewer;
 	pthread_t renew_thread;
@@ -871,20 +890,99 @@ static int s3_pack_put(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
 	return rc ? fy_err_wrap(rc, "storing %s in the bucket", key) : 0;
 }
 
-static int s3_pack_read(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
-			uint64_t offset, uint32_t length, void *buf)
+static int get_range(struct s3_ctx *c, const char *key, uint64_t offset,
+		     size_t length, void *buf)
 {
-	struct s3_ctx *c = ctx;
-	char key[FY_S3_KEY_MAX];
 	size_t got = 0;
-	int rc = pack_key(id, key, sizeof(key));
+	int rc = fy_s3_get(c->s3, key, offset, length, buf, length, &got);
 
-	if (!rc)
-		rc = fy_s3_get(c->s3, key, offset, length, buf, length, &got);
 	if (rc == -ENOENT)
 		return fy_err_set(-ENOENT, "pack %s is missing from the bucket",
 				  key);
 	return rc ? fy_err_wrap(rc, "reading %s from the bucket", key) : 0;
+}
+
+static struct window *window_find(struct s3_ctx *c,
+				  const uint8_t id[FY_PACK_ID_LEN],
+				  uint64_t offset, uint32_t length, bool ready)
+{
+	size_t i;
+
+	for (i = 0; i < WINDOWS; i++) {
+		struct window *w = &c->win[i];
+
+		if ((ready ? w->state == W_READY : w->state == W_LOADING) &&
+		    !memcmp(w->pack, id, FY_PACK_ID_LEN) &&
+		    offset >= w->start && offset + length <= w->start + w->len)
+			return w;
+	}
+	return NULL;
+}
+
+static int s3_pack_read(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
+			uint64_t offset, uint32_t length, void *buf)
+{
+	struct s3_ctx *c = ctx;
+	struct window *w = NULL;
+	char key[FY_S3_KEY_MAX], path[PATH_MAX];
+	uint64_t end = offset + WINDOW_SIZE;
+	struct stat sb;
+	size_t i;
+	int rc;
+
+	rc = pack_key(id, key, sizeof(key));
+	if (!rc)
+		rc = fy_pack_path(c->packs_dir, id, path, sizeof(path));
+	if (rc)
+		return rc;
+	/* The window ends at the pack's end (the cache file has its size). */
+	if (!stat(path, &sb) && (uint64_t)sb.st_size < end)
+		end = (uint64_t)sb.st_size;
+	if (length > WINDOW_SIZE || end < offset + length)
+		return get_range(c, key, offset, length, buf);
+
+	pthread_mutex_lock(&c->win_lock);
+	for (;;) {
+		w = window_find(c, id, offset, length, true);
+		if (w) {
+			memcpy(buf, w->data + (offset - w->start), length);
+			w->used = ++c->win_tick;
+			pthread_mutex_unlock(&c->win_lock);
+			return 0;
+		}
+		if (!window_find(c, id, offset, length, false))
+			break;
+		pthread_cond_wait(&c->win_cond, &c->win_lock);
+	}
+	/* The least recently used window that is not being loaded. */
+	for (i = 0; i < WINDOWS; i++) {
+		struct window *v = &c->win[i];
+
+		if (v->state != W_LOADING && (!w || v->used < w->used))
+			w = v;
+	}
+	if (w && !w->data)
+		w->data = malloc(WINDOW_SIZE);
+	if (!w || !w->data) {
+		pthread_mutex_unlock(&c->win_lock);
+		return get_range(c, key, offset, length, buf);
+	}
+	memcpy(w->pack, id, FY_PACK_ID_LEN);
+	w->start = offset;
+	w->len = (size_t)(end - offset);
+	w->state = W_LOADING;
+	pthread_mutex_unlock(&c->win_lock);
+
+	rc = get_range(c, key, w->start, w->len, w->data);
+
+	pthread_mutex_lock(&c->win_lock);
+	w->state = rc ? W_EMPTY : W_READY;
+	w->used = ++c->win_tick;
+	if (!rc)
+		memcpy(buf, w->data, length);
+	pthread_cond_broadcast(&c->win_cond);
+	pthread_mutex_unlock(&c->win_lock);
+	return rc;
 }
 
 /* 1 when no retention keeps the object, 0 while one does; the current
@@ -1011,6 +1109,10 @@ static void s3_close(void *ctx)
 		return;
 	s3_release(c);
 	fy_s3_close(c->s3);
+	for (size_t i = 0; i < WINDOWS; i++)
+		free(c->win[i].data);
+	pthread_mutex_destroy(&c->win_lock);
+	pthread_cond_destroy(&c->win_cond);
 	pthread_mutex_destroy(&c->trim_lock);
 	pthread_mutex_destroy(&c->renew_lock);
 	pthread_cond_destroy(&c->renew_cond);
@@ -1131,6 +1233,8 @@ int fy_store_s3_open(struct fy_repo *repo, const struct fy_repo_s3conf *conf,
 	if (!c)
 		return fy_err_set(-ENOMEM, "out of memory");
 	pthread_mutex_init(&c->trim_lock, NULL);
+	pthread_mutex_init(&c->win_lock, NULL);
+	pthread_cond_init(&c->win_cond, NULL);
 	pthread_mutex_init(&c->renew_lock, NULL);
 	pthread_cond_init(&c->renew_cond, NULL);
 	c->conf = *conf;
