@@ -59,6 +59,9 @@
  * reads a pack front to back, so one GET serves several blocks. */
 #define WINDOW_SIZE (8u << 20)
 #define WINDOWS 8
+/* The window after the one just read is fetched ahead by these threads. */
+#define PREFETCHERS 2
+#define PREFETCH_QUEUE 4
 
 struct window {
 	uint8_t pack[FY_PACK_ID_LEN];
@@ -82,6 +85,14 @@ struct s3_ctx {
 	pthread_cond_t win_cond;
 	struct window win[WINDOWS];
 	uint64_t win_tick;
+	struct prefetch {
+		uint8_t pack[FY_PACK_ID_LEN];
+		uint64_t start, end;
+	} pq[PREFETCH_QUEUE];
+	size_t npq;
+	pthread_t prefetchers[PREFETCHERS];
+	unsigned nprefetchers;
+	bool win_stop;
 	/* the serving process renews the lease */
 	bool serving, renewer;
 	pthread_t renew_thread;
@@ -919,42 +930,15 @@ static struct window *window_find(struct s3_ctx *c,
 	return NULL;
 }
 
-static int s3_pack_read(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
-			uint64_t offset, uint32_t length, void *buf)
+/* Under win_lock: the least recently used window that is not being
+ * loaded, claimed for [start, end) of pack id; NULL when every one is. */
+static struct window *window_claim(struct s3_ctx *c,
+				   const uint8_t id[FY_PACK_ID_LEN],
+				   uint64_t start, uint64_t end)
 {
-	struct s3_ctx *c = ctx;
 	struct window *w = NULL;
-	char key[FY_S3_KEY_MAX], path[PATH_MAX];
-	uint64_t end = offset + WINDOW_SIZE;
-	struct stat sb;
 	size_t i;
-	int rc;
 
-	rc = pack_key(id, key, sizeof(key));
-	if (!rc)
-		rc = fy_pack_path(c->packs_dir, id, path, sizeof(path));
-	if (rc)
-		return rc;
-	/* The window ends at the pack's end (the cache file has its size). */
-	if (!stat(path, &sb) && (uint64_t)sb.st_size < end)
-		end = (uint64_t)sb.st_size;
-	if (length > WINDOW_SIZE || end < offset + length)
-		return get_range(c, key, offset, length, buf);
-
-	pthread_mutex_lock(&c->win_lock);
-	for (;;) {
-		w = window_find(c, id, offset, length, true);
-		if (w) {
-			memcpy(buf, w->data + (offset - w->start), length);
-			w->used = ++c->win_tick;
-			pthread_mutex_unlock(&c->win_lock);
-			return 0;
-		}
-		if (!window_find(c, id, offset, length, false))
-			break;
-		pthread_cond_wait(&c->win_cond, &c->win_lock);
-	}
-	/* The least recently used window that is not being loaded. */
 	for (i = 0; i < WINDOWS; i++) {
 		struct window *v = &c->win[i];
 
@@ -963,26 +947,173 @@ static int s3_pack_read(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
 	}
 	if (w && !w->data)
 		w->data = malloc(WINDOW_SIZE);
-	if (!w || !w->data) {
-		pthread_mutex_unlock(&c->win_lock);
-		return get_range(c, key, offset, length, buf);
-	}
+	if (!w || !w->data)
+		return NULL;
 	memcpy(w->pack, id, FY_PACK_ID_LEN);
-	w->start = offset;
-	w->len = (size_t)(end - offset);
+	w->start = start;
+	w->len = (size_t)(end - start);
 	w->state = W_LOADING;
-	pthread_mutex_unlock(&c->win_lock);
+	return w;
+}
 
-	rc = get_range(c, key, w->start, w->len, w->data);
+/* Fills a claimed window (without win_lock held). */
+static int window_fill(struct s3_ctx *c, struct window *w)
+{
+	char key[FY_S3_KEY_MAX];
+	int rc = pack_key(w->pack, key, sizeof(key));
 
+	if (!rc)
+		rc = get_range(c, key, w->start, w->len, w->data);
 	pthread_mutex_lock(&c->win_lock);
 	w->state = rc ? W_EMPTY : W_READY;
 	w->used = ++c->win_tick;
-	if (!rc)
-		memcpy(buf, w->data, length);
 	pthread_cond_broadcast(&c->win_cond);
 	pthread_mutex_unlock(&c->win_lock);
 	return rc;
+}
+
+static void *prefetch_main(void *arg)
+{
+	struct s3_ctx *c = arg;
+	struct prefetch p;
+	struct window *w;
+
+	pthread_mutex_lock(&c->win_lock);
+	for (;;) {
+		while (!c->npq && !c->win_stop)
+			pthread_cond_wait(&c->win_cond, &c->win_lock);
+		if (c->win_stop)
+			break;
+		p = c->pq[--c->npq];
+		if (window_find(c, p.pack, p.start, 1, true) ||
+		    window_find(c, p.pack, p.start, 1, false))
+			continue;
+		w = window_claim(c, p.pack, p.start, p.end);
+		if (!w)
+			continue;
+		pthread_mutex_unlock(&c->win_lock);
+		if (window_fill(c, w))
+			fy_debug("read-ahead: %s", fy_err_msg());
+		pthread_mutex_lock(&c->win_lock);
+	}
+	pthread_mutex_unlock(&c->win_lock);
+	return NULL;
+}
+
+/* Under win_lock: asks for the window after w when the pack goes on and
+ * nobody has it or asked for it. */
+static void prefetch_next(struct s3_ctx *c, const struct window *w,
+			  uint64_t size)
+{
+	uint64_t start = w->start + w->len, end;
+	size_t i;
+
+	if (start >= size || c->npq == PREFETCH_QUEUE ||
+	    window_find(c, w->pack, start, 1, true) ||
+	    window_find(c, w->pack, start, 1, false))
+		return;
+	for (i = 0; i < c->npq; i++)
+		if (!memcmp(c->pq[i].pack, w->pack, FY_PACK_ID_LEN) &&
+		    c->pq[i].start == start)
+			return;
+	while (c->nprefetchers < PREFETCHERS &&
+	       !pthread_create(&c->prefetchers[c->nprefetchers], NULL,
+			       prefetch_main, c))
+		c->nprefetchers++;
+	if (!c->nprefetchers)
+		return;
+	end = start + WINDOW_SIZE < size ? start + WINDOW_SIZE : size;
+	memcpy(c->pq[c->npq].pack, w->pack, FY_PACK_ID_LEN);
+	c->pq[c->npq].start = start;
+	c->pq[c->npq++].end = end;
+	pthread_cond_broadcast(&c->win_cond);
+}
+
+/* Under win_lock: copies [offset, offset + length) out of one ready
+ * window, or out of two adjacent ones (an object across a window's end:
+ * the read-ahead window starts where the one read ends). 1 when copied,
+ * 0 when not there, -EAGAIN when a window it needs is still loading. */
+static int window_copy(struct s3_ctx *c, const uint8_t id[FY_PACK_ID_LEN],
+		       uint64_t offset, uint32_t length, uint8_t *buf,
+		       uint64_t size)
+{
+	struct window *a = NULL, *b;
+	uint64_t a_end, head;
+	size_t i;
+
+	for (i = 0; i < WINDOWS && !a; i++)
+		if (c->win[i].state == W_READY &&
+		    !memcmp(c->win[i].pack, id, FY_PACK_ID_LEN) &&
+		    offset >= c->win[i].start &&
+		    offset < c->win[i].start + c->win[i].len)
+			a = &c->win[i];
+	if (!a)
+		return window_find(c, id, offset, 1, false) ? -EAGAIN : 0;
+	a_end = a->start + a->len;
+	head = a_end - offset < length ? a_end - offset : length;
+	if (head < length) {
+		b = window_find(c, id, a_end, (uint32_t)(length - head), true);
+		if (!b || b->start != a_end)
+			return window_find(c, id, a_end, 1, false) ? -EAGAIN
+								  : 0;
+		memcpy(buf + head, b->data, length - head);
+		b->used = ++c->win_tick;
+		prefetch_next(c, b, size);
+	}
+	memcpy(buf, a->data + (offset - a->start), head);
+	a->used = ++c->win_tick;
+	prefetch_next(c, a, size);
+	return 1;
+}
+
+static int s3_pack_read(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
+			uint64_t offset, uint32_t length, void *buf)
+{
+	struct s3_ctx *c = ctx;
+	struct window *w;
+	char key[FY_S3_KEY_MAX], path[PATH_MAX];
+	uint64_t size = UINT64_MAX, end;
+	struct stat sb;
+	int rc;
+
+	rc = pack_key(id, key, sizeof(key));
+	if (!rc)
+		rc = fy_pack_path(c->packs_dir, id, path, sizeof(path));
+	if (rc)
+		return rc;
+	/* Windows end at the pack's end (the cache file has its size). */
+	if (!stat(path, &sb))
+		size = (uint64_t)sb.st_size;
+	end = offset + WINDOW_SIZE < size ? offset + WINDOW_SIZE : size;
+	if (length > WINDOW_SIZE || end < offset + length)
+		return get_range(c, key, offset, length, buf);
+
+	pthread_mutex_lock(&c->win_lock);
+	while ((rc = window_copy(c, id, offset, length, buf, size)) ==
+	       -EAGAIN)
+		pthread_cond_wait(&c->win_cond, &c->win_lock);
+	if (rc == 1) {
+		pthread_mutex_unlock(&c->win_lock);
+		return 0;
+	}
+	w = window_claim(c, id, offset, end);
+	pthread_mutex_unlock(&c->win_lock);
+	if (!w)
+		return get_range(c, key, offset, length, buf);
+	rc = window_fill(c, w);
+	if (rc)
+		return rc;
+	/* Filled; copied out unless another reader already recycled it. */
+	pthread_mutex_lock(&c->win_lock);
+	if (w->state == W_READY && !memcmp(w->pack, id, FY_PACK_ID_LEN) &&
+	    w->start == offset) {
+		memcpy(buf, w->data, length);
+		prefetch_next(c, w, size);
+		pthread_mutex_unlock(&c->win_lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&c->win_lock);
+	return get_range(c, key, offset, length, buf);
 }
 
 /* 1 when no retention keeps the object, 0 while one does; the current
@@ -1108,6 +1239,12 @@ static void s3_close(void *ctx)
 	if (!c)
 		return;
 	s3_release(c);
+	pthread_mutex_lock(&c->win_lock);
+	c->win_stop = true;
+	pthread_cond_broadcast(&c->win_cond);
+	pthread_mutex_unlock(&c->win_lock);
+	while (c->nprefetchers)
+		pthread_join(c->prefetchers[--c->nprefetchers], NULL);
 	fy_s3_close(c->s3);
 	for (size_t i = 0; i < WINDOWS; i++)
 		free(c->win[i].data);
