@@ -634,10 +634,15 @@ static void s3_trim(void *ctx)
 
 /* ---- reconcile: the cache against the bucket ---------------------------- */
 
+#define NAME_LEN 80 /* a manifest's file name: id and suffix */
+
 struct recon {
 	struct s3_ctx *c;
 	uint64_t packs, stubs, manifests, fetched;
 	int failed;
+	/* the manifests the bucket lists, sorted at the end */
+	char (*names)[NAME_LEN];
+	size_t nnames, capnames;
 };
 
 /* A pack the cache does not have: its trailer, checked, as a stub. */
@@ -740,6 +745,18 @@ static int recon_manifest(void *opaque, const char *key, uint64_t size)
 	int rc;
 
 	r->manifests++;
+	if (len < NAME_LEN) {
+		if (r->nnames == r->capnames) {
+			size_t cap = r->capnames ? r->capnames * 2 : 64;
+			void *q = realloc(r->names, cap * NAME_LEN);
+
+			if (!q)
+				return fy_err_set(-ENOMEM, "out of memory");
+			r->names = q;
+			r->capnames = cap;
+		}
+		memcpy(r->names[r->nnames++], name, len + 1);
+	}
 	id[0] = 0;
 	if (len > sfx && len - sfx < FY_ID_MAX &&
 	    !strcmp(name + len - sfx, MANIFEST_SUFFIX)) {
@@ -785,15 +802,22 @@ struct local_walk {
 
 /* A manifest in the cache that the bucket no longer has: the bucket is
  * the truth (the backup was removed there), so is it here. */
-static int drop_unlisted(struct s3_ctx *c, uint64_t *removed)
+static int cmp_name(const void *a, const void *b)
 {
-	char dir[PATH_MAX], path[PATH_MAX], key[FY_S3_KEY_MAX];
-	struct fy_s3_head h;
+	return strcmp(a, b);
+}
+
+static int drop_unlisted(struct s3_ctx *c, struct recon *r,
+			 uint64_t *removed)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
 	struct dirent *de;
 	DIR *d;
 	int rc = 0;
 
 	*removed = 0;
+	if (r->nnames)
+		qsort(r->names, r->nnames, NAME_LEN, cmp_name);
 	if (fy_path_fmt(dir, sizeof(dir), "%s/backups", c->root))
 		return -ENAMETOOLONG;
 	d = opendir(dir);
@@ -806,20 +830,17 @@ static int drop_unlisted(struct s3_ctx *c, uint64_t *removed)
 		if (len <= sfx || strcmp(de->d_name + len - sfx,
 					 MANIFEST_SUFFIX))
 			continue;
-		snprintf(key, sizeof(key), "backups/%s", de->d_name);
-		rc = fy_s3_head(c->s3, key, &h);
-		if (rc == -ENOENT) {
-			if (!fy_path_fmt(path, sizeof(path), "%s/%s", dir,
-					 de->d_name) &&
-			    !unlink(path))
-				(*removed)++;
-			rc = 0;
-		}
-		if (rc)
-			break;
+		if (len < NAME_LEN && r->nnames &&
+		    bsearch(de->d_name, r->names, r->nnames, NAME_LEN,
+			    cmp_name))
+			continue;
+		if (!fy_path_fmt(path, sizeof(path), "%s/%s", dir,
+				 de->d_name) &&
+		    !unlink(path))
+			(*removed)++;
 	}
 	closedir(d);
-	if (!rc && *removed)
+	if (*removed)
 		rc = fy_fsync_dir(dir);
 	return rc;
 }
@@ -872,7 +893,8 @@ static int reconcile(struct s3_ctx *c)
 	if (!rc)
 		rc = fy_s3_list(c->s3, "backups/", recon_manifest, &r);
 	if (!rc)
-		rc = drop_unlisted(c, &removed);
+		rc = drop_unlisted(c, &r, &removed);
+	free(r.names);
 	if (rc)
 		return fy_err_wrap(rc, "repository %s: reading the bucket",
 				   c->root);

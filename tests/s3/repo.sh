@@ -171,6 +171,13 @@ used=$(du -sk "$T/repo/packs" | cut -f1)
 same_file "$T/big.img" "$T/rbig.img"
 stop_repo
 rm -f "$T/big.img" "$T/rbig.img"
+# A backup removed from the bucket behind the server's back: the next
+# start drops it from the cache (the bucket is the truth).
+"${ADMIN[@]}" delete "$B3" "backups/$bb.manifest" >/dev/null
+start_repo
+grep -q "1 removed)" "$T/repo.log" || fail "serve kept a manifest the bucket lost"
+[[ $(backup_count) == 0 ]] || fail "a backup gone from the bucket is still listed"
+stop_repo
 
 note "Object Lock: every object retained, a delete refused, prune and gc keep them"
 "${ADMIN[@]}" mb "$B1-nolock" >/dev/null
