@@ -504,7 +504,7 @@ static int trailer_len(int fd, uint64_t size, const char *path, uint64_t *len)
 
 int fy_pack_evict(const char *path, uint64_t *freed)
 {
-	uint64_t tlen, start, end, before;
+	uint64_t tlen = 0, start, end, before;
 	struct stat sb;
 	int fd, rc;
 

@@ -213,7 +213,7 @@ static int upload_parts(struct fy_s3 *s3, const char *key, int fd,
 	struct s3_request req;
 	struct fy_s3_head head;
 	char *body = NULL;
-	size_t body_len;
+	size_t body_len = 0;
 	int rc;
 
 	if (!parts)
@@ -374,7 +374,7 @@ int fy_s3_get(struct fy_s3 *s3, const char *key, uint64_t offset,
 {
 	struct s3_request req = { .method = "GET", .key = key };
 	char range[64], what[FY_S3_BUCKET_MAX + FY_S3_KEY_MAX + 2];
-	uint64_t last;
+	uint64_t last = 0;
 	int rc;
 
 	*got = 0;
