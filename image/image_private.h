@@ -167,10 +167,6 @@ struct fy_store_ops {
 			    const uint8_t (*digests)[FY_DIGEST_LEN], size_t n);
 	/* A server stopping lets others use what it held; NULL: nothing. */
 	void (*release)(struct fy_store *st);
-	/* The block will be read soon (a restore's next blocks): a store
-	 * with slow reads starts fetching it. NULL: nothing to gain. */
-	void (*block_prefetch)(struct fy_store *st,
-			       const uint8_t digest[FY_DIGEST_LEN]);
 };
 
 /* Every store embeds this first. */
@@ -364,10 +360,6 @@ struct fy_pack_remote {
 	 * there. */
 	int (*pack_read)(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
 			 uint64_t offset, uint32_t length, void *buf);
-	/* The same object will be read soon: fetch it ahead (may do
-	 * nothing). */
-	void (*prefetch)(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
-			 uint64_t offset, uint32_t length);
 	/* 1 when the pack may be deleted now, 0 while retention keeps it
 	 * (counted and said by gc). */
 	int (*pack_deletable)(void *ctx, const uint8_t id[FY_PACK_ID_LEN]);

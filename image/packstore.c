@@ -1070,22 +1070,6 @@ static void pack_close(struct fy_store *st)
 	free(ps);
 }
 
-static void pack_block_prefetch(struct fy_store *st,
-				const uint8_t digest[FY_DIGEST_LEN])
-{
-	struct pack_store *ps = to_pack(st);
-	struct fy_index_loc loc;
-	char path[PATH_MAX];
-
-	if (!ps->remote || !ps->remote->prefetch ||
-	    !fy_index_lookup(ps->ix, digest, &loc) ||
-	    fy_pack_path(ps->packs_dir, loc.pack, path, sizeof(path)) ||
-	    fy_pack_range_local(path, loc.offset, loc.length) != 0)
-		return;
-	ps->remote->prefetch(ps->remote->ctx, loc.pack, loc.offset,
-			     loc.length);
-}
-
 static void pack_release(struct fy_store *st)
 {
 	struct pack_store *ps = to_pack(st);
@@ -1117,7 +1101,6 @@ static const struct fy_store_ops pack_ops = {
 	.block_forget = pack_block_forget,
 	.block_locate = pack_block_locate,
 	.release = pack_release,
-	.block_prefetch = pack_block_prefetch,
 };
 
 int fy_store_pack_open(const char *root, const char *tmpdir,

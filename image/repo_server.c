@@ -880,17 +880,9 @@ static int send_blocks(struct session *sess, const Ferry__GetBlocks *req,
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__Block b = FERRY__BLOCK__INIT;
-	struct fy_store *st = sess->srv->repo->store;
 	size_t i;
 	int rc;
 
-	/* A store in a bucket starts fetching the request's blocks it does
-	 * not hold locally, so that their GETs overlap with sending. */
-	if (st->ops->block_prefetch)
-		for (i = 0; i < req->n_digests; i++)
-			if (req->digests[i].len == FY_DIGEST_LEN)
-				st->ops->block_prefetch(st,
-							req->digests[i].data);
 	for (i = 0; i < req->n_digests; i++) {
 		enum fy_codec codec;
 		uint32_t plain;

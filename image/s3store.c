@@ -61,7 +61,7 @@
 #define WINDOWS 8
 /* The window after the one just read is fetched ahead by these threads. */
 #define PREFETCHERS 2
-#define PREFETCH_QUEUE 6
+#define PREFETCH_QUEUE 4
 
 struct window {
 	uint8_t pack[FY_PACK_ID_LEN];
@@ -1055,38 +1055,6 @@ static void prefetch_next(struct s3_ctx *c, const struct window *w,
 	pthread_cond_broadcast(&c->win_cond);
 }
 
-/* A block a restore will read soon, whose pack data is not cached: its
- * window is fetched ahead unless one is there, coming or asked for. */
-static void s3_prefetch(void *ctx, const uint8_t id[FY_PACK_ID_LEN],
-			uint64_t offset, uint32_t length)
-{
-	struct s3_ctx *c = ctx;
-	struct window w = { .start = offset };
-	char path[PATH_MAX];
-	struct stat sb;
-	size_t i;
-
-	if (length > WINDOW_SIZE ||
-	    fy_pack_path(c->packs_dir, id, path, sizeof(path)) ||
-	    stat(path, &sb))
-		return;
-	memcpy(w.pack, id, FY_PACK_ID_LEN);
-	pthread_mutex_lock(&c->win_lock);
-	if (window_find(c, id, offset, length, true) ||
-	    window_find(c, id, offset, length, false))
-		goto out;
-	for (i = 0; i < c->npq; i++)
-		if (!memcmp(c->pq[i].pack, id, FY_PACK_ID_LEN) &&
-		    offset >= c->pq[i].start &&
-		    offset + length <= c->pq[i].end)
-			goto out;
-	/* prefetch_next asks for what follows a window: one ending here. */
-	w.len = 0;
-	prefetch_next(c, &w, (uint64_t)sb.st_size);
-out:
-	pthread_mutex_unlock(&c->win_lock);
-}
-
 /* Under win_lock: copies [offset, offset + length) out of one ready
  * window, or out of two adjacent ones (an object across a window's end:
  * the read-ahead window starts where the one read ends). 1 when copied,
@@ -1409,7 +1377,6 @@ int fy_store_s3_open(struct fy_repo *repo, const struct fy_repo_s3conf *conf,
 	struct fy_pack_remote remote = {
 		.pack_put = s3_pack_put,
 		.pack_read = s3_pack_read,
-		.prefetch = s3_prefetch,
 		.pack_deletable = s3_pack_deletable,
 		.pack_delete = s3_pack_delete,
 		.manifest_put = s3_manifest_put,
