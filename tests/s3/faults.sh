@@ -127,7 +127,10 @@ old_pid=$(rgw_pid)
 "$S3DIR/ceph-rgw-restart" --kill "$CEPH_DIR" >/dev/null
 sleep 1
 "$S3DIR/ceph-rgw-restart" --start "$CEPH_DIR" >/dev/null || fail "radosgw did not come back"
-[[ $(rgw_pid) != "$old_pid" && ! -e /proc/$old_pid/cmdline ]] || fail "radosgw $old_pid was not killed"
+# Gone, or a zombie its parent has not reaped yet (PID 1 here is slow).
+old_state=$(awk '{print $3}' "/proc/$old_pid/stat" 2>/dev/null || true)
+[[ $(rgw_pid) != "$old_pid" && ( -z $old_state || $old_state == Z || $old_state == X ) ]] ||
+  fail "radosgw $old_pid was not killed (state $old_state)"
 if wait "$agent"; then
   id=$(json "$T/b.json" 'j["backup_id"]')
   images+=("$id:$T/b.img")

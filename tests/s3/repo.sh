@@ -83,7 +83,7 @@ grep -q "^backups/$b2.manifest " "$T/bucket.txt" || fail "manifest of $b2 not in
 grep -Eq "^packs/[0-9a-f]{2}/[0-9a-f]{32}\.pack " "$T/bucket.txt" || fail "no pack in the bucket"
 grep -q "^lease " "$T/bucket.txt" || fail "the serving repository holds no lease"
 # Each pack in the bucket is byte for byte the cache's copy.
-key=$(grep -E "^packs/" "$T/bucket.txt" | head -1 | cut -d' ' -f1)
+key=$(grep -E "^packs/" "$T/bucket.txt" | awk 'NR == 1' | cut -d' ' -f1)
 "${ADMIN[@]}" get "$B1" "$key" >"$T/pack.bin"
 same_file "$T/pack.bin" "$T/repo/$key"
 
@@ -136,7 +136,7 @@ note "gc: a pack only in the bucket and an unfinished multipart upload"
 # What a server killed between a pack's upload and its commit leaves: a
 # pack the cache does not know (here a copy of a real one under a new
 # id), and an upload never completed.
-key=$("${ADMIN[@]}" ls "$B1" packs/ | head -1 | cut -d' ' -f1)
+key=$("${ADMIN[@]}" ls "$B1" packs/ | awk 'NR == 1' | cut -d' ' -f1)
 "${ADMIN[@]}" get "$B1" "$key" >"$T/stray.pack"
 "${ADMIN[@]}" put "$B1" packs/ee/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.pack "$T/stray.pack" >/dev/null
 boto "s3.create_multipart_upload(Bucket='$B1', Key='packs/dd/dddddddddddddddddddddddddddddddd.pack')"
@@ -148,7 +148,7 @@ grep -q "aborted 1 unfinished multipart uploads" "$T/gc.out" || fail "gc: $(cat 
 "$REPO" verify --root "$T/repo" >"$T/v.out" 2>&1 || fail "verify after gc: $(cat "$T/v.out")"
 
 note "a pack lost from the bucket: verify names the damaged backup"
-key=$("${ADMIN[@]}" ls "$B1" packs/ | head -1 | cut -d' ' -f1)
+key=$("${ADMIN[@]}" ls "$B1" packs/ | awk 'NR == 1' | cut -d' ' -f1)
 "${ADMIN[@]}" delete "$B1" "$key" >/dev/null
 # The cache still has its trailer; its data must come from the bucket.
 rm -rf "$T/repo/packs" "$T/repo/index"
@@ -200,7 +200,7 @@ sleep 1.1
 head -c $((3 * 1048576)) /dev/urandom >"$T/l.img"
 backup_json "$T/l.img"
 stop_repo
-key=$("${ADMIN[@]}" ls "$B2" packs/ | head -1 | cut -d' ' -f1)
+key=$("${ADMIN[@]}" ls "$B2" packs/ | awk 'NR == 1' | cut -d' ' -f1)
 read -r mode until <<<"$("${ADMIN[@]}" retention "$B2" "$key")"
 [[ $mode == GOVERNANCE ]] || fail "pack $key has retention '$mode $until'"
 "${ADMIN[@]}" retention "$B2" "backups/$l1.manifest" | grep -q "^GOVERNANCE " || fail "manifest not retained"

@@ -213,6 +213,7 @@ def main():
     s3 = client(a)
     try:
         rc = globals()["cmd_" + a.cmd](s3, a)
+        sys.stdout.flush()
     except botocore.exceptions.ClientError as e:
         err = e.response.get("Error", {})
         print("s3admin %s: %s: %s" % (a.cmd, err.get("Code"), err.get("Message", "")), file=sys.stderr)
@@ -220,6 +221,11 @@ def main():
     except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError) as e:
         print("s3admin %s: %s" % (a.cmd, e), file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader had what it wanted (`| grep -q`, `| head`): not an
+        # error, or a test's `set -o pipefail` would take it for one.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return rc or 0
 
 
