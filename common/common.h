@@ -258,6 +258,8 @@ int fy_pwritev_all(int fd, struct iovec *iov, int iovcnt, uint64_t offset);
 #define FY_DIGEST_HEX (2 * FY_DIGEST_LEN + 1)
 
 void fy_hex(const uint8_t *in, size_t len, char *out /* 2*len+1 */);
+/* The value of one hex digit (either case), or -1. */
+int fy_hex_digit(char c);
 int fy_unhex(const char *in, uint8_t *out, size_t len);
 /* 0, or -ENOMEM when OpenSSL could not allocate (out is then garbage). */
 int fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN]);

@@ -23,7 +23,7 @@ void fy_hex(const uint8_t *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-static int hex_value(char c)
+int fy_hex_digit(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -44,8 +44,8 @@ int fy_unhex(const char *in, uint8_t *out, size_t len)
 				  "expected %zu hex digits, got %s%zu", 2 * len,
 				  n > 2 * len ? "more than " : "", n);
 	for (i = 0; i < len; i++) {
-		int hi = hex_value(in[2 * i]);
-		int lo = hex_value(in[2 * i + 1]);
+		int hi = fy_hex_digit(in[2 * i]);
+		int lo = fy_hex_digit(in[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return fy_err_set(-EINVAL,

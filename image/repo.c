@@ -60,22 +60,13 @@ void fy_digest_hex(const uint8_t digest[FY_DIGEST_LEN], char *out)
 	out[2 * FY_DIGEST_LEN] = 0;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 bool fy_digest_unhex(const char *hex, uint8_t digest[FY_DIGEST_LEN])
 {
 	size_t i;
 
 	for (i = 0; i < FY_DIGEST_LEN; i++) {
-		int hi = hex_value(hex[2 * i]);
-		int lo = hi < 0 ? -1 : hex_value(hex[2 * i + 1]);
+		int hi = fy_hex_digit(hex[2 * i]);
+		int lo = hi < 0 ? -1 : fy_hex_digit(hex[2 * i + 1]);
 
 		if (lo < 0)
 			return false;
@@ -444,7 +435,7 @@ static int parse_id_line(const char *root, const char *line, size_t n,
 	if (n - 3 != FY_REPO_ID_HEX)
 		goto bad;
 	for (i = 3; i < n; i++)
-		if (hex_value(line[i]) < 0)
+		if (fy_hex_digit(line[i]) < 0)
 			goto bad;
 	memcpy(id, line + 3, FY_REPO_ID_HEX);
 	id[FY_REPO_ID_HEX] = 0;

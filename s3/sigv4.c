@@ -105,17 +105,6 @@ int fy_s3_uri_encode(const char *in, bool keep_slash, char *out,
 	return 0;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes in[0..n) into out (at most n bytes); a '%' not followed
  * by two hex digits stays as it is. Returns the decoded length. */
 static size_t percent_decode(const char *in, size_t n, char *out)
@@ -124,7 +113,7 @@ static size_t percent_decode(const char *in, size_t n, char *out)
 
 	for (i = 0; i < n; i++) {
 		if (in[i] == '%' && i + 2 < n) {
-			int hi = hex_digit(in[i + 1]), lo = hex_digit(in[i + 2]);
+			int hi = fy_hex_digit(in[i + 1]), lo = fy_hex_digit(in[i + 2]);
 
 			if (hi >= 0 && lo >= 0) {
 				out[o++] = (char)(hi << 4 | lo);
