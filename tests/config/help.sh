@@ -34,7 +34,7 @@ trap 'rm -f "$T" "$T.err"' EXIT
 
 agent_cmds=$(commands ferry-agent 's/^  ([a-z-]+) .*/\1/p')
 ferry_cmds=$(commands ferry 's/^  ferry ([a-z-]+).*/\1/p')
-repo_cmds=$(commands ferry-repo 's/^  ferry-repo ([a-z]+).*/\1/p')
+repo_cmds=$(commands ferry-repo 's/^  ferry-repo ([a-z-]+).*/\1/p')
 [[ $(wc -w <<<"$agent_cmds") -ge 5 ]] || fail "ferry-agent --help lists: $agent_cmds"
 [[ $(wc -w <<<"$ferry_cmds") -ge 9 ]] || fail "ferry --help lists: $ferry_cmds"
 [[ $(wc -w <<<"$repo_cmds") -ge 5 ]] || fail "ferry-repo --help lists: $repo_cmds"
