@@ -106,6 +106,7 @@ struct pipeline {
 	uint8_t (*chunk)[FY_DIGEST_LEN];
 	ProtobufCBinaryData *chunk_bins;
 	size_t chunk_n;
+	size_t chunk_max;     /* entries per MapChunk: the repository's frame */
 	uint64_t chunk_first;
 	uint64_t finished;    /* blocks whose map entry is known */
 	unsigned recent_missing; /* moving average of "missing" answers, /256 */
@@ -495,7 +496,7 @@ static int finish_block(struct pipeline *p, uint64_t index, bool hole,
 		}
 		s->ready = false;
 		p->next_emit++;
-		if (p->chunk_n == FY_MAP_CHUNK_MAX)
+		if (p->chunk_n == p->chunk_max)
 			rc = flush_map(p);
 	}
 	return rc;
@@ -558,30 +559,149 @@ static void inflight_del(struct inflight *in, const uint8_t *d)
 	}
 }
 
-/* Asks which of the batch's blocks the repository lacks; those go to the
- * workers for compression, the rest are done. */
-static int run_query(struct pipeline *p, struct blk **batch, unsigned n,
-		     struct inflight *in, uint64_t seq)
+/*
+ * Queries are pipelined: up to QUERY_DEPTH are sent before the oldest
+ * reply is read, and PutBlocks go on meanwhile. The repository answers in
+ * order and counts a block as present from its PutBlock on, so a reply can
+ * say "missing" of a digest sent after that query went out, or sent while
+ * that very reply is being handled (two blocks of one batch). Every put is
+ * remembered with the newest query sent before it; a reply to query s
+ * treats a digest put after s was sent as present, instead of sending it
+ * twice. Entries go once no reply that could need them is left.
+ */
+#define QUERY_DEPTH 4
+#define RECENT_MAX (QUERY_DEPTH * QUERY_BATCH)
+
+struct query {
+	struct blk *batch[QUERY_BATCH];
+	unsigned n;
+	uint64_t seq;
+};
+
+struct net {
+	struct inflight in;
+	struct query q[QUERY_DEPTH]; /* outstanding, oldest at head */
+	unsigned head, count;
+	uint64_t next_seq;
+	uint64_t handling; /* seq of the reply being handled, or UINT64_MAX */
+	/* Digests put while queries were outstanding, with the newest query
+	 * sent before each. */
+	uint8_t recent[RECENT_MAX][FY_DIGEST_LEN];
+	uint64_t recent_after[RECENT_MAX];
+	unsigned nrecent;
+};
+
+static int recv_query(struct pipeline *p, struct net *nt);
+
+/* Forgets puts that every reply still to be handled was sent after. */
+static void recent_prune(struct net *nt)
+{
+	uint64_t oldest = nt->count ? nt->q[nt->head].seq : nt->next_seq;
+	unsigned i = 0;
+
+	if (nt->handling < oldest)
+		oldest = nt->handling;
+	while (i < nt->nrecent) {
+		if (nt->recent_after[i] < oldest) {
+			nt->nrecent--;
+			memcpy(nt->recent[i], nt->recent[nt->nrecent],
+			       FY_DIGEST_LEN);
+			nt->recent_after[i] = nt->recent_after[nt->nrecent];
+		} else {
+			i++;
+		}
+	}
+}
+
+/* Was d put after query seq went out (so its reply could not know)? */
+static bool recent_put_after(const struct net *nt, const uint8_t *d,
+			     uint64_t seq)
+{
+	unsigned i;
+
+	for (i = 0; i < nt->nrecent; i++)
+		if (nt->recent_after[i] >= seq &&
+		    !memcmp(nt->recent[i], d, FY_DIGEST_LEN))
+			return true;
+	return false;
+}
+
+static int put_block(struct pipeline *p, struct net *nt, struct blk *b)
+{
+	int rc;
+
+	if (!nt->next_seq)
+		return send_block(p, b); /* no query yet: none to mislead */
+	recent_prune(nt);
+	/* Full: read replies until entries can go. */
+	while (nt->nrecent == RECENT_MAX && nt->count) {
+		rc = recv_query(p, nt);
+		if (rc < 0)
+			return rc;
+		recent_prune(nt);
+	}
+	if (nt->nrecent == RECENT_MAX) {
+		/* Only the reply being handled needs them (many blocks went
+		 * out while it was on its way): forget one. At worst a block
+		 * goes twice, which costs space, never correctness. */
+		nt->nrecent--;
+		memcpy(nt->recent[0], nt->recent[nt->nrecent], FY_DIGEST_LEN);
+		nt->recent_after[0] = nt->recent_after[nt->nrecent];
+	}
+	memcpy(nt->recent[nt->nrecent], b->digest, FY_DIGEST_LEN);
+	nt->recent_after[nt->nrecent++] = nt->next_seq - 1;
+	return send_block(p, b);
+}
+
+/* Sends a query for the batch; its reply is read later (recv_query). */
+static int send_query(struct pipeline *p, struct net *nt, struct blk **batch,
+		      unsigned n)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__QueryBlocks q = FERRY__QUERY_BLOCKS__INIT;
 	ProtobufCBinaryData bins[QUERY_BATCH];
-	fy_frame *r = NULL;
+	struct query *slot;
 	unsigned i;
 	int rc;
 
+	while (nt->count == QUERY_DEPTH) {
+		rc = recv_query(p, nt);
+		if (rc < 0)
+			return rc;
+	}
+	slot = &nt->q[(nt->head + nt->count) % QUERY_DEPTH];
 	for (i = 0; i < n; i++) {
+		slot->batch[i] = batch[i];
 		bins[i].data = batch[i]->digest;
 		bins[i].len = FY_DIGEST_LEN;
 	}
-	q.seq = seq;
+	slot->n = n;
+	slot->seq = nt->next_seq++;
+	nt->count++;
+	q.seq = slot->seq;
 	q.digests = bins;
 	q.n_digests = n;
 	f.body_case = FERRY__FRAME__BODY_QUERY_BLOCKS;
 	f.query_blocks = &q;
 	rc = fy_conn_send(p->conn, &f);
+	/* Out now, so that the answer is on its way while we go on. */
 	if (rc == 0)
-		rc = fy_conn_recv(p->conn, &r);
+		rc = fy_conn_flush(p->conn);
+	return rc;
+}
+
+/* Reads the oldest query's reply: the blocks the repository lacks go to
+ * the workers for compression (or out at once when already compressed),
+ * the rest are done. */
+static int recv_query(struct pipeline *p, struct net *nt)
+{
+	struct query *qr = &nt->q[nt->head];
+	uint64_t saved = nt->handling;
+	fy_frame *r = NULL;
+	unsigned i;
+	int rc;
+
+	rc = fy_conn_recv(p->conn, &r);
 	if (rc < 0)
 		return rc;
 	if (r->body_case == FERRY__FRAME__BODY_ERROR) {
@@ -589,31 +709,39 @@ static int run_query(struct pipeline *p, struct blk **batch, unsigned n,
 		goto out;
 	}
 	if (r->body_case != FERRY__FRAME__BODY_QUERY_REPLY ||
-	    r->query_reply->seq != seq ||
-	    r->query_reply->missing.len != (n + 7) / 8) {
-		rc = fy_err_set(-EPROTO, "repository answered a query with %s",
-				fy_frame_name(r));
+	    r->query_reply->seq != qr->seq ||
+	    r->query_reply->missing.len != (qr->n + 7) / 8) {
+		rc = fy_err_set(-EPROTO, "repository answered query %" PRIu64
+				" with %s", qr->seq, fy_frame_name(r));
 		goto out;
 	}
-	for (i = 0; i < n; i++) {
-		struct blk *b = batch[i];
+	/* The slot is ours to walk; it is free for the next query once
+	 * popped, and sending blocks below may read later replies. */
+	nt->head = (nt->head + 1) % QUERY_DEPTH;
+	nt->count--;
+	if (qr->seq < nt->handling)
+		nt->handling = qr->seq;
+	for (i = 0; i < qr->n; i++) {
+		struct blk *b = qr->batch[i];
 		bool missing = r->query_reply->missing.data[i / 8] & (1u << (i % 8));
 
-		/* Two blocks of one batch may share a digest. */
 		p->recent_missing = p->recent_missing * 7 / 8 + (missing ? 32 : 0);
-		if (missing && !inflight_has(in, b->digest)) {
+		/* Two blocks of one batch may share a digest, and a block of
+		 * an earlier batch may have gone out since the query. */
+		if (missing && !inflight_has(&nt->in, b->digest) &&
+		    !recent_put_after(nt, b->digest, qr->seq)) {
 			if (b->encoded) {
 				/* Compressed on speculation: send it now. */
-				rc = send_block(p, b);
+				rc = put_block(p, nt, b);
 				if (rc == 0)
 					rc = finish_block(p, b->index, false,
 							  b->digest);
 				release(p, b);
 				if (rc < 0)
-					goto out;
+					break;
 				continue;
 			}
-			memcpy(in->d[in->n++], b->digest, FY_DIGEST_LEN);
+			memcpy(nt->in.d[nt->in.n++], b->digest, FY_DIGEST_LEN);
 			pthread_mutex_lock(&p->lock);
 			b->state = BLK_COMPRESS;
 			q_push(&p->compq, b);
@@ -625,8 +753,15 @@ static int run_query(struct pipeline *p, struct blk **batch, unsigned n,
 		rc = finish_block(p, b->index, false, b->digest);
 		release(p, b);
 		if (rc < 0)
-			goto out;
+			break;
 	}
+	if (rc < 0) {
+		/* The rest of this batch goes back to the pool unfinished:
+		 * the backup fails anyway. */
+		for (i++; i < qr->n; i++)
+			release(p, qr->batch[i]);
+	}
+	nt->handling = saved;
 out:
 	/* recent_missing is a moving average scaled to 256: speculate while
 	 * more than half of the recent blocks were new. */
@@ -653,19 +788,24 @@ static void report(struct pipeline *p, bool done)
 
 static int network_loop(struct pipeline *p)
 {
-	struct inflight in = { 0 };
+	struct net *nt = calloc(1, sizeof(*nt));
 	struct blk *batch[QUERY_BATCH];
 	unsigned nbatch = 0;
-	uint64_t seq = 0;
 	int rc = 0;
 
-	in.cap = p->nslots;
-	in.d = calloc(in.cap, FY_DIGEST_LEN);
-	if (!in.d)
+	if (nt) {
+		nt->handling = UINT64_MAX;
+		nt->in.cap = p->nslots;
+		nt->in.d = calloc(nt->in.cap, FY_DIGEST_LEN);
+	}
+	if (!nt || !nt->in.d) {
+		free(nt);
 		return fy_err_set(-ENOMEM, "out of memory");
+	}
 
 	while (p->finished < p->nblocks) {
 		struct blk *b;
+		bool answer = false;
 
 		pthread_mutex_lock(&p->lock);
 		while (!p->netq.head && !(p->read_done && p->read_error) &&
@@ -682,6 +822,10 @@ static int network_loop(struct pipeline *p)
 				if (pthread_cond_timedwait(&p->cond_net, &p->lock,
 							   &ts) == ETIMEDOUT)
 					break;
+			} else if (nt->count) {
+				/* Nothing to send: read the oldest reply. */
+				answer = true;
+				break;
 			} else {
 				/* Let the repository see what we queued. */
 				pthread_mutex_unlock(&p->lock);
@@ -703,7 +847,7 @@ static int network_loop(struct pipeline *p)
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}
-		b = q_pop(&p->netq);
+		b = answer ? NULL : q_pop(&p->netq);
 		pthread_mutex_unlock(&p->lock);
 		if (rc < 0)
 			break;
@@ -714,9 +858,15 @@ static int network_loop(struct pipeline *p)
 			break;
 		}
 
+		if (answer) {
+			rc = recv_query(p, nt);
+			if (rc < 0)
+				break;
+			continue;
+		}
 		if (!b) {
 			/* Nothing new for a while: ask about what we have. */
-			rc = run_query(p, batch, nbatch, &in, seq++);
+			rc = send_query(p, nt, batch, nbatch);
 			nbatch = 0;
 			if (rc < 0)
 				break;
@@ -738,7 +888,7 @@ static int network_loop(struct pipeline *p)
 			break;
 		}
 		case BLK_HASHED:
-			if (inflight_has(&in, b->digest)) {
+			if (inflight_has(&nt->in, b->digest)) {
 				p->st->bytes_dedup += b->len;
 				rc = finish_block(p, b->index, false, b->digest);
 				release(p, b);
@@ -746,13 +896,13 @@ static int network_loop(struct pipeline *p)
 			}
 			batch[nbatch++] = b;
 			if (nbatch == QUERY_BATCH) {
-				rc = run_query(p, batch, nbatch, &in, seq++);
+				rc = send_query(p, nt, batch, nbatch);
 				nbatch = 0;
 			}
 			break;
 		case BLK_COMPRESSED:
-			rc = send_block(p, b);
-			inflight_del(&in, b->digest);
+			rc = put_block(p, nt, b);
+			inflight_del(&nt->in, b->digest);
 			if (rc == 0)
 				rc = finish_block(p, b->index, false, b->digest);
 			release(p, b);
@@ -767,10 +917,15 @@ static int network_loop(struct pipeline *p)
 		report(p, false);
 	}
 	if (rc == 0 && nbatch)
-		rc = run_query(p, batch, nbatch, &in, seq++);
+		rc = fy_err_set(-EINVAL, "internal: %u blocks never queried",
+				nbatch);
+	if (rc == 0 && nt->count)
+		rc = fy_err_set(-EINVAL, "internal: %u queries never answered",
+				nt->count);
 	if (rc == 0)
 		rc = flush_map(p);
-	free(in.d);
+	free(nt->in.d);
+	free(nt);
 	return rc;
 }
 
@@ -831,6 +986,11 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 	if (p.nslots > POOL_MAX)
 		p.nslots = POOL_MAX;
 	p.window_len = (uint64_t)p.nslots * WINDOW_FACTOR;
+	/* A full entry is a digest and its two bytes of tag and length;
+	 * 64 bytes cover the frame's own fields. */
+	p.chunk_max = (fy_conn_max_frame(conn) - 64) / (FY_DIGEST_LEN + 2);
+	if (p.chunk_max > FY_MAP_CHUNK_MAX)
+		p.chunk_max = FY_MAP_CHUNK_MAX;
 	/* Until the repository answers, assume a first backup. */
 	p.recent_missing = 256;
 	p.speculate = true;

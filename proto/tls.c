@@ -38,6 +38,9 @@ struct fy_conn {
 	 * Error frame can still be sent before closing. */
 	int rx_error;
 	char peer[320];
+	/* The largest frame the peer takes: FY_FRAME_MAX until a
+	 * HelloReply announces less. */
+	size_t tx_max;
 	uint8_t *wbuf;
 	size_t wlen, wcap;
 	uint8_t *rbuf;
@@ -421,6 +424,7 @@ static struct fy_conn *conn_new(int fd)
 	if (!c)
 		return NULL;
 	c->fd = fd;
+	c->tx_max = FY_FRAME_MAX;
 	return c;
 }
 
@@ -926,10 +930,14 @@ static int grow(uint8_t **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+size_t fy_conn_max_frame(const struct fy_conn *c)
+{
+	return c->tx_max;
+}
+
 int fy_conn_send(struct fy_conn *c, const fy_frame *f)
 {
-	return fy_conn_send_message(c, &f->base, FY_FRAME_MAX,
-				    fy_frame_name(f));
+	return fy_conn_send_message(c, &f->base, c->tx_max, fy_frame_name(f));
 }
 
 int fy_conn_recv(struct fy_conn *c, fy_frame **out)
@@ -1056,6 +1064,38 @@ void fy_conn_send_error(struct fy_conn *c, int code, const char *msg)
 		fy_conn_flush(c);
 }
 
+/* What the repository's HelloReply says it takes: its largest frame (what
+ * we send is held to it) and its block sizes (a job whose block size it
+ * refuses stops here, with both named). 0 is "not said" (an older
+ * repository): the protocol's own bounds hold. */
+static int take_limits(struct fy_conn *c, const Ferry__HelloReply *hr,
+		       uint32_t block_size)
+{
+	size_t max = hr->max_frame ? hr->max_frame : FY_FRAME_MAX;
+
+	if (max < FY_FRAME_LEAST)
+		return fy_err_set(-EPROTO, "repository %s takes frames of at "
+				  "most %zu bytes, fewer than the protocol's "
+				  "least (%u)", c->peer, max, FY_FRAME_LEAST);
+	if (max > FY_FRAME_MAX)
+		max = FY_FRAME_MAX;
+	if (block_size && hr->max_block_size &&
+	    (block_size < hr->min_block_size ||
+	     block_size > hr->max_block_size))
+		return fy_err_set(-EINVAL, "repository %s takes blocks of %u to "
+				  "%u bytes, not %u: set ferry.blockSize (or "
+				  "--block-size) within that range", c->peer,
+				  hr->min_block_size, hr->max_block_size,
+				  block_size);
+	if (block_size && (size_t)block_size + FY_FRAME_PUT_OVERHEAD > max)
+		return fy_err_set(-EINVAL, "repository %s takes frames of at "
+				  "most %zu bytes: a block of %u bytes would "
+				  "not fit; use a smaller ferry.blockSize",
+				  c->peer, max, block_size);
+	c->tx_max = max;
+	return 0;
+}
+
 int fy_conn_hello(struct fy_conn *c, const char *software, uint32_t block_size,
 		  const char *namespace_, char *repo_id, size_t repo_id_len)
 {
@@ -1090,8 +1130,11 @@ int fy_conn_hello(struct fy_conn *c, const char *software, uint32_t block_size,
 				"repository %s speaks protocol %u, we speak %u",
 				c->peer, r->hello_reply->protocol_version,
 				FY_PROTOCOL_VERSION);
-	} else if (repo_id) {
-		snprintf(repo_id, repo_id_len, "%s", r->hello_reply->repository_id);
+	} else {
+		rc = take_limits(c, r->hello_reply, block_size);
+		if (rc == 0 && repo_id)
+			snprintf(repo_id, repo_id_len, "%s",
+				 r->hello_reply->repository_id);
 	}
 	fy_frame_free(r);
 	return rc;

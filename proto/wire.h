@@ -20,6 +20,12 @@
 /* Largest frame either side accepts: one 8 MiB block fits with room to
  * spare; 16 MiB plus a small header as the protocol promises. */
 #define FY_FRAME_MAX ((16u << 20) + (64u << 10))
+/* A PutBlock frame's bytes beside the block's own (digest, sizes, codec,
+ * tags); a repository's max_frame must leave room for them. */
+#define FY_FRAME_PUT_OVERHEAD 1024u
+/* The least max_frame a repository may announce in HelloReply: a block of
+ * the smallest size, stored raw, fits. */
+#define FY_FRAME_LEAST ((64u << 10) + FY_FRAME_PUT_OVERHEAD)
 #define FY_QUERY_MAX 4096     /* digests in one QueryBlocks */
 #define FY_MAP_CHUNK_MAX 16384 /* entries in one MapChunk */
 #define FY_GET_MAX 64          /* digests in one GetBlocks */
@@ -119,8 +125,14 @@ int fy_conn_keepalive(struct fy_conn *c);
 void fy_conn_send_error(struct fy_conn *c, int code, const char *msg);
 void fy_conn_close(struct fy_conn *c);
 
+/* The largest frame the peer takes (FY_FRAME_MAX, or less when the
+ * repository's HelloReply said so). */
+size_t fy_conn_max_frame(const struct fy_conn *c);
+
 /* The client side of the greeting, shared by the agent and the CLI: sends
- * Hello, checks the reply's version, returns the repository's id. */
+ * Hello, checks the reply's version and limits (block_size, when not 0,
+ * must be one the repository takes; from then on no frame larger than its
+ * max_frame is sent), returns the repository's id. */
 int fy_conn_hello(struct fy_conn *c, const char *software,
 		  uint32_t block_size, const char *namespace_, char *repo_id,
 		  size_t repo_id_len);
