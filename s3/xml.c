@@ -297,7 +297,7 @@ int fy_s3_parse_list(const char *xml, size_t len,
 	const xmlNode *root, *n;
 	unsigned entries = 0;
 	bool truncated;
-	uint64_t size;
+	uint64_t size = 0;
 	xmlDoc *doc;
 	int pass, rc;
 
@@ -356,7 +356,7 @@ int s3_parse_versions(const char *xml, size_t len,
 	char key[FY_S3_KEY_MAX + 1], version[S3_VERSION_MAX];
 	const xmlNode *root, *n;
 	unsigned entries = 0;
-	uint64_t size;
+	uint64_t size = 0;
 	xmlDoc *doc;
 	int pass, rc;
 
