@@ -602,6 +602,7 @@ int main(int argc, char **argv)
 {
 	size_t i;
 
+	fy_memory_tune();
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(argc < 2 ? stderr : stdout);

@@ -563,6 +563,7 @@ int main(int argc, char **argv)
 	int nrest = 0, c, i, level;
 	bool help = false;
 
+	fy_memory_tune();
 	signal(SIGPIPE, SIG_IGN);
 	fy_log_set_level(FY_LOG_WARN);
 	if (argc >= 2 && !strcmp(argv[1], "--version")) {

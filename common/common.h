@@ -272,6 +272,12 @@ void fy_json_string(FILE *f, const char *s);
 /* "1.5 GiB", for humans. */
 void fy_format_bytes(uint64_t n, char *out, size_t outlen);
 double fy_now(void); /* monotonic seconds */
+/* Called first by each program: memory glibc got for a frame or a block
+ * (up to FY_MALLOC_KEEP above what is in use) stays with the process for
+ * the next one instead of going back to the kernel, which costs a page
+ * fault per page on every reuse (docs/ARCHITECTURE.md, "Memory"). */
+#define FY_MALLOC_KEEP (64u << 20)
+void fy_memory_tune(void);
 /* Splits "host:port" or "[v6]:port". */
 int fy_split_hostport(const char *s, char *host, size_t hostlen,
 		      char *port, size_t portlen);

@@ -2,6 +2,7 @@
 #include "common/common.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -284,4 +285,13 @@ void fy_json_string(FILE *f, const char *s)
 			fputc(c, f);
 	}
 	fputc('"', f);
+}
+
+void fy_memory_tune(void)
+{
+	/* Frames and blocks of up to 16 MiB come from the heap, not from
+	 * mmap (whose every free is an munmap); the heap's top is given back
+	 * only past FY_MALLOC_KEEP. */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, FY_MALLOC_KEEP);
 }

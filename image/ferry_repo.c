@@ -581,6 +581,7 @@ int main(int argc, char **argv)
 	struct options o = { 0 };
 	size_t i;
 
+	fy_memory_tune();
 	fy_log_set_level(FY_LOG_WARN);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(argc < 2 ? stderr : stdout);
