@@ -71,7 +71,7 @@ static int clean_restore(struct fy_vs_client *vc,
 		    fy_err_msg());
 		return rc;
 	}
-	if (strcmp(vm->name, e->file)) {
+	if (!fy_vs_name_equal(vm->name, e->file)) {
 		say(rep, false, "half-restored VM %s (%s) is now named %s: "
 		    "left for the admin to check and delete", e->file, e->vm,
 		    vm->name);

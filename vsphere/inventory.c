@@ -989,6 +989,35 @@ static int find_by_uuid(struct fy_vs_client *c, const char *uuid,
 	return 0;
 }
 
+bool fy_vs_name_equal(const char *api_name, const char *name)
+{
+	const char *a = api_name, *n = name;
+
+	while (*a && *n) {
+		int hi, lo;
+
+		if (a[0] == '%' && (hi = fy_hex_digit(a[1])) >= 0 &&
+		    (lo = fy_hex_digit(a[2])) >= 0) {
+			char c = (char)(hi << 4 | lo);
+
+			/* Only what vSphere escapes; any other %xx is
+			 * literal text of the name. */
+			if (c == '%' || c == '/' || c == '\\') {
+				if (*n != c)
+					return false;
+				a += 3;
+				n++;
+				continue;
+			}
+		}
+		if (*a != *n)
+			return false;
+		a++;
+		n++;
+	}
+	return !*a && !*n;
+}
+
 static int find_by_name(struct fy_vs_client *c, const char *name,
 			struct fy_vs_moref *out)
 {
@@ -1010,7 +1039,7 @@ static int find_by_name(struct fy_vs_client *c, const char *name,
 		char *path;
 
 		if (strcmp(e->moref.type, "VirtualMachine") ||
-		    strcmp(e->name, name))
+		    !fy_vs_name_equal(e->name, name))
 			continue;
 		if (n++ == 0)
 			*out = e->moref;

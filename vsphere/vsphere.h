@@ -260,6 +260,11 @@ enum fy_vs_find_by {
 	FY_VS_BY_BIOS_UUID,     /* config.uuid (clones may share it) */
 };
 
+/* Whether an inventory name as vSphere returns it (with '%', '/' and '\'
+ * escaped as %25, %2f and %5c, in either case) is the name an admin gave.
+ * FY_VS_BY_NAME and the self-cleanup compare names this way. */
+bool fy_vs_name_equal(const char *api_name, const char *name);
+
 /* Finds a VM; -ENOENT when there is none, -EEXIST when a name or BIOS UUID
  * matches several (the message lists them). */
 int fy_vs_find_vm(struct fy_vs_client *c, enum fy_vs_find_by by,

@@ -138,6 +138,15 @@ fid=$(json "$T/bf.json" 'j["backup_id"]')
 rc=0; restore_vm "$fid" --name x4 2>"$T/e5" || rc=$?
 [[ $rc == 1 ]] && grep -q "is of a file, not a VM" "$T/e5" || fail "file backup: exit $rc: $(cat "$T/e5")"
 
+note "a name vSphere escapes: restored, then known as in use"
+# vSphere lists it as "two%2frestored 100%25".
+odd='two/restored 100%'
+restore_vm "$two" --name "$odd" --json >"$T/r6.json" 2>"$T/e6" || fail "restore as '$odd': $(cat "$T/e6" "$T/r6.json")"
+"$AGENT" inventory --config "$T/agent.conf" --vm "$odd" >/dev/null 2>&1 || fail "'$odd' not found by its name"
+rc=0; restore_vm "$two" --name "$odd" 2>"$T/e7" || rc=$?
+[[ $rc != 0 ]] || fail "a second VM named '$odd' was restored"
+grep -qF "a VM named $odd exists" "$T/e7" || fail "a name in use not refused clearly: $(cat "$T/e7")"
+
 note "a corrupt block fails the restore by name; the half-restored VM is destroyed"
 # The first data block of disk 0 of vm-two-disks' backup, damaged on disk.
 "$FERRY" --config "$T/agent.conf" restore "$two" --disk 0 --output "$T/c0.img"
@@ -161,8 +170,12 @@ grep -qi "block" "$T/r3.log" || fail "the error does not name the block: $(cat "
 rc=0; "$AGENT" inventory --config "$T/agent.conf" --vm broken >/dev/null 2>&1 || rc=$?
 [[ $rc != 0 ]] || fail "the half-restored VM is still there"
 note "kill -9 in the write phase: the next self-cleanup destroys the half-restored VM"
+# A name with what vSphere escapes ('/' and '%'): it lists the VM as
+# "crashed%2f1 100%25", and the name-in-use check and the self-cleanup must
+# still know it as the name given.
+crashed='crashed/1 100%'
 curl -sS --fail --cacert "$CERT" -X POST "$URL/ferry-test/faults?method=folder&delay_ms=1500&count=-1" >/dev/null
-"$AGENT" restore-vm --config "$T/agent.conf" "$two" --name crashed --quiet >/dev/null 2>"$T/crash.log" &
+"$AGENT" restore-vm --config "$T/agent.conf" "$two" --name "$crashed" --quiet >/dev/null 2>"$T/crash.log" &
 pid=$!
 for _ in $(seq 1 300); do
   grep -qP '\trestore\t' "$T/state/journal" 2>/dev/null && break
@@ -171,11 +184,11 @@ done
 grep -qP '\trestore\t' "$T/state/journal" || fail "no restore entry journaled: $(cat "$T/crash.log")"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 curl -sS --fail --cacert "$CERT" -X DELETE "$URL/ferry-test/faults" >/dev/null
-"$AGENT" inventory --config "$T/agent.conf" --vm crashed >/dev/null 2>&1 || fail "the crashed restore's VM is not there"
+"$AGENT" inventory --config "$T/agent.conf" --vm "$crashed" >/dev/null 2>&1 || fail "the crashed restore's VM is not there"
 "$AGENT" cleanup --config "$T/agent.conf" >"$T/cleanup.out" 2>&1 || fail "cleanup failed: $(cat "$T/cleanup.out")"
-grep -q "destroyed the half-restored VM crashed" "$T/cleanup.out" || fail "cleanup: $(cat "$T/cleanup.out")"
+grep -qF "destroyed the half-restored VM $crashed" "$T/cleanup.out" || fail "cleanup: $(cat "$T/cleanup.out")"
 grep -q "numCleanedUp=1 numRemaining=0" "$T/cleanup.out" || fail "cleanup counts: $(cat "$T/cleanup.out")"
-rc=0; "$AGENT" inventory --config "$T/agent.conf" --vm crashed >/dev/null 2>&1 || rc=$?
+rc=0; "$AGENT" inventory --config "$T/agent.conf" --vm "$crashed" >/dev/null 2>&1 || rc=$?
 [[ $rc != 0 ]] || fail "the half-restored VM survived the cleanup"
 grep -qP '\trestore\t' "$T/state/journal" && fail "the restore entry stayed: $(cat "$T/state/journal")"
 echo "restore_vm: OK"

@@ -56,6 +56,9 @@ func (h *harness) createVMTask(c *soapCall) soapReply {
 	}
 	req := v.(*types.CreateVM_Task)
 	spec := &req.Config
+	// vSphere keeps '%', '/' and '\' of an entity's name escaped, in the
+	// name the API returns and in the VM's folder on the datastore.
+	spec.Name = escapeEntityName(spec.Name)
 	return h.runTask(folder, "createVm", func() (types.AnyType, *taskFault) {
 		for _, e := range simulator.Map.All("VirtualMachine") {
 			if e.Entity().Name == spec.Name {
@@ -241,4 +244,12 @@ func (h *harness) createVMTask(c *soapCall) soapReply {
 		})
 		return ref, nil
 	})
+}
+
+// escapeEntityName escapes a new entity's name as vCenter does: '%' as
+// %25, '/' as %2f, '\' as %5c.
+func escapeEntityName(name string) string {
+	name = strings.ReplaceAll(name, "%", "%25")
+	name = strings.ReplaceAll(name, "/", "%2f")
+	return strings.ReplaceAll(name, "\\", "%5c")
 }

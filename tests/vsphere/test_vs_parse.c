@@ -515,6 +515,23 @@ static void test_buf(void)
 	vs_buf_release(&b);
 }
 
+/* Inventory names come back with '%', '/' and '\' escaped. */
+static void test_name_equal(void)
+{
+	CHECK(fy_vs_name_equal("web01", "web01"));
+	CHECK(!fy_vs_name_equal("web01", "web0"));
+	CHECK(!fy_vs_name_equal("web0", "web01"));
+	CHECK(fy_vs_name_equal("web%2f01 100%25", "web/01 100%"));
+	CHECK(fy_vs_name_equal("web%2F01%5cx%5C", "web/01\\x\\"));
+	CHECK(!fy_vs_name_equal("web%2f01", "web%2f01"));
+	/* Other escapes are not vSphere's: literal text. */
+	CHECK(fy_vs_name_equal("a%41b", "a%41b"));
+	CHECK(!fy_vs_name_equal("a%41b", "aAb"));
+	CHECK(fy_vs_name_equal("50%", "50%"));
+	CHECK(fy_vs_name_equal("50%2", "50%2"));
+	CHECK(fy_vs_name_equal("", ""));
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -533,5 +550,6 @@ int main(int argc, char **argv)
 	test_tasks_and_areas();
 	test_hotadd_rules();
 	test_buf();
+	test_name_equal();
 	CHECK_DONE();
 }
