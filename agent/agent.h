@@ -158,6 +158,14 @@ int fy_check_server_role(struct fy_conn *c, enum fy_role want,
 int fy_client_list_ex(struct fy_conn *conn, bool all_namespaces,
 		      int (*cb)(void *opaque, const Ferry__BackupSummary *b),
 		      void *opaque);
+/* One backup by id (`ferry show`): cb once if the repository has it and
+ * this certificate may read it, else not at all. Asks the repository for
+ * that backup alone (ListBackups.id); an older repository's pages are
+ * filtered instead. id NULL: every backup, as fy_client_list_ex. */
+int fy_client_list_one(struct fy_conn *conn, bool all_namespaces,
+		       const char *id,
+		       int (*cb)(void *opaque, const Ferry__BackupSummary *b),
+		       void *opaque);
 int fy_client_list(struct fy_conn *conn,
 		   int (*cb)(void *opaque, const Ferry__BackupSummary *b),
 		   void *opaque);

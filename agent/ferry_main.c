@@ -378,7 +378,7 @@ static int cmd_show(struct cli *cli, int argc, char **argv)
 	rc = connect_repo(cli, &conn);
 	if (rc < 0)
 		return ferry_fail("show");
-	rc = fy_client_list_ex(conn, true, show_one, &ss);
+	rc = fy_client_list_one(conn, true, ss.id, show_one, &ss);
 	fy_conn_close(conn);
 	if (rc < 0)
 		return ferry_fail("show");

@@ -327,11 +327,19 @@ int fy_client_list_ex(struct fy_conn *conn, bool all_namespaces,
 		      int (*cb)(void *opaque, const Ferry__BackupSummary *b),
 		      void *opaque)
 {
+	return fy_client_list_one(conn, all_namespaces, NULL, cb, opaque);
+}
+
+int fy_client_list_one(struct fy_conn *conn, bool all_namespaces,
+		       const char *id,
+		       int (*cb)(void *opaque, const Ferry__BackupSummary *b),
+		       void *opaque)
+{
 	char after[FY_ID_MAX] = "";
-	bool more = true;
+	bool more = true, found = false;
 	int rc = 0;
 
-	while (more && rc == 0) {
+	while (more && rc == 0 && !found) {
 		Ferry__Frame f = FERRY__FRAME__INIT;
 		Ferry__ListBackups lb = FERRY__LIST_BACKUPS__INIT;
 		fy_frame *r = NULL;
@@ -339,6 +347,7 @@ int fy_client_list_ex(struct fy_conn *conn, bool all_namespaces,
 
 		lb.after_id = after;
 		lb.all_namespaces = all_namespaces;
+		lb.id = (char *)(id ? id : "");
 		f.body_case = FERRY__FRAME__BODY_LIST_BACKUPS;
 		f.list_backups = &lb;
 		rc = fy_conn_send(conn, &f);
@@ -348,9 +357,15 @@ int fy_client_list_ex(struct fy_conn *conn, bool all_namespaces,
 		if (rc < 0)
 			return rc;
 		for (i = 0; i < r->backup_list->n_backups && rc == 0; i++) {
-			rc = cb(opaque, r->backup_list->backups[i]);
-			snprintf(after, sizeof(after), "%s",
-				 r->backup_list->backups[i]->id);
+			const Ferry__BackupSummary *bs = r->backup_list->backups[i];
+
+			/* A repository older than ListBackups.id pages
+			 * through them all: only the one asked for counts. */
+			if (!id || !strcmp(bs->id, id)) {
+				rc = cb(opaque, bs);
+				found = id != NULL;
+			}
+			snprintf(after, sizeof(after), "%s", bs->id);
 		}
 		/* A page with nothing new cannot make progress. */
 		more = r->backup_list->more && r->backup_list->n_backups;

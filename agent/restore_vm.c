@@ -125,7 +125,7 @@ static int load_backup(struct fy_conn *conn, const char *id,
 	int rc;
 
 	f->id = id;
-	rc = fy_client_list_ex(conn, true, find_backup_cb, f);
+	rc = fy_client_list_one(conn, true, id, find_backup_cb, f);
 	if (rc == 0)
 		rc = f->rc;
 	if (rc < 0)

@@ -680,15 +680,40 @@ static int send_list(struct session *sess, const Ferry__ListBackups *req)
 	size_t page_bytes = 0;
 	int rc;
 
-	rc = fy_repo_list_ids(srv->repo, &ids, &count);
-	if (rc < 0)
-		goto out;
+	if (req->id[0]) {
+		/* One backup, by its manifest alone: no listing. */
+		count = 0;
+	} else {
+		rc = fy_repo_list_ids(srv->repo, &ids, &count);
+		if (rc < 0)
+			goto out;
+	}
 	ms = calloc(FY_LIST_PAGE, sizeof(*ms));
 	sums = calloc(FY_LIST_PAGE, sizeof(*sums));
 	sump = calloc(FY_LIST_PAGE, sizeof(*sump));
 	if (!ms || !sums || !sump) {
 		rc = fy_err_set(-ENOMEM, "out of memory");
 		goto out;
+	}
+	if (req->id[0]) {
+		struct fy_manifest *m = NULL;
+
+		/* Not there, not a backup id, or not the client's to read:
+		 * all the same empty page, so that nobody learns which
+		 * backups exist by asking. */
+		int orc = fy_repo_backup_open(srv->repo, req->id, &m);
+
+		if (orc < 0 && orc != -ENOENT && orc != -EINVAL)
+			fy_warn("showing backup %.64s: %s", req->id,
+				fy_err_msg());
+		if (orc == 0 &&
+		    (req->all_namespaces || !strcmp(m->namespace_, sess->ns)) &&
+		    fy_acl_may_read(sess->acl, sess->id.name, sess->role, m)) {
+			ms[shown++] = m;
+			total_disks = m->disk_count;
+		} else {
+			fy_manifest_free(m);
+		}
 	}
 	for (i = 0; i < count; i++) {
 		struct fy_manifest *m = NULL;

@@ -175,6 +175,8 @@ int fy_frame_check(const fy_frame *f)
 		break;
 	case FERRY__FRAME__BODY_LIST_BACKUPS:
 		rc = check_string(f->list_backups->after_id, "ListBackups.after_id");
+		if (!rc)
+			rc = check_string(f->list_backups->id, "ListBackups.id");
 		break;
 	case FERRY__FRAME__BODY_BACKUP_LIST:
 		if (f->backup_list->n_backups > FY_LIST_PAGE)

@@ -62,6 +62,15 @@ grep -q "no backup $a2 that agent2 may read" "$T/e1" || fail "refusal: $(cat "$T
   fail "GetMap of a missing id"
 hex=$(head -c 1048576 "$T/a.img" | sha256sum | cut -d' ' -f1)
 [[ $(forge agent2 getblocks "$hex") == "REFUSED -13 "*"GetBlocks before a GetMap"* ]] || fail "GetBlocks without a map"
+# One backup by id (what `ferry show` asks): its owner gets it alone, anyone
+# else, a missing id or a hostile one gets the same empty page.
+[[ $(forge agent1 listid "$a2") == "ACCEPTED 1 more=0 $a2" ]] || fail "listid of one's own: $(forge agent1 listid "$a2")"
+for id in "$a2" 20990101T000000Z-00000000 ../../etc/passwd; do
+  [[ $(forge agent2 listid "$id") == "ACCEPTED 0 more=0" ]] || fail "listid $id as agent2: $(forge agent2 listid "$id")"
+done
+"$FERRY" --config "$T/agent1.conf" show "$a2" | grep -q "$a2" || fail "ferry show of agent1's own backup"
+if "$FERRY" --config "$T/agent2.conf" show "$a2" 2>"$T/e1s"; then fail "agent2 was shown agent1's backup"; fi
+grep -q "no backup $a2 that this certificate may read" "$T/e1s" || fail "show refusal: $(cat "$T/e1s")"
 as alice restore "$a2" --disk 0 --output "$T/admin.img"
 same_file "$T/a.img" "$T/admin.img"
 

@@ -17,6 +17,8 @@ usage: forge_client.py ADDR PKI CERT_NAME ACTION ARGS...
   getmap BACKUP_ID     the block map of someone's backup
   getblocks DIGEST_HEX a block by digest, without a map first
   list                 ACCEPTED <n> <ids...>: what the server lists
+  listid ID            ListBackups for one backup (every namespace):
+      ACCEPTED <n> more=<0|1> <ids...>
 """
 import hashlib
 import os
@@ -175,16 +177,24 @@ def main():
         num, body = recv_frame(conn)
         if refused_or(num, body, 18) is not None:
             print("ACCEPTED block")
-    elif action == "list":
-        conn.sendall(frame(13, b""))
+    elif action in ("list", "listid"):
+        req = b""
+        if action == "listid":
+            req = field_int(2, 1) + field_bytes(3, args[0].encode())
+        conn.sendall(frame(13, req))
         num, body = recv_frame(conn)
         body = refused_or(num, body, 14)
         if body is not None:
-            ids = []
+            ids, more = [], 0
             for f, _, v in fields(body):
                 if f == 1:
                     ids += [x.decode() for g, _, x in fields(v) if g == 1]
-            print("ACCEPTED", len(ids), *ids)
+                elif f == 2:
+                    more = v
+            if action == "listid":
+                print("ACCEPTED", len(ids), f"more={more}", *ids)
+            else:
+                print("ACCEPTED", len(ids), *ids)
     else:
         sys.exit(f"unknown action {action}")
     conn.close()
