@@ -900,31 +900,162 @@ out:
 	return rc;
 }
 
-static int send_blocks(struct session *sess, const Ferry__GetBlocks *req,
-		       uint8_t *buf)
+static int send_block_frame(struct session *sess, const ProtobufCBinaryData *d,
+			    enum fy_codec codec, uint32_t plain,
+			    const uint8_t *data, size_t len)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__Block b = FERRY__BLOCK__INIT;
+
+	b.digest = *d;
+	b.plain_size = plain;
+	b.codec = (Ferry__Codec)codec;
+	b.data.data = (uint8_t *)data;
+	b.data.len = len;
+	f.body_case = FERRY__FRAME__BODY_BLOCK;
+	f.block = &b;
+	return fy_conn_send(sess->conn, &f);
+}
+
+/*
+ * A repository in a bucket (format 3) answers a block whose pack data was
+ * evicted from the cache only after a GET, so one GetBlocks is read by
+ * GET_READERS threads at once, at most GET_AHEAD blocks ahead of the one
+ * being sent; blocks still go out in the order asked. Local repositories
+ * read from the page cache, one after another.
+ */
+#define GET_READERS 4
+#define GET_AHEAD 8
+
+struct get_slot {
+	size_t index;   /* which digest of the request it holds */
+	bool done;
+	int rc;
+	char msg[FY_ERR_MAX];
+	enum fy_codec codec;
+	uint32_t plain;
+	size_t len;
+};
+
+struct getter {
+	struct session *sess;
+	const Ferry__GetBlocks *req;
+	uint8_t **bufs; /* GET_AHEAD, FY_STORED_MAX each, of the session */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t next_read, next_send;
+	bool stop;
+	struct get_slot slot[GET_AHEAD];
+};
+
+static void *get_reader(void *arg)
+{
+	struct getter *g = arg;
+
+	pthread_mutex_lock(&g->lock);
+	for (;;) {
+		struct get_slot *sl;
+		size_t i;
+		int rc;
+
+		while (!g->stop && g->next_read < g->req->n_digests &&
+		       g->next_read - g->next_send >= GET_AHEAD)
+			pthread_cond_wait(&g->cond, &g->lock);
+		if (g->stop || g->next_read >= g->req->n_digests)
+			break;
+		i = g->next_read++;
+		sl = &g->slot[i % GET_AHEAD];
+		pthread_mutex_unlock(&g->lock);
+		rc = fy_repo_block_get(g->sess->srv->repo,
+				       g->req->digests[i].data, &sl->codec,
+				       &sl->plain, g->bufs[i % GET_AHEAD],
+				       FY_STORED_MAX, &sl->len);
+		pthread_mutex_lock(&g->lock);
+		sl->index = i;
+		sl->rc = rc;
+		if (rc < 0)
+			snprintf(sl->msg, sizeof(sl->msg), "%s", fy_err_msg());
+		sl->done = true;
+		pthread_cond_broadcast(&g->cond);
+	}
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+static int send_blocks_parallel(struct session *sess,
+				const Ferry__GetBlocks *req, uint8_t **bufs)
+{
+	struct getter g = { .sess = sess, .req = req, .bufs = bufs };
+	pthread_t th[GET_READERS];
+	unsigned n = 0, k;
+	size_t i;
+	int rc = 0;
+
+	pthread_mutex_init(&g.lock, NULL);
+	pthread_cond_init(&g.cond, NULL);
+	for (k = 0; k < GET_READERS && k < req->n_digests; k++)
+		if (pthread_create(&th[n], NULL, get_reader, &g) == 0)
+			n++;
+	if (!n)
+		rc = fy_err_set(-EAGAIN, "cannot start a block reader");
+	for (i = 0; rc == 0 && i < req->n_digests; i++) {
+		struct get_slot *sl = &g.slot[i % GET_AHEAD];
+
+		pthread_mutex_lock(&g.lock);
+		while (!(sl->done && sl->index == i))
+			pthread_cond_wait(&g.cond, &g.lock);
+		pthread_mutex_unlock(&g.lock);
+		if (sl->rc < 0)
+			rc = fy_err_set(sl->rc, "%s", sl->msg);
+		else
+			rc = send_block_frame(sess, &req->digests[i], sl->codec,
+					      sl->plain, bufs[i % GET_AHEAD],
+					      sl->len);
+		pthread_mutex_lock(&g.lock);
+		sl->done = false;
+		g.next_send = i + 1;
+		pthread_cond_broadcast(&g.cond);
+		pthread_mutex_unlock(&g.lock);
+	}
+	pthread_mutex_lock(&g.lock);
+	g.stop = true;
+	pthread_cond_broadcast(&g.cond);
+	pthread_mutex_unlock(&g.lock);
+	for (k = 0; k < n; k++)
+		pthread_join(th[k], NULL);
+	pthread_cond_destroy(&g.cond);
+	pthread_mutex_destroy(&g.lock);
+	return rc;
+}
+
+/* bufs: the session's, GET_AHEAD of FY_STORED_MAX, allocated here on the
+ * first request (only bufs[0] for a local repository). */
+static int send_blocks(struct session *sess, const Ferry__GetBlocks *req,
+		       uint8_t **bufs)
+{
+	bool parallel = fy_repo_format(sess->srv->repo) == 3 &&
+			req->n_digests > 1;
+	unsigned k, need = parallel ? GET_AHEAD : 1;
 	size_t i;
 	int rc;
 
+	for (k = 0; k < need; k++)
+		if (!bufs[k] && !(bufs[k] = malloc(FY_STORED_MAX)))
+			return fy_err_set(-ENOMEM, "out of memory");
+	if (parallel)
+		return send_blocks_parallel(sess, req, bufs);
 	for (i = 0; i < req->n_digests; i++) {
 		enum fy_codec codec;
 		uint32_t plain;
 		size_t len;
 
 		rc = fy_repo_block_get(sess->srv->repo, req->digests[i].data,
-				       &codec, &plain, buf, FY_STORED_MAX, &len);
+				       &codec, &plain, bufs[0], FY_STORED_MAX,
+				       &len);
 		if (rc < 0)
 			return rc;
-		b.digest = req->digests[i];
-		b.plain_size = plain;
-		b.codec = (Ferry__Codec)codec;
-		b.data.data = buf;
-		b.data.len = len;
-		f.body_case = FERRY__FRAME__BODY_BLOCK;
-		f.block = &b;
-		rc = fy_conn_send(sess->conn, &f);
+		rc = send_block_frame(sess, &req->digests[i], codec, plain,
+				      bufs[0], len);
 		if (rc < 0)
 			return rc;
 	}
@@ -1001,7 +1132,8 @@ static void *client_main(void *arg)
 	struct client_arg *ca = arg;
 	struct server *srv = ca->srv;
 	struct session sess = { .srv = srv, .conn = ca->conn };
-	uint8_t *buf = NULL;
+	uint8_t *bufs[GET_AHEAD] = { NULL };
+	unsigned k;
 	int rc;
 
 	free(ca);
@@ -1033,10 +1165,7 @@ static void *client_main(void *arg)
 						"read", sess.id.name);
 				break;
 			}
-			if (!buf)
-				buf = malloc(FY_STORED_MAX);
-			rc = buf ? send_blocks(&sess, in->get_blocks, buf)
-				 : fy_err_set(-ENOMEM, "out of memory");
+			rc = send_blocks(&sess, in->get_blocks, bufs);
 			break;
 		default:
 			rc = fy_err_set(-EPROTO, "unexpected %s",
@@ -1053,7 +1182,8 @@ static void *client_main(void *arg)
 	} else {
 		fy_debug("client %s disconnected", fy_conn_peer(sess.conn));
 	}
-	free(buf);
+	for (k = 0; k < GET_AHEAD; k++)
+		free(bufs[k]);
 	fy_acl_free(sess.acl);
 	fy_manifest_free(sess.restore_manifest);
 	fy_conn_close(sess.conn);
