@@ -11,6 +11,7 @@ endfunction()
 ferry_integration_test(roundtrip)
 ferry_integration_test(hostile)
 ferry_integration_test(crash)
+ferry_integration_test(crash_gc)
 ferry_integration_test(packs)
 ferry_integration_test(no_space)
 # The same crashes on a format 1 repository (a file per block).
