@@ -53,6 +53,9 @@ const char *const fy_known_keys[] = {
 /* Ours, the NBD and hotadd transports' and the vSphere client's, in one
  * list. */
 #define ALL_KEYS_MAX 512
+/* ferry.workers as the last fy_settings_load read it (0: not set). */
+static atomic_uint restore_workers;
+
 static const char *all_keys[ALL_KEYS_MAX];
 static pthread_once_t all_keys_once = PTHREAD_ONCE_INIT;
 
@@ -154,6 +157,9 @@ int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 	if (rc < 0)
 		return rc;
 	s->workers = (unsigned)v;
+	/* ferry.workers set: also the restore's decode workers. */
+	if (s->workers)
+		atomic_store(&restore_workers, s->workers);
 	if (!s->workers) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -398,7 +404,8 @@ int fy_client_list_one(struct fy_conn *conn, bool all_namespaces,
 
 /* GetBlocks frames in flight, of up to FY_GET_MAX digests each. */
 #define RESTORE_INFLIGHT 4
-/* Decode workers: the online CPUs, at most this many. */
+/* Decode workers: ferry.workers when set, else the online CPUs; at most
+ * this many. */
 #define RESTORE_WORKERS_MAX 8
 /* One write carries at most this much: adjacent decoded blocks, or a run
  * of zeros. */
@@ -752,6 +759,8 @@ static int ring_start(struct restore *r)
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned workers, per_write, max, i;
 
+	if (atomic_load(&restore_workers))
+		cpus = atomic_load(&restore_workers);
 	workers = cpus < 1 ? 1 : cpus > RESTORE_WORKERS_MAX
 				 ? RESTORE_WORKERS_MAX : (unsigned)cpus;
 	per_write = RESTORE_WRITE_MAX / r->block_size;
@@ -782,6 +791,8 @@ static int ring_start(struct restore *r)
 	if (r->nthreads == 1)
 		return fy_err_set(-EAGAIN, "cannot start the restore's decode "
 				  "threads");
+	fy_debug("restore: %u decode workers, a ring of %u slots of %u bytes",
+		 r->nthreads - 1, r->nslots, r->block_size);
 	return 0;
 }
 

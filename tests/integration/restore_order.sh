@@ -48,6 +48,13 @@ for bs in 65536 1048576; do
   ids[$bs]=$id
 done
 
+note "ferry.workers sets the restore's decode workers"
+cp "$T/agent-1m.conf" "$T/agent-w3.conf"
+printf 'ferry.workers=3\n' >>"$T/agent-w3.conf"
+"$FERRY" --config "$T/agent-w3.conf" --log-level 6 restore "${ids[1048576]}" --disk 0 --output "$T/w3.img" 2>"$T/w3.log"
+same_file "$T/d1048576.img" "$T/w3.img"
+grep -q "restore: 3 decode workers" "$T/w3.log" || fail "ferry.workers=3: $(grep 'decode workers' "$T/w3.log")"
+
 note "a bad block in the middle: named, everything before it written"
 bs=65536
 img=$T/d$bs.img
