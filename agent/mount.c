@@ -463,15 +463,18 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 	fy_info("mount: %" PRIu64 " blocks fetched, %" PRIu64 " cache hits",
 		m.fetched, m.hits);
 out:
-	/* Client threads may still be reading when a signal ends the
-	 * export: the process exits right after, so the cache stays. */
-	if (rc < 0) {
-		for (i = 0; m.slots && i < m.n_slots; i++)
-			free(m.slots[i].data);
-		free(m.slots);
-		fy_parent_map_free(&m.map);
-		for (i = 0; i < POOL_MAX; i++)
-			fy_conn_close(m.pool[i]);
+	/* fy_nbd_serve waited for every client thread; one still busy in a
+	 * read after its wait (-EBUSY) may use the cache and the
+	 * connections, and the process exits right after: they stay. */
+	if (rc == -EBUSY) {
+		fy_warn("%s", fy_err_msg());
+		return rc;
 	}
+	for (i = 0; m.slots && i < m.n_slots; i++)
+		free(m.slots[i].data);
+	free(m.slots);
+	fy_parent_map_free(&m.map);
+	for (i = 0; i < POOL_MAX; i++)
+		fy_conn_close(m.pool[i]);
 	return rc;
 }

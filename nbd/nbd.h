@@ -210,7 +210,10 @@ struct fy_nbd_server_opts {
 
 /* Serves one read-only export (fixed newstyle, structured replies,
  * base:allocation, STARTTLS) until *stop is set. Writes, trims and
- * flushes are refused with EPERM. */
+ * flushes are refused with EPERM. At the stop every connection is cut and
+ * its thread waited for: once this returns, no thread uses ops or opaque,
+ * unless it returns -EBUSY (a read still running 10 s after the stop: the
+ * caller must leave what the export uses alone and exit). */
 int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 		 const struct fy_nbd_export_ops *ops, void *opaque,
 		 volatile sig_atomic_t *stop);

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -66,11 +67,17 @@ struct server {
 	void *opaque;
 	SSL_CTX *tls;
 	pthread_mutex_t lock;
+	pthread_cond_t gone;     /* a client thread ended */
 	unsigned clients;
+	struct client *list;     /* the connected ones, for the stop */
 	volatile sig_atomic_t *stop;
 };
 
+/* A stop waits this long for client threads to finish their request. */
+#define STOP_WAIT_S 10
+
 struct client {
+	struct client *next, *prev;
 	struct server *srv;
 	int fd;
 	SSL *ssl;
@@ -687,12 +694,19 @@ static void *client_main(void *arg)
 		SSL_shutdown(c->ssl);
 		SSL_free(c->ssl);
 	}
+	pthread_mutex_lock(&srv->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->list = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	close(c->fd);
+	srv->clients--;
+	pthread_cond_broadcast(&srv->gone);
+	pthread_mutex_unlock(&srv->lock);
 	free(c->buf);
 	free(c);
-	pthread_mutex_lock(&srv->lock);
-	srv->clients--;
-	pthread_mutex_unlock(&srv->lock);
 	return NULL;
 }
 
@@ -786,29 +800,73 @@ static int tls_context(const struct fy_nbd_server_opts *o, SSL_CTX **out)
 	return 0;
 }
 
+/* Cuts every connection (a client thread in a read or write fails out of
+ * it) and waits for their threads. 0 when all ended: the server is freed
+ * and nothing of the caller's is in use any more; -EBUSY when one still
+ * runs after STOP_WAIT_S (busy in the export's read): the server is left
+ * to it, and the caller must keep what the export uses. */
+static int stop_clients(struct server *sp)
+{
+	struct timespec until;
+	struct client *c;
+	unsigned left;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STOP_WAIT_S;
+	pthread_mutex_lock(&sp->lock);
+	for (c = sp->list; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	while (sp->clients &&
+	       pthread_cond_timedwait(&sp->gone, &sp->lock, &until) == 0)
+		;
+	left = sp->clients;
+	pthread_mutex_unlock(&sp->lock);
+	if (left)
+		return fy_err_set(-EBUSY, "nbd: %u clients still busy %d s "
+				  "after the stop", left, STOP_WAIT_S);
+	SSL_CTX_free(sp->tls);
+	pthread_cond_destroy(&sp->gone);
+	pthread_mutex_destroy(&sp->lock);
+	free(sp);
+	return 0;
+}
+
 int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 		 const struct fy_nbd_export_ops *ops, void *opaque,
 		 volatile sig_atomic_t *stop)
 {
-	struct server srv = { .opts = o, .ops = ops, .opaque = opaque,
-			      .stop = stop };
+	/* On the heap: client threads use it until they end, which a stop
+	 * waits for (and if one does not end, it is left to them). */
+	struct server *sp = calloc(1, sizeof(*sp));
 	char bound[128] = "";
 	int lfd, rc = 0;
 
-	if (!!o->listen == !!o->socket)
+	if (!sp)
+		return fy_err_set(-ENOMEM, "out of memory");
+	sp->opts = o;
+	sp->ops = ops;
+	sp->opaque = opaque;
+	sp->stop = stop;
+	if (!!o->listen == !!o->socket) {
+		free(sp);
 		return fy_err_set(-EINVAL, "nbd: a TCP address or a Unix "
 				  "socket, one of them");
-	if (o->tls_cert && (rc = tls_context(o, &srv.tls)) < 0)
+	}
+	if (o->tls_cert && (rc = tls_context(o, &sp->tls)) < 0) {
+		free(sp);
 		return rc;
+	}
 	lfd = o->listen ? listen_tcp(o->listen, bound, sizeof(bound))
 			: listen_unix(o->socket);
 	if (lfd < 0) {
-		SSL_CTX_free(srv.tls);
+		SSL_CTX_free(sp->tls);
+		free(sp);
 		return lfd;
 	}
 	if (o->socket)
 		snprintf(bound, sizeof(bound), "%s", o->socket);
-	pthread_mutex_init(&srv.lock, NULL);
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_cond_init(&sp->gone, NULL);
 	if (o->on_ready)
 		o->on_ready(o->ready_opaque, bound);
 	while (!*stop) {
@@ -823,16 +881,16 @@ int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		pthread_mutex_lock(&srv.lock);
-		if (srv.clients >= o->max_clients) {
-			pthread_mutex_unlock(&srv.lock);
+		pthread_mutex_lock(&sp->lock);
+		if (sp->clients >= o->max_clients) {
+			pthread_mutex_unlock(&sp->lock);
 			fy_warn("nbd: refusing a client: %u connected already",
 				o->max_clients);
 			close(fd);
 			continue;
 		}
-		srv.clients++;
-		pthread_mutex_unlock(&srv.lock);
+		sp->clients++;
+		pthread_mutex_unlock(&sp->lock);
 		c = calloc(1, sizeof(*c));
 		if (c)
 			c->buf = malloc(NBD_MAX_REQUEST + 64);
@@ -840,13 +898,20 @@ int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 			if (c)
 				free(c);
 			close(fd);
-			pthread_mutex_lock(&srv.lock);
-			srv.clients--;
-			pthread_mutex_unlock(&srv.lock);
+			pthread_mutex_lock(&sp->lock);
+			sp->clients--;
+			pthread_mutex_unlock(&sp->lock);
 			continue;
 		}
-		c->srv = &srv;
+		c->srv = sp;
 		c->fd = fd;
+		/* Listed before its thread runs, which unlists it. */
+		pthread_mutex_lock(&sp->lock);
+		c->next = sp->list;
+		if (sp->list)
+			sp->list->prev = c;
+		sp->list = c;
+		pthread_mutex_unlock(&sp->lock);
 		{
 			struct sockaddr_storage ss;
 			socklen_t sl = sizeof(ss);
@@ -867,19 +932,20 @@ int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &attr, client_main, c) != 0) {
+			pthread_mutex_lock(&sp->lock);
+			sp->list = c->next;
+			if (c->next)
+				c->next->prev = NULL;
+			sp->clients--;
+			pthread_mutex_unlock(&sp->lock);
 			close(fd);
 			free(c->buf);
 			free(c);
-			pthread_mutex_lock(&srv.lock);
-			srv.clients--;
-			pthread_mutex_unlock(&srv.lock);
 		}
 		pthread_attr_destroy(&attr);
 	}
 	close(lfd);
 	if (o->socket)
 		unlink(o->socket);
-	/* Clients still connected are cut off when the process exits; the
-	 * TLS context stays theirs until then. */
-	return 0;
+	return stop_clients(sp);
 }

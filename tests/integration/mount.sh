@@ -62,7 +62,19 @@ mount_start "$T/agent.conf" --listen 127.0.0.1:0 --cache-mb 34 || fail "mount di
 BURI="nbd://$(cat "$T/mount.ready")/"
 nbdcopy --connections=4 --requests=64 "$BURI" "$T/big-copy.img"
 same_file "$T/big.img" "$T/big-copy.img"
+# A client still connected (idle in the handshake) at the stop: its
+# connection is cut and its thread waited for, and the export exits 0.
+hp=$(cat "$T/mount.ready")
+python3 -c 'import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.recv(18)
+time.sleep(60)' "${hp%:*}" "${hp##*:}" &
+idle=$!
+CLEANUP_CMDS+=("kill $idle")
+sleep 0.5
 mount_stop
+grep -q "still busy" "$T/mount.log" && fail "the stop waited in vain: $(cat "$T/mount.log")"
+kill "$idle" 2>/dev/null || true
 id=$id_small
 mount_start "$T/agent.conf" --listen 127.0.0.1:0 || fail "mount did not start: $(cat "$T/mount.log")"
 URI="nbd://$(cat "$T/mount.ready")/"
