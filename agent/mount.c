@@ -460,16 +460,18 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	rc = fy_nbd_serve(&so, &ops, &m, &stop_requested);
+	if (rc == -EBUSY) {
+		/* A client thread still in a read uses this frame (the
+		 * cache, the connections, the export's options): nothing
+		 * may return through it. The process ends here. */
+		fy_error("mount: %s; exiting with it running", fy_err_msg());
+		_exit(1);
+	}
 	fy_info("mount: %" PRIu64 " blocks fetched, %" PRIu64 " cache hits",
 		m.fetched, m.hits);
 out:
-	/* fy_nbd_serve waited for every client thread; one still busy in a
-	 * read after its wait (-EBUSY) may use the cache and the
-	 * connections, and the process exits right after: they stay. */
-	if (rc == -EBUSY) {
-		fy_warn("%s", fy_err_msg());
-		return rc;
-	}
+	/* fy_nbd_serve waited for every client thread: nothing uses the
+	 * cache or the connections any more. */
 	for (i = 0; m.slots && i < m.n_slots; i++)
 		free(m.slots[i].data);
 	free(m.slots);

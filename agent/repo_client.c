@@ -157,9 +157,9 @@ int fy_settings_load(const struct fy_config *cfg, struct fy_settings *s)
 	if (rc < 0)
 		return rc;
 	s->workers = (unsigned)v;
-	/* ferry.workers set: also the restore's decode workers. */
-	if (s->workers)
-		atomic_store(&restore_workers, s->workers);
+	/* Also the restore's decode workers; 0 (a reload that dropped the
+	 * key) goes back to the CPU count. */
+	atomic_store(&restore_workers, s->workers);
 	if (!s->workers) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 

@@ -273,9 +273,10 @@ void fy_json_string(FILE *f, const char *s);
 void fy_format_bytes(uint64_t n, char *out, size_t outlen);
 double fy_now(void); /* monotonic seconds */
 /* Called first by each program: memory glibc got for a frame or a block
- * (up to FY_MALLOC_KEEP above what is in use) stays with the process for
- * the next one instead of going back to the kernel, which costs a page
- * fault per page on every reuse (docs/ARCHITECTURE.md, "Memory"). */
+ * (up to FY_MALLOC_KEEP above what is in use, per malloc arena: threads
+ * may have arenas of their own) stays with the process for the next one
+ * instead of going back to the kernel, which costs a page fault per page
+ * on every reuse (docs/ARCHITECTURE.md, "Memory bounds"). */
 #define FY_MALLOC_KEEP (64u << 20)
 void fy_memory_tune(void);
 /* Splits "host:port" or "[v6]:port". */

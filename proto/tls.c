@@ -424,7 +424,9 @@ static void tune_socket(int fd)
  * record (a 1 MiB block was some 130 read()s, bench/README.md). Not during
  * handshakes, so that a server's pending handshakes hold small buffers.
  * The handshake's buffers are freed so that the next read allocates the
- * larger one; if they hold data, they stay, which is only slower. Waits
+ * larger one; if they hold data, they stay, which is only slower. (From
+ * OpenSSL 3.2 the record layer fixes its buffer's size at the handshake:
+ * read-ahead then works with the default 17 KiB. Debian 12 has 3.0.) Waits
  * for input ask SSL_has_pending first: bytes read ahead are in OpenSSL's
  * buffer, not the socket's. */
 static void read_ahead_on(SSL *ssl)
