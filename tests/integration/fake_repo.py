@@ -11,8 +11,9 @@ usage: fake_repo.py PKI READY_FILE LOG MAX_FRAME MIN_BLOCK MAX_BLOCK
 Listens on 127.0.0.1 (port written to READY_FILE as HOST:PORT), serves one
 connection after another until killed, with PKI/127.0.0.1.crt (a
 repository certificate of PKI's CA) and requires a client certificate of
-that CA. Each connection appends to LOG: "max_seen N" (the largest frame
-received), and "oversize NAME N" if a frame exceeded MAX_FRAME (then the
+that CA. Each connection appends to LOG: "max_seen N" each time a frame
+is larger than any before it (written before the fake replies to
+anything, so a client that has its reply finds its frames logged), and "oversize NAME N" if a frame exceeded MAX_FRAME (then the
 connection is closed, as a real repository refuses such a frame).
 """
 import os
@@ -48,7 +49,12 @@ def serve(conn, log, max_frame, min_block, max_block):
                 log.write(f"oversize frame {n}\n")
                 return
             body = recv_exact(conn, n)
-            max_seen = max(max_seen, n)
+            if n > max_seen:
+                # Logged before any reply: when the agent has its commit
+                # reply, every frame it sent is in the log.
+                max_seen = n
+                log.write(f"max_seen {max_seen}\n")
+                log.flush()
             num, _, inner = fields(body)[0]
             if num == 1:
                 reply = (field_int(1, 1) + field_bytes(2, b"fake-repo") +
@@ -77,7 +83,6 @@ def serve(conn, log, max_frame, min_block, max_block):
     except (EOFError, ConnectionError, ssl.SSLError, OSError):
         pass
     finally:
-        log.write(f"max_seen {max_seen}\n")
         log.flush()
 
 

@@ -37,7 +37,7 @@ backup() {
 }
 
 max_seen() {
-  sleep 0.2 # the fake logs when the connection closes
+  # the fake logs each new largest frame before it replies to anything
   awk '$1 == "max_seen" { if ($2 > m) m = $2 } END { print m + 0 }' "$T/fake.log"
 }
 
