@@ -23,9 +23,14 @@
 /* Cache slots at most, whatever --cache-mb says: lookups are linear. */
 #define CACHE_SLOTS_MAX 4096
 /* Connections to the repository: reads of different blocks fetch and
- * decode at once, up to this many (the NBD server runs a thread per
- * client connection: nbdcopy opens 4). */
-#define POOL_MAX 4
+ * decode at once, up to this many (the NBD server serves each client
+ * connection with NBD_WORKERS threads: nbdcopy opens 4 connections). */
+#define POOL_MAX 8
+/* Reads served at once per NBD client: with several in flight a client's
+ * fetches overlap their network waits with other reads' decoding. */
+#define NBD_WORKERS 8
+/* Blocks a fetching read asks for past its own end. */
+#define READ_AHEAD 2
 
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
 
@@ -163,10 +168,23 @@ static void pool_give(struct mount *m, int i, bool broken)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* A slot this read loaded is READY (decoded and verified) or EMPTY again;
+ * whoever waits for it is told at once, not when the whole fetch ends. */
+static void loaded(struct mount *m, struct slot *s, bool ok)
+{
+	pthread_mutex_lock(&m->lock);
+	s->state = ok ? SLOT_READY : SLOT_EMPTY;
+	m->fetched += ok;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
 /* Fetches the n blocks of slots[] (LOADING, owned by this read) in
- * GetBlocks requests of up to FY_GET_MAX, decoding each into its slot;
- * ok[k] says which arrived whole and verified. Outside the cache lock. */
-static int fetch(struct mount *m, struct slot **slots, bool *ok, size_t n)
+ * GetBlocks requests of up to FY_GET_MAX, decoding each into its slot and
+ * publishing it as it is done (loaded()). The first `need` are the read's
+ * own; a bad block past them (read ahead) is left EMPTY without failing
+ * the read. Outside the cache lock. */
+static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 {
 	Ferry__Frame f = FERRY__FRAME__INIT;
 	Ferry__GetBlocks gb = FERRY__GET_BLOCKS__INIT;
@@ -175,8 +193,11 @@ static int fetch(struct mount *m, struct slot **slots, bool *ok, size_t n)
 	int rc = 0, bad = 0, c;
 
 	rc = pool_take(m, &c);
-	if (rc < 0)
+	if (rc < 0) {
+		for (done = 0; done < n; done++)
+			loaded(m, slots[done], false);
 		return rc;
+	}
 	while (done < n && rc == 0) {
 		size_t k, batch = n - done < FY_GET_MAX ? n - done : FY_GET_MAX;
 
@@ -196,6 +217,7 @@ static int fetch(struct mount *m, struct slot **slots, bool *ok, size_t n)
 			uint32_t want = block_len(m, s->index);
 			fy_frame *b = NULL;
 			char hex[FY_DIGEST_HEX];
+			bool ok = false;
 			int brc;
 
 			rc = fy_conn_recv(m->pool[c], &b);
@@ -219,7 +241,8 @@ static int fetch(struct mount *m, struct slot **slots, bool *ok, size_t n)
 				brc = fy_err_set(-EIO, "block %s is %u bytes, "
 						 "not %u", hex,
 						 b->block->plain_size, want);
-				bad = bad ? bad : brc;
+				if (done + k < need && !bad)
+					bad = brc;
 			} else {
 				/* Decoding re-hashes: a corrupt block is an
 				 * error for the reads that need it, and the
@@ -230,16 +253,22 @@ static int fetch(struct mount *m, struct slot **slots, bool *ok, size_t n)
 					b->block->plain_size, bins[k].data,
 					s->data, m->block_size);
 				if (brc == 0)
-					ok[done + k] = true;
-				else if (!bad)
+					ok = true;
+				else if (done + k < need && !bad)
 					bad = fy_err_wrap(-EIO, "block %" PRIu64
 							  " of the disk",
 							  s->index);
 			}
 			fy_frame_free(b);
+			loaded(m, s, ok);
 		}
+		/* A broken stream: what was not received is not loaded. */
+		for (; k < batch; k++)
+			loaded(m, slots[done + k], false);
 		done += batch;
 	}
+	for (; done < n; done++)
+		loaded(m, slots[done], false);
 	/* A bad block leaves the stream in order: only a broken stream
 	 * closes the connection. */
 	pool_give(m, c, rc < 0);
@@ -251,18 +280,16 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 	struct mount *m = opaque;
 	uint64_t first = offset / m->block_size;
 	uint64_t last = (offset + len - 1) / m->block_size;
-	size_t nb = (size_t)(last - first + 1), mine = 0, k;
+	size_t nb = (size_t)(last - first + 1), mine = 0, own, k;
 	struct slot **pin = calloc(nb, sizeof(*pin));
-	struct slot **load = calloc(nb, sizeof(*load));
-	bool *ok = calloc(nb, sizeof(*ok));
+	struct slot **load = calloc(nb + READ_AHEAD, sizeof(*load));
 	uint64_t i, pos = offset, end = offset + len;
 	uint8_t *out = buf;
-	int rc = 0;
+	int rc = 0, frc = 0;
 
-	if (!pin || !load || !ok) {
+	if (!pin || !load) {
 		free(pin);
 		free(load);
-		free(ok);
 		return fy_err_set(-ENOMEM, "out of memory");
 	}
 	/* Pin every block of the read at once: cached or loading ones are
@@ -298,27 +325,45 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 		s->stamp = ++m->clock;
 		pin[i - first] = s;
 	}
+	/* A read that fetches reads ahead: the next blocks of the disk that
+	 * are neither holes nor cached nor loading come in the same
+	 * request, while slots nobody needs are free for them. A sequential
+	 * reader's next reads then find them loaded or loading. They are not
+	 * pinned: LOADING keeps them, and once READY they are cache. */
+	own = mine;
+	for (i = last + 1, k = 0; mine && k < READ_AHEAD && i < m->map.n;
+	     i++, k++) {
+		struct slot *s;
+
+		if (m->map.hole[i] || cache_find(m, i))
+			continue;
+		s = cache_victim(m);
+		if (!s || s->refs)
+			break;
+		s->index = i;
+		s->state = SLOT_LOADING;
+		s->stamp = ++m->clock;
+		load[mine++] = s;
+	}
 	pthread_mutex_unlock(&m->lock);
 
 	if (mine)
-		rc = fetch(m, load, ok, mine);
+		frc = fetch(m, load, mine, own);
 
+	/* Wait for the blocks other reads are loading. A broken stream
+	 * fails this read only if it lost one of the read's own blocks:
+	 * fetch()'s error names it better than the slot can. */
 	pthread_mutex_lock(&m->lock);
-	for (k = 0; k < mine; k++) {
-		load[k]->state = ok[k] ? SLOT_READY : SLOT_EMPTY;
-		m->fetched += ok[k];
-	}
-	if (mine)
-		pthread_cond_broadcast(&m->cond);
-	/* Blocks other reads are loading. */
 	for (i = first; rc == 0 && i <= last; i++) {
 		struct slot *s = pin[i - first];
 
 		while (s && s->state == SLOT_LOADING)
 			pthread_cond_wait(&m->cond, &m->lock);
 		if (s && (s->state != SLOT_READY || s->index != i))
-			rc = fy_err_set(-EIO, "block %" PRIu64 " of the disk "
-					"could not be read", i);
+			rc = frc < 0 ? frc
+				     : fy_err_set(-EIO, "block %" PRIu64
+						  " of the disk could not be "
+						  "read", i);
 	}
 	pthread_mutex_unlock(&m->lock);
 
@@ -347,7 +392,6 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 	pthread_mutex_unlock(&m->lock);
 	free(pin);
 	free(load);
-	free(ok);
 	if (rc < 0)
 		fy_warn("mount: read of %u bytes at %" PRIu64 ": %s", len,
 			offset, fy_err_msg());
@@ -404,7 +448,8 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 			   .disk = o->disk };
 	struct fy_nbd_server_opts so = {
 		.listen = o->listen, .socket = o->socket,
-		.max_clients = 16, .on_ready = print_ready,
+		.max_clients = 16, .workers = NBD_WORKERS,
+		.on_ready = print_ready,
 		.ready_opaque = (void *)o,
 	};
 	const struct fy_nbd_export_ops ops = { .read = mount_read,

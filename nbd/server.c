@@ -5,12 +5,21 @@
  * serves comes from the caller's callbacks (fy_nbd_export_ops): `ferry
  * mount` serves a backup's disk straight from the repository.
  *
+ * In transmission a client's thread only reads requests; its workers
+ * (fy_nbd_server_opts.workers) serve them, so that a client with many
+ * requests in flight (nbdcopy keeps 64) has several reads fetched and
+ * decoded at once. Replies go out as they are ready (the protocol allows
+ * any order), one chunk at a time under the client's write lock. Under
+ * TLS the socket is non-blocking in transmission and every SSL call is
+ * made under a lock, since an SSL object is not for two threads at once.
+ *
  * Names follow the NBD project's doc/proto.md. Everything a client sends
  * is bounded before it is used: option lengths, strings, request lengths
  * and offsets.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,6 +30,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,6 +85,24 @@ struct server {
 
 /* A stop waits this long for client threads to finish their request. */
 #define STOP_WAIT_S 10
+/* Requests read and not yet taken by a worker, per client; past it the
+ * client's further requests wait in TCP. */
+#define QUEUE_MAX 64
+/* Workers per client at most, whatever the caller asks. */
+#define WORKERS_MAX 16
+/* A worker keeps a reply buffer up to this size between requests; a
+ * larger read (up to NBD_MAX_REQUEST) gets one of its own, freed after. */
+#define WORKER_BUF_KEEP (4u << 20)
+/* The client thread's buffer: options in the handshake, a write's
+ * payload read away. */
+#define CLIENT_BUF (MAX_OPTION_LEN + 64)
+
+/* A request handed from the client's thread to its workers. */
+struct request {
+	uint64_t handle, off;
+	uint32_t len;
+	uint16_t type, flags;
+};
 
 struct client {
 	struct client *next, *prev;
@@ -83,10 +111,70 @@ struct client {
 	SSL *ssl;
 	bool structured, meta, no_zeroes;
 	char peer[80];
+	uint8_t *buf;            /* CLIENT_BUF bytes */
+
+	/* Transmission. wlock: one reply chunk at a time. ssl_lock: every
+	 * SSL call once workers run (taken inside wlock, never around it). */
+	pthread_mutex_t wlock, ssl_lock;
+	bool nonblocking;        /* TLS in transmission: retry on WANT_* */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;    /* a request queued or taken, the end */
+	struct request queue[QUEUE_MAX];
+	unsigned q_head, q_len;
+	bool q_closed;           /* no more requests come */
+	bool broken;             /* a reply could not be sent: drop the rest */
+};
+
+/* One of a client's workers, with its reply buffer. */
+struct worker {
+	struct client *c;
+	pthread_t thread;
 	uint8_t *buf;
+	size_t cap;
 };
 
 /* ---- I/O on the plain socket or through TLS ---------------------------- */
+
+/* Waits until the socket is ready for what OpenSSL wants (a non-blocking
+ * TLS call said SSL_ERROR_WANT_READ or _WRITE). A stop's shutdown wakes it. */
+static int wait_ready(struct client *c, int want)
+{
+	struct pollfd pfd = {
+		.fd = c->fd,
+		.events = want == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN,
+	};
+
+	while (poll(&pfd, 1, -1) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+/* One SSL_read or SSL_write; > 0 bytes, 0 to try again (after waiting), or
+ * -errno. Under ssl_lock once the socket is non-blocking. */
+static int tls_io(struct client *c, void *rbuf, const void *wbuf, size_t len)
+{
+	int n = len > INT32_MAX ? INT32_MAX : (int)len;
+	int r, e;
+
+	if (c->nonblocking)
+		pthread_mutex_lock(&c->ssl_lock);
+	r = rbuf ? SSL_read(c->ssl, rbuf, n) : SSL_write(c->ssl, wbuf, n);
+	e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+	if (r <= 0)
+		ERR_clear_error();
+	if (c->nonblocking)
+		pthread_mutex_unlock(&c->ssl_lock);
+	if (r > 0)
+		return r;
+	if (c->nonblocking &&
+	    (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)) {
+		int rc = wait_ready(c, e);
+
+		return rc < 0 ? rc : 0;
+	}
+	return e == SSL_ERROR_ZERO_RETURN ? -ECONNRESET : -EIO;
+}
 
 static int io_read(struct client *c, void *buf, size_t len)
 {
@@ -96,15 +184,13 @@ static int io_read(struct client *c, void *buf, size_t len)
 		ssize_t n;
 
 		if (c->ssl) {
-			int r = SSL_read(c->ssl, p, len > INT32_MAX ? INT32_MAX
-								     : (int)len);
+			int r = tls_io(c, p, NULL, len);
 
-			n = r > 0 ? r : -1;
-			if (r <= 0)
-				errno = SSL_get_error(c->ssl, r) ==
-						SSL_ERROR_ZERO_RETURN
-					? ECONNRESET
-					: EIO;
+			if (r < 0)
+				return r;
+			n = r;
+			if (!r)
+				continue;
 		} else {
 			n = read(c->fd, p, len);
 			if (n == 0)
@@ -129,13 +215,13 @@ static int io_write(struct client *c, const void *buf, size_t len)
 		ssize_t n;
 
 		if (c->ssl) {
-			int r = SSL_write(c->ssl, p, len > INT32_MAX
-							     ? INT32_MAX
-							     : (int)len);
+			int r = tls_io(c, NULL, p, len);
 
-			n = r > 0 ? r : -1;
-			if (r <= 0)
-				errno = EIO;
+			if (r < 0)
+				return r;
+			n = r;
+			if (!r)
+				continue;
 		} else {
 			n = send(c->fd, p, len, MSG_NOSIGNAL);
 		}
@@ -463,19 +549,58 @@ static int handshake(struct client *c)
 
 /* ---- transmission ------------------------------------------------------ */
 
+/* Sends parts[0..n) as one unit under the write lock: a reply or a chunk
+ * is never cut into by another worker's. Plain sockets get one sendmsg
+ * for the lot (as many as it takes). */
+static int send_parts(struct client *c, struct iovec *iov, int n)
+{
+	int i, rc = 0;
+
+	pthread_mutex_lock(&c->wlock);
+	if (c->ssl) {
+		for (i = 0; rc == 0 && i < n; i++)
+			if (iov[i].iov_len)
+				rc = io_write(c, iov[i].iov_base,
+					      iov[i].iov_len);
+	} else {
+		while (rc == 0 && n > 0) {
+			struct msghdr mh = { .msg_iov = iov,
+					     .msg_iovlen = (size_t)n };
+			ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+
+			if (w < 0) {
+				if (errno != EINTR)
+					rc = -errno;
+				continue;
+			}
+			while (n > 0 && (size_t)w >= iov->iov_len) {
+				w -= (ssize_t)iov->iov_len;
+				iov++;
+				n--;
+			}
+			if (n > 0) {
+				iov->iov_base = (uint8_t *)iov->iov_base + w;
+				iov->iov_len -= (size_t)w;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->wlock);
+	return rc;
+}
+
 static int simple_reply(struct client *c, uint64_t handle, uint32_t error,
 			const void *data, uint32_t len)
 {
 	uint8_t h[NBD_SIMPLE_REPLY_SIZE];
-	int rc;
+	struct iovec iov[2] = {
+		{ h, sizeof(h) },
+		{ (void *)data, len && !error ? len : 0 },
+	};
 
 	put32(h, NBD_SIMPLE_REPLY_MAGIC);
 	put32(h + 4, error);
 	put64(h + 8, handle);
-	rc = io_write(c, h, sizeof(h));
-	if (rc == 0 && len && !error)
-		rc = io_write(c, data, len);
-	return rc;
+	return send_parts(c, iov, 2);
 }
 
 static int chunk(struct client *c, uint64_t handle, uint16_t flags,
@@ -483,19 +608,18 @@ static int chunk(struct client *c, uint64_t handle, uint16_t flags,
 		 const void *data, uint32_t dlen)
 {
 	uint8_t h[NBD_STRUCTURED_REPLY_SIZE];
-	int rc;
+	struct iovec iov[3] = {
+		{ h, sizeof(h) },
+		{ (void *)payload, len },
+		{ (void *)data, dlen },
+	};
 
 	put32(h, NBD_STRUCTURED_REPLY_MAGIC);
 	put16(h + 4, flags);
 	put16(h + 6, type);
 	put64(h + 8, handle);
 	put32(h + 16, len + dlen);
-	rc = io_write(c, h, sizeof(h));
-	if (rc == 0 && len)
-		rc = io_write(c, payload, len);
-	if (rc == 0 && dlen)
-		rc = io_write(c, data, dlen);
-	return rc;
+	return send_parts(c, iov, 3);
 }
 
 static uint32_t wire_error(int rc)
@@ -534,18 +658,18 @@ static int error_reply(struct client *c, uint64_t handle, uint32_t err,
 
 /* A read: structured, holes go as OFFSET_HOLE chunks and data as
  * OFFSET_DATA; simple, everything as bytes. */
-static int do_read(struct client *c, uint64_t handle, uint64_t off,
-		   uint32_t len)
+static int do_read(struct client *c, uint8_t *buf, uint64_t handle,
+		   uint64_t off, uint32_t len)
 {
 	const struct fy_nbd_export_ops *ops = c->srv->ops;
 	uint64_t pos = off, end = off + len;
 	int rc;
 
 	if (!c->structured) {
-		rc = ops->read(c->srv->opaque, off, len, c->buf);
+		rc = ops->read(c->srv->opaque, off, len, buf);
 		if (rc < 0)
 			return simple_reply(c, handle, wire_error(rc), NULL, 0);
-		return simple_reply(c, handle, 0, c->buf, len);
+		return simple_reply(c, handle, 0, buf, len);
 	}
 	while (pos < end) {
 		uint64_t run = 0;
@@ -564,7 +688,7 @@ static int do_read(struct client *c, uint64_t handle, uint64_t off,
 				   NBD_REPLY_TYPE_OFFSET_HOLE, p, 12, NULL, 0);
 		} else {
 			rc = ops->read(c->srv->opaque, pos, (uint32_t)run,
-				       c->buf);
+				       buf);
 			if (rc < 0) {
 				char msg[256];
 
@@ -573,7 +697,7 @@ static int do_read(struct client *c, uint64_t handle, uint64_t off,
 						   msg);
 			}
 			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
-				   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, c->buf,
+				   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, buf,
 				   (uint32_t)run);
 		}
 		if (rc < 0)
@@ -583,10 +707,9 @@ static int do_read(struct client *c, uint64_t handle, uint64_t off,
 	return 0;
 }
 
-static int do_block_status(struct client *c, uint64_t handle, uint16_t flags,
-			   uint64_t off, uint32_t len)
+static int do_block_status(struct client *c, uint8_t *p, uint64_t handle,
+			   uint16_t flags, uint64_t off, uint32_t len)
 {
-	uint8_t *p = c->buf;
 	uint64_t pos = off, end = off + len;
 	uint32_t n = 0;
 
@@ -613,62 +736,223 @@ static int do_block_status(struct client *c, uint64_t handle, uint16_t flags,
 		     p, 4 + 8 * n, NULL, 0);
 }
 
-static int transmission(struct client *c)
+/* The buffer a request's reply is built in: the worker's own, grown up
+ * to WORKER_BUF_KEEP, or one for this request alone. NULL: no memory. */
+static uint8_t *worker_buf(struct worker *w, size_t need, bool *temp)
+{
+	*temp = false;
+	if (need <= w->cap)
+		return w->buf;
+	if (need > WORKER_BUF_KEEP) {
+		*temp = true;
+		return malloc(need);
+	}
+	free(w->buf);
+	w->buf = malloc(WORKER_BUF_KEEP);
+	w->cap = w->buf ? WORKER_BUF_KEEP : 0;
+	return w->buf;
+}
+
+static int serve(struct worker *w, const struct request *r)
+{
+	struct client *c = w->c;
+	size_t need = r->type == NBD_CMD_READ
+			      ? r->len
+			      : 4 + 8 * (size_t)MAX_DESCRIPTORS;
+	bool temp;
+	uint8_t *buf = worker_buf(w, need, &temp);
+	int rc;
+
+	if (!buf)
+		return error_reply(c, r->handle, NBD_ENOMEM, "out of memory");
+	if (r->type == NBD_CMD_READ)
+		rc = do_read(c, buf, r->handle, r->off, r->len);
+	else
+		rc = do_block_status(c, buf, r->handle, r->flags, r->off,
+				     r->len);
+	if (temp)
+		free(buf);
+	return rc;
+}
+
+/* Takes requests until the queue is closed and empty. After a failed
+ * reply the connection is cut (the client thread's read fails) and what is
+ * queued is dropped. */
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct client *c = w->c;
+
+	for (;;) {
+		struct request r;
+		bool drop;
+		int rc;
+
+		pthread_mutex_lock(&c->qlock);
+		while (!c->q_len && !c->q_closed)
+			pthread_cond_wait(&c->qcond, &c->qlock);
+		if (!c->q_len) {
+			pthread_mutex_unlock(&c->qlock);
+			break;
+		}
+		r = c->queue[c->q_head];
+		c->q_head = (c->q_head + 1) % QUEUE_MAX;
+		c->q_len--;
+		drop = c->broken;
+		pthread_cond_broadcast(&c->qcond);
+		pthread_mutex_unlock(&c->qlock);
+		if (drop)
+			continue;
+		rc = serve(w, &r);
+		if (rc < 0) {
+			pthread_mutex_lock(&c->qlock);
+			if (!c->broken)
+				fy_warn("nbd: client %s: reply failed: %s",
+					c->peer, strerror(-rc));
+			c->broken = true;
+			pthread_cond_broadcast(&c->qcond);
+			pthread_mutex_unlock(&c->qlock);
+			shutdown(c->fd, SHUT_RDWR);
+		}
+	}
+	free(w->buf);
+	return NULL;
+}
+
+/* Queues a read or block status for the workers; waits while the queue is
+ * full. -EPIPE once a reply failed. */
+static int enqueue(struct client *c, const struct request *r)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->qlock);
+	while (c->q_len == QUEUE_MAX && !c->broken)
+		pthread_cond_wait(&c->qcond, &c->qlock);
+	if (c->broken) {
+		rc = -EPIPE;
+	} else {
+		c->queue[(c->q_head + c->q_len) % QUEUE_MAX] = *r;
+		c->q_len++;
+		pthread_cond_broadcast(&c->qcond);
+	}
+	pthread_mutex_unlock(&c->qlock);
+	return rc;
+}
+
+/* Reads requests: reads and block status go to the workers, the rest is
+ * answered here. Returns at NBD_CMD_DISC (0), a broken stream or a failed
+ * reply (-errno). */
+static int read_requests(struct client *c)
 {
 	uint64_t size = c->srv->opts->size;
 	uint8_t r[NBD_REQUEST_SIZE];
 
 	for (;;) {
-		uint16_t flags, type;
-		uint64_t handle, off;
-		uint32_t len;
+		struct request q;
 		int rc = io_read(c, r, sizeof(r));
 
 		if (rc < 0)
 			return rc;
 		if (get32(r) != NBD_REQUEST_MAGIC)
 			return -EPROTO;
-		flags = get16(r + 4);
-		type = get16(r + 6);
-		handle = get64(r + 8);
-		off = get64(r + 16);
-		len = get32(r + 24);
-		if (type == NBD_CMD_DISC)
+		q.flags = get16(r + 4);
+		q.type = get16(r + 6);
+		q.handle = get64(r + 8);
+		q.off = get64(r + 16);
+		q.len = get32(r + 24);
+		if (q.type == NBD_CMD_DISC)
 			return 0;
-		if (type == NBD_CMD_WRITE) {
+		if (q.type == NBD_CMD_WRITE) {
 			/* The payload follows: read it away, then refuse. */
-			uint32_t left = len;
+			uint32_t left = q.len;
 
 			while (left) {
-				uint32_t n = left < NBD_MAX_REQUEST ? left
-								    : NBD_MAX_REQUEST;
+				uint32_t n = left < CLIENT_BUF ? left
+							       : CLIENT_BUF;
 
 				rc = io_read(c, c->buf, n);
 				if (rc < 0)
 					return rc;
 				left -= n;
 			}
-			rc = error_reply(c, handle, NBD_EPERM,
+			rc = error_reply(c, q.handle, NBD_EPERM,
 					 "the export is read-only");
-		} else if (type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES ||
-			   type == NBD_CMD_FLUSH) {
-			rc = error_reply(c, handle, NBD_EPERM,
+		} else if (q.type == NBD_CMD_TRIM ||
+			   q.type == NBD_CMD_WRITE_ZEROES ||
+			   q.type == NBD_CMD_FLUSH) {
+			rc = error_reply(c, q.handle, NBD_EPERM,
 					 "the export is read-only");
-		} else if (type != NBD_CMD_READ && type != NBD_CMD_BLOCK_STATUS) {
-			rc = error_reply(c, handle, NBD_EINVAL,
+		} else if (q.type != NBD_CMD_READ &&
+			   q.type != NBD_CMD_BLOCK_STATUS) {
+			rc = error_reply(c, q.handle, NBD_EINVAL,
 					 "command not supported");
-		} else if (len == 0 || off > size || len > size - off ||
-			   (type == NBD_CMD_READ && len > NBD_MAX_REQUEST)) {
-			rc = error_reply(c, handle, NBD_EINVAL,
+		} else if (q.len == 0 || q.off > size || q.len > size - q.off ||
+			   (q.type == NBD_CMD_READ &&
+			    q.len > NBD_MAX_REQUEST)) {
+			rc = error_reply(c, q.handle, NBD_EINVAL,
 					 "request outside the export");
-		} else if (type == NBD_CMD_READ) {
-			rc = do_read(c, handle, off, len);
 		} else {
-			rc = do_block_status(c, handle, flags, off, len);
+			rc = enqueue(c, &q);
 		}
 		if (rc < 0)
 			return rc;
 	}
+}
+
+/* Transmission: this thread reads, the workers serve. At the end (a
+ * disconnect, EOF or an error) the requests already queued are served
+ * unless a reply failed, and every worker is waited for. */
+static int transmission(struct client *c)
+{
+	unsigned want = c->srv->opts->workers, n, i;
+	struct worker *w;
+	int rc;
+
+	want = want < 1 ? 1 : want > WORKERS_MAX ? WORKERS_MAX : want;
+	w = calloc(want, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	if (c->ssl) {
+		int fl = fcntl(c->fd, F_GETFL);
+
+		if (fl < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+			free(w);
+			return -errno;
+		}
+		c->nonblocking = true;
+	}
+	for (n = 0; n < want; n++) {
+		w[n].c = c;
+		if (pthread_create(&w[n].thread, NULL, worker_main, &w[n]))
+			break;
+	}
+	if (!n) {
+		free(w);
+		return -EAGAIN;
+	}
+	rc = read_requests(c);
+	pthread_mutex_lock(&c->qlock);
+	c->q_closed = true;
+	if (rc < 0 && rc != -EPIPE) {
+		/* Nobody reads the replies of a broken stream. */
+		c->broken = true;
+	}
+	pthread_cond_broadcast(&c->qcond);
+	pthread_mutex_unlock(&c->qlock);
+	for (i = 0; i < n; i++)
+		pthread_join(w[i].thread, NULL);
+	free(w);
+	return rc == -EPIPE ? -EIO : rc;
+}
+
+static void client_free(struct client *c)
+{
+	pthread_cond_destroy(&c->qcond);
+	pthread_mutex_destroy(&c->qlock);
+	pthread_mutex_destroy(&c->ssl_lock);
+	pthread_mutex_destroy(&c->wlock);
+	free(c->buf);
+	free(c);
 }
 
 static void *client_main(void *arg)
@@ -705,8 +989,7 @@ static void *client_main(void *arg)
 	srv->clients--;
 	pthread_cond_broadcast(&srv->gone);
 	pthread_mutex_unlock(&srv->lock);
-	free(c->buf);
-	free(c);
+	client_free(c);
 	return NULL;
 }
 
@@ -893,7 +1176,7 @@ int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 		pthread_mutex_unlock(&sp->lock);
 		c = calloc(1, sizeof(*c));
 		if (c)
-			c->buf = malloc(NBD_MAX_REQUEST + 64);
+			c->buf = malloc(CLIENT_BUF);
 		if (!c || !c->buf) {
 			if (c)
 				free(c);
@@ -905,6 +1188,10 @@ int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 		}
 		c->srv = sp;
 		c->fd = fd;
+		pthread_mutex_init(&c->wlock, NULL);
+		pthread_mutex_init(&c->ssl_lock, NULL);
+		pthread_mutex_init(&c->qlock, NULL);
+		pthread_cond_init(&c->qcond, NULL);
 		/* Listed before its thread runs, which unlists it. */
 		pthread_mutex_lock(&sp->lock);
 		c->next = sp->list;
@@ -939,8 +1226,7 @@ int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 			sp->clients--;
 			pthread_mutex_unlock(&sp->lock);
 			close(fd);
-			free(c->buf);
-			free(c);
+			client_free(c);
 		}
 		pthread_attr_destroy(&attr);
 	}

@@ -188,7 +188,9 @@ int main(int argc, char **argv)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.path_style = true;
 	fy_log_set_level(FY_LOG_WARN);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	/* "+": options end at the URL, so a key or version id that starts
+	 * with '-' (radosgw's version ids can) stays an operand. */
+	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'v':
 			cfg.path_style = false;
