@@ -194,8 +194,11 @@ static void jobs_table(Ferry__Control__JobInfo **jobs, size_t n)
 		char when[32];
 
 		time_text(j->started_unix, when, sizeof(when));
+		/* A cleanup is about no one VM. */
 		printf("%-20s %-9s %-8s %-20s %-20s %s\n", j->job_id,
-		       fy_control_state_name(j->state), j->phase, j->vm, when,
+		       fy_control_state_name(j->state), j->phase,
+		       !strcmp(j->kind, FY_JOB_KIND_CLEANUP) ? "(cleanup)"
+							     : j->vm, when,
 		       j->error[0] ? j->error : j->backup_id);
 	}
 }
@@ -420,6 +423,9 @@ static int follow_and_report(struct cli *cli, struct fy_conn *c,
 		printf("\n");
 	} else if (res->rc == 0 && !strcmp(res->kind, FY_JOB_KIND_RESTORE_VM)) {
 		fy_restore_vm_result_text(stdout, res);
+	} else if (res->rc == 0 && !strcmp(res->kind, FY_JOB_KIND_CLEANUP)) {
+		printf("self-cleanup: %s, %.1f s (job %s)\n", res->notes,
+		       res->seconds, job);
 	} else if (res->rc == 0) {
 		printf("backup %s: VM %s, %u disk(s)", res->backup_id,
 		       res->vm_name, res->n);
@@ -440,6 +446,7 @@ static int follow_and_report(struct cli *cli, struct fy_conn *c,
 	if (res->rc < 0) {
 		fprintf(stderr, "ferry: %s %s: %s\n",
 			!strcmp(res->kind, FY_JOB_KIND_RESTORE_VM) ? "restore-vm"
+			: !strcmp(res->kind, FY_JOB_KIND_CLEANUP)  ? "self-cleanup"
 								   : "backup",
 			res->cancelled ? "cancelled" : "failed", res->error);
 		return 1;

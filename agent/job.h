@@ -72,6 +72,9 @@ struct fy_job_disk_result {
  * holes, st.bytes_sent what was written. */
 #define FY_JOB_KIND_BACKUP "backup"
 #define FY_JOB_KIND_RESTORE_VM "restore-vm"
+/* The agent service's self-cleanup (`ferry cleanup`, or after a failed job):
+ * notes says what it did. */
+#define FY_JOB_KIND_CLEANUP "cleanup"
 
 struct fy_job_result {
 	int rc;                           /* 0, or the negative errno */

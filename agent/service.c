@@ -150,17 +150,9 @@ void timed_wait(struct svc *svc, int ms)
 
 /* ---- jobs ---------------------------------------------------------------- */
 
-
-
-
-
-
-
 /* ---- messages ------------------------------------------------------------ */
 
-
-
-static void cleanup_msg(const struct cleanup_state *c,
+void cleanup_msg(const struct cleanup_state *c,
 			Ferry__Control__CleanupResult *m)
 {
 	ferry__control__cleanup_result__init(m);
@@ -300,23 +292,6 @@ static int send_status(struct svc *svc, struct fy_conn *c)
 	return rc;
 }
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 /* Runs the self-cleanup and records its result for Status. */
 void run_cleanup(struct svc *svc, struct svc_cfg *cfg, bool own_jobs,
 			struct cleanup_state *out)
@@ -335,97 +310,6 @@ void run_cleanup(struct svc *svc, struct svc_cfg *cfg, bool own_jobs,
 	pthread_mutex_lock(&svc->lock);
 	svc->cleanup = *out;
 	pthread_mutex_unlock(&svc->lock);
-}
-
-struct keepalive {
-	struct svc *svc;
-	struct fy_conn *c;
-	bool stop;                    /* under svc->lock */
-};
-
-/*
- * A cleanup that detaches disks and removes snapshots takes minutes; the
- * controller waiting for its CleanupReply must hear from us meanwhile, as
- * it does while a job runs, or its read timeout (ferry.timeoutSeconds)
- * gives up. CleanupReply is the one frame it expects, so the heartbeat is
- * a TLS KeyUpdate, which its TLS layer consumes. The connection thread
- * runs the cleanup and does not touch the connection until this ends.
- */
-static void *keepalive_main(void *arg)
-{
-	struct keepalive *k = arg;
-	double last = fy_now();
-
-	pthread_mutex_lock(&k->svc->lock);
-	while (!k->stop) {
-		timed_wait(k->svc, 1000);
-		if (k->stop || fy_now() - last < HEARTBEAT_SECONDS)
-			continue;
-		pthread_mutex_unlock(&k->svc->lock);
-		/* A controller that went away does not stop the cleanup;
-		 * the error is sticky, the reply will fail too. */
-		fy_conn_keepalive(k->c);
-		last = fy_now();
-		pthread_mutex_lock(&k->svc->lock);
-	}
-	pthread_mutex_unlock(&k->svc->lock);
-	return NULL;
-}
-
-static int cleanup(struct svc *svc, struct fy_conn *c)
-{
-	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
-	Ferry__Control__CleanupReply r = FERRY__CONTROL__CLEANUP_REPLY__INIT;
-	Ferry__Control__CleanupResult cr;
-	struct cleanup_state *cs = malloc(sizeof(*cs));
-	struct keepalive k = { .svc = svc, .c = c };
-	struct svc_cfg *cfg;
-	pthread_t keeper;
-	bool own_jobs, keeping;
-	int rc;
-
-	if (!cs)
-		return fy_err_set(-ENOMEM, "out of memory");
-	pthread_mutex_lock(&svc->lock);
-	while (svc->cleanup_running && !svc->stopping)
-		pthread_cond_wait(&svc->cond, &svc->lock);
-	/* shut_down waits for a cleanup that runs; none may start after. */
-	if (svc->stopping) {
-		pthread_mutex_unlock(&svc->lock);
-		free(cs);
-		fy_control_send_error(c, -ESHUTDOWN, "the agent is stopping; "
-				      "its next start runs the self-cleanup");
-		return 0;
-	}
-	svc->cleanup_running = true;
-	/* Jobs already running own this process's journal entries; jobs
-	 * starting now wait in job_main until the cleanup is over. */
-	own_jobs = svc->active > 0;
-	cfg = svc->cfg;
-	cfg->refs++;
-	pthread_mutex_unlock(&svc->lock);
-	fy_warn("self-cleanup asked by %s", fy_conn_peer(c));
-	keeping = pthread_create(&keeper, NULL, keepalive_main, &k) == 0;
-	run_cleanup(svc, cfg, own_jobs, cs);
-	if (keeping) {
-		pthread_mutex_lock(&svc->lock);
-		k.stop = true;
-		pthread_cond_broadcast(&svc->cond);
-		pthread_mutex_unlock(&svc->lock);
-		pthread_join(keeper, NULL);
-	}
-	pthread_mutex_lock(&svc->lock);
-	svc->cleanup_running = false;
-	cfg_unref(cfg);
-	pthread_cond_broadcast(&svc->cond);
-	pthread_mutex_unlock(&svc->lock);
-	cleanup_msg(cs, &cr);
-	r.result = &cr;
-	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP_REPLY;
-	f.cleanup_reply = &r;
-	rc = send_frame(c, &f);
-	free(cs);
-	return rc;
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -597,7 +481,7 @@ static void *client_main(void *arg)
 			rc = svc_cancel(svc, c, in->cancel->job_id);
 			break;
 		case FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP:
-			rc = cleanup(svc, c);
+			rc = svc_cleanup(svc, c);
 			break;
 		default: {
 			char msg[128];

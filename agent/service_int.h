@@ -1,8 +1,8 @@
 /*
  * The agent service's insides (private to agent/): its state, shared by
- * service.c (configuration, lifecycle, controllers' connections, Status,
- * Cleanup) and service_jobs.c (the job kinds, the job registry, job
- * threads, StartBackup / StartRestoreVm, Watch, Cancel, ListJobs).
+ * service.c (configuration, lifecycle, controllers' connections, Status)
+ * and service_jobs.c (the job kinds, the job registry, job threads,
+ * StartBackup / StartRestoreVm / Cleanup, Watch, Cancel, ListJobs).
  * Everything under svc->lock unless said otherwise.
  */
 #ifndef FERRY_AGENT_SERVICE_INT_H
@@ -64,6 +64,11 @@ struct job_kind {
 	const char *name;             /* FY_JOB_KIND_*, JobInfo.kind */
 	int (*run)(struct svc_job *j, const struct fy_job_events *ev,
 		   struct fy_job_result *res);
+	/* The self-cleanup: outside ferry.jobs.max and svc->active, one at
+	 * a time (svc->cleanup_running), the jobs that start meanwhile
+	 * queue; never cancelled once it runs (it undoes what others left,
+	 * and half of that helps nobody). */
+	bool cleanup;
 };
 
 /* A restore-vm job's request, copied out of its frame. */
@@ -90,6 +95,10 @@ struct svc_job {
 	char what[2 * FY_CONTROL_NAME_MAX + 64];
 	char key[FY_CONTROL_NAME_MAX + 16];
 	struct restore_req *restore;  /* restore-vm only */
+	/* cleanup only: what it did, and whether it already holds
+	 * svc->cleanup_running (set when it was started). */
+	struct cleanup_state *cleanup;
+	bool reserved, own_jobs, after_failure;
 	char id[64];
 	char client[320];
 	char vm[FY_CONTROL_NAME_MAX + 1];   /* as the controller named it */
@@ -139,7 +148,7 @@ struct svc {
 	struct svc_cfg *cfg;          /* the current configuration */
 	struct fy_tls *tls;
 	struct svc_job *jobs;         /* newest first */
-	unsigned active;              /* queued or running jobs */
+	unsigned active;              /* queued or running jobs, cleanups aside */
 	unsigned max_jobs;
 	unsigned clients, max_clients;
 	unsigned job_counter;
@@ -169,6 +178,9 @@ int send_frame(struct fy_conn *c, fy_control_frame *f);
  * journal entries belong to running jobs). */
 void run_cleanup(struct svc *svc, struct svc_cfg *cfg, bool own_jobs,
 		 struct cleanup_state *out);
+/* A cleanup's result as the protocol's message, pointing into c. */
+void cleanup_msg(const struct cleanup_state *c,
+		 Ferry__Control__CleanupResult *m);
 /* ferry.repository.allowed: whether a StartBackup may name repo. */
 int repository_allowed(struct svc *svc, const char *repo);
 
@@ -184,5 +196,9 @@ int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
 			 const Ferry__Control__StartRestoreVm *m);
 int svc_watch(struct svc *svc, struct fy_conn *c, const char *id);
 int svc_cancel(struct svc *svc, struct fy_conn *c, const char *id);
+/* A Cleanup request: runs the self-cleanup as a job of kind cleanup (after
+ * a cleanup already running), tells the controller it is alive meanwhile,
+ * and sends CleanupReply. */
+int svc_cleanup(struct svc *svc, struct fy_conn *c);
 
 #endif

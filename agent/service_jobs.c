@@ -1,9 +1,10 @@
 /*
  * The agent service's jobs (docs/CONTROL.md): the table of job kinds
- * (backup: fy_job_run; restore-vm: fy_restore_vm_run), the registry of
- * running and finished jobs, a thread per job recording its phases and
- * counters, and the requests about jobs: StartBackup, StartRestoreVm,
- * Watch, Cancel, ListJobs. A job never waits for a controller: it records
+ * (backup: fy_job_run; restore-vm: fy_restore_vm_run; cleanup:
+ * fy_job_cleanup), the registry of running and finished jobs, a thread per
+ * job recording its phases and counters, and the requests about jobs:
+ * StartBackup, StartRestoreVm, Cleanup, Watch, Cancel, ListJobs. A job
+ * never waits for a controller: it records
  * its events under svc->lock and the connection threads that watch it
  * send them.
  */
@@ -17,6 +18,9 @@
 
 static int launch(struct svc *svc, struct fy_conn *c, struct svc_job *j,
 		  bool watch);
+static int start_locked(struct svc *svc, struct svc_job *j);
+static struct svc_job *cleanup_job_new(struct svc *svc, struct svc_cfg *cfg,
+				       const char *client);
 
 void job_unref_locked(struct svc_job *j)
 {
@@ -25,6 +29,7 @@ void job_unref_locked(struct svc_job *j)
 	if (j->cfg)
 		cfg_unref(j->cfg);
 	free(j->restore);
+	free(j->cleanup);
 	free(j->result);
 	free(j);
 }
@@ -93,19 +98,38 @@ static void *job_main(void *arg)
 		.phase = on_phase, .progress = on_progress, .opaque = j,
 	};
 	struct fy_job_result *res = j->result;
-	struct svc_cfg *cleanup_cfg = NULL;
-	bool ran = false;
+	struct svc_job *after = NULL;
+	bool ran = false, stopped = false;
 	int rc;
 
 	/* A cleanup without running jobs treats this process's journal
-	 * entries as a dead process's: no job starts under it. */
+	 * entries as a dead process's: no job starts under it, and cleanups
+	 * run one at a time. None starts once the agent is stopping. */
 	pthread_mutex_lock(&svc->lock);
-	while (svc->cleanup_running && !atomic_load(&j->cancel))
-		pthread_cond_wait(&svc->cond, &svc->lock);
+	if (j->kind->cleanup && !j->reserved) {
+		while (svc->cleanup_running && !svc->stopping &&
+		       !atomic_load(&j->cancel))
+			pthread_cond_wait(&svc->cond, &svc->lock);
+		stopped = svc->stopping;
+		if (!stopped && !atomic_load(&j->cancel)) {
+			svc->cleanup_running = true;
+			j->reserved = true;
+			j->own_jobs = svc->active > 0;
+		}
+	} else if (!j->kind->cleanup) {
+		while (svc->cleanup_running && !atomic_load(&j->cancel))
+			pthread_cond_wait(&svc->cond, &svc->lock);
+	}
 	j->state = JOB_RUNNING;
 	pthread_mutex_unlock(&svc->lock);
 
-	if (atomic_load(&j->cancel)) {
+	if (stopped) {
+		rc = -ESHUTDOWN;
+		res->rc = rc;
+		snprintf(res->error, sizeof(res->error), "the agent is "
+			 "stopping; its next start runs the self-cleanup");
+	} else if (atomic_load(&j->cancel) && !(j->kind->cleanup &&
+						 j->reserved)) {
 		/* Cancelled before it began: nothing to undo. */
 		rc = -ECANCELED;
 		res->rc = rc;
@@ -136,36 +160,35 @@ static void *job_main(void *arg)
 	j->finished = time(NULL);
 	j->state = rc == 0 ? JOB_SUCCEEDED
 		   : res->cancelled ? JOB_CANCELLED : JOB_FAILED;
-	svc->active--;
+	if (j->kind->cleanup) {
+		if (j->reserved)
+			svc->cleanup_running = false;
+	} else {
+		svc->active--;
+	}
 	/* What a failed job could not undo (a detach, a snapshot removal)
 	 * stays in the journal under this process's pid, which `ferry
 	 * cleanup` leaves alone while any job runs. With no other job
-	 * running, clean up once now; jobs asked for meanwhile queue. */
-	if (ran && rc < 0 && !svc->active && !svc->cleanup_running &&
-	    !svc->stopping) {
-		svc->cleanup_running = true;
-		cleanup_cfg = j->cfg;
-		cleanup_cfg->refs++;
+	 * running, clean up once now, as a cleanup job; jobs asked for
+	 * meanwhile queue. */
+	if (ran && rc < 0 && !j->kind->cleanup && !svc->active &&
+	    !svc->cleanup_running && !svc->stopping) {
+		after = cleanup_job_new(svc, j->cfg, "the agent");
+		if (after) {
+			after->after_failure = true;
+			snprintf(after->what, sizeof(after->what),
+				 "self-cleanup after job %s", j->id);
+			if (start_locked(svc, after) < 0)
+				fy_warn("no self-cleanup after job %s: %s",
+					j->id, fy_err_msg());
+			/* The list and the thread hold it, or nothing. */
+			job_unref_locked(after);
+		}
 	}
 	prune_locked(svc);
 	job_unref_locked(j);
 	pthread_cond_broadcast(&svc->cond);
 	pthread_mutex_unlock(&svc->lock);
-
-	if (cleanup_cfg) {
-		struct cleanup_state *cs = malloc(sizeof(*cs));
-
-		if (cs) {
-			fy_warn("self-cleanup after the failed job");
-			run_cleanup(svc, cleanup_cfg, false, cs);
-			free(cs);
-		}
-		pthread_mutex_lock(&svc->lock);
-		svc->cleanup_running = false;
-		cfg_unref(cleanup_cfg);
-		pthread_cond_broadcast(&svc->cond);
-		pthread_mutex_unlock(&svc->lock);
-	}
 	return NULL;
 }
 
@@ -422,10 +445,37 @@ static int run_restore_vm(struct svc_job *j, const struct fy_job_events *ev,
 				 ev, res);
 }
 
-static const struct job_kind kind_backup = { FY_JOB_KIND_BACKUP, run_backup };
+/* The self-cleanup (fy_job_cleanup through run_cleanup, which keeps its
+ * result for Status). Its events are its phases; its result's notes say
+ * what it did. */
+static int run_cleanup_job(struct svc_job *j, const struct fy_job_events *ev,
+			   struct fy_job_result *res)
+{
+	struct cleanup_state *cs = j->cleanup;
+	double start = fy_now();
 
+	snprintf(res->kind, sizeof(res->kind), "%s", FY_JOB_KIND_CLEANUP);
+	if (j->after_failure)
+		fy_warn("self-cleanup after the failed job");
+	ev->phase(ev->opaque, "cleanup", NULL);
+	run_cleanup(j->svc, j->cfg, j->own_jobs, cs);
+	res->seconds = fy_now() - start;
+	snprintf(res->notes, sizeof(res->notes), "numCleanedUp=%u "
+		 "numRemaining=%u", cs->rep.cleaned, cs->rep.remaining);
+	if (cs->rc < 0)
+		fy_err_set(cs->rc, "%s", cs->error);
+	else
+		ev->phase(ev->opaque, "done", res->notes);
+	return cs->rc;
+}
+
+/* The kinds of job the service runs. */
+static const struct job_kind kind_backup = { FY_JOB_KIND_BACKUP, run_backup,
+					     false };
 static const struct job_kind kind_restore_vm = { FY_JOB_KIND_RESTORE_VM,
-						 run_restore_vm };
+						 run_restore_vm, false };
+static const struct job_kind kind_cleanup = { FY_JOB_KIND_CLEANUP,
+					      run_cleanup_job, true };
 
 int svc_start_backup(struct svc *svc, struct fy_conn *c,
 			const Ferry__Control__StartBackup *sb)
@@ -623,20 +673,52 @@ static int launch(struct svc *svc, struct fy_conn *c, struct svc_job *j,
 {
 	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__JobStarted js = FERRY__CONTROL__JOB_STARTED__INIT;
+	int rc;
+
+	pthread_mutex_lock(&svc->lock);
+	rc = start_locked(svc, j);
+	if (rc < 0) {
+		pthread_mutex_unlock(&svc->lock);
+		fy_warn("refused a %s asked by %s: %s", j->what, j->client,
+			fy_err_msg());
+		fy_control_send_error(c, rc, fy_err_msg());
+		pthread_mutex_lock(&svc->lock);
+		job_unref_locked(j);
+		pthread_mutex_unlock(&svc->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&svc->lock);
+
+	js.job_id = j->id;
+	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED;
+	f.job_started = &js;
+	rc = send_frame(c, &f);
+	if (rc == 0 && watch)
+		rc = watch_job(svc, c, j, 0);
+	pthread_mutex_lock(&svc->lock);
+	job_unref_locked(j);
+	pthread_mutex_unlock(&svc->lock);
+	return rc;
+}
+
+/* Registers j and starts its thread (svc->lock held): at most
+ * ferry.jobs.max at once (cleanups aside) and one per key. On success j
+ * has two more references (the list, the thread) and a cleanup that
+ * found none running holds svc->cleanup_running from now on. */
+static int start_locked(struct svc *svc, struct svc_job *j)
+{
 	struct svc_job *other;
 	pthread_attr_t attr;
 	pthread_t t;
 	char stamp[32];
 	struct tm tm;
 	time_t now;
-	int rc;
+	int rc = 0;
 
-	pthread_mutex_lock(&svc->lock);
-	rc = 0;
 	if (svc->stopping) {
 		rc = fy_err_set(-ESHUTDOWN, "the agent is stopping; no new "
 				"jobs");
-	} else if (svc->active >= svc->max_jobs) {
+	} else if (!j->kind->cleanup && svc->active >= svc->max_jobs) {
 		rc = fy_err_set(-EBUSY, "%u job(s) already running, the most "
 				"ferry.jobs.max allows; try again when one "
 				"ends", svc->active);
@@ -648,47 +730,119 @@ static int launch(struct svc *svc, struct fy_conn *c, struct svc_job *j,
 			rc = fy_err_set(-EBUSY, "VM %s already has job %s "
 					"running", j->vm, other->id);
 	}
-	if (rc < 0) {
-		pthread_mutex_unlock(&svc->lock);
-		fy_warn("refused a %s asked by %s: %s", j->what, j->client,
-			fy_err_msg());
-		fy_control_send_error(c, rc, fy_err_msg());
-		pthread_mutex_lock(&svc->lock);
-		job_unref_locked(j);
-		pthread_mutex_unlock(&svc->lock);
-		return 0;
-	}
+	if (rc < 0)
+		return rc;
 	now = time(NULL);
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
 	snprintf(j->id, sizeof(j->id), "%s-%u", stamp, ++svc->job_counter);
 	j->started = now;
-	j->state = svc->cleanup_running ? JOB_QUEUED : JOB_RUNNING;
-	j->refs = 3; /* the list, the job thread, this connection */
-	j->next = svc->jobs;
-	svc->jobs = j;
-	svc->active++;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	rc = pthread_create(&t, &attr, job_main, j);
 	pthread_attr_destroy(&attr);
-	if (rc) {
-		svc->jobs = j->next;
-		svc->active--;
-		j->refs = 1;
+	if (rc)
+		return fy_err_set(-rc, "cannot start a job thread");
+	j->refs += 2; /* the list, the job thread */
+	j->next = svc->jobs;
+	svc->jobs = j;
+	if (!j->kind->cleanup) {
+		svc->active++;
+	} else if (!svc->cleanup_running) {
+		/* Taken now, not in the thread: a stop or a job that comes
+		 * first must find the cleanup already running. */
+		svc->cleanup_running = true;
+		j->reserved = true;
+		j->own_jobs = svc->active > 0;
+	}
+	j->state = svc->cleanup_running && !j->reserved ? JOB_QUEUED
+							: JOB_RUNNING;
+	return 0;
+}
+
+/* A cleanup job not yet started (svc->lock held), with one reference. */
+static struct svc_job *cleanup_job_new(struct svc *svc, struct svc_cfg *cfg,
+				       const char *client)
+{
+	struct svc_job *j = calloc(1, sizeof(*j));
+
+	if (!j || !(j->result = calloc(1, sizeof(*j->result))) ||
+	    !(j->cleanup = calloc(1, sizeof(*j->cleanup)))) {
+		if (j)
+			free(j->result);
+		free(j);
+		fy_err_set(-ENOMEM, "out of memory");
+		return NULL;
+	}
+	j->svc = svc;
+	j->refs = 1;
+	j->kind = &kind_cleanup;
+	atomic_init(&j->cancel, false);
+	snprintf(j->client, sizeof(j->client), "%s", client);
+	snprintf(j->what, sizeof(j->what), "self-cleanup");
+	/* Unique: cleanups queue behind each other rather than refuse. */
+	snprintf(j->key, sizeof(j->key), "cleanup:%p", (void *)j);
+	j->cfg = cfg;
+	cfg->refs++;
+	return j;
+}
+
+int svc_cleanup(struct svc *svc, struct fy_conn *c)
+{
+	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
+	Ferry__Control__CleanupReply r = FERRY__CONTROL__CLEANUP_REPLY__INIT;
+	Ferry__Control__CleanupResult cr;
+	struct svc_job *j;
+	double last = fy_now();
+	int rc;
+
+	pthread_mutex_lock(&svc->lock);
+	j = cleanup_job_new(svc, svc->cfg, fy_conn_peer(c));
+	if (!j) {
+		pthread_mutex_unlock(&svc->lock);
+		return -ENOMEM;
+	}
+	rc = start_locked(svc, j);
+	if (rc < 0) {
 		job_unref_locked(j);
 		pthread_mutex_unlock(&svc->lock);
-		fy_control_send_error(c, -rc, "cannot start a job thread");
+		fy_control_send_error(c, rc, rc == -ESHUTDOWN
+				      ? "the agent is stopping; its next "
+					"start runs the self-cleanup"
+				      : fy_err_msg());
 		return 0;
 	}
+	fy_warn("self-cleanup asked by %s (job %s)", fy_conn_peer(c), j->id);
+	/*
+	 * A cleanup that detaches disks and removes snapshots takes minutes;
+	 * the controller waiting for CleanupReply must hear from us
+	 * meanwhile, as it does while a job runs, or its read timeout
+	 * (ferry.timeoutSeconds) gives up. CleanupReply is the one frame it
+	 * expects, so the heartbeat is a TLS KeyUpdate, which its TLS layer
+	 * consumes. A controller that goes away does not stop the cleanup:
+	 * the error is sticky and the reply fails too.
+	 */
+	while (!j->res) {
+		timed_wait(svc, 1000);
+		if (j->res || fy_now() - last < HEARTBEAT_SECONDS)
+			continue;
+		pthread_mutex_unlock(&svc->lock);
+		fy_conn_keepalive(c);
+		last = fy_now();
+		pthread_mutex_lock(&svc->lock);
+	}
 	pthread_mutex_unlock(&svc->lock);
-
-	js.job_id = j->id;
-	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_JOB_STARTED;
-	f.job_started = &js;
-	rc = send_frame(c, &f);
-	if (rc == 0 && watch)
-		rc = watch_job(svc, c, j, 0);
+	/* Ended: nothing writes j->cleanup or j->res any more. */
+	if (!j->cleanup->ran) {
+		fy_control_send_error(c, j->res->rc, j->res->error);
+		rc = 0;
+	} else {
+		cleanup_msg(j->cleanup, &cr);
+		r.result = &cr;
+		f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CLEANUP_REPLY;
+		f.cleanup_reply = &r;
+		rc = send_frame(c, &f);
+	}
 	pthread_mutex_lock(&svc->lock);
 	job_unref_locked(j);
 	pthread_mutex_unlock(&svc->lock);

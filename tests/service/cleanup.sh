@@ -42,6 +42,10 @@ nothing_left vm-two-disks
 ctl agent status --json >"$T/status.json"
 (( $(json "$T/status.json" 'j["last_cleanup"]["numCleanedUp"]') > 0 )) ||
   fail "status does not report the cleanup after the job: $(cat "$T/status.json")"
+# It ran as a job of kind cleanup, listed with the others.
+ctl jobs --json >"$T/jobs1.json"
+[[ $(json "$T/jobs1.json" 'len([x for x in j if x["kind"] == "cleanup" and x["state"] == "succeeded" and x["client"] == "the agent"])') == 1 ]] ||
+  fail "the cleanup after the job is not a listed job: $(cat "$T/jobs1.json")"
 
 note "a cleanup longer than the controller's read timeout"
 echo "ferry.timeoutSeconds=25" >>"$T/central.conf"
@@ -51,6 +55,11 @@ ctl cleanup --json >"$T/cleanup.json" 2>"$T/cleanup.err" ||
   fail "ferry cleanup failed after $((SECONDS - start)) s: $(cat "$T/cleanup.err")"
 (( SECONDS - start >= 30 )) || fail "the Login was not stalled ($((SECONDS - start)) s)"
 [[ $(json "$T/cleanup.json" 'j["numRemaining"]') == 0 ]] || fail "cleanup: $(cat "$T/cleanup.json")"
+ctl jobs --json >"$T/jobs2.json"
+[[ $(json "$T/jobs2.json" 'len([x for x in j if x["kind"] == "cleanup" and x["state"] == "succeeded" and x["client"] != "the agent"])') == 1 ]] ||
+  fail "ferry cleanup is not a listed job: $(cat "$T/jobs2.json")"
+ctl jobs >"$T/jobs2.txt"
+grep -q "succeeded.*(cleanup)" "$T/jobs2.txt" || fail "ferry jobs: $(cat "$T/jobs2.txt")"
 
 note "SIGTERM while a cleanup runs: it ends first"
 asked=$(asked_count)

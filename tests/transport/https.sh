@@ -156,7 +156,8 @@ if "$AGENT" backup --config "$T/agent.conf" --source "nbd+unix:///?socket=$T/non
 grep -qF "is read with the nbd transport, which --transport https does not allow" "$T/err" || fail "$(cat "$T/err")"
 
 note "the VDDK path, nbdkit's file plugin standing in for vddk"
-if command -v nbdkit >/dev/null; then
+command -v nbdkit >/dev/null || fail "nbdkit is not installed (scripts/deps installs it)"
+{
   mkdir -p "$T/vddk-lib"
   cp "$T/agent.conf" "$T/vddk.conf"
   cat >>"$T/vddk.conf" <<CONF
@@ -182,7 +183,5 @@ CONF
   grep -qF "nbdssl: vddk: nbdkit (file plugin) exited with status" "$T/err" || fail "$(cat "$T/err")"
   grep -qF "no-such-file" "$T/err" || fail "nbdkit's reason is missing: $(cat "$T/err")"
   [[ -z "$(ls -A "$TMPDIR")" ]] || fail "left behind in TMPDIR: $(ls -A "$TMPDIR")"
-else
-  echo "(nbdkit not installed: VDDK path skipped)"
-fi
+}
 echo "https: ok"
