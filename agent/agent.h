@@ -209,6 +209,24 @@ int fy_client_restore_device(struct fy_conn *conn, const char *backup_id,
 			     bool new_disk, const struct fy_restore_hooks *hooks,
 			     uint64_t *bytes_written, uint64_t *zeros_written);
 
+/* Into a writer of the caller's (restore-vm over NBD): blocks in disk
+ * order, adjacent ones joined up to 8 MiB a write; new_disk: holes are
+ * skipped (the disk reads as zeros), else written as zeros; flush (may be
+ * NULL) once everything is written. */
+struct iovec;
+struct fy_restore_sink {
+	int (*pwritev)(void *opaque, const struct iovec *iov, int iovcnt,
+		       uint64_t off);
+	int (*flush)(void *opaque);
+	void *opaque;
+	const char *name;   /* for messages */
+	bool new_disk;
+};
+int fy_client_restore_sink(struct fy_conn *conn, const char *backup_id,
+			   uint32_t disk, const struct fy_restore_sink *sink,
+			   uint64_t size, const struct fy_restore_hooks *hooks,
+			   uint64_t *bytes_written, uint64_t *zeros_written);
+
 /* ---- VM disks (vm_backup.c) -------------------------------------------- */
 
 /* ferry-agent backup --vm ...: a VM's disks over the transport table's

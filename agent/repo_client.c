@@ -455,6 +455,8 @@ struct restore {
 	 * new_device: a new disk, which reads as zeros already, so its holes
 	 * are skipped. */
 	bool device, new_device;
+	/* Or a writer of the caller's (restore-vm over NBD): no fd. */
+	const struct fy_restore_sink *sink;
 	double start, last;
 
 	/* The receiver's: blocks to write as zeros, not in the ring yet (a
@@ -572,6 +574,8 @@ static uint64_t slot_iov(const struct restore *r, const struct restore_slot *s,
 static int out_write(struct restore *r, struct iovec *iov, int iovcnt,
 		     uint64_t off)
 {
+	if (r->sink)
+		return r->sink->pwritev(r->sink->opaque, iov, iovcnt, off);
 	if (r->seekable || r->zero_holes)
 		return fy_pwritev_all(r->fd, iov, iovcnt, off);
 	return fy_writev_all(r->fd, iov, iovcnt);
@@ -944,6 +948,12 @@ static int open_output(struct restore *r, const char *path)
 {
 	struct stat st;
 
+	if (r->sink) {
+		/* A new disk reads as zeros: its holes need no write. */
+		r->zero_holes = !r->sink->new_disk;
+		r->seekable = r->sink->new_disk;
+		return 0;
+	}
 	if (r->given_fd >= 0) {
 		/* A pipe (an upload): everything in order, holes as zeros. */
 		r->fd = r->given_fd;
@@ -1168,6 +1178,8 @@ static int restore_run(struct restore *r, const char *backup_id,
 	pthread_cond_destroy(&r->cond_work);
 	pthread_mutex_destroy(&r->lock);
 
+	if (rc == 0 && started && r->sink && r->sink->flush)
+		rc = r->sink->flush(r->sink->opaque);
 	if (own_fd && rc == 0 && r->fd >= 0 && r->fd != STDOUT_FILENO &&
 	    fsync(r->fd) < 0 && errno != EINVAL)
 		rc = fy_err_set(-errno, "cannot sync %s: %s", path,
@@ -1218,6 +1230,22 @@ int fy_client_restore_device(struct fy_conn *conn, const char *backup_id,
 			     .hooks = hooks, .device = true,
 			     .new_device = new_disk };
 	int rc = restore_run(&r, backup_id, disk, path, bytes_written);
+
+	*zeros_written = r.zeros_written;
+	if (rc == 0 && hooks && hooks->progress)
+		hooks->progress(hooks->opaque, r.written, r.zeros_written,
+				r.size, true);
+	return rc;
+}
+
+int fy_client_restore_sink(struct fy_conn *conn, const char *backup_id,
+			   uint32_t disk, const struct fy_restore_sink *sink,
+			   uint64_t size, const struct fy_restore_hooks *hooks,
+			   uint64_t *bytes_written, uint64_t *zeros_written)
+{
+	struct restore r = { .conn = conn, .given_fd = -1, .want_size = size,
+			     .hooks = hooks, .sink = sink };
+	int rc = restore_run(&r, backup_id, disk, sink->name, bytes_written);
 
 	*zeros_written = r.zeros_written;
 	if (rc == 0 && hooks && hooks->progress)

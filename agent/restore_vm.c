@@ -19,9 +19,11 @@
  * the guest's block device with O_DIRECT, holes skipped, detached; the
  * attach journaled as a backup's), "https" (one PUT of each flat file
  * through the datastore's /folder access, every byte, holes as zeros).
- * "nbdssl"/"nbd" (VDDK) are not yet: a list that names them goes on to
- * the next mode and says why. The created VM is journaled until its disks
- * are written, so that the self-cleanup destroys what a dead agent left.
+ * "nbdssl"/"nbd" (VDDK's NBD modes: nbdkit's vddk plugin started writable
+ * for each disk, written over NBD from this machine, holes skipped on a
+ * new disk, flushed at the end; nbd/vddk.c). The created VM is journaled
+ * until its disks are written, so that the self-cleanup destroys what a
+ * dead agent left.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,10 +32,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "agent/job.h"
 #include "hotadd/hotadd.h"
+#include "nbd/nbd.h"
 #include "image/image.h"
 #include "vsphere/vsphere.h"
 
@@ -49,6 +53,8 @@ struct rv {
 	double disk_t0;
 	char transport[16];           /* the mode the disks are written by */
 	struct fy_hotadd *h;          /* hotadd: this proxy */
+	bool vddk;                    /* nbdssl/nbd: VDDK through nbdkit */
+	const struct fy_config *cfg;
 	bool https_next;              /* hotadd, then https in the list */
 	bool attached_left;           /* a detach failed: a disk is still on
 				       * the proxy */
@@ -351,19 +357,98 @@ static const struct fy_vs_disk *new_disk(const struct fy_vs_vm *vm,
 
 /* ---- transports ---------------------------------------------------------- */
 
-/* The first mode of the list that can write here; the others say why
- * not. */
+/* nbdssl/nbd: whether VDDK's path can run here (libDir, VDDK, nbdkit
+ * and its plugin), with the reason when not. */
+static bool vddk_can(const struct fy_config *cfg, char *why, size_t len)
+{
+	struct fy_nbd_vddk_opts vo;
+
+	fy_nbd_vddk_opts_default(&vo);
+	if (fy_nbd_vddk_opts_from_config(&vo, cfg) < 0) {
+		snprintf(why, len, "%s", fy_err_msg());
+		return false;
+	}
+	if (!vo.libdir || !*vo.libdir) {
+		snprintf(why, len, "needs VMware's VDDK, which is not "
+			 "configured: set libDir");
+		return false;
+	}
+	return fy_nbd_vddk_available(&vo, why, len);
+}
+
+static int sink_pwritev(void *opaque, const struct iovec *iov, int iovcnt,
+			uint64_t off)
+{
+	return fy_nbd_writer_pwritev(opaque, iov, iovcnt, off);
+}
+
+static int sink_flush(void *opaque)
+{
+	return fy_nbd_writer_flush(opaque);
+}
+
+/* Writes backup disk pos into the disk file of VM vm over VDDK's mode
+ * x->transport: nbdkit's vddk plugin, writable, for that one disk. */
+static int write_vddk(struct rv *x, struct fy_vs_client *vc,
+		      struct fy_conn *conn, const struct fy_vs_moref *vm,
+		      const char *file, uint64_t capacity, unsigned pos,
+		      bool new_disk, const struct fy_restore_hooks *hooks,
+		      uint64_t *written, uint64_t *zeros)
+{
+	struct fy_nbd_vddk_opts vo;
+	struct fy_nbd_opts no;
+	struct fy_nbd_writer *w = NULL;
+	struct fy_restore_sink sink = { .pwritev = sink_pwritev,
+					.flush = sink_flush, .name = file,
+					.new_disk = new_disk };
+	char thumb[64] = "";
+	int rc;
+
+	fy_nbd_vddk_opts_default(&vo);
+	fy_nbd_opts_default(&no);
+	if ((rc = fy_nbd_vddk_opts_from_config(&vo, x->cfg)) < 0 ||
+	    (rc = fy_nbd_opts_from_config(&no, x->cfg)) < 0)
+		return rc;
+	/* VDDK checks the certificate Ferry's own policy accepted. */
+	if (fy_vs_client_sha1_thumbprint(vc, thumb, sizeof(thumb)) < 0)
+		fy_warn("%s: %s; VDDK gets no thumbprint", x->transport,
+			fy_err_msg());
+	vo.vm_moref = vm->value;
+	vo.file = file;
+	vo.thumbprint = thumb[0] ? thumb : NULL;
+	vo.transports = x->transport;
+	vo.nbd = &no;
+	rc = fy_nbd_vddk_open_writer(&vo, &w);
+	if (rc < 0)
+		return fy_err_wrap(rc, "%s", x->transport);
+	if (fy_nbd_writer_size(w) != capacity) {
+		rc = fy_err_set(-EINVAL, "%s: %s holds %" PRIu64 " bytes over "
+				"VDDK, not the %" PRIu64 " expected",
+				x->transport, file, fy_nbd_writer_size(w),
+				capacity);
+	} else {
+		sink.opaque = w;
+		rc = fy_client_restore_sink(conn, x->sp->backup_id, pos, &sink,
+					    capacity, hooks, written, zeros);
+	}
+	fy_nbd_writer_close(w);
+	return rc;
+}
+
 /* The first mode of the list that can write here: hotadd when this
  * machine is a proxy VM of the vCenter (*h is then its handle), https
- * always; nbdssl and nbd are not built. Each mode passed over says why. */
+ * always, nbdssl/nbd when VDDK's path can run (*vddk). Each mode passed
+ * over says why. */
 static int pick_transport(const char *list, struct fy_vs_client *vc,
 			  const struct fy_config *cfg, struct fy_hotadd **h,
-			  char *out, size_t outlen, bool *https_next)
+			  bool *vddk, char *out, size_t outlen,
+			  bool *https_next)
 {
 	char buf[256], *save = NULL, *t;
-	char why[1024] = "";
+	char why[1024] = "", reason[FY_ERR_MAX];
 
 	*h = NULL;
+	*vddk = false;
 	if (snprintf(buf, sizeof(buf), "%s", list) >= (int)sizeof(buf) ||
 	    !buf[0])
 		return fy_err_set(-EINVAL, "--transport: a list such as "
@@ -396,10 +481,15 @@ static int pick_transport(const char *list, struct fy_vs_client *vc,
 			return fy_err_set(-EINVAL, "--transport: unknown mode "
 					  "\"%s\" (hotadd, https, nbdssl, nbd)",
 					  t);
-		fy_warn("restore-vm: writing over %s is not built yet; trying "
-			"the next mode", t);
-		snprintf(why + n, sizeof(why) - n, "%s%s (not yet: not built)",
-			 n ? ", " : "", t);
+		if (vddk_can(cfg, reason, sizeof(reason))) {
+			*vddk = true;
+			snprintf(out, outlen, "%s", t);
+			return 0;
+		}
+		fy_warn("restore-vm: %s cannot write here: %s; trying the next "
+			"mode", t, reason);
+		snprintf(why + n, sizeof(why) - n, "%s%s (%s)", n ? ", " : "",
+			 t, reason);
 	}
 	return fy_err_set(-ENOTSUP, "no mode of the list can write the disks "
 			  "here: %s", why);
@@ -483,6 +573,15 @@ static int write_disks(struct rv *x, struct fy_vs_client *vc,
 			 d->backup_disk, rd->file, rd->transport);
 		phase(x, "write", detail);
 		x->disk_t0 = fy_now();
+		if (x->vddk) {
+			rc = write_vddk(x, vc, conn, &vm->moref, nd->file_name,
+					nd->capacity, d->backup_disk, true,
+					&hooks, &written, &zeros);
+			if (rc < 0)
+				return rc;
+			x->disk++;
+			continue;
+		}
 		if (x->h) {
 			struct fy_hotadd_rw *rw = NULL;
 			const char *node;
@@ -684,7 +783,7 @@ static int run(struct rv *x, const struct fy_config *cfg)
 		goto out;
 	if ((rc = pick_transport(sp->transports ? sp->transports
 						: RV_DEFAULT_TRANSPORTS,
-				 vc, cfg, &x->h, x->transport,
+				 vc, cfg, &x->h, &x->vddk, x->transport,
 				 sizeof(x->transport), &x->https_next)) < 0)
 		goto out;
 	rc = fy_vs_find_vm(vc, FY_VS_BY_NAME, sp->name, &exist);
@@ -907,7 +1006,7 @@ static int plan_into(struct rv *x, struct fy_vs_client *vc,
 					  p->d->rdm ? "a raw device mapping"
 						    : "independent");
 		/* Only what changed since the backup, when CBT can say. */
-		if (!x->h)
+		if (!x->h && !x->vddk)
 			snprintf(p->why_full, sizeof(p->why_full), "https "
 				 "writes whole disks");
 		else if (!same)
@@ -930,7 +1029,8 @@ static int plan_into(struct rv *x, struct fy_vs_client *vc,
 }
 
 static int write_into(struct rv *x, struct fy_vs_client *vc,
-		      struct fy_conn *conn, const struct into_plan *p)
+		      struct fy_conn *conn, const struct fy_vs_moref *vmref,
+		      const struct into_plan *p)
 {
 	struct fy_job_result *res = x->res;
 	struct fy_job_disk_result *rd = &res->disks[res->n];
@@ -958,7 +1058,10 @@ static int write_into(struct rv *x, struct fy_vs_client *vc,
 	phase(x, "write", detail);
 	fy_info("restore-vm: %s", detail);
 	x->disk_t0 = fy_now();
-	if (x->h) {
+	if (x->vddk) {
+		rc = write_vddk(x, vc, conn, vmref, d->file_name, d->capacity,
+				pos, false, &hooks, &written, &zeros);
+	} else if (x->h) {
 		struct fy_hotadd_rw *rw = NULL;
 		const char *node;
 
@@ -1060,7 +1163,7 @@ static int run_into(struct rv *x, const struct fy_config *cfg)
 	}
 	if ((rc = pick_transport(sp->transports ? sp->transports
 						: RV_DEFAULT_TRANSPORTS,
-				 vc, cfg, &x->h, x->transport,
+				 vc, cfg, &x->h, &x->vddk, x->transport,
 				 sizeof(x->transport), &x->https_next)) < 0)
 		goto out;
 	x->n_disks = sp->n_disks ? sp->n_disks : (unsigned)fb->n_disks;
@@ -1092,7 +1195,7 @@ static int run_into(struct rv *x, const struct fy_config *cfg)
 			rc = fy_err_set(-ECANCELED, "cancelled");
 			break;
 		}
-		rc = write_into(x, vc, conn, &plan[x->disk]);
+		rc = write_into(x, vc, conn, &vm->moref, &plan[x->disk]);
 	}
 	if (vm->cbt_enabled) {
 		char msg[FY_ERR_MAX];
@@ -1140,7 +1243,8 @@ int fy_restore_vm_run(const struct fy_config *cfg,
 		      atomic_bool *cancel, const struct fy_job_events *ev,
 		      struct fy_job_result *res)
 {
-	struct rv x = { .sp = spec, .cancel = cancel, .ev = ev, .res = res };
+	struct rv x = { .sp = spec, .cancel = cancel, .ev = ev, .res = res,
+			 .cfg = cfg };
 	double t0 = fy_now();
 	int rc;
 

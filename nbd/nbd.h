@@ -21,6 +21,8 @@
 
 #define FY_NBD_DEFAULT_PORT 10809
 
+struct fy_nbd_writer; /* writer.c */
+
 /* Upper bounds on the tunables, so a typo in a config file cannot ask
  * for a million connections. */
 #define FY_NBD_MAX_IN_FLIGHT 1024
@@ -147,6 +149,8 @@ struct fy_nbd_vddk_opts {
 	const char *file;           /* "[ds1] vm/vm.vmdk" */
 	const char *transports;     /* one VDDK mode: "nbdssl", "nbd"... */
 	const char *plugin_args;    /* more KEY=VALUE, blank-separated */
+	bool writable;              /* no --readonly (fy_nbd_vddk_open_writer
+				     * sets it) */
 	unsigned start_timeout_ms;  /* nbdkit must be ready by then */
 	/* VDDK's own keys found here (tmpDirectory, vixDiskLib.*) go to VDDK
 	 * in a configuration file (nbdkit's config=); NULL: none. */
@@ -180,6 +184,38 @@ bool fy_nbd_vddk_available(const struct fy_nbd_vddk_opts *o, char *why,
  * at most start_timeout_ms. */
 int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o,
 		     struct fy_source **out);
+/* The same for writing (restore-vm): nbdkit without --readonly, and no
+ * snapshot (the disk written is a live one). Closing the writer stops
+ * nbdkit and removes its directory. */
+int fy_nbd_vddk_open_writer(const struct fy_nbd_vddk_opts *o,
+			    struct fy_nbd_writer **out);
+
+/* ---- writing an export (writer.c) --------------------------------------- */
+
+/*
+ * One connection to a writable export (the URIs of fy_nbd_source_open),
+ * one request at a time: each write is answered before the next is sent,
+ * so an error names the write it refused. A read-only export is -EROFS.
+ * Used by restore-vm's nbdssl/nbd modes through fy_nbd_vddk_open_writer.
+ */
+struct iovec;
+
+int fy_nbd_writer_open(const char *uri, const struct fy_nbd_opts *opts,
+		       struct fy_nbd_writer **out);
+uint64_t fy_nbd_writer_size(const struct fy_nbd_writer *w);
+/* Writes the iov pieces at off, in requests of at most the server's
+ * maximum payload (32 MiB at most); off and the length whole blocks of
+ * the server's minimum block size. */
+int fy_nbd_writer_pwritev(struct fy_nbd_writer *w, const struct iovec *iov,
+			  int iovcnt, uint64_t off);
+/* NBD_CMD_FLUSH when the server offers it: what was written is durable
+ * once this returns 0. */
+int fy_nbd_writer_flush(struct fy_nbd_writer *w);
+/* Closes the connection (politely when the stream is in step), then
+ * calls the release function set on it. NULL does nothing. */
+void fy_nbd_writer_close(struct fy_nbd_writer *w);
+void fy_nbd_writer_set_release(struct fy_nbd_writer *w,
+			       void (*release)(void *), void *arg);
 
 /* ---- a read-only NBD server (server.c) --------------------------------- */
 

@@ -33,6 +33,7 @@
 /* Transmission flags. */
 #define NBD_FLAG_HAS_FLAGS (1u << 0)
 #define NBD_FLAG_READ_ONLY (1u << 1)
+#define NBD_FLAG_SEND_FLUSH (1u << 2)
 #define NBD_FLAG_SEND_DF (1u << 7)
 #define NBD_FLAG_CAN_MULTI_CONN (1u << 8)
 
@@ -68,6 +69,8 @@
 
 /* Commands. */
 #define NBD_CMD_READ 0
+#define NBD_CMD_WRITE 1
+#define NBD_CMD_FLUSH 3
 #define NBD_CMD_DISC 2
 #define NBD_CMD_BLOCK_STATUS 7
 

@@ -94,6 +94,23 @@ static int violation(struct nbd_rx *rx, const char *fmt, ...)
 	return fy_err_set(-EPROTO, "NBD server broke the protocol: %s", msg);
 }
 
+/* What a request is called in messages: "a read", "block status". */
+static const char *cmd_name(uint16_t type)
+{
+	switch (type) {
+	case NBD_CMD_READ:
+		return "a read";
+	case NBD_CMD_WRITE:
+		return "a write";
+	case NBD_CMD_FLUSH:
+		return "a flush";
+	case NBD_CMD_BLOCK_STATUS:
+		return "block status";
+	default:
+		return "a request";
+	}
+}
+
 static const char *chunk_name(uint16_t type)
 {
 	switch (type) {
@@ -290,9 +307,9 @@ static int chunk_header(struct nbd_rx *rx)
 		return 0;
 	case NBD_REPLY_TYPE_OFFSET_DATA:
 		if (cmd->type != NBD_CMD_READ)
-			return violation(rx, "data chunk in reply to block "
-					 "status (cookie %#" PRIx64 ")",
-					 cookie);
+			return violation(rx, "data chunk in reply to %s "
+					 "(cookie %#" PRIx64 ")",
+					 cmd_name(cmd->type), cookie);
 		if (len < 9 || len - 8 > cmd->length)
 			return violation(rx,
 					 "OFFSET_DATA chunk of %" PRIu32
@@ -302,9 +319,9 @@ static int chunk_header(struct nbd_rx *rx)
 		return 0;
 	case NBD_REPLY_TYPE_OFFSET_HOLE:
 		if (cmd->type != NBD_CMD_READ)
-			return violation(rx, "hole chunk in reply to block "
-					 "status (cookie %#" PRIx64 ")",
-					 cookie);
+			return violation(rx, "hole chunk in reply to %s "
+					 "(cookie %#" PRIx64 ")",
+					 cmd_name(cmd->type), cookie);
 		if (len != 12)
 			return violation(rx, "OFFSET_HOLE chunk of %" PRIu32
 					 " bytes, not 12", len);
@@ -313,8 +330,8 @@ static int chunk_header(struct nbd_rx *rx)
 	case NBD_REPLY_TYPE_BLOCK_STATUS:
 		if (cmd->type != NBD_CMD_BLOCK_STATUS)
 			return violation(rx, "block status chunk in reply to "
-					 "a read (cookie %#" PRIx64 ")",
-					 cookie);
+					 "%s (cookie %#" PRIx64 ")",
+					 cmd_name(cmd->type), cookie);
 		if (len < 12 || (len - 4) % 8 ||
 		    (len - 4) / 8 > NBD_MAX_STATUS_DESCRIPTORS)
 			return violation(rx, "BLOCK_STATUS chunk of %" PRIu32

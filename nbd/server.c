@@ -43,8 +43,6 @@
 #define NBD_OPT_LIST 3
 #define NBD_OPT_INFO 6
 #define NBD_OPT_LIST_META_CONTEXT 9
-#define NBD_CMD_WRITE 1
-#define NBD_CMD_FLUSH 3
 #define NBD_CMD_TRIM 4
 #define NBD_CMD_CACHE 5
 #define NBD_CMD_WRITE_ZEROES 6

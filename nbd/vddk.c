@@ -248,7 +248,8 @@ int vddk_build_argv(const struct fy_nbd_vddk_opts *o, const char *dir,
 	} while (0)
 	ADD("%s", nbdkit_of(o));
 	ADD("--exit-with-parent");
-	ADD("--readonly");
+	if (!o->writable)
+		ADD("--readonly");
 	ADD("--tls=off");
 	ADD("--unix=%s/nbdkit.sock", dir);
 	ADD("--pidfile=%s/nbdkit.pid", dir);
@@ -284,8 +285,15 @@ int vddk_build_argv(const struct fy_nbd_vddk_opts *o, const char *dir,
 				ADD("thumbprint=%s", o->thumbprint);
 			ADD("vm=moref=%s", o->vm_moref);
 		}
-		if (o->snapshot_moref && *o->snapshot_moref)
+		if (o->snapshot_moref && *o->snapshot_moref) {
+			if (o->writable) {
+				/* A snapshot's disk is frozen: never written. */
+				rc = fy_err_set(-EINVAL, "vddk: a snapshot's "
+						"disk is not written");
+				goto fail;
+			}
 			ADD("snapshot=%s", o->snapshot_moref);
+		}
 		if (o->transports && *o->transports)
 			ADD("transports=%s", o->transports);
 		ADD("file=%s", o->file);
@@ -721,19 +729,17 @@ static int wait_ready(struct vddk_source *s, const char *plugin,
 	}
 }
 
-int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o, struct fy_source **out)
+/* Starts nbdkit for o in a fresh private directory and waits until it
+ * serves; fills s->pid and s->dir, and uri and opts for reaching it. On
+ * failure nothing is left running and the message is kept. */
+static int vddk_start(const struct fy_nbd_vddk_opts *o, struct vddk_source *s,
+		      char *uri, size_t urilen, struct fy_nbd_opts *no)
 {
-	struct vddk_source *s;
 	struct vddk_argv argv = { 0 };
-	struct fy_nbd_opts no;
-	char uri[512], tail[LOG_TAIL + 64], log[320];
+	char log[320];
 	unsigned timeout = o->start_timeout_ms ? o->start_timeout_ms : 30000;
 	int rc;
 
-	*out = NULL;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return fy_err_set(-ENOMEM, "out of memory");
 	/* 0700: the socket inside is ours alone. */
 	rc = private_dir(s->dir, sizeof(s->dir), "ferry-vddk");
 	if (rc < 0)
@@ -755,33 +761,14 @@ int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o, struct fy_source **out)
 	rc = wait_ready(s, plugin_of(o), timeout);
 	if (rc < 0)
 		goto fail;
-
-	if (o->nbd)
-		no = *o->nbd;
-	else
-		fy_nbd_opts_default(&no);
-	no.tls_required = false;
-	no.tls_ca = no.tls_cert = no.tls_key = no.tls_server_name = NULL;
-	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s/nbdkit.sock",
-		 s->dir);
-	rc = fy_nbd_source_open(uri, &no, &s->nbd);
-	if (rc < 0) {
-		log_tail(log, tail, sizeof(tail));
-		rc = fy_err_wrap(rc, "vddk: reading what nbdkit (%s plugin) "
-				 "serves%s%s%s", plugin_of(o),
-				 tail[0] ? " (its log: " : "",
-				 tail[0] ? tail : "", tail[0] ? ")" : "");
-		goto fail;
-	}
-	s->base.ops = o->transports && !strcmp(o->transports, "nbdssl")
-			      ? &vddk_nbdssl_ops
-			      : &vddk_nbd_ops;
-	s->base.size = s->nbd->size;
-	s->base.align = s->nbd->align;
-	snprintf(s->base.name, sizeof(s->base.name), "%s",
-		 o->file && *o->file ? o->file : s->nbd->name);
 	vddk_argv_release(&argv);
-	*out = &s->base;
+	if (o->nbd)
+		*no = *o->nbd;
+	else
+		fy_nbd_opts_default(no);
+	no->tls_required = false;
+	no->tls_ca = no->tls_cert = no->tls_key = no->tls_server_name = NULL;
+	snprintf(uri, urilen, "nbd+unix:///?socket=%s/nbdkit.sock", s->dir);
 	return 0;
 fail:
 	vddk_argv_release(&argv);
@@ -792,7 +779,96 @@ fail:
 		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
 		stop_child(s->pid);
 		remove_dir(s->dir);
-		free(s);
+		s->pid = 0;
 		return fy_err_set(rc, "%s", msg);
 	}
+}
+
+/* What nbdkit logged, for an error about what it serves. */
+static int vddk_wrap(struct vddk_source *s, const char *plugin, int rc,
+		     const char *what)
+{
+	char tail[LOG_TAIL + 64], log[320], msg[FY_ERR_MAX];
+
+	snprintf(log, sizeof(log), "%s/nbdkit.log", s->dir);
+	log_tail(log, tail, sizeof(tail));
+	rc = fy_err_wrap(rc, "vddk: %s what nbdkit (%s plugin) serves%s%s%s",
+			 what, plugin, tail[0] ? " (its log: " : "",
+			 tail[0] ? tail : "", tail[0] ? ")" : "");
+	snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+	stop_child(s->pid);
+	remove_dir(s->dir);
+	return fy_err_set(rc, "%s", msg);
+}
+
+int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o, struct fy_source **out)
+{
+	struct vddk_source *s;
+	struct fy_nbd_opts no;
+	char uri[512];
+	int rc;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return fy_err_set(-ENOMEM, "out of memory");
+	rc = vddk_start(o, s, uri, sizeof(uri), &no);
+	if (rc < 0) {
+		free(s);
+		return rc;
+	}
+	rc = fy_nbd_source_open(uri, &no, &s->nbd);
+	if (rc < 0) {
+		rc = vddk_wrap(s, plugin_of(o), rc, "reading");
+		free(s);
+		return rc;
+	}
+	s->base.ops = o->transports && !strcmp(o->transports, "nbdssl")
+			      ? &vddk_nbdssl_ops
+			      : &vddk_nbd_ops;
+	s->base.size = s->nbd->size;
+	s->base.align = s->nbd->align;
+	snprintf(s->base.name, sizeof(s->base.name), "%s",
+		 o->file && *o->file ? o->file : s->nbd->name);
+	*out = &s->base;
+	return 0;
+}
+
+/* The writer's release: nbdkit stopped, its directory gone. */
+static void vddk_writer_release(void *arg)
+{
+	struct vddk_source *s = arg;
+
+	stop_child(s->pid);
+	remove_dir(s->dir);
+	free(s);
+}
+
+int fy_nbd_vddk_open_writer(const struct fy_nbd_vddk_opts *o,
+			    struct fy_nbd_writer **out)
+{
+	struct fy_nbd_vddk_opts wo = *o;
+	struct vddk_source *s;
+	struct fy_nbd_opts no;
+	char uri[512];
+	int rc;
+
+	*out = NULL;
+	wo.writable = true;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return fy_err_set(-ENOMEM, "out of memory");
+	rc = vddk_start(&wo, s, uri, sizeof(uri), &no);
+	if (rc < 0) {
+		free(s);
+		return rc;
+	}
+	rc = fy_nbd_writer_open(uri, &no, out);
+	if (rc < 0) {
+		rc = vddk_wrap(s, plugin_of(o), rc, "writing");
+		free(s);
+		return rc;
+	}
+	fy_nbd_writer_set_release(*out, vddk_writer_release, s);
+	return 0;
 }

@@ -33,10 +33,15 @@ OPT_GO, OPT_STRUCTURED_REPLY, OPT_SET_META_CONTEXT = 7, 8, 10
 REP_ACK, REP_INFO, REP_META_CONTEXT = 1, 3, 4
 ERR = 1 << 31
 ERR_UNSUP, ERR_POLICY, ERR_UNKNOWN = ERR | 1, ERR | 2, ERR | 6
-CMD_READ, CMD_DISC, CMD_BLOCK_STATUS = 0, 2, 7
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_BLOCK_STATUS = 0, 1, 2, 7
 T_NONE, T_DATA, T_HOLE, T_STATUS, T_ERROR = 0, 1, 2, 5, 0x8001
 DONE = 1
 TX_FLAGS = 1 | 2  # HAS_FLAGS | READ_ONLY
+
+
+def tx_flags(sc):
+    """The write- scenarios serve a writable export."""
+    return 1 if sc.startswith("write-") else TX_FLAGS
 META_ID = 42
 ESHUTDOWN = 108
 
@@ -73,6 +78,8 @@ SCENARIOS = [
     "reply-bad-magic", "unknown-cookie", "unknown-type-oversize",
     "unknown-error-type", "chunk-oversize", "chunk-outside", "truncated",
     "stall", "short-success", "bad-context",
+    # broken replies to writes (a writable export)
+    "write-data", "write-cookie", "write-close",
 ]
 
 DATA = build()
@@ -162,14 +169,14 @@ def handshake(c, sc):
                 raise Closed()
             if sc != "go-no-export":
                 reply(c, opt, REP_INFO,
-                      struct.pack(">HQH", 0, SIZE, TX_FLAGS))
+                      struct.pack(">HQH", 0, SIZE, tx_flags(sc)))
             min_block = 3 if sc == "bad-block-size" else 1
             reply(c, opt, REP_INFO,
                   struct.pack(">HIII", 3, min_block, 4096, 1 << 20))
             reply(c, opt, REP_ACK)
             return structured
         elif opt == OPT_EXPORT_NAME:
-            c.sendall(struct.pack(">QH", SIZE, TX_FLAGS) +
+            c.sendall(struct.pack(">QH", SIZE, tx_flags(sc)) +
                       (b"" if cflags & 2 else bytes(124)))
             return structured
         elif opt == OPT_ABORT:
@@ -272,7 +279,19 @@ def transmission(c, sc, structured, conn_no):
                                                                req)
             if magic != REQ_MAGIC or typ == CMD_DISC:
                 raise Closed()
-            if typ == CMD_BLOCK_STATUS:
+            if typ == CMD_WRITE:
+                recvall(c, length)
+                if sc == "write-data":
+                    # Data in the reply to a write: not allowed.
+                    chunk(c, DONE, T_DATA, cookie,
+                          struct.pack(">Q", off) + bytes(16))
+                elif sc == "write-cookie":
+                    c.sendall(struct.pack(">IIQ", SIMPLE_MAGIC, 0, cookie + 1))
+                elif sc == "write-close":
+                    raise Closed()
+                else:
+                    c.sendall(struct.pack(">IIQ", SIMPLE_MAGIC, 0, cookie))
+            elif typ == CMD_BLOCK_STATUS:
                 status_reply(c, sc, cookie, off, length)
             elif not structured:
                 c.sendall(struct.pack(">IIQ", SIMPLE_MAGIC, 0, cookie) +

@@ -9,6 +9,11 @@
  *   nbd_probe [options] fail-read URI TEXT   reading fails, saying TEXT
  *   nbd_probe [options] fail-extents URI TEXT extents() fails, saying TEXT
  *   nbd_probe [options] no-extents URI   extents() answers -ENOTSUP
+ *   nbd_probe [options] write URI SRC    writes file SRC over the export
+ *                                        (fy_nbd_writer, io-size writes
+ *                                        of two pieces each), flushes
+ *   nbd_probe [options] fail-write URI TEXT  opening for writing or the
+ *                                        first write fails, saying TEXT
  *
  * Exit status 0 when every check holds, 1 otherwise (with a reason).
  */
@@ -21,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static struct fy_nbd_opts opts;
@@ -332,6 +338,54 @@ int main(int argc, char **argv)
 	cmd = argv[i];
 	uri = argv[i + 1];
 
+	if (!strcmp(cmd, "write") && argc - i == 3) {
+		struct fy_nbd_writer *w = NULL;
+		uint64_t off;
+
+		ref = load(argv[i + 2], &size);
+		if (fy_nbd_writer_open(uri, &opts, &w))
+			return fail("cannot open for writing: %s%s",
+				    fy_err_msg(), "");
+		if (fy_nbd_writer_size(w) != size)
+			bad |= fail("export size differs from %s%s",
+				    argv[i + 2], "");
+		for (off = 0; !bad && off < size; off += io_size) {
+			size_t n = size - off < io_size ? size - off : io_size;
+			struct iovec iov[2] = {
+				{ ref + off, n / 2 },
+				{ ref + off + n / 2, n - n / 2 },
+			};
+
+			if (fy_nbd_writer_pwritev(w, iov, 2, off))
+				bad |= fail("write: %s%s", fy_err_msg(), "");
+		}
+		if (!bad && fy_nbd_writer_flush(w))
+			bad |= fail("flush: %s%s", fy_err_msg(), "");
+		fy_nbd_writer_close(w);
+		free(ref);
+		if (!bad)
+			printf("ok\n");
+		return bad;
+	}
+	if (!strcmp(cmd, "fail-write") && argc - i == 3) {
+		struct fy_nbd_writer *w = NULL;
+		static uint8_t block[65536];
+		struct iovec iov = { block, sizeof(block) };
+
+		rc = fy_nbd_writer_open(uri, &opts, &w);
+		if (!rc) {
+			rc = fy_nbd_writer_pwritev(w, &iov, 1, 0);
+			if (!rc)
+				rc = fy_nbd_writer_flush(w);
+			fy_nbd_writer_close(w);
+		}
+		printf("write: %s\n", rc ? fy_err_msg() : "succeeded");
+		if (!rc)
+			return fail("writing %s succeeded%s", uri, "");
+		if (!strstr(fy_err_msg(), argv[i + 2]))
+			return fail("message lacks '%s'%s", argv[i + 2], "");
+		return 0;
+	}
 	if (!strcmp(cmd, "fail-open") && argc - i == 3) {
 		rc = fy_nbd_source_open(uri, &opts, &src);
 		if (!rc) {

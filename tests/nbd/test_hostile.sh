@@ -108,4 +108,19 @@ scenario bad-context
 check "block status for a context never agreed" \
 	$P $FAST fail-extents "$U" "context id 99"
 
+# Writing (fy_nbd_writer): a read-only export is refused before any
+# write; a broken reply to a write fails it, naming what was wrong.
+scenario good
+check "writer: a read-only export" \
+	$P fail-write "$U" "the export is read-only"
+scenario write-data
+check "writer: data in the reply to a write" \
+	$P fail-write "$U" "data chunk in reply to a write"
+scenario write-cookie
+check "writer: a reply to another request" \
+	$P fail-write "$U" "which no request in flight carries"
+scenario write-close
+check "writer: the server hangs up during a write" \
+	$P fail-write "$U" "closed the connection in the middle of a request"
+
 summary

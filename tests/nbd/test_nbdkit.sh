@@ -89,6 +89,26 @@ start_nbdkit old -U "$S" -o file "$T/disk.img"
 check "oldstyle server refused" $P fail-open "$U" "oldstyle"
 stop old
 
+# Writing (restore-vm's nbd/nbdssl modes): into nbdkit's memory plugin,
+# read back through the source; a read-only export and a refused write
+# are errors that say so.
+start_nbdkit mem -U "$S" memory 9000000
+check "writer: the file written over the export reads back the same" \
+	$P --io-size 1048576 write "$U" "$T/disk.img"
+check "writer: what was written reads back" \
+	$P read "$U" "$T/disk.img"
+stop mem
+start_nbdkit ro -U "$S" --readonly file "$T/disk.img"
+check "writer: a read-only export is refused" \
+	$P fail-write "$U" "the export is read-only"
+stop ro
+cp "$T/disk.img" "$T/disk-w.img"
+start_nbdkit werr -U "$S" --filter=error file "$T/disk-w.img" \
+	error-pwrite=ENOSPC error-pwrite-rate=100%
+check "writer: a refused write names itself and the server's error" \
+	$P fail-write "$U" "refused the write of 65536 bytes at 0"
+stop werr
+
 start_nbdkit err -U "$S" --filter=error file "$T/disk.img" \
 	error-pread-rate=100%
 check "injected read errors fail the read clearly" \

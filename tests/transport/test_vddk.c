@@ -322,6 +322,18 @@ static void test_vddk_argv(void)
 	}
 	vddk_argv_release(&a);
 	CHECK_RC(vddk_build_argv(&o, "/tmp/d", &a));
+	CHECK(argv_has(&a, "--readonly"));
+	vddk_argv_release(&a);
+
+	/* Writing (restore-vm): no --readonly, and never a snapshot's disk. */
+	o.writable = true;
+	CHECK(o.snapshot_moref && vddk_build_argv(&o, "/tmp/d", &a) == -EINVAL);
+	o.snapshot_moref = NULL;
+	CHECK_RC(vddk_build_argv(&o, "/tmp/d", &a));
+	CHECK(!argv_has(&a, "--readonly"));
+	CHECK(!argv_has(&a, "snapshot=snapshot-7"));
+	vddk_argv_release(&a);
+	o.writable = false;
 
 	/* A remote disk needs its VM. */
 	o.vm_moref = NULL;

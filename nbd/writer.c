@@ -1,0 +1,314 @@
+/*
+ * Writing to an NBD export: one connection, one request at a time
+ * (NBD_CMD_WRITE, then NBD_CMD_FLUSH when the server offers it). A
+ * restore's writes are large (up to 8 MiB) and come in disk order from
+ * one thread, so the wait for each reply costs little next to the data;
+ * what matters is that every write is answered before the next, so an
+ * error names the write that failed.
+ *
+ * The reply goes through the same push parser as reads (reply.c): a
+ * simple reply, or a structured one (NONE with DONE, or an error chunk),
+ * checked against the one request in flight.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "common/common.h"
+#include "nbd/nbd_int.h"
+
+struct fy_nbd_writer {
+	struct nbd_uri uri;
+	struct fy_nbd_opts opts;
+	struct nbd_conn_cfg ccfg;
+	struct ssl_ctx_st *tls_ctx;
+	struct nbd_conn *conn;
+	struct nbd_export ex;
+	struct nbd_rx rx;
+	struct nbd_cmd cmd;
+	uint64_t cookie;
+	uint32_t max_write;
+	char name[256];
+	int broken;              /* sticky: the stream is out of step */
+	void (*release)(void *); /* fy_nbd_writer_set_release */
+	void *release_arg;
+};
+
+static struct nbd_cmd *lookup(void *opaque, uint64_t cookie)
+{
+	struct fy_nbd_writer *w = opaque;
+
+	return cookie == w->cmd.cookie && !w->cmd.done ? &w->cmd : NULL;
+}
+
+static void done(void *opaque, struct nbd_cmd *cmd)
+{
+	(void)opaque;
+	(void)cmd;
+}
+
+static const struct nbd_rx_ops rx_ops = { lookup, done };
+
+/* Waits until the connection can move in the direction asked, at most
+ * timeout_ms (0: forever). */
+static int wait_conn(struct fy_nbd_writer *w, bool want_write,
+		     unsigned timeout_ms, const char *what)
+{
+	struct pollfd pfd = { .fd = nbd_conn_fd(w->conn) };
+	int n;
+
+	pfd.events = nbd_conn_events(w->conn, want_write);
+	do
+		n = poll(&pfd, 1, timeout_ms ? (int)timeout_ms : -1);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return fy_err_set(-errno, "nbd: %s: poll: %s", w->name,
+				  strerror(errno));
+	if (n == 0)
+		return fy_err_set(-ETIMEDOUT, "nbd: %s: no progress %s for "
+				  "%u ms", w->name, what, timeout_ms);
+	return 0;
+}
+
+static int send_all(struct fy_nbd_writer *w, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	long n;
+	int rc;
+
+	while (len) {
+		n = nbd_conn_send(w->conn, p, len);
+		if (n == -EAGAIN) {
+			rc = wait_conn(w, true, w->opts.write_timeout_ms,
+				       "sending");
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if (n <= 0)
+			return n ? (int)n : fy_err_set(-EPIPE, "nbd: %s: "
+						       "connection closed",
+						       w->name);
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads until the reply to w->cmd is complete. */
+static int recv_reply(struct fy_nbd_writer *w)
+{
+	uint8_t *where;
+	size_t want;
+	long got;
+	int rc;
+
+	while (!w->cmd.done) {
+		want = nbd_rx_want(&w->rx, &where);
+		if (!want)
+			return fy_err_set(-EPROTO, "nbd: %s: the reply stream "
+					  "is broken", w->name);
+		got = nbd_conn_recv(w->conn, where, want);
+		if (got == -EAGAIN) {
+			rc = wait_conn(w, false, w->opts.read_timeout_ms,
+				       "waiting for a reply");
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if (got == 0)
+			return fy_err_set(-ECONNRESET, "nbd: %s: the server "
+					  "closed the connection in the middle "
+					  "of a request", w->name);
+		if (got < 0)
+			return (int)got;
+		rc = nbd_rx_got(&w->rx, (size_t)got);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Sends one request (header, then payload from iov) and waits for its
+ * reply. The server's error is the request's, with its message. */
+static int request(struct fy_nbd_writer *w, uint16_t type, uint64_t off,
+		   const struct iovec *iov, int iovcnt, uint32_t len)
+{
+	uint8_t hdr[NBD_REQUEST_SIZE];
+	int i, rc;
+
+	if (w->broken)
+		return fy_err_set(w->broken, "nbd: %s: an earlier request "
+				  "failed on the wire", w->name);
+	memset(&w->cmd, 0, sizeof(w->cmd));
+	w->cmd.cookie = ++w->cookie;
+	w->cmd.type = type;
+	w->cmd.offset = off;
+	w->cmd.length = len;
+	nbd_cmd_reset_reply(&w->cmd);
+	nbd_encode_request(hdr, 0, type, w->cmd.cookie, off, len);
+	rc = send_all(w, hdr, sizeof(hdr));
+	for (i = 0; rc == 0 && i < iovcnt; i++)
+		rc = send_all(w, iov[i].iov_base, iov[i].iov_len);
+	if (rc == 0)
+		rc = recv_reply(w);
+	if (rc < 0) {
+		w->broken = rc;
+		return rc;
+	}
+	if (w->cmd.error)
+		return fy_err_set(w->cmd.error, "nbd: %s: the server refused "
+				  "the %s of %" PRIu32 " bytes at %" PRIu64
+				  "%s%s", w->name,
+				  type == NBD_CMD_WRITE ? "write" : "flush",
+				  len, off, w->cmd.message[0] ? ": " : "",
+				  w->cmd.message);
+	return 0;
+}
+
+int fy_nbd_writer_pwritev(struct fy_nbd_writer *w, const struct iovec *iov,
+			  int iovcnt, uint64_t off)
+{
+	struct iovec part[64];
+	size_t total = 0, skip = 0;
+	int i, rc;
+
+	for (i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (off > w->ex.size || total > w->ex.size - off)
+		return fy_err_set(-EINVAL, "nbd: %s: a write of %zu bytes at "
+				  "%" PRIu64 " is past the end (%" PRIu64 ")",
+				  w->name, total, off, w->ex.size);
+	if ((off | total) % w->ex.min_block)
+		return fy_err_set(-EINVAL, "nbd: %s: writes must be whole "
+				  "blocks of %" PRIu32 " bytes", w->name,
+				  w->ex.min_block);
+	/* Requests of at most max_write bytes, of at most 64 pieces. */
+	i = 0;
+	while (total) {
+		uint32_t len = 0;
+		int n = 0;
+
+		while (i < iovcnt && n < 64 && len < w->max_write) {
+			size_t avail = iov[i].iov_len - skip;
+			size_t take = avail;
+
+			if (take > w->max_write - len)
+				take = w->max_write - len;
+			part[n].iov_base = (uint8_t *)iov[i].iov_base + skip;
+			part[n].iov_len = take;
+			n++;
+			len += (uint32_t)take;
+			if (take == avail) {
+				i++;
+				skip = 0;
+			} else {
+				skip += take;
+			}
+		}
+		if (len % w->ex.min_block)
+			return fy_err_set(-EINVAL, "nbd: %s: a write's pieces "
+					  "do not fall on %" PRIu32 "-byte "
+					  "blocks", w->name, w->ex.min_block);
+		rc = request(w, NBD_CMD_WRITE, off, part, n, len);
+		if (rc < 0)
+			return rc;
+		off += len;
+		total -= len;
+	}
+	return 0;
+}
+
+int fy_nbd_writer_flush(struct fy_nbd_writer *w)
+{
+	if (!(w->ex.flags & NBD_FLAG_SEND_FLUSH))
+		return w->broken ? fy_err_set(w->broken, "nbd: %s: an earlier "
+					      "request failed on the wire",
+					      w->name)
+				 : 0;
+	return request(w, NBD_CMD_FLUSH, 0, NULL, 0, 0);
+}
+
+uint64_t fy_nbd_writer_size(const struct fy_nbd_writer *w)
+{
+	return w->ex.size;
+}
+
+void fy_nbd_writer_set_release(struct fy_nbd_writer *w,
+			       void (*release)(void *), void *arg)
+{
+	w->release = release;
+	w->release_arg = arg;
+}
+
+void fy_nbd_writer_close(struct fy_nbd_writer *w)
+{
+	if (!w)
+		return;
+	/* NBD_CMD_DISC only between requests. */
+	nbd_conn_close(w->conn, !w->broken);
+	nbd_tls_ctx_free(w->tls_ctx);
+	if (w->release)
+		w->release(w->release_arg);
+	free(w);
+}
+
+int fy_nbd_writer_open(const char *uri, const struct fy_nbd_opts *opts,
+		       struct fy_nbd_writer **out)
+{
+	struct fy_nbd_writer *w = calloc(1, sizeof(*w));
+	uint32_t max;
+	int rc;
+
+	*out = NULL;
+	if (!w)
+		return fy_err_set(-ENOMEM, "nbd: out of memory");
+	if (opts)
+		w->opts = *opts;
+	else
+		fy_nbd_opts_default(&w->opts);
+	snprintf(w->name, sizeof(w->name), "%s", uri);
+	rc = nbd_uri_parse(uri, &w->uri);
+	if (rc == 0 && (w->uri.tls || w->opts.tls_required))
+		rc = nbd_tls_ctx_new(&w->opts, &w->tls_ctx);
+	if (rc < 0)
+		goto fail;
+	w->ccfg.uri = &w->uri;
+	w->ccfg.opts = &w->opts;
+	w->ccfg.tls_ctx = w->tls_ctx;
+	w->ccfg.label = w->name;
+	if (w->opts.tls_server_name)
+		w->ccfg.server_name = w->opts.tls_server_name;
+	else if (w->uri.tls_hostname[0])
+		w->ccfg.server_name = w->uri.tls_hostname;
+	else if (!w->uri.unix_socket)
+		w->ccfg.server_name = w->uri.host;
+	rc = nbd_conn_open(&w->ccfg, &w->conn);
+	if (rc < 0)
+		goto fail;
+	w->ex = *nbd_conn_export(w->conn);
+	if (w->ex.flags & NBD_FLAG_READ_ONLY) {
+		rc = fy_err_set(-EROFS, "nbd: %s: the export is read-only",
+				w->name);
+		goto fail;
+	}
+	max = w->ex.max_payload ? w->ex.max_payload : NBD_MAX_REQUEST;
+	if (max > NBD_MAX_REQUEST)
+		max = NBD_MAX_REQUEST;
+	w->max_write = max - max % w->ex.min_block;
+	if (!w->max_write) {
+		rc = fy_err_set(-EPROTO, "nbd: %s: no write size fits the "
+				"server's block sizes", w->name);
+		goto fail;
+	}
+	nbd_rx_init(&w->rx, &rx_ops, w, w->ex.structured, false, 0);
+	*out = w;
+	return 0;
+fail:
+	fy_nbd_writer_close(w);
+	return rc;
+}
