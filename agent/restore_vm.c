@@ -729,7 +729,7 @@ int fy_restore_vm_check(const struct fy_restore_vm_spec *sp)
 					  "OLD=NEW, not \"%s\"",
 					  sp->networks[i]);
 	if (sp->transports) {
-		/* Only the form: "not yet" modes are the run's to report. */
+		/* Only the form: which modes can write is the run's to say. */
 		char buf[256], *save = NULL, *t;
 
 		if (snprintf(buf, sizeof(buf), "%s", sp->transports) >=

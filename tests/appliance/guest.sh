@@ -15,7 +15,10 @@
 #    SCSI controller, the guest's kernel and udev show them, the agent finds
 #    them by their serial (VPD 0x80), reads them, detaches them; the restore
 #    on the host is byte-identical to the frozen files;
-# 3. with --reset (as ctest runs it): QMP system_reset while a disk is
+# 3. `ferry restore-vm` of that backup as a new VM over hotadd: its new
+#    disks are hot-plugged into the guest writable and written there; they
+#    equal the frozen files, and nothing stays attached;
+# 4. with --reset (as ctest runs it): QMP system_reset while a disk is
 #    attached: after the reboot the
 #    agent's startup cleanup detaches it (ferry-vcsim unplugs it from the
 #    guest), removes the snapshot, re-enables the methods; `ferry agent
@@ -168,6 +171,23 @@ chain_len() { control GET "disks?vm=$1" | python3 -c "import json,sys; D=json.lo
 [[ $(proxy_disks) == 1 ]] || fail "disks left on the proxy"
 [[ $(chain_len vm-two-disks) == 1 ]] || fail "a snapshot is left"
 echo "ok: backup over hot-add in the guest in ${backup_s} s; both disks restored byte-identical"
+
+phase "ferry restore-vm --transport hotadd: the new VM's disks plugged into the guest writable"
+t_r=$SECONDS
+ctl restore-vm "$id" --name restored-in-guest --transport hotadd --json >"$T/rv.json" 2>"$T/rv.err" ||
+  fail "restore-vm failed: $(cat "$T/rv.err") $(cat "$T/rv.json" 2>/dev/null)"
+restore_s=$((SECONDS - t_r))
+[[ $(json "$T/rv.json" '(j["ok"], [(d["restored"], d["transport"]) for d in j["disks"]])') == \
+  "(True, [(True, 'hotadd'), (True, 'hotadd')])" ]] || fail "restore-vm result: $(cat "$T/rv.json")"
+grep -q "(read-only false)" "$T/vcsim.log" || fail "ferry-vcsim plugged no disk writable into the guest"
+control GET "disks?vm=restored-in-guest" >"$T/rvd.json"
+for i in 0 1; do
+  flat=$(json "$T/vcready.json" "j['vms']['vm-two-disks']['disks'][$i]['flat_path']")
+  cmp "$(json "$T/rvd.json" "j['disks'][$i]['live']['flat_path']")" "$flat" ||
+    fail "disk $i of the restored VM differs from $flat"
+done
+[[ $(proxy_disks) == 1 ]] || fail "disks left on the proxy after the restore"
+echo "ok: restore-vm over hot-add in the guest in ${restore_s} s; both new disks byte-identical, nothing left attached"
 
 if [[ "$RESET" != --reset ]]; then
   echo "PASS (total $((SECONDS - t_start)) s; without the reset case, which runs with --reset)"
