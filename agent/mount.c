@@ -191,6 +191,9 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 	ProtobufCBinaryData bins[FY_GET_MAX];
 	size_t done = 0;
 	int rc = 0, bad = 0, c;
+	/* The first bad block of the read's own, named: later messages (a
+	 * read-ahead block's, a broken stream's) must not replace it. */
+	char bad_msg[FY_ERR_MAX] = "";
 
 	rc = pool_take(m, &c);
 	if (rc < 0) {
@@ -241,8 +244,11 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 				brc = fy_err_set(-EIO, "block %s is %u bytes, "
 						 "not %u", hex,
 						 b->block->plain_size, want);
-				if (done + k < need && !bad)
+				if (done + k < need && !bad) {
 					bad = brc;
+					snprintf(bad_msg, sizeof(bad_msg), "%s",
+						 fy_err_msg());
+				}
 			} else {
 				/* Decoding re-hashes: a corrupt block is an
 				 * error for the reads that need it, and the
@@ -254,10 +260,13 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 					s->data, m->block_size);
 				if (brc == 0)
 					ok = true;
-				else if (done + k < need && !bad)
+				else if (done + k < need && !bad) {
 					bad = fy_err_wrap(-EIO, "block %" PRIu64
 							  " of the disk",
 							  s->index);
+					snprintf(bad_msg, sizeof(bad_msg), "%s",
+						 fy_err_msg());
+				}
 			}
 			fy_frame_free(b);
 			loaded(m, s, ok);
@@ -272,7 +281,21 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 	/* A bad block leaves the stream in order: only a broken stream
 	 * closes the connection. */
 	pool_give(m, c, rc < 0);
-	return rc < 0 ? rc : bad;
+	if (bad)
+		return fy_err_set(bad, "%s", bad_msg);
+	return rc < 0 ? rc : 0;
+}
+
+/* Whether slot s is one of the n this read fetched for itself. */
+static bool loaded_here(struct slot *const *load, size_t n,
+			const struct slot *s)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		if (load[k] == s)
+			return true;
+	return false;
 }
 
 static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
@@ -350,20 +373,40 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 	if (mine)
 		frc = fetch(m, load, mine, own);
 
-	/* Wait for the blocks other reads are loading. A broken stream
-	 * fails this read only if it lost one of the read's own blocks:
-	 * fetch()'s error names it better than the slot can. */
+	/* Wait for the blocks other reads are loading. A block this read
+	 * fetched and lost fails it with fetch()'s error, which names it. A
+	 * block another read was loading (its own, or read ahead) and lost
+	 * (its stream broke, say) is fetched once more by this read: that
+	 * fetch's outcome is this read's. */
 	pthread_mutex_lock(&m->lock);
 	for (i = first; rc == 0 && i <= last; i++) {
 		struct slot *s = pin[i - first];
+		bool again = false;
 
-		while (s && s->state == SLOT_LOADING)
-			pthread_cond_wait(&m->cond, &m->lock);
-		if (s && (s->state != SLOT_READY || s->index != i))
+		while (s) {
+			while (s->state == SLOT_LOADING)
+				pthread_cond_wait(&m->cond, &m->lock);
+			if (s->state == SLOT_READY && s->index == i)
+				break;
+			if (!again && !loaded_here(load, own, s)) {
+				/* Pinned: nobody else takes the slot. */
+				again = true;
+				s->index = i;
+				s->state = SLOT_LOADING;
+				s->stamp = ++m->clock;
+				pthread_mutex_unlock(&m->lock);
+				rc = fetch(m, &s, 1, 1);
+				pthread_mutex_lock(&m->lock);
+				if (rc < 0)
+					break;
+				continue;
+			}
 			rc = frc < 0 ? frc
 				     : fy_err_set(-EIO, "block %" PRIu64
 						  " of the disk could not be "
 						  "read", i);
+			break;
+		}
 	}
 	pthread_mutex_unlock(&m->lock);
 

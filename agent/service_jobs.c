@@ -146,6 +146,8 @@ static void *job_main(void *arg)
 				 fy_err_msg());
 		}
 	}
+	/* A job that never ran is still reported as its kind. */
+	snprintf(res->kind, sizeof(res->kind), "%s", j->kind->name);
 	if (rc == 0)
 		fy_warn("job %s: %s done in %.1f s", j->id, j->what,
 			res->seconds);
@@ -886,6 +888,7 @@ int svc_cancel(struct svc *svc, struct fy_conn *c, const char *id)
 	fy_control_frame f = FERRY__CONTROL__CONTROL_FRAME__INIT;
 	Ferry__Control__CancelReply r = FERRY__CONTROL__CANCEL_REPLY__INIT;
 	char job_id[sizeof(((struct svc_job *)0)->id)];
+	bool running_cleanup = false;
 	struct svc_job *j;
 
 	pthread_mutex_lock(&svc->lock);
@@ -893,6 +896,7 @@ int svc_cancel(struct svc *svc, struct fy_conn *c, const char *id)
 	if (j) {
 		if (!j->res)
 			atomic_store(&j->cancel, true);
+		running_cleanup = j->kind->cleanup && j->reserved && !j->res;
 		r.state = j->state;
 		snprintf(job_id, sizeof(job_id), "%s", j->id);
 		/* A queued job waits on the condition: wake it to see it. */
@@ -901,7 +905,10 @@ int svc_cancel(struct svc *svc, struct fy_conn *c, const char *id)
 	pthread_mutex_unlock(&svc->lock);
 	if (!j)
 		return no_such_job(c, id);
-	fy_warn("job %s: cancel asked by %s", job_id, fy_conn_peer(c));
+	fy_warn("job %s: cancel asked by %s%s", job_id, fy_conn_peer(c),
+		running_cleanup ? "; a self-cleanup that runs is not "
+				  "cancelled (it undoes what others left)"
+				: "");
 	r.job_id = job_id;
 	f.body_case = FERRY__CONTROL__CONTROL_FRAME__BODY_CANCEL_REPLY;
 	f.cancel_reply = &r;

@@ -240,8 +240,10 @@ struct fy_nbd_server_opts {
 	const char *tls_cert, *tls_key, *tls_ca;
 	unsigned max_clients;
 	/* Threads serving each client's reads at once (0 or 1: one; at most
-	 * 16). Each holds a reply buffer of up to 4 MiB, and one of the
-	 * request's size past that (a read is at most 32 MiB). */
+	 * 16; one for a client without structured replies). Each holds a
+	 * reply buffer of up to 4 MiB: structured replies send larger reads
+	 * in chunks of that size; a simple reply is built whole (a read is
+	 * at most 32 MiB). */
 	unsigned workers;
 	/* Called once listening, with the bound address or the socket. */
 	void (*on_ready)(void *opaque, const char *bound);

@@ -88,8 +88,10 @@ struct server {
 #define QUEUE_MAX 64
 /* Workers per client at most, whatever the caller asks. */
 #define WORKERS_MAX 16
-/* A worker keeps a reply buffer up to this size between requests; a
- * larger read (up to NBD_MAX_REQUEST) gets one of its own, freed after. */
+/* A worker keeps a reply buffer up to this size between requests, and
+ * structured replies send reads in data chunks of at most this much; a
+ * larger simple reply (up to NBD_MAX_REQUEST, one worker per such
+ * client) gets a buffer of its own, freed after. */
 #define WORKER_BUF_KEEP (4u << 20)
 /* The client thread's buffer: options in the handshake, a write's
  * payload read away. */
@@ -656,8 +658,11 @@ static int error_reply(struct client *c, uint64_t handle, uint32_t err,
 
 /* A read: structured, holes go as OFFSET_HOLE chunks and data as
  * OFFSET_DATA; simple, everything as bytes. */
-static int do_read(struct client *c, uint8_t *buf, uint64_t handle,
-		   uint64_t off, uint32_t len)
+/* A read into buf (cap bytes). A simple reply needs the whole read at
+ * once (cap >= len); structured replies send data runs of at most cap
+ * bytes each, so a worker never holds more than WORKER_BUF_KEEP. */
+static int do_read(struct client *c, uint8_t *buf, size_t cap,
+		   uint64_t handle, uint64_t off, uint32_t len)
 {
 	const struct fy_nbd_export_ops *ops = c->srv->ops;
 	uint64_t pos = off, end = off + len;
@@ -678,6 +683,8 @@ static int do_read(struct client *c, uint8_t *buf, uint64_t handle,
 		if (rc < 0 || run == 0 || run > end - pos)
 			return error_reply(c, handle, NBD_EIO,
 					   rc < 0 ? fy_err_msg() : "bad extent");
+		if (!hole && run > cap)
+			run = cap;
 		last = pos + run == end;
 		put64(p, pos);
 		if (hole) {
@@ -754,9 +761,11 @@ static uint8_t *worker_buf(struct worker *w, size_t need, bool *temp)
 static int serve(struct worker *w, const struct request *r)
 {
 	struct client *c = w->c;
-	size_t need = r->type == NBD_CMD_READ
-			      ? r->len
-			      : 4 + 8 * (size_t)MAX_DESCRIPTORS;
+	size_t need = r->type != NBD_CMD_READ
+			      ? 4 + 8 * (size_t)MAX_DESCRIPTORS
+		      : c->structured && r->len > WORKER_BUF_KEEP
+			      ? WORKER_BUF_KEEP
+			      : r->len;
 	bool temp;
 	uint8_t *buf = worker_buf(w, need, &temp);
 	int rc;
@@ -764,7 +773,7 @@ static int serve(struct worker *w, const struct request *r)
 	if (!buf)
 		return error_reply(c, r->handle, NBD_ENOMEM, "out of memory");
 	if (r->type == NBD_CMD_READ)
-		rc = do_read(c, buf, r->handle, r->off, r->len);
+		rc = do_read(c, buf, need, r->handle, r->off, r->len);
 	else
 		rc = do_block_status(c, buf, r->handle, r->flags, r->off,
 				     r->len);
@@ -907,6 +916,10 @@ static int transmission(struct client *c)
 	int rc;
 
 	want = want < 1 ? 1 : want > WORKERS_MAX ? WORKERS_MAX : want;
+	/* A simple reply is built whole (up to 32 MiB): a client without
+	 * structured replies gets one worker, so it holds one such buffer. */
+	if (!c->structured)
+		want = 1;
 	w = calloc(want, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -1061,6 +1074,9 @@ static int tls_context(const struct fy_nbd_server_opts *o, SSL_CTX **out)
 	if (!ctx)
 		return fy_err_set(-ENOMEM, "TLS: out of memory");
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* A TLS 1.2 renegotiation would make a worker's write wait for a
+	 * read the client thread may take first: refused outright. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
 	if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, o->tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1 ||

@@ -45,6 +45,10 @@ mount_start "$T/agent.conf" --listen 127.0.0.1:0 || fail "mount did not start: $
 URI="nbd://$(cat "$T/mount.ready")/"
 nbdcopy "$URI" "$T/copy.img"
 same_file "$T/d.img" "$T/copy.img"
+# Reads larger than a worker's 4 MiB buffer come back in several data
+# chunks (structured replies), still exactly.
+nbdcopy --request-size=$((32 << 20)) --requests=2 "$URI" "$T/copy32.img"
+same_file "$T/d.img" "$T/copy32.img"
 qemu-img convert -f raw -O raw "$URI" "$T/qemu.img"
 # qemu rounds an export up to whole 512-byte sectors (of zeros).
 cmp -n $((9 * 1048576 + 12345)) "$T/d.img" "$T/qemu.img" || fail "qemu-img read other bytes"
