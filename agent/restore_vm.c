@@ -431,8 +431,15 @@ static int write_vddk(struct rv *x, struct fy_vs_client *vc,
 		rc = fy_client_restore_sink(conn, x->sp->backup_id, pos, &sink,
 					    capacity, hooks, written, zeros);
 	}
-	fy_nbd_writer_close(w);
-	return rc;
+	if (rc < 0) {
+		char msg[FY_ERR_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		fy_nbd_writer_close(w);
+		return fy_err_set(rc, "%s", msg);
+	}
+	rc = fy_nbd_writer_close(w);
+	return rc < 0 ? fy_err_wrap(rc, "%s", x->transport) : 0;
 }
 
 /* The first mode of the list that can write here: hotadd when this

@@ -184,9 +184,13 @@ bool fy_nbd_vddk_available(const struct fy_nbd_vddk_opts *o, char *why,
  * at most start_timeout_ms. */
 int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o,
 		     struct fy_source **out);
-/* The same for writing (restore-vm): nbdkit without --readonly, and no
- * snapshot (the disk written is a live one). Closing the writer stops
- * nbdkit and removes its directory. */
+/* The same for writing (restore-vm): nbdkit without --readonly, with the
+ * exitlast filter, and no snapshot (the disk written is a live one).
+ * Closing the writer waits for nbdkit to exit by itself once the writer
+ * disconnected (the plugin has closed the disk then: VDDK's close is
+ * what completes its writes), at most 2 minutes, and fails with the end
+ * of its log when it did not exit with status 0; then removes its
+ * directory. */
 int fy_nbd_vddk_open_writer(const struct fy_nbd_vddk_opts *o,
 			    struct fy_nbd_writer **out);
 
@@ -212,10 +216,13 @@ int fy_nbd_writer_pwritev(struct fy_nbd_writer *w, const struct iovec *iov,
  * once this returns 0. */
 int fy_nbd_writer_flush(struct fy_nbd_writer *w);
 /* Closes the connection (politely when the stream is in step), then
- * calls the release function set on it. NULL does nothing. */
-void fy_nbd_writer_close(struct fy_nbd_writer *w);
+ * calls the release function set on it (clean: the stream was in step),
+ * whose result it returns: for VDDK, whether nbdkit closed the disk and
+ * exited cleanly. NULL does nothing. */
+int fy_nbd_writer_close(struct fy_nbd_writer *w);
 void fy_nbd_writer_set_release(struct fy_nbd_writer *w,
-			       void (*release)(void *), void *arg);
+			       int (*release)(void *, bool clean),
+			       void *arg);
 
 /* ---- a read-only NBD server (server.c) --------------------------------- */
 

@@ -44,6 +44,9 @@ extern char **environ;
 #define LOG_TAIL 600
 #define STOP_WAIT_MS 5000
 #define DUMP_PLUGIN_WAIT_MS 10000
+/* A writer's nbdkit closes the disk (VDDK completes its writes) and exits
+ * by itself; this long at most. */
+#define WRITER_EXIT_WAIT_MS 120000
 
 struct vddk_source {
 	struct fy_source base;
@@ -253,6 +256,10 @@ int vddk_build_argv(const struct fy_nbd_vddk_opts *o, const char *dir,
 	ADD("--tls=off");
 	ADD("--unix=%s/nbdkit.sock", dir);
 	ADD("--pidfile=%s/nbdkit.pid", dir);
+	/* A writer's nbdkit ends once the writer hangs up, after the
+	 * plugin's close: that exit is what says the disk was closed. */
+	if (o->writable)
+		ADD("--filter=exitlast");
 	ADD("%s", plugin_of(o));
 	if (is_vddk(o)) {
 		if (!o->libdir || !*o->libdir || !o->file || !*o->file) {
@@ -834,14 +841,37 @@ int fy_nbd_vddk_open(const struct fy_nbd_vddk_opts *o, struct fy_source **out)
 	return 0;
 }
 
-/* The writer's release: nbdkit stopped, its directory gone. */
-static void vddk_writer_release(void *arg)
+/* The writer's release: after a clean disconnect, nbdkit's own exit,
+ * status 0, within WRITER_EXIT_WAIT_MS; otherwise (or after a broken
+ * stream) it is stopped. Then its directory goes. */
+static int vddk_writer_release(void *arg, bool clean)
 {
 	struct vddk_source *s = arg;
+	char log[320], tail[LOG_TAIL + 64];
+	int status, rc = 0;
 
-	stop_child(s->pid);
+	if (clean && wait_exit(s->pid, WRITER_EXIT_WAIT_MS, &status)) {
+		if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+			snprintf(log, sizeof(log), "%s/nbdkit.log", s->dir);
+			log_tail(log, tail, sizeof(tail));
+			rc = fy_err_set(-EIO, "vddk: nbdkit ended with %s %d "
+					"after the writes: %s",
+					WIFEXITED(status) ? "status" : "signal",
+					WIFEXITED(status) ? WEXITSTATUS(status)
+							  : WTERMSIG(status),
+					tail[0] ? tail : "no message");
+		}
+	} else {
+		if (clean)
+			rc = fy_err_set(-ETIMEDOUT, "vddk: nbdkit did not exit "
+					"%d s after the writes ended; the disk "
+					"may not be closed",
+					WRITER_EXIT_WAIT_MS / 1000);
+		stop_child(s->pid);
+	}
 	remove_dir(s->dir);
 	free(s);
+	return rc;
 }
 
 int fy_nbd_vddk_open_writer(const struct fy_nbd_vddk_opts *o,

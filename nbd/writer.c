@@ -34,7 +34,7 @@ struct fy_nbd_writer {
 	uint32_t max_write;
 	char name[256];
 	int broken;              /* sticky: the stream is out of step */
-	void (*release)(void *); /* fy_nbd_writer_set_release */
+	int (*release)(void *, bool); /* fy_nbd_writer_set_release */
 	void *release_arg;
 };
 
@@ -239,22 +239,27 @@ uint64_t fy_nbd_writer_size(const struct fy_nbd_writer *w)
 }
 
 void fy_nbd_writer_set_release(struct fy_nbd_writer *w,
-			       void (*release)(void *), void *arg)
+			       int (*release)(void *, bool), void *arg)
 {
 	w->release = release;
 	w->release_arg = arg;
 }
 
-void fy_nbd_writer_close(struct fy_nbd_writer *w)
+int fy_nbd_writer_close(struct fy_nbd_writer *w)
 {
+	bool clean;
+	int rc = 0;
+
 	if (!w)
-		return;
+		return 0;
 	/* NBD_CMD_DISC only between requests. */
-	nbd_conn_close(w->conn, !w->broken);
+	clean = !w->broken;
+	nbd_conn_close(w->conn, clean);
 	nbd_tls_ctx_free(w->tls_ctx);
 	if (w->release)
-		w->release(w->release_arg);
+		rc = w->release(w->release_arg, clean);
 	free(w);
+	return rc;
 }
 
 int fy_nbd_writer_open(const char *uri, const struct fy_nbd_opts *opts,
@@ -309,6 +314,11 @@ int fy_nbd_writer_open(const char *uri, const struct fy_nbd_opts *opts,
 	*out = w;
 	return 0;
 fail:
-	fy_nbd_writer_close(w);
-	return rc;
+	{
+		char msg[FY_ERR_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+		fy_nbd_writer_close(w);
+		return fy_err_set(rc, "%s", msg);
+	}
 }

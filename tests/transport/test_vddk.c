@@ -323,6 +323,7 @@ static void test_vddk_argv(void)
 	vddk_argv_release(&a);
 	CHECK_RC(vddk_build_argv(&o, "/tmp/d", &a));
 	CHECK(argv_has(&a, "--readonly"));
+	CHECK(!argv_has(&a, "--filter=exitlast"));
 	vddk_argv_release(&a);
 
 	/* Writing (restore-vm): no --readonly, and never a snapshot's disk. */
@@ -331,6 +332,7 @@ static void test_vddk_argv(void)
 	o.snapshot_moref = NULL;
 	CHECK_RC(vddk_build_argv(&o, "/tmp/d", &a));
 	CHECK(!argv_has(&a, "--readonly"));
+	CHECK(argv_has(&a, "--filter=exitlast"));
 	CHECK(!argv_has(&a, "snapshot=snapshot-7"));
 	vddk_argv_release(&a);
 	o.writable = false;
