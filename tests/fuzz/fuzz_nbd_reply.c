@@ -2,6 +2,9 @@
  * Fuzzes the NBD reply parser (nbd/reply.c) as a hostile server would:
  * arbitrary bytes after the handshake, with a few requests in flight.
  *
+ * The requests in flight are reads, block status, and a write and a
+ * flush (nbd/writer.c): a reply to those must never carry data or extents.
+ *
  * Input: byte 0 picks the negotiated features (bit 0 structured replies,
  * bit 1 base:allocation) and byte 1 how many bytes each feed carries, so
  * both whole and dribbled delivery are exercised; the rest is the stream.
@@ -16,7 +19,7 @@
 #include "common/common.h"
 #include "nbd/nbd_int.h"
 
-#define NCMDS 4
+#define NCMDS 6
 
 struct fuzz {
 	struct nbd_rx rx;
@@ -51,10 +54,12 @@ static void f_done(void *opaque, struct nbd_cmd *cmd)
 			got += cmd->pieces[i].end - cmd->pieces[i].start;
 		if (cmd->length && got != cmd->length)
 			abort();
-	} else {
+	} else if (cmd->type == NBD_CMD_BLOCK_STATUS) {
 		if (cmd->nextents > cmd->extents_cap ||
 		    cmd->status_end > cmd->offset + cmd->length)
 			abort();
+	} else if (cmd->npieces || cmd->nextents || cmd->got_status) {
+		abort();
 	}
 }
 
@@ -71,6 +76,8 @@ static void setup(struct fuzz *f, uint8_t features)
 		{ NBD_CMD_READ, 4096, 512 },
 		{ NBD_CMD_READ, 1ull << 40, 3 },
 		{ NBD_CMD_BLOCK_STATUS, 0, 65536 },
+		{ NBD_CMD_WRITE, 8192, 65536 },
+		{ NBD_CMD_FLUSH, 0, 0 },
 	};
 	int i;
 
@@ -86,7 +93,7 @@ static void setup(struct fuzz *f, uint8_t features)
 		if (c->type == NBD_CMD_READ) {
 			f->bufs[i] = malloc(c->length);
 			c->buf = f->bufs[i];
-		} else {
+		} else if (c->type == NBD_CMD_BLOCK_STATUS) {
 			c->extents = f->ext;
 			c->extents_cap = 8;
 		}
