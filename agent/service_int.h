@@ -16,6 +16,7 @@
 #include "vsphere/vsphere.h"
 
 #define JOBS_KEPT 32          /* finished jobs remembered for ListJobs */
+#define CLEANUPS_KEPT 8       /* finished cleanups, besides */
 #define PHASES_KEPT 32        /* phase events a late watcher can replay */
 #define PROGRESS_EVERY 0.25   /* seconds between progress events per watcher */
 #define REQUEST_MS 30000      /* a frame once started must arrive in this */

@@ -72,16 +72,19 @@ static void on_progress(void *opaque, unsigned disk, unsigned n_disks,
 	pthread_mutex_unlock(&j->svc->lock);
 }
 
-/* Finished jobs beyond the JOBS_KEPT newest are forgotten. */
+/* Finished jobs beyond the JOBS_KEPT newest are forgotten, cleanups
+ * beyond the CLEANUPS_KEPT newest apart from them: each failed job brings
+ * a cleanup, which must not push real results out. */
 static void prune_locked(struct svc *svc)
 {
 	struct svc_job **pp = &svc->jobs;
-	unsigned finished = 0;
+	unsigned finished = 0, cleanups = 0;
 
 	while (*pp) {
 		struct svc_job *j = *pp;
 
-		if (j->res && ++finished > JOBS_KEPT) {
+		if (j->res && (j->kind->cleanup ? ++cleanups > CLEANUPS_KEPT
+						: ++finished > JOBS_KEPT)) {
 			*pp = j->next;
 			job_unref_locked(j);
 			continue;
