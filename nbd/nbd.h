@@ -48,7 +48,8 @@ struct fy_nbd_opts {
 	unsigned write_timeout_ms;     /* longest wait to send a request */
 	unsigned max_in_flight;        /* requests outstanding per connection */
 	/* More than 1 is used only when the server advertises
-	 * NBD_FLAG_CAN_MULTI_CONN. */
+	 * NBD_FLAG_CAN_MULTI_CONN: a batch is then split among the
+	 * connections, each read on a thread of its own. */
 	unsigned max_connections;
 	/* Consecutive reconnects without a completed request before a
 	 * read fails for good; 0 disables reconnecting. */

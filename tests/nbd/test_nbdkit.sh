@@ -33,6 +33,8 @@ stop tcp
 start_nbdkit sparse -U "$S" file "$T/sparse.img"
 check "sparse file: extents, then only data is read" \
 	$P sparse "$U" "$T/sparse.img"
+check "sparse file on 4 connections, a thread each: the same" \
+	$P --conns 4 --expect-conns 4 sparse "$U" "$T/sparse.img"
 check "one read larger than the largest request (32 MiB) is split" \
 	$P --io-size 50331648 read "$U" "$T/sparse.img"
 stop sparse
@@ -113,6 +115,8 @@ start_nbdkit err -U "$S" --filter=error file "$T/disk.img" \
 	error-pread-rate=100%
 check "injected read errors fail the read clearly" \
 	$P fail-read "$U" "failed: Input/output error"
+check "injected read errors on 4 connections: the batch fails with the message" \
+	$P --conns 4 --expect-conns 4 fail-read "$U" "failed: Input/output error"
 stop err
 
 start_nbdkit errx -U "$S" --filter=error file "$T/sparse.img" \
