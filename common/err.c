@@ -17,11 +17,16 @@ int fy_err_set(int code, const char *fmt, ...)
 {
 	/* Callers often format strerror(errno) after this call returns. */
 	int saved_errno = errno;
+	char msg[FY_ERR_MAX];
 	va_list ap;
 
+	/* Formatted apart first: the arguments may point into err_buf
+	 * (fy_err_set(rc, "%s; more", fy_err_msg())), which vsnprintf must
+	 * not read while writing it. */
 	va_start(ap, fmt);
-	vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(err_buf, msg, sizeof(err_buf));
 	errno = saved_errno;
 	return code;
 }

@@ -102,6 +102,26 @@ printf 'scribbled before the nbd rollback' | curl -sS --fail --cacert "$CERT" --
 [[ $(json "$T/into-nbd.json" '[(d["backup_disk"], d["transport"]) for d in j["disks"]]') == "[(0, 'nbdssl')]" ]] ||
   fail "into over nbdssl: $(cat "$T/into-nbd.json")"
 cmp "$(json "$T/d0.json" "j['disks'][0]['live']['flat_path']")" "$flat0" || fail "disk 0 not rolled back over nbd"
+# VDDK completes its writes in its close: nbdkit's exit status after the
+# writes is the restore's last word. A stand-in nbdkit that serves, then
+# exits 3 as a failed close would, fails the restore, naming it; the list
+# does not go on to https once a disk was written.
+cat >"$T/nbdkit-failclose" <<'SH'
+#!/bin/sh
+nbdkit "$@"; rc=$?
+case " $* " in *" --filter=exitlast "*) echo "stand-in: VDDK's close failed" >&2; exit 3;; esac
+exit $rc
+SH
+chmod +x "$T/nbdkit-failclose"
+cp "$T/vddk.conf" "$T/vddk-fail.conf"
+echo "ferry.nbd.nbdkit=$T/nbdkit-failclose" >>"$T/vddk-fail.conf"
+rc=0; "$AGENT" restore-vm --config "$T/vddk-fail.conf" "$two" --into two-restored --disk 0 --transport nbdssl:https \
+  --json >"$T/into-fail.json" 2>"$T/into-fail.log" || rc=$?
+[[ $rc == 1 ]] || fail "a failed close: exit $rc: $(cat "$T/into-fail.log" "$T/into-fail.json")"
+grep -q "nbdkit ended with status 3 after the writes: .*stand-in: VDDK's close failed" "$T/into-fail.log" ||
+  fail "a failed close not named: $(cat "$T/into-fail.log")"
+if grep -q "https" "$T/into-fail.json"; then fail "went on to https after the writes: $(cat "$T/into-fail.json")"; fi
+
 # Without VDDK's path configured the list goes on, saying why.
 "$AGENT" restore-vm --config "$T/agent.conf" "$two" --into two-restored --disk 0 --transport nbd:https \
   --json >"$T/into-nonbd.json" 2>"$T/into-nonbd.log" || fail "restore-vm nbd:https failed: $(cat "$T/into-nonbd.log")"

@@ -25,6 +25,16 @@ static void test_err(void)
 	fy_err_clear();
 	fy_err_wrap(-1, "only context");
 	CHECK(!strcmp(fy_err_msg(), "only context"));
+	/* Nor setting a message made of the message (restore-vm's "the disks
+	 * are partly written" came out empty). */
+	fy_err_set(-EIO, "nbdkit ended with status 3");
+	fy_err_set(-EIO, "%s; the disks of VM %s are partly written",
+		   fy_err_msg(), "two");
+	CHECK(!strcmp(fy_err_msg(), "nbdkit ended with status 3; the disks "
+		      "of VM two are partly written"));
+	fy_err_set(-EIO, "powering it on failed: %s", fy_err_msg());
+	CHECK(!strcmp(fy_err_msg(), "powering it on failed: nbdkit ended with "
+		      "status 3; the disks of VM two are partly written"));
 }
 
 static void test_log(void)
