@@ -31,6 +31,8 @@ struct fy_tls {
 #define WRITE_FLUSH_AT (256u << 10)
 /* OpenSSL's read buffer per connection with read-ahead on. */
 #define TLS_READ_BUFFER (256u << 10)
+/* The buffer between the record layer and the socket (wbuffer_on). */
+#define TLS_WRITE_BUFFER (256u << 10)
 
 struct fy_conn {
 	SSL *ssl;
@@ -436,6 +438,30 @@ static void read_ahead_on(SSL *ssl)
 	SSL_free_buffers(ssl);
 }
 
+/* Once the handshake is done, the other direction: OpenSSL hands every
+ * record (16 KiB at most) to write(2) on its own, so a 1 MiB frame was 64
+ * system calls and 64 loopback segments, each waking the peer. A buffer
+ * BIO of TLS_WRITE_BUFFER now sits between the record layer and the
+ * socket, and write_all empties it (flush_wbio) before it returns, so
+ * nothing waits in it when a frame has been sent. The socket BIO stays
+ * SSL's rbio; the chain holds a reference of its own. */
+static int wbuffer_on(SSL *ssl)
+{
+	BIO *sock = SSL_get_wbio(ssl);
+	BIO *buf = BIO_new(BIO_f_buffer());
+
+	if (!buf || !sock ||
+	    BIO_set_write_buffer_size(buf, TLS_WRITE_BUFFER) != 1 ||
+	    BIO_up_ref(sock) != 1) {
+		BIO_free(buf);
+		return fy_err_set(-ENOMEM, "out of memory for a TLS write "
+				  "buffer");
+	}
+	BIO_push(buf, sock);
+	SSL_set0_wbio(ssl, buf);
+	return 0;
+}
+
 static struct fy_conn *conn_new(int fd)
 {
 	struct fy_conn *c = calloc(1, sizeof(*c));
@@ -598,6 +624,8 @@ int fy_conn_connect(struct fy_tls *tls, const char *hostport,
 		goto fail;
 	}
 	read_ahead_on(c->ssl);
+	if ((rc = wbuffer_on(c->ssl)) < 0)
+		goto fail;
 	describe_peer(c);
 	*out = c;
 	return 0;
@@ -657,6 +685,7 @@ SSL_CTX *tls_ctx(struct fy_tls *tls)
 int tls_conn_adopt(SSL *ssl, int fd, int timeout_ms, struct fy_conn **out)
 {
 	struct fy_conn *c;
+	int rc;
 
 	tune_socket(fd);
 	set_timeouts(fd, timeout_ms);
@@ -668,6 +697,11 @@ int tls_conn_adopt(SSL *ssl, int fd, int timeout_ms, struct fy_conn **out)
 	}
 	c->ssl = ssl;
 	read_ahead_on(ssl);
+	rc = wbuffer_on(ssl);
+	if (rc < 0) {
+		fy_conn_close(c);
+		return rc;
+	}
 	describe_peer(c);
 	*out = c;
 	return 0;
@@ -722,6 +756,8 @@ int fy_conn_accept(struct fy_tls *tls, int fd, int timeout_ms,
 		goto fail;
 	}
 	read_ahead_on(c->ssl);
+	if ((rc = wbuffer_on(c->ssl)) < 0)
+		goto fail;
 	describe_peer(c);
 	*out = c;
 	return 0;
@@ -832,8 +868,8 @@ void fy_conn_close(struct fy_conn *c)
 		return;
 	if (c->ssl) {
 		/* A quiet shutdown: we do not wait for the peer's close. */
-		if (!c->error)
-			SSL_shutdown(c->ssl);
+		if (!c->error && SSL_shutdown(c->ssl) >= 0)
+			(void)BIO_flush(SSL_get_wbio(c->ssl));
 		SSL_free(c->ssl);
 	}
 	if (c->fd >= 0)
@@ -869,6 +905,25 @@ static int io_error(struct fy_conn *c, int ret, const char *what)
 	return c->error;
 }
 
+/* Sends what the write buffer holds (wbuffer_on). */
+static int flush_wbio(struct fy_conn *c)
+{
+	errno = 0;
+	if (BIO_flush(SSL_get_wbio(c->ssl)) == 1)
+		return 0;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		c->error = fy_err_set(-ETIMEDOUT, "sending to %s: timed out",
+				      c->peer);
+	else if (errno)
+		c->error = fy_err_set(-errno, "sending to %s: %s", c->peer,
+				      strerror(errno));
+	else
+		c->error = fy_err_set(-ECONNRESET, "sending to %s: connection "
+				      "closed by peer", c->peer);
+	ERR_clear_error();
+	return c->error;
+}
+
 static int write_all(struct fy_conn *c, const uint8_t *p, size_t len)
 {
 	while (len) {
@@ -882,7 +937,7 @@ static int write_all(struct fy_conn *c, const uint8_t *p, size_t len)
 		p += n;
 		len -= n;
 	}
-	return 0;
+	return flush_wbio(c);
 }
 
 static int read_all(struct fy_conn *c, uint8_t *p, size_t len)
@@ -931,7 +986,7 @@ int fy_conn_keepalive(struct fy_conn *c)
 	ret = SSL_do_handshake(c->ssl);
 	if (ret <= 0)
 		return io_error(c, ret, "sending to");
-	return 0;
+	return flush_wbio(c);
 }
 
 static int grow(uint8_t **buf, size_t *cap, size_t need)
