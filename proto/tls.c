@@ -201,7 +201,12 @@ static void info_cb(const SSL *ssl, int where, int ret)
 {
 	struct tls_diag *d;
 
-	if (!(where & SSL_CB_READ_ALERT) || (ret >> 8) != SSL3_AL_FATAL)
+	/* Alerts read, not sent: SSL_CB_READ_ALERT and SSL_CB_WRITE_ALERT
+	 * share the SSL_CB_ALERT bit, so a bare `where & SSL_CB_READ_ALERT`
+	 * took our own alerts (a decode_error for a stream cut mid-record)
+	 * for the peer's. */
+	if ((where & SSL_CB_READ_ALERT) != SSL_CB_READ_ALERT ||
+	    (ret >> 8) != SSL3_AL_FATAL)
 		return;
 	d = diag_of(ssl);
 	if (d && d->alert_received < 0)
@@ -302,9 +307,22 @@ static const char *alert_reason(SSL *ssl, char *buf, size_t len)
 	case SSL_AD_ACCESS_DENIED:
 		snprintf(why, sizeof(why), "the server denies it access");
 		break;
-	default:
+	case SSL_AD_UNSUPPORTED_CERTIFICATE:
+	case SSL_AD_CERTIFICATE_UNKNOWN:
+	case SSL_AD_HANDSHAKE_FAILURE:
+	case SSL_AD_DECRYPT_ERROR:
 		snprintf(why, sizeof(why), "the server sent the TLS alert '%s'",
 			 SSL_alert_desc_string_long(a));
+		break;
+	default:
+		/* Not about certificates (a record the server could not
+		 * decode, its internal error...): the certificate is not
+		 * blamed. A stream cut in the middle of a record, as when
+		 * a server gives up on a client that stopped reading, can
+		 * end this way. */
+		snprintf(buf, len, "the server ended the connection with the "
+			 "TLS alert '%s'", SSL_alert_desc_string_long(a));
+		return buf;
 	}
 	if (a == SSL_AD_CERTIFICATE_REQUIRED)
 		snprintf(buf, len, "%s", why);
@@ -899,7 +917,15 @@ static int io_error(struct fy_conn *c, int ret, const char *what)
 	else if (e == SSL_ERROR_SYSCALL)
 		c->error = fy_err_set(-errno, "%s %s: %s", what, c->peer,
 				      strerror(errno));
-	else
+	else if (e == SSL_ERROR_SSL &&
+		 ERR_GET_REASON(ERR_peek_last_error()) ==
+			 SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+		ERR_clear_error();
+		c->error = fy_err_set(-ECONNRESET, "%s %s: the connection ended "
+				      "in the middle of a TLS record (the peer "
+				      "gave up or was stopped; its log may say "
+				      "why)", what, c->peer);
+	} else
 		c->error = fy_err_set(-EPROTO, "%s %s: %s", what, c->peer,
 				      tls_reason(why, sizeof(why)));
 	return c->error;

@@ -31,6 +31,7 @@ ferry_integration_test(mount)
 ferry_integration_test(file_restore)
 ferry_integration_test(progress)
 ferry_integration_test(restore_order)
+ferry_integration_test(stalled_reader)
 # VM configuration records (issue 13) against ferry-vcsim; 77 without it.
 ferry_integration_test(vm_config)
 set_tests_properties(integration.vm_config PROPERTIES LABELS "integration;vcsim")
