@@ -26,7 +26,7 @@ int fy_err_set(int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	memcpy(err_buf, msg, sizeof(err_buf));
+	memcpy(err_buf, msg, strlen(msg) + 1);
 	errno = saved_errno;
 	return code;
 }

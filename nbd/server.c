@@ -159,8 +159,16 @@ static int tls_io(struct client *c, void *rbuf, const void *wbuf, size_t len)
 
 	if (c->nonblocking)
 		pthread_mutex_lock(&c->ssl_lock);
+	errno = 0;
 	r = rbuf ? SSL_read(c->ssl, rbuf, n) : SSL_write(c->ssl, wbuf, n);
 	e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+	/* The write buffer (wbuffer_on) does not pass the socket's "try
+	 * again" up when a flush inside OpenSSL meets a full socket (as
+	 * when a held KeyUpdate reply goes out): that reads as a system
+	 * call error with EAGAIN, and is a wait for POLLOUT. A read that
+	 * would block says WANT_READ itself. */
+	if (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))
+		e = SSL_ERROR_WANT_WRITE;
 	if (r <= 0)
 		ERR_clear_error();
 	if (c->nonblocking)
@@ -217,8 +225,10 @@ static int tls_flush(struct client *c)
 
 		if (c->nonblocking)
 			pthread_mutex_lock(&c->ssl_lock);
+		errno = 0;
 		r = BIO_flush(b);
-		retry = r <= 0 && BIO_should_retry(b);
+		retry = r <= 0 && (BIO_should_retry(b) || errno == EAGAIN ||
+				   errno == EWOULDBLOCK);
 		if (c->nonblocking)
 			pthread_mutex_unlock(&c->ssl_lock);
 		if (r == 1)
