@@ -511,23 +511,19 @@ static void release(struct pipeline *p, struct blk *b)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* The PutBlock frame goes out from the slot's own buffer: its head is
+ * built here, and the block is not copied into the frame buffer. */
 static int send_block(struct pipeline *p, struct blk *b)
 {
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__PutBlock put = FERRY__PUT_BLOCK__INIT;
+	uint8_t head[FY_PUT_HEAD_MAX];
+	size_t hlen = fy_put_block_head(head, b->digest, (uint32_t)b->len,
+					(uint32_t)b->codec, b->clen);
 
-	put.digest.data = b->digest;
-	put.digest.len = FY_DIGEST_LEN;
-	put.plain_size = b->len;
-	put.codec = (Ferry__Codec)b->codec;
-	put.data.data = b->cbuf;
-	put.data.len = b->clen;
-	f.body_case = FERRY__FRAME__BODY_PUT_BLOCK;
-	f.put_block = &put;
 	p->st->bytes_new += b->len;
 	p->st->bytes_sent += b->clen;
 	p->st->blocks_sent++;
-	return fy_conn_send(p->conn, &f);
+	return fy_conn_send_tail(p->conn, head, hlen, b->cbuf, b->clen,
+				 "PutBlock");
 }
 
 /* Digests being compressed or sent: a second block with one of them needs

@@ -29,6 +29,9 @@ struct fy_tls {
 
 /* Output is flushed once this much is queued; large frames go at once. */
 #define WRITE_FLUSH_AT (256u << 10)
+/* fy_conn_send_tail writes a tail this large from the caller's buffer
+ * rather than copying it into the queue. */
+#define WRITE_DIRECT_MIN (64u << 10)
 /* OpenSSL's read buffer per connection with read-ahead on. */
 #define TLS_READ_BUFFER (256u << 10)
 /* The buffer between the record layer and the socket (wbuffer_on). */
@@ -950,8 +953,12 @@ static int flush_wbio(struct fy_conn *c)
 	return c->error;
 }
 
-static int write_all(struct fy_conn *c, const uint8_t *p, size_t len)
+/* Hands len bytes to TLS; the write buffer may keep the last of them
+ * (flush_wbio sends it). */
+static int write_some(struct fy_conn *c, const void *buf, size_t len)
 {
+	const uint8_t *p = buf;
+
 	while (len) {
 		size_t n = 0;
 		int ret;
@@ -963,7 +970,14 @@ static int write_all(struct fy_conn *c, const uint8_t *p, size_t len)
 		p += n;
 		len -= n;
 	}
-	return flush_wbio(c);
+	return 0;
+}
+
+static int write_all(struct fy_conn *c, const uint8_t *p, size_t len)
+{
+	int rc = write_some(c, p, len);
+
+	return rc < 0 ? rc : flush_wbio(c);
 }
 
 static int read_all(struct fy_conn *c, uint8_t *p, size_t len)
@@ -1013,6 +1027,15 @@ int fy_conn_keepalive(struct fy_conn *c)
 	if (ret <= 0)
 		return io_error(c, ret, "sending to");
 	return flush_wbio(c);
+}
+
+/* A frame's 4-byte big-endian length prefix. */
+static void put_len(uint8_t *p, size_t len)
+{
+	p[0] = (uint8_t)(len >> 24);
+	p[1] = (uint8_t)(len >> 16);
+	p[2] = (uint8_t)(len >> 8);
+	p[3] = (uint8_t)len;
 }
 
 static int grow(uint8_t **buf, size_t *cap, size_t need)
@@ -1084,15 +1107,53 @@ int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
 	if (rc < 0)
 		return rc;
 	p = c->wbuf + c->wlen;
-	p[0] = len >> 24;
-	p[1] = len >> 16;
-	p[2] = len >> 8;
-	p[3] = len;
+	put_len(p, len);
 	protobuf_c_message_pack(m, p + 4);
 	c->wlen += 4 + len;
 	if (c->wlen >= WRITE_FLUSH_AT)
 		return fy_conn_flush(c);
 	return 0;
+}
+
+int fy_conn_send_tail(struct fy_conn *c, const uint8_t *head, size_t hlen,
+		      const void *tail, size_t tlen, const char *what)
+{
+	size_t len = hlen + tlen;
+	uint8_t *p;
+	int rc;
+
+	if (c->error)
+		return fy_err_set(c->error, "connection to %s already failed",
+				  c->peer);
+	if (len == 0 || len > c->tx_max)
+		return fy_err_set(-EMSGSIZE, "%s frame of %zu bytes is over the "
+				  "%zu-byte limit", what, len, c->tx_max);
+	/* A small tail is cheaper queued than written on its own. */
+	if (tlen < WRITE_DIRECT_MIN) {
+		rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + len);
+		if (rc < 0)
+			return rc;
+		p = c->wbuf + c->wlen;
+		put_len(p, len);
+		memcpy(p + 4, head, hlen);
+		memcpy(p + 4 + hlen, tail, tlen);
+		c->wlen += 4 + len;
+		return c->wlen >= WRITE_FLUSH_AT ? fy_conn_flush(c) : 0;
+	}
+	/* What is queued, then the length and head, go first; then the
+	 * tail from the caller's buffer, with no copy of ours. */
+	rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + hlen);
+	if (rc < 0)
+		return rc;
+	p = c->wbuf + c->wlen;
+	put_len(p, len);
+	memcpy(p + 4, head, hlen);
+	c->wlen += 4 + hlen;
+	rc = write_some(c, c->wbuf, c->wlen);
+	c->wlen = 0;
+	if (rc == 0)
+		rc = write_some(c, tail, tlen);
+	return rc < 0 ? rc : flush_wbio(c);
 }
 
 int fy_conn_recv_body(struct fy_conn *c, size_t max, const uint8_t **body,

@@ -267,3 +267,67 @@ const char *fy_frame_name(const fy_frame *f)
 	default: return "unknown";
 	}
 }
+
+/* Protocol buffers' base-128 varint. */
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* Field tags: (number << 3) | wire type; 2 is length-delimited, 0 varint. */
+#define TAG_LEN(n) ((uint8_t)((n) << 3 | 2))
+#define TAG_VARINT(n) ((uint8_t)((n) << 3 | 0))
+_Static_assert(FERRY__FRAME__BODY_PUT_BLOCK < 16, "a one-byte tag");
+
+size_t fy_put_block_head(uint8_t *out, const uint8_t digest[FY_DIGEST_LEN],
+			 uint32_t plain_size, uint32_t codec, size_t dlen)
+{
+	/* As protobuf-c packs proto3: fields in number order, a zero
+	 * scalar or empty bytes left out. */
+	size_t inner = 2 + FY_DIGEST_LEN + dlen;
+	size_t n = 0;
+
+	if (dlen)
+		inner += 1 + varint_len(dlen);
+	if (plain_size)
+		inner += 1 + varint_len(plain_size);
+	if (codec)
+		inner += 1 + varint_len(codec);
+	out[n++] = TAG_LEN(FERRY__FRAME__BODY_PUT_BLOCK);
+	n += put_varint(out + n, inner);
+	out[n++] = TAG_LEN(1);
+	out[n++] = FY_DIGEST_LEN;
+	memcpy(out + n, digest, FY_DIGEST_LEN);
+	n += FY_DIGEST_LEN;
+	if (plain_size) {
+		out[n++] = TAG_VARINT(2);
+		n += put_varint(out + n, plain_size);
+	}
+	if (codec) {
+		out[n++] = TAG_VARINT(3);
+		n += put_varint(out + n, codec);
+	}
+	if (dlen) {
+		out[n++] = TAG_LEN(4);
+		n += put_varint(out + n, dlen);
+	}
+	return n;
+}

@@ -46,6 +46,16 @@ void fy_frame_free(fy_frame *f);
 /* Human name of the frame's body, for messages: "PutBlock". */
 const char *fy_frame_name(const fy_frame *f);
 
+/* A PutBlock frame's bytes before its data field's contents: what
+ * protobuf-c would pack for Frame{put_block{digest, plain_size, codec,
+ * data}} up to the data's first byte (the data, dlen bytes, follows). So
+ * the block is sent from its own buffer (fy_conn_send_tail) instead of
+ * copied into the frame buffer. Returns the length written to out, which
+ * needs FY_PUT_HEAD_MAX bytes. */
+#define FY_PUT_HEAD_MAX 64u
+size_t fy_put_block_head(uint8_t *out, const uint8_t digest[FY_DIGEST_LEN],
+			 uint32_t plain_size, uint32_t codec, size_t dlen);
+
 /* ---- TLS --------------------------------------------------------------- */
 
 struct fy_tls_opts {
@@ -108,6 +118,12 @@ void fy_conn_set_timeout(struct fy_conn *c, int timeout_ms);
 /* Queues a frame; frames go out when the buffer fills or on flush/recv.
  * Errors are sticky: once a send fails, every later call fails too. */
 int fy_conn_send(struct fy_conn *c, const fy_frame *f);
+/* Sends one frame made of head (hlen bytes: the frame's start, as
+ * fy_put_block_head builds it) and tail (tlen bytes, its end) straight
+ * from the caller's buffers, after what is queued; the same bounds and
+ * sticky errors as fy_conn_send. what names the frame in messages. */
+int fy_conn_send_tail(struct fy_conn *c, const uint8_t *head, size_t hlen,
+		      const void *tail, size_t tlen, const char *what);
 int fy_conn_flush(struct fy_conn *c);
 /* Flushes, then reads and checks one frame. A peer's Error frame comes
  * back as a frame; the caller decides. -ECONNRESET when the peer closed. */

@@ -27,6 +27,64 @@ static int decode_rc(const Ferry__Frame *f)
 	return rc;
 }
 
+/* fy_put_block_head followed by the data is byte for byte what
+ * protobuf-c packs for the same PutBlock, and decodes to it: sizes across
+ * the varint boundaries, both codecs, a zero plain size. */
+static void test_put_block_head(void)
+{
+	static const size_t sizes[] = { 0, 1, 127, 128, 16383, 16384,
+					 65536, 1048576, 2097151, 2097152,
+					 8388608 };
+	static const uint32_t plains[] = { 0, 1, 127, 128, 1048576 };
+	uint8_t digest[FY_DIGEST_LEN];
+	uint8_t *data = malloc(8388608);
+	size_t i, k, c;
+
+	CHECK(data != NULL);
+	for (i = 0; i < sizeof(digest); i++)
+		digest[i] = (uint8_t)(0xa0 + i);
+	for (i = 0; i < 8388608; i++)
+		data[i] = (uint8_t)(i * 7);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		for (k = 0; k < sizeof(plains) / sizeof(plains[0]); k++)
+			for (c = 0; c < 2; c++) {
+				Ferry__Frame f = FERRY__FRAME__INIT;
+				Ferry__PutBlock put = FERRY__PUT_BLOCK__INIT;
+				uint8_t head[FY_PUT_HEAD_MAX], *want, *got;
+				size_t wlen, hlen;
+				fy_frame *out = NULL;
+
+				put.digest.data = digest;
+				put.digest.len = sizeof(digest);
+				put.plain_size = plains[k];
+				put.codec = (Ferry__Codec)c;
+				put.data.data = data;
+				put.data.len = sizes[i];
+				f.body_case = FERRY__FRAME__BODY_PUT_BLOCK;
+				f.put_block = &put;
+				wlen = pack(&f, &want);
+				hlen = fy_put_block_head(head, digest, plains[k],
+							 (uint32_t)c, sizes[i]);
+				CHECK(hlen <= FY_PUT_HEAD_MAX);
+				CHECK(hlen + sizes[i] == wlen);
+				got = malloc(wlen);
+				CHECK(got != NULL);
+				memcpy(got, head, hlen);
+				memcpy(got + hlen, data, sizes[i]);
+				CHECK(!memcmp(got, want, wlen));
+				out = ferry__frame__unpack(NULL, wlen, got);
+				CHECK(out && out->body_case ==
+						     FERRY__FRAME__BODY_PUT_BLOCK);
+				CHECK(out->put_block->data.len == sizes[i]);
+				CHECK(out->put_block->plain_size == plains[k]);
+				CHECK(out->put_block->codec == (Ferry__Codec)c);
+				ferry__frame__free_unpacked(out, NULL);
+				free(got);
+				free(want);
+			}
+	free(data);
+}
+
 int main(void)
 {
 	uint8_t digest[FY_DIGEST_LEN] = { 1 }, data[100] = { 0 };
@@ -146,5 +204,6 @@ int main(void)
 		CHECK(decode_rc(&f) == -EBADMSG);
 		CHECK(strstr(fy_err_msg(), "BackupSummary.vm_config"));
 	}
+	test_put_block_head();
 	CHECK_DONE();
 }
