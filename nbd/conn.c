@@ -52,7 +52,7 @@ struct nbd_conn {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static double deadline_after(unsigned ms)
+double nbd_deadline_after(unsigned ms)
 {
 	return ms ? fy_now() + ms / 1000.0 : 0;
 }
@@ -461,7 +461,7 @@ short nbd_conn_events(const struct nbd_conn *c, bool want_write)
 	return ev;
 }
 
-static int read_full(struct nbd_conn *c, void *buf, size_t len,
+int nbd_conn_read_full(struct nbd_conn *c, void *buf, size_t len,
 		     double deadline, const char *what)
 {
 	uint8_t *p = buf;
@@ -490,7 +490,7 @@ static int read_full(struct nbd_conn *c, void *buf, size_t len,
 	return 0;
 }
 
-static int write_full(struct nbd_conn *c, const void *buf, size_t len,
+int nbd_conn_write_full(struct nbd_conn *c, const void *buf, size_t len,
 		      double deadline, const char *what)
 {
 	const uint8_t *p = buf;
@@ -674,9 +674,11 @@ static int send_option(struct nbd_conn *c, uint32_t opt, const void *data,
 	nbd_put64(hdr, NBD_OPTS_MAGIC);
 	nbd_put32(hdr + 8, opt);
 	nbd_put32(hdr + 12, len);
-	rc = write_full(c, hdr, sizeof(hdr), deadline, "sending an option");
+	rc = nbd_conn_write_full(c, hdr, sizeof(hdr), deadline,
+				 "sending an option");
 	if (!rc && len)
-		rc = write_full(c, data, len, deadline, "sending an option");
+		rc = nbd_conn_write_full(c, data, len, deadline,
+					 "sending an option");
 	return rc;
 }
 
@@ -686,8 +688,8 @@ static int read_reply(struct nbd_conn *c, uint32_t opt, struct opt_reply *r,
 	uint8_t hdr[NBD_OPTION_REPLY_SIZE];
 	int rc;
 
-	rc = read_full(c, hdr, sizeof(hdr), deadline, "waiting for an "
-		       "option reply");
+	rc = nbd_conn_read_full(c, hdr, sizeof(hdr), deadline,
+				"waiting for an option reply");
 	if (rc)
 		return rc;
 	if (nbd_get64(hdr) != NBD_REP_MAGIC)
@@ -705,8 +707,8 @@ static int read_reply(struct nbd_conn *c, uint32_t opt, struct opt_reply *r,
 				  "%" PRIu32 " bytes (limit %u)",
 				  c->label, rep_name(r->type), opt_name(opt),
 				  r->len, NBD_MAX_OPTION_REPLY);
-	return read_full(c, r->data, r->len, deadline, "reading an option "
-			 "reply");
+	return nbd_conn_read_full(c, r->data, r->len, deadline,
+				  "reading an option reply");
 }
 
 static int tls_required_error(struct nbd_conn *c, uint32_t opt)
@@ -945,9 +947,9 @@ static int export_name(struct nbd_conn *c, const char *name,
 	rc = send_option(c, NBD_OPT_EXPORT_NAME, name, (uint32_t)strlen(name),
 			 deadline);
 	if (!rc)
-		rc = read_full(c, buf, len, deadline, "after "
-			       "NBD_OPT_EXPORT_NAME (no such export, or it "
-			       "needs TLS?)");
+		rc = nbd_conn_read_full(c, buf, len, deadline,
+					"after NBD_OPT_EXPORT_NAME (no such "
+					"export, or it needs TLS?)");
 	if (rc)
 		return rc;
 	c->ex.size = nbd_get64(buf);
@@ -992,7 +994,8 @@ static int handshake(struct nbd_conn *c, const struct nbd_conn_cfg *cfg,
 	uint32_t cflags;
 	int rc;
 
-	rc = read_full(c, buf, 18, deadline, "waiting for the NBD greeting");
+	rc = nbd_conn_read_full(c, buf, 18, deadline,
+				"waiting for the NBD greeting");
 	if (rc)
 		goto out;
 	if (nbd_get64(buf) != NBD_INIT_MAGIC) {
@@ -1023,7 +1026,7 @@ static int handshake(struct nbd_conn *c, const struct nbd_conn_cfg *cfg,
 	if (hflags & NBD_FLAG_NO_ZEROES)
 		cflags |= NBD_FLAG_C_NO_ZEROES;
 	nbd_put32(buf, cflags);
-	rc = write_full(c, buf, 4, deadline, "sending client flags");
+	rc = nbd_conn_write_full(c, buf, 4, deadline, "sending client flags");
 	if (rc)
 		goto out;
 
@@ -1072,13 +1075,13 @@ int nbd_conn_open(const struct nbd_conn_cfg *cfg, struct nbd_conn **out)
 	c->label = cfg->label;
 	c->tls_read_wants = POLLIN;
 	c->tls_write_wants = POLLOUT;
-	deadline = deadline_after(o->connect_timeout_ms);
+	deadline = nbd_deadline_after(o->connect_timeout_ms);
 	if (cfg->uri->unix_socket)
 		rc = connect_unix(c, cfg, deadline);
 	else
 		rc = connect_tcp(c, cfg, deadline);
 	if (!rc)
-		rc = handshake(c, cfg, deadline_after(o->negotiate_timeout_ms));
+		rc = handshake(c, cfg, nbd_deadline_after(o->negotiate_timeout_ms));
 	if (rc) {
 		nbd_conn_close(c, false);
 		return rc;

@@ -296,6 +296,15 @@ short nbd_conn_events(const struct nbd_conn *c, bool want_write);
  * message. */
 long nbd_conn_recv(struct nbd_conn *c, void *buf, size_t len);
 long nbd_conn_send(struct nbd_conn *c, const void *buf, size_t len);
+/* A deadline ms from now for the two calls below (0: none). */
+double nbd_deadline_after(unsigned ms);
+/* Exactly len bytes, waiting as needed until deadline (0: forever). what
+ * ends the messages: "timed out WHAT", "the server closed the connection
+ * WHAT". 0 or -errno with a message. */
+int nbd_conn_read_full(struct nbd_conn *c, void *buf, size_t len,
+		       double deadline, const char *what);
+int nbd_conn_write_full(struct nbd_conn *c, const void *buf, size_t len,
+			double deadline, const char *what);
 /* Encodes a request header. */
 void nbd_encode_request(uint8_t out[NBD_REQUEST_SIZE], uint16_t flags,
 			uint16_t type, uint64_t cookie, uint64_t offset,

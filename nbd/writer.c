@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,58 +52,12 @@ static void done(void *opaque, struct nbd_cmd *cmd)
 
 static const struct nbd_rx_ops rx_ops = { lookup, done };
 
-/* Waits until the connection can move in the direction asked, at most
- * timeout_ms (0: forever). */
-static int wait_conn(struct fy_nbd_writer *w, bool want_write,
-		     unsigned timeout_ms, const char *what)
-{
-	struct pollfd pfd = { .fd = nbd_conn_fd(w->conn) };
-	int n;
-
-	pfd.events = nbd_conn_events(w->conn, want_write);
-	do
-		n = poll(&pfd, 1, timeout_ms ? (int)timeout_ms : -1);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return fy_err_set(-errno, "nbd: %s: poll: %s", w->name,
-				  strerror(errno));
-	if (n == 0)
-		return fy_err_set(-ETIMEDOUT, "nbd: %s: no progress %s for "
-				  "%u ms", w->name, what, timeout_ms);
-	return 0;
-}
-
-static int send_all(struct fy_nbd_writer *w, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-	long n;
-	int rc;
-
-	while (len) {
-		n = nbd_conn_send(w->conn, p, len);
-		if (n == -EAGAIN) {
-			rc = wait_conn(w, true, w->opts.write_timeout_ms,
-				       "sending");
-			if (rc < 0)
-				return rc;
-			continue;
-		}
-		if (n <= 0)
-			return n ? (int)n : fy_err_set(-EPIPE, "nbd: %s: "
-						       "connection closed",
-						       w->name);
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Reads until the reply to w->cmd is complete. */
+/* Reads until the reply to w->cmd is complete, within the read timeout. */
 static int recv_reply(struct fy_nbd_writer *w)
 {
+	double deadline = nbd_deadline_after(w->opts.read_timeout_ms);
 	uint8_t *where;
 	size_t want;
-	long got;
 	int rc;
 
 	while (!w->cmd.done) {
@@ -112,21 +65,10 @@ static int recv_reply(struct fy_nbd_writer *w)
 		if (!want)
 			return fy_err_set(-EPROTO, "nbd: %s: the reply stream "
 					  "is broken", w->name);
-		got = nbd_conn_recv(w->conn, where, want);
-		if (got == -EAGAIN) {
-			rc = wait_conn(w, false, w->opts.read_timeout_ms,
-				       "waiting for a reply");
-			if (rc < 0)
-				return rc;
-			continue;
-		}
-		if (got == 0)
-			return fy_err_set(-ECONNRESET, "nbd: %s: the server "
-					  "closed the connection in the middle "
-					  "of a request", w->name);
-		if (got < 0)
-			return (int)got;
-		rc = nbd_rx_got(&w->rx, (size_t)got);
+		rc = nbd_conn_read_full(w->conn, where, want, deadline,
+					"in the middle of a request");
+		if (rc == 0)
+			rc = nbd_rx_got(&w->rx, want);
 		if (rc)
 			return rc;
 	}
@@ -139,6 +81,7 @@ static int request(struct fy_nbd_writer *w, uint16_t type, uint64_t off,
 		   const struct iovec *iov, int iovcnt, uint32_t len)
 {
 	uint8_t hdr[NBD_REQUEST_SIZE];
+	double deadline;
 	int i, rc;
 
 	if (w->broken)
@@ -151,9 +94,13 @@ static int request(struct fy_nbd_writer *w, uint16_t type, uint64_t off,
 	w->cmd.length = len;
 	nbd_cmd_reset_reply(&w->cmd);
 	nbd_encode_request(hdr, 0, type, w->cmd.cookie, off, len);
-	rc = send_all(w, hdr, sizeof(hdr));
+	deadline = nbd_deadline_after(w->opts.write_timeout_ms);
+	rc = nbd_conn_write_full(w->conn, hdr, sizeof(hdr), deadline,
+				 "sending a request");
 	for (i = 0; rc == 0 && i < iovcnt; i++)
-		rc = send_all(w, iov[i].iov_base, iov[i].iov_len);
+		rc = nbd_conn_write_full(w->conn, iov[i].iov_base,
+					 iov[i].iov_len, deadline,
+					 "sending a request");
 	if (rc == 0)
 		rc = recv_reply(w);
 	if (rc < 0) {
