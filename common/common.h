@@ -263,6 +263,13 @@ int fy_hex_digit(char c);
 int fy_unhex(const char *in, uint8_t *out, size_t len);
 /* 0, or -ENOMEM when OpenSSL could not allocate (out is then garbage). */
 int fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN]);
+/* Once a TLS handshake is done: a buffer of size bytes between the record
+ * layer and the socket, so that records (16 KiB at most, each a write(2)
+ * of its own otherwise) go out in writes of up to size. The caller empties
+ * it with BIO_flush(SSL_get_wbio(ssl)) whenever it has sent what the peer
+ * waits for. The socket BIO stays SSL's rbio. 0 or -ENOMEM. */
+struct ssl_st;
+int fy_ssl_buffer_writes(struct ssl_st *ssl, size_t size);
 /* True when all len bytes are zero (fast path for aligned buffers). */
 bool fy_is_zero(const void *buf, size_t len);
 /* Parses "123", "64K", "1M", "8MiB" into bytes. */

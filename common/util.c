@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,25 @@ int fy_sha256(const void *data, size_t len, uint8_t out[FY_DIGEST_LEN])
 	 * digest is then garbage and must not be used. */
 	if (EVP_Digest(data, len, out, NULL, md, NULL) != 1)
 		return fy_err_set(-ENOMEM, "SHA-256 failed (out of memory?)");
+	return 0;
+}
+
+int fy_ssl_buffer_writes(SSL *ssl, size_t size)
+{
+	BIO *sock = SSL_get_wbio(ssl);
+	BIO *buf = BIO_new(BIO_f_buffer());
+
+	/* The chain holds a reference of its own to the socket BIO, which
+	 * SSL_set0_wbio's release of the old wbio leaves to the rbio. */
+	if (!buf || !sock || size > INT32_MAX ||
+	    BIO_set_write_buffer_size(buf, (long)size) != 1 ||
+	    BIO_up_ref(sock) != 1) {
+		BIO_free(buf);
+		return fy_err_set(-ENOMEM, "out of memory for a TLS write "
+				  "buffer");
+	}
+	BIO_push(buf, sock);
+	SSL_set0_wbio(ssl, buf);
 	return 0;
 }
 

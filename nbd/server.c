@@ -162,7 +162,7 @@ static int tls_io(struct client *c, void *rbuf, const void *wbuf, size_t len)
 	errno = 0;
 	r = rbuf ? SSL_read(c->ssl, rbuf, n) : SSL_write(c->ssl, wbuf, n);
 	e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-	/* The write buffer (wbuffer_on) does not pass the socket's "try
+	/* The write buffer (start_tls) does not pass the socket's "try
 	 * again" up when a flush inside OpenSSL meets a full socket (as
 	 * when a held KeyUpdate reply goes out): that reads as a system
 	 * call error with EAGAIN, and is a wait for POLLOUT. A read that
@@ -428,28 +428,12 @@ static int meta_context(struct client *c, uint32_t opt, const uint8_t *d,
 	return option_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
 
-/* After the handshake: a buffer between the record layer and the socket,
- * so that a read's reply goes out in writes of TLS_WRITE_BUFFER rather
- * than one per 16 KiB record (a 4 MiB chunk was 256 system calls, each
- * under ssl_lock). Every write path ends with tls_flush. The socket BIO
- * stays SSL's rbio; the chain holds a reference of its own. */
+/* After the handshake: a buffer between the record layer and the socket
+ * (fy_ssl_buffer_writes), so that a read's reply goes out in writes of
+ * TLS_WRITE_BUFFER rather than one per 16 KiB record (a 4 MiB chunk was
+ * 256 system calls, each under ssl_lock). Every write path ends with
+ * tls_flush. */
 #define TLS_WRITE_BUFFER (256u << 10)
-
-static int wbuffer_on(SSL *ssl)
-{
-	BIO *sock = SSL_get_wbio(ssl);
-	BIO *buf = BIO_new(BIO_f_buffer());
-
-	if (!buf || !sock ||
-	    BIO_set_write_buffer_size(buf, TLS_WRITE_BUFFER) != 1 ||
-	    BIO_up_ref(sock) != 1) {
-		BIO_free(buf);
-		return -ENOMEM;
-	}
-	BIO_push(buf, sock);
-	SSL_set0_wbio(ssl, buf);
-	return 0;
-}
 
 static int start_tls(struct client *c)
 {
@@ -471,7 +455,7 @@ static int start_tls(struct client *c)
 		c->ssl = NULL;
 		return -EPERM;
 	}
-	return wbuffer_on(c->ssl);
+	return fy_ssl_buffer_writes(c->ssl, TLS_WRITE_BUFFER);
 }
 
 /* 1: transmission starts; 0: the client is done; -errno: dropped. */

@@ -462,25 +462,12 @@ static void read_ahead_on(SSL *ssl)
 /* Once the handshake is done, the other direction: OpenSSL hands every
  * record (16 KiB at most) to write(2) on its own, so a 1 MiB frame was 64
  * system calls and 64 loopback segments, each waking the peer. A buffer
- * BIO of TLS_WRITE_BUFFER now sits between the record layer and the
- * socket, and write_all empties it (flush_wbio) before it returns, so
- * nothing waits in it when a frame has been sent. The socket BIO stays
- * SSL's rbio; the chain holds a reference of its own. */
+ * of TLS_WRITE_BUFFER sits between the record layer and the socket
+ * (fy_ssl_buffer_writes), and write_all empties it (flush_wbio) before it
+ * returns, so nothing waits in it when a frame has been sent. */
 static int wbuffer_on(SSL *ssl)
 {
-	BIO *sock = SSL_get_wbio(ssl);
-	BIO *buf = BIO_new(BIO_f_buffer());
-
-	if (!buf || !sock ||
-	    BIO_set_write_buffer_size(buf, TLS_WRITE_BUFFER) != 1 ||
-	    BIO_up_ref(sock) != 1) {
-		BIO_free(buf);
-		return fy_err_set(-ENOMEM, "out of memory for a TLS write "
-				  "buffer");
-	}
-	BIO_push(buf, sock);
-	SSL_set0_wbio(ssl, buf);
-	return 0;
+	return fy_ssl_buffer_writes(ssl, TLS_WRITE_BUFFER);
 }
 
 static struct fy_conn *conn_new(int fd)
@@ -1090,11 +1077,13 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 
 /* The framing alone, for the protocols beside ferry.proto that share it
  * (control.proto): the same length prefix, bounds and sticky errors. */
-int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
-			 size_t max, const char *what)
+/* Checks a frame of len bytes against the connection's state and max,
+ * makes room for its length prefix and the first room bytes of its body
+ * at the end of the queue, and writes the prefix: *body is where the body
+ * goes (the caller adds what it wrote to c->wlen). */
+static int frame_start(struct fy_conn *c, size_t len, size_t max, size_t room,
+		       const char *what, uint8_t **body)
 {
-	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *p;
 	int rc;
 
 	if (c->error)
@@ -1103,52 +1092,49 @@ int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
 	if (len == 0 || len > max)
 		return fy_err_set(-EMSGSIZE, "%s frame of %zu bytes is over the "
 				  "%zu-byte limit", what, len, max);
-	rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + len);
+	rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + room);
 	if (rc < 0)
 		return rc;
-	p = c->wbuf + c->wlen;
-	put_len(p, len);
-	protobuf_c_message_pack(m, p + 4);
-	c->wlen += 4 + len;
-	if (c->wlen >= WRITE_FLUSH_AT)
-		return fy_conn_flush(c);
+	put_len(c->wbuf + c->wlen, len);
+	c->wlen += 4;
+	*body = c->wbuf + c->wlen;
 	return 0;
+}
+
+int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
+			 size_t max, const char *what)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *p;
+	int rc = frame_start(c, len, max, len, what, &p);
+
+	if (rc < 0)
+		return rc;
+	protobuf_c_message_pack(m, p);
+	c->wlen += len;
+	return c->wlen >= WRITE_FLUSH_AT ? fy_conn_flush(c) : 0;
 }
 
 int fy_conn_send_tail(struct fy_conn *c, const uint8_t *head, size_t hlen,
 		      const void *tail, size_t tlen, const char *what)
 {
-	size_t len = hlen + tlen;
-	uint8_t *p;
-	int rc;
-
-	if (c->error)
-		return fy_err_set(c->error, "connection to %s already failed",
-				  c->peer);
-	if (len == 0 || len > c->tx_max)
-		return fy_err_set(-EMSGSIZE, "%s frame of %zu bytes is over the "
-				  "%zu-byte limit", what, len, c->tx_max);
 	/* A small tail is cheaper queued than written on its own. */
-	if (tlen < WRITE_DIRECT_MIN) {
-		rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + len);
-		if (rc < 0)
-			return rc;
-		p = c->wbuf + c->wlen;
-		put_len(p, len);
-		memcpy(p + 4, head, hlen);
-		memcpy(p + 4 + hlen, tail, tlen);
-		c->wlen += 4 + len;
-		return c->wlen >= WRITE_FLUSH_AT ? fy_conn_flush(c) : 0;
-	}
-	/* What is queued, then the length and head, go first; then the
-	 * tail from the caller's buffer, with no copy of ours. */
-	rc = grow(&c->wbuf, &c->wcap, c->wlen + 4 + hlen);
+	bool queue = tlen < WRITE_DIRECT_MIN;
+	uint8_t *p;
+	int rc = frame_start(c, hlen + tlen, c->tx_max,
+			     hlen + (queue ? tlen : 0), what, &p);
+
 	if (rc < 0)
 		return rc;
-	p = c->wbuf + c->wlen;
-	put_len(p, len);
-	memcpy(p + 4, head, hlen);
-	c->wlen += 4 + hlen;
+	memcpy(p, head, hlen);
+	c->wlen += hlen;
+	if (queue) {
+		memcpy(p + hlen, tail, tlen);
+		c->wlen += tlen;
+		return c->wlen >= WRITE_FLUSH_AT ? fy_conn_flush(c) : 0;
+	}
+	/* What is queued, with this frame's length and head, goes first;
+	 * then the tail from the caller's buffer, with no copy of ours. */
 	rc = write_some(c, c->wbuf, c->wlen);
 	c->wlen = 0;
 	if (rc == 0)
