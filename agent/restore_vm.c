@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "agent/job.h"
+#include "agent/transport.h"
 #include "hotadd/hotadd.h"
 #include "nbd/nbd.h"
 #include "image/image.h"
@@ -357,25 +358,6 @@ static const struct fy_vs_disk *new_disk(const struct fy_vs_vm *vm,
 
 /* ---- transports ---------------------------------------------------------- */
 
-/* nbdssl/nbd: whether VDDK's path can run here (libDir, VDDK, nbdkit
- * and its plugin), with the reason when not. */
-static bool vddk_can(const struct fy_config *cfg, char *why, size_t len)
-{
-	struct fy_nbd_vddk_opts vo;
-
-	fy_nbd_vddk_opts_default(&vo);
-	if (fy_nbd_vddk_opts_from_config(&vo, cfg) < 0) {
-		snprintf(why, len, "%s", fy_err_msg());
-		return false;
-	}
-	if (!vo.libdir || !*vo.libdir) {
-		snprintf(why, len, "needs VMware's VDDK, which is not "
-			 "configured: set libDir");
-		return false;
-	}
-	return fy_nbd_vddk_available(&vo, why, len);
-}
-
 static int sink_pwritev(void *opaque, const struct iovec *iov, int iovcnt,
 			uint64_t off)
 {
@@ -488,7 +470,7 @@ static int pick_transport(const char *list, struct fy_vs_client *vc,
 			return fy_err_set(-EINVAL, "--transport: unknown mode "
 					  "\"%s\" (hotadd, https, nbdssl, nbd)",
 					  t);
-		if (vddk_can(cfg, reason, sizeof(reason))) {
+		if (fy_vddk_ready(cfg, reason, sizeof(reason))) {
 			*vddk = true;
 			snprintf(out, outlen, "%s", t);
 			return 0;

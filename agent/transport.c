@@ -576,15 +576,13 @@ static bool hotadd_possible(struct fy_transport_env *env,
 	return false;
 }
 
-static bool vddk_possible(struct fy_transport_env *env,
-			  const struct fy_vs_vm *vm, const struct fy_vs_disk *d,
-			  char *why, size_t len)
+bool fy_vddk_ready(const struct fy_config *cfg, char *why, size_t len)
 {
 	struct fy_nbd_vddk_opts vo;
 	char reason[FY_ERR_MAX];
 
 	fy_nbd_vddk_opts_default(&vo);
-	if (fy_nbd_vddk_opts_from_config(&vo, env->cfg) < 0) {
+	if (fy_nbd_vddk_opts_from_config(&vo, cfg) < 0) {
 		snprintf(why, len, "%s", fy_err_msg());
 		return false;
 	}
@@ -600,6 +598,15 @@ static bool vddk_possible(struct fy_transport_env *env,
 		snprintf(why, len, "the VDDK path cannot run: %s", reason);
 		return false;
 	}
+	return true;
+}
+
+static bool vddk_possible(struct fy_transport_env *env,
+			  const struct fy_vs_vm *vm, const struct fy_vs_disk *d,
+			  char *why, size_t len)
+{
+	if (!fy_vddk_ready(env->cfg, why, len))
+		return false;
 	if (!fy_config_get(env->cfg, "ferry.vcenter.server")) {
 		snprintf(why, len, "ferry.vcenter.server is not configured");
 		return false;

@@ -126,6 +126,11 @@ int fy_vm_disk_open(struct fy_vs_client *vc, const struct fy_config *cfg,
 		    const struct fy_vs_moref *snapshot,
 		    const struct fy_vs_disk *d, struct fy_source **out);
 
+/* Whether VDDK's path (nbdssl/nbd: libDir, VDDK in it, nbdkit and its
+ * plugin) can run with configuration cfg; why not in why when it cannot.
+ * Reading and restore-vm's writing ask the same question. */
+bool fy_vddk_ready(const struct fy_config *cfg, char *why, size_t len);
+
 /* For `ferry-agent transports` and the service's Status: every mode, in
  * table order, with whether it can read VM disks here and why not. */
 struct fy_transport_status {

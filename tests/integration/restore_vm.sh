@@ -170,7 +170,7 @@ rc=0; restore_vm "$two" --name vm-two-disks 2>"$T/e1" || rc=$?
 [[ $rc == 1 ]] && grep -q "a VM named vm-two-disks exists: restore-vm never overwrites a VM" "$T/e1" ||
   fail "name in use: exit $rc: $(cat "$T/e1")"
 rc=0; restore_vm "$two" --name x1 --transport hotadd:nbd 2>"$T/e2" || rc=$?
-[[ $rc == 1 ]] && grep -q "no mode of the list can write the disks here: hotadd (.*), nbd (needs VMware.s VDDK, which is not configured: set libDir)" "$T/e2" ||
+[[ $rc == 1 ]] && grep -q "no mode of the list can write the disks here: hotadd (.*), nbd (needs VMware.s VDDK, which is not configured: set libDir to the directory VDDK was unpacked in" "$T/e2" ||
   fail "hotadd:nbd: exit $rc: $(cat "$T/e2")"
 rc=0; restore_vm "$two" --name x2 --disk-provisioning fat 2>"$T/e3" || rc=$?
 [[ $rc == 2 ]] || fail "--disk-provisioning fat: exit $rc"
