@@ -221,7 +221,7 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 			fy_frame *b = NULL;
 			char hex[FY_DIGEST_HEX];
 			bool ok = false;
-			int brc;
+			int brc = 0;
 
 			rc = fy_conn_recv(m->pool[c], &b);
 			if (rc < 0)
@@ -244,11 +244,6 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 				brc = fy_err_set(-EIO, "block %s is %u bytes, "
 						 "not %u", hex,
 						 b->block->plain_size, want);
-				if (done + k < need && !bad) {
-					bad = brc;
-					snprintf(bad_msg, sizeof(bad_msg), "%s",
-						 fy_err_msg());
-				}
 			} else {
 				/* Decoding re-hashes: a corrupt block is an
 				 * error for the reads that need it, and the
@@ -260,13 +255,17 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 					s->data, m->block_size);
 				if (brc == 0)
 					ok = true;
-				else if (done + k < need && !bad) {
-					bad = fy_err_wrap(-EIO, "block %" PRIu64
+				else
+					brc = fy_err_wrap(-EIO, "block %" PRIu64
 							  " of the disk",
 							  s->index);
-					snprintf(bad_msg, sizeof(bad_msg), "%s",
-						 fy_err_msg());
-				}
+			}
+			/* A bad block of the read's own: the first is its
+			 * error (read-ahead blocks fail no read). */
+			if (brc < 0 && done + k < need && !bad) {
+				bad = brc;
+				snprintf(bad_msg, sizeof(bad_msg), "%s",
+					 fy_err_msg());
 			}
 			fy_frame_free(b);
 			loaded(m, s, ok);
