@@ -1105,7 +1105,7 @@ int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
 			 size_t max, const char *what)
 {
 	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *p;
+	uint8_t *p = NULL;
 	int rc = frame_start(c, len, max, len, what, &p);
 
 	if (rc < 0)
@@ -1120,7 +1120,7 @@ int fy_conn_send_tail(struct fy_conn *c, const uint8_t *head, size_t hlen,
 {
 	/* A small tail is cheaper queued than written on its own. */
 	bool queue = tlen < WRITE_DIRECT_MIN;
-	uint8_t *p;
+	uint8_t *p = NULL;
 	int rc = frame_start(c, hlen + tlen, c->tx_max,
 			     hlen + (queue ? tlen : 0), what, &p);
 
