@@ -99,10 +99,13 @@ struct fy_pipeline_opts {
 	void *progress_opaque;
 };
 
-/* Reads every block of src, sends what the repository lacks and the block
- * map, within a backup session already begun (BeginDisk is sent here, and
- * EndDisk at the end). Memory is bounded by the pool: see docs. */
-int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
+/* Reads every block of src and gives the session what the repository
+ * lacks and the block map, within a backup session already begun
+ * (agent/session.h; the disk is begun and ended here). Memory is bounded
+ * by the pool: see docs. After a failure the session is good only for
+ * fy_session_fail. */
+struct fy_session;
+int fy_pipeline_run(struct fy_session *sess, struct fy_source *src,
 		    uint32_t disk_index, const char *label,
 		    const struct fy_pipeline_opts *opts,
 		    struct fy_disk_stats *st);
@@ -117,10 +120,11 @@ int fy_area_source_wrap(struct fy_source *src, struct fy_area *areas,
 
 /* ---- sessions with the repository (repo_client.c) ---------------------- */
 
-int fy_client_begin_backup(struct fy_conn *conn, const char *source,
-			   const char *kind, const char *parent_id,
-			   uint32_t block_size, uint32_t disks, char *id,
-			   size_t idlen);
+/* Receives one frame and turns an Error frame or a wrong type into an
+ * error naming what we were waiting for (what). */
+int fy_client_recv_expect(struct fy_conn *conn, Ferry__Frame__BodyCase want,
+			  const char *what, fy_frame **out);
+
 /* A listed backup, as an incremental needs it. */
 struct fy_backup_info {
 	char id[FY_ID_MAX];
@@ -141,14 +145,7 @@ void fy_backup_info_free(struct fy_backup_info *b);
 int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
 		      uint32_t disk, uint64_t size, uint32_t block_size,
 		      struct fy_parent_map *m);
-/* Keeps an idle backup session alive (an empty QueryBlocks, answered):
- * for waits between disks longer than the repository's idle limit. */
-int fy_client_keepalive(struct fy_conn *conn);
 void fy_parent_map_free(struct fy_parent_map *m);
-/* Commits the session's backup; vm_config (may be NULL) is a VM
- * configuration record (fy_vmconfig_encode) stored with it. */
-int fy_client_commit(struct fy_conn *conn, const uint8_t *vm_config,
-		     size_t vm_config_len, char *id, size_t idlen);
 /* Lists backups; cb gets each summary. */
 /* Refuses a server whose certificate carries another role than want (one
  * without a role is accepted, with a warning once). what: "repository". */

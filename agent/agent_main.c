@@ -23,6 +23,7 @@
 #include "agent/agent.h"
 #include "agent/control.h"
 #include "agent/inventory.h"
+#include "agent/session.h"
 #include "agent/transport.h"
 #include "nbd/nbd.h"
 #include "san/san.h"
@@ -244,6 +245,7 @@ static int cmd_backup(int argc, char **argv)
 	struct fy_disk_stats st[FY_DISKS_MAX];
 	const char *modes[FY_DISKS_MAX];
 	struct fy_conn *conn = NULL;
+	struct fy_session *sess = NULL;
 	struct fy_transport_env env;
 	char repo_id[128], id[FY_ID_MAX] = "";
 	const char *overrides[FY_CLI_SETS_MAX][2];
@@ -352,8 +354,16 @@ static int cmd_backup(int argc, char **argv)
 		goto fail;
 	if (!a.name)
 		a.name = a.sources[0];
-	rc = fy_client_begin_backup(conn, a.name, "file", NULL, s.block_size,
-				    a.n_sources, id, sizeof(id));
+	{
+		struct fy_backup_begin bb = {
+			.source = a.name, .kind = "file",
+			.block_size = s.block_size, .disks = a.n_sources,
+		};
+
+		rc = fy_session_wire(conn, &sess);
+		if (rc == 0)
+			rc = fy_session_begin(sess, &bb, id, sizeof(id));
+	}
 	if (rc < 0)
 		goto fail;
 	for (i = 0; i < a.n_sources; i++) {
@@ -368,11 +378,11 @@ static int cmd_backup(int argc, char **argv)
 					    : NULL,
 		};
 
-		rc = fy_pipeline_run(conn, src[i], i, a.sources[i], &po, &st[i]);
+		rc = fy_pipeline_run(sess, src[i], i, a.sources[i], &po, &st[i]);
 		if (rc < 0)
 			goto fail;
 	}
-	rc = fy_client_commit(conn, NULL, 0, id, sizeof(id));
+	rc = fy_session_commit(sess, NULL, 0, id, sizeof(id));
 	if (rc < 0)
 		goto fail;
 	if (a.json) {
@@ -406,9 +416,12 @@ usage:
 	goto out;
 fail:
 	fprintf(stderr, "ferry-agent: backup failed: %s\n", fy_err_msg());
-	if (conn)
+	if (sess)
+		fy_session_fail(sess, rc, fy_err_msg());
+	else if (conn)
 		fy_conn_send_error(conn, rc, fy_err_msg());
 out:
+	fy_session_free(sess);
 	fy_conn_close(conn);
 	for (i = 0; i < FY_DISKS_MAX; i++)
 		fy_source_close(src[i]);

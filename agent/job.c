@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "agent/job.h"
+#include "agent/session.h"
 #include "agent/transport.h"
 #include "vsphere/vsphere.h"
 
@@ -84,7 +85,7 @@ struct job {
 	struct disk_plan plan[FY_JOB_DISKS_MAX];
 	struct fy_source *src[FY_JOB_DISKS_MAX]; /* attached ahead */
 	struct attach_ahead *ahead;
-	struct fy_conn *conn;            /* the backup session, once begun */
+	struct fy_session *sess;         /* the backup session, once begun */
 };
 
 static bool cancelled(const struct job *j)
@@ -250,9 +251,9 @@ static int ahead_take(struct job *j, unsigned i, struct fy_source **src)
 		ts.tv_sec += KEEPALIVE_SECONDS;
 		if (pthread_cond_timedwait(&a->cond, &a->lock, &ts) ==
 			    ETIMEDOUT &&
-		    !a->done[i] && j->conn) {
+		    !a->done[i] && j->sess) {
 			pthread_mutex_unlock(&a->lock);
-			rc = fy_client_keepalive(j->conn);
+			rc = fy_session_keepalive(j->sess);
 			pthread_mutex_lock(&a->lock);
 			if (rc < 0) {
 				pthread_mutex_unlock(&a->lock);
@@ -1024,7 +1025,7 @@ static int parent_map(struct job *j, unsigned i, struct fy_parent_map *pm)
 	return rc;
 }
 
-static int read_disk(struct job *j, struct fy_conn *conn, unsigned i)
+static int read_disk(struct job *j, unsigned i)
 {
 	struct disk_plan *p = &j->plan[i];
 	struct fy_job_disk_result *r = &j->res->disks[i];
@@ -1075,7 +1076,7 @@ static int read_disk(struct job *j, struct fy_conn *conn, unsigned i)
 		po.progress = on_progress;
 		po.progress_opaque = &pc;
 	}
-	rc = fy_pipeline_run(conn, wrapped ? wrapped : src, i,
+	rc = fy_pipeline_run(j->sess, wrapped ? wrapped : src, i,
 			     base_file(p->frozen), &po, &r->st);
 out:
 	fy_source_close(wrapped);
@@ -1184,12 +1185,20 @@ static int run(struct job *j)
 	if (i < j->n)
 		snprintf(res->parent_id, sizeof(res->parent_id), "%s",
 			 j->parent->id);
-	rc = fy_client_begin_backup(conn, name, "vm", res->parent_id,
-				    j->s.block_size, j->n, res->backup_id,
-				    sizeof(res->backup_id));
+	{
+		struct fy_backup_begin bb = {
+			.source = name, .kind = "vm",
+			.parent_id = res->parent_id, .block_size = j->s.block_size,
+			.disks = j->n,
+		};
+
+		rc = fy_session_wire(conn, &j->sess);
+		if (rc == 0)
+			rc = fy_session_begin(j->sess, &bb, res->backup_id,
+					      sizeof(res->backup_id));
+	}
 	if (rc < 0)
 		goto out;
-	j->conn = conn;
 	if (j->h) {
 		struct fy_file_source_opts fo = {
 			.queue_depth = j->s.queue_depth,
@@ -1201,7 +1210,7 @@ static int run(struct job *j)
 			goto out;
 	}
 	for (i = 0; i < j->n && rc == 0; i++)
-		if ((rc = read_disk(j, conn, i)) == 0)
+		if ((rc = read_disk(j, i)) == 0)
 			rc = check_cancel(j);
 	if (rc < 0)
 		goto out;
@@ -1213,20 +1222,24 @@ static int run(struct job *j)
 		res->parent_id[0] = '\0';
 	phase(j, "commit", NULL);
 	record_config(j, &rec, &rec_len);
-	rc = fy_client_commit(conn, rec, rec_len, res->backup_id,
-			      sizeof(res->backup_id));
+	rc = fy_session_commit(j->sess, rec, rec_len, res->backup_id,
+			       sizeof(res->backup_id));
 out:
 	free(rec);
 	if (rc < 0 && conn) {
 		char msg[FY_ERR_MAX];
 
 		snprintf(msg, sizeof(msg), "%s", fy_err_msg());
-		fy_conn_send_error(conn, rc, msg);
+		if (j->sess)
+			fy_session_fail(j->sess, rc, msg);
+		else
+			fy_conn_send_error(conn, rc, msg);
 		fy_err_set(rc, "%s", msg);
 	}
 	/* thaw() stops the attach thread, which may use the session. */
 	ahead_stop(j);
-	j->conn = NULL;
+	fy_session_free(j->sess);
+	j->sess = NULL;
 	fy_conn_close(conn);
 	return rc;
 }

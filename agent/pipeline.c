@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "agent/agent.h"
+#include "agent/session.h"
 
 /* Roughly this much memory for block slots, whatever the block size. */
 #define POOL_BYTES (96u << 20)
@@ -31,9 +32,8 @@
 #define WINDOW_FACTOR 4
 /* The reader asks the source for extents this many blocks at a time. */
 #define EXTENT_WINDOW 1024
-/* Queries are batched; a partial batch goes when nothing came for this
- * long. */
-#define QUERY_BATCH 64
+/* Queries are batched (by the session); a partial batch goes when nothing
+ * came for this long. */
 #define QUERY_WAIT_NS (1000 * 1000)
 
 enum blk_state {
@@ -63,6 +63,13 @@ struct queue {
 	struct blk *head, *tail;
 };
 
+/* Digests being compressed or sent: a second block with one of them needs
+ * no query and no second copy. Bounded by the pool. */
+struct inflight {
+	uint8_t (*d)[FY_DIGEST_LEN];
+	unsigned n, cap;
+};
+
 /* A map entry waiting for every earlier block to finish. */
 struct map_slot {
 	bool ready;
@@ -73,7 +80,7 @@ struct map_slot {
 struct pipeline {
 	struct fy_source *src;
 	const struct fy_pipeline_opts *opts;
-	struct fy_conn *conn;
+	struct fy_session *sess;
 	uint32_t disk;
 	uint64_t nblocks;
 	size_t block_size;
@@ -103,11 +110,8 @@ struct pipeline {
 	uint64_t window_len;
 	uint64_t next_emit;   /* first block whose map entry is not sent */
 	uint64_t emit_limit;  /* the reader may not start block >= this */
-	uint8_t (*chunk)[FY_DIGEST_LEN];
-	ProtobufCBinaryData *chunk_bins;
-	size_t chunk_n;
-	size_t chunk_max;     /* entries per MapChunk: the repository's frame */
-	uint64_t chunk_first;
+	struct inflight in;   /* digests being compressed or sent */
+	bool net_speculate;   /* speculate as last told to the workers */
 	uint64_t finished;    /* blocks whose map entry is known */
 	unsigned recent_missing; /* moving average of "missing" answers, /256 */
 
@@ -449,27 +453,8 @@ static void *worker_main(void *arg)
 
 /* ---- network side (the calling thread) --------------------------------- */
 
-static int flush_map(struct pipeline *p)
-{
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__MapChunk mc = FERRY__MAP_CHUNK__INIT;
-	int rc;
-
-	if (!p->chunk_n)
-		return 0;
-	mc.disk = p->disk;
-	mc.first_block = p->chunk_first;
-	mc.digests = p->chunk_bins;
-	mc.n_digests = p->chunk_n;
-	f.body_case = FERRY__FRAME__BODY_MAP_CHUNK;
-	f.map_chunk = &mc;
-	rc = fy_conn_send(p->conn, &f);
-	p->chunk_first += p->chunk_n;
-	p->chunk_n = 0;
-	return rc;
-}
-
-/* Records block index's map entry and sends every entry now in order. */
+/* Records block index's map entry and hands every entry now in order to
+ * the session. */
 static int finish_block(struct pipeline *p, uint64_t index, bool hole,
 			const uint8_t *digest)
 {
@@ -482,22 +467,12 @@ static int finish_block(struct pipeline *p, uint64_t index, bool hole,
 		memcpy(s->digest, digest, FY_DIGEST_LEN);
 	p->finished++;
 	while (rc == 0 && p->next_emit < p->nblocks) {
-		size_t k;
-
 		s = &p->window[p->next_emit % p->window_len];
 		if (!s->ready)
 			break;
-		k = p->chunk_n++;
-		if (s->hole) {
-			p->chunk_bins[k].len = 0;
-		} else {
-			memcpy(p->chunk[k], s->digest, FY_DIGEST_LEN);
-			p->chunk_bins[k].len = FY_DIGEST_LEN;
-		}
+		rc = fy_session_map(p->sess, s->hole ? NULL : s->digest);
 		s->ready = false;
 		p->next_emit++;
-		if (p->chunk_n == p->chunk_max)
-			rc = flush_map(p);
 	}
 	return rc;
 }
@@ -511,27 +486,22 @@ static void release(struct pipeline *p, struct blk *b)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* The PutBlock frame goes out from the slot's own buffer: its head is
- * built here, and the block is not copied into the frame buffer. */
-static int send_block(struct pipeline *p, struct blk *b)
+/* Sends b (compressed), then records its map entry; the slot goes back
+ * to the pool either way. */
+static int put_block(struct pipeline *p, struct blk *b)
 {
-	uint8_t head[FY_PUT_HEAD_MAX];
-	size_t hlen = fy_put_block_head(head, b->digest, (uint32_t)b->len,
-					(uint32_t)b->codec, b->clen);
+	int rc;
 
 	p->st->bytes_new += b->len;
 	p->st->bytes_sent += b->clen;
 	p->st->blocks_sent++;
-	return fy_conn_send_tail(p->conn, head, hlen, b->cbuf, b->clen,
-				 "PutBlock");
+	rc = fy_session_put(p->sess, b->digest, (uint32_t)b->len,
+			    (uint32_t)b->codec, b->cbuf, b->clen);
+	if (rc == 0)
+		rc = finish_block(p, b->index, false, b->digest);
+	release(p, b);
+	return rc;
 }
-
-/* Digests being compressed or sent: a second block with one of them needs
- * no query and no second copy. Bounded by the pool. */
-struct inflight {
-	uint8_t (*d)[FY_DIGEST_LEN];
-	unsigned n, cap;
-};
 
 static bool inflight_has(const struct inflight *in, const uint8_t *d)
 {
@@ -555,216 +525,41 @@ static void inflight_del(struct inflight *in, const uint8_t *d)
 	}
 }
 
-/*
- * Queries are pipelined: up to QUERY_DEPTH are sent before the oldest
- * reply is read, and PutBlocks go on meanwhile. The repository answers in
- * order and counts a block as present from its PutBlock on, so a reply can
- * say "missing" of a digest sent after that query went out, or sent while
- * that very reply is being handled (two blocks of one batch). Every put is
- * remembered with the newest query sent before it; a reply to query s
- * treats a digest put after s was sent as present, instead of sending it
- * twice. Entries go once no reply that could need them is left.
- */
-#define QUERY_DEPTH 4
-#define RECENT_MAX (QUERY_DEPTH * QUERY_BATCH)
-
-struct query {
-	struct blk *batch[QUERY_BATCH];
-	unsigned n;
-	uint64_t seq;
-};
-
-struct net {
-	struct inflight in;
-	struct query q[QUERY_DEPTH]; /* outstanding, oldest at head */
-	unsigned head, count;
-	uint64_t next_seq;
-	uint64_t handling; /* seq of the reply being handled, or UINT64_MAX */
-	/* Digests put while queries were outstanding, with the newest query
-	 * sent before each. */
-	uint8_t recent[RECENT_MAX][FY_DIGEST_LEN];
-	uint64_t recent_after[RECENT_MAX];
-	unsigned nrecent;
-};
-
-static int recv_query(struct pipeline *p, struct net *nt);
-
-/* Forgets puts that every reply still to be handled was sent after. */
-static void recent_prune(struct net *nt)
+/* The session's answer about block b (the tag): a block the repository
+ * lacks goes to the workers for compression (or out at once when already
+ * compressed); the rest are done. */
+static int on_answer(void *opaque, void *tag, bool missing)
 {
-	uint64_t oldest = nt->count ? nt->q[nt->head].seq : nt->next_seq;
-	unsigned i = 0;
-
-	if (nt->handling < oldest)
-		oldest = nt->handling;
-	while (i < nt->nrecent) {
-		if (nt->recent_after[i] < oldest) {
-			nt->nrecent--;
-			memcpy(nt->recent[i], nt->recent[nt->nrecent],
-			       FY_DIGEST_LEN);
-			nt->recent_after[i] = nt->recent_after[nt->nrecent];
-		} else {
-			i++;
-		}
-	}
-}
-
-/* Was d put after query seq went out (so its reply could not know)? */
-static bool recent_put_after(const struct net *nt, const uint8_t *d,
-			     uint64_t seq)
-{
-	unsigned i;
-
-	for (i = 0; i < nt->nrecent; i++)
-		if (nt->recent_after[i] >= seq &&
-		    !memcmp(nt->recent[i], d, FY_DIGEST_LEN))
-			return true;
-	return false;
-}
-
-static int put_block(struct pipeline *p, struct net *nt, struct blk *b)
-{
+	struct pipeline *p = opaque;
+	struct blk *b = tag;
+	bool speculate;
 	int rc;
 
-	if (!nt->next_seq)
-		return send_block(p, b); /* no query yet: none to mislead */
-	recent_prune(nt);
-	/* Full: read replies until entries can go. */
-	while (nt->nrecent == RECENT_MAX && nt->count) {
-		rc = recv_query(p, nt);
-		if (rc < 0)
-			return rc;
-		recent_prune(nt);
-	}
-	if (nt->nrecent == RECENT_MAX) {
-		/* Only the reply being handled needs them (many blocks went
-		 * out while it was on its way): forget one. At worst a block
-		 * goes twice, which costs space, never correctness. */
-		nt->nrecent--;
-		memcpy(nt->recent[0], nt->recent[nt->nrecent], FY_DIGEST_LEN);
-		nt->recent_after[0] = nt->recent_after[nt->nrecent];
-	}
-	memcpy(nt->recent[nt->nrecent], b->digest, FY_DIGEST_LEN);
-	nt->recent_after[nt->nrecent++] = nt->next_seq - 1;
-	return send_block(p, b);
-}
-
-/* Sends a query for the batch; its reply is read later (recv_query). */
-static int send_query(struct pipeline *p, struct net *nt, struct blk **batch,
-		      unsigned n)
-{
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__QueryBlocks q = FERRY__QUERY_BLOCKS__INIT;
-	ProtobufCBinaryData bins[QUERY_BATCH];
-	struct query *slot;
-	unsigned i;
-	int rc;
-
-	while (nt->count == QUERY_DEPTH) {
-		rc = recv_query(p, nt);
-		if (rc < 0)
-			return rc;
-	}
-	slot = &nt->q[(nt->head + nt->count) % QUERY_DEPTH];
-	for (i = 0; i < n; i++) {
-		slot->batch[i] = batch[i];
-		bins[i].data = batch[i]->digest;
-		bins[i].len = FY_DIGEST_LEN;
-	}
-	slot->n = n;
-	slot->seq = nt->next_seq++;
-	nt->count++;
-	q.seq = slot->seq;
-	q.digests = bins;
-	q.n_digests = n;
-	f.body_case = FERRY__FRAME__BODY_QUERY_BLOCKS;
-	f.query_blocks = &q;
-	rc = fy_conn_send(p->conn, &f);
-	/* Out now, so that the answer is on its way while we go on. */
-	if (rc == 0)
-		rc = fy_conn_flush(p->conn);
-	return rc;
-}
-
-/* Reads the oldest query's reply: the blocks the repository lacks go to
- * the workers for compression (or out at once when already compressed),
- * the rest are done. */
-static int recv_query(struct pipeline *p, struct net *nt)
-{
-	struct query *qr = &nt->q[nt->head];
-	uint64_t saved = nt->handling;
-	fy_frame *r = NULL;
-	unsigned i;
-	int rc;
-
-	rc = fy_conn_recv(p->conn, &r);
-	if (rc < 0)
-		return rc;
-	if (r->body_case == FERRY__FRAME__BODY_ERROR) {
-		rc = fy_err_set(-EPROTO, "repository: %s", r->error->message);
-		goto out;
-	}
-	if (r->body_case != FERRY__FRAME__BODY_QUERY_REPLY ||
-	    r->query_reply->seq != qr->seq ||
-	    r->query_reply->missing.len != (qr->n + 7) / 8) {
-		rc = fy_err_set(-EPROTO, "repository answered query %" PRIu64
-				" with %s", qr->seq, fy_frame_name(r));
-		goto out;
-	}
-	/* The slot is ours to walk; it is free for the next query once
-	 * popped, and sending blocks below may read later replies. */
-	nt->head = (nt->head + 1) % QUERY_DEPTH;
-	nt->count--;
-	if (qr->seq < nt->handling)
-		nt->handling = qr->seq;
-	for (i = 0; i < qr->n; i++) {
-		struct blk *b = qr->batch[i];
-		bool missing = r->query_reply->missing.data[i / 8] & (1u << (i % 8));
-
-		p->recent_missing = p->recent_missing * 7 / 8 + (missing ? 32 : 0);
-		/* Two blocks of one batch may share a digest, and a block of
-		 * an earlier batch may have gone out since the query. */
-		if (missing && !inflight_has(&nt->in, b->digest) &&
-		    !recent_put_after(nt, b->digest, qr->seq)) {
-			if (b->encoded) {
-				/* Compressed on speculation: send it now. */
-				rc = put_block(p, nt, b);
-				if (rc == 0)
-					rc = finish_block(p, b->index, false,
-							  b->digest);
-				release(p, b);
-				if (rc < 0)
-					break;
-				continue;
-			}
-			memcpy(nt->in.d[nt->in.n++], b->digest, FY_DIGEST_LEN);
-			pthread_mutex_lock(&p->lock);
-			b->state = BLK_COMPRESS;
-			q_push(&p->compq, b);
-			pthread_cond_signal(&p->cond_work);
-			pthread_mutex_unlock(&p->lock);
-			continue;
-		}
-		p->st->bytes_dedup += b->len;
-		rc = finish_block(p, b->index, false, b->digest);
-		release(p, b);
-		if (rc < 0)
-			break;
-	}
-	if (rc < 0) {
-		/* The rest of this batch goes back to the pool unfinished:
-		 * the backup fails anyway. */
-		for (i++; i < qr->n; i++)
-			release(p, qr->batch[i]);
-	}
-	nt->handling = saved;
-out:
+	p->recent_missing = p->recent_missing * 7 / 8 + (missing ? 32 : 0);
 	/* recent_missing is a moving average scaled to 256: speculate while
 	 * more than half of the recent blocks were new. */
-	pthread_mutex_lock(&p->lock);
-	p->speculate = p->recent_missing > 128;
-	pthread_mutex_unlock(&p->lock);
-	fy_frame_free(r);
+	speculate = p->recent_missing > 128;
+	if (speculate != p->net_speculate) {
+		p->net_speculate = speculate;
+		pthread_mutex_lock(&p->lock);
+		p->speculate = speculate;
+		pthread_mutex_unlock(&p->lock);
+	}
+	/* Two blocks of one batch may share a digest. */
+	if (missing && !inflight_has(&p->in, b->digest)) {
+		if (b->encoded)
+			return put_block(p, b); /* compressed on speculation */
+		memcpy(p->in.d[p->in.n++], b->digest, FY_DIGEST_LEN);
+		pthread_mutex_lock(&p->lock);
+		b->state = BLK_COMPRESS;
+		q_push(&p->compq, b);
+		pthread_cond_signal(&p->cond_work);
+		pthread_mutex_unlock(&p->lock);
+		return 0;
+	}
+	p->st->bytes_dedup += b->len;
+	rc = finish_block(p, b->index, false, b->digest);
+	release(p, b);
 	return rc;
 }
 
@@ -784,20 +579,7 @@ static void report(struct pipeline *p, bool done)
 
 static int network_loop(struct pipeline *p)
 {
-	struct net *nt = calloc(1, sizeof(*nt));
-	struct blk *batch[QUERY_BATCH];
-	unsigned nbatch = 0;
 	int rc = 0;
-
-	if (nt) {
-		nt->handling = UINT64_MAX;
-		nt->in.cap = p->nslots;
-		nt->in.d = calloc(nt->in.cap, FY_DIGEST_LEN);
-	}
-	if (!nt || !nt->in.d) {
-		free(nt);
-		return fy_err_set(-ENOMEM, "out of memory");
-	}
 
 	while (p->finished < p->nblocks) {
 		struct blk *b;
@@ -806,7 +588,7 @@ static int network_loop(struct pipeline *p)
 		pthread_mutex_lock(&p->lock);
 		while (!p->netq.head && !(p->read_done && p->read_error) &&
 		       !p->work_error) {
-			if (nbatch) {
+			if (fy_session_batched(p->sess)) {
 				struct timespec ts;
 
 				clock_gettime(CLOCK_REALTIME, &ts);
@@ -818,14 +600,14 @@ static int network_loop(struct pipeline *p)
 				if (pthread_cond_timedwait(&p->cond_net, &p->lock,
 							   &ts) == ETIMEDOUT)
 					break;
-			} else if (nt->count) {
+			} else if (fy_session_outstanding(p->sess)) {
 				/* Nothing to send: read the oldest reply. */
 				answer = true;
 				break;
 			} else {
 				/* Let the repository see what we queued. */
 				pthread_mutex_unlock(&p->lock);
-				rc = fy_conn_flush(p->conn);
+				rc = fy_session_flush(p->sess);
 				pthread_mutex_lock(&p->lock);
 				if (rc < 0 || p->netq.head || p->work_error ||
 				    (p->read_done && p->read_error))
@@ -855,15 +637,14 @@ static int network_loop(struct pipeline *p)
 		}
 
 		if (answer) {
-			rc = recv_query(p, nt);
+			rc = fy_session_answer(p->sess);
 			if (rc < 0)
 				break;
 			continue;
 		}
 		if (!b) {
 			/* Nothing new for a while: ask about what we have. */
-			rc = send_query(p, nt, batch, nbatch);
-			nbatch = 0;
+			rc = fy_session_have_flush(p->sess);
 			if (rc < 0)
 				break;
 			continue;
@@ -884,25 +665,25 @@ static int network_loop(struct pipeline *p)
 			break;
 		}
 		case BLK_HASHED:
-			if (inflight_has(&nt->in, b->digest)) {
+			if (inflight_has(&p->in, b->digest)) {
 				p->st->bytes_dedup += b->len;
 				rc = finish_block(p, b->index, false, b->digest);
 				release(p, b);
 				break;
 			}
-			batch[nbatch++] = b;
-			if (nbatch == QUERY_BATCH) {
-				rc = send_query(p, nt, batch, nbatch);
-				nbatch = 0;
-			}
+			rc = fy_session_have(p->sess, b->digest, b);
 			break;
-		case BLK_COMPRESSED:
-			rc = put_block(p, nt, b);
-			inflight_del(&nt->in, b->digest);
-			if (rc == 0)
-				rc = finish_block(p, b->index, false, b->digest);
-			release(p, b);
+		case BLK_COMPRESSED: {
+			uint8_t d[FY_DIGEST_LEN];
+
+			/* Still in flight while it is put (replies read
+			 * meanwhile must not ask for it again); the slot may
+			 * be refilled once put. */
+			memcpy(d, b->digest, FY_DIGEST_LEN);
+			rc = put_block(p, b);
+			inflight_del(&p->in, d);
 			break;
+		}
 		default:
 			rc = fy_err_set(-EINVAL, "internal: block %" PRIu64
 					" in state %d on the network queue",
@@ -912,53 +693,21 @@ static int network_loop(struct pipeline *p)
 			break;
 		report(p, false);
 	}
-	if (rc == 0 && nbatch)
-		rc = fy_err_set(-EINVAL, "internal: %u blocks never queried",
-				nbatch);
-	if (rc == 0 && nt->count)
-		rc = fy_err_set(-EINVAL, "internal: %u queries never answered",
-				nt->count);
-	if (rc == 0)
-		rc = flush_map(p);
-	free(nt->in.d);
-	free(nt);
 	return rc;
 }
 
-static int send_begin_disk(struct pipeline *p, const char *label)
-{
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__BeginDisk bd = FERRY__BEGIN_DISK__INIT;
-
-	bd.index = p->disk;
-	bd.label = (char *)label;
-	bd.size = p->src->size;
-	bd.change_id = (char *)(p->opts->change_id ? p->opts->change_id : "");
-	bd.transport = (char *)p->src->ops->name;
-	bd.disk_id = (char *)(p->opts->disk_id ? p->opts->disk_id : "");
-	f.body_case = FERRY__FRAME__BODY_BEGIN_DISK;
-	f.begin_disk = &bd;
-	return fy_conn_send(p->conn, &f);
-}
-
-static int send_end_disk(struct pipeline *p)
-{
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__EndDisk ed = FERRY__END_DISK__INIT;
-
-	ed.index = p->disk;
-	f.body_case = FERRY__FRAME__BODY_END_DISK;
-	f.end_disk = &ed;
-	return fy_conn_send(p->conn, &f);
-}
-
-int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
+int fy_pipeline_run(struct fy_session *sess, struct fy_source *src,
 		    uint32_t disk_index, const char *label,
 		    const struct fy_pipeline_opts *opts,
 		    struct fy_disk_stats *st)
 {
+	struct fy_disk_begin bd = {
+		.index = disk_index, .label = label, .size = src->size,
+		.change_id = opts->change_id, .transport = src->ops->name,
+		.disk_id = opts->disk_id,
+	};
 	struct pipeline p = {
-		.src = src, .opts = opts, .conn = conn, .disk = disk_index,
+		.src = src, .opts = opts, .sess = sess, .disk = disk_index,
 		.block_size = opts->block_size, .st = st,
 	};
 	unsigned nworkers = opts->workers ? opts->workers : 2;
@@ -982,14 +731,10 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 	if (p.nslots > POOL_MAX)
 		p.nslots = POOL_MAX;
 	p.window_len = (uint64_t)p.nslots * WINDOW_FACTOR;
-	/* A full entry is a digest and its two bytes of tag and length;
-	 * 64 bytes cover the frame's own fields. */
-	p.chunk_max = (fy_conn_max_frame(conn) - 64) / (FY_DIGEST_LEN + 2);
-	if (p.chunk_max > FY_MAP_CHUNK_MAX)
-		p.chunk_max = FY_MAP_CHUNK_MAX;
 	/* Until the repository answers, assume a first backup. */
 	p.recent_missing = 256;
 	p.speculate = true;
+	p.net_speculate = true;
 	p.emit_limit = p.window_len;
 	pthread_mutex_init(&p.lock, NULL);
 	pthread_cond_init(&p.cond_free, NULL);
@@ -998,15 +743,13 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 
 	p.slots = calloc(p.nslots, sizeof(*p.slots));
 	p.window = calloc(p.window_len, sizeof(*p.window));
-	p.chunk = malloc((size_t)FY_MAP_CHUNK_MAX * FY_DIGEST_LEN);
-	p.chunk_bins = calloc(FY_MAP_CHUNK_MAX, sizeof(*p.chunk_bins));
+	p.in.cap = p.nslots;
+	p.in.d = calloc(p.in.cap, FY_DIGEST_LEN);
 	workers = calloc(nworkers, sizeof(*workers));
-	if (!p.slots || !p.window || !p.chunk || !p.chunk_bins || !workers) {
+	if (!p.slots || !p.window || !p.in.d || !workers) {
 		rc = fy_err_set(-ENOMEM, "out of memory for the block pool");
 		goto out;
 	}
-	for (i = 0; i < FY_MAP_CHUNK_MAX; i++)
-		p.chunk_bins[i].data = p.chunk[i];
 	for (i = 0; i < p.nslots; i++) {
 		p.slots[i].buf = fy_aligned_alloc(p.block_size);
 		p.slots[i].cbuf = malloc(p.block_size);
@@ -1017,7 +760,7 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 		q_push(&p.free, &p.slots[i]);
 	}
 
-	rc = send_begin_disk(&p, label);
+	rc = fy_session_begin_disk(sess, &bd, on_answer, &p);
 	if (rc < 0)
 		goto out;
 	p.start = fy_now();
@@ -1035,9 +778,7 @@ int fy_pipeline_run(struct fy_conn *conn, struct fy_source *src,
 	}
 	rc = network_loop(&p);
 	if (rc == 0)
-		rc = send_end_disk(&p);
-	if (rc == 0)
-		rc = fy_conn_flush(conn);
+		rc = fy_session_end_disk(sess);
 stop:
 	pthread_mutex_lock(&p.lock);
 	p.stop = true;
@@ -1060,8 +801,7 @@ out:
 	}
 	free(p.slots);
 	free(p.window);
-	free(p.chunk);
-	free(p.chunk_bins);
+	free(p.in.d);
 	free(workers);
 	return rc;
 }

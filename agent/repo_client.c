@@ -245,10 +245,8 @@ int fy_check_server_role(struct fy_conn *c, enum fy_role want,
 	return 0;
 }
 
-/* Receives one frame and turns an Error frame or a wrong type into an
- * error naming what we were waiting for. */
-static int recv_expect(struct fy_conn *conn, Ferry__Frame__BodyCase want,
-		       const char *what, fy_frame **out)
+int fy_client_recv_expect(struct fy_conn *conn, Ferry__Frame__BodyCase want,
+			  const char *what, fy_frame **out)
 {
 	fy_frame *f = NULL;
 	int rc = fy_conn_recv(conn, &f);
@@ -267,58 +265,6 @@ static int recv_expect(struct fy_conn *conn, Ferry__Frame__BodyCase want,
 		return rc;
 	}
 	*out = f;
-	return 0;
-}
-
-int fy_client_begin_backup(struct fy_conn *conn, const char *source,
-			   const char *kind, const char *parent_id,
-			   uint32_t block_size, uint32_t disks, char *id,
-			   size_t idlen)
-{
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__BeginBackup bb = FERRY__BEGIN_BACKUP__INIT;
-	fy_frame *r = NULL;
-	int rc;
-
-	bb.source = (char *)source;
-	bb.source_kind = (char *)kind;
-	bb.parent_id = (char *)(parent_id ? parent_id : "");
-	bb.created_unix = time(NULL);
-	bb.block_size = block_size;
-	bb.disk_count = disks;
-	f.body_case = FERRY__FRAME__BODY_BEGIN_BACKUP;
-	f.begin_backup = &bb;
-	rc = fy_conn_send(conn, &f);
-	if (rc == 0)
-		rc = recv_expect(conn, FERRY__FRAME__BODY_BACKUP_STARTED,
-				 "BackupStarted", &r);
-	if (rc < 0)
-		return rc;
-	snprintf(id, idlen, "%s", r->backup_started->backup_id);
-	fy_frame_free(r);
-	return 0;
-}
-
-int fy_client_commit(struct fy_conn *conn, const uint8_t *vm_config,
-		     size_t vm_config_len, char *id, size_t idlen)
-{
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__Commit c = FERRY__COMMIT__INIT;
-	fy_frame *r = NULL;
-	int rc;
-
-	c.vm_config.data = (uint8_t *)vm_config;
-	c.vm_config.len = vm_config ? vm_config_len : 0;
-	f.body_case = FERRY__FRAME__BODY_COMMIT;
-	f.commit = &c;
-	rc = fy_conn_send(conn, &f);
-	if (rc == 0)
-		rc = recv_expect(conn, FERRY__FRAME__BODY_COMMITTED, "Committed",
-				 &r);
-	if (rc < 0)
-		return fy_err_wrap(rc, "commit");
-	snprintf(id, idlen, "%s", r->committed->backup_id);
-	fy_frame_free(r);
 	return 0;
 }
 
@@ -358,7 +304,7 @@ int fy_client_list_one(struct fy_conn *conn, bool all_namespaces,
 		f.list_backups = &lb;
 		rc = fy_conn_send(conn, &f);
 		if (rc == 0)
-			rc = recv_expect(conn, FERRY__FRAME__BODY_BACKUP_LIST,
+			rc = fy_client_recv_expect(conn, FERRY__FRAME__BODY_BACKUP_LIST,
 					 "BackupList", &r);
 		if (rc < 0)
 			return rc;
@@ -950,7 +896,7 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 				rc = put_pending_zeros(r);
 			if (rc < 0)
 				goto out;
-			rc = recv_expect(r->conn, FERRY__FRAME__BODY_BLOCK,
+			rc = fy_client_recv_expect(r->conn, FERRY__FRAME__BODY_BLOCK,
 					 "Block", &b);
 			if (rc < 0)
 				goto out;
@@ -1121,7 +1067,7 @@ static int map_walk(struct fy_conn *conn, const char *backup_id,
 			rc = fy_err_set(-EPROTO, "repository answered GetMap "
 					"with %s", fy_frame_name(mc));
 		} else {
-			rc = recv_expect(conn, FERRY__FRAME__BODY_MAP_END,
+			rc = fy_client_recv_expect(conn, FERRY__FRAME__BODY_MAP_END,
 					 "MapEnd", &end);
 		}
 		if (rc == 0 && !started) {
@@ -1480,23 +1426,4 @@ int fy_client_get_map(struct fy_conn *conn, const char *backup_id,
 				   disk);
 	}
 	return 0;
-}
-
-int fy_client_keepalive(struct fy_conn *conn)
-{
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__QueryBlocks q = FERRY__QUERY_BLOCKS__INIT;
-	fy_frame *r = NULL;
-	int rc;
-
-	/* An empty query: the repository answers it in any state. */
-	q.seq = UINT64_MAX;
-	f.body_case = FERRY__FRAME__BODY_QUERY_BLOCKS;
-	f.query_blocks = &q;
-	rc = fy_conn_send(conn, &f);
-	if (rc == 0)
-		rc = recv_expect(conn, FERRY__FRAME__BODY_QUERY_REPLY,
-				 "QueryReply", &r);
-	fy_frame_free(r);
-	return rc < 0 ? fy_err_wrap(rc, "keeping the repository session") : 0;
 }
