@@ -2,11 +2,10 @@
  * The NBD disk source: fy_source_ops over one or more NBD connections.
  *
  * A call (read, read_batch, extents) becomes a batch of requests. The
- * batch engine keeps up to max_in_flight requests outstanding on each
- * connection, matches replies by cookie in any order, and watches every
- * connection with one poll(). When a connection drops, its requests go
- * back on a queue, the connection is reopened with exponential backoff
- * and the requests are sent again; after reconnect_attempts tries
+ * batch engine keeps up to max_in_flight requests outstanding on its
+ * connection and matches replies by cookie in any order. When the
+ * connection drops, its requests go back on a queue, the connection is
+ * reopened with exponential backoff and the requests are sent again; after reconnect_attempts tries
  * without a completed request the source gives up for good (a sticky
  * error, so a pipeline that keeps calling is not held up again).
  *
@@ -62,7 +61,6 @@ struct link {
 	double rx_since;	/* last reply byte, or when it got busy */
 	double tx_since;	/* last request byte, or when output queued */
 	bool shutdown_seen;	/* the server answered NBD_ESHUTDOWN */
-	bool skip;		/* a reconnect failed in this batch */
 };
 
 /* A request as the engine tracks it. */
@@ -84,8 +82,10 @@ struct nbd_source {
 	struct nbd_export ex;	/* what the first connection agreed */
 	uint32_t min_block;	/* requests are multiples of this */
 	uint32_t max_request;	/* read split size, a multiple of it */
-	struct link links[FY_NBD_MAX_CONNECTIONS];
-	unsigned nlinks;
+	/* One connection, driven by the calling thread. Several connections
+	 * (multi-conn) are several sources, each read by a thread of its own
+	 * (struct nbd_multi below). */
+	struct link link;
 	struct piece *pool;
 	size_t npool;
 	struct piece **free_pieces;
@@ -494,44 +494,19 @@ static int reconnect(struct batch *b, struct link *l)
 	return s->broken;
 }
 
-/* There is work to send: make sure some connection is up, and bring the
- * others back if that works at once. */
-static int ensure_links(struct batch *b)
+/* There is work to send: make sure the connection is up. */
+static int ensure_link(struct batch *b)
 {
-	struct nbd_source *s = b->s;
-	struct link *dead = NULL;
-	unsigned i, live = 0;
-	bool tried = false;
+	struct link *l = &b->s->link;
 	int rc;
 
-	for (i = 0; i < s->nlinks; i++) {
-		if (s->links[i].conn)
-			live++;
-		else if (!dead && !s->links[i].skip)
-			dead = &s->links[i];
-	}
-	if (!live) {
-		rc = reconnect(b, dead ? dead : &s->links[0]);
-		if (rc)
-			return rc;
-		tried = true;
-	}
-	for (i = 0; i < s->nlinks; i++) {
-		if (s->links[i].conn || s->links[i].skip)
-			continue;
-		tried = true;
-		if (open_one(s, &s->links[i])) {
-			nbd_log(s, FY_LOG_WARN, "%s; going on with fewer "
-				"connections", fy_err_msg());
-			s->links[i].skip = true;
-		} else {
-			s->stats.reconnects++;
-		}
-	}
+	if (l->conn)
+		return 0;
+	rc = reconnect(b, l);
+	if (rc)
+		return rc;
 	/* Time spent connecting is nobody's reply being late. */
-	if (tried)
-		for (i = 0; i < s->nlinks; i++)
-			s->links[i].rx_since = s->links[i].tx_since = fy_now();
+	l->rx_since = l->tx_since = fy_now();
 	return 0;
 }
 
@@ -567,110 +542,76 @@ static bool more_work(struct batch *b)
 	return b->next_io < b->nios;
 }
 
-/* Hands out work one piece per connection in turn, so several
- * connections share it evenly. */
+/* Sends pieces up to the connection's limit of requests in flight. */
 static void fill(struct batch *b)
 {
 	struct nbd_source *s = b->s;
+	struct link *l = &s->link;
 	struct piece *p;
-	bool any;
-	unsigned i;
 	int rc;
 
-	do {
-		any = false;
-		for (i = 0; i < s->nlinks; i++) {
-			struct link *l = &s->links[i];
-
-			if (!l->conn || l->ninflight >= s->opts.max_in_flight)
-				continue;
-			p = next_piece(b);
-			if (!p)
-				goto flush;
-			link_send(l, p);
-			any = true;
-		}
-	} while (any);
-flush:
-	for (i = 0; i < s->nlinks; i++) {
-		if (!s->links[i].conn)
-			continue;
-		rc = link_flush(&s->links[i]);
-		if (rc)
-			link_fail(b, &s->links[i], rc);
-	}
+	if (!l->conn)
+		return;
+	while (l->ninflight < s->opts.max_in_flight && (p = next_piece(b)))
+		link_send(l, p);
+	rc = link_flush(l);
+	if (rc)
+		link_fail(b, l, rc);
 }
 
-/* Waits for the connections with work and lets each move; a connection
- * silent past its timeout is failed. */
+/* Waits for the connection to move, if it has work; a connection silent
+ * past its timeout is failed. */
 static int wait_and_pump(struct batch *b)
 {
 	struct nbd_source *s = b->s;
-	struct pollfd pfd[FY_NBD_MAX_CONNECTIONS];
-	struct link *who[FY_NBD_MAX_CONNECTIONS];
-	double now = fy_now(), due, first = 0;
-	unsigned i, n = 0;
+	struct link *l = &s->link;
+	bool sending = l->out_pos < l->out_len;
+	struct pollfd pfd;
+	double now = fy_now(), due = 0;
 	int timeout = -1, rc;
 
-	for (i = 0; i < s->nlinks; i++) {
-		struct link *l = &s->links[i];
-		bool sending = l->out_pos < l->out_len;
-
-		if (!l->conn || (!l->ninflight && !sending))
-			continue;
-		due = 0;
-		if (l->ninflight && s->opts.read_timeout_ms)
-			due = l->rx_since + s->opts.read_timeout_ms / 1000.0;
-		if (sending && s->opts.write_timeout_ms &&
-		    (!due || l->tx_since + s->opts.write_timeout_ms / 1000.0 <
-				     due))
-			due = l->tx_since + s->opts.write_timeout_ms / 1000.0;
-		if (due && due <= now) {
-			rc = fy_err_set(-ETIMEDOUT, "nbd: %s: %s for %u ms",
-					s->base.name,
-					sending ? "could not send a request"
-						: "no reply from the server",
-					sending ? s->opts.write_timeout_ms
-						: s->opts.read_timeout_ms);
-			link_fail(b, l, rc);
-			return 0;
-		}
-		if (due && (!first || due < first))
-			first = due;
-		pfd[n].fd = nbd_conn_fd(l->conn);
-		pfd[n].events = nbd_conn_events(l->conn, sending);
-		pfd[n].revents = 0;
-		who[n++] = l;
-	}
-	if (!n)
+	if (!l->conn || (!l->ninflight && !sending))
 		return 0;
-	if (first)
-		timeout = (int)((first - now) * 1000) + 1;
-	rc = poll(pfd, n, timeout);
+	if (l->ninflight && s->opts.read_timeout_ms)
+		due = l->rx_since + s->opts.read_timeout_ms / 1000.0;
+	if (sending && s->opts.write_timeout_ms &&
+	    (!due || l->tx_since + s->opts.write_timeout_ms / 1000.0 < due))
+		due = l->tx_since + s->opts.write_timeout_ms / 1000.0;
+	if (due && due <= now) {
+		rc = fy_err_set(-ETIMEDOUT, "nbd: %s: %s for %u ms",
+				s->base.name,
+				sending ? "could not send a request"
+					: "no reply from the server",
+				sending ? s->opts.write_timeout_ms
+					: s->opts.read_timeout_ms);
+		link_fail(b, l, rc);
+		return 0;
+	}
+	if (due)
+		timeout = (int)((due - now) * 1000) + 1;
+	pfd.fd = nbd_conn_fd(l->conn);
+	pfd.events = nbd_conn_events(l->conn, sending);
+	pfd.revents = 0;
+	rc = poll(&pfd, 1, timeout);
 	if (rc < 0) {
 		if (errno == EINTR)
 			return 0;
 		return fy_err_set(-errno, "nbd: poll: %s", strerror(errno));
 	}
-	for (i = 0; i < n; i++) {
-		struct link *l = who[i];
-
-		if (!pfd[i].revents || !l->conn)
-			continue;
-		rc = link_flush(l);
-		if (!rc) {
-			rc = link_pump(l);
-			/* The parser knows the bytes, not where they came
-			 * from. */
-			if (rc == -EPROTO)
-				fy_err_wrap(rc, "nbd: %s", s->base.name);
-		}
-		if (!rc && l->shutdown_seen)
-			rc = fy_err_set(-ESHUTDOWN, "nbd: %s: the server is "
-					"shutting down", s->base.name);
-		if (rc)
-			link_fail(b, l, rc);
+	if (!pfd.revents)
+		return 0;
+	rc = link_flush(l);
+	if (!rc) {
+		rc = link_pump(l);
+		/* The parser knows the bytes, not where they came from. */
+		if (rc == -EPROTO)
+			fy_err_wrap(rc, "nbd: %s", s->base.name);
 	}
+	if (!rc && l->shutdown_seen)
+		rc = fy_err_set(-ESHUTDOWN, "nbd: %s: the server is shutting "
+				"down", s->base.name);
+	if (rc)
+		link_fail(b, l, rc);
 	return 0;
 }
 
@@ -678,16 +619,12 @@ static int run(struct batch *b)
 {
 	struct nbd_source *s = b->s;
 	struct piece *p;
-	unsigned i;
 	int rc;
 
-	for (i = 0; i < s->nlinks; i++) {
-		s->links[i].batch = b;
-		s->links[i].skip = false;
-	}
+	s->link.batch = b;
 	for (;;) {
 		if (more_work(b)) {
-			rc = ensure_links(b);
+			rc = ensure_link(b);
 			if (rc) {
 				batch_fail(b, rc);
 				b->abort = rc;
@@ -700,9 +637,8 @@ static int run(struct batch *b)
 		if (rc) {
 			batch_fail(b, rc);
 			b->abort = rc;
-			for (i = 0; i < s->nlinks; i++)
-				if (s->links[i].conn)
-					link_fail(b, &s->links[i], -EPROTO);
+			if (s->link.conn)
+				link_fail(b, &s->link, -EPROTO);
 		}
 	}
 	/* Requests never sent again after a failure end with it. */
@@ -711,8 +647,7 @@ static int run(struct batch *b)
 		p->cmd.error = b->abort ? b->abort : -EIO;
 		b->complete(b, p);
 	}
-	for (i = 0; i < s->nlinks; i++)
-		s->links[i].batch = NULL;
+	s->link.batch = NULL;
 	return b->rc;
 }
 
@@ -1039,18 +974,14 @@ out:
 static void nbd_close(struct fy_source *src)
 {
 	struct nbd_source *s = (struct nbd_source *)src;
-	unsigned i;
+	struct link *l;
 	size_t p;
 
 	if (!s)
 		return;
-	for (i = 0; i < FY_NBD_MAX_CONNECTIONS; i++) {
-		struct link *l = &s->links[i];
-
-		nbd_conn_close(l->conn, l->ninflight == 0 &&
-						nbd_rx_idle(&l->rx));
-		link_release(l);
-	}
+	l = &s->link;
+	nbd_conn_close(l->conn, l->ninflight == 0 && nbd_rx_idle(&l->rx));
+	link_release(l);
 	for (p = 0; s->pool && p < s->npool; p++)
 		free(s->pool[p].bounce);
 	free(s->pool);
@@ -1070,7 +1001,6 @@ static int multi_stats(struct fy_source *src, struct fy_nbd_stats *out);
 int fy_nbd_stats(struct fy_source *src, struct fy_nbd_stats *out)
 {
 	struct nbd_source *s = (struct nbd_source *)src;
-	unsigned i;
 
 	if (src && (src->ops == &multi_nbd_ops ||
 		    src->ops == &multi_nbdssl_ops))
@@ -1078,8 +1008,7 @@ int fy_nbd_stats(struct fy_source *src, struct fy_nbd_stats *out)
 	if (!src || (src->ops != &nbd_ops && src->ops != &nbdssl_ops))
 		return fy_err_set(-EINVAL, "nbd: not an NBD source");
 	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < s->nlinks; i++)
-		fold_counters(s, &s->links[i]);
+	fold_counters(s, &s->link);
 	*out = s->stats;
 	pthread_mutex_unlock(&s->lock);
 	return 0;
@@ -1135,7 +1064,7 @@ static int setup_pool(struct nbd_source *s)
 {
 	size_t i;
 
-	s->npool = (size_t)s->opts.max_in_flight * s->nlinks;
+	s->npool = s->opts.max_in_flight;
 	s->pool = calloc(s->npool, sizeof(*s->pool));
 	s->free_pieces = calloc(s->npool, sizeof(*s->free_pieces));
 	s->retry = calloc(s->npool, sizeof(*s->retry));
@@ -1146,38 +1075,13 @@ static int setup_pool(struct nbd_source *s)
 	return 0;
 }
 
-/* Opens the extra connections multi-conn allows; failing to is not
- * fatal, the source just has fewer. */
-static void open_more(struct nbd_source *s)
-{
-	unsigned want = s->opts.max_connections;
-
-	if (want <= 1)
-		return;
-	if (!(s->ex.flags & NBD_FLAG_CAN_MULTI_CONN)) {
-		nbd_log(s, FY_LOG_INFO, "nbd: %s: the server does not "
-			"advertise multi-conn; using one connection",
-			s->base.name);
-		return;
-	}
-	while (s->nlinks < want) {
-		if (open_one(s, &s->links[s->nlinks])) {
-			nbd_log(s, FY_LOG_WARN, "%s; going on with %u "
-				"connection(s)", fy_err_msg(), s->nlinks);
-			return;
-		}
-		s->nlinks++;
-	}
-}
-
-/* One source (its connections driven by the calling thread). */
+/* One source: one connection, driven by the calling thread. */
 static int open_single(const char *uri, const struct fy_nbd_opts *opts,
 		       struct fy_source **out)
 {
 	struct nbd_source *s;
 	struct nbd_conn *c = NULL;
 	uint32_t max, pref;
-	unsigned i;
 	int rc;
 
 	*out = NULL;
@@ -1189,13 +1093,9 @@ static int open_single(const char *uri, const struct fy_nbd_opts *opts,
 	rc = setup_opts(s, opts);
 	if (rc)
 		goto out;
-	for (i = 0; i < FY_NBD_MAX_CONNECTIONS; i++) {
-		rc = link_alloc(&s->links[i], s);
-		if (rc)
-			goto out;
-		if (i + 1 >= s->opts.max_connections)
-			break;
-	}
+	rc = link_alloc(&s->link, s);
+	if (rc)
+		goto out;
 	rc = nbd_uri_parse(uri, &s->uri);
 	if (rc)
 		goto out;
@@ -1238,9 +1138,7 @@ static int open_single(const char *uri, const struct fy_nbd_opts *opts,
 	    pref <= max)
 		max = (uint32_t)round_down(max, pref);
 	s->max_request = (uint32_t)round_down(max, s->ex.min_block);
-	link_attach(&s->links[0], c);
-	s->nlinks = 1;
-	open_more(s);
+	link_attach(&s->link, c);
 	rc = setup_pool(s);
 	if (rc)
 		goto out;
@@ -1255,12 +1153,11 @@ static int open_single(const char *uri, const struct fy_nbd_opts *opts,
 	s->stats.multi_conn = s->ex.flags & NBD_FLAG_CAN_MULTI_CONN;
 	nbd_log(s, FY_LOG_INFO,
 		"nbd: %s: %" PRIu64 " bytes, %s, %s replies, %s, blocks "
-		"%" PRIu32 "/%" PRIu32 "/%" PRIu32 ", %u connection(s)",
+		"%" PRIu32 "/%" PRIu32 "/%" PRIu32,
 		s->base.name, s->ex.size, s->ex.tls ? "TLS" : "plain text",
 		s->ex.structured ? "structured" : "simple",
 		s->ex.has_meta ? "base:allocation" : "no extents",
-		s->ex.min_block, s->ex.preferred_block, s->max_request,
-		s->nlinks);
+		s->ex.min_block, s->ex.preferred_block, s->max_request);
 	*out = &s->base;
 	s = NULL;
 out:
