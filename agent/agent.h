@@ -99,12 +99,12 @@ struct fy_pipeline_opts {
 	void *progress_opaque;
 };
 
+struct fy_session;
 /* Reads every block of src and gives the session what the repository
  * lacks and the block map, within a backup session already begun
  * (agent/session.h; the disk is begun and ended here). Memory is bounded
  * by the pool: see docs. After a failure the session is good only for
  * fy_session_fail. */
-struct fy_session;
 int fy_pipeline_run(struct fy_session *sess, struct fy_source *src,
 		    uint32_t disk_index, const char *label,
 		    const struct fy_pipeline_opts *opts,

@@ -304,8 +304,9 @@ int fy_client_list_one(struct fy_conn *conn, bool all_namespaces,
 		f.list_backups = &lb;
 		rc = fy_conn_send(conn, &f);
 		if (rc == 0)
-			rc = fy_client_recv_expect(conn, FERRY__FRAME__BODY_BACKUP_LIST,
-					 "BackupList", &r);
+			rc = fy_client_recv_expect(
+				conn, FERRY__FRAME__BODY_BACKUP_LIST,
+				"BackupList", &r);
 		if (rc < 0)
 			return rc;
 		for (i = 0; i < r->backup_list->n_backups && rc == 0; i++) {
@@ -896,8 +897,9 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 				rc = put_pending_zeros(r);
 			if (rc < 0)
 				goto out;
-			rc = fy_client_recv_expect(r->conn, FERRY__FRAME__BODY_BLOCK,
-					 "Block", &b);
+			rc = fy_client_recv_expect(r->conn,
+						   FERRY__FRAME__BODY_BLOCK,
+						   "Block", &b);
 			if (rc < 0)
 				goto out;
 			if (memcmp(b->block->digest.data, want->data,
@@ -1067,8 +1069,9 @@ static int map_walk(struct fy_conn *conn, const char *backup_id,
 			rc = fy_err_set(-EPROTO, "repository answered GetMap "
 					"with %s", fy_frame_name(mc));
 		} else {
-			rc = fy_client_recv_expect(conn, FERRY__FRAME__BODY_MAP_END,
-					 "MapEnd", &end);
+			rc = fy_client_recv_expect(conn,
+						   FERRY__FRAME__BODY_MAP_END,
+						   "MapEnd", &end);
 		}
 		if (rc == 0 && !started) {
 			const Ferry__MapEnd *me = end->map_end;

@@ -51,6 +51,10 @@ struct fy_session {
 	uint64_t recent_after[RECENT_MAX];
 	unsigned nrecent;
 
+	int broken; /* the first failure, sticky */
+	char broken_msg[FY_ERR_MAX];
+	struct fy_session_counters n;
+
 	/* The map: entries wait here until a chunk is full. */
 	uint8_t (*chunk)[FY_DIGEST_LEN];
 	bool *hole;
@@ -76,32 +80,65 @@ int fy_session_new(const struct fy_session_ops *ops, void *impl,
 	s->chunk = malloc(s->chunk_max * FY_DIGEST_LEN);
 	s->hole = calloc(s->chunk_max, sizeof(*s->hole));
 	if (!s->chunk || !s->hole) {
-		fy_session_free(s);
+		/* impl stays the caller's */
+		free(s->chunk);
+		free(s->hole);
+		free(s);
 		return fy_err_set(-ENOMEM, "out of memory for a session");
 	}
 	*out = s;
 	return 0;
 }
 
+/* Records the first failure; returns rc. */
+static int broke(struct fy_session *s, int rc)
+{
+	if (rc < 0 && !s->broken) {
+		s->broken = rc;
+		snprintf(s->broken_msg, sizeof(s->broken_msg), "%s",
+			 fy_err_msg());
+	}
+	return rc;
+}
+
+/* 0, or the failure that broke the session (again). */
+static int usable(const struct fy_session *s, bool in_disk)
+{
+	if (s->broken)
+		return fy_err_set(s->broken, "%s", s->broken_msg);
+	if (in_disk && !s->in_disk)
+		return fy_err_set(-EINVAL, "internal: no disk begun");
+	return 0;
+}
+
 int fy_session_begin(struct fy_session *s, const struct fy_backup_begin *b,
 		     char *id, size_t idlen)
 {
-	return s->ops->begin(s->impl, b, id, idlen);
+	int rc = usable(s, false);
+
+	if (rc == 0)
+		rc = s->ops->begin(s->impl, b, id, idlen);
+	return broke(s, rc);
 }
 
 int fy_session_begin_disk(struct fy_session *s, const struct fy_disk_begin *d,
 			  fy_session_answer_cb cb, void *opaque)
 {
+	int rc = usable(s, false);
+
+	if (rc < 0)
+		return rc;
 	if (s->in_disk)
-		return fy_err_set(-EINVAL, "internal: disk %u begun while "
-				  "disk %u is not ended", d->index, s->disk);
+		return broke(s, fy_err_set(-EINVAL, "internal: disk %u begun "
+					   "while disk %u is not ended",
+					   d->index, s->disk));
 	s->cb = cb;
 	s->opaque = opaque;
 	s->disk = d->index;
 	s->chunk_n = 0;
 	s->chunk_first = 0;
 	s->in_disk = true;
-	return s->ops->begin_disk(s->impl, d);
+	return broke(s, s->ops->begin_disk(s->impl, d));
 }
 
 /* Forgets puts that every reply still to be handled was sent after. */
@@ -143,15 +180,18 @@ int fy_session_answer(struct fy_session *s)
 	uint8_t missing[(FY_SESSION_BATCH + 7) / 8];
 	uint64_t saved = s->handling;
 	unsigned i;
-	int rc;
+	int rc = usable(s, true);
 
+	if (rc < 0)
+		return rc;
 	if (!s->count)
-		return fy_err_set(-EINVAL, "internal: no query to answer");
+		return broke(s, fy_err_set(-EINVAL, "internal: no query to "
+					   "answer"));
 	qr = &s->q[s->head];
 	memset(missing, 0, sizeof(missing));
 	rc = s->ops->reply(s->impl, qr->seq, qr->n, missing);
 	if (rc < 0)
-		return rc;
+		return broke(s, rc);
 	/* The slot is ours to walk; it is free for the next query once
 	 * popped, and the callback's puts may read later replies. */
 	s->head = (s->head + 1) % FY_SESSION_DEPTH;
@@ -161,21 +201,23 @@ int fy_session_answer(struct fy_session *s)
 	for (i = 0; i < qr->n && rc == 0; i++) {
 		bool m = missing[i / 8] & (1u << (i % 8));
 
-		if (m && recent_put_after(s, qr->d[i], qr->seq))
+		if (m && recent_put_after(s, qr->d[i], qr->seq)) {
 			m = false;
+			s->n.not_resent++;
+		}
 		rc = s->cb(s->opaque, qr->tag[i], m);
 	}
 	s->handling = saved;
-	return rc;
+	return broke(s, rc);
 }
 
 int fy_session_have_flush(struct fy_session *s)
 {
 	struct query *slot;
-	int rc;
+	int rc = usable(s, true);
 
-	if (!s->batch.n)
-		return 0;
+	if (rc < 0 || !s->batch.n)
+		return rc;
 	while (s->count == FY_SESSION_DEPTH) {
 		rc = fy_session_answer(s);
 		if (rc < 0)
@@ -188,16 +230,24 @@ int fy_session_have_flush(struct fy_session *s)
 	slot->seq = s->next_seq++;
 	s->batch.n = 0;
 	s->count++;
+	s->n.queries++;
 	rc = s->ops->query(s->impl, slot->seq,
 			   (const uint8_t(*)[FY_DIGEST_LEN])slot->d, slot->n);
 	/* Out now, so that the answer is on its way while we go on. */
 	if (rc == 0)
 		rc = s->ops->flush(s->impl);
-	return rc;
+	return broke(s, rc);
 }
 
 int fy_session_have(struct fy_session *s, const uint8_t *digest, void *tag)
 {
+	int rc = usable(s, true);
+
+	if (rc < 0)
+		return rc;
+	if (s->batch.n == FY_SESSION_BATCH)
+		return broke(s, fy_err_set(-EINVAL, "internal: a full batch "
+					   "not sent"));
 	memcpy(s->batch.d[s->batch.n], digest, FY_DIGEST_LEN);
 	s->batch.tag[s->batch.n++] = tag;
 	if (s->batch.n == FY_SESSION_BATCH)
@@ -219,19 +269,23 @@ int fy_session_put(struct fy_session *s, const uint8_t *digest,
 		   uint32_t len, uint32_t codec, const uint8_t *data,
 		   size_t clen)
 {
-	int rc;
+	int rc = usable(s, true);
 
+	if (rc < 0)
+		return rc;
 	if (!s->count && s->handling == UINT64_MAX)
 		goto put; /* no reply to come could be misled */
 	recent_prune(s);
 	/* Full: read replies until entries can go. */
 	while (s->nrecent == RECENT_MAX && s->count) {
+		s->n.forced_answers++;
 		rc = fy_session_answer(s);
 		if (rc < 0)
 			return rc;
 		recent_prune(s);
 	}
 	if (s->nrecent == RECENT_MAX) {
+		s->n.forgotten++;
 		/* Only the reply being handled needs them (many blocks went
 		 * out while it was on its way): forget one. At worst a block
 		 * goes twice, which costs space, never correctness. */
@@ -244,7 +298,8 @@ int fy_session_put(struct fy_session *s, const uint8_t *digest,
 	 * no query after it has seq next_seq - 1 too). */
 	s->recent_after[s->nrecent++] = s->next_seq - 1;
 put:
-	return s->ops->put(s->impl, digest, len, codec, data, clen);
+	s->n.puts++;
+	return broke(s, s->ops->put(s->impl, digest, len, codec, data, clen));
 }
 
 static int flush_map(struct fy_session *s)
@@ -256,14 +311,20 @@ static int flush_map(struct fy_session *s)
 	rc = s->ops->map(s->impl, s->disk, s->chunk_first,
 			 (const uint8_t(*)[FY_DIGEST_LEN])s->chunk, s->hole,
 			 s->chunk_n);
+	s->n.map_chunks++;
 	s->chunk_first += s->chunk_n;
 	s->chunk_n = 0;
-	return rc;
+	return broke(s, rc);
 }
 
 int fy_session_map(struct fy_session *s, const uint8_t *digest)
 {
-	size_t k = s->chunk_n++;
+	int rc = usable(s, true);
+	size_t k;
+
+	if (rc < 0)
+		return rc;
+	k = s->chunk_n++;
 
 	s->hole[k] = !digest;
 	if (digest)
@@ -275,43 +336,62 @@ int fy_session_map(struct fy_session *s, const uint8_t *digest)
 
 int fy_session_end_disk(struct fy_session *s)
 {
-	int rc;
+	int rc = usable(s, true);
 
+	if (rc < 0)
+		return rc;
 	if (s->batch.n)
-		return fy_err_set(-EINVAL, "internal: %u digests never asked",
-				  s->batch.n);
+		return broke(s, fy_err_set(-EINVAL, "internal: %u digests "
+					   "never asked", s->batch.n));
 	if (s->count)
-		return fy_err_set(-EINVAL, "internal: %u queries never "
-				  "answered", s->count);
-	s->in_disk = false;
+		return broke(s, fy_err_set(-EINVAL, "internal: %u queries "
+					   "never answered", s->count));
 	rc = flush_map(s);
+	s->in_disk = false;
 	if (rc == 0)
 		rc = s->ops->end_disk(s->impl, s->disk);
 	if (rc == 0)
 		rc = s->ops->flush(s->impl);
-	return rc;
+	return broke(s, rc);
 }
 
 int fy_session_flush(struct fy_session *s)
 {
-	return s->ops->flush(s->impl);
+	int rc = usable(s, false);
+
+	return rc < 0 ? rc : broke(s, s->ops->flush(s->impl));
 }
 
 int fy_session_keepalive(struct fy_session *s)
 {
+	int rc = usable(s, false);
+
+	if (rc < 0)
+		return rc;
 	if (s->count)
-		return fy_err_set(-EINVAL, "internal: keepalive with %u "
-				  "queries outstanding", s->count);
-	return s->ops->keepalive(s->impl);
+		return broke(s, fy_err_set(-EINVAL, "internal: keepalive with "
+					   "%u queries outstanding",
+					   s->count));
+	return broke(s, s->ops->keepalive(s->impl));
 }
 
 int fy_session_commit(struct fy_session *s, const uint8_t *vm_config,
 		      size_t len, char *id, size_t idlen)
 {
+	int rc = usable(s, false);
+
+	if (rc < 0)
+		return rc;
 	if (s->in_disk)
-		return fy_err_set(-EINVAL, "internal: commit while disk %u "
-				  "is not ended", s->disk);
-	return s->ops->commit(s->impl, vm_config, len, id, idlen);
+		return broke(s, fy_err_set(-EINVAL, "internal: commit while "
+					   "disk %u is not ended", s->disk));
+	return broke(s, s->ops->commit(s->impl, vm_config, len, id, idlen));
+}
+
+void fy_session_counters(const struct fy_session *s,
+			 struct fy_session_counters *out)
+{
+	*out = s->n;
 }
 
 void fy_session_fail(struct fy_session *s, int rc, const char *msg)
@@ -358,8 +438,9 @@ static int wire_begin(void *impl, const struct fy_backup_begin *b, char *id,
 	f.begin_backup = &bb;
 	rc = fy_conn_send(w->conn, &f);
 	if (rc == 0)
-		rc = fy_client_recv_expect(w->conn, FERRY__FRAME__BODY_BACKUP_STARTED,
-				 "BackupStarted", &r);
+		rc = fy_client_recv_expect(w->conn,
+					   FERRY__FRAME__BODY_BACKUP_STARTED,
+					   "BackupStarted", &r);
 	if (rc < 0)
 		return rc;
 	snprintf(id, idlen, "%s", r->backup_started->backup_id);
@@ -498,8 +579,9 @@ static int wire_keepalive(void *impl)
 	f.query_blocks = &q;
 	rc = fy_conn_send(w->conn, &f);
 	if (rc == 0)
-		rc = fy_client_recv_expect(w->conn, FERRY__FRAME__BODY_QUERY_REPLY,
-				 "QueryReply", &r);
+		rc = fy_client_recv_expect(w->conn,
+					   FERRY__FRAME__BODY_QUERY_REPLY,
+					   "QueryReply", &r);
 	fy_frame_free(r);
 	return rc < 0 ? fy_err_wrap(rc, "keeping the repository session") : 0;
 }
@@ -519,8 +601,9 @@ static int wire_commit(void *impl, const uint8_t *vm_config, size_t len,
 	f.commit = &c;
 	rc = fy_conn_send(w->conn, &f);
 	if (rc == 0)
-		rc = fy_client_recv_expect(w->conn, FERRY__FRAME__BODY_COMMITTED,
-				 "Committed", &r);
+		rc = fy_client_recv_expect(w->conn,
+					   FERRY__FRAME__BODY_COMMITTED,
+					   "Committed", &r);
 	if (rc < 0)
 		return fy_err_wrap(rc, "commit");
 	snprintf(id, idlen, "%s", r->committed->backup_id);

@@ -86,16 +86,27 @@ struct fy_session;
 
 /* Called for every digest asked with fy_session_have, in order of the
  * replies: missing means the caller must put it (no put of that digest
- * has been made since the query went out). It may put and map. */
+ * has been made since the query went out). It may put and map, never
+ * ask (have, have_flush): a put may read further replies and so call it
+ * again, at most FY_SESSION_DEPTH deep, and the query being answered
+ * must stay where it is meanwhile. */
 typedef int (*fy_session_answer_cb)(void *opaque, void *tag, bool missing);
 
-/* A session over ops (impl is freed with it only by ops->free). */
+/* A session over ops. impl is freed with the session by ops->free (if
+ * set); when this fails, impl stays the caller's. */
 int fy_session_new(const struct fy_session_ops *ops, void *impl,
 		   struct fy_session **out);
 /* A session over a connection to ferry-repo (the connection is not
  * closed with it). */
 int fy_session_wire(struct fy_conn *conn, struct fy_session **out);
 void fy_session_free(struct fy_session *s);
+
+/*
+ * Every call below returns 0 or -errno with fy_err set. The first failure
+ * is sticky: the session is then good only for fy_session_fail and
+ * fy_session_free, and every other call returns that failure again
+ * (queries may be left unanswered, their tags no longer valid).
+ */
 
 /* BeginBackup: id gets the backup's id. */
 int fy_session_begin(struct fy_session *s, const struct fy_backup_begin *b,
@@ -133,5 +144,17 @@ int fy_session_keepalive(struct fy_session *s);
 int fy_session_commit(struct fy_session *s, const uint8_t *vm_config,
 		      size_t len, char *id, size_t idlen);
 void fy_session_fail(struct fy_session *s, int rc, const char *msg);
+
+/* What the session did, for tests and logs. */
+struct fy_session_counters {
+	uint64_t queries;        /* QueryBlocks sent */
+	uint64_t puts;
+	uint64_t forced_answers; /* replies read by a put to make room */
+	uint64_t forgotten;      /* puts forgotten when no room was left */
+	uint64_t not_resent;     /* "missing" answers turned into "present" */
+	uint64_t map_chunks;
+};
+void fy_session_counters(const struct fy_session *s,
+			 struct fy_session_counters *out);
 
 #endif

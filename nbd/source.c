@@ -5,9 +5,10 @@
  * batch engine keeps up to max_in_flight requests outstanding on its
  * connection and matches replies by cookie in any order. When the
  * connection drops, its requests go back on a queue, the connection is
- * reopened with exponential backoff and the requests are sent again; after reconnect_attempts tries
- * without a completed request the source gives up for good (a sticky
- * error, so a pipeline that keeps calling is not held up again).
+ * reopened with exponential backoff and the requests are sent again;
+ * after reconnect_attempts tries without a completed request the source
+ * gives up for good (a sticky error, so a pipeline that keeps calling is
+ * not held up again).
  *
  * A server that breaks the protocol (-EPROTO) is not retried: the reply
  * stream can no longer be trusted, the failing batch ends with the

@@ -28,11 +28,14 @@
 #include "tests/unit/check.h"
 
 #define BS (64u << 10)
-#define NBLK 300
+#define NBLK 2000
 #define TAIL 1000 /* a short last block */
 #define SIZE ((uint64_t)NBLK * BS + TAIL)
 #define NB (NBLK + 1)
 #define PENDING_MAX 64
+/* What the session remembers of puts made while queries are in flight
+ * (agent/session.c RECENT_MAX). */
+#define RECENT_TEST (FY_SESSION_DEPTH * FY_SESSION_BATCH)
 
 static char dir[256], repo_dir[512], data_path[512];
 static uint8_t *data; /* the disk's content */
@@ -42,6 +45,7 @@ static uint8_t *data; /* the disk's content */
 struct pending {
 	uint64_t seq;
 	unsigned n;
+	bool flushed; /* on the wire: a reply can come */
 	uint8_t missing[(FY_SESSION_BATCH + 7) / 8];
 };
 
@@ -125,6 +129,7 @@ static int mr_query(void *impl, uint64_t seq,
 	m->queries++;
 	p->seq = seq;
 	p->n = n;
+	p->flushed = false;
 	memset(p->missing, 0, sizeof(p->missing));
 	for (i = 0; i < n; i++) {
 		int r = fy_repo_session_exists(m->rs, digests[i]);
@@ -147,6 +152,11 @@ static int mr_reply(void *impl, uint64_t seq, unsigned n, uint8_t *missing)
 	if (!m->count || p->seq != seq || p->n != n)
 		return fy_err_set(-EPROTO, "reply %llu read out of order",
 				  (unsigned long long)seq);
+	/* Over the wire this would wait forever. */
+	if (!p->flushed)
+		return fy_err_set(-EDEADLK, "reply %llu awaited before its "
+				  "query was flushed",
+				  (unsigned long long)seq);
 	memcpy(missing, p->missing, (n + 7) / 8);
 	m->head = (m->head + 1) % PENDING_MAX;
 	m->count--;
@@ -164,7 +174,7 @@ static int mr_put(void *impl, const uint8_t *digest, uint32_t len,
 	int rc;
 
 	if (!plain)
-		return -ENOMEM;
+		return fy_err_set(-ENOMEM, "out of memory");
 	if (m->fail_put_after && !--m->fail_put_after) {
 		free(plain);
 		return fy_err_set(-ENOSPC, "repository: no space left "
@@ -177,7 +187,7 @@ static int mr_put(void *impl, const uint8_t *digest, uint32_t len,
 	for (i = 0; i < m->puts; i++)
 		if (!memcmp(m->put_digests[i], digest, FY_DIGEST_LEN))
 			m->duplicate_puts++;
-	if (m->puts < 4 * NB)
+	if (m->puts < 2 * NB)
 		memcpy(m->put_digests[m->puts], digest, FY_DIGEST_LEN);
 	m->puts++;
 	m->put_bytes += len;
@@ -195,7 +205,7 @@ static int mr_map(void *impl, uint32_t disk, uint64_t first,
 	int rc;
 
 	if (!d)
-		return -ENOMEM;
+		return fy_err_set(-ENOMEM, "out of memory");
 	if (first != m->next_first || n > m->map_max)
 		rc = fy_err_set(-EPROTO, "map chunk at %llu of %zu entries",
 				(unsigned long long)first, n);
@@ -227,8 +237,11 @@ static int mr_end_disk(void *impl, uint32_t disk)
 static int mr_flush(void *impl)
 {
 	struct mem_repo *m = impl;
+	unsigned i;
 
 	m->flushes++;
+	for (i = 0; i < m->count; i++)
+		m->q[(m->head + i) % PENDING_MAX].flushed = true;
 	return 0;
 }
 
@@ -290,7 +303,7 @@ static void mr_init(struct mem_repo *m, size_t map_max)
 {
 	memset(m, 0, sizeof(*m));
 	m->map_max = map_max;
-	m->put_digests = calloc(4 * NB, FY_DIGEST_LEN);
+	m->put_digests = calloc(2 * NB, FY_DIGEST_LEN);
 	CHECK(m->put_digests != NULL);
 	CHECK_RC(fy_repo_open(repo_dir, 0, &m->repo));
 }
@@ -391,14 +404,18 @@ struct run {
 	char msg[FY_ERR_MAX];
 	char id[FY_ID_MAX];
 	struct fy_disk_stats st;
+	struct fy_session_counters n;
 };
 
-/* One backup of the disk through a session over m. */
-static struct run backup(struct mem_repo *m, const struct fy_parent_map *pm,
-			 struct fy_source *src_in, atomic_bool *cancel)
+/* One backup of the disk (ndisks times, as disks 0, 1...) through a
+ * session over m; src_in (one disk only) instead of the file. */
+static struct run backup_n(struct mem_repo *m, unsigned ndisks,
+			   const struct fy_parent_map *pm,
+			   struct fy_source *src_in, atomic_bool *cancel)
 {
 	struct fy_backup_begin bb = {
-		.source = "disk", .kind = "file", .block_size = BS, .disks = 1,
+		.source = "disk", .kind = "file", .block_size = BS,
+		.disks = ndisks,
 	};
 	struct fy_pipeline_opts po = {
 		.block_size = BS, .compression_level = 3, .workers = 2,
@@ -406,66 +423,91 @@ static struct run backup(struct mem_repo *m, const struct fy_parent_map *pm,
 	};
 	struct fy_file_source_opts fo = { .queue_depth = 8 };
 	struct fy_session *s = NULL;
-	struct fy_source *src = src_in;
 	struct run r = { 0 };
+	unsigned k;
 
 	r.rc = fy_session_new(&mem_ops, m, &s);
-	if (r.rc == 0 && !src)
-		r.rc = fy_file_source_open(data_path, &fo, &src);
 	if (r.rc == 0)
 		r.rc = fy_session_begin(s, &bb, r.id, sizeof(r.id));
-	if (r.rc == 0)
-		r.rc = fy_pipeline_run(s, src, 0, "disk", &po, &r.st);
+	for (k = 0; k < ndisks && r.rc == 0; k++) {
+		struct fy_source *src = src_in;
+		struct fy_disk_stats st;
+
+		if (k)
+			r.rc = fy_session_keepalive(s);
+		if (r.rc == 0 && !src)
+			r.rc = fy_file_source_open(data_path, &fo, &src);
+		if (r.rc == 0)
+			r.rc = fy_pipeline_run(s, src, k, "disk", &po, &st);
+		if (src != src_in)
+			fy_source_close(src);
+		if (k == 0)
+			r.st = st;
+	}
 	if (r.rc == 0)
 		r.rc = fy_session_commit(s, NULL, 0, r.id, sizeof(r.id));
 	if (r.rc < 0) {
 		snprintf(r.msg, sizeof(r.msg), "%s", fy_err_msg());
 		fy_session_fail(s, r.rc, r.msg);
 	}
+	if (s)
+		fy_session_counters(s, &r.n);
 	fy_session_free(s);
-	fy_source_close(src);
+	fy_source_close(src_in);
 	return r;
 }
 
-/* The committed backup holds the disk: its map, and every block read
- * back from the repository. */
-static void check_backup(const char *id)
+static struct run backup(struct mem_repo *m, const struct fy_parent_map *pm,
+			 struct fy_source *src_in, atomic_bool *cancel)
+{
+	return backup_n(m, 1, pm, src_in, cancel);
+}
+
+/* The committed backup holds the disk (ndisks times): its map, and every
+ * block read back from the repository. */
+static void check_backup(const char *id, unsigned ndisks)
 {
 	struct fy_repo *repo = NULL;
 	struct fy_manifest *man = NULL;
 	uint8_t (*map)[FY_DIGEST_LEN] = calloc(NB, FY_DIGEST_LEN);
 	uint8_t *stored = malloc(FY_STORED_MAX), *plain = malloc(FY_BLOCK_MAX);
 	uint64_t i, bad = 0;
+	unsigned k;
 
+	CHECK(map && stored && plain);
 	CHECK_RC(fy_repo_open(repo_dir, 0, &repo));
 	CHECK_RC(fy_repo_backup_open(repo, id, &man));
 	if (!man || !map || !stored || !plain)
 		goto out;
-	CHECK(man->disk_count == 1 && man->disks[0].size == SIZE);
-	CHECK_RC(fy_manifest_read_map(man, 0, 0, NB, map));
-	for (i = 0; i < NB; i++) {
-		const uint8_t *b = data + i * BS;
-		uint8_t want[FY_DIGEST_LEN];
-		enum fy_codec codec;
-		uint32_t psize;
-		size_t slen;
+	CHECK(man->disk_count == ndisks);
+	for (k = 0; k < ndisks && k < man->disk_count; k++) {
+		CHECK(man->disks[k].size == SIZE);
+		CHECK_RC(fy_manifest_read_map(man, k, 0, NB, map));
+		for (i = 0; i < NB; i++) {
+			const uint8_t *b = data + i * BS;
+			uint8_t want[FY_DIGEST_LEN];
+			enum fy_codec codec;
+			uint32_t psize;
+			size_t slen;
 
-		if (fy_is_zero(b, block_len(i))) {
-			bad += !fy_digest_is_hole(map[i]);
-			continue;
+			if (fy_is_zero(b, block_len(i))) {
+				bad += !fy_digest_is_hole(map[i]);
+				continue;
+			}
+			fy_sha256(b, block_len(i), want);
+			if (memcmp(want, map[i], FY_DIGEST_LEN)) {
+				bad++;
+				continue;
+			}
+			if (fy_repo_block_get(repo, map[i], &codec, &psize,
+					      stored, FY_STORED_MAX,
+					      &slen) < 0 ||
+			    psize != block_len(i) ||
+			    fy_block_decode(codec, stored, slen, psize, map[i],
+					    plain, FY_BLOCK_MAX) < 0 ||
+			    memcmp(plain, b, psize))
+				bad++;
 		}
-		fy_sha256(b, block_len(i), want);
-		if (memcmp(want, map[i], FY_DIGEST_LEN)) {
-			bad++;
-			continue;
-		}
-		if (fy_repo_block_get(repo, map[i], &codec, &psize, stored,
-				      FY_STORED_MAX, &slen) < 0 ||
-		    psize != block_len(i) ||
-		    fy_block_decode(codec, stored, slen, psize, map[i], plain,
-				    FY_BLOCK_MAX) < 0 ||
-		    memcmp(plain, b, psize))
-			bad++;
 	}
 	if (bad)
 		fprintf(stderr, "%llu blocks of backup %s differ from the "
@@ -477,6 +519,122 @@ out:
 	free(plain);
 	fy_manifest_free(man);
 	fy_repo_close(repo);
+}
+
+/* Rewrites the file from data. */
+static void rewrite_disk(void)
+{
+	int fd = open(data_path, O_WRONLY);
+
+	CHECK(fd >= 0 && pwrite(fd, data, SIZE, 0) == (ssize_t)SIZE);
+	close(fd);
+}
+
+/* ---- the session alone ------------------------------------------------- */
+
+struct answers {
+	unsigned n, missing;
+	int fail_at; /* >0: the answer with this number fails */
+};
+
+static int count_answer(void *opaque, void *tag, bool missing)
+{
+	struct answers *a = opaque;
+
+	(void)tag;
+	a->n++;
+	a->missing += missing;
+	if (a->fail_at && a->n == (unsigned)a->fail_at)
+		return fy_err_set(-EIO, "the caller gave up (test)");
+	return 0;
+}
+
+/* A small block: 64 bytes made from i, stored raw. */
+static void small_block(uint64_t i, uint8_t b[64], uint8_t d[FY_DIGEST_LEN])
+{
+	unsigned k;
+
+	for (k = 0; k < 64; k++)
+		b[k] = (uint8_t)(i * 131 + k + 1);
+	memcpy(b, &i, sizeof(i));
+	fy_sha256(b, 64, d);
+}
+
+/*
+ * The rule for puts made while queries are in flight, driven directly:
+ * four full queries go out, then the 256 blocks they asked about are put
+ * before any reply is read. The session remembers each put (at most
+ * 4 x 64); the next put finds no room and reads every reply first, and
+ * each "missing" in them becomes "present", since the block went out
+ * after its query. Then a failure: it is sticky, and no later call
+ * reaches the repository.
+ */
+static void session_alone(void)
+{
+	struct fy_backup_begin bb = {
+		.source = "alone", .kind = "file", .block_size = BS, .disks = 1,
+	};
+	struct fy_disk_begin d = {
+		.index = 0, .label = "alone", .size = SIZE, .transport = "file",
+	};
+	struct fy_session_counters n;
+	struct answers a = { 0 };
+	struct fy_session *s = NULL;
+	struct mem_repo m;
+	uint8_t b[64], dg[FY_DIGEST_LEN];
+	char id[FY_ID_MAX];
+	uint64_t i, puts;
+	int rc;
+
+	mr_init(&m, 64);
+	CHECK_RC(fy_session_new(&mem_ops, &m, &s));
+	if (!s) {
+		mr_done(&m);
+		return;
+	}
+	CHECK_RC(fy_session_begin(s, &bb, id, sizeof(id)));
+	CHECK_RC(fy_session_begin_disk(s, &d, count_answer, &a));
+	for (i = 0; i < RECENT_TEST; i++) {
+		small_block(i, b, dg);
+		CHECK_RC(fy_session_have(s, dg, NULL));
+	}
+	CHECK(fy_session_outstanding(s) == FY_SESSION_DEPTH);
+	CHECK(fy_session_batched(s) == 0);
+	for (i = 0; i < RECENT_TEST; i++) {
+		small_block(i, b, dg);
+		CHECK_RC(fy_session_put(s, dg, 64, FY_CODEC_NONE, b, 64));
+	}
+	fy_session_counters(s, &n);
+	CHECK(n.forced_answers == 0 && a.n == 0);
+	small_block(RECENT_TEST, b, dg);
+	CHECK_RC(fy_session_put(s, dg, 64, FY_CODEC_NONE, b, 64));
+	fy_session_counters(s, &n);
+	CHECK(n.forced_answers == FY_SESSION_DEPTH);
+	CHECK(a.n == RECENT_TEST);
+	CHECK(a.missing == 0); /* all put after their query */
+	CHECK(n.not_resent == RECENT_TEST);
+	CHECK(n.forgotten == 0);
+	CHECK(fy_session_outstanding(s) == 0);
+
+	/* An answer the caller fails: the session stays failed. */
+	a.fail_at = (int)a.n + 3;
+	for (i = 1000; i < 1000 + FY_SESSION_BATCH; i++) {
+		small_block(i, b, dg);
+		CHECK_RC(fy_session_have(s, dg, NULL));
+	}
+	rc = fy_session_answer(s);
+	CHECK(rc == -EIO && strstr(fy_err_msg(), "gave up (test)"));
+	puts = m.puts;
+	small_block(2000, b, dg);
+	rc = fy_session_put(s, dg, 64, FY_CODEC_NONE, b, 64);
+	CHECK(rc == -EIO && strstr(fy_err_msg(), "gave up (test)"));
+	rc = fy_session_have(s, dg, NULL);
+	CHECK(rc == -EIO);
+	rc = fy_session_commit(s, NULL, 0, id, sizeof(id));
+	CHECK(rc == -EIO);
+	CHECK(m.puts == puts); /* nothing reached the repository */
+	fy_session_free(s);
+	mr_done(&m);
 }
 
 static int rm_one(const char *path, const struct stat *st, int flag,
@@ -521,11 +679,12 @@ int main(void)
 	CHECK(m.map_entries == NB && m.largest_chunk == 7);
 	CHECK(m.count == 0); /* every reply read */
 	CHECK(m.max_pending <= FY_SESSION_DEPTH);
-	CHECK(m.queries > 1);
+	CHECK(m.queries == r.n.queries && r.n.queries > 1);
 	CHECK(m.failed_rc == 0);
+	CHECK(r.n.forgotten == 0);
 	mr_done(&m);
 	if (r.rc == 0)
-		check_backup(r.id);
+		check_backup(r.id, 1);
 
 	/* The same disk again: nothing new to store. */
 	mr_init(&m, 16384);
@@ -537,7 +696,7 @@ int main(void)
 	CHECK(m.map_calls == 1);
 	mr_done(&m);
 	if (r2.rc == 0)
-		check_backup(r2.id);
+		check_backup(r2.id, 1);
 
 	/* An incremental: CBT says only blocks 10-19 changed; the others
 	 * take the parent's entries without being read. */
@@ -584,20 +743,41 @@ int main(void)
 		mr_done(&m);
 		fy_source_close(inner);
 		if (r2.rc == 0)
-			check_backup(r2.id);
+			check_backup(r2.id, 1);
 		fy_parent_map_free(&pm);
 	}
+
+	/* Without CBT, two disks: every 10th block changed, each new content
+	 * twice (blocks 20j+5 and 20j+15), so most of the disk is known.
+	 * Compressing on speculation stops once the answers say "present";
+	 * the new blocks are then compressed after their query, and a copy
+	 * asked while its twin is being compressed is not sent again. Disk 1
+	 * (the same file) is all known by then: the session's own blocks
+	 * count. The query numbers go on across the disks. */
+	for (i = 5; i < NBLK; i += 10) {
+		uint64_t j = i / 20, k;
+
+		for (k = 0; k < BS; k++)
+			data[i * BS + k] = (uint8_t)(k * 7 + j * 13 + 0x33);
+		memcpy(data + i * BS, &j, sizeof(j));
+	}
+	rewrite_disk();
+	mr_init(&m, 16384);
+	r = backup_n(&m, 2, NULL, NULL, NULL);
+	CHECK_RC(r.rc);
+	CHECK(m.puts == NBLK / 20);
+	CHECK(m.duplicate_puts == 0);
+	CHECK(m.map_entries == 2 * NB && m.map_calls == 2);
+	CHECK(r.n.not_resent + r.st.bytes_dedup / BS > 0);
+	mr_done(&m);
+	if (r.rc == 0)
+		check_backup(r.id, 2);
 
 	/* A repository that refuses a put: the disk fails with its
 	 * message, the caller tells the repository, nothing hangs. */
 	for (i = 0; i < NB; i++)
 		data[i * BS] ^= 0x5a; /* content the repository lacks */
-	{
-		int fd = open(data_path, O_WRONLY);
-
-		CHECK(fd >= 0 && pwrite(fd, data, SIZE, 0) == (ssize_t)SIZE);
-		close(fd);
-	}
+	rewrite_disk();
 	mr_init(&m, 64);
 	m.fail_put_after = 5;
 	r = backup(&m, NULL, NULL, NULL);
@@ -613,6 +793,7 @@ int main(void)
 	r = backup(&m, NULL, NULL, NULL);
 	CHECK(r.rc == -EPROTO);
 	CHECK(strstr(r.msg, "the reply went astray") != NULL);
+	CHECK(m.failed_rc == -EPROTO);
 	mr_done(&m);
 
 	/* Cancelled before anything: -ECANCELED, nothing stored. */
@@ -623,8 +804,11 @@ int main(void)
 		r = backup(&m, NULL, NULL, &cancel);
 		CHECK(r.rc == -ECANCELED);
 		CHECK(m.puts == 0);
+		CHECK(m.failed_rc == -ECANCELED);
 		mr_done(&m);
 	}
+
+	session_alone();
 
 	free(data);
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
