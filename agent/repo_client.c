@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libaio.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -363,6 +364,10 @@ int fy_client_list_one(struct fy_conn *conn, bool all_namespaces,
 _Static_assert(RESTORE_WRITE_MAX >= FY_BLOCK_MAX, "a block fits a write");
 /* A write's pieces are whole blocks (the disk's last may be shorter). */
 #define RESTORE_IOV_MAX (RESTORE_WRITE_MAX / FY_BLOCK_MIN + 1)
+/* Writes in flight on an O_DIRECT output (a hot-added disk, a regular
+ * file), through libaio: the device keeps working while the next write
+ * is gathered, as a SAN LUN or a virtual disk needs to reach its speed. */
+#define RESTORE_WRITE_DEPTH 4
 /* Decoded blocks in the ring at most, unless the workers need more. */
 #define RESTORE_RING_BYTES (64u << 20)
 /* How often the receiver, waiting for the writer, checks for
@@ -388,6 +393,20 @@ struct restore_slot {
 	char msg[FY_ERR_MAX];
 };
 
+/* A write of adjacent ring slots: the next n slots from the ring position
+ * first. With libaio it stays in flight until reaped. */
+struct restore_write {
+	struct iocb cb;
+	struct iovec iov[RESTORE_IOV_MAX];
+	int iovcnt;
+	uint64_t first;  /* ring position of its first slot */
+	unsigned n;      /* slots */
+	uint64_t index;  /* its first block, for messages */
+	uint64_t off, len, data, zeros;
+	bool done;
+	long res;        /* bytes written, or -errno */
+};
+
 struct restore {
 	struct fy_conn *conn;
 	int fd;
@@ -411,6 +430,14 @@ struct restore {
 	 * all out anyway). Off again for an unaligned write (the disk's short
 	 * last block) and wherever the file system refuses it. */
 	bool file_direct;
+	/* Writes in flight through libaio on O_DIRECT outputs (aio: set up
+	 * once io_setup worked; aio_on: new writes go through it); the
+	 * writer's own, in order of submission. An unaligned write waits for
+	 * them and goes the synchronous way. */
+	bool aio_ready, aio_on;
+	io_context_t aio;
+	struct restore_write *w;   /* RESTORE_WRITE_DEPTH, a ring */
+	unsigned w_head, w_count;
 	/* Or a writer of the caller's (restore-vm over NBD): no fd. */
 	const struct fy_restore_sink *sink;
 	double start, last;
@@ -431,9 +458,11 @@ struct restore {
 	pthread_t *threads;        /* the writer, then the workers */
 	unsigned nthreads;         /* started */
 	/* Ring positions counted from the start of the restore:
-	 * flushed <= claimed <= filled <= flushed + nslots. */
+	 * flushed <= claimed <= filled <= flushed + nslots, and
+	 * flushed <= submitted <= filled. */
 	uint64_t filled;           /* filled by the receiver */
 	uint64_t claimed;          /* taken by a worker, or zeros passed */
+	uint64_t submitted;        /* handed to a write (flushed..) */
 	uint64_t flushed;          /* written and free again */
 	bool stop;                 /* every thread: leave */
 	int error;                 /* a worker's or the writer's, the first */
@@ -525,8 +554,8 @@ static uint64_t slot_iov(const struct restore *r, const struct restore_slot *s,
 	return total;
 }
 
-/* O_DIRECT on or off for a regular file output; false when the file
- * system does not take it. */
+/* O_DIRECT on or off for a regular file or block device output; false
+ * when the file system does not take it. */
 static bool set_file_direct(struct restore *r, bool on)
 {
 	int fl = fcntl(r->fd, F_GETFL);
@@ -567,64 +596,206 @@ static int out_write(struct restore *r, struct iovec *iov, int iovcnt,
 	return fy_writev_all(r->fd, iov, iovcnt);
 }
 
+/* Gathers the ready slots from ring position submitted on that follow
+ * each other on the disk, up to one write, into w; 0 slots when the next
+ * is not decoded yet. The lock is held. */
+static void gather(struct restore *r, struct restore_write *w)
+{
+	const struct restore_slot *s = &r->slots[r->submitted % r->nslots];
+	uint64_t end;
+
+	w->first = r->submitted;
+	w->index = s->index;
+	w->off = s->index * r->block_size;
+	w->iovcnt = 0;
+	w->n = 0;
+	w->data = w->zeros = 0;
+	w->done = false;
+	end = w->off;
+	for (; r->submitted + w->n < r->filled; w->n++) {
+		const struct restore_slot *t =
+			&r->slots[(r->submitted + w->n) % r->nslots];
+		uint64_t t_off = t->index * r->block_size;
+
+		if (t->state != SLOT_READY || t_off != end ||
+		    (w->n && end - w->off + (t->count * r->block_size) >
+				     RESTORE_WRITE_MAX))
+			break;
+		end += slot_iov(r, t, w->iov, &w->iovcnt);
+		if (t->zeros)
+			w->zeros += end - t_off;
+		else
+			w->data += end - t_off;
+	}
+	w->len = end - w->off;
+}
+
+/* A write is done: its slots are free again, in ring order. The lock is
+ * held. */
+static void write_done(struct restore *r, const struct restore_write *w)
+{
+	unsigned i;
+
+	for (i = 0; i < w->n; i++)
+		r->slots[(w->first + i) % r->nslots].state = SLOT_FREE;
+	r->flushed += w->n;
+	/* Zeros the workers have not passed yet need no worker. */
+	if (r->claimed < r->flushed)
+		r->claimed = r->flushed;
+	r->written += w->data;
+	r->zeros_written += w->zeros;
+	pthread_cond_signal(&r->cond_free);
+}
+
+/* Waits for at least one write in flight (at most wait_ms, -1: until
+ * one ends), then frees the slots of those done at the head, in order.
+ * The lock is held, and dropped while waiting. */
+static void reap(struct restore *r, int wait_ms)
+{
+	struct io_event ev[RESTORE_WRITE_DEPTH];
+	struct timespec ts = { 0, (long)wait_ms * 1000000 };
+	int got, i;
+
+	pthread_mutex_unlock(&r->lock);
+	do {
+		got = io_getevents(r->aio, 1, RESTORE_WRITE_DEPTH, ev,
+				   wait_ms < 0 ? NULL : &ts);
+	} while (got == -EINTR && wait_ms < 0);
+	pthread_mutex_lock(&r->lock);
+	if (got < 0 && got != -EINTR) {
+		/* A valid context cannot fail; if it does, nothing in flight
+		 * can be trusted to end: stop, and keep the buffers (the
+		 * threads are joined, the ring freed only after the writer
+		 * leaves, which it does not while writes are in flight). */
+		ring_fail(r, got, "waiting for writes: %s", strerror(-got));
+		return;
+	}
+	for (i = 0; i < got; i++) {
+		struct restore_write *w = ev[i].data;
+
+		w->done = true;
+		w->res = (long)ev[i].res;
+	}
+	while (r->w_count && r->w[r->w_head].done) {
+		struct restore_write *w = &r->w[r->w_head];
+
+		if (w->res == -EINVAL && r->file_direct && !r->error) {
+			/* The file system took O_DIRECT, not this write: the
+			 * same bytes again, buffered from here on. */
+			int rc;
+
+			r->aio_on = false;
+			pthread_mutex_unlock(&r->lock);
+			rc = out_write(r, w->iov, w->iovcnt, w->off);
+			pthread_mutex_lock(&r->lock);
+			if (rc < 0)
+				ring_fail(r, rc, "block %" PRIu64 ": %s",
+					  w->index, fy_err_msg());
+			w->res = (long)w->len;
+		}
+		if (!r->error && w->res < 0)
+			ring_fail(r, (int)w->res, "block %" PRIu64 ": cannot "
+				  "write %" PRIu64 " bytes at %" PRIu64 ": %s",
+				  w->index, w->len, w->off,
+				  strerror((int)-w->res));
+		else if (!r->error && (uint64_t)w->res != w->len)
+			ring_fail(r, -EIO, "block %" PRIu64 ": %ld of %" PRIu64
+				  " bytes written at %" PRIu64, w->index,
+				  w->res, w->len, w->off);
+		else if (!r->error)
+			write_done(r, w);
+		r->w_head = (r->w_head + 1) % RESTORE_WRITE_DEPTH;
+		r->w_count--;
+	}
+}
+
+/* Starts w through libaio. The lock is held. */
+static int submit(struct restore *r, struct restore_write *w)
+{
+	struct iocb *cbs[1] = { &w->cb };
+	int rc;
+
+	io_prep_pwritev(&w->cb, r->fd, w->iov, w->iovcnt, (long long)w->off);
+	w->cb.data = w;
+	rc = io_submit(r->aio, 1, cbs);
+	if (rc == 1)
+		return 0;
+	return fy_err_set(rc < 0 ? rc : -EAGAIN, "cannot start a write of "
+			  "%" PRIu64 " bytes at %" PRIu64 ": %s", w->len,
+			  w->off, strerror(rc < 0 ? -rc : EAGAIN));
+}
+
+/* The writer: the ring's ready slots in order, adjacent ones in one
+ * write. With libaio, up to RESTORE_WRITE_DEPTH writes are in flight and
+ * the writer leaves only once none is (their buffers are the ring's). */
 static void *restore_writer(void *opaque)
 {
 	struct restore *r = opaque;
-	struct iovec iov[RESTORE_IOV_MAX];
+	struct restore_write sync_w;
 
 	pthread_mutex_lock(&r->lock);
-	while (!r->stop) {
-		struct restore_slot *s = &r->slots[r->flushed % r->nslots];
-		uint64_t off = s->index * r->block_size, end = off;
-		uint64_t data = 0, zeros = 0;
-		unsigned n, i;
-		int iovcnt = 0, rc;
+	for (;;) {
+		struct restore_slot *s = &r->slots[r->submitted % r->nslots];
+		struct restore_write *w;
+		bool ready = r->submitted < r->filled &&
+			     (s->state == SLOT_READY ||
+			      s->state == SLOT_FAILED);
+		int rc;
 
-		if (r->flushed == r->filled ||
-		    (s->state != SLOT_READY && s->state != SLOT_FAILED)) {
-			pthread_cond_wait(&r->cond_write, &r->lock);
+		if (r->stop && !r->w_count)
+			break;
+		if (r->stop || !ready ||
+		    (r->aio_on && r->w_count == RESTORE_WRITE_DEPTH)) {
+			if (r->w_count)
+				/* Room for another write: look again soon. */
+				reap(r, !r->stop && r->w_count <
+						     RESTORE_WRITE_DEPTH
+						? 1 : -1);
+			else
+				pthread_cond_wait(&r->cond_write, &r->lock);
 			continue;
 		}
 		if (s->state == SLOT_FAILED) {
 			ring_fail(r, s->rc, "block %" PRIu64 ": %s", s->index,
 				  s->msg);
-			break;
+			continue;
 		}
-		/* The ready slots at the head that follow each other on the
-		 * disk, up to one write. */
-		for (n = 0; r->flushed + n < r->filled; n++) {
-			const struct restore_slot *t =
-				&r->slots[(r->flushed + n) % r->nslots];
-			uint64_t t_off = t->index * r->block_size;
-
-			if (t->state != SLOT_READY || t_off != end ||
-			    (n && end - off + (t->count * r->block_size) >
-					  RESTORE_WRITE_MAX))
-				break;
-			end += slot_iov(r, t, iov, &iovcnt);
-			if (t->zeros)
-				zeros += end - t_off;
-			else
-				data += end - t_off;
+		w = r->aio_on ? &r->w[(r->w_head + r->w_count) %
+				      RESTORE_WRITE_DEPTH]
+			      : &sync_w;
+		gather(r, w);
+		if (r->aio_on &&
+		    ((w->off | w->len) & (FILE_DIRECT_ALIGN - 1)) == 0) {
+			rc = submit(r, w);
+			if (rc < 0) {
+				ring_fail(r, rc, "block %" PRIu64 ": %s",
+					  w->index, fy_err_msg());
+				continue;
+			}
+			r->submitted += w->n;
+			r->w_count++;
+			continue;
 		}
+		/* Synchronous: after every write in flight (an unaligned
+		 * one may turn O_DIRECT off). */
+		while (r->w_count && !r->error)
+			reap(r, -1);
+		if (r->error)
+			continue;
+		if (w != &sync_w) {
+			sync_w = *w;
+			w = &sync_w;
+		}
+		r->submitted += w->n;
 		pthread_mutex_unlock(&r->lock);
-		rc = out_write(r, iov, iovcnt, off);
+		rc = out_write(r, w->iov, w->iovcnt, w->off);
 		pthread_mutex_lock(&r->lock);
 		if (rc < 0) {
-			ring_fail(r, rc, "block %" PRIu64 ": %s", s->index,
+			ring_fail(r, rc, "block %" PRIu64 ": %s", w->index,
 				  fy_err_msg());
-			break;
+			continue;
 		}
-		for (i = 0; i < n; i++)
-			r->slots[(r->flushed + i) % r->nslots].state =
-				SLOT_FREE;
-		r->flushed += n;
-		/* Zeros the workers have not passed yet need no worker. */
-		if (r->claimed < r->flushed)
-			r->claimed = r->flushed;
-		r->written += data;
-		r->zeros_written += zeros;
-		pthread_cond_signal(&r->cond_free);
+		write_done(r, w);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
@@ -757,7 +928,18 @@ static int ring_start(struct restore *r)
 	max = RESTORE_RING_BYTES / r->block_size;
 	if (max < workers + 2)
 		max = workers + 2;
-	r->nslots = 2 * workers + per_write;
+	if ((r->device || r->file_direct) && !r->sink) {
+		r->w = calloc(RESTORE_WRITE_DEPTH, sizeof(*r->w));
+		if (!r->w)
+			return fy_err_set(-ENOMEM, "out of memory");
+		if (io_setup(RESTORE_WRITE_DEPTH, &r->aio) == 0)
+			r->aio_ready = r->aio_on = true;
+		else
+			fy_debug("restore: io_setup failed; writing one "
+				 "write at a time");
+	}
+	r->nslots = 2 * workers + per_write *
+				  (r->aio_on ? RESTORE_WRITE_DEPTH : 1);
 	if (r->nslots > max)
 		r->nslots = max;
 	r->zeros_max = per_write;
@@ -781,8 +963,9 @@ static int ring_start(struct restore *r)
 	if (r->nthreads == 1)
 		return fy_err_set(-EAGAIN, "cannot start the restore's decode "
 				  "threads");
-	fy_debug("restore: %u decode workers, a ring of %u slots of %u bytes",
-		 r->nthreads - 1, r->nslots, r->block_size);
+	fy_debug("restore: %u decode workers, a ring of %u slots of %u bytes, "
+		 "%u write(s) in flight", r->nthreads - 1, r->nslots,
+		 r->block_size, r->aio_on ? RESTORE_WRITE_DEPTH : 1);
 	return 0;
 }
 
@@ -808,6 +991,11 @@ static void ring_stop(struct restore *r)
 	free(r->threads);
 	r->slots = NULL;
 	r->threads = NULL;
+	if (r->aio_ready)
+		io_destroy(r->aio);
+	r->aio_ready = r->aio_on = false;
+	free(r->w);
+	r->w = NULL;
 }
 
 /* What the output gets for an entry of a map chunk. */
@@ -984,6 +1172,10 @@ static int open_output(struct restore *r, const char *path)
 		/* A new disk reads as zeros: its holes need no write. */
 		r->zero_holes = !r->new_device;
 		r->seekable = r->new_device;
+		/* Whole blocks of 4 KiB from aligned buffers, several writes
+		 * in flight: O_DIRECT, past the page cache, as for a file. */
+		if (!r->device && r->block_size % FILE_DIRECT_ALIGN == 0)
+			set_file_direct(r, true);
 	} else if (S_ISREG(st.st_mode)) {
 		if (st.st_size && !r->overwrite)
 			return fy_err_set(-EEXIST, "%s exists; --force replaces "

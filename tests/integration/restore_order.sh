@@ -98,4 +98,45 @@ for out in file pipe; do
   head -c $((bad * bs)) "$img" | cmp - "$T/bad.prefix" >/dev/null ||
     fail "$out: what came before the bad block differs"
 done
+
+note "an O_DIRECT output is written through libaio, several writes in flight"
+"$FERRY" --config "$T/agent-1m.conf" --log-level 6 restore "${ids[1048576]}" --disk 0 \
+  --output "$T/aio.img" 2>"$T/aio.log"
+same_file "$T/d1048576.img" "$T/aio.img"
+grep -q "4 write(s) in flight" "$T/aio.log" ||
+  fail "a file output is not written through libaio: $(grep 'decode workers' "$T/aio.log")"
+
+if [[ $(id -u) -ne 0 ]] || ! command -v losetup >/dev/null || ! command -v mkfs.ext4 >/dev/null; then
+  echo "restore_order: SKIP of the block device and full file system cases (need root, losetup, mkfs.ext4)"
+  exit 77
+fi
+
+note "to a block device: O_DIRECT and libaio, the disk's bytes, holes written as zeros"
+size1m=$(stat -c %s "$T/d1048576.img")
+# 0xff everywhere, 2 to 3 MiB more than the disk, in whole MiB.
+python3 -c 'import sys; M = 1 << 20; open(sys.argv[1], "wb").write(b"\xff" * ((int(sys.argv[2]) // M + 3) * M))' \
+  "$T/dev.img" "$size1m"
+dev=$(losetup -f --show "$T/dev.img"); CLEANUP_CMDS+=("losetup -d $dev")
+"$FERRY" --config "$T/agent-1m.conf" --log-level 6 restore "${ids[1048576]}" --disk 0 \
+  --output "$dev" 2>"$T/dev.log"
+grep -q "4 write(s) in flight" "$T/dev.log" ||
+  fail "a block device is not written through libaio: $(grep 'decode workers' "$T/dev.log")"
+cmp -n "$size1m" "$T/d1048576.img" "$dev" >/dev/null || fail "the block device differs from the disk"
+# Past the disk, the device is left as it was.
+[[ $(tail -c 1048576 "$dev" | tr -d '\377' | wc -c) == 0 ]] || fail "the device was written past the disk"
+
+note "a file system that fills up: the restore fails naming the write, and ends"
+truncate -s 8M "$T/small.fs"
+mkfs.ext4 -q -F "$T/small.fs"
+mkdir "$T/small"
+mount -o loop "$T/small.fs" "$T/small"; CLEANUP_CMDS+=("umount $T/small")
+(( size1m > 8 * 1048576 )) || fail "the test disk ($size1m bytes) would fit the small file system"
+rc=0
+timeout 120 "$FERRY" --config "$T/agent-1m.conf" restore "${ids[1048576]}" --disk 0 \
+  --output "$T/small/r.img" 2>"$T/full.err" || rc=$?
+[[ $rc != 124 ]] || fail "the restore hung on a full file system"
+[[ $rc == 1 ]] || fail "a restore into a full file system: exit $rc: $(cat "$T/full.err")"
+grep -q "No space left on device" "$T/full.err" && grep -q "block [0-9]*" "$T/full.err" ||
+  fail "a full file system: $(cat "$T/full.err")"
+grep -q "Sanitizer" "$T/full.err" && fail "$(cat "$T/full.err")"
 echo "restore_order: OK"
