@@ -7,6 +7,14 @@
  * The trailer is the pack's own index: the repository index (index.c) is
  * rebuilt from the trailers whenever it is missing or damaged, so every
  * trailer is read as outside data, with every bound checked.
+ *
+ * A writer gathers its pack in a buffer of PACK_WBUF bytes and writes it
+ * with O_DIRECT, whole aligned pieces at a time: a backup's new data goes
+ * to the disk without being copied into the page cache, which took 40% of
+ * the repository's CPU on a 2-core VM (each new page-cache page is costly
+ * there). The last piece is padded to the alignment and the file cut back
+ * to its size before the sync. Where the file system refuses O_DIRECT the
+ * same buffer is written through the page cache.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +31,17 @@
 
 #include "image/image_private.h"
 
+/* A writer's buffer, and the alignment of its O_DIRECT writes. */
+#define PACK_WBUF (2u << 20)
+#define PACK_ALIGN 4096u
+
 struct fy_pack_writer {
 	int fd;
+	bool direct;   /* fd has O_DIRECT */
+	int broken;    /* a write failed: the pack is not usable */
+	uint8_t *buf;  /* PACK_WBUF bytes, aligned: the pack from boff on */
+	size_t blen;
+	uint64_t boff; /* a multiple of PACK_ALIGN */
 	char path[PATH_MAX];
 	uint8_t id[FY_PACK_ID_LEN];
 	uint64_t size; /* bytes written: the next entry's offset */
@@ -89,21 +106,27 @@ int fy_pack_create(const char *tmpdir, struct fy_pack_writer **out)
 		free(w);
 		return rc;
 	}
-	w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (posix_memalign((void **)&w->buf, PACK_ALIGN, PACK_WBUF)) {
+		free(w);
+		return fy_err_set(-ENOMEM, "pack: out of memory");
+	}
+	w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
+				      O_DIRECT, 0644);
+	w->direct = w->fd >= 0;
+	if (w->fd < 0 && errno == EINVAL)
+		w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			     0644);
 	if (w->fd < 0) {
 		rc = fy_err_set(-errno, "pack: create %s: %s", w->path,
 				strerror(errno));
+		free(w->buf);
 		free(w);
 		return rc;
 	}
 	memcpy(hdr, FY_PACK_MAGIC, 8);
 	fy_put_be32(hdr + 8, FY_PACK_VERSION);
-	rc = fy_write_all(w->fd, hdr, sizeof(hdr));
-	if (rc) {
-		fy_err_wrap(rc, "pack: write %s", w->path);
-		fy_pack_discard(w);
-		return rc;
-	}
+	memcpy(w->buf, hdr, sizeof(hdr));
+	w->blen = sizeof(hdr);
 	w->size = sizeof(hdr);
 	*out = w;
 	return 0;
@@ -124,6 +147,58 @@ bool fy_pack_writer_full(const struct fy_pack_writer *w)
 	return w->size >= FY_PACK_TARGET || w->count >= FY_PACK_ENTRIES_MAX;
 }
 
+/* Writes the buffer out: whole aligned pieces, or (last) all of it,
+ * padded to the alignment with O_DIRECT. */
+static int wbuf_write(struct fy_pack_writer *w, bool last)
+{
+	size_t n = last ? w->blen : w->blen & ~(size_t)(PACK_ALIGN - 1);
+	size_t out = n;
+	int rc;
+
+	if (w->direct && last && n % PACK_ALIGN) {
+		out = (n + PACK_ALIGN - 1) & ~(size_t)(PACK_ALIGN - 1);
+		memset(w->buf + n, 0, out - n);
+	}
+	rc = fy_pwrite_all(w->fd, w->buf, out, w->boff);
+	if (rc == -EINVAL && w->direct) {
+		/* The file system took the flag, not the write: through the
+		 * page cache from here on (the same bytes again). */
+		int fl = fcntl(w->fd, F_GETFL);
+
+		if (fl >= 0 && fcntl(w->fd, F_SETFL, fl & ~O_DIRECT) == 0) {
+			w->direct = false;
+			rc = fy_pwrite_all(w->fd, w->buf, n, w->boff);
+		}
+	}
+	if (rc) {
+		w->broken = rc;
+		return fy_err_wrap(rc, "pack: write %s", w->path);
+	}
+	memmove(w->buf, w->buf + n, w->blen - n);
+	w->blen -= n;
+	w->boff += n;
+	return 0;
+}
+
+/* Adds n bytes to the pack, writing the buffer out whenever it fills. */
+static int wbuf_put(struct fy_pack_writer *w, const void *p, size_t n)
+{
+	const uint8_t *from = p;
+
+	while (n) {
+		size_t k = PACK_WBUF - w->blen < n ? PACK_WBUF - w->blen : n;
+		int rc;
+
+		memcpy(w->buf + w->blen, from, k);
+		w->blen += k;
+		from += k;
+		n -= k;
+		if (w->blen == PACK_WBUF && (rc = wbuf_write(w, false)))
+			return rc;
+	}
+	return 0;
+}
+
 int fy_pack_append(struct fy_pack_writer *w,
 		   const uint8_t digest[FY_DIGEST_LEN], const void *hdr,
 		   size_t hdrlen, const void *data, size_t len)
@@ -132,6 +207,9 @@ int fy_pack_append(struct fy_pack_writer *w,
 	uint64_t objlen = (uint64_t)hdrlen + len;
 	int rc;
 
+	if (w->broken)
+		return fy_err_set(w->broken, "pack %s: an earlier write "
+				  "failed", w->path);
 	if (fy_pack_writer_full(w) || objlen > FY_PACK_OBJECT_MAX ||
 	    objlen < FY_BLOCK_HDR_LEN)
 		return fy_err_set(-EINVAL, "pack %s: an object of %" PRIu64
@@ -145,11 +223,11 @@ int fy_pack_append(struct fy_pack_writer *w,
 		w->entries = e;
 		w->cap = cap;
 	}
-	rc = fy_pwrite_all(w->fd, hdr, hdrlen, w->size);
+	rc = wbuf_put(w, hdr, hdrlen);
 	if (!rc && len)
-		rc = fy_pwrite_all(w->fd, data, len, w->size + hdrlen);
+		rc = wbuf_put(w, data, len);
 	if (rc)
-		return fy_err_wrap(rc, "pack: write %s", w->path);
+		return rc;
 	e = &w->entries[w->count++];
 	memcpy(e->digest, digest, FY_DIGEST_LEN);
 	e->offset = (uint32_t)w->size;
@@ -174,6 +252,11 @@ int fy_pack_finish_ex(struct fy_pack_writer *w, bool sync)
 
 	if (!t)
 		return fy_err_set(-ENOMEM, "pack: out of memory");
+	if (w->broken) {
+		free(t);
+		return fy_err_set(w->broken, "pack %s: an earlier write "
+				  "failed", w->path);
+	}
 	for (i = 0, p = t; i < w->count; i++, p += FY_PACK_ENTRY_LEN) {
 		memcpy(p, w->entries[i].digest, FY_DIGEST_LEN);
 		fy_put_be32(p + 32, w->entries[i].offset);
@@ -184,10 +267,18 @@ int fy_pack_finish_ex(struct fy_pack_writer *w, bool sync)
 	EVP_Digest(t, w->count * FY_PACK_ENTRY_LEN, p + 8, &dlen,
 		   EVP_sha256(), NULL);
 	memcpy(p + 40, FY_PACK_END_MAGIC, 8);
-	rc = fy_pwrite_all(w->fd, t, tlen, w->size);
+	rc = wbuf_put(w, t, tlen);
 	free(t);
-	/* Without sync, writeback starts now and the owner's fy_pack_sync
-	 * waits for it later: a backup's workers do not stall on it. */
+	if (!rc)
+		rc = wbuf_write(w, true);
+	if (rc)
+		return rc;
+	/* The last write was padded: the file ends where the pack does. */
+	if (ftruncate(w->fd, (off_t)(w->size + tlen)))
+		rc = -errno;
+	/* Without sync, writeback (of what did not go O_DIRECT) starts now
+	 * and the owner's fy_pack_sync waits for it later: a backup's
+	 * workers do not stall on it. */
 	if (!rc && (sync ? fdatasync(w->fd)
 			 : sync_file_range(w->fd, 0, 0,
 					   SYNC_FILE_RANGE_WRITE)))
@@ -251,6 +342,7 @@ void fy_pack_writer_free(struct fy_pack_writer *w)
 		return;
 	if (w->fd >= 0)
 		close(w->fd);
+	free(w->buf);
 	free(w->entries);
 	free(w);
 }

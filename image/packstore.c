@@ -452,8 +452,9 @@ static int pack_session_put(struct fy_store_session *ss,
 	struct pack_session *s = (struct pack_session *)ss;
 	int rc = 0;
 
-	/* Appends are page-cache copies; the fdatasync of a full pack is
-	 * the one slow step, once per FY_PACK_TARGET bytes. */
+	/* Appends are copies into the pack's buffer and, every 2 MiB, one
+	 * O_DIRECT write of it (pack.c); the pack's sync waits for the
+	 * commit. */
 	pthread_mutex_lock(&s->lock);
 	if (s->committed)
 		rc = fy_err_set(-EINVAL, "block put after the commit");
