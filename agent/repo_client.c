@@ -579,7 +579,12 @@ static int out_write(struct restore *r, struct iovec *iov, int iovcnt,
 		for (k = 0; k < iovcnt; k++)
 			len += iov[k].iov_len;
 		if (((off | len) & (FILE_DIRECT_ALIGN - 1)) == 0) {
-			rc = fy_pwritev_all(r->fd, iov, iovcnt, off);
+			/* On a copy: a partial write advances the iovs, and
+			 * the retry below starts from the first byte. */
+			struct iovec copy[RESTORE_IOV_MAX];
+
+			memcpy(copy, iov, (size_t)iovcnt * sizeof(*iov));
+			rc = fy_pwritev_all(r->fd, copy, iovcnt, off);
 			if (rc != -EINVAL)
 				return rc;
 		}
@@ -663,11 +668,15 @@ static void reap(struct restore *r, int wait_ms)
 	} while (got == -EINTR && wait_ms < 0);
 	pthread_mutex_lock(&r->lock);
 	if (got < 0 && got != -EINTR) {
-		/* A valid context cannot fail; if it does, nothing in flight
-		 * can be trusted to end: stop, and keep the buffers (the
-		 * threads are joined, the ring freed only after the writer
-		 * leaves, which it does not while writes are in flight). */
+		/* A valid context cannot fail. If it does: stop, and let
+		 * io_destroy wait for what is in flight (the ring's buffers)
+		 * before the writer leaves. */
 		ring_fail(r, got, "waiting for writes: %s", strerror(-got));
+		pthread_mutex_unlock(&r->lock);
+		io_destroy(r->aio);
+		pthread_mutex_lock(&r->lock);
+		r->aio_ready = r->aio_on = false;
+		r->w_count = 0;
 		return;
 	}
 	for (i = 0; i < got; i++) {
@@ -679,14 +688,38 @@ static void reap(struct restore *r, int wait_ms)
 	while (r->w_count && r->w[r->w_head].done) {
 		struct restore_write *w = &r->w[r->w_head];
 
-		if (w->res == -EINVAL && r->file_direct && !r->error) {
-			/* The file system took O_DIRECT, not this write: the
-			 * same bytes again, buffered from here on. */
-			int rc;
+		if (!r->error &&
+		    ((w->res == -EINVAL && !r->device) ||
+		     (w->res >= 0 && (uint64_t)w->res < w->len))) {
+			/* A file or block device that took O_DIRECT but not
+			 * this write: the same bytes again, buffered from here
+			 * on (out_write turns O_DIRECT off). A short write:
+			 * the rest, which either completes or says why not.
+			 * The slots are the writer's until write_done. */
+			uint64_t skip = w->res > 0 ? (uint64_t)w->res : 0;
+			struct iovec iov[RESTORE_IOV_MAX];
+			int k = 0, n = 0, rc;
 
-			r->aio_on = false;
+			for (; k < w->iovcnt; k++) {
+				size_t l = w->iov[k].iov_len;
+
+				if (skip >= l) {
+					skip -= l;
+					continue;
+				}
+				iov[n].iov_base = (uint8_t *)w->iov[k].iov_base +
+						  skip;
+				iov[n++].iov_len = l - skip;
+				skip = 0;
+			}
+			if (w->res == -EINVAL)
+				r->aio_on = false;
 			pthread_mutex_unlock(&r->lock);
-			rc = out_write(r, w->iov, w->iovcnt, w->off);
+			if (w->res == -EINVAL)
+				rc = out_write(r, iov, n, w->off);
+			else
+				rc = fy_pwritev_all(r->fd, iov, n,
+						    w->off + (uint64_t)w->res);
 			pthread_mutex_lock(&r->lock);
 			if (rc < 0)
 				ring_fail(r, rc, "block %" PRIu64 ": %s",
