@@ -81,7 +81,6 @@ struct pipeline {
 	struct fy_source *src;
 	const struct fy_pipeline_opts *opts;
 	struct fy_session *sess;
-	uint32_t disk;
 	uint64_t nblocks;
 	size_t block_size;
 
@@ -535,6 +534,8 @@ static int on_answer(void *opaque, void *tag, bool missing)
 	bool speculate;
 	int rc;
 
+	/* missing is the session's answer: a block put since its query went
+	 * out counts as present, here as for sending. */
 	p->recent_missing = p->recent_missing * 7 / 8 + (missing ? 32 : 0);
 	/* recent_missing is a moving average scaled to 256: speculate while
 	 * more than half of the recent blocks were new. */
@@ -707,7 +708,7 @@ int fy_pipeline_run(struct fy_session *sess, struct fy_source *src,
 		.disk_id = opts->disk_id,
 	};
 	struct pipeline p = {
-		.src = src, .opts = opts, .sess = sess, .disk = disk_index,
+		.src = src, .opts = opts, .sess = sess,
 		.block_size = opts->block_size, .st = st,
 	};
 	unsigned nworkers = opts->workers ? opts->workers : 2;
