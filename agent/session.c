@@ -568,16 +568,10 @@ static int wire_flush(void *impl)
 static int wire_keepalive(void *impl)
 {
 	struct wire *w = impl;
-	Ferry__Frame f = FERRY__FRAME__INIT;
-	Ferry__QueryBlocks q = FERRY__QUERY_BLOCKS__INIT;
 	fy_frame *r = NULL;
-	int rc;
-
 	/* An empty query: the repository answers it in any state. */
-	q.seq = UINT64_MAX;
-	f.body_case = FERRY__FRAME__BODY_QUERY_BLOCKS;
-	f.query_blocks = &q;
-	rc = fy_conn_send(w->conn, &f);
+	int rc = wire_query(impl, UINT64_MAX, NULL, 0);
+
 	if (rc == 0)
 		rc = fy_client_recv_expect(w->conn,
 					   FERRY__FRAME__BODY_QUERY_REPLY,

@@ -650,8 +650,11 @@ int main(void)
 	struct run r, r2;
 	unsigned distinct;
 	uint64_t zero_bytes = 0, i;
+	const char *base = getenv("TMPDIR");
 
-	snprintf(dir, sizeof(dir), "/tmp/ferry-test-pipeline-XXXXXX");
+	/* mkdtemp's template: it fills in the Xs. */
+	snprintf(dir, sizeof(dir), "%s/ferry-test-pipeline-XXXXXX",
+		 base && *base ? base : "/tmp");
 	if (!mkdtemp(dir)) {
 		perror("mkdtemp");
 		return 1;
