@@ -8,6 +8,12 @@
  * export runs where the admin needs it. Every block is re-hashed before
  * it is served; one that does not match is an EIO on that read, never
  * wrong bytes. A bounded cache of decoded blocks keeps re-reads local.
+ *
+ * The costs a read avoids: a Block is decoded straight from the
+ * connection's receive buffer (fy_conn_recv_block), a structured reply is
+ * sent straight from the pinned cache slot (mount_lend), and a read that
+ * waits for a block another read is loading sleeps on that slot's own
+ * condition, so a loaded block wakes only its readers.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,9 +34,9 @@
 #define POOL_MAX 8
 /* Reads served at once per NBD client: with several in flight a client's
  * fetches overlap their network waits with other reads' decoding. */
-#define NBD_WORKERS 8
+#define NBD_WORKERS 16
 /* Blocks a fetching read asks for past its own end. */
-#define READ_AHEAD 2
+#define READ_AHEAD 4
 
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
 
@@ -40,6 +46,9 @@ struct slot {
 	unsigned refs;          /* reads that need it: not evicted */
 	uint64_t stamp;         /* last use, for eviction */
 	uint8_t *data;          /* block_size bytes, decoded and verified */
+	/* Told when a LOADING slot is loaded or lost: only the reads
+	 * waiting for this block wake. */
+	pthread_cond_t done;
 };
 
 struct mount {
@@ -53,7 +62,10 @@ struct mount {
 	/* The cache and the pool's bookkeeping; never held over the
 	 * network or a decode. */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;    /* a slot loaded or freed, a connection back */
+	/* Reads waiting for slots to come free; told only when some wait. */
+	pthread_cond_t cond;
+	unsigned space_waiters;
+	pthread_cond_t pool_cond; /* a connection back */
 	struct fy_conn *pool[POOL_MAX]; /* NULL: connect when taken */
 	bool pool_busy[POOL_MAX];
 	struct slot *slots;
@@ -128,7 +140,7 @@ static int pool_take(struct mount *m, int *which)
 			;
 		if (i < POOL_MAX)
 			break;
-		pthread_cond_wait(&m->cond, &m->lock);
+		pthread_cond_wait(&m->pool_cond, &m->lock);
 	}
 	m->pool_busy[i] = true;
 	pthread_mutex_unlock(&m->lock);
@@ -146,7 +158,7 @@ static int pool_take(struct mount *m, int *which)
 	if (rc < 0) {
 		pthread_mutex_lock(&m->lock);
 		m->pool_busy[i] = false;
-		pthread_cond_broadcast(&m->cond);
+		pthread_cond_signal(&m->pool_cond);
 		pthread_mutex_unlock(&m->lock);
 		return rc;
 	}
@@ -164,7 +176,7 @@ static void pool_give(struct mount *m, int i, bool broken)
 	}
 	pthread_mutex_lock(&m->lock);
 	m->pool_busy[i] = false;
-	pthread_cond_broadcast(&m->cond);
+	pthread_cond_signal(&m->pool_cond);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -175,7 +187,9 @@ static void loaded(struct mount *m, struct slot *s, bool ok)
 	pthread_mutex_lock(&m->lock);
 	s->state = ok ? SLOT_READY : SLOT_EMPTY;
 	m->fetched += ok;
-	pthread_cond_broadcast(&m->cond);
+	pthread_cond_broadcast(&s->done);
+	if (m->space_waiters)
+		pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -218,41 +232,52 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 		for (k = 0; rc == 0 && k < batch; k++) {
 			struct slot *s = slots[done + k];
 			uint32_t want = block_len(m, s->index);
+			struct fy_block_view v;
 			fy_frame *b = NULL;
 			char hex[FY_DIGEST_HEX];
 			bool ok = false;
 			int brc = 0;
 
-			rc = fy_conn_recv(m->pool[c], &b);
+			/* Read in place: decoded straight from the
+			 * connection's buffer, no copy of the block. */
+			rc = fy_conn_recv_block(m->pool[c], &v, &b);
 			if (rc < 0)
 				break;
-			if (b->body_case == FERRY__FRAME__BODY_ERROR) {
+			if (rc == 0 && b->body_case == FERRY__FRAME__BODY_BLOCK) {
+				/* Another encoding, decoded by protobuf-c. */
+				fy_block_view_of(b->block, &v);
+				rc = 1;
+			}
+			if (rc == 0 &&
+			    b->body_case == FERRY__FRAME__BODY_ERROR) {
 				rc = fy_err_set(b->error->code < 0
 							? b->error->code
 							: -EIO,
 						"repository: %s",
 						b->error->message);
-			} else if (b->body_case != FERRY__FRAME__BODY_BLOCK ||
-				   b->block->digest.len != FY_DIGEST_LEN ||
-				   memcmp(b->block->digest.data, bins[k].data,
-					  FY_DIGEST_LEN)) {
+			} else if (rc == 0) {
 				rc = fy_err_set(-EPROTO, "repository sent %s "
-						"for another block",
-						fy_frame_name(b));
-			} else if (b->block->plain_size != want) {
+						"for a block", fy_frame_name(b));
+			} else if (memcmp(v.digest, bins[k].data,
+					  FY_DIGEST_LEN)) {
+				rc = fy_err_set(-EPROTO, "repository sent "
+						"another block");
+			} else if (v.plain_size != want) {
+				rc = 0;
 				fy_hex(bins[k].data, FY_DIGEST_LEN, hex);
 				brc = fy_err_set(-EIO, "block %s is %u bytes, "
-						 "not %u", hex,
-						 b->block->plain_size, want);
+						 "not %u", hex, v.plain_size,
+						 want);
 			} else {
 				/* Decoding re-hashes: a corrupt block is an
 				 * error for the reads that need it, and the
 				 * stream stays in order. */
-				brc = fy_block_decode(
-					(enum fy_codec)b->block->codec,
-					b->block->data.data, b->block->data.len,
-					b->block->plain_size, bins[k].data,
-					s->data, m->block_size);
+				rc = 0;
+				brc = fy_block_decode((enum fy_codec)v.codec,
+						      v.data, v.data_len,
+						      v.plain_size,
+						      bins[k].data, s->data,
+						      m->block_size);
 				if (brc == 0)
 					ok = true;
 				else
@@ -297,23 +322,36 @@ static bool loaded_here(struct slot *const *load, size_t n,
 	return false;
 }
 
-static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
+/* Drops the pins of blocks first.. (nb of them; NULL for holes). */
+static void unpin_blocks(struct mount *m, struct slot **pin, size_t nb)
 {
-	struct mount *m = opaque;
-	uint64_t first = offset / m->block_size;
-	uint64_t last = (offset + len - 1) / m->block_size;
-	size_t nb = (size_t)(last - first + 1), mine = 0, own, k;
-	struct slot **pin = calloc(nb, sizeof(*pin));
-	struct slot **load = calloc(nb + READ_AHEAD, sizeof(*load));
-	uint64_t i, pos = offset, end = offset + len;
-	uint8_t *out = buf;
+	size_t k;
+
+	pthread_mutex_lock(&m->lock);
+	for (k = 0; k < nb; k++)
+		if (pin[k])
+			pin[k]->refs--;
+	if (m->space_waiters)
+		pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Pins blocks first..last (pin[i - first]; NULL for a hole), each READY:
+ * fetched, or waited for while another read fetches it. On failure
+ * nothing stays pinned and the error names the block. */
+static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
+		      struct slot **pin)
+{
+	size_t nb = (size_t)(last - first + 1), mine = 0, own;
+	struct slot *load_small[1 + READ_AHEAD];
+	struct slot **load = nb == 1 ? load_small
+				     : calloc(nb + READ_AHEAD, sizeof(*load));
+	uint64_t i, k;
 	int rc = 0, frc = 0;
 
-	if (!pin || !load) {
-		free(pin);
-		free(load);
+	if (!load)
 		return fy_err_set(-ENOMEM, "out of memory");
-	}
+	memset(pin, 0, nb * sizeof(*pin));
 	/* Pin every block of the read at once: cached or loading ones are
 	 * shared, missing ones get a slot this read loads. A read fits the
 	 * cache (mount_run sizes it so); when too many slots are pinned by
@@ -327,7 +365,9 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 				need++;
 		if (need <= cache_free_slots(m))
 			break;
+		m->space_waiters++;
 		pthread_cond_wait(&m->cond, &m->lock);
+		m->space_waiters--;
 	}
 	for (i = first; i <= last; i++) {
 		struct slot *s;
@@ -384,7 +424,7 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 
 		while (s) {
 			while (s->state == SLOT_LOADING)
-				pthread_cond_wait(&m->cond, &m->lock);
+				pthread_cond_wait(&s->done, &m->lock);
 			if (s->state == SLOT_READY && s->index == i)
 				break;
 			if (!again && !loaded_here(load, own, s)) {
@@ -409,6 +449,27 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 	}
 	pthread_mutex_unlock(&m->lock);
 
+	if (load != load_small)
+		free(load);
+	if (rc < 0)
+		unpin_blocks(m, pin, nb);
+	return rc;
+}
+
+static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
+{
+	struct mount *m = opaque;
+	uint64_t first = offset / m->block_size;
+	uint64_t last = (offset + len - 1) / m->block_size;
+	size_t nb = (size_t)(last - first + 1);
+	struct slot **pin = calloc(nb, sizeof(*pin));
+	uint64_t i, pos = offset, end = offset + len;
+	uint8_t *out = buf;
+	int rc;
+
+	if (!pin)
+		return fy_err_set(-ENOMEM, "out of memory");
+	rc = pin_blocks(m, first, last, pin);
 	/* Pinned slots stay as they are: copied without the lock. */
 	for (i = first; rc == 0 && i <= last; i++) {
 		uint64_t bstart = i * m->block_size;
@@ -425,19 +486,48 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 		out += n;
 		pos += n;
 	}
-
-	pthread_mutex_lock(&m->lock);
-	for (k = 0; k < nb; k++)
-		if (pin[k])
-			pin[k]->refs--;
-	pthread_cond_broadcast(&m->cond);
-	pthread_mutex_unlock(&m->lock);
+	if (rc == 0)
+		unpin_blocks(m, pin, nb);
 	free(pin);
-	free(load);
 	if (rc < 0)
 		fy_warn("mount: read of %u bytes at %" PRIu64 ": %s", len,
 			offset, fy_err_msg());
 	return rc;
+}
+
+/* A read's data straight from its cache slot (the NBD server sends the
+ * reply from it): the bytes at offset up to the end of their block. */
+static int mount_lend(void *opaque, uint64_t offset, uint32_t len,
+		      const uint8_t **data, uint32_t *lent, void **token)
+{
+	struct mount *m = opaque;
+	uint64_t i = offset / m->block_size;
+	uint64_t from = offset - i * m->block_size;
+	uint64_t n = block_len(m, i) - from;
+	struct slot *s = NULL;
+	int rc;
+
+	rc = pin_blocks(m, i, i, &s);
+	if (rc == 0 && !s) {
+		/* The server asks for data runs only. */
+		rc = fy_err_set(-EIO, "block %" PRIu64 " is a hole", i);
+	} else if (rc == 0) {
+		*data = s->data + from;
+		*lent = (uint32_t)(n < len ? n : len);
+		*token = s;
+		return 0;
+	}
+	fy_warn("mount: read of %u bytes at %" PRIu64 ": %s", len, offset,
+		fy_err_msg());
+	return rc;
+}
+
+static void mount_release(void *opaque, void *token)
+{
+	struct slot *s = token;
+
+	if (s)
+		unpin_blocks(opaque, &s, 1);
 }
 
 static int mount_extent(void *opaque, uint64_t offset, uint64_t len,
@@ -495,7 +585,9 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 		.ready_opaque = (void *)o,
 	};
 	const struct fy_nbd_export_ops ops = { .read = mount_read,
-					       .extent = mount_extent };
+					       .extent = mount_extent,
+					       .lend = mount_lend,
+					       .release = mount_release };
 	struct sigaction sa = { .sa_handler = on_signal };
 	uint64_t cache_bytes;
 	unsigned i;
@@ -503,6 +595,7 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 
 	pthread_mutex_init(&m.lock, NULL);
 	pthread_cond_init(&m.cond, NULL);
+	pthread_cond_init(&m.pool_cond, NULL);
 	rc = fy_repo_connect(s, "ferry " FERRY_VERSION, &m.pool[0], NULL, 0);
 	if (rc < 0)
 		return rc;
@@ -529,6 +622,8 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 		rc = fy_err_set(-ENOMEM, "out of memory");
 		goto out;
 	}
+	for (i = 0; i < m.n_slots; i++)
+		pthread_cond_init(&m.slots[i].done, NULL);
 	for (i = 0; i < m.n_slots; i++) {
 		m.slots[i].data = malloc(m.block_size);
 		if (!m.slots[i].data) {
@@ -559,9 +654,14 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 out:
 	/* fy_nbd_serve waited for every client thread: nothing uses the
 	 * cache or the connections any more. */
-	for (i = 0; m.slots && i < m.n_slots; i++)
+	for (i = 0; m.slots && i < m.n_slots; i++) {
 		free(m.slots[i].data);
+		pthread_cond_destroy(&m.slots[i].done);
+	}
 	free(m.slots);
+	pthread_cond_destroy(&m.pool_cond);
+	pthread_cond_destroy(&m.cond);
+	pthread_mutex_destroy(&m.lock);
 	fy_parent_map_free(&m.map);
 	for (i = 0; i < POOL_MAX; i++)
 		fy_conn_close(m.pool[i]);

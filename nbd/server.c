@@ -9,7 +9,9 @@
  * (fy_nbd_server_opts.workers) serve them, so that a client with many
  * requests in flight (nbdcopy keeps 64) has several reads fetched and
  * decoded at once. Replies go out as they are ready (the protocol allows
- * any order), one chunk at a time under the client's write lock. Under
+ * any order), one chunk at a time under the client's write lock. An
+ * export that lends its data (fy_nbd_export_ops.lend) has structured
+ * replies sent straight from it, a chunk per loan, with no copy. Under
  * TLS the socket is non-blocking in transmission and every SSL call is
  * made under a lock, since an SSL object is not for two threads at once.
  *
@@ -709,10 +711,11 @@ static int error_reply(struct client *c, uint64_t handle, uint32_t err,
 }
 
 /* A read: structured, holes go as OFFSET_HOLE chunks and data as
- * OFFSET_DATA; simple, everything as bytes. */
-/* A read into buf (cap bytes). A simple reply needs the whole read at
- * once (cap >= len); structured replies send data runs of at most cap
- * bytes each, so a worker never holds more than WORKER_BUF_KEEP. */
+ * OFFSET_DATA; simple, everything as bytes. A simple reply is read into
+ * buf whole (cap >= len). A structured one sends each data run from the
+ * export's loans when it lends (buf unused), else read into buf in runs
+ * of at most cap bytes, so a worker never holds more than
+ * WORKER_BUF_KEEP. */
 static int do_read(struct client *c, uint8_t *buf, size_t cap,
 		   uint64_t handle, uint64_t off, uint32_t len)
 {
@@ -735,7 +738,7 @@ static int do_read(struct client *c, uint8_t *buf, size_t cap,
 		if (rc < 0 || run == 0 || run > end - pos)
 			return error_reply(c, handle, NBD_EIO,
 					   rc < 0 ? fy_err_msg() : "bad extent");
-		if (!hole && run > cap)
+		if (!hole && !ops->lend && run > cap)
 			run = cap;
 		last = pos + run == end;
 		put64(p, pos);
@@ -743,6 +746,30 @@ static int do_read(struct client *c, uint8_t *buf, size_t cap,
 			put32(p + 8, (uint32_t)run);
 			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
 				   NBD_REPLY_TYPE_OFFSET_HOLE, p, 12, NULL, 0);
+		} else if (ops->lend) {
+			const uint8_t *data = NULL;
+			uint32_t lent = 0;
+			void *token = NULL;
+
+			rc = ops->lend(c->srv->opaque, pos, (uint32_t)run,
+				       &data, &lent, &token);
+			if (rc == 0 && (lent == 0 || lent > run)) {
+				ops->release(c->srv->opaque, token);
+				rc = fy_err_set(-EIO, "bad loan");
+			}
+			if (rc < 0) {
+				char msg[256];
+
+				snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+				return error_reply(c, handle, wire_error(rc),
+						   msg);
+			}
+			run = lent;
+			last = pos + run == end;
+			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
+				   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, data,
+				   lent);
+			ops->release(c->srv->opaque, token);
 		} else {
 			rc = ops->read(c->srv->opaque, pos, (uint32_t)run,
 				       buf);
@@ -815,14 +842,16 @@ static int serve(struct worker *w, const struct request *r)
 	struct client *c = w->c;
 	size_t need = r->type != NBD_CMD_READ
 			      ? 4 + 8 * (size_t)MAX_DESCRIPTORS
+		      : c->structured && c->srv->ops->lend
+			      ? 0 /* replies are sent from loans */
 		      : c->structured && r->len > WORKER_BUF_KEEP
 			      ? WORKER_BUF_KEEP
 			      : r->len;
-	bool temp;
-	uint8_t *buf = worker_buf(w, need, &temp);
+	bool temp = false;
+	uint8_t *buf = need ? worker_buf(w, need, &temp) : NULL;
 	int rc;
 
-	if (!buf)
+	if (need && !buf)
 		return error_reply(c, r->handle, NBD_ENOMEM, "out of memory");
 	if (r->type == NBD_CMD_READ)
 		rc = do_read(c, buf, need, r->handle, r->off, r->len);

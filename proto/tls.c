@@ -1142,6 +1142,27 @@ int fy_conn_send_tail(struct fy_conn *c, const uint8_t *head, size_t hlen,
 	return rc < 0 ? rc : flush_wbio(c);
 }
 
+int fy_conn_recv_block(struct fy_conn *c, struct fy_block_view *v,
+		       fy_frame **other)
+{
+	const uint8_t *body;
+	size_t len;
+	int rc = fy_conn_recv_body(c, FY_FRAME_MAX, &body, &len);
+
+	if (rc < 0)
+		return rc;
+	rc = fy_block_view_parse(body, len, v);
+	if (rc == 0)
+		rc = fy_frame_decode(body, len, other);
+	else if (rc > 0)
+		return 1;
+	if (rc < 0) {
+		c->rx_error = fy_err_wrap(rc, "from %s", c->peer);
+		return c->rx_error;
+	}
+	return 0;
+}
+
 int fy_conn_recv_body(struct fy_conn *c, size_t max, const uint8_t **body,
 		      size_t *len)
 {

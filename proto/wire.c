@@ -331,3 +331,117 @@ size_t fy_put_block_head(uint8_t *out, const uint8_t digest[FY_DIGEST_LEN],
 	}
 	return n;
 }
+
+/* ---- a Block frame read in place ------------------------------------- */
+
+/* A varint of at most max_bytes bytes at *p (< end); false if it is longer,
+ * runs past end, or is not the shortest form protobuf-c writes (a last
+ * byte of 0 after the first): those are left to protobuf-c. */
+static bool get_varint(const uint8_t **p, const uint8_t *end,
+		       unsigned max_bytes, uint64_t *v)
+{
+	const uint8_t *q = *p;
+	uint64_t x = 0;
+	unsigned i;
+
+	for (i = 0; i < max_bytes && q < end; i++) {
+		uint8_t b = *q++;
+
+		x |= (uint64_t)(b & 0x7f) << (7 * i);
+		if (!(b & 0x80)) {
+			if (i > 0 && b == 0)
+				return false;
+			*p = q;
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* One length-delimited field's bytes at *p: false past end. */
+static bool get_bytes(const uint8_t **p, const uint8_t *end,
+		      const uint8_t **data, size_t *len)
+{
+	uint64_t n;
+
+	if (!get_varint(p, end, 5, &n) || n > (uint64_t)(end - *p))
+		return false;
+	*data = *p;
+	*len = (size_t)n;
+	*p += n;
+	return true;
+}
+
+int fy_block_view_parse(const uint8_t *buf, size_t len,
+			struct fy_block_view *v)
+{
+	const uint8_t *p = buf, *end = buf + len, *body;
+	size_t blen;
+	uint64_t tag, x;
+	unsigned seen = 0;
+	ProtobufCBinaryData digest, data;
+
+	/* The frame: field 18 (block), length-delimited, and nothing else. */
+	if (!get_varint(&p, end, 2, &tag) ||
+	    tag != ((uint64_t)FERRY__FRAME__BODY_BLOCK << 3 | 2) ||
+	    !get_bytes(&p, end, &body, &blen) || p != end)
+		return 0;
+	memset(v, 0, sizeof(*v));
+	p = body;
+	end = body + blen;
+	while (p < end) {
+		unsigned field;
+
+		if (!get_varint(&p, end, 1, &tag))
+			return 0;
+		field = (unsigned)(tag >> 3);
+		/* Each known field once, in the form protobuf-c writes it;
+		 * anything else (unknown fields, a field twice, a wider
+		 * varint) goes to protobuf-c, which knows every rule. */
+		if (field < 1 || field > 4 || (seen & 1u << field))
+			return 0;
+		seen |= 1u << field;
+		switch (tag) {
+		case 1 << 3 | 2:
+			if (!get_bytes(&p, end, &v->digest, &v->digest_len))
+				return 0;
+			break;
+		case 2 << 3 | 0:
+			if (!get_varint(&p, end, 5, &x) || x > UINT32_MAX)
+				return 0;
+			v->plain_size = (uint32_t)x;
+			break;
+		case 3 << 3 | 0:
+			if (!get_varint(&p, end, 5, &x) || x > INT32_MAX)
+				return 0;
+			v->codec = (int)x;
+			break;
+		case 4 << 3 | 2:
+			if (!get_bytes(&p, end, &v->data, &v->data_len))
+				return 0;
+			break;
+		default:
+			return 0;
+		}
+	}
+	/* The bounds fy_frame_check puts on a decoded Block. */
+	digest.data = (uint8_t *)v->digest;
+	digest.len = v->digest_len;
+	data.data = (uint8_t *)v->data;
+	data.len = v->data_len;
+	if (check_block(digest, v->plain_size, (Ferry__Codec)v->codec, data,
+			"Block") < 0)
+		return -EBADMSG;
+	return 1;
+}
+
+void fy_block_view_of(const Ferry__Block *b, struct fy_block_view *v)
+{
+	v->digest = b->digest.data;
+	v->digest_len = b->digest.len;
+	v->plain_size = b->plain_size;
+	v->codec = (int)b->codec;
+	v->data = b->data.data;
+	v->data_len = b->data.len;
+}

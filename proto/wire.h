@@ -46,6 +46,25 @@ void fy_frame_free(fy_frame *f);
 /* Human name of the frame's body, for messages: "PutBlock". */
 const char *fy_frame_name(const fy_frame *f);
 
+/* A Block frame read in place: its fields point into the frame's bytes,
+ * so a block is decoded straight from the receive buffer, without
+ * protobuf-c's allocation and copy of its data. */
+struct fy_block_view {
+	const uint8_t *digest;
+	size_t digest_len;
+	uint32_t plain_size;
+	int codec;               /* Ferry__Codec */
+	const uint8_t *data;
+	size_t data_len;
+};
+/* 1: buf (one frame body) is a Block frame in the encoding protobuf-c
+ * writes, each field at most once and nothing else; *v is filled and
+ * checked as fy_frame_check checks a Block (-EBADMSG with a message when
+ * it fails). 0: any other frame or encoding; decode it with
+ * fy_frame_decode, which gives the same answer for it as for any frame. */
+int fy_block_view_parse(const uint8_t *buf, size_t len,
+			struct fy_block_view *v);
+
 /* A PutBlock frame's bytes before its data field's contents: what
  * protobuf-c would pack for Frame{put_block{digest, plain_size, codec,
  * data}} up to the data's first byte (the data, dlen bytes, follows). So
@@ -198,6 +217,14 @@ int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
  * valid until the next receive. */
 int fy_conn_recv_body(struct fy_conn *c, size_t max, const uint8_t **body,
 		      size_t *len);
+/* The view of a Block decoded by protobuf-c (pointing into it). */
+void fy_block_view_of(const Ferry__Block *b, struct fy_block_view *v);
+/* Flushes, then reads one frame: 1 and *v (valid until the next
+ * receive on c) for a Block frame read in place (fy_block_view_parse), 0
+ * and *other for any other frame, decoded and checked as fy_conn_recv
+ * does; < 0 on failure. */
+int fy_conn_recv_block(struct fy_conn *c, struct fy_block_view *v,
+		       fy_frame **other);
 /* Marks the incoming stream broken (a body that did not decode). */
 void fy_conn_set_rx_error(struct fy_conn *c, int code);
 

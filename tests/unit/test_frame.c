@@ -5,6 +5,7 @@
 
 #include "proto/wire.h"
 #include "check.h"
+#include "../fuzz/block_view_diff.h"
 
 static size_t pack(const Ferry__Frame *f, uint8_t **out)
 {
@@ -82,6 +83,152 @@ static void test_put_block_head(void)
 				free(got);
 				free(want);
 			}
+	free(data);
+}
+
+
+/* A Block frame as protobuf-c packs it. */
+static size_t pack_block(const uint8_t *digest, size_t dlen, uint32_t plain,
+			 int codec, const uint8_t *data, size_t len,
+			 uint8_t **out)
+{
+	Ferry__Frame f = FERRY__FRAME__INIT;
+	Ferry__Block b = FERRY__BLOCK__INIT;
+
+	b.digest.data = (uint8_t *)digest;
+	b.digest.len = dlen;
+	b.plain_size = plain;
+	b.codec = (Ferry__Codec)codec;
+	b.data.data = (uint8_t *)data;
+	b.data.len = len;
+	f.body_case = FERRY__FRAME__BODY_BLOCK;
+	f.block = &b;
+	return pack(&f, out);
+}
+
+/* fy_block_view_parse reads protobuf-c's Block frames in place with the
+ * same fields and checks, leaves every other frame and encoding to
+ * protobuf-c, and never answers differently from it (block_view_diff). */
+static void test_block_view(void)
+{
+	static const size_t sizes[] = { 1, 127, 128, 16384, 1048576,
+					 8388608 };
+	uint8_t digest[FY_DIGEST_LEN], *data = malloc(8388608), *buf, *b2;
+	struct fy_block_view v;
+	size_t i, len, n;
+	int c;
+
+	CHECK(data != NULL);
+	for (i = 0; i < sizeof(digest); i++)
+		digest[i] = (uint8_t)(0x40 + i);
+	for (i = 0; i < 8388608; i++)
+		data[i] = (uint8_t)(i * 13);
+	/* Every size across the varint boundaries, both codecs (NONE is
+	 * left out of the encoding: proto3's zero). */
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		for (c = 0; c < 2; c++) {
+			len = pack_block(digest, sizeof(digest),
+					 (uint32_t)sizes[i], c, data, sizes[i],
+					 &buf);
+			CHECK(fy_block_view_parse(buf, len, &v) == 1);
+			CHECK(v.digest_len == FY_DIGEST_LEN &&
+			      !memcmp(v.digest, digest, FY_DIGEST_LEN));
+			CHECK(v.plain_size == sizes[i] && v.codec == c);
+			CHECK(v.data == buf + len - sizes[i]);
+			CHECK(v.data_len == sizes[i]);
+			CHECK(block_view_diff(buf, len) == 1);
+			/* Cut anywhere: never a Block, never a disagreement. */
+			for (n = 0; n < len && n < 64; n++)
+				CHECK(block_view_diff(buf, n) == 0);
+			CHECK(block_view_diff(buf, len - 1) == 0);
+			free(buf);
+		}
+
+	/* Bad fields in the plain encoding fail the checks, as decoded. */
+	len = pack_block(digest, 31, 100, 0, data, 100, &buf);
+	CHECK(fy_block_view_parse(buf, len, &v) == -EBADMSG);
+	CHECK(block_view_diff(buf, len) == -EBADMSG);
+	free(buf);
+	len = pack_block(digest, sizeof(digest), 99, 0, data, 100, &buf);
+	CHECK(block_view_diff(buf, len) == -EBADMSG);
+	free(buf);
+	len = pack_block(digest, sizeof(digest), (8u << 20) + 1, 1, data, 100,
+			 &buf);
+	CHECK(block_view_diff(buf, len) == -EBADMSG);
+	free(buf);
+	len = pack_block(digest, sizeof(digest), 100, 7, data, 100, &buf);
+	CHECK(block_view_diff(buf, len) == -EBADMSG);
+	free(buf);
+	len = pack_block(digest, sizeof(digest), 0, 1, data, 100, &buf);
+	CHECK(block_view_diff(buf, len) == -EBADMSG);
+	free(buf);
+
+	/* The fields in another order are still read in place. Body of
+	 * Frame{block}: tag 0x92 0x01, a one-byte length, then the Block. */
+	{
+		uint8_t f[3 + 2 + 32 + 3 + 2 + 2 + 4] = { 0x92, 0x01 };
+		size_t k = 3;
+
+		f[k++] = 0x22; /* data, 4 bytes */
+		f[k++] = 4;
+		memcpy(f + k, "abcd", 4);
+		k += 4;
+		f[k++] = 0x10; /* plain_size 4 */
+		f[k++] = 4;
+		f[k++] = 0x0a; /* digest */
+		f[k++] = FY_DIGEST_LEN;
+		memcpy(f + k, digest, FY_DIGEST_LEN);
+		k += FY_DIGEST_LEN;
+		f[2] = (uint8_t)(k - 3);
+		CHECK(block_view_diff(f, k) == 1);
+		CHECK(fy_block_view_parse(f, k, &v) == 1 && v.codec == 0 &&
+		      v.plain_size == 4 && !memcmp(v.data, "abcd", 4));
+		/* A field twice, an unknown field, a long varint, bytes after
+		 * the Block, a wire type that does not fit: protobuf-c's. */
+		b2 = malloc(k + 8);
+		memcpy(b2, f, k);
+		b2[k] = 0x10; /* plain_size again */
+		b2[k + 1] = 4;
+		b2[2] = (uint8_t)(k + 2 - 3);
+		CHECK(fy_block_view_parse(b2, k + 2, &v) == 0);
+		CHECK(block_view_diff(b2, k + 2) == 0);
+		b2[k] = 0x28; /* field 5, varint */
+		CHECK(fy_block_view_parse(b2, k + 2, &v) == 0);
+		CHECK(block_view_diff(b2, k + 2) == 0);
+		b2[k] = 0x12; /* field 2 as bytes */
+		b2[k + 1] = 0;
+		CHECK(block_view_diff(b2, k + 2) == 0);
+		b2[2] = (uint8_t)(k - 3);
+		b2[k] = 0x08; /* Frame field 1 after the Block */
+		b2[k + 1] = 0;
+		CHECK(fy_block_view_parse(b2, k + 2, &v) == 0);
+		CHECK(block_view_diff(b2, k + 2) == 0);
+		memcpy(b2, f, k);
+		/* f[9] is plain_size's tag, f[10] its value. */
+		CHECK(b2[9] == 0x10 && b2[10] == 4);
+		b2[10] = 0x84; /* 4 as a two-byte varint */
+		memmove(b2 + 12, b2 + 11, k - 11);
+		b2[11] = 0x00;
+		b2[2]++;
+		CHECK(fy_block_view_parse(b2, k + 1, &v) == 0);
+		CHECK(block_view_diff(b2, k + 1) == 0);
+		free(b2);
+	}
+
+	/* Other frames are protobuf-c's. */
+	{
+		Ferry__Frame f = FERRY__FRAME__INIT;
+		Ferry__Error e = FERRY__ERROR__INIT;
+
+		e.code = -5;
+		e.message = "no such block";
+		f.body_case = FERRY__FRAME__BODY_ERROR;
+		f.error = &e;
+		len = pack(&f, &buf);
+		CHECK(fy_block_view_parse(buf, len, &v) == 0);
+		CHECK(block_view_diff(buf, len) == 0);
+		free(buf);
+	}
 	free(data);
 }
 
@@ -205,5 +352,6 @@ int main(void)
 		CHECK(strstr(fy_err_msg(), "BackupSummary.vm_config"));
 	}
 	test_put_block_head();
+	test_block_view();
 	CHECK_DONE();
 }
