@@ -72,6 +72,9 @@ struct mount {
 	unsigned n_slots;
 	uint64_t clock;
 	uint64_t fetched, hits;
+	/* Slots lent to replies being sent, and the most that may be: the
+	 * rest always fits a largest read that copies. */
+	unsigned lent, lend_max;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -235,7 +238,7 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 			struct fy_block_view v;
 			fy_frame *b = NULL;
 			char hex[FY_DIGEST_HEX];
-			bool ok = false;
+			bool ok = false, have;
 			int brc = 0;
 
 			/* Read in place: decoded straight from the
@@ -243,19 +246,20 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 			rc = fy_conn_recv_block(m->pool[c], &v, &b);
 			if (rc < 0)
 				break;
-			if (rc == 0 && b->body_case == FERRY__FRAME__BODY_BLOCK) {
-				/* Another encoding, decoded by protobuf-c. */
+			/* A Block in another encoding, decoded by
+			 * protobuf-c, is read through the same view. */
+			have = rc == 1 ||
+			       b->body_case == FERRY__FRAME__BODY_BLOCK;
+			if (rc == 0 && have)
 				fy_block_view_of(b->block, &v);
-				rc = 1;
-			}
-			if (rc == 0 &&
-			    b->body_case == FERRY__FRAME__BODY_ERROR) {
+			rc = 0;
+			if (!have && b->body_case == FERRY__FRAME__BODY_ERROR) {
 				rc = fy_err_set(b->error->code < 0
 							? b->error->code
 							: -EIO,
 						"repository: %s",
 						b->error->message);
-			} else if (rc == 0) {
+			} else if (!have) {
 				rc = fy_err_set(-EPROTO, "repository sent %s "
 						"for a block", fy_frame_name(b));
 			} else if (memcmp(v.digest, bins[k].data,
@@ -263,7 +267,6 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 				rc = fy_err_set(-EPROTO, "repository sent "
 						"another block");
 			} else if (v.plain_size != want) {
-				rc = 0;
 				fy_hex(bins[k].data, FY_DIGEST_LEN, hex);
 				brc = fy_err_set(-EIO, "block %s is %u bytes, "
 						 "not %u", hex, v.plain_size,
@@ -272,7 +275,6 @@ static int fetch(struct mount *m, struct slot **slots, size_t n, size_t need)
 				/* Decoding re-hashes: a corrupt block is an
 				 * error for the reads that need it, and the
 				 * stream stays in order. */
-				rc = 0;
 				brc = fy_block_decode((enum fy_codec)v.codec,
 						      v.data, v.data_len,
 						      v.plain_size,
@@ -337,15 +339,17 @@ static void unpin_blocks(struct mount *m, struct slot **pin, size_t nb)
 }
 
 /* Pins blocks first..last (pin[i - first]; NULL for a hole), each READY:
- * fetched, or waited for while another read fetches it. On failure
- * nothing stays pinned and the error names the block. */
+ * fetched, or waited for while another read fetches it; a fetch asks for
+ * up to `ahead` more blocks past last. On failure nothing stays pinned and
+ * the error names the block. */
 static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
-		      struct slot **pin)
+		      unsigned ahead, struct slot **pin)
 {
 	size_t nb = (size_t)(last - first + 1), mine = 0, own;
-	struct slot *load_small[1 + READ_AHEAD];
-	struct slot **load = nb == 1 ? load_small
-				     : calloc(nb + READ_AHEAD, sizeof(*load));
+	struct slot *load_small[1 + FY_GET_MAX];
+	struct slot **load = nb + ahead <= 1 + FY_GET_MAX
+				     ? load_small
+				     : calloc(nb + ahead, sizeof(*load));
 	uint64_t i, k;
 	int rc = 0, frc = 0;
 
@@ -354,16 +358,27 @@ static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
 	memset(pin, 0, nb * sizeof(*pin));
 	/* Pin every block of the read at once: cached or loading ones are
 	 * shared, missing ones get a slot this read loads. A read fits the
-	 * cache (mount_run sizes it so); when too many slots are pinned by
-	 * other reads, wait for them rather than evict what they need. */
+	 * cache (fy_mount_run sizes it so, and loans leave room for it);
+	 * when too many slots are pinned by other reads, wait for them
+	 * rather than evict what they need. The free slots that count are
+	 * those holding none of this read's blocks: the read pins its own
+	 * first, so they are not there to be taken. */
 	pthread_mutex_lock(&m->lock);
 	for (;;) {
-		unsigned need = 0;
+		unsigned need = 0, own_free = 0;
 
-		for (i = first; i <= last; i++)
-			if (!m->map.hole[i] && !cache_find(m, i))
+		for (i = first; i <= last; i++) {
+			struct slot *s;
+
+			if (m->map.hole[i])
+				continue;
+			s = cache_find(m, i);
+			if (!s)
 				need++;
-		if (need <= cache_free_slots(m))
+			else if (!s->refs && s->state == SLOT_READY)
+				own_free++;
+		}
+		if (need <= cache_free_slots(m) - own_free)
 			break;
 		m->space_waiters++;
 		pthread_cond_wait(&m->cond, &m->lock);
@@ -372,20 +387,35 @@ static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
 	for (i = first; i <= last; i++) {
 		struct slot *s;
 
-		if (m->map.hole[i])
+		if (m->map.hole[i] || !(s = cache_find(m, i)))
 			continue;
-		s = cache_find(m, i);
-		if (s) {
-			m->hits += s->state == SLOT_READY;
-		} else {
-			s = cache_victim(m);
-			s->index = i;
-			s->state = SLOT_LOADING;
-			load[mine++] = s;
-		}
+		m->hits += s->state == SLOT_READY;
 		s->refs++;
 		s->stamp = ++m->clock;
 		pin[i - first] = s;
+	}
+	for (i = first; i <= last; i++) {
+		struct slot *s;
+
+		if (m->map.hole[i] || pin[i - first])
+			continue;
+		/* Counted above: a free slot holding none of the read's. */
+		s = cache_victim(m);
+		if (!s) {
+			pthread_mutex_unlock(&m->lock);
+			rc = fy_err_set(-EIO, "mount: no cache slot for block "
+					"%" PRIu64, i);
+			for (k = 0; k < mine; k++)
+				loaded(m, load[k], false);
+			pthread_mutex_lock(&m->lock);
+			goto unlock;
+		}
+		s->index = i;
+		s->state = SLOT_LOADING;
+		s->refs++;
+		s->stamp = ++m->clock;
+		pin[i - first] = s;
+		load[mine++] = s;
 	}
 	/* A read that fetches reads ahead: the next blocks of the disk that
 	 * are neither holes nor cached nor loading come in the same
@@ -393,7 +423,7 @@ static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
 	 * reader's next reads then find them loaded or loading. They are not
 	 * pinned: LOADING keeps them, and once READY they are cache. */
 	own = mine;
-	for (i = last + 1, k = 0; mine && k < READ_AHEAD && i < m->map.n;
+	for (i = last + 1, k = 0; mine && k < ahead && i < m->map.n;
 	     i++, k++) {
 		struct slot *s;
 
@@ -447,6 +477,7 @@ static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
 			break;
 		}
 	}
+unlock:
 	pthread_mutex_unlock(&m->lock);
 
 	if (load != load_small)
@@ -469,7 +500,7 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 
 	if (!pin)
 		return fy_err_set(-ENOMEM, "out of memory");
-	rc = pin_blocks(m, first, last, pin);
+	rc = pin_blocks(m, first, last, READ_AHEAD, pin);
 	/* Pinned slots stay as they are: copied without the lock. */
 	for (i = first; rc == 0 && i <= last; i++) {
 		uint64_t bstart = i * m->block_size;
@@ -496,7 +527,10 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 }
 
 /* A read's data straight from its cache slot (the NBD server sends the
- * reply from it): the bytes at offset up to the end of their block. */
+ * reply from it): the bytes at offset up to the end of their block. A
+ * fetch asks for the rest of the read too (at least READ_AHEAD blocks).
+ * A loan stays pinned while its reply waits for the client, so at most
+ * lend_max are out; past that the server copies (*lent = 0). */
 static int mount_lend(void *opaque, uint64_t offset, uint32_t len,
 		      const uint8_t **data, uint32_t *lent, void **token)
 {
@@ -504,19 +538,34 @@ static int mount_lend(void *opaque, uint64_t offset, uint32_t len,
 	uint64_t i = offset / m->block_size;
 	uint64_t from = offset - i * m->block_size;
 	uint64_t n = block_len(m, i) - from;
+	uint64_t rest = (offset + len - 1) / m->block_size - i;
+	unsigned ahead = rest > READ_AHEAD ? (unsigned)(rest < FY_GET_MAX - 1
+							   ? rest
+							   : FY_GET_MAX - 1)
+					   : READ_AHEAD;
 	struct slot *s = NULL;
 	int rc;
 
-	rc = pin_blocks(m, i, i, &s);
-	if (rc == 0 && !s) {
-		/* The server asks for data runs only. */
-		rc = fy_err_set(-EIO, "block %" PRIu64 " is a hole", i);
-	} else if (rc == 0) {
+	*lent = 0;
+	pthread_mutex_lock(&m->lock);
+	if (m->lent >= m->lend_max) {
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
+	m->lent++;
+	pthread_mutex_unlock(&m->lock);
+	rc = pin_blocks(m, i, i, ahead, &s);
+	if (rc == 0 && s) {
 		*data = s->data + from;
 		*lent = (uint32_t)(n < len ? n : len);
 		*token = s;
 		return 0;
 	}
+	pthread_mutex_lock(&m->lock);
+	m->lent--;
+	pthread_mutex_unlock(&m->lock);
+	if (rc == 0) /* a hole: the server asks for data runs only */
+		rc = fy_err_set(-EIO, "block %" PRIu64 " is a hole", i);
 	fy_warn("mount: read of %u bytes at %" PRIu64 ": %s", len, offset,
 		fy_err_msg());
 	return rc;
@@ -524,10 +573,15 @@ static int mount_lend(void *opaque, uint64_t offset, uint32_t len,
 
 static void mount_release(void *opaque, void *token)
 {
+	struct mount *m = opaque;
 	struct slot *s = token;
 
-	if (s)
-		unpin_blocks(opaque, &s, 1);
+	pthread_mutex_lock(&m->lock);
+	s->refs--;
+	m->lent--;
+	if (m->space_waiters)
+		pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
 }
 
 static int mount_extent(void *opaque, uint64_t offset, uint64_t len,
@@ -590,7 +644,7 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 					       .release = mount_release };
 	struct sigaction sa = { .sa_handler = on_signal };
 	uint64_t cache_bytes;
-	unsigned i;
+	unsigned i, room;
 	int rc;
 
 	pthread_mutex_init(&m.lock, NULL);
@@ -617,6 +671,11 @@ int fy_mount_run(const struct fy_settings *s, const struct fy_mount_opts *o)
 	m.n_slots = (unsigned)(cache_bytes / m.block_size);
 	if (m.n_slots > CACHE_SLOTS_MAX)
 		m.n_slots = CACHE_SLOTS_MAX;
+	/* Loans wait for their clients: they leave room for a largest read
+	 * (32 MiB across one more block), its read-ahead and a block. */
+	room = (unsigned)(((32u << 20) + m.block_size - 1) / m.block_size) +
+	       2 + READ_AHEAD;
+	m.lend_max = m.n_slots > room ? m.n_slots - room : 0;
 	m.slots = calloc(m.n_slots, sizeof(*m.slots));
 	if (!m.slots) {
 		rc = fy_err_set(-ENOMEM, "out of memory");

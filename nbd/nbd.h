@@ -236,11 +236,15 @@ struct fy_nbd_export_ops {
 	 * as zeros) and for how many bytes (*run, 1..len) that holds. */
 	int (*extent)(void *opaque, uint64_t offset, uint64_t len, bool *hole,
 		      uint64_t *run);
-	/* Optional (NULL: every read goes through read()). Lends the data
-	 * at offset, within len bytes (not a hole), without a copy: *data
-	 * holds *lent bytes (1..len) that stay as they are until
-	 * release(opaque, token). A structured reply is then sent straight
-	 * from it, a chunk per loan. -errno with a message on failure. */
+	/* Optional (NULL: every read goes through read(); set with
+	 * release). Lends the data at offset, within len bytes (not a
+	 * hole), without a copy: *data holds *lent bytes (1..len) that stay
+	 * as they are until release(opaque, token). A structured reply is
+	 * then sent straight from it, a chunk per loan. A loan is held while
+	 * its chunk is sent, which waits for the client to read: an export
+	 * bounds how much it lends. *lent = 0: nothing lent (nothing to
+	 * release), the run goes through read(). -errno with a message on
+	 * failure. */
 	int (*lend)(void *opaque, uint64_t offset, uint32_t len,
 		    const uint8_t **data, uint32_t *lent, void **token);
 	void (*release)(void *opaque, void *token);

@@ -91,10 +91,12 @@ struct server {
 /* Workers per client at most, whatever the caller asks. */
 #define WORKERS_MAX 16
 /* A worker keeps a reply buffer up to this size between requests, and
- * structured replies send reads in data chunks of at most this much; a
- * larger simple reply (up to NBD_MAX_REQUEST, one worker per such
- * client) gets a buffer of its own, freed after. */
-#define WORKER_BUF_KEEP (4u << 20)
+ * structured replies not sent from loans send reads in data chunks of at
+ * most this much; a larger simple reply (up to NBD_MAX_REQUEST, one
+ * worker per such client) gets a buffer of its own, freed after. So a
+ * client's workers hold at most WORKERS_MAX x 2 MiB = 32 MiB, as much as
+ * one largest simple reply. */
+#define WORKER_BUF_KEEP (2u << 20)
 /* The client thread's buffer: options in the handshake, a write's
  * payload read away. */
 #define CLIENT_BUF (MAX_OPTION_LEN + 64)
@@ -710,85 +712,119 @@ static int error_reply(struct client *c, uint64_t handle, uint32_t err,
 		     6u + mlen, NULL, 0);
 }
 
+/* The buffer a request's reply is built in: the worker's own, grown up
+ * to WORKER_BUF_KEEP, or one for this request alone. NULL: no memory. */
+static uint8_t *worker_buf(struct worker *w, size_t need, bool *temp)
+{
+	*temp = false;
+	if (need <= w->cap)
+		return w->buf;
+	if (need > WORKER_BUF_KEEP) {
+		*temp = true;
+		return malloc(need);
+	}
+	free(w->buf);
+	w->buf = malloc(WORKER_BUF_KEEP);
+	w->cap = w->buf ? WORKER_BUF_KEEP : 0;
+	return w->buf;
+}
+
 /* A read: structured, holes go as OFFSET_HOLE chunks and data as
  * OFFSET_DATA; simple, everything as bytes. A simple reply is read into
- * buf whole (cap >= len). A structured one sends each data run from the
- * export's loans when it lends (buf unused), else read into buf in runs
- * of at most cap bytes, so a worker never holds more than
- * WORKER_BUF_KEEP. */
-static int do_read(struct client *c, uint8_t *buf, size_t cap,
-		   uint64_t handle, uint64_t off, uint32_t len)
+ * the worker's buffer whole. A structured one sends each data run from
+ * the export's loan when it lends one, else reads it into the worker's
+ * buffer in runs of at most WORKER_BUF_KEEP bytes (the buffer is taken
+ * only then). */
+static int do_read(struct worker *w, uint64_t handle, uint64_t off,
+		   uint32_t len)
 {
+	struct client *c = w->c;
 	const struct fy_nbd_export_ops *ops = c->srv->ops;
 	uint64_t pos = off, end = off + len;
-	int rc;
+	size_t cap = c->structured && len > WORKER_BUF_KEEP ? WORKER_BUF_KEEP
+							    : len;
+	uint8_t *buf = NULL;
+	bool temp = false;
+	int rc = 0;
 
 	if (!c->structured) {
+		buf = worker_buf(w, cap, &temp);
+		if (!buf)
+			return error_reply(c, handle, NBD_ENOMEM,
+					   "out of memory");
 		rc = ops->read(c->srv->opaque, off, len, buf);
-		if (rc < 0)
-			return simple_reply(c, handle, wire_error(rc), NULL, 0);
-		return simple_reply(c, handle, 0, buf, len);
+		rc = rc < 0 ? simple_reply(c, handle, wire_error(rc), NULL, 0)
+			    : simple_reply(c, handle, 0, buf, len);
+		goto out;
 	}
 	while (pos < end) {
+		const uint8_t *data = NULL;
+		uint32_t lent = 0;
+		void *token = NULL;
 		uint64_t run = 0;
-		bool hole = false, last;
+		bool hole = false;
 		uint8_t p[12];
 
 		rc = ops->extent(c->srv->opaque, pos, end - pos, &hole, &run);
-		if (rc < 0 || run == 0 || run > end - pos)
-			return error_reply(c, handle, NBD_EIO,
-					   rc < 0 ? fy_err_msg() : "bad extent");
-		if (!hole && !ops->lend && run > cap)
-			run = cap;
-		last = pos + run == end;
+		if (rc < 0 || run == 0 || run > end - pos) {
+			rc = error_reply(c, handle, NBD_EIO,
+					 rc < 0 ? fy_err_msg() : "bad extent");
+			goto out;
+		}
 		put64(p, pos);
 		if (hole) {
 			put32(p + 8, (uint32_t)run);
-			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
+			rc = chunk(c, handle,
+				   pos + run == end ? NBD_REPLY_FLAG_DONE : 0,
 				   NBD_REPLY_TYPE_OFFSET_HOLE, p, 12, NULL, 0);
-		} else if (ops->lend) {
-			const uint8_t *data = NULL;
-			uint32_t lent = 0;
-			void *token = NULL;
-
+			goto next;
+		}
+		if (ops->lend) {
 			rc = ops->lend(c->srv->opaque, pos, (uint32_t)run,
 				       &data, &lent, &token);
-			if (rc == 0 && (lent == 0 || lent > run)) {
+			if (rc == 0 && lent > run) {
 				ops->release(c->srv->opaque, token);
-				rc = fy_err_set(-EIO, "bad loan");
+				rc = fy_err_set(-EIO, "a loan past the read");
 			}
-			if (rc < 0) {
-				char msg[256];
-
-				snprintf(msg, sizeof(msg), "%s", fy_err_msg());
-				return error_reply(c, handle, wire_error(rc),
-						   msg);
-			}
-			run = lent;
-			last = pos + run == end;
-			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
-				   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, data,
-				   lent);
-			ops->release(c->srv->opaque, token);
-		} else {
-			rc = ops->read(c->srv->opaque, pos, (uint32_t)run,
-				       buf);
-			if (rc < 0) {
-				char msg[256];
-
-				snprintf(msg, sizeof(msg), "%s", fy_err_msg());
-				return error_reply(c, handle, wire_error(rc),
-						   msg);
-			}
-			rc = chunk(c, handle, last ? NBD_REPLY_FLAG_DONE : 0,
-				   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, buf,
-				   (uint32_t)run);
 		}
+		if (rc == 0 && lent) {
+			run = lent;
+			rc = chunk(c, handle,
+				   pos + run == end ? NBD_REPLY_FLAG_DONE : 0,
+				   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, data, lent);
+			ops->release(c->srv->opaque, token);
+			goto next;
+		}
+		if (rc == 0 && !buf) {
+			buf = worker_buf(w, cap, &temp);
+			if (!buf) {
+				rc = error_reply(c, handle, NBD_ENOMEM,
+						 "out of memory");
+				goto out;
+			}
+		}
+		if (run > cap)
+			run = cap;
+		if (rc == 0)
+			rc = ops->read(c->srv->opaque, pos, (uint32_t)run, buf);
+		if (rc < 0) {
+			char msg[256];
+
+			snprintf(msg, sizeof(msg), "%s", fy_err_msg());
+			rc = error_reply(c, handle, wire_error(rc), msg);
+			goto out;
+		}
+		rc = chunk(c, handle, pos + run == end ? NBD_REPLY_FLAG_DONE : 0,
+			   NBD_REPLY_TYPE_OFFSET_DATA, p, 8, buf, (uint32_t)run);
+next:
 		if (rc < 0)
-			return rc;
+			goto out;
 		pos += run;
 	}
-	return 0;
+out:
+	if (temp)
+		free(buf);
+	return rc;
 }
 
 static int do_block_status(struct client *c, uint8_t *p, uint64_t handle,
@@ -820,47 +856,13 @@ static int do_block_status(struct client *c, uint8_t *p, uint64_t handle,
 		     p, 4 + 8 * n, NULL, 0);
 }
 
-/* The buffer a request's reply is built in: the worker's own, grown up
- * to WORKER_BUF_KEEP, or one for this request alone. NULL: no memory. */
-static uint8_t *worker_buf(struct worker *w, size_t need, bool *temp)
-{
-	*temp = false;
-	if (need <= w->cap)
-		return w->buf;
-	if (need > WORKER_BUF_KEEP) {
-		*temp = true;
-		return malloc(need);
-	}
-	free(w->buf);
-	w->buf = malloc(WORKER_BUF_KEEP);
-	w->cap = w->buf ? WORKER_BUF_KEEP : 0;
-	return w->buf;
-}
-
 static int serve(struct worker *w, const struct request *r)
 {
-	struct client *c = w->c;
-	size_t need = r->type != NBD_CMD_READ
-			      ? 4 + 8 * (size_t)MAX_DESCRIPTORS
-		      : c->structured && c->srv->ops->lend
-			      ? 0 /* replies are sent from loans */
-		      : c->structured && r->len > WORKER_BUF_KEEP
-			      ? WORKER_BUF_KEEP
-			      : r->len;
-	bool temp = false;
-	uint8_t *buf = need ? worker_buf(w, need, &temp) : NULL;
-	int rc;
+	uint8_t p[4 + 8 * MAX_DESCRIPTORS];
 
-	if (need && !buf)
-		return error_reply(c, r->handle, NBD_ENOMEM, "out of memory");
 	if (r->type == NBD_CMD_READ)
-		rc = do_read(c, buf, need, r->handle, r->off, r->len);
-	else
-		rc = do_block_status(c, buf, r->handle, r->flags, r->off,
-				     r->len);
-	if (temp)
-		free(buf);
-	return rc;
+		return do_read(w, r->handle, r->off, r->len);
+	return do_block_status(w->c, p, r->handle, r->flags, r->off, r->len);
 }
 
 /* Takes requests until the queue is closed and empty. After a failed
@@ -1230,6 +1232,11 @@ int fy_nbd_serve(const struct fy_nbd_server_opts *o,
 		free(sp);
 		return fy_err_set(-EINVAL, "nbd: a TCP address or a Unix "
 				  "socket, one of them");
+	}
+	if (!ops->read || !ops->extent || !ops->lend != !ops->release) {
+		free(sp);
+		return fy_err_set(-EINVAL, "nbd: an export needs read and "
+				  "extent, and lend only with release");
 	}
 	if (o->tls_cert && (rc = tls_context(o, &sp->tls)) < 0) {
 		free(sp);

@@ -382,6 +382,8 @@ int fy_block_view_parse(const uint8_t *buf, size_t len,
 	unsigned seen = 0;
 	ProtobufCBinaryData digest, data;
 
+	if (len > FY_FRAME_MAX)
+		return 0;
 	/* The frame: field 18 (block), length-delimited, and nothing else. */
 	if (!get_varint(&p, end, 2, &tag) ||
 	    tag != ((uint64_t)FERRY__FRAME__BODY_BLOCK << 3 | 2) ||

@@ -64,6 +64,8 @@ struct fy_block_view {
  * fy_frame_decode, which gives the same answer for it as for any frame. */
 int fy_block_view_parse(const uint8_t *buf, size_t len,
 			struct fy_block_view *v);
+/* The view of a Block decoded by protobuf-c (pointing into it). */
+void fy_block_view_of(const Ferry__Block *b, struct fy_block_view *v);
 
 /* A PutBlock frame's bytes before its data field's contents: what
  * protobuf-c would pack for Frame{put_block{digest, plain_size, codec,
@@ -217,8 +219,6 @@ int fy_conn_send_message(struct fy_conn *c, const ProtobufCMessage *m,
  * valid until the next receive. */
 int fy_conn_recv_body(struct fy_conn *c, size_t max, const uint8_t **body,
 		      size_t *len);
-/* The view of a Block decoded by protobuf-c (pointing into it). */
-void fy_block_view_of(const Ferry__Block *b, struct fy_block_view *v);
 /* Flushes, then reads one frame: 1 and *v (valid until the next
  * receive on c) for a Block frame read in place (fy_block_view_parse), 0
  * and *other for any other frame, decoded and checked as fy_conn_recv

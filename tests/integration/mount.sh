@@ -45,8 +45,8 @@ mount_start "$T/agent.conf" --listen 127.0.0.1:0 || fail "mount did not start: $
 URI="nbd://$(cat "$T/mount.ready")/"
 nbdcopy "$URI" "$T/copy.img"
 same_file "$T/d.img" "$T/copy.img"
-# Reads larger than a worker's 4 MiB buffer come back in several data
-# chunks (structured replies), still exactly.
+# A 32 MiB read comes back in several data chunks (structured replies),
+# one per block, each sent straight from its cache slot: still exactly.
 nbdcopy --request-size=$((32 << 20)) --requests=2 "$URI" "$T/copy32.img"
 same_file "$T/d.img" "$T/copy32.img"
 qemu-img convert -f raw -O raw "$URI" "$T/qemu.img"
@@ -147,10 +147,12 @@ fi
 grep -q "nbd: TLS from .* refused" "$T/mount.log" || fail "the refusal is not logged: $(cat "$T/mount.log")"
 mount_stop
 # Many reads in flight over TLS: the export's workers reply at once while
-# its client thread reads the next requests, through one TLS session.
+# its client thread reads the next requests, through one TLS session. A
+# 48 MiB cache lends 10 slots at most: past them the workers copy, so
+# replies from loans and from buffers interleave.
 id=$id_big
 mount_start "$T/agent.conf" --listen 127.0.0.1:0 --tls --nbd-cert "$T/pki/mounthost.crt" \
-  --nbd-key "$T/pki/mounthost.key" --cache-mb 34 || fail "TLS mount did not start: $(cat "$T/mount.log")"
+  --nbd-key "$T/pki/mounthost.key" --cache-mb 48 || fail "TLS mount did not start: $(cat "$T/mount.log")"
 nbdcopy --connections=4 --requests=64 "nbds://$(cat "$T/mount.ready")/?tls-certificates=$T/good" "$T/tls-big.img"
 same_file "$T/big.img" "$T/tls-big.img"
 mount_stop

@@ -195,8 +195,9 @@ static void test_block_view(void)
 		b2[k] = 0x28; /* field 5, varint */
 		CHECK(fy_block_view_parse(b2, k + 2, &v) == 0);
 		CHECK(block_view_diff(b2, k + 2) == 0);
-		b2[k] = 0x12; /* field 2 as bytes */
+		b2[k] = 0x1a; /* field 3 (codec, absent so far) as bytes */
 		b2[k + 1] = 0;
+		CHECK(fy_block_view_parse(b2, k + 2, &v) == 0);
 		CHECK(block_view_diff(b2, k + 2) == 0);
 		b2[2] = (uint8_t)(k - 3);
 		b2[k] = 0x08; /* Frame field 1 after the Block */
