@@ -68,6 +68,9 @@ struct fy_disk_stats {
 	uint64_t blocks_sent;
 	uint64_t bytes_unchanged; /* an incremental's blocks from the parent */
 	double seconds;
+	/* A restore's counters: bytes_read is the data written, bytes_zero
+	 * the zeros written or left as holes, bytes_sent their sum. */
+	bool restore;
 };
 
 typedef void (*fy_progress_cb)(void *opaque, const struct fy_disk_stats *st,
@@ -245,6 +248,15 @@ void fy_disk_stats_json(FILE *f, const struct fy_disk_stats *st);
 /* A status line on a terminal: "read 1.2 GiB  zero ...". */
 void fy_progress_print(void *opaque, const struct fy_disk_stats *st,
 		       bool done);
+/* The progress line of a disk, fitted to width columns (less one): the
+ * fields most wanted first (prefix such as "disk 1/2", percent of what is
+ * finished, ETA or time taken, rate, then the counters), and what does not
+ * fit is dropped from the end, never wrapped. */
+void fy_progress_format(char *line, size_t cap, unsigned width,
+			const char *prefix, const struct fy_disk_stats *st,
+			bool done);
+/* stderr's terminal width, or 80 when it cannot be told. */
+unsigned fy_term_width(void);
 
 /* ---- instant access: ferry mount (mount.c) ------------------------------ */
 

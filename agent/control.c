@@ -37,6 +37,7 @@ void fy_control_progress_msg(Ferry__Control__DiskProgress *m, unsigned disk,
 	m->bytes_sent = st->bytes_sent;
 	m->blocks_sent = st->blocks_sent;
 	m->bytes_unchanged = st->bytes_unchanged;
+	m->restore = st->restore;
 	m->seconds = st->seconds;
 	m->done = done;
 }
@@ -56,6 +57,7 @@ void fy_control_progress_from(const Ferry__Control__DiskProgress *m,
 	st->bytes_sent = m->bytes_sent;
 	st->blocks_sent = m->blocks_sent;
 	st->bytes_unchanged = m->bytes_unchanged;
+	st->restore = m->restore;
 	st->seconds = m->seconds;
 }
 

@@ -311,26 +311,17 @@ struct watch_state {
 	unsigned disk;
 };
 
-/* "disk 1/2  45% of 64.0 MiB  read ...  sent ...  12.0 MiB/s  ETA 3s" */
+/* "disk 1/2  45% of 64.0 MiB  ETA 3s  12.0 MiB/s  read ...", fitted to
+ * the terminal. */
 static void progress_line(unsigned disk, unsigned n_disks,
 			  const struct fy_disk_stats *st)
 {
-	char size[32], rd[32], zero[32], sent[32], rate[32];
-	uint64_t done = st->bytes_read + st->bytes_zero + st->bytes_unchanged;
-	double bps = st->seconds > 0 ? done / st->seconds : 0;
-	double eta = bps > 0 && st->size > done ? (st->size - done) / bps : 0;
+	char prefix[32], line[512];
 
-	if (done > st->size)
-		done = st->size;
-	fy_format_bytes(st->size, size, sizeof(size));
-	fy_format_bytes(st->bytes_read, rd, sizeof(rd));
-	fy_format_bytes(st->bytes_zero, zero, sizeof(zero));
-	fy_format_bytes(st->bytes_sent, sent, sizeof(sent));
-	fy_format_bytes((uint64_t)bps, rate, sizeof(rate));
-	fprintf(stderr, "\r\033[Kdisk %u/%u  %3.0f%% of %s  read %s  zero %s  "
-		"sent %s  %s/s  ETA %.0fs", disk + 1, n_disks,
-		st->size ? 100.0 * done / st->size : 100.0, size, rd, zero,
-		sent, rate, eta);
+	snprintf(prefix, sizeof(prefix), "disk %u/%u", disk + 1, n_disks);
+	fy_progress_format(line, sizeof(line), fy_term_width(), prefix, st,
+			   false);
+	fprintf(stderr, "\r\033[K%s", line);
 	fflush(stderr);
 }
 
@@ -714,8 +705,10 @@ int ferry_cmd_cancel(struct cli *cli, int argc, char **argv)
 		fy_conn_close(c);
 		return 0;
 	}
-	printf("job %s: cancelling; it undoes what it did (detach, snapshot "
-	       "removal, EndAccess)\n", argv[0]);
+	printf("job %s: cancelling; it undoes what it did (a backup detaches "
+	       "its disks, removes its snapshot and ends access; a restore "
+	       "destroys the VM it created, or names the disks it left partly "
+	       "written)\n", argv[0]);
 	if (!cli->wait) {
 		fy_conn_close(c);
 		return 0;

@@ -433,6 +433,21 @@ static int cmd_restore(struct cli *cli, int argc, char **argv)
 	return 0;
 }
 
+/* Whether HOST:PORT (or [V6]:PORT) names this machine's loopback only. */
+static bool listen_is_loopback(const char *listen)
+{
+	const char *colon = strrchr(listen, ':');
+	size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
+
+	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
+		listen++;
+		n -= 2;
+	}
+	return (n == 9 && !strncmp(listen, "localhost", 9)) ||
+	       (n == 3 && !strncmp(listen, "::1", 3)) ||
+	       (n >= 4 && !strncmp(listen, "127.", 4));
+}
+
 static int cmd_mount(struct cli *cli, int argc, char **argv)
 {
 	struct fy_mount_opts o = { .cache_mb = 256 };
@@ -458,6 +473,12 @@ static int cmd_mount(struct cli *cli, int argc, char **argv)
 	o.ready_file = cli->ready_file;
 	if (cli->cache_mb)
 		o.cache_mb = (unsigned)cli->cache_mb;
+	/* Plain NBD has no authentication: on an address other machines
+	 * reach, anyone who connects reads the disk. */
+	if (cli->listen && !cli->tls && !listen_is_loopback(cli->listen))
+		fprintf(stderr, "ferry mount: warning: %s is not a loopback "
+			"address and --tls is not given: anyone who can reach "
+			"it reads this disk\n", cli->listen);
 	rc = ferry_load_config(cli, &cfg);
 	if (rc == 0)
 		rc = fy_settings_load(cfg, &s);

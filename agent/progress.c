@@ -9,8 +9,7 @@
 
 #include "agent/agent.h"
 
-/* The terminal's width, or 80 when it cannot be told. */
-static unsigned term_width(void)
+unsigned fy_term_width(void)
 {
 	struct winsize ws;
 
@@ -19,26 +18,30 @@ static unsigned term_width(void)
 	return 80;
 }
 
-void fy_progress_print(void *opaque, const struct fy_disk_stats *st, bool done)
+void fy_progress_format(char *line, size_t cap, unsigned width,
+			const char *prefix, const struct fy_disk_stats *st,
+			bool done)
 {
-	char f[7][48], line[512];
-	/* Finished blocks: hashed and then found in the repository, sent,
-	 * skipped as zeros or taken from the parent. Read but still in the
-	 * pipeline does not count, so 100% means done. */
-	uint64_t finished = st->bytes_dedup + st->bytes_new + st->bytes_zero +
-			    st->bytes_unchanged;
+	char f[8][48];
+	/* Finished: a backup's blocks hashed and then found in the
+	 * repository, sent, skipped as zeros or taken from the parent (read
+	 * but still in the pipeline does not count, so 100% means done); a
+	 * restore's bytes written or left as holes. */
+	uint64_t finished = st->restore ? st->bytes_read + st->bytes_zero
+					: st->bytes_dedup + st->bytes_new +
+						  st->bytes_zero +
+						  st->bytes_unchanged;
 	double bps = st->seconds > 0 ? finished / st->seconds : 0;
 	double eta;
-	unsigned width = term_width(), i, n = 0;
-	size_t len;
+	unsigned i, n = 0;
+	size_t len = 0;
 	char b1[32], b2[32];
 
-	(void)opaque;
 	if (finished > st->size)
 		finished = st->size;
 	eta = bps > 0 ? (st->size - finished) / bps : 0;
-	/* Most important first; what does not fit the terminal is dropped
-	 * from the end, so the line never wraps. */
+	if (prefix && prefix[0])
+		snprintf(f[n++], sizeof(f[0]), "%s", prefix);
 	fy_format_bytes(st->size, b1, sizeof(b1));
 	snprintf(f[n++], sizeof(f[0]), "%3.0f%% of %s",
 		 st->size ? 100.0 * finished / st->size : 100.0, b1);
@@ -49,26 +52,39 @@ void fy_progress_print(void *opaque, const struct fy_disk_stats *st, bool done)
 	fy_format_bytes((uint64_t)bps, b1, sizeof(b1));
 	snprintf(f[n++], sizeof(f[0]), "%s/s", b1);
 	fy_format_bytes(st->bytes_read, b1, sizeof(b1));
-	snprintf(f[n++], sizeof(f[0]), "read %s", b1);
-	fy_format_bytes(st->bytes_sent, b1, sizeof(b1));
-	snprintf(f[n++], sizeof(f[0]), "sent %s", b1);
-	fy_format_bytes(st->bytes_dedup, b1, sizeof(b1));
 	fy_format_bytes(st->bytes_zero, b2, sizeof(b2));
-	snprintf(f[n++], sizeof(f[0]), "dedup %s", b1);
-	snprintf(f[n++], sizeof(f[0]), "zero %s", b2);
-	line[0] = '\0';
-	len = 0;
+	if (st->restore) {
+		snprintf(f[n++], sizeof(f[0]), "wrote %s", b1);
+		snprintf(f[n++], sizeof(f[0]), "zero %s", b2);
+	} else {
+		snprintf(f[n++], sizeof(f[0]), "read %s", b1);
+		fy_format_bytes(st->bytes_sent, b1, sizeof(b1));
+		snprintf(f[n++], sizeof(f[0]), "sent %s", b1);
+		fy_format_bytes(st->bytes_dedup, b1, sizeof(b1));
+		snprintf(f[n++], sizeof(f[0]), "dedup %s", b1);
+		snprintf(f[n++], sizeof(f[0]), "zero %s", b2);
+	}
+	if (cap)
+		line[0] = '\0';
 	for (i = 0; i < n; i++) {
 		size_t add = strlen(f[i]) + (i ? 2 : 0);
 
 		/* One column spare: a line as wide as the terminal wraps on
 		 * some terminals. */
-		if (len + add >= width)
+		if (len + add >= width || len + add >= cap)
 			break;
-		snprintf(line + len, sizeof(line) - len, "%s%s", i ? "  " : "",
-			 f[i]);
+		snprintf(line + len, cap - len, "%s%s", i ? "  " : "", f[i]);
 		len += add;
 	}
+}
+
+void fy_progress_print(void *opaque, const struct fy_disk_stats *st, bool done)
+{
+	char line[512];
+
+	(void)opaque;
+	fy_progress_format(line, sizeof(line), fy_term_width(), NULL, st,
+			   done);
 	fprintf(stderr, "\r\033[K%s%s", line, done ? "\n" : "");
 	fflush(stderr);
 }

@@ -207,6 +207,36 @@ static const char *map_network(const struct fy_restore_vm_spec *sp, const char *
 	return old;
 }
 
+/* Every --network OLD=NEW names a network some NIC of the backup is on:
+ * a mistyped OLD would leave that NIC on its old network unsaid. */
+static int check_networks(const struct fy_restore_vm_spec *sp,
+			  const struct fy_vmconfig *c)
+{
+	char have[512];
+	size_t i, k, n, len;
+
+	for (i = 0; i < sp->n_networks; i++) {
+		n = (size_t)(strchr(sp->networks[i], '=') - sp->networks[i]);
+		for (k = 0; k < c->n_nics; k++)
+			if (strlen(c->nics[k].network) == n &&
+			    !strncmp(c->nics[k].network, sp->networks[i], n))
+				break;
+		if (k < c->n_nics)
+			continue;
+		have[0] = '\0';
+		for (k = 0, len = 0; k < c->n_nics && len < sizeof(have); k++)
+			len += (size_t)snprintf(have + len, sizeof(have) - len,
+						"%s\"%s\"", k ? ", " : "",
+						c->nics[k].network);
+		return fy_err_set(-EINVAL, "--network %s: no network adapter "
+				  "of the backup is on network \"%.*s\" (its "
+				  "adapters are on: %s)", sp->networks[i],
+				  (int)n, sp->networks[i],
+				  c->n_nics ? have : "none");
+	}
+	return 0;
+}
+
 static const char *provisioning(const struct fy_restore_vm_spec *sp,
 				const struct fy_vmconfig_disk *d,
 				struct fy_job_result *res)
@@ -496,6 +526,7 @@ static void disk_progress(void *opaque, uint64_t data, uint64_t zeros,
 	d->st.bytes_read = data;
 	d->st.bytes_zero = zeros;
 	d->st.bytes_sent = data + zeros;
+	d->st.restore = true;
 	d->st.seconds = fy_now() - x->disk_t0;
 	if (x->ev && x->ev->progress)
 		x->ev->progress(x->ev->opaque, x->disk, x->n_disks, &d->st,
@@ -766,6 +797,8 @@ static int run(struct rv *x, const struct fy_config *cfg)
 				  NULL, 0)) < 0)
 		goto out;
 	if ((rc = load_backup(conn, sp->backup_id, true, fbp)) < 0)
+		goto out;
+	if ((rc = check_networks(sp, fbp->record)) < 0)
 		goto out;
 	snprintf(res->source, sizeof(res->source), "%s", fbp->source);
 	if ((rc = fy_vs_client_open(cfg, &vc)) < 0)
@@ -1323,16 +1356,13 @@ static void usage(FILE *f)
 static void tty_progress(void *opaque, unsigned disk, unsigned n_disks,
 			 const struct fy_disk_stats *st, bool done)
 {
-	char w[32], size[32];
+	char prefix[32], line[512];
 
 	(void)opaque;
-	fy_format_bytes(st->bytes_sent, w, sizeof(w));
-	fy_format_bytes(st->size, size, sizeof(size));
-	fprintf(stderr, "\r\033[Kdisk %u/%u  %3.0f%%  wrote %s of %s", disk + 1,
-		n_disks, st->size ? 100.0 * st->bytes_sent / st->size : 100.0,
-		w, size);
-	if (done)
-		fprintf(stderr, "\n");
+	snprintf(prefix, sizeof(prefix), "disk %u/%u", disk + 1, n_disks);
+	fy_progress_format(line, sizeof(line), fy_term_width(), prefix, st,
+			   done);
+	fprintf(stderr, "\r\033[K%s%s", line, done ? "\n" : "");
 	fflush(stderr);
 }
 

@@ -474,13 +474,14 @@ static int run_cleanup_job(struct svc_job *j, const struct fy_job_events *ev,
 	return cs->rc;
 }
 
-/* The kinds of job the service runs. */
-static const struct job_kind kind_backup = { FY_JOB_KIND_BACKUP, run_backup,
-					     false };
-static const struct job_kind kind_restore_vm = { FY_JOB_KIND_RESTORE_VM,
-						 run_restore_vm, false };
-static const struct job_kind kind_cleanup = { FY_JOB_KIND_CLEANUP,
-					      run_cleanup_job, true };
+/* The kinds of job the service runs: one table, one registry, one job
+ * thread for all of them. */
+enum { KIND_BACKUP, KIND_RESTORE_VM, KIND_CLEANUP };
+static const struct job_kind kinds[] = {
+	[KIND_BACKUP] = { FY_JOB_KIND_BACKUP, run_backup, false },
+	[KIND_RESTORE_VM] = { FY_JOB_KIND_RESTORE_VM, run_restore_vm, false },
+	[KIND_CLEANUP] = { FY_JOB_KIND_CLEANUP, run_cleanup_job, true },
+};
 
 int svc_start_backup(struct svc *svc, struct fy_conn *c,
 			const Ferry__Control__StartBackup *sb)
@@ -523,7 +524,7 @@ int svc_start_backup(struct svc *svc, struct fy_conn *c,
 	}
 	j->svc = svc;
 	j->refs = 1;
-	j->kind = &kind_backup;
+	j->kind = &kinds[KIND_BACKUP];
 	atomic_init(&j->cancel, false);
 	snprintf(j->client, sizeof(j->client), "%s", fy_conn_peer(c));
 	copy_field(j->vm, sizeof(j->vm), sb->vm);
@@ -586,7 +587,7 @@ int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
 	}
 	j->svc = svc;
 	j->refs = 1;
-	j->kind = &kind_restore_vm;
+	j->kind = &kinds[KIND_RESTORE_VM];
 	j->restore = r;
 	atomic_init(&j->cancel, false);
 	snprintf(j->client, sizeof(j->client), "%s", fy_conn_peer(c));
@@ -781,7 +782,7 @@ static struct svc_job *cleanup_job_new(struct svc *svc, struct svc_cfg *cfg,
 	}
 	j->svc = svc;
 	j->refs = 1;
-	j->kind = &kind_cleanup;
+	j->kind = &kinds[KIND_CLEANUP];
 	atomic_init(&j->cancel, false);
 	snprintf(j->client, sizeof(j->client), "%s", client);
 	snprintf(j->what, sizeof(j->what), "self-cleanup");

@@ -3,7 +3,8 @@
 # answers --help (and -h, anywhere among its arguments) with its usage on
 # stdout and exit 0, the command list comes from each program's own
 # --help (so a new command is covered without editing this test), an
-# unknown option still fails with exit 2, and --log-level takes 0..6 only.
+# unknown option still fails with exit 2, the usages name the options the
+# issues name, and --log-level takes 0..6 only.
 # usage: help.sh   (BIN in the environment)
 set -euo pipefail
 : "${BIN:?BIN must point at build/bin}"
@@ -44,6 +45,21 @@ for c in $ferry_cmds; do check ferry "$c"; done
 # ferry takes its global options before the command too.
 check ferry list --config /nonexistent.conf
 for c in $repo_cmds; do check ferry-repo "$c"; done
+
+# The usages name the options users type: ferry-agent backup's VM job
+# options, and restore-vm's placement options.
+out=$("$BIN/ferry-agent" backup --help)
+for opt in --vm --full --incremental --enable-cbt --quiesce --snapshot --compression-level; do
+  grep -q -- "$opt" <<<"$out" || fail "ferry-agent backup --help does not list $opt: $out"
+done
+for prog in "ferry-agent restore-vm" "ferry restore-vm"; do
+  # shellcheck disable=SC2086
+  out=$("$BIN"/$prog --help)
+  for opt in --name --datastore --host --resource-pool --folder --network \
+             --disk-provisioning --keep-mac --power-on --transport --json --into --disk; do
+    grep -q -- "$opt" <<<"$out" || fail "$prog --help does not list $opt: $out"
+  done
+done
 
 # --log-level: a level, not whatever atoi makes of it.
 for prog in "ferry-agent backup --source /dev/null" "ferry-agent transports" "ferry list"; do

@@ -40,8 +40,18 @@ mount_start() { # mount_start CONF ARGS...: ferry mount in the background
 }
 mount_stop() { kill "$MOUNT_PID"; wait "$MOUNT_PID" || fail "ferry mount exited $?"; MOUNT_PID=""; }
 
+note "plain NBD on an address other machines reach is warned about"
+# 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails
+# after the warning, and nothing listens beyond the loopback.
+if "$FERRY" --config "$T/agent.conf" mount "$id" --disk 0 --listen 192.0.2.1:0 2>"$T/warn.log"; then
+  fail "a mount bound 192.0.2.1"
+fi
+grep -q "warning: 192.0.2.1:0 is not a loopback address and --tls is not given" "$T/warn.log" ||
+  fail "no warning: $(cat "$T/warn.log")"
+
 note "plain TCP: nbdcopy and qemu-img read exactly the backup"
 mount_start "$T/agent.conf" --listen 127.0.0.1:0 || fail "mount did not start: $(cat "$T/mount.log")"
+grep -q "warning" "$T/mount.log" && fail "a loopback mount warned: $(cat "$T/mount.log")"
 URI="nbd://$(cat "$T/mount.ready")/"
 nbdcopy "$URI" "$T/copy.img"
 same_file "$T/d.img" "$T/copy.img"

@@ -7,8 +7,12 @@
 # block, and its recorded hardware equals the original's but for the name
 # and the MAC addresses. Refused: a name in use, transports that cannot write
 # here (hotadd without a proxy VM; nbd, not built),
-# a backup without a record. A corrupt repository block fails the restore
-# by name and the half-restored VM is destroyed.
+# a backup without a record, a mistyped --network, --folder or
+# --resource-pool. The placement and hardware options (--host,
+# --resource-pool, --folder, --keep-mac, --network, --disk-provisioning)
+# show in the restored VM's own backup record; on a terminal each disk has
+# a progress line that fits it. A corrupt repository block fails the
+# restore by name and the half-restored VM is destroyed.
 source "$(dirname "$0")/lib.sh"
 [[ -x "$BIN/ferry-vcsim" ]] || { echo "ferry-vcsim not built"; exit 77; }
 
@@ -163,6 +167,70 @@ for i in 0 1; do
   "$FERRY" --config "$T/agent.conf" restore "$hw2" --disk $i --output "$T/k$i.img"
   cmp "$T/h$i.img" "$T/k$i.img" || fail "vm-hardware disk $i came back different"
 done
+
+note "placement and options: --host, --resource-pool, --folder, --keep-mac, --network, --disk-provisioning"
+restore_vm "$hw" --name hw-opts --host esx2.ferry.test --folder /ferry-dc/vm --keep-mac \
+  --network "VM Network=Backup Network" --disk-provisioning thin --json >"$T/r3.json" 2>"$T/r3.log" ||
+  { cat "$T/r3.log" "$T/r3.json"; fail "restore-vm with options failed"; }
+[[ $(json "$T/r3.json" '(j["host"], j["datastore"])') == "('esx2.ferry.test', 'ds1')" ]] || fail "placement: $(cat "$T/r3.json")"
+hw3=$(backup_vm hw-opts --disk 0 --disk 1)
+"$FERRY" --config "$T/agent.conf" show "$hw3" --json >"$T/s3.json"
+python3 - "$T/s1.json" "$T/s3.json" <<'PY' || fail "options not applied: $(cat "$T/s3.json")"
+import json, sys
+a, b = (json.load(open(p))["vm_config"] for p in sys.argv[1:3])
+assert [n["mac"] for n in a["nics"]] == [n["mac"] for n in b["nics"]], "--keep-mac: MACs changed"
+assert [n["network"] for n in b["nics"]] == ["Backup Network"] * len(a["nics"]), [n["network"] for n in b["nics"]]
+assert len(b["disks"]) == 3 and all(d["provisioning"] == "thin" for d in b["disks"]), b["disks"]
+PY
+restore_vm "$hw" --name hw-pool --resource-pool /ferry-dc/host/ferry-cluster/Resources \
+  --disk-provisioning thick --json >"$T/r4.json" 2>"$T/r4.log" ||
+  { cat "$T/r4.log" "$T/r4.json"; fail "restore-vm --resource-pool failed"; }
+hw4=$(backup_vm hw-pool --disk 0 --disk 1)
+"$FERRY" --config "$T/agent.conf" show "$hw4" --json >"$T/s4.json"
+[[ $(json "$T/s4.json" '[d["provisioning"].startswith("thick") for d in j["vm_config"]["disks"]]') == "[True, True, True]" ]] ||
+  fail "--disk-provisioning thick: $(cat "$T/s4.json")"
+# A mistyped network, folder or pool is refused before anything is made.
+before=$(vm_count)
+rc=0; restore_vm "$hw" --name x5 --network "VM Netwrk=Backup Network" 2>"$T/e8" || rc=$?
+[[ $rc == 1 ]] && grep -q 'no network adapter of the backup is on network "VM Netwrk" (its adapters are on: "VM Network", "VM Network")' "$T/e8" ||
+  fail "a mistyped --network: exit $rc: $(cat "$T/e8")"
+rc=0; restore_vm "$hw" --name x6 --folder /ferry-dc/vm/nowhere 2>"$T/e9" || rc=$?
+[[ $rc == 1 ]] && grep -q "nowhere" "$T/e9" || fail "an unknown --folder: exit $rc: $(cat "$T/e9")"
+rc=0; restore_vm "$hw" --name x7 --resource-pool /ferry-dc/host/ferry-cluster/Resources/nowhere 2>"$T/e10" || rc=$?
+[[ $rc == 1 ]] && grep -q "nowhere" "$T/e10" || fail "an unknown --resource-pool: exit $rc: $(cat "$T/e10")"
+[[ $(vm_count) == "$before" ]] || fail "a refused restore left a VM"
+
+note "on a terminal: a progress line per disk, fitted to 60 columns, each ending at 100%"
+python3 - "$AGENT" "$T/agent.conf" "$two" <<'PY' || fail "restore-vm progress on a terminal"
+import fcntl, os, pty, re, struct, sys, termios
+agent, conf, backup = sys.argv[1:4]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(agent, [agent, "restore-vm", "--config", conf, backup, "--name", "two-tty"])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+assert os.WEXITSTATUS(status) == 0, out
+text = out.decode(errors="replace").replace("\x1b[K", "")
+lines = [l for l in re.split(r"[\r\n]", text) if "% of" in l]
+assert lines, text
+for l in lines:
+    assert len(l) < 60, (len(l), l)
+last = {}
+for l in lines:
+    m = re.match(r"disk (\d)/2 +(\d+)% of", l)
+    assert m, l
+    last[m.group(1)] = int(m.group(2))
+assert last == {"1": 100, "2": 100}, (last, lines)
+PY
 
 note "refused: a name in use, a transport not built yet, unknown options"
 before=$(vm_count)

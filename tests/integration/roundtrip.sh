@@ -61,6 +61,16 @@ same_file "$T/disk.img" "$T/r3.img"
 "$FERRY" --config "$T/agent.conf" restore "$id1" --disk 0 --output "$T/r1b.img"
 same_file "$T/r0.img" "$T/r1b.img"
 
+note "an existing file is not overwritten without --force"
+cp "$T/r3.img" "$T/keep.img"
+rc=0
+"$FERRY" --config "$T/agent.conf" restore "$id1" --disk 0 --output "$T/r3.img" 2>"$T/force.err" || rc=$?
+[[ $rc == 1 ]] || fail "restore over an existing file exited $rc"
+grep -q "r3.img exists; --force replaces it" "$T/force.err" || fail "no refusal: $(cat "$T/force.err")"
+same_file "$T/keep.img" "$T/r3.img"
+"$FERRY" --config "$T/agent.conf" restore "$id1" --disk 0 --output "$T/r3.img" --force
+same_file "$T/r0.img" "$T/r3.img"
+
 note "block sizes 64 KiB and 8 MiB"
 for bs in 65536 8388608; do
   "$AGENT" backup --config "$T/agent.conf" --source "$T/disk.img" --block-size $bs --json --quiet >"$T/bs.json"

@@ -78,6 +78,19 @@ func (h *harness) createVMTask(c *soapCall) soapReply {
 		vmx.Path = path.Join(spec.Name, spec.Name+".vmx")
 		spec.Files.VmPathName = vmx.String()
 
+		// As vCenter: a NIC on a network the inventory lacks is an
+		// invalid device (the simulator would dereference nothing).
+		for i, ch := range spec.DeviceChange {
+			card, ok := ch.GetVirtualDeviceConfigSpec().Device.(types.BaseVirtualEthernetCard)
+			if !ok {
+				continue
+			}
+			b, ok := card.GetVirtualEthernetCard().Backing.(*types.VirtualEthernetCardNetworkBackingInfo)
+			if ok && !h.hasNetwork(b.DeviceName) {
+				return nil, newTaskFault(&types.InvalidDeviceSpec{DeviceIndex: int32(i)},
+					"Invalid configuration for device '%d': no network named '%s'.", i, b.DeviceName)
+			}
+		}
 		st := &vmState{name: spec.Name, vmx: vmx.String()}
 		controllers := map[int32]types.BaseVirtualDevice{}
 		for _, ch := range spec.DeviceChange {
@@ -252,4 +265,14 @@ func escapeEntityName(name string) string {
 	name = strings.ReplaceAll(name, "%", "%25")
 	name = strings.ReplaceAll(name, "/", "%2f")
 	return strings.ReplaceAll(name, "\\", "%5c")
+}
+
+// hasNetwork tells whether a network (a port group) of that name exists.
+func (h *harness) hasNetwork(name string) bool {
+	for _, e := range simulator.Map.All("Network") {
+		if e.Entity().Name == name {
+			return true
+		}
+	}
+	return false
 }

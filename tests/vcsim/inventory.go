@@ -155,6 +155,9 @@ func newHarness(cfg *config, addr *net.TCPAddr) (*harness, error) {
 	if err := h.createHosts(ctx); err != nil {
 		return nil, err
 	}
+	if err := h.createNetworks(ctx); err != nil {
+		return nil, err
+	}
 	if err := h.createDatastores(ctx); err != nil {
 		return nil, err
 	}
@@ -226,6 +229,25 @@ func (h *harness) createHosts(ctx context.Context) error {
 			ds = append(ds, "ds2")
 		}
 		h.hosts = append(h.hosts, hostInfo{name: name, ref: info.Result.(types.ManagedObjectReference), datastores: ds})
+	}
+	return nil
+}
+
+// createNetworks adds the port group "Backup Network" beside "VM Network"
+// (restores map NICs to it with --network). The simulator keeps one
+// network object per datacenter, so it is added through the first host.
+func (h *harness) createNetworks(ctx context.Context) error {
+	if len(h.hosts) == 0 {
+		return nil
+	}
+	host := object.NewHostSystem(h.client, h.hosts[0].ref)
+	ns, err := host.ConfigManager().NetworkSystem(ctx)
+	if err != nil {
+		return fmt.Errorf("network system of %s: %w", h.hosts[0].name, err)
+	}
+	err = ns.AddPortGroup(ctx, types.HostPortGroupSpec{Name: "Backup Network", VswitchName: "vSwitch0"})
+	if err != nil {
+		return fmt.Errorf("add port group Backup Network: %w", err)
 	}
 	return nil
 }
