@@ -167,30 +167,56 @@ struct svc {
 	unsigned modes_generation, cfg_generation;
 };
 
-/* ---- service.c ----------------------------------------------------------- */
+/* ---- service.c: configuration and lifecycle ----------------------------- */
 
 void cfg_unref(struct svc_cfg *c);
 /* Waits on svc->cond at most ms milliseconds (svc->lock held). */
 void timed_wait(struct svc *svc, int ms);
-fy_control_frame *frame_copy(const fy_control_frame *f);
-int send_copy(struct fy_conn *c, fy_control_frame *copy);
-int send_frame(struct fy_conn *c, fy_control_frame *f);
 /* The self-cleanup, its result kept for Status (own_jobs: this process's
  * journal entries belong to running jobs). */
 void run_cleanup(struct svc *svc, struct svc_cfg *cfg, bool own_jobs,
 		 struct cleanup_state *out);
+
+/* ---- service_conn.c: controller connections and the frames sent --------- */
+
+/* The gate's callback: a controller's authenticated connection, served on
+ * a thread of its own. */
+void svc_on_controller(void *opaque, struct fy_conn *c);
+fy_control_frame *frame_copy(const fy_control_frame *f);
+int send_copy(struct fy_conn *c, fy_control_frame *copy);
+int send_frame(struct fy_conn *c, fy_control_frame *f);
 /* A cleanup's result as the protocol's message, pointing into c. */
 void cleanup_msg(const struct cleanup_state *c,
 		 Ferry__Control__CleanupResult *m);
 /* ferry.repository.allowed: whether a StartBackup may name repo. */
 int repository_allowed(struct svc *svc, const char *repo);
 
-/* ---- service_jobs.c ------------------------------------------------------ */
+/* ---- service_jobs.c: the job kinds and the job registry ----------------- */
 
+enum { KIND_BACKUP, KIND_RESTORE_VM, KIND_CLEANUP };
+extern const struct job_kind svc_kinds[];
 void job_unref_locked(struct svc_job *j);
 void job_info_locked(const struct svc_job *j, Ferry__Control__JobInfo *m);
 struct svc_job *find_job_locked(struct svc *svc, const char *id);
 int svc_send_job_list(struct svc *svc, struct fy_conn *c);
+/* Starts a job whose request was checked and copied: at most
+ * ferry.jobs.max at once and one per key, then JobStarted and, with
+ * watch, its events. Takes the caller's reference on j. */
+int svc_launch(struct svc *svc, struct fy_conn *c, struct svc_job *j,
+	       bool watch);
+/* A job of kind cleanup on cfg, started by client. */
+struct svc_job *svc_cleanup_job_new(struct svc *svc, struct svc_cfg *cfg,
+				    const char *client);
+/* Sends job j's events on c until its final one, its phases from
+ * first_phase on. */
+int svc_watch_job(struct svc *svc, struct fy_conn *c, struct svc_job *j,
+		  uint64_t first_phase);
+/* Registers j and starts its thread (svc->lock held): at most
+ * ferry.jobs.max at once (cleanups aside) and one per key. */
+int svc_start_locked(struct svc *svc, struct svc_job *j);
+
+/* ---- service_cmds.c: the requests about jobs ---------------------------- */
+
 int svc_start_backup(struct svc *svc, struct fy_conn *c,
 		     const Ferry__Control__StartBackup *sb);
 int svc_start_restore_vm(struct svc *svc, struct fy_conn *c,
