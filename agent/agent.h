@@ -69,7 +69,9 @@ struct fy_disk_stats {
 	uint64_t bytes_unchanged; /* an incremental's blocks from the parent */
 	double seconds;
 	/* A restore's counters: bytes_read is the data written, bytes_zero
-	 * the zeros written or left as holes, bytes_sent their sum. */
+	 * the zeros written, bytes_unchanged the blocks left as the disk has
+	 * them (a new disk's holes, a rollback's unchanged areas),
+	 * bytes_sent data and zeros. */
 	bool restore;
 };
 
@@ -188,8 +190,10 @@ int fy_client_restore(struct fy_conn *conn, const char *backup_id,
  * zeros written so far. */
 struct fy_restore_hooks {
 	atomic_bool *cancel;
+	/* data and zeros written, skipped left as the output has them (a
+	 * new disk's holes, a rollback's unchanged areas), of size bytes. */
 	void (*progress)(void *opaque, uint64_t data, uint64_t zeros,
-			 uint64_t size, bool done);
+			 uint64_t skipped, uint64_t size, bool done);
 	/* NULL: every block; else only the blocks it says yes to (offset
 	 * and length in the disk), the others left as the output has them. */
 	bool (*want)(void *opaque, uint64_t offset, uint64_t length);

@@ -314,13 +314,13 @@ struct watch_state {
 /* "disk 1/2  45% of 64.0 MiB  ETA 3s  12.0 MiB/s  read ...", fitted to
  * the terminal. */
 static void progress_line(unsigned disk, unsigned n_disks,
-			  const struct fy_disk_stats *st)
+			  const struct fy_disk_stats *st, bool done)
 {
 	char prefix[32], line[512];
 
 	snprintf(prefix, sizeof(prefix), "disk %u/%u", disk + 1, n_disks);
 	fy_progress_format(line, sizeof(line), fy_term_width(), prefix, st,
-			   false);
+			   done);
 	fprintf(stderr, "\r\033[K%s", line);
 	fflush(stderr);
 }
@@ -343,7 +343,8 @@ static void show_event(struct watch_state *w, const Ferry__Control__JobEvent *e)
 		if (w->line_open && e->progress->disk != w->disk)
 			fprintf(stderr, "\n");
 		w->disk = e->progress->disk;
-		progress_line(e->progress->disk, e->progress->n_disks, &st);
+		progress_line(e->progress->disk, e->progress->n_disks, &st,
+			      e->progress->done);
 		w->line_open = !e->progress->done;
 		if (e->progress->done)
 			fprintf(stderr, "\n");

@@ -23,12 +23,14 @@
  *   ferry restore-vm BACKUP --name NEW [...] [--detach]
  *   ferry cleanup [--json]
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -433,19 +435,31 @@ static int cmd_restore(struct cli *cli, int argc, char **argv)
 	return 0;
 }
 
-/* Whether HOST:PORT (or [V6]:PORT) names this machine's loopback only. */
+/* Whether HOST:PORT (or [V6]:PORT) names this machine's loopback only:
+ * an IPv4 address in 127/8, ::1 or a v4-mapped 127/8, or "localhost". A
+ * name is not trusted to resolve there ("127.example.net"). */
 static bool listen_is_loopback(const char *listen)
 {
 	const char *colon = strrchr(listen, ':');
 	size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
+	struct in6_addr a6;
+	struct in_addr a4;
+	char host[64];
 
 	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
 		listen++;
 		n -= 2;
 	}
-	return (n == 9 && !strncmp(listen, "localhost", 9)) ||
-	       (n == 3 && !strncmp(listen, "::1", 3)) ||
-	       (n >= 4 && !strncmp(listen, "127.", 4));
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, listen, n);
+	host[n] = '\0';
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+	return !strcasecmp(host, "localhost");
 }
 
 static int cmd_mount(struct cli *cli, int argc, char **argv)

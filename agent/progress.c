@@ -26,11 +26,10 @@ void fy_progress_format(char *line, size_t cap, unsigned width,
 	/* Finished: a backup's blocks hashed and then found in the
 	 * repository, sent, skipped as zeros or taken from the parent (read
 	 * but still in the pipeline does not count, so 100% means done); a
-	 * restore's bytes written or left as holes. */
-	uint64_t finished = st->restore ? st->bytes_read + st->bytes_zero
-					: st->bytes_dedup + st->bytes_new +
-						  st->bytes_zero +
-						  st->bytes_unchanged;
+	 * restore's bytes written, and those left as the disk has them. */
+	uint64_t finished = (st->restore ? st->bytes_read
+					 : st->bytes_dedup + st->bytes_new) +
+			    st->bytes_zero + st->bytes_unchanged;
 	double bps = st->seconds > 0 ? finished / st->seconds : 0;
 	double eta;
 	unsigned i, n = 0;
@@ -43,12 +42,15 @@ void fy_progress_format(char *line, size_t cap, unsigned width,
 	if (prefix && prefix[0])
 		snprintf(f[n++], sizeof(f[0]), "%s", prefix);
 	fy_format_bytes(st->size, b1, sizeof(b1));
-	snprintf(f[n++], sizeof(f[0]), "%3.0f%% of %s",
-		 st->size ? 100.0 * finished / st->size : 100.0, b1);
+	/* Rounded down: 100% only once everything is finished. */
+	snprintf(f[n++], sizeof(f[0]), "%3u%% of %s",
+		 st->size ? (unsigned)(finished * 100 / st->size) : 100u, b1);
 	if (done)
 		snprintf(f[n++], sizeof(f[0]), "in %.1fs", st->seconds);
-	else
+	else if (bps > 0)
 		snprintf(f[n++], sizeof(f[0]), "ETA %.0fs", eta);
+	else
+		snprintf(f[n++], sizeof(f[0]), "ETA ?");
 	fy_format_bytes((uint64_t)bps, b1, sizeof(b1));
 	snprintf(f[n++], sizeof(f[0]), "%s/s", b1);
 	fy_format_bytes(st->bytes_read, b1, sizeof(b1));

@@ -468,6 +468,10 @@ struct restore {
 	int error;                 /* a worker's or the writer's, the first */
 	char error_msg[FY_ERR_MAX];
 	uint64_t written, zeros_written;
+	/* Bytes of blocks left as the output has them (a new disk's holes,
+	 * a rollback's unchanged areas), counted as the stream passes them:
+	 * the receiver's alone. */
+	uint64_t skipped;
 };
 
 static size_t block_len(const struct restore *r, uint64_t index)
@@ -853,8 +857,8 @@ static int restore_tick(struct restore *r)
 	zeros = r->zeros_written;
 	pthread_mutex_unlock(&r->lock);
 	if (r->hooks && r->hooks->progress)
-		r->hooks->progress(r->hooks->opaque, written, zeros, r->size,
-				   false);
+		r->hooks->progress(r->hooks->opaque, written, zeros, r->skipped,
+				   r->size, false);
 	if (r->progress) {
 		char w[32];
 
@@ -1038,6 +1042,17 @@ enum entry_kind {
 	ENTRY_DATA,  /* the block, fetched */
 };
 
+/* An entry the stream passes without fetching it: zeros are put, a
+ * skipped block only counted (the progress counts it done). */
+static int pass_entry(struct restore *r, enum entry_kind kind, uint64_t index)
+{
+	if (kind == ENTRY_ZEROS)
+		return put_zero_block(r, index);
+	if (kind == ENTRY_SKIP)
+		r->skipped += block_len(r, index);
+	return 0;
+}
+
 /* Fetches the data blocks of one map chunk and puts them, with the zeros
  * between them, into the ring in disk order. */
 static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
@@ -1110,9 +1125,8 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 				&mc->digests[idx[got]];
 
 			for (; next < idx[got] && rc == 0; next++)
-				if (kind[next] == ENTRY_ZEROS)
-					rc = put_zero_block(r, mc->first_block +
-							       next);
+				rc = pass_entry(r, kind[next],
+						mc->first_block + next);
 			next = idx[got] + 1;
 			if (rc == 0)
 				rc = put_pending_zeros(r);
@@ -1144,8 +1158,7 @@ static int restore_chunk(struct restore *r, const Ferry__MapChunk *mc)
 			goto out;
 	}
 	for (; next < mc->n_digests && rc == 0; next++)
-		if (kind[next] == ENTRY_ZEROS)
-			rc = put_zero_block(r, mc->first_block + next);
+		rc = pass_entry(r, kind[next], mc->first_block + next);
 out:
 	free(kind);
 	free(idx);
@@ -1434,7 +1447,7 @@ int fy_client_restore_fd(struct fy_conn *conn, const char *backup_id,
 	*zeros_written = r.zeros_written;
 	if (rc == 0 && hooks && hooks->progress)
 		hooks->progress(hooks->opaque, r.written, r.zeros_written,
-				r.size, true);
+				r.skipped, r.size, true);
 	return rc;
 }
 
@@ -1451,7 +1464,7 @@ int fy_client_restore_device(struct fy_conn *conn, const char *backup_id,
 	*zeros_written = r.zeros_written;
 	if (rc == 0 && hooks && hooks->progress)
 		hooks->progress(hooks->opaque, r.written, r.zeros_written,
-				r.size, true);
+				r.skipped, r.size, true);
 	return rc;
 }
 
@@ -1467,7 +1480,7 @@ int fy_client_restore_sink(struct fy_conn *conn, const char *backup_id,
 	*zeros_written = r.zeros_written;
 	if (rc == 0 && hooks && hooks->progress)
 		hooks->progress(hooks->opaque, r.written, r.zeros_written,
-				r.size, true);
+				r.skipped, r.size, true);
 	return rc;
 }
 

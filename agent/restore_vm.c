@@ -517,7 +517,7 @@ static int pick_transport(const char *list, struct fy_vs_client *vc,
 /* ---- the job ------------------------------------------------------------- */
 
 static void disk_progress(void *opaque, uint64_t data, uint64_t zeros,
-			  uint64_t size, bool done)
+			  uint64_t skipped, uint64_t size, bool done)
 {
 	struct rv *x = opaque;
 	struct fy_job_disk_result *d = &x->res->disks[x->res->n - 1];
@@ -526,6 +526,7 @@ static void disk_progress(void *opaque, uint64_t data, uint64_t zeros,
 	d->st.bytes_read = data;
 	d->st.bytes_zero = zeros;
 	d->st.bytes_sent = data + zeros;
+	d->st.bytes_unchanged = skipped;
 	d->st.restore = true;
 	d->st.seconds = fy_now() - x->disk_t0;
 	if (x->ev && x->ev->progress)
@@ -949,11 +950,11 @@ struct into_progress {
 };
 
 static void into_progress_cb(void *opaque, uint64_t data, uint64_t zeros,
-			     uint64_t size, bool done)
+			     uint64_t skipped, uint64_t size, bool done)
 {
 	struct into_progress *p = opaque;
 
-	disk_progress(p->x, data, zeros, size, done);
+	disk_progress(p->x, data, zeros, skipped, size, done);
 }
 
 static bool into_want(void *opaque, uint64_t off, uint64_t len)

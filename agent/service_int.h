@@ -1,8 +1,9 @@
 /*
  * The agent service's insides (private to agent/): its state, shared by
- * service.c (configuration, lifecycle, controllers' connections, Status)
- * and service_jobs.c (the job kinds, the job registry, job threads,
- * StartBackup / StartRestoreVm / Cleanup, Watch, Cancel, ListJobs).
+ * service.c (configuration, lifecycle), service_conn.c (controllers'
+ * connections, Status, the frames sent), service_jobs.c (the job kinds,
+ * the job registry, job threads, ListJobs) and service_cmds.c
+ * (StartBackup / StartRestoreVm / Cleanup, Watch, Cancel).
  * Everything under svc->lock unless said otherwise.
  */
 #ifndef FERRY_AGENT_SERVICE_INT_H

@@ -15,7 +15,6 @@
 
 #include "agent/service_int.h"
 
-
 void job_unref_locked(struct svc_job *j)
 {
 	if (--j->refs)

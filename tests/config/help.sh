@@ -56,7 +56,7 @@ for prog in "ferry-agent restore-vm" "ferry restore-vm"; do
   # shellcheck disable=SC2086
   out=$("$BIN"/$prog --help)
   for opt in --name --datastore --host --resource-pool --folder --network \
-             --disk-provisioning --keep-mac --power-on --transport --json --into --disk; do
+             --disk-provisioning --keep-mac --power-on --transport --json --into "--disk N"; do
     grep -q -- "$opt" <<<"$out" || fail "$prog --help does not list $opt: $out"
   done
 done

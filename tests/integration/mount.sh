@@ -43,7 +43,7 @@ mount_stop() { kill "$MOUNT_PID"; wait "$MOUNT_PID" || fail "ferry mount exited 
 note "plain NBD on an address other machines reach is warned about"
 # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails
 # after the warning, and nothing listens beyond the loopback.
-if "$FERRY" --config "$T/agent.conf" mount "$id" --disk 0 --listen 192.0.2.1:0 2>"$T/warn.log"; then
+if timeout 30 "$FERRY" --config "$T/agent.conf" mount "$id" --disk 0 --listen 192.0.2.1:0 2>"$T/warn.log"; then
   fail "a mount bound 192.0.2.1"
 fi
 grep -q "warning: 192.0.2.1:0 is not a loopback address and --tls is not given" "$T/warn.log" ||

@@ -138,12 +138,13 @@ rc=0; restore_vm "$two" --name x0 --disk 0 2>"$T/e0" || rc=$?
 [[ $rc == 2 ]] && grep -q "\-\-disk goes with \-\-into" "$T/e0" || fail "--disk without --into: exit $rc: $(cat "$T/e0")"
 
 note "restore-vm vm-hardware: the recorded hardware comes back, with new MACs"
-restore_vm "$hw" --name hw-restored --datastore ds2 --power-on --json >"$T/r2.json" 2>"$T/r2.log" ||
+restore_vm "$hw" --name hw-restored --datastore ds2 --host esx2.ferry.test --power-on --json >"$T/r2.json" 2>"$T/r2.log" ||
   { cat "$T/r2.log" "$T/r2.json"; fail "restore-vm of vm-hardware failed"; }
 [[ $(json "$T/r2.json" '(j["datastore"], j["powered_on"], [d["restored"] for d in j["disks"]])') == \
   "('ds2', True, [True, True, False])" ]] || fail "result: $(cat "$T/r2.json")"
 vmdisks hw-restored >"$T/d2.json"
-[[ $(json "$T/d2.json" 'j["power_state"]') == poweredOn ]] || fail "not powered on: $(cat "$T/d2.json")"
+[[ $(json "$T/d2.json" '(j["power_state"], j["host"])') == "('poweredOn', 'esx2.ferry.test')" ]] ||
+  fail "not powered on, or not on --host: $(cat "$T/d2.json")"
 hw2=$(backup_vm hw-restored --disk 0 --disk 1)
 "$FERRY" --config "$T/agent.conf" show "$hw" --json >"$T/s1.json"
 "$FERRY" --config "$T/agent.conf" show "$hw2" --json >"$T/s2.json"
@@ -169,10 +170,12 @@ for i in 0 1; do
 done
 
 note "placement and options: --host, --resource-pool, --folder, --keep-mac, --network, --disk-provisioning"
-restore_vm "$hw" --name hw-opts --host esx2.ferry.test --folder /ferry-dc/vm --keep-mac \
+restore_vm "$hw" --name hw-opts --folder /ferry-dc/vm/restored --keep-mac \
   --network "VM Network=Backup Network" --disk-provisioning thin --json >"$T/r3.json" 2>"$T/r3.log" ||
   { cat "$T/r3.log" "$T/r3.json"; fail "restore-vm with options failed"; }
-[[ $(json "$T/r3.json" '(j["host"], j["datastore"])') == "('esx2.ferry.test', 'ds1')" ]] || fail "placement: $(cat "$T/r3.json")"
+vmdisks hw-opts >"$T/d3.json"
+[[ $(json "$T/d3.json" '(j["folder"], j["resource_pool"])') == "('restored', 'Resources')" ]] ||
+  fail "--folder: $(cat "$T/d3.json")"
 hw3=$(backup_vm hw-opts --disk 0 --disk 1)
 "$FERRY" --config "$T/agent.conf" show "$hw3" --json >"$T/s3.json"
 python3 - "$T/s1.json" "$T/s3.json" <<'PY' || fail "options not applied: $(cat "$T/s3.json")"
@@ -182,9 +185,12 @@ assert [n["mac"] for n in a["nics"]] == [n["mac"] for n in b["nics"]], "--keep-m
 assert [n["network"] for n in b["nics"]] == ["Backup Network"] * len(a["nics"]), [n["network"] for n in b["nics"]]
 assert len(b["disks"]) == 3 and all(d["provisioning"] == "thin" for d in b["disks"]), b["disks"]
 PY
-restore_vm "$hw" --name hw-pool --resource-pool /ferry-dc/host/ferry-cluster/Resources \
+restore_vm "$hw" --name hw-pool --resource-pool /ferry-dc/host/ferry-cluster/Resources/restores \
   --disk-provisioning thick --json >"$T/r4.json" 2>"$T/r4.log" ||
   { cat "$T/r4.log" "$T/r4.json"; fail "restore-vm --resource-pool failed"; }
+vmdisks hw-pool >"$T/d4.json"
+[[ $(json "$T/d4.json" '(j["folder"], j["resource_pool"])') == "('vm', 'restores')" ]] ||
+  fail "--resource-pool: $(cat "$T/d4.json")"
 hw4=$(backup_vm hw-pool --disk 0 --disk 1)
 "$FERRY" --config "$T/agent.conf" show "$hw4" --json >"$T/s4.json"
 [[ $(json "$T/s4.json" '[d["provisioning"].startswith("thick") for d in j["vm_config"]["disks"]]') == "[True, True, True]" ]] ||
@@ -206,8 +212,9 @@ import fcntl, os, pty, re, struct, sys, termios
 agent, conf, backup = sys.argv[1:4]
 pid, fd = pty.fork()
 if pid == 0:
+    # The size is set before the agent runs: it reads it at its first line.
+    fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
     os.execv(agent, [agent, "restore-vm", "--config", conf, backup, "--name", "two-tty"])
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
 out = b""
 while True:
     try:

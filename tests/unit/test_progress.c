@@ -15,9 +15,12 @@ int main(void)
 				   .bytes_dedup = 30 * MiB,
 				   .bytes_new = 20 * MiB,
 				   .bytes_sent = 9 * MiB, .seconds = 2 };
+	/* 30 MiB written, 10 MiB of zeros written, 10 MiB of holes left:
+	 * half done. bytes_sent is not what the percent counts. */
 	struct fy_disk_stats r = { .size = 100 * MiB, .bytes_read = 30 * MiB,
-				   .bytes_zero = 20 * MiB,
-				   .bytes_sent = 50 * MiB, .seconds = 1,
+				   .bytes_zero = 10 * MiB,
+				   .bytes_unchanged = 10 * MiB,
+				   .bytes_sent = 90 * MiB, .seconds = 1,
 				   .restore = true };
 	char line[512];
 	size_t i;
@@ -43,6 +46,18 @@ int main(void)
 	fy_progress_format(line, sizeof(line), 300, "disk 2/2", &r, false);
 	CHECK(strstr(line, " 50% of 100") && strstr(line, "wrote 30") &&
 	      strstr(line, "ETA 1s") && !strstr(line, "dedup"));
+	/* Rounded down: 99.6% is not 100%. No rate yet: no ETA. */
+	b.bytes_new = 20 * MiB - 400 * 1024;
+	b.bytes_dedup = 0;
+	b.bytes_zero = 80 * MiB;
+	fy_progress_format(line, sizeof(line), 300, NULL, &b, false);
+	CHECK(!strncmp(line, " 99% of 100", 11));
+	b.seconds = 0;
+	fy_progress_format(line, sizeof(line), 300, NULL, &b, false);
+	CHECK(strstr(line, "ETA ?") != NULL);
+	b.seconds = 2;
+	b.bytes_zero = 0;
+	b.bytes_dedup = 30 * MiB;
 	/* Done: the time taken instead of an ETA; never over 100%. */
 	b.bytes_new = 90 * MiB;
 	fy_progress_format(line, sizeof(line), 300, NULL, &b, true);

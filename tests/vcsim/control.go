@@ -168,6 +168,9 @@ type vmDisksJSON struct {
 	VM                  string          `json:"vm"`
 	Moref               string          `json:"moref"`
 	PowerState          string          `json:"power_state"`
+	Host                string          `json:"host"`
+	Folder              string          `json:"folder"`
+	ResourcePool        string          `json:"resource_pool"`
 	ChangeTracking      bool            `json:"change_tracking"`
 	ConsolidationNeeded bool            `json:"consolidation_needed"`
 	CurrentSnapshot     string          `json:"current_snapshot,omitempty"`
@@ -189,6 +192,17 @@ func (h *harness) fileInfo(d *diskState, f *diskFile) fileJSON {
 	return j
 }
 
+// entityName is the name of the inventory object ref names, or "".
+func entityName(ref *types.ManagedObjectReference) string {
+	if ref == nil {
+		return ""
+	}
+	if e, ok := simulator.Map.Get(*ref).(mo.Entity); ok {
+		return e.Entity().Name
+	}
+	return ""
+}
+
 func (h *harness) controlDisks(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -200,6 +214,9 @@ func (h *harness) controlDisks(w http.ResponseWriter, r *http.Request) {
 	out := vmDisksJSON{VM: st.name, Moref: st.ref.Value, Snapshots: []snapshotJSON{}}
 	if vm != nil {
 		out.PowerState = string(vm.Runtime.PowerState)
+		out.Host = entityName(vm.Runtime.Host)
+		out.Folder = entityName(vm.Parent)
+		out.ResourcePool = entityName(vm.ResourcePool)
 		out.ChangeTracking = trackingEnabled(vm.Config)
 		out.ConsolidationNeeded = vm.Runtime.ConsolidationNeeded != nil && *vm.Runtime.ConsolidationNeeded
 		if vm.Snapshot != nil {

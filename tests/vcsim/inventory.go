@@ -215,6 +215,18 @@ func (h *harness) createHosts(ctx context.Context) error {
 	}
 	h.datacenter = vcDatacenter
 	h.cluster = vcCluster
+	// Somewhere else than the defaults for restores to go: a VM folder
+	// and a resource pool of the cluster.
+	if _, err := folders.VmFolder.CreateFolder(ctx, "restored"); err != nil {
+		return fmt.Errorf("create folder restored: %w", err)
+	}
+	pool, err := cluster.ResourcePool(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster pool: %w", err)
+	}
+	if _, err := pool.Create(ctx, "restores", types.DefaultResourceConfigSpec()); err != nil {
+		return fmt.Errorf("create pool restores: %w", err)
+	}
 	for i, name := range []string{vcHost1, vcHost2} {
 		task, err := cluster.AddHost(ctx, types.HostConnectSpec{HostName: name}, true, nil, nil)
 		if err != nil {
