@@ -66,6 +66,14 @@ void fy_progress_format(char *line, size_t cap, unsigned width,
 		snprintf(f[n++], sizeof(f[0]), "dedup %s", b1);
 		snprintf(f[n++], sizeof(f[0]), "zero %s", b2);
 	}
+	/* Too narrow for the disk and its percent: the percent first. */
+	if (prefix && prefix[0] && strlen(f[0]) + 2 + strlen(f[1]) >= width) {
+		char t[sizeof(f[0])];
+
+		memcpy(t, f[0], sizeof(t));
+		memcpy(f[0], f[1], sizeof(t));
+		memcpy(f[1], t, sizeof(t));
+	}
 	if (cap)
 		line[0] = '\0';
 	for (i = 0; i < n; i++) {

@@ -39,6 +39,9 @@ int main(void)
 	fy_progress_format(line, sizeof(line), 300, "disk 1/2", &b, false);
 	CHECK(strstr(line, "ETA 2s") && strstr(line, "read 100") &&
 	      strstr(line, "dedup 30") && strstr(line, "zero 0"));
+	/* Too narrow for the disk and the percent: the percent stays. */
+	fy_progress_format(line, sizeof(line), 20, "disk 10/12", &b, false);
+	CHECK(!strncmp(line, " 50% of 100", 11) && strlen(line) < 20);
 	/* At 40 columns the counters go first, the percent stays. */
 	fy_progress_format(line, sizeof(line), 40, "disk 1/2", &b, false);
 	CHECK(strstr(line, "50%") && !strstr(line, "dedup"));
