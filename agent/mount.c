@@ -35,7 +35,8 @@
 /* Reads served at once per NBD client: with several in flight a client's
  * fetches overlap their network waits with other reads' decoding. */
 #define NBD_WORKERS 16
-/* Blocks a fetching read asks for past its own end. */
+/* Blocks a fetching read asks for past its own end, when the reader goes
+ * forward (the block before it is cached or loading). */
 #define READ_AHEAD 4
 
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
@@ -339,17 +340,21 @@ static void unpin_blocks(struct mount *m, struct slot **pin, size_t nb)
 }
 
 /* Pins blocks first..last (pin[i - first]; NULL for a hole), each READY:
- * fetched, or waited for while another read fetches it; a fetch asks for
- * up to `ahead` more blocks past last. On failure nothing stays pinned and
- * the error names the block. */
+ * fetched, or waited for while another read fetches it. A fetch also asks
+ * for the next `want` blocks past last (the rest of the client's read),
+ * and for `may` (read-ahead) when the reader goes forward: the block
+ * before first is cached or loading. A random read fetches only what it
+ * asks for. On failure nothing stays pinned and the error names the
+ * block. */
 static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
-		      unsigned ahead, struct slot **pin)
+		      unsigned want, unsigned may, struct slot **pin)
 {
 	size_t nb = (size_t)(last - first + 1), mine = 0, own;
+	unsigned most = want > may ? want : may, ahead;
 	struct slot *load_small[1 + FY_GET_MAX];
-	struct slot **load = nb + ahead <= 1 + FY_GET_MAX
+	struct slot **load = nb + most <= 1 + FY_GET_MAX
 				     ? load_small
-				     : calloc(nb + ahead, sizeof(*load));
+				     : calloc(nb + most, sizeof(*load));
 	uint64_t i, k;
 	int rc = 0, frc = 0;
 
@@ -423,6 +428,10 @@ static int pin_blocks(struct mount *m, uint64_t first, uint64_t last,
 	 * reader's next reads then find them loaded or loading. They are not
 	 * pinned: LOADING keeps them, and once READY they are cache. */
 	own = mine;
+	ahead = want;
+	if (may > ahead && (first == 0 || m->map.hole[first - 1] ||
+			    cache_find(m, first - 1)))
+		ahead = may;
 	for (i = last + 1, k = 0; mine && k < ahead && i < m->map.n;
 	     i++, k++) {
 		struct slot *s;
@@ -500,7 +509,7 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 
 	if (!pin)
 		return fy_err_set(-ENOMEM, "out of memory");
-	rc = pin_blocks(m, first, last, READ_AHEAD, pin);
+	rc = pin_blocks(m, first, last, 0, READ_AHEAD, pin);
 	/* Pinned slots stay as they are: copied without the lock. */
 	for (i = first; rc == 0 && i <= last; i++) {
 		uint64_t bstart = i * m->block_size;
@@ -528,7 +537,7 @@ static int mount_read(void *opaque, uint64_t offset, uint32_t len, void *buf)
 
 /* A read's data straight from its cache slot (the NBD server sends the
  * reply from it): the bytes at offset up to the end of their block. A
- * fetch asks for the rest of the read too (at least READ_AHEAD blocks).
+ * fetch asks for the rest of the read too, and reads ahead as any read.
  * A loan stays pinned while its reply waits for the client, so at most
  * lend_max are out; past that the server copies (*lent = 0). */
 static int mount_lend(void *opaque, uint64_t offset, uint32_t len,
@@ -539,10 +548,8 @@ static int mount_lend(void *opaque, uint64_t offset, uint32_t len,
 	uint64_t from = offset - i * m->block_size;
 	uint64_t n = block_len(m, i) - from;
 	uint64_t rest = (offset + len - 1) / m->block_size - i;
-	unsigned ahead = rest > READ_AHEAD ? (unsigned)(rest < FY_GET_MAX - 1
-							   ? rest
-							   : FY_GET_MAX - 1)
-					   : READ_AHEAD;
+	unsigned want = (unsigned)(rest < FY_GET_MAX - 1 ? rest
+							 : FY_GET_MAX - 1);
 	struct slot *s = NULL;
 	int rc;
 
@@ -554,7 +561,7 @@ static int mount_lend(void *opaque, uint64_t offset, uint32_t len,
 	}
 	m->lent++;
 	pthread_mutex_unlock(&m->lock);
-	rc = pin_blocks(m, i, i, ahead, &s);
+	rc = pin_blocks(m, i, i, want, READ_AHEAD, &s);
 	if (rc == 0 && s) {
 		*data = s->data + from;
 		*lent = (uint32_t)(n < len ? n : len);

@@ -77,6 +77,41 @@ mount_start "$T/agent.conf" --listen 127.0.0.1:0 --cache-mb 34 || fail "mount di
 BURI="nbd://$(cat "$T/mount.ready")/"
 nbdcopy --connections=4 --requests=64 "$BURI" "$T/big-copy.img"
 same_file "$T/big.img" "$T/big-copy.img"
+# Read-ahead is for readers going forward: random reads on a fresh mount
+# fetch only their own blocks; a read at the disk's start, or after a
+# cached block, also asks for the next 4.
+mount_stop
+mount_start "$T/agent.conf" --socket "$T/ra.sock" --log-level 4 || fail "mount did not start: $(cat "$T/mount.log")"
+python3 - "$T/ra.sock" "$T/big.img" <<'PY' || fail "reads for read-ahead"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+def rd(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b)); assert c, "closed"; b += c
+    return b
+def read(handle, off, n):
+    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, handle, off, n))
+    magic, err, h = struct.unpack(">IIQ", rd(16))
+    assert magic == 0x67446698 and h == handle and err == 0, err
+    return rd(n)
+rd(18)
+s.sendall(struct.pack(">I", 3) + b"IHAVEOPT" + struct.pack(">II", 1, 0))
+rd(10)
+want = open(sys.argv[2], "rb").read()
+for i, off in enumerate(((20 << 20) + 100, (30 << 20) + 5000, (9 << 20) + 1)):
+    assert read(i + 1, off, 4096) == want[off:off + 4096], off
+PY
+mount_stop
+grep -q "mount: 3 blocks fetched" "$T/mount.log" || fail "random reads read ahead: $(cat "$T/mount.log")"
+mount_start "$T/agent.conf" --socket "$T/ra.sock" --log-level 4 || fail "mount did not start: $(cat "$T/mount.log")"
+nbdcopy "nbd+unix:///?socket=$T/ra.sock" "$T/ra.img" --request-size=65536 --connections=1 --requests=1
+same_file "$T/big.img" "$T/ra.img"
+mount_stop
+# 40 blocks read in order, each fetched once: most of them read ahead.
+grep -q "mount: 40 blocks fetched" "$T/mount.log" || fail "a sequential read: $(cat "$T/mount.log")"
+mount_start "$T/agent.conf" --listen 127.0.0.1:0 --cache-mb 34 || fail "mount did not start: $(cat "$T/mount.log")"
 # A client still connected (idle in the handshake) at the stop: its
 # connection is cut and its thread waited for, and the export exits 0.
 hp=$(cat "$T/mount.ready")

@@ -70,7 +70,7 @@ static void *read_thread(void *arg)
 {
 	struct reader *r = arg;
 
-	r->rc = pin_blocks(r->m, r->first, r->last, 0, r->pin);
+	r->rc = pin_blocks(r->m, r->first, r->last, 0, 0, r->pin);
 	r->done = 1;
 	return NULL;
 }
