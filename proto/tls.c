@@ -1053,7 +1053,10 @@ int fy_conn_send(struct fy_conn *c, const fy_frame *f)
 	return fy_conn_send_message(c, &f->base, c->tx_max, fy_frame_name(f));
 }
 
-int fy_conn_recv(struct fy_conn *c, fy_frame **out)
+/* One frame: with v, a Block read in place (1, the receive buffer kept
+ * for it); any other frame decoded and checked into *out (0). */
+static int recv_frame(struct fy_conn *c, struct fy_block_view *v,
+		      fy_frame **out)
 {
 	const uint8_t *body;
 	size_t len;
@@ -1061,7 +1064,11 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 
 	if (rc < 0)
 		return rc;
-	rc = fy_frame_decode(body, len, out);
+	rc = v ? fy_block_view_parse(body, len, v) : 0;
+	if (rc > 0)
+		return 1;
+	if (rc == 0)
+		rc = fy_frame_decode(body, len, out);
 	if (rc < 0) {
 		c->rx_error = fy_err_wrap(rc, "from %s", c->peer);
 		return c->rx_error;
@@ -1073,6 +1080,11 @@ int fy_conn_recv(struct fy_conn *c, fy_frame **out)
 		c->rcap = 0;
 	}
 	return 0;
+}
+
+int fy_conn_recv(struct fy_conn *c, fy_frame **out)
+{
+	return recv_frame(c, NULL, out);
 }
 
 /* The framing alone, for the protocols beside ferry.proto that share it
@@ -1145,22 +1157,7 @@ int fy_conn_send_tail(struct fy_conn *c, const uint8_t *head, size_t hlen,
 int fy_conn_recv_block(struct fy_conn *c, struct fy_block_view *v,
 		       fy_frame **other)
 {
-	const uint8_t *body;
-	size_t len;
-	int rc = fy_conn_recv_body(c, FY_FRAME_MAX, &body, &len);
-
-	if (rc < 0)
-		return rc;
-	rc = fy_block_view_parse(body, len, v);
-	if (rc == 0)
-		rc = fy_frame_decode(body, len, other);
-	else if (rc > 0)
-		return 1;
-	if (rc < 0) {
-		c->rx_error = fy_err_wrap(rc, "from %s", c->peer);
-		return c->rx_error;
-	}
-	return 0;
+	return recv_frame(c, v, other);
 }
 
 int fy_conn_recv_body(struct fy_conn *c, size_t max, const uint8_t **body,

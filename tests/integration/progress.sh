@@ -9,30 +9,8 @@ make_certs
 start_repo
 mkimage create "$T/p.img" $((24 * 1024 * 1024)) --seed 51
 for cols in 40 60 80; do
-  python3 - "$AGENT" "$T/agent.conf" "$T/p.img" "$cols" <<'PY' || fail "progress at $cols columns"
-import fcntl, os, pty, re, struct, sys, termios
-agent, conf, img, cols = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(agent, [agent, "backup", "--config", conf, "--source", img])
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
-out = b""
-while True:
-    try:
-        chunk = os.read(fd, 65536)
-    except OSError:
-        break
-    if not chunk:
-        break
-    out += chunk
-_, status = os.waitpid(pid, 0)
-assert os.WEXITSTATUS(status) == 0, out
-text = out.decode(errors="replace").replace("\x1b[K", "")
-lines = [l for l in re.split(r"[\r\n]", text) if "% of" in l]
-assert lines, text
-for l in lines:
-    assert len(l) < cols, (cols, len(l), l)
-assert lines[-1].lstrip().startswith("100%"), lines[-1]
-PY
+  out=$(python3 "$TOOLS/ptyrun.py" "$cols" "$AGENT" backup --config "$T/agent.conf" --source "$T/p.img") ||
+    fail "progress at $cols columns: $out"
+  [[ $(tail -n1 <<<"$out" | sed 's/^ *//') == 100%* ]] || fail "the last line at $cols columns: $(tail -n1 <<<"$out")"
 done
 echo "progress: OK"

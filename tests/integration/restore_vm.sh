@@ -170,31 +170,31 @@ for i in 0 1; do
 done
 
 note "placement and options: --host, --resource-pool, --folder, --keep-mac, --network, --disk-provisioning"
-restore_vm "$hw" --name hw-opts --folder /ferry-dc/vm/restored --keep-mac \
-  --network "VM Network=Backup Network" --disk-provisioning thin --json >"$T/r3.json" 2>"$T/r3.log" ||
-  { cat "$T/r3.log" "$T/r3.json"; fail "restore-vm with options failed"; }
-vmdisks hw-opts >"$T/d3.json"
-[[ $(json "$T/d3.json" '(j["folder"], j["resource_pool"])') == "('restored', 'Resources')" ]] ||
-  fail "--folder: $(cat "$T/d3.json")"
-hw3=$(backup_vm hw-opts --disk 0 --disk 1)
-"$FERRY" --config "$T/agent.conf" show "$hw3" --json >"$T/s3.json"
-python3 - "$T/s1.json" "$T/s3.json" <<'PY' || fail "options not applied: $(cat "$T/s3.json")"
+# restored_record NAME FOLDER POOL ARGS...: vm-hardware restored as NAME
+# with ARGS, checked to be in FOLDER and POOL, then backed up: its record
+# in $T/s-NAME.json.
+restored_record() {
+  local name=$1 folder=$2 pool=$3; shift 3
+  restore_vm "$hw" --name "$name" "$@" --json >"$T/r-$name.json" 2>"$T/r-$name.log" ||
+    { cat "$T/r-$name.log" "$T/r-$name.json"; fail "restore-vm $name $* failed"; }
+  vmdisks "$name" >"$T/d-$name.json"
+  [[ $(json "$T/d-$name.json" '(j["folder"], j["resource_pool"])') == "('$folder', '$pool')" ]] ||
+    fail "$name is not in $folder, $pool: $(cat "$T/d-$name.json")"
+  "$FERRY" --config "$T/agent.conf" show "$(backup_vm "$name" --disk 0 --disk 1)" --json >"$T/s-$name.json"
+}
+restored_record hw-opts restored Resources --folder /ferry-dc/vm/restored --keep-mac \
+  --network "VM Network=Backup Network" --disk-provisioning thin
+python3 - "$T/s1.json" "$T/s-hw-opts.json" <<'PY' || fail "options not applied: $(cat "$T/s-hw-opts.json")"
 import json, sys
 a, b = (json.load(open(p))["vm_config"] for p in sys.argv[1:3])
 assert [n["mac"] for n in a["nics"]] == [n["mac"] for n in b["nics"]], "--keep-mac: MACs changed"
 assert [n["network"] for n in b["nics"]] == ["Backup Network"] * len(a["nics"]), [n["network"] for n in b["nics"]]
 assert len(b["disks"]) == 3 and all(d["provisioning"] == "thin" for d in b["disks"]), b["disks"]
 PY
-restore_vm "$hw" --name hw-pool --resource-pool /ferry-dc/host/ferry-cluster/Resources/restores \
-  --disk-provisioning thick --json >"$T/r4.json" 2>"$T/r4.log" ||
-  { cat "$T/r4.log" "$T/r4.json"; fail "restore-vm --resource-pool failed"; }
-vmdisks hw-pool >"$T/d4.json"
-[[ $(json "$T/d4.json" '(j["folder"], j["resource_pool"])') == "('vm', 'restores')" ]] ||
-  fail "--resource-pool: $(cat "$T/d4.json")"
-hw4=$(backup_vm hw-pool --disk 0 --disk 1)
-"$FERRY" --config "$T/agent.conf" show "$hw4" --json >"$T/s4.json"
-[[ $(json "$T/s4.json" '[d["provisioning"].startswith("thick") for d in j["vm_config"]["disks"]]') == "[True, True, True]" ]] ||
-  fail "--disk-provisioning thick: $(cat "$T/s4.json")"
+restored_record hw-pool vm restores --resource-pool /ferry-dc/host/ferry-cluster/Resources/restores \
+  --disk-provisioning thick
+[[ $(json "$T/s-hw-pool.json" '[d["provisioning"].startswith("thick") for d in j["vm_config"]["disks"]]') == "[True, True, True]" ]] ||
+  fail "--disk-provisioning thick: $(cat "$T/s-hw-pool.json")"
 # A mistyped network, folder or pool is refused before anything is made.
 before=$(vm_count)
 rc=0; restore_vm "$hw" --name x5 --network "VM Netwrk=Backup Network" 2>"$T/e8" || rc=$?
@@ -207,36 +207,16 @@ rc=0; restore_vm "$hw" --name x7 --resource-pool /ferry-dc/host/ferry-cluster/Re
 [[ $(vm_count) == "$before" ]] || fail "a refused restore left a VM"
 
 note "on a terminal: a progress line per disk, fitted to 60 columns, each ending at 100%"
-python3 - "$AGENT" "$T/agent.conf" "$two" <<'PY' || fail "restore-vm progress on a terminal"
-import fcntl, os, pty, re, struct, sys, termios
-agent, conf, backup = sys.argv[1:4]
-pid, fd = pty.fork()
-if pid == 0:
-    # The size is set before the agent runs: it reads it at its first line.
-    fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
-    os.execv(agent, [agent, "restore-vm", "--config", conf, backup, "--name", "two-tty"])
-out = b""
-while True:
-    try:
-        chunk = os.read(fd, 65536)
-    except OSError:
-        break
-    if not chunk:
-        break
-    out += chunk
-_, status = os.waitpid(pid, 0)
-assert os.WEXITSTATUS(status) == 0, out
-text = out.decode(errors="replace").replace("\x1b[K", "")
-lines = [l for l in re.split(r"[\r\n]", text) if "% of" in l]
-assert lines, text
-for l in lines:
-    assert len(l) < 60, (len(l), l)
+out=$(python3 "$TOOLS/ptyrun.py" 60 "$AGENT" restore-vm --config "$T/agent.conf" "$two" --name two-tty) ||
+  fail "restore-vm progress on a terminal: $out"
+python3 - "$out" <<'PY' || fail "restore-vm progress lines: $out"
+import re, sys
 last = {}
-for l in lines:
+for l in sys.argv[1].splitlines():
     m = re.match(r"disk (\d)/2 +(\d+)% of", l)
     assert m, l
     last[m.group(1)] = int(m.group(2))
-assert last == {"1": 100, "2": 100}, (last, lines)
+assert last == {"1": 100, "2": 100}, last
 PY
 
 note "refused: a name in use, a transport not built yet, unknown options"
